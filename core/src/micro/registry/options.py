@@ -1,0 +1,74 @@
+"""Registry options: ``MICRO_REGISTRY_<FIELD>`` (``MICRO_REGISTRY_TTL=60s``)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from ..errors import InvalidOption
+from ..options import Options
+
+__all__ = ["LocalRegistryOptions", "MDNSRegistryOptions", "RegistryOptions"]
+
+
+def _positive(value: float, option: str) -> None:
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value) or value <= 0:
+        raise InvalidOption(f"must be a positive number of seconds, got {value!r}", option=option)
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class RegistryOptions(Options):
+    """Settings every registry understands."""
+
+    #: Where the registry lives (backend-specific: server addresses, a file path...).
+    address: tuple[str, ...] = ()
+    #: Upper bound, in seconds, for one registry operation.
+    timeout: float = 5.0
+    #: Default lifetime of registered nodes in seconds; ``None`` means they never expire.
+    ttl: float | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.address, tuple) or not all(isinstance(a, str) for a in self.address):
+            raise InvalidOption("must be a tuple of strings", option="address")
+        _positive(self.timeout, "timeout")
+        if self.ttl is not None:
+            _positive(self.ttl, "ttl")
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class LocalRegistryOptions(RegistryOptions):
+    """The ``local`` registry: a SQLite file shared by every process of the user.
+
+    The file is ``path`` if set, else ``address[0]`` if given, else
+    ``$XDG_RUNTIME_DIR/micro/registry.db`` or ``<tempdir>/micro-<uid>/registry.db``.
+    """
+
+    #: The database file (``MICRO_REGISTRY_PATH``).
+    path: str | None = None
+    #: How often, in seconds, watchers look for changes made by other processes.
+    poll_interval: float = 0.1
+
+    def __post_init__(self) -> None:
+        RegistryOptions.__post_init__(self)
+        _positive(self.poll_interval, "poll_interval")
+        if self.path is not None and not (isinstance(self.path, str) and self.path.strip()):
+            raise InvalidOption("must be a non-empty file path", option="path")
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class MDNSRegistryOptions(RegistryOptions):
+    """The ``mdns`` registry: multicast DNS on the local network, Go Micro's encoding."""
+
+    #: How long, in seconds, a lookup listens for answers (Go Micro: 100ms).
+    timeout: float = 0.1
+    #: mDNS domain; services are announced as ``_<name>._tcp.<domain>.`` (Go Micro: ``micro``).
+    domain: str = "micro"
+    #: IP addresses of the interfaces to bind (``MICRO_REGISTRY_INTERFACES=127.0.0.1``); empty means all.
+    interfaces: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        RegistryOptions.__post_init__(self)
+        if not isinstance(self.domain, str) or not self.domain.strip(".").strip():
+            raise InvalidOption("must be a non-empty DNS label", option="domain")
+        if not isinstance(self.interfaces, tuple) or not all(isinstance(i, str) and i for i in self.interfaces):
+            raise InvalidOption("must be a tuple of IP addresses", option="interfaces")

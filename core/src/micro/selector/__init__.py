@@ -1,0 +1,25 @@
+"""Node selection: the :class:`Selector` interface, filters and strategies.
+
+The built-in selectors (``random``, ``roundrobin``) live in
+:mod:`micro.selector.cache` and are built with ``micro.create("selector")``.
+"""
+
+from __future__ import annotations
+
+from .base import Filter, Next, Selector, Strategy
+from .filter import filter_endpoint, filter_label, filter_version
+from .options import SelectorOptions
+from .strategy import random, round_robin
+
+__all__ = [
+    "Filter",
+    "Next",
+    "Selector",
+    "SelectorOptions",
+    "Strategy",
+    "filter_endpoint",
+    "filter_label",
+    "filter_version",
+    "random",
+    "round_robin",
+]
