@@ -1,0 +1,303 @@
+"""The broker interface: asynchronous publish/subscribe of messages on topics.
+
+Go Micro's ``broker.Broker`` (section 2.3 of the research note), with its
+semantics pinned down where Go's implementations disagree:
+
+* **Broadcast and queue groups.** A subscriber without a queue gets every message
+  published on its topic. Subscribers that share a ``queue`` name on one topic form a
+  queue group and compete: each message goes to exactly one member of each group
+  (redelivery after a failure may pick another member). Broadcast subscribers and every
+  group on the topic each get their own copy.
+* **Settlement.** A delivery is settled once: by :meth:`Event.ack`, by :meth:`Event.nack`
+  or, failing that, by the broker when the handler returns. With ``auto_ack=True`` a
+  normal return acks. A handler exception, or a return without settling when
+  ``auto_ack=False``, counts as ``nack(requeue=True)``: where the broker supports it the
+  message is delivered again (a bounded number of times), otherwise it is dropped.
+* **Isolation.** Handler exceptions are logged on the ``micro.broker`` logger and
+  stored on :attr:`Event.error`; they never reach the publisher and never end the
+  subscription.
+* **Lifecycle.** :meth:`Broker.start` connects (Go's ``Connect``) and
+  :meth:`Broker.close` disconnects (``Disconnect``), ending every subscription; both
+  are idempotent. ``publish`` and ``subscribe`` on a broker that was never started
+  start it first; after ``close()`` they raise :class:`~micro.errors.ConnectionClosed`
+  until ``start()`` is called again.
+"""
+
+from __future__ import annotations
+
+import abc
+import logging
+import re
+from collections.abc import Awaitable, Callable, Mapping
+from typing import ClassVar, Literal, TypeAlias
+
+from ..component import Component
+from ..errors import BadRequest, MessageTooLarge, NotSupported
+from ..metadata import Metadata
+from .options import BrokerOptions, SubscribeOptions
+
+__all__ = [
+    "Broker",
+    "Event",
+    "Handler",
+    "Message",
+    "Outcome",
+    "Subscriber",
+    "check_publish",
+    "check_subscribe",
+    "check_topic",
+    "dispatch",
+]
+
+logger = logging.getLogger("micro.broker")
+
+#: How a delivery was settled: acked, dropped (``nack(requeue=False)``) or to be redelivered.
+Outcome: TypeAlias = Literal["ack", "drop", "requeue"]
+
+_NO_SPACE = re.compile(r"\S+")
+
+
+class Message:
+    """A message: string headers and an opaque body (Go Micro's ``broker.Message``).
+
+    ``header`` is a case-insensitive :class:`~micro.metadata.Metadata`; the broker
+    carries it unchanged. Two messages are equal when their headers and bodies are.
+    """
+
+    __slots__ = ("body", "header")
+
+    def __init__(self, body: bytes = b"", header: Mapping[str, str] | None = None) -> None:
+        if not isinstance(body, (bytes, bytearray, memoryview)):
+            raise BadRequest(f"message body must be bytes, not {type(body).__name__}")
+        self.body: bytes = bytes(body)
+        try:
+            self.header: Metadata = Metadata(header or {})
+        except (TypeError, ValueError) as exc:
+            raise BadRequest(f"message header must map str to str: {exc}") from exc
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Message):
+            return NotImplemented
+        return self.body == other.body and self.header == other.header
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        body = self.body if len(self.body) <= 32 else self.body[:32] + b"..."
+        return f"Message({body!r}, header={dict(self.header)!r})"
+
+
+class Event:
+    """One delivery of a message to one subscriber, passed to the handler.
+
+    :meth:`ack` and :meth:`nack` settle the delivery; the first call wins and
+    later calls (and calls after the broker settled it) do nothing. A backend
+    whose server acknowledges messages overrides them to talk to the server,
+    and raises :class:`~micro.errors.NotSupported` from :meth:`nack` if it
+    cannot return a message.
+    """
+
+    __slots__ = ("_outcome", "error", "message", "topic")
+
+    def __init__(self, topic: str, message: Message) -> None:
+        self.topic = topic
+        self.message = message
+        #: The exception the handler raised, once it has raised one.
+        self.error: BaseException | None = None
+        self._outcome: Outcome | None = None
+
+    @property
+    def outcome(self) -> Outcome | None:
+        """How the delivery was settled, or ``None`` while it is not."""
+        return self._outcome
+
+    async def ack(self) -> None:
+        """Mark the message as processed: it will not be delivered again."""
+        self._settle("ack")
+
+    async def nack(self, requeue: bool = True) -> None:
+        """Reject the message: deliver it again if ``requeue`` (and the broker can), else drop it.
+
+        Redelivery is bounded by the broker (``max_redeliveries`` for the
+        embedded ones); past that the message is dropped and logged.
+        """
+        self._settle("requeue" if requeue else "drop")
+
+    def _settle(self, outcome: Outcome) -> None:
+        if self._outcome is None:
+            self._outcome = outcome
+
+    def __repr__(self) -> str:
+        return f"<Event {self.topic!r} {self.message!r} outcome={self._outcome}>"
+
+
+#: A subscriber's callback. It may settle the event itself (see :class:`Event`).
+Handler: TypeAlias = Callable[[Event], Awaitable[None]]
+
+
+class Subscriber(abc.ABC):
+    """A live subscription, returned by :meth:`Broker.subscribe`."""
+
+    def __init__(self, topic: str, options: SubscribeOptions) -> None:
+        self._topic = topic
+        self._options = options
+
+    @property
+    def topic(self) -> str:
+        return self._topic
+
+    @property
+    def queue(self) -> str | None:
+        """The queue group, or ``None`` for a broadcast subscriber."""
+        return self._options.queue
+
+    @property
+    def options(self) -> SubscribeOptions:
+        return self._options
+
+    @abc.abstractmethod
+    async def unsubscribe(self) -> None:
+        """Stop delivery to this subscriber. Idempotent; never raises for a closed broker.
+
+        When it returns the handler will not be called again for this
+        subscription. A handler call in progress is allowed to finish (the
+        broker may cancel it after a grace period); ``unsubscribe`` called from
+        inside the handler does not wait for itself. Messages that were queued
+        for a queue group stay with the group's remaining members.
+        """
+
+    def __repr__(self) -> str:
+        queue = f" queue={self.queue!r}" if self.queue else ""
+        return f"<{type(self).__name__} {self.topic!r}{queue}>"
+
+
+class Broker(Component, abc.ABC):
+    """Publish/subscribe on named topics; see the module docstring for the semantics.
+
+    An instance is safe to share between tasks of one event loop.
+    """
+
+    options_type: ClassVar[type[BrokerOptions]] = BrokerOptions
+    options: BrokerOptions
+
+    #: What the implementation supports beyond publish/subscribe/broadcast:
+    #: ``"queue"`` (queue groups), ``"ack"`` (``auto_ack=False`` is honoured),
+    #: ``"nack"`` (``nack(requeue=True)`` redelivers), ``"ordered"`` (one
+    #: publisher's messages reach each subscriber in publish order, redeliveries
+    #: aside), ``"cross-process"`` (publishers and subscribers may be in
+    #: different processes).
+    capabilities: ClassVar[frozenset[str]] = frozenset()
+
+    def __init__(self, options: BrokerOptions | None = None) -> None:
+        super().__init__(options)
+
+    @property
+    @abc.abstractmethod
+    def address(self) -> str:
+        """Where the broker is: the server it talks to, or the address it listens on once started."""
+
+    @abc.abstractmethod
+    async def start(self) -> None:
+        """Connect (Go's ``Connect``). Idempotent. Raises :class:`~micro.errors.BackendUnavailable`."""
+
+    @abc.abstractmethod
+    async def close(self) -> None:
+        """Disconnect (Go's ``Disconnect``): unsubscribe everything, then release connections.
+
+        Idempotent. Messages accepted by :meth:`publish` but not yet delivered
+        may be lost.
+        """
+
+    @abc.abstractmethod
+    async def publish(self, topic: str, message: Message) -> None:
+        """Send ``message`` to the subscribers of ``topic``.
+
+        Returns once the broker has accepted the message, not when handlers
+        have run; a topic with no subscribers is not an error and the message
+        is discarded. Publish waits (back-pressure) rather than buffer without
+        bound when subscribers are slow.
+
+        :raises BadRequest: ``topic`` is empty or contains whitespace, or
+            ``message`` is not a :class:`Message`.
+        :raises MessageTooLarge: the body is larger than ``max_message_size``.
+        :raises ConnectionClosed: the broker was closed.
+        :raises BackendUnavailable: the broker (or, for the http broker, the
+            registry) cannot be reached.
+        """
+
+    @abc.abstractmethod
+    async def subscribe(
+        self, topic: str, handler: Handler, *, queue: str | None = None, auto_ack: bool = True
+    ) -> Subscriber:
+        """Call ``handler`` with an :class:`Event` for each message on ``topic``.
+
+        Without ``queue`` the subscriber gets every message; with one it
+        competes with the other subscribers of that queue on the topic, and
+        each message goes to exactly one of them. Messages published before
+        ``subscribe`` returns may not be delivered to it. See the module
+        docstring for ``auto_ack`` and handler failures.
+
+        :raises BadRequest: ``topic`` or ``queue`` is empty or contains
+            whitespace, or ``handler`` is not callable.
+        :raises NotSupported: ``queue`` or ``auto_ack=False`` was given and
+            the broker lacks the ``"queue"`` or ``"ack"`` capability.
+        :raises ConnectionClosed: the broker was closed.
+        """
+
+
+def check_topic(topic: object, what: str = "topic") -> str:
+    """``topic`` if it is a non-empty string without whitespace, else :class:`~micro.errors.BadRequest`."""
+    if not isinstance(topic, str) or not _NO_SPACE.fullmatch(topic):
+        raise BadRequest(f"{what} must be a non-empty string without whitespace, got {topic!r}")
+    return topic
+
+
+def check_publish(broker: Broker, topic: object, message: object) -> tuple[str, Message]:
+    """The arguments of :meth:`Broker.publish`, checked as its docstring says."""
+    topic = check_topic(topic)
+    if not isinstance(message, Message):
+        raise BadRequest(f"message must be a micro.broker.Message, not {type(message).__name__}")
+    if len(message.body) > broker.options.max_message_size:
+        raise MessageTooLarge(
+            f"message body is {len(message.body)} bytes; max_message_size is {broker.options.max_message_size}"
+        )
+    return topic, message
+
+
+def check_subscribe(
+    broker: Broker, topic: object, handler: object, queue: object, auto_ack: object
+) -> tuple[str, SubscribeOptions]:
+    """The arguments of :meth:`Broker.subscribe`, checked as its docstring says."""
+    topic = check_topic(topic)
+    if not callable(handler):
+        raise BadRequest(f"handler must be an async callable, not {type(handler).__name__}")
+    if queue is not None:
+        queue = check_topic(queue, "queue")
+        if "queue" not in broker.capabilities:
+            raise NotSupported(f"{type(broker).__name__} has no queue groups")
+    if not isinstance(auto_ack, bool):
+        raise BadRequest(f"auto_ack must be a bool, not {type(auto_ack).__name__}")
+    if not auto_ack and "ack" not in broker.capabilities:
+        raise NotSupported(f"{type(broker).__name__} cannot leave acknowledgement to the handler")
+    return topic, SubscribeOptions(queue=queue, auto_ack=auto_ack)
+
+
+async def dispatch(handler: Handler, event: Event, *, auto_ack: bool) -> Outcome:
+    """Run ``handler`` on ``event`` and settle it as the module docstring says; return the outcome.
+
+    Exceptions from the handler are logged and stored on ``event.error``;
+    only cancellation propagates.
+    """
+    try:
+        await handler(event)
+    except Exception as exc:
+        event.error = exc
+        logger.exception("broker handler for topic %r failed", event.topic)
+        await event.nack(requeue=True)
+    else:
+        if auto_ack:
+            await event.ack()
+        else:
+            await event.nack(requeue=True)
+    # The handler (or a subclass's ack/nack) may have settled it already: the first settlement wins.
+    return event.outcome or "requeue"
