@@ -237,8 +237,8 @@ class RPCError(MicroError):
 
     def __init__(self, detail: str = "", *, id: str = "", code: int = 500, status: str = "") -> None:
         super().__init__(detail, id=id)
-        self.code = code  # type: ignore[misc]
-        self.status = status or _REASONS.get(code, "")  # type: ignore[misc]
+        self.code = code
+        self.status = status or _REASONS.get(code, "")
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), separators=(",", ":"))
@@ -280,10 +280,7 @@ def _remote_class(code: int) -> type[RPCError]:
     cls = _REMOTE_CLASSES.get(code)
     if cls is None:
         base = _BY_CODE.get(code)
-        if base is None:
-            cls = RPCError
-        else:
-            cls = type(f"Remote{base.__name__}", (RPCError, base), {"__module__": __name__})
+        cls = RPCError if base is None else type(f"Remote{base.__name__}", (RPCError, base), {"__module__": __name__})
         _REMOTE_CLASSES[code] = cls
     return cls
 

@@ -46,9 +46,7 @@ class Register(Protocol):
     ``MICRO_<INTERFACE>`` is unset; only one distribution may claim that.
     """
 
-    def __call__(
-        self, name: str, factory: type | str, /, *, default: bool = False
-    ) -> None: ...
+    def __call__(self, name: str, factory: type | str, /, *, default: bool = False) -> None: ...
 
 
 #: Every interface a plugin can provide, in the order ``micro plugins`` lists them.
@@ -80,7 +78,7 @@ def micro_register_auth(register: Register) -> None:
 
 @hookspec
 def micro_register_broker(register: Register) -> None:
-    """Register message brokers (publish/subscribe): ``register("rabbitmq", "micro_rabbitmq.broker:RabbitMQBroker")``."""
+    """Register message brokers: ``register("rabbitmq", "micro_rabbitmq.broker:RabbitMQBroker")``."""
 
 
 @hookspec
@@ -155,7 +153,7 @@ def micro_register_transport(register: Register) -> None:
 
 @hookspec
 def micro_register_tunnel(register: Register) -> None:
-    """Register tunnels multiplexing sessions over transport links: ``register("mucp", "micro.tunnel.mucp:MUCPTunnel")``."""
+    """Register tunnels (sessions over transport links): ``register("mucp", "micro.tunnel.mucp:MUCPTunnel")``."""
 
 
 @hookspec

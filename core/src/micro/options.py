@@ -32,14 +32,14 @@ from .errors import InvalidOption
 
 __all__ = ["Options", "build", "parse_duration"]
 
-O = TypeVar("O", bound="Options")
+OptionsT = TypeVar("OptionsT", bound="Options")
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True, slots=True)
 class Options:
     """Base of every options class. It has no fields of its own."""
 
-    def replace(self: O, **changes: Any) -> O:
+    def replace(self: OptionsT, **changes: Any) -> OptionsT:
         """A copy with ``changes`` applied (and checked again)."""
         return dataclasses.replace(self, **changes)
 
@@ -116,12 +116,12 @@ def _hints(cls: type[Options]) -> dict[str, Any]:
 
 
 def build(
-    cls: type[O],
+    cls: type[OptionsT],
     strings: Mapping[str, str] | None = None,
     values: Mapping[str, Any] | None = None,
     *,
     describe: Callable[[str], str] | None = None,
-) -> O:
+) -> OptionsT:
     """An instance of ``cls`` from ``strings`` (converted by annotation) and ``values`` (as given).
 
     Keys are field names, case-insensitive; ``values`` win over ``strings``.

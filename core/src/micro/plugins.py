@@ -266,9 +266,7 @@ class PluginManager:
                 if impl.plugin is not plugin:
                     continue
 
-                def register(
-                    name: str, factory: type | str, /, *, default: bool = False, _kind: str = kind
-                ) -> None:
+                def register(name: str, factory: type | str, /, *, default: bool = False, _kind: str = kind) -> None:
                     if not isinstance(name, str) or not _NAME.match(name):
                         raise ConfigError(f"{plugin_name}: invalid {_kind} name {name!r} (use lower-case a-z0-9._-)")
                     if not isinstance(factory, (type, str)) or (isinstance(factory, str) and ":" not in factory):
@@ -370,10 +368,11 @@ class PluginManager:
         name: str | None = None,
         /,
         *,
+        cls: type[C],
         environ: Mapping[str, str] | None = None,
         options: Options | None = None,
         **values: Any,
-    ) -> Component: ...
+    ) -> C: ...
 
     @overload
     def create(
@@ -382,11 +381,10 @@ class PluginManager:
         name: str | None = None,
         /,
         *,
-        cls: type[C],
         environ: Mapping[str, str] | None = None,
         options: Options | None = None,
         **values: Any,
-    ) -> C: ...
+    ) -> Component: ...
 
     def create(
         self,

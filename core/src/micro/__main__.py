@@ -1,0 +1,3 @@
+from micro.cli import main
+
+main()
