@@ -1,0 +1,195 @@
+"""The transport interface: point-to-point, message-oriented streams (Go Micro ``transport/transport.go``).
+
+A :class:`Transport` dials an address and gets a :class:`Socket`, or listens
+on one and runs a handler for every socket a peer opens. A socket carries
+:class:`Message` values, each a header and a body, in both directions, in
+order, until each side half-closes. In Go Micro a client socket is a
+connection; here it is a *stream*: the tcp transport multiplexes every socket
+dialled to one address over one connection, so dialling per call is cheap.
+
+The rules every transport follows, and the conformance suite checks:
+
+* **Order and integrity.** Messages arrive whole, in the order sent, headers
+  and body unchanged (header keys keep their case; treat them
+  case-insensitively, as Go Micro's HTTP transport canonicalises them).
+* **Size.** A message larger than ``max_message_size`` (header and body
+  encoded) is refused by :meth:`Socket.send` with
+  :class:`~micro.errors.MessageTooLarge` before anything is sent; the socket
+  stays usable.
+* **End of stream.** After the peer half-closes (:meth:`Socket.close_send`) or
+  closes, :meth:`Socket.recv` returns what was already sent and then raises
+  :class:`~micro.errors.ConnectionClosed`, every time it is called.
+* **Failure.** A lost connection fails every socket on it with
+  :class:`~micro.errors.ConnectionClosed`; nothing waits forever. Dialling an
+  address nobody listens on raises :class:`~micro.errors.Unavailable`
+  promptly; a dial or receive that exceeds its timeout raises
+  :class:`~micro.errors.Timeout`. No ``OSError`` escapes.
+* **Idempotence.** :meth:`Socket.close`, :meth:`Listener.close` and
+  :meth:`Transport.close` may be called any number of times.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import ClassVar, Self
+
+from ..component import Component
+from .options import TransportOptions
+
+__all__ = ["Handler", "Listener", "Message", "Socket", "Transport"]
+
+
+@dataclass(slots=True)
+class Message:
+    """One transport message (Go Micro ``transport.Message``): string headers and an opaque body."""
+
+    header: dict[str, str] = field(default_factory=dict)
+    body: bytes = b""
+
+
+class Socket(abc.ABC):
+    """One stream between two peers, full duplex.
+
+    Several tasks may call :meth:`send` concurrently (messages are not
+    interleaved) and :meth:`recv` concurrently (each message goes to one of
+    them). Cancelling a :meth:`recv` loses no message.
+    """
+
+    @property
+    @abc.abstractmethod
+    def local(self) -> str:
+        """This end's address, ``"host:port"``."""
+
+    @property
+    @abc.abstractmethod
+    def remote(self) -> str:
+        """The peer's address, ``"host:port"``."""
+
+    @abc.abstractmethod
+    async def send(self, message: Message) -> None:
+        """Queue ``message`` for the peer, waiting only while the connection is congested.
+
+        Raises :class:`~micro.errors.MessageTooLarge` (nothing sent, the socket
+        stays usable), :class:`~micro.errors.BadRequest` for a header that is
+        not ``str -> str``, and :class:`~micro.errors.ConnectionClosed` after
+        :meth:`close_send` or :meth:`close`, after the peer closed the socket,
+        or when the connection is lost.
+        """
+
+    @abc.abstractmethod
+    async def recv(self, *, timeout: float | None = None) -> Message:
+        """The next message from the peer.
+
+        Raises :class:`~micro.errors.ConnectionClosed` once the peer has
+        half-closed or closed and every message it sent has been returned,
+        when this socket is closed (which also wakes a pending ``recv``), or
+        when the connection is lost; :class:`~micro.errors.Timeout` when no
+        message arrives within ``timeout`` seconds (the socket stays usable).
+        """
+
+    @abc.abstractmethod
+    async def close_send(self) -> None:
+        """Half-close: tell the peer that nothing more will be sent; receiving goes on.
+
+        The peer's :meth:`recv` raises :class:`~micro.errors.ConnectionClosed`
+        after the last message. Idempotent; does nothing after :meth:`close`.
+        """
+
+    @abc.abstractmethod
+    async def close(self) -> None:
+        """Close both directions and release the stream. Idempotent; never raises.
+
+        Messages already sent are still delivered; the peer's ``recv`` then
+        raises :class:`~micro.errors.ConnectionClosed` and its ``send`` does
+        too. Messages that arrive afterwards are dropped.
+        """
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.local} -> {self.remote}>"
+
+
+#: Runs once per socket a peer opens; the transport closes the socket when it returns.
+Handler = Callable[[Socket], Awaitable[None]]
+
+
+class Listener(abc.ABC):
+    """Accepts sockets on one address and runs the handler for each, as its own task.
+
+    An exception from the handler is logged (logger ``micro.transport``) and
+    only ends that socket; it never stops the listener.
+    """
+
+    @property
+    @abc.abstractmethod
+    def address(self) -> str:
+        """The bound address, ``"host:port"``, with the real port when listening on port 0."""
+
+    @abc.abstractmethod
+    async def close(self) -> None:
+        """Stop accepting sockets and free the address. Idempotent.
+
+        Sockets already accepted are not interrupted: their handlers run to the
+        end, and each connection closes once its last socket has. Use
+        :meth:`Transport.close` to cut everything.
+        """
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.address}>"
+
+
+class Transport(Component, abc.ABC):
+    """Dials and listens; one instance serves any number of both.
+
+    :meth:`Component.close` closes every listener and every connection the
+    transport made, failing their sockets with
+    :class:`~micro.errors.ConnectionClosed` and cancelling running handlers.
+    The transport can be used again afterwards.
+    """
+
+    options_type: ClassVar[type[TransportOptions]] = TransportOptions
+    options: TransportOptions
+
+    def __init__(self, options: TransportOptions | None = None) -> None:
+        super().__init__(options)
+
+    @abc.abstractmethod
+    async def dial(self, address: str, *, timeout: float | None = None) -> Socket:
+        """A new socket to the listener at ``address`` (``"host:port"``).
+
+        ``timeout`` bounds connecting (``options.dial_timeout`` when ``None``);
+        a transport that multiplexes reuses an open connection and returns at
+        once. Raises :class:`~micro.errors.Unavailable` when nothing accepts
+        at ``address``, :class:`~micro.errors.Timeout` when connecting takes
+        longer than ``timeout``, :class:`~micro.errors.BadRequest` for an
+        address that is not ``host:port``.
+        """
+
+    @abc.abstractmethod
+    async def listen(self, address: str | None, handler: Handler) -> Listener:
+        """Accept sockets at ``address`` (``options.address`` when ``None``) and run ``handler`` for each.
+
+        Port 0 picks a free port: read it from :attr:`Listener.address`.
+        Raises :class:`~micro.errors.Unavailable` when the address cannot be
+        bound (in use, not local), :class:`~micro.errors.BadRequest` for an
+        address that is not ``host:port``, and
+        :class:`~micro.errors.InvalidOption` for unusable TLS settings.
+        """
