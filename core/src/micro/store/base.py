@@ -1,0 +1,304 @@
+"""The store interface and its record type (Go Micro ``store/store.go``).
+
+A store keeps :class:`Record` values, bytes with metadata and an optional
+time to live, under string keys. Keys live in a *table* inside a *database*:
+the same key in two tables (or two databases) names two independent records.
+Every operation takes ``database=`` and ``table=``; ``None`` means the store's
+:class:`~micro.store.StoreOptions` defaults (both ``"micro"``).
+
+The rules every implementation follows, and the conformance suite checks:
+
+* **Misses.** An exact :meth:`Store.read` of a missing (or expired) key raises
+  :class:`~micro.errors.RecordNotFound` naming the key, as Go Micro returns
+  ``ErrNotFound``. A prefix or suffix read that matches nothing, and a
+  :meth:`Store.list` that matches nothing, return ``[]``. :meth:`Store.delete`
+  of a missing key does nothing.
+* **Ordering.** Prefix/suffix reads and lists are sorted by key (code point
+  order), and ``offset``/``limit`` page through that order after filtering.
+* **Expiry.** A record written with a TTL is invisible to every operation once
+  it has expired; on read, :attr:`Record.expiry` is the time it has left.
+  Writing a key again replaces its value, metadata *and* expiry.
+* **Isolation.** Records are copied in and out: changing a :class:`Record` (or
+  its metadata) after writing it, or after reading it, never changes the store.
+* **Bad input** raises :class:`~micro.errors.BadRequest` before anything is
+  done: an empty key, a key that is not UTF-8 encodable, a value that is not
+  ``bytes``, metadata that is not JSON-compatible, a TTL that is not a positive
+  finite number, a negative limit or offset.
+
+The helpers :func:`check_key`, :func:`check_record`, :func:`check_page` and
+:func:`pack_metadata` implement those checks so that every backend reports bad
+input with the same error and message.
+"""
+
+from __future__ import annotations
+
+import abc
+import builtins
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import orjson
+
+from ..component import Component
+from ..errors import BadRequest, NotSupported, RecordNotFound
+from .options import StoreOptions
+
+__all__ = ["Record", "Store", "check_key", "check_page", "check_record", "check_ttl", "pack_metadata"]
+
+
+@dataclass(slots=True)
+class Record:
+    """One stored value (Go Micro ``store.Record``).
+
+    ``metadata`` holds JSON-compatible values (str keys; str, int, float, bool,
+    ``None``, lists and dicts of those); it comes back as JSON would return it,
+    so a tuple is read back as a list.
+    """
+
+    #: The record's key, unique within its database and table.
+    key: str
+    #: The payload. Encoding is the caller's business (see :mod:`micro.codec`).
+    value: bytes
+    #: Free-form, JSON-compatible annotations stored with the value.
+    metadata: dict[str, Any] = field(default_factory=dict)
+    #: On write: seconds to live, ``None`` for no expiry. On read: seconds left.
+    expiry: float | None = None
+
+
+def check_key(key: object, *, what: str = "key") -> str:
+    """``key`` if it is a non-empty, UTF-8 encodable string, else :class:`~micro.errors.BadRequest`."""
+    if not isinstance(key, str):
+        raise BadRequest(f"{what} must be a str, not {type(key).__name__}")
+    if not key:
+        raise BadRequest(f"{what} must not be empty")
+    _check_text(key, what)
+    return key
+
+
+def _check_text(text: str, what: str) -> None:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise BadRequest(f"{what} {text!r} is not valid Unicode (it contains a lone surrogate)") from None
+
+
+def check_ttl(ttl: object, *, what: str = "ttl") -> float | None:
+    """``ttl`` as a float, ``None`` for no expiry; :class:`~micro.errors.BadRequest` unless positive and finite."""
+    if ttl is None:
+        return None
+    if not isinstance(ttl, (int, float)) or isinstance(ttl, bool):
+        raise BadRequest(f"{what} must be a number of seconds or None, not {type(ttl).__name__}")
+    if not math.isfinite(ttl) or ttl <= 0:
+        raise BadRequest(f"{what} must be a positive, finite number of seconds (None for no expiry), got {ttl!r}")
+    return float(ttl)
+
+
+def check_page(limit: object, offset: object) -> None:
+    """:class:`~micro.errors.BadRequest` unless ``limit`` is ``None`` or an int >= 0 and ``offset`` an int >= 0."""
+    for name, value in (("limit", limit), ("offset", offset)):
+        if value is None and name == "limit":
+            continue
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise BadRequest(f"{name} must be an int, not {type(value).__name__}")
+        if value < 0:
+            raise BadRequest(f"{name} must not be negative, got {value}")
+
+
+def pack_metadata(metadata: object, *, key: str = "") -> bytes:
+    """``metadata`` as JSON bytes; :class:`~micro.errors.BadRequest` if it is not a JSON-compatible dict."""
+    if not isinstance(metadata, Mapping):
+        raise BadRequest(f"metadata of {key!r} must be a dict, not {type(metadata).__name__}")
+    try:
+        return orjson.dumps(metadata)
+    except TypeError as exc:
+        raise BadRequest(f"metadata of {key!r} is not JSON-compatible: {exc}") from None
+
+
+def check_record(record: object, ttl: object = None) -> tuple[Record, float | None]:
+    """Check a record for :meth:`Store.write`; returns it with its effective TTL.
+
+    The effective TTL is ``ttl`` when given, else ``record.expiry``. Raises
+    :class:`~micro.errors.BadRequest` for anything :meth:`Store.write` refuses.
+    """
+    if not isinstance(record, Record):
+        raise BadRequest(f"expected a micro.store.Record, not {type(record).__name__}")
+    check_key(record.key)
+    if not isinstance(record.value, bytes):
+        raise BadRequest(
+            f"value of {record.key!r} must be bytes, not {type(record.value).__name__}; encode it first"
+            " (for example with a micro codec)"
+        )
+    pack_metadata(record.metadata, key=record.key)
+    expiry = check_ttl(record.expiry, what="record expiry")
+    return record, (check_ttl(ttl) if ttl is not None else expiry)
+
+
+class Store(Component, abc.ABC):
+    """Key/value records with optional expiry, safe to share between tasks.
+
+    Operations need a started store (``await store.start()`` or ``async with``).
+    Each method documents what a cancelled call leaves behind; where it says
+    "may", an implementation talking to a server cannot know whether the server
+    applied a request it had already sent.
+    """
+
+    options_type: ClassVar[type[StoreOptions]] = StoreOptions
+    options: StoreOptions
+
+    #: Optional behaviours this implementation has:
+    #:
+    #: ``"ttl"``: :meth:`write` honours ``ttl``/``Record.expiry``. Without it, a write
+    #: with a TTL raises :class:`~micro.errors.NotSupported` and writes nothing.
+    #:
+    #: ``"bulk"``: :meth:`read_many`, :meth:`write_many` and :meth:`delete_many` each
+    #: take one round trip and are atomic. Without it they still work, one key at a
+    #: time, and may apply only part of a batch if they fail half-way.
+    capabilities: ClassVar[frozenset[str]] = frozenset()
+
+    def __init__(self, options: StoreOptions | None = None) -> None:
+        super().__init__(options)
+
+    @abc.abstractmethod
+    async def read(
+        self,
+        key: str,
+        *,
+        database: str | None = None,
+        table: str | None = None,
+        prefix: bool = False,
+        suffix: bool = False,
+        limit: int | None = None,
+        offset: int = 0,
+    ) -> builtins.list[Record]:
+        """The records for ``key`` (Go Micro ``Read``).
+
+        Exact read (neither ``prefix`` nor ``suffix``): a one-element list, or
+        :class:`~micro.errors.RecordNotFound` naming the key if it is missing or
+        expired. ``limit`` and ``offset`` are checked but play no part.
+
+        With ``prefix=True`` the records whose key starts with ``key``; with
+        ``suffix=True`` those whose key ends with it; with both, those that do
+        both. Here ``key`` may be ``""`` (every record of the table). The result
+        is sorted by key, skips ``offset`` records and holds at most ``limit``
+        (``None``: no limit); it is ``[]``, never an error, when nothing matches.
+
+        Each record's ``expiry`` is the time it has left, ``None`` if it never
+        expires. Raises :class:`~micro.errors.BadRequest` for bad input.
+        """
+
+    @abc.abstractmethod
+    async def write(
+        self,
+        record: Record,
+        *,
+        database: str | None = None,
+        table: str | None = None,
+        ttl: float | None = None,
+    ) -> None:
+        """Create or replace the record at ``record.key`` (Go Micro ``Write``).
+
+        The record expires ``ttl`` seconds from now if ``ttl`` is given, else
+        ``record.expiry`` seconds from now, and never if both are ``None``;
+        writing an existing key replaces its value, metadata and expiry (so a
+        rewrite without a TTL makes it permanent). The store keeps a copy:
+        ``record`` may be reused afterwards.
+
+        Raises :class:`~micro.errors.BadRequest` for a bad record or TTL (see the
+        module docstring) and :class:`~micro.errors.NotSupported` for a TTL on a
+        store without the ``"ttl"`` capability; nothing is written then. A
+        cancelled write may have been applied.
+        """
+
+    @abc.abstractmethod
+    async def delete(self, key: str, *, database: str | None = None, table: str | None = None) -> None:
+        """Remove the record at ``key`` (Go Micro ``Delete``).
+
+        Deleting a missing or expired key is not an error (the record is gone
+        either way), so ``delete`` is idempotent. A cancelled delete may have
+        been applied.
+        """
+
+    @abc.abstractmethod
+    async def list(
+        self,
+        *,
+        database: str | None = None,
+        table: str | None = None,
+        prefix: str = "",
+        suffix: str = "",
+        limit: int | None = None,
+        offset: int = 0,
+    ) -> builtins.list[str]:
+        """The keys of the live records of a table (Go Micro ``List``).
+
+        Keys are bare (no database or table in them), sorted, restricted to those
+        starting with ``prefix`` and ending with ``suffix`` (``""`` matches
+        everything), then paged by ``offset`` and ``limit`` (``None``: no limit).
+        Nothing matching gives ``[]``, never an error. Expired records are not
+        listed.
+        """
+
+    async def read_many(
+        self, keys: Sequence[str], *, database: str | None = None, table: str | None = None
+    ) -> builtins.list[Record | None]:
+        """The records at ``keys``, in the same order, with ``None`` for each missing key.
+
+        Unlike :meth:`read`, a miss is not an error. Duplicate keys give
+        duplicate entries. All keys are checked before any is read.
+        """
+        checked = [check_key(k) for k in _keys(keys)]
+        found: builtins.list[Record | None] = []
+        for key in checked:
+            try:
+                (record,) = await self.read(key, database=database, table=table)
+            except RecordNotFound:
+                found.append(None)
+            else:
+                found.append(record)
+        return found
+
+    async def write_many(
+        self,
+        records: Iterable[Record],
+        *,
+        database: str | None = None,
+        table: str | None = None,
+        ttl: float | None = None,
+    ) -> None:
+        """:meth:`write` each record in order (a later duplicate key wins).
+
+        Every record is checked before any is written, so bad input writes
+        nothing. ``ttl`` applies to every record, as in :meth:`write`.
+        """
+        batch = builtins.list(records)
+        for record in batch:
+            check_record(record, ttl)
+        if ttl is not None or any(r.expiry is not None for r in batch):
+            self._require("ttl")
+        for record in batch:
+            await self.write(record, database=database, table=table, ttl=ttl)
+
+    async def delete_many(self, keys: Sequence[str], *, database: str | None = None, table: str | None = None) -> None:
+        """:meth:`delete` each key; missing keys are ignored. All keys are checked first."""
+        checked = [check_key(k) for k in _keys(keys)]
+        for key in checked:
+            await self.delete(key, database=database, table=table)
+
+    def _require(self, capability: str) -> None:
+        if capability not in self.capabilities:
+            raise NotSupported(f"{type(self).__name__} does not support {capability!r}")
+
+    def _scope(self, database: str | None, table: str | None) -> tuple[str, str]:
+        """The ``(database, table)`` a call addresses, with the options' defaults filled in."""
+        db = self.options.database if database is None else check_key(database, what="database")
+        tb = self.options.table if table is None else check_key(table, what="table")
+        return db, tb
+
+
+def _keys(keys: object) -> Sequence[str]:
+    # A bare string is a Sequence[str] too; iterating it letter by letter is never what was meant.
+    if isinstance(keys, (str, bytes)) or not isinstance(keys, Sequence):
+        raise BadRequest(f"keys must be a list of str, not {type(keys).__name__}")
+    return keys

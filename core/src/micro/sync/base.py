@@ -1,0 +1,295 @@
+"""The sync interface: distributed locks and leader election (Go Micro ``sync/sync.go``, Dapr lock semantics).
+
+A lock is named by an id (prefixed with :attr:`SyncOptions.prefix`) and held by
+one *owner* at a time. Every :class:`Sync` instance is its own owner, with a
+unique id unless :attr:`SyncOptions.owner` is set, so two instances in one
+process contend exactly like two processes do.
+
+The rules every implementation follows, and the conformance suite checks:
+
+* **Not re-entrant.** Locking an id the same owner already holds waits (and
+  :meth:`Sync.try_lock` returns ``False``) like any other contender.
+* **TTL.** A lock taken with ``ttl`` seconds lapses by itself after that long
+  unless :meth:`Sync.refresh` extends it; a lapsed lock no longer exists (another
+  owner can take it, and its former owner's :meth:`Sync.unlock` raises
+  :class:`~micro.errors.LockNotFound`). ``ttl=None`` holds it until unlocked,
+  which a crashed process never does: prefer a TTL.
+* **Waiting.** :meth:`Sync.lock` waits up to ``wait`` seconds (default 30, as
+  Go Micro's memory sync; ``None`` forever; ``0`` one attempt) and then raises
+  :class:`~micro.errors.LockTimeout`. :meth:`Sync.try_lock` never waits and
+  never raises because the lock is held.
+* **Release.** :meth:`Sync.unlock` of a lock nobody holds raises
+  :class:`~micro.errors.LockNotFound`; of a lock another owner holds,
+  :class:`~micro.errors.LockHeld` (the lock stays as it is).
+* **Cancellation.** A cancelled :meth:`Sync.lock` or :meth:`Sync.try_lock` never
+  leaves the lock held: if the outcome was still unknown when the call was
+  cancelled, the implementation releases the lock once it learns it got it.
+* **Close.** :meth:`Sync.close` resigns this instance's leaderships and
+  releases the locks it holds.
+* **Bad input** raises :class:`~micro.errors.BadRequest`: an empty id, a TTL that
+  is not a positive finite number, a negative or NaN ``wait``.
+
+Leader election (:meth:`Sync.leader`) is built here on those four operations, so
+an implementation gets it for free: the leader holds the lock named by the
+election id (``leader(id)`` and ``lock(id)`` contend with each other) and
+refreshes it in the background every ``ttl / 3`` seconds.
+"""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+import contextlib
+import math
+import os
+import random
+import socket
+import uuid
+from types import TracebackType
+from typing import ClassVar, Self
+
+from ..component import Component
+from ..errors import BadRequest, LockHeld, LockNotFound, LockTimeout, MicroError
+from .options import SyncOptions
+
+__all__ = ["DEFAULT_TTL", "DEFAULT_WAIT", "Leader", "Sync", "check_id", "check_ttl", "check_wait"]
+
+#: Seconds a lock lives when no ``ttl`` is given.
+DEFAULT_TTL: float = 30.0
+#: Seconds :meth:`Sync.lock` waits when no ``wait`` is given.
+DEFAULT_WAIT: float = 30.0
+
+# A waiting lock() polls first after this many seconds, doubling up to SyncOptions.poll_interval.
+_FIRST_POLL = 0.005
+
+
+def check_id(id: object) -> str:
+    """``id`` if it is a non-empty, UTF-8 encodable string, else :class:`~micro.errors.BadRequest`."""
+    if not isinstance(id, str):
+        raise BadRequest(f"lock id must be a str, not {type(id).__name__}")
+    if not id:
+        raise BadRequest("lock id must not be empty")
+    try:
+        id.encode("utf-8")
+    except UnicodeEncodeError:
+        raise BadRequest(f"lock id {id!r} is not valid Unicode (it contains a lone surrogate)") from None
+    return id
+
+
+def check_ttl(ttl: object, *, optional: bool = True) -> float | None:
+    """``ttl`` as a float (``None`` allowed if ``optional``); BadRequest unless positive and finite."""
+    if ttl is None and optional:
+        return None
+    if not isinstance(ttl, (int, float)) or isinstance(ttl, bool):
+        raise BadRequest(f"ttl must be a number of seconds, not {type(ttl).__name__}")
+    if not math.isfinite(ttl) or ttl <= 0:
+        raise BadRequest(f"ttl must be a positive, finite number of seconds, got {ttl!r}")
+    return float(ttl)
+
+
+def check_wait(wait: object) -> float | None:
+    """``wait`` as a float, ``None`` for forever; :class:`~micro.errors.BadRequest` if negative or NaN."""
+    if wait is None:
+        return None
+    if not isinstance(wait, (int, float)) or isinstance(wait, bool):
+        raise BadRequest(f"wait must be a number of seconds or None, not {type(wait).__name__}")
+    if math.isnan(wait) or wait < 0:
+        raise BadRequest(f"wait must be zero or more seconds (None to wait forever), got {wait!r}")
+    return None if math.isinf(wait) else float(wait)
+
+
+def _new_owner() -> str:
+    # Host and pid make a lock's holder recognisable in a dump; the uuid makes it unique per instance.
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
+
+
+class Sync(Component, abc.ABC):
+    """Locks with a time to live, and leader election on top of them.
+
+    Operations need a started instance (``await sync.start()`` or ``async
+    with``); before that, and after :meth:`close`, they raise
+    :class:`~micro.errors.ConnectionClosed`. Implementations provide
+    :meth:`try_lock`, :meth:`unlock` and :meth:`refresh`; :meth:`lock` polls
+    :meth:`try_lock` with backoff unless overridden, and :meth:`leader` is
+    built on all of them. An implementation's :meth:`close` must call
+    ``await super().close()`` first.
+    """
+
+    options_type: ClassVar[type[SyncOptions]] = SyncOptions
+    options: SyncOptions
+
+    #: Optional behaviours this implementation has (none are defined yet).
+    capabilities: ClassVar[frozenset[str]] = frozenset()
+
+    def __init__(self, options: SyncOptions | None = None) -> None:
+        super().__init__(options)
+        #: Who holds the locks this instance takes: ``options.owner`` or a unique id.
+        self.owner: str = self.options.owner or _new_owner()
+        self._leaders: set[Leader] = set()
+
+    async def lock(self, id: str, *, ttl: float | None = DEFAULT_TTL, wait: float | None = DEFAULT_WAIT) -> None:
+        """Take the lock ``id`` for ``ttl`` seconds, waiting up to ``wait`` seconds for it (Go Micro ``Lock``).
+
+        Makes at least one attempt, even with ``wait=0``. Raises
+        :class:`~micro.errors.LockTimeout` if the lock is still held by someone
+        (this owner included) when ``wait`` has passed; ``wait=None`` waits
+        forever. Waiters are not served in order. Cancelling a waiting call
+        leaves the lock untouched.
+        """
+        check_id(id)
+        check_ttl(ttl)
+        wait = check_wait(wait)
+        loop = asyncio.get_running_loop()
+        deadline = None if wait is None else loop.time() + wait
+        delay = min(_FIRST_POLL, self.options.poll_interval)
+        while not await self.try_lock(id, ttl=ttl):
+            now = loop.time()
+            if deadline is not None and now >= deadline:
+                raise LockTimeout(f"lock {id!r} is held by another owner; gave up after {wait:g}s")
+            # Jitter keeps contenders that started together from polling in lockstep.
+            pause = random.uniform(delay / 2, delay)
+            await asyncio.sleep(pause if deadline is None else min(pause, deadline - now))
+            delay = min(delay * 2, self.options.poll_interval)
+
+    @abc.abstractmethod
+    async def try_lock(self, id: str, *, ttl: float | None = DEFAULT_TTL) -> bool:
+        """Take the lock ``id`` for ``ttl`` seconds if nobody holds it (Dapr ``TryLock``).
+
+        Returns ``True`` if this owner now holds it, ``False`` if someone
+        (this owner included) already does; never waits, and never raises
+        because the lock is held. ``ttl=None``: held until unlocked.
+        """
+
+    @abc.abstractmethod
+    async def unlock(self, id: str) -> None:
+        """Release the lock ``id`` held by this owner (Go Micro ``Unlock``).
+
+        Raises :class:`~micro.errors.LockNotFound` if nobody holds it (never
+        taken, released, or lapsed) and :class:`~micro.errors.LockHeld` if
+        another owner does; the lock is then left as it is.
+        """
+
+    @abc.abstractmethod
+    async def refresh(self, id: str, *, ttl: float | None = DEFAULT_TTL) -> None:
+        """Extend the lock ``id`` held by this owner to lapse ``ttl`` seconds from now.
+
+        ``ttl=None`` makes it permanent. Raises :class:`~micro.errors.LockNotFound`
+        and :class:`~micro.errors.LockHeld` as :meth:`unlock` does: a lock that
+        has lapsed cannot be refreshed, only taken again.
+        """
+
+    async def leader(self, id: str, *, ttl: float = DEFAULT_TTL, wait: float | None = None) -> Leader:
+        """Campaign for leadership of ``id`` until elected, and return the :class:`Leader` (Go Micro ``Leader``).
+
+        Election is taking the lock ``id`` (waiting up to ``wait`` seconds,
+        forever by default, then :class:`~micro.errors.LockTimeout`); the leader
+        then refreshes it every ``ttl / 3`` seconds until it resigns or loses
+        it. At most one instance leads an id at a time, provided the refresh
+        task gets to run: a process that blocks its event loop for longer than
+        ``ttl`` loses leadership without noticing until the loop resumes.
+        """
+        check_id(id)
+        lease = check_ttl(ttl, optional=False)
+        assert lease is not None
+        await self.lock(id, ttl=lease, wait=wait)
+        leader = Leader(self, id, lease)
+        self._leaders.add(leader)
+        return leader
+
+    async def close(self) -> None:
+        """Resign every leadership of this instance. Implementations then release their locks."""
+        for leader in list(self._leaders):
+            # One failing resignation must not keep the others, or the close, from happening.
+            with contextlib.suppress(MicroError):
+                await leader.resign()
+
+
+class Leader:
+    """Leadership of one election id, won by :meth:`Sync.leader` (Go Micro ``sync.Leader``).
+
+    While :attr:`lost` is clear this instance leads. It is set, once and for
+    good, when the leader resigns, when its :class:`Sync` closes, and when a
+    refresh finds the lock gone or taken, or cannot reach the backend before
+    the lock would have lapsed. Use it as ``async with await sync.leader(id):``
+    to resign on exit, and watch :attr:`lost` (or ``await wait_lost()``) to
+    stop leading work when leadership ends.
+    """
+
+    def __init__(self, sync: Sync, id: str, ttl: float) -> None:
+        self.id = id
+        self.ttl = ttl
+        #: Set when this instance stops leading, for whatever reason.
+        self.lost = asyncio.Event()
+        self._sync = sync
+        self._resigned = False
+        self._task = asyncio.get_running_loop().create_task(self._keep(), name=f"micro-sync-leader:{id}")
+
+    @property
+    def is_leader(self) -> bool:
+        """Whether this instance still leads (as far as it knows)."""
+        return not self.lost.is_set()
+
+    async def wait_lost(self) -> None:
+        """Return when leadership has ended."""
+        await self.lost.wait()
+
+    async def resign(self) -> None:
+        """Stop leading and release the lock so that another contender is elected. Idempotent.
+
+        :attr:`lost` is set before the lock is released, so nothing here still
+        believes it leads once another instance can. A lock that lapsed or was
+        taken meanwhile is not an error; failing to reach the backend raises
+        :class:`~micro.errors.Unavailable` (the lock then lapses after its TTL).
+        """
+        if self._resigned:
+            return
+        self._resigned = True
+        self._sync._leaders.discard(self)
+        leading = not self.lost.is_set()
+        self.lost.set()
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+        if leading:
+            with contextlib.suppress(LockNotFound, LockHeld):
+                await self._sync.unlock(self.id)
+
+    async def _keep(self) -> None:
+        loop = asyncio.get_running_loop()
+        interval = self.ttl / 3
+        # The lock lapses ttl seconds after the last refresh that *started* before it succeeded.
+        lapses = loop.time() + self.ttl
+        try:
+            while True:
+                await asyncio.sleep(max(0.0, min(interval, lapses - loop.time())))
+                started = loop.time()
+                if started >= lapses:
+                    return
+                try:
+                    async with asyncio.timeout(lapses - started):
+                        await self._sync.refresh(self.id, ttl=self.ttl)
+                except (LockNotFound, LockHeld):
+                    return
+                except (MicroError, TimeoutError):
+                    interval = min(self.ttl / 10, 1.0)  # the backend is unreachable: retry soon, until it lapses
+                    continue
+                lapses = started + self.ttl
+                interval = self.ttl / 3
+        finally:
+            self.lost.set()
+            self._sync._leaders.discard(self)
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.resign()
+
+    def __repr__(self) -> str:
+        state = "leading" if self.is_leader else "lost"
+        return f"<Leader {self.id!r} {state} owner={self._sync.owner!r}>"
