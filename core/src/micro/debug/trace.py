@@ -1,0 +1,295 @@
+"""Tracing: spans that follow a request across services.
+
+A span is started with :meth:`Tracer.start_span` and used as a context manager
+(``with`` or ``async with``); inside it, :func:`current_span` returns it and a
+span started there becomes its child. Across a call, the trace travels in
+metadata under ``Micro-Trace-Id`` and ``Micro-Span-Id``:
+
+* the client calls :func:`inject` on the outgoing metadata, which copies the
+  current span's ids into it;
+* the server calls :func:`extract` on the incoming metadata and passes the
+  result as ``parent=`` to :meth:`Tracer.start_span`, so its span joins the same trace.
+
+:class:`MemoryTracer` (``MICRO_TRACER=memory``, the default) keeps the last
+``size`` finished spans for ``micro debug trace``.
+"""
+
+from __future__ import annotations
+
+import abc
+import builtins
+import collections
+import contextvars
+import enum
+import threading
+import time
+import uuid
+from collections.abc import Mapping, MutableMapping
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any, ClassVar, Final, Self
+
+from ..component import Component
+from ..errors import BadRequest, InvalidOption
+from ..options import Options
+
+__all__ = [
+    "SPAN_ID_HEADER",
+    "TRACE_ID_HEADER",
+    "MemoryTracer",
+    "Span",
+    "SpanContext",
+    "SpanType",
+    "Tracer",
+    "TracerOptions",
+    "current_span",
+    "extract",
+    "inject",
+]
+
+TRACE_ID_HEADER: Final = "Micro-Trace-Id"
+SPAN_ID_HEADER: Final = "Micro-Span-Id"
+
+
+class SpanType(enum.StrEnum):
+    """Which side of a call a span covers."""
+
+    #: A request being served.
+    INBOUND = "inbound"
+    #: A request being sent.
+    OUTBOUND = "outbound"
+    #: Work inside one process.
+    INTERNAL = "internal"
+
+
+@dataclass(frozen=True, slots=True)
+class SpanContext:
+    """The ids a span passes to its children, in process or through metadata."""
+
+    trace_id: str
+    span_id: str
+
+
+_current: contextvars.ContextVar[Span | None] = contextvars.ContextVar("micro_current_span", default=None)
+
+
+def current_span() -> Span | None:
+    """The innermost span entered (``with span:``) in this context, if any."""
+    return _current.get()
+
+
+def _new_id() -> str:
+    return str(uuid.uuid4())
+
+
+@dataclass(kw_only=True, slots=True, eq=False)
+class Span:
+    """One timed operation in a trace.
+
+    Entering the span (``with`` or ``async with``) makes it the current span;
+    leaving it restores the previous one and finishes it, recording the
+    exception's ``repr`` under ``metadata["error"]`` if one escaped.
+    """
+
+    #: Shared by every span of one request tree.
+    trace_id: str
+    name: str
+    id: str = field(default_factory=_new_id)
+    #: The parent span's id; ``None`` for the root of a trace.
+    parent: str | None = None
+    #: Seconds since the epoch.
+    started: float = field(default_factory=time.time)
+    #: Seconds; 0 until finished.
+    duration: float = 0.0
+    metadata: dict[str, str] = field(default_factory=dict)
+    type: SpanType = SpanType.INTERNAL
+    _tracer: Tracer | None = field(default=None, repr=False)
+    _clock: float = field(default_factory=time.perf_counter, repr=False)
+    _finished: bool = field(default=False, repr=False)
+    _tokens: list[contextvars.Token[Span | None]] = field(default_factory=list, repr=False)
+
+    @property
+    def context(self) -> SpanContext:
+        return SpanContext(self.trace_id, self.id)
+
+    @property
+    def finished(self) -> bool:
+        return self._finished
+
+    def end(self) -> bool:
+        """Fix the duration. ``False`` if the span was already finished (so it is recorded once)."""
+        if self._finished:
+            return False
+        self._finished = True
+        self.duration = time.perf_counter() - self._clock
+        return True
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "trace_id": self.trace_id,
+            "name": self.name,
+            "id": self.id,
+            "parent": self.parent,
+            "started": self.started,
+            "duration": self.duration,
+            "metadata": dict(self.metadata),
+            "type": self.type.value,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Span:
+        """The inverse of :meth:`to_dict` (a finished span); raises :class:`BadRequest` if malformed."""
+        try:
+            span = cls(
+                trace_id=str(data["trace_id"]),
+                name=str(data["name"]),
+                id=str(data["id"]),
+                parent=None if data.get("parent") is None else str(data["parent"]),
+                started=float(data["started"]),
+                duration=float(data.get("duration") or 0.0),
+                metadata={str(k): str(v) for k, v in (data.get("metadata") or {}).items()},
+                type=SpanType(data.get("type") or SpanType.INTERNAL),
+            )
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise BadRequest(f"not a span: {exc!r}") from None
+        span._finished = True
+        return span
+
+    def __enter__(self) -> Self:
+        self._tokens.append(_current.set(self))
+        return self
+
+    def __exit__(
+        self, exc_type: builtins.type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if self._tokens:
+            _current.reset(self._tokens.pop())
+        if exc is not None:
+            self.metadata.setdefault("error", repr(exc))
+        if self._tracer is not None:
+            self._tracer.finish(self)
+        else:
+            self.end()
+
+    async def __aenter__(self) -> Self:
+        return self.__enter__()
+
+    async def __aexit__(
+        self, exc_type: builtins.type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.__exit__(exc_type, exc, tb)
+
+
+def inject(metadata: MutableMapping[str, str], span: Span | SpanContext | None = None) -> MutableMapping[str, str]:
+    """Put ``span``'s ids (the current span's by default) into ``metadata``; returns ``metadata``.
+
+    With no span and no current span, ``metadata`` is left as it is, so a trace
+    id received earlier keeps travelling.
+    """
+    if span is None:
+        span = current_span()
+    if span is not None:
+        context = span.context if isinstance(span, Span) else span
+        metadata[TRACE_ID_HEADER] = context.trace_id
+        metadata[SPAN_ID_HEADER] = context.span_id
+    return metadata
+
+
+def _lookup(metadata: Mapping[str, str], key: str) -> str | None:
+    value = metadata.get(key)
+    if value is None:  # a plain dict: compare keys case-insensitively, as Metadata does
+        folded = key.lower()
+        value = next((v for k, v in metadata.items() if k.lower() == folded), None)
+    return value or None
+
+
+def extract(metadata: Mapping[str, str]) -> SpanContext | None:
+    """The span context carried by ``metadata``, or ``None`` if it has no trace id.
+
+    Keys match case-insensitively (``Micro-Trace-ID`` from Go Micro works).
+    A trace id without a span id gives an empty ``span_id``: the new span
+    joins the trace as a root.
+    """
+    trace_id = _lookup(metadata, TRACE_ID_HEADER)
+    if trace_id is None:
+        return None
+    return SpanContext(trace_id, _lookup(metadata, SPAN_ID_HEADER) or "")
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class TracerOptions(Options):
+    """Options of the tracer (``MICRO_TRACER_<OPTION>``)."""
+
+    #: How many finished spans the ring buffer keeps.
+    size: int = 1024
+
+    def __post_init__(self) -> None:
+        if self.size < 1:
+            raise InvalidOption(f"must be at least 1, got {self.size}", option="size")
+
+
+class Tracer(Component, abc.ABC):
+    """Starts spans, records them when they finish, and reads them back."""
+
+    options: TracerOptions
+    options_type: ClassVar[type[TracerOptions]] = TracerOptions
+
+    def start_span(
+        self,
+        name: str,
+        *,
+        metadata: Mapping[str, str] | None = None,
+        parent: Span | SpanContext | None = None,
+        type: SpanType = SpanType.INTERNAL,
+    ) -> Span:
+        """A new running span named ``name``; use it as a context manager, or call :meth:`finish`.
+
+        (Go Micro's ``Start``: the name ``start`` belongs to the component lifecycle.)
+
+        :param metadata: the span's own annotations (copied).
+        :param parent: the span to descend from; by default the current span.
+            Without either, the span starts a new trace.
+        :param type: which side of a call it covers.
+        """
+        if parent is None:
+            parent = current_span()
+        context = parent.context if isinstance(parent, Span) else parent
+        return Span(
+            trace_id=context.trace_id if context else _new_id(),
+            name=name,
+            parent=(context.span_id or None) if context else None,
+            metadata=dict(metadata or {}),
+            type=SpanType(type),
+            _tracer=self,
+        )
+
+    @abc.abstractmethod
+    def finish(self, span: Span) -> None:
+        """Fix ``span``'s duration and record it. Idempotent: a span is recorded once."""
+
+    @abc.abstractmethod
+    async def read(self, *, trace_id: str | None = None) -> list[Span]:
+        """Recorded spans, in the order they finished; only those of ``trace_id`` if given."""
+
+
+class MemoryTracer(Tracer):
+    """The last ``size`` finished spans in memory. Thread-safe."""
+
+    capabilities: ClassVar[frozenset[str]] = frozenset()
+
+    def __init__(self, options: TracerOptions | None = None) -> None:
+        super().__init__(options)
+        self._spans: collections.deque[Span] = collections.deque(maxlen=self.options.size)
+        self._lock = threading.Lock()
+
+    def finish(self, span: Span) -> None:
+        if span.end():
+            with self._lock:
+                self._spans.append(span)
+
+    async def read(self, *, trace_id: str | None = None) -> list[Span]:
+        with self._lock:
+            spans = list(self._spans)
+        if trace_id is not None:
+            spans = [s for s in spans if s.trace_id == trace_id]
+        return spans
