@@ -1,0 +1,231 @@
+"""``memory``: an in-process broker that honours queue groups, acks and back-pressure.
+
+Unlike Go Micro's memory broker (which ignores queues and runs handlers inside
+``Publish``), delivery is asynchronous: each broadcast subscriber and each queue
+group has a bounded mailbox, and every subscriber runs one task that takes
+messages from its mailbox in order. Members of a queue group share the group's
+mailbox, so each message is taken by exactly one of them. ``publish`` waits
+while a mailbox is full.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import math
+from collections import deque
+from dataclasses import dataclass
+from typing import ClassVar
+
+from ..errors import ConnectionClosed, InvalidOption
+from .base import Broker, Event, Handler, Message, Subscriber, check_publish, check_subscribe, dispatch
+from .options import BrokerOptions, SubscribeOptions
+
+__all__ = ["MemoryBroker", "MemoryBrokerOptions"]
+
+logger = logging.getLogger("micro.broker")
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class MemoryBrokerOptions(BrokerOptions):
+    """Settings of the ``memory`` broker (``MICRO_BROKER_QUEUE_SIZE`` and so on)."""
+
+    #: Messages buffered per broadcast subscriber or queue group before ``publish`` waits.
+    queue_size: int = 1024
+    #: How many times a message that is nacked with requeue (or whose handler fails) is
+    #: delivered again before it is dropped and logged.
+    max_redeliveries: int = 3
+    #: Seconds a running handler may take to finish when its subscriber is removed,
+    #: before it is cancelled.
+    close_timeout: float = 5.0
+
+    def __post_init__(self) -> None:
+        BrokerOptions.__post_init__(self)
+        for name, low in (("queue_size", 1), ("max_redeliveries", 0)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise InvalidOption(f"must be an integer >= {low}, got {value!r}", option=name)
+        timeout = self.close_timeout
+        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not math.isfinite(timeout):
+            raise InvalidOption(f"must be a number of seconds, got {timeout!r}", option="close_timeout")
+        if timeout < 0:
+            raise InvalidOption(f"must not be negative, got {timeout!r}", option="close_timeout")
+
+
+class _Delivery:
+    __slots__ = ("message", "redeliveries")
+
+    def __init__(self, message: Message) -> None:
+        self.message = message
+        self.redeliveries = 0
+
+
+class _Mailbox:
+    """A bounded FIFO shared by the members of one group; ``put`` waits while it is full."""
+
+    def __init__(self, size: int) -> None:
+        self._items: deque[_Delivery] = deque()
+        self._size = size
+        self._changed = asyncio.Condition()
+        self.closed = False
+
+    async def put(self, item: _Delivery) -> None:
+        async with self._changed:
+            await self._changed.wait_for(lambda: self.closed or len(self._items) < self._size)
+            if not self.closed:
+                self._items.append(item)
+                self._changed.notify_all()
+
+    async def requeue(self, item: _Delivery) -> None:
+        # Goes to the front and may exceed the bound: a worker must never wait on its own mailbox.
+        async with self._changed:
+            if not self.closed:
+                self._items.appendleft(item)
+                self._changed.notify_all()
+
+    async def get(self, member: _MemorySubscriber) -> _Delivery | None:
+        """The next item, or ``None`` once the mailbox is closed or ``member`` is stopping."""
+        async with self._changed:
+            await self._changed.wait_for(lambda: self.closed or member.stopping or bool(self._items))
+            if self.closed or member.stopping:
+                return None
+            item = self._items.popleft()
+            self._changed.notify_all()
+            return item
+
+    async def wake(self, *, close: bool = False) -> None:
+        async with self._changed:
+            if close:
+                self.closed = True
+                self._items.clear()
+            self._changed.notify_all()
+
+
+class _Group:
+    """The subscribers that share one mailbox: one broadcast subscriber, or one queue group."""
+
+    __slots__ = ("key", "mailbox", "members")
+
+    def __init__(self, key: str, size: int) -> None:
+        self.key = key
+        self.mailbox = _Mailbox(size)
+        self.members: set[_MemorySubscriber] = set()
+
+
+class _MemorySubscriber(Subscriber):
+    def __init__(
+        self, broker: MemoryBroker, topic: str, options: SubscribeOptions, handler: Handler, group: _Group
+    ) -> None:
+        super().__init__(topic, options)
+        self._broker = broker
+        self._handler = handler
+        self._group = group
+        self.stopping = False
+        self._task: asyncio.Task[None] | None = None
+
+    def _start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name=f"micro.broker.memory:{self.topic}")
+
+    async def _run(self) -> None:
+        mailbox = self._group.mailbox
+        options = self._broker.options
+        while (item := await mailbox.get(self)) is not None:
+            event = Event(self.topic, item.message)
+            outcome = await dispatch(self._handler, event, auto_ack=self.options.auto_ack)
+            if outcome != "requeue":
+                continue
+            if item.redeliveries < options.max_redeliveries:
+                item.redeliveries += 1
+                await mailbox.requeue(item)
+            else:
+                logger.warning(
+                    "dropping a message on topic %r after %d redeliveries", self.topic, options.max_redeliveries
+                )
+
+    async def unsubscribe(self) -> None:
+        if self.stopping:
+            return
+        self.stopping = True
+        await self._broker._remove(self)
+        task = self._task
+        if task is None or task is asyncio.current_task():
+            return  # called from our own handler: the loop ends when the handler returns
+        done, _ = await asyncio.wait({task}, timeout=self._broker.options.close_timeout)
+        if not done:
+            logger.warning("cancelling a broker handler for topic %r that did not finish in time", self.topic)
+            task.cancel()
+            await asyncio.wait({task})
+
+
+class MemoryBroker(Broker):
+    """Publish/subscribe between the tasks of one process. See the module docstring."""
+
+    options_type: ClassVar[type[BrokerOptions]] = MemoryBrokerOptions
+    options: MemoryBrokerOptions
+    capabilities: ClassVar[frozenset[str]] = frozenset({"queue", "ack", "nack", "ordered"})
+
+    def __init__(self, options: MemoryBrokerOptions | None = None) -> None:
+        super().__init__(options)
+        # topic -> group key -> group; a broadcast subscriber has a group of its own.
+        self._topics: dict[str, dict[str, _Group]] = {}
+        self._subscribers: set[_MemorySubscriber] = set()
+        self._ids = itertools.count()
+        self._state = "new"
+
+    @property
+    def address(self) -> str:
+        return "memory"
+
+    async def start(self) -> None:
+        self._state = "started"
+
+    async def close(self) -> None:
+        if self._state == "closed":
+            return
+        self._state = "closed"
+        subscribers = list(self._subscribers)
+        if subscribers:
+            await asyncio.gather(*(s.unsubscribe() for s in subscribers))
+
+    def _ensure_open(self) -> None:
+        if self._state == "closed":
+            raise ConnectionClosed("the memory broker is closed; start() it again to use it")
+        self._state = "started"
+
+    async def publish(self, topic: str, message: Message) -> None:
+        topic, message = check_publish(self, topic, message)
+        self._ensure_open()
+        for group in list(self._topics.get(topic, {}).values()):
+            # Each group gets its own copy, so one handler changing the header cannot affect another.
+            await group.mailbox.put(_Delivery(Message(message.body, message.header)))
+
+    async def subscribe(
+        self, topic: str, handler: Handler, *, queue: str | None = None, auto_ack: bool = True
+    ) -> Subscriber:
+        topic, options = check_subscribe(self, topic, handler, queue, auto_ack)
+        self._ensure_open()
+        groups = self._topics.setdefault(topic, {})
+        key = f"queue:{options.queue}" if options.queue is not None else f"subscriber:{next(self._ids)}"
+        group = groups.get(key)
+        if group is None:
+            group = groups[key] = _Group(key, self.options.queue_size)
+        subscriber = _MemorySubscriber(self, topic, options, handler, group)
+        group.members.add(subscriber)
+        self._subscribers.add(subscriber)
+        subscriber._start()
+        return subscriber
+
+    async def _remove(self, subscriber: _MemorySubscriber) -> None:
+        self._subscribers.discard(subscriber)
+        group = subscriber._group
+        group.members.discard(subscriber)
+        last = not group.members
+        if last:
+            groups = self._topics.get(subscriber.topic, {})
+            if groups.get(group.key) is group:
+                del groups[group.key]
+            if not groups:
+                self._topics.pop(subscriber.topic, None)
+        # The last member takes the group's pending messages with it; otherwise they stay for the others.
+        await group.mailbox.wake(close=last)
