@@ -1,0 +1,196 @@
+"""Handler wrappers that authenticate calls: ``server_wrapper`` checks them, ``client_wrapper`` signs them.
+
+Both work on any request object with ``service``, ``endpoint`` and
+``metadata`` (see :class:`Request`), so they do not depend on the server or
+client packages: a server applies ``server_wrapper(auth)`` to each handler,
+a client applies ``client_wrapper(...)`` to its call function::
+
+    handler = server_wrapper(auth)(handler)
+    call = client_wrapper(auth)(call)
+
+As Go Micro, the token travels in the ``Authorization`` metadata entry as
+``"Bearer <access token>"``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import functools
+import time
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any, Final, Protocol, TypeVar
+
+from ..errors import InvalidToken, MicroError
+from .base import BEARER, Account, Auth, Resource, Token
+
+__all__ = [
+    "AUTHORIZATION",
+    "Handler",
+    "Request",
+    "TokenProvider",
+    "Wrapper",
+    "client_wrapper",
+    "current_account",
+    "server_wrapper",
+]
+
+#: The metadata key carrying ``"Bearer <token>"``.
+AUTHORIZATION: Final = "Authorization"
+
+# Refresh a cached token this long before it expires, so a call never leaves with a token about to lapse.
+_REFRESH_MARGIN: Final = 30.0
+
+_account: contextvars.ContextVar[Account | None] = contextvars.ContextVar("micro.auth.account", default=None)
+
+
+class Request(Protocol):
+    """What the wrappers need of a request, incoming or outgoing.
+
+    ``metadata`` is a :class:`~micro.metadata.Metadata` in practice; any
+    mutable ``str -> str`` mapping works, but only ``Metadata`` matches the
+    ``Authorization`` key regardless of case.
+    """
+
+    @property
+    def service(self) -> str: ...
+
+    @property
+    def endpoint(self) -> str: ...
+
+    @property
+    def metadata(self) -> MutableMapping[str, str]: ...
+
+
+R = TypeVar("R", bound=Request)
+T = TypeVar("T")
+
+#: A handler (server side) or call function (client side): takes the request, returns the response.
+Handler = Callable[[Request], Awaitable[Any]]
+
+#: Something that returns the access token to send, or ``None`` to call anonymously.
+TokenProvider = Callable[[], Awaitable[str | None]]
+
+
+class Wrapper(Protocol):
+    """Wraps a handler into one with the same request and response types."""
+
+    def __call__(self, handler: Callable[[R], Awaitable[T]], /) -> Callable[[R], Awaitable[T]]: ...
+
+
+def current_account() -> Account | None:
+    """The account of the call being handled, set by :func:`server_wrapper`; ``None`` if anonymous or outside one."""
+    return _account.get()
+
+
+def _bearer(request: Request) -> str | None:
+    value = request.metadata.get(AUTHORIZATION)
+    if value is None:
+        return None
+    if value[: len(BEARER)].lower() != BEARER.lower() or not value[len(BEARER) :].strip():
+        raise InvalidToken(f"the {AUTHORIZATION} metadata must be {BEARER!r} followed by a token", id=request.service)
+    return value[len(BEARER) :].strip()
+
+
+def server_wrapper(auth: Auth) -> Wrapper:
+    """A wrapper that admits a call only if ``auth`` lets its caller access the endpoint.
+
+    For each call: a ``Bearer`` token in the ``Authorization`` metadata is
+    inspected (a bad one raises :class:`~micro.errors.InvalidToken`, a 401,
+    even if the endpoint is public, so a client knows to renew it); then
+    :meth:`Auth.verify` is asked about ``Resource(name=request.service,
+    type="service", endpoint=request.endpoint)``, raising
+    :class:`~micro.errors.Unauthorized` (401, no token given) or
+    :class:`~micro.errors.Forbidden` (403). The handler runs only if both pass,
+    with the account available from :func:`current_account`.
+    """
+
+    def wrap(handler: Callable[[R], Awaitable[T]], /) -> Callable[[R], Awaitable[T]]:
+        @functools.wraps(handler)
+        async def authenticated(request: R) -> T:
+            try:
+                token = _bearer(request)
+                account = await auth.inspect(token) if token is not None else None
+                resource = Resource(name=request.service, type="service", endpoint=request.endpoint)
+                await auth.verify(account, resource)
+            except MicroError as exc:
+                # The wire error names the service that refused, as Go Micro's errors.Unauthorized(service, ...).
+                exc.id = exc.id or request.service
+                raise
+            reset = _account.set(account)
+            try:
+                return await handler(request)
+            finally:
+                _account.reset(reset)
+
+        return authenticated
+
+    return wrap
+
+
+class _CachedToken:
+    """Fetches a token with the auth's own credentials and renews it shortly before it expires."""
+
+    def __init__(self, auth: Auth) -> None:
+        self._auth = auth
+        self._token: Token | None = None
+        self._lock = asyncio.Lock()
+
+    async def __call__(self) -> str | None:
+        options = self._auth.options
+        if not options.id or not options.secret:
+            return None
+        token = self._token
+        if token is not None and token.expiry - _REFRESH_MARGIN > time.time():
+            return token.access_token
+        async with self._lock:
+            # Another task may have renewed it while this one waited.
+            token = self._token
+            if token is not None and token.expiry - _REFRESH_MARGIN > time.time():
+                return token.access_token
+            fresh: Token | None = None
+            if token is not None:
+                try:
+                    fresh = await self._auth.token(refresh_token=token.refresh_token, expiry=options.token_expiry)
+                except InvalidToken:
+                    fresh = None  # the refresh token lapsed too: fall back to the credentials
+            if fresh is None:
+                fresh = await self._auth.token(id=options.id, secret=options.secret, expiry=options.token_expiry)
+            self._token = fresh
+            return fresh.access_token
+
+
+def client_wrapper(source: Auth | str | TokenProvider) -> Wrapper:
+    """A wrapper that sends ``Authorization: Bearer <token>`` with each call.
+
+    ``source`` is a fixed access token, an async callable returning one (or
+    ``None`` to call anonymously), or an :class:`Auth` whose ``options.id`` and
+    ``options.secret`` are exchanged for a token, cached and renewed before
+    it expires (an auth without credentials calls anonymously). An
+    ``Authorization`` entry already in the request's metadata is left alone,
+    so a caller can pass on the token of the call it is handling.
+    """
+    provider: TokenProvider
+    if isinstance(source, str):
+        fixed = source
+
+        async def provider() -> str | None:
+            return fixed
+
+    elif isinstance(source, Auth):
+        provider = _CachedToken(source)
+    else:
+        provider = source
+
+    def wrap(call: Callable[[R], Awaitable[T]], /) -> Callable[[R], Awaitable[T]]:
+        @functools.wraps(call)
+        async def signed(request: R) -> T:
+            if AUTHORIZATION not in request.metadata:
+                token = await provider()
+                if token:
+                    request.metadata[AUTHORIZATION] = BEARER + token
+            return await call(request)
+
+        return signed
+
+    return wrap
