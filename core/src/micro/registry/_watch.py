@@ -1,0 +1,142 @@
+"""Pieces the built-in registries share: a queue-backed watcher, state diffing, argument checks."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections import deque
+from collections.abc import Callable, Iterable, Mapping
+
+from ..errors import BadRequest, NotSupported, Unavailable
+from .base import Result, Service, Watcher
+
+__all__ = ["QueueWatcher", "Watchers", "check_name", "check_ttl", "diff", "diff_views"]
+
+#: Results a watcher may hold unread before it is failed: a reader that far behind must re-read the registry.
+MAX_PENDING = 10_000
+
+#: The state of a registry: ``(name, version) -> Service`` with live nodes only.
+View = Mapping[tuple[str, str], Service]
+
+
+def check_name(name: object) -> str:
+    if not isinstance(name, str) or not name.strip():
+        raise BadRequest(f"service name must be a non-empty string, got {name!r}")
+    return name
+
+
+def check_ttl(ttl: float | None, default: float | None, *, supported: bool = True) -> float | None:
+    """The effective ttl of a registration (``None``: never expires); raises BadRequest or NotSupported."""
+    if ttl is None:
+        ttl = default
+    elif isinstance(ttl, bool) or not isinstance(ttl, (int, float)) or math.isnan(ttl) or ttl < 0:
+        raise BadRequest(f"ttl must be a non-negative number of seconds, got {ttl!r}")
+    if not ttl or math.isinf(ttl):
+        return None
+    if not supported:
+        raise NotSupported("this registry does not expire nodes (no 'ttl' capability)")
+    return float(ttl)
+
+
+def diff(old: Service | None, new: Service | None) -> Result | None:
+    """The result that turns ``old`` into ``new`` (both with nodes sorted by id), or ``None`` if they are equal."""
+    if new is None:
+        return None if old is None else Result("delete", old)
+    if old is None:
+        return Result("create", new)
+    return None if old == new else Result("update", new)
+
+
+def diff_views(old: View, new: View) -> list[Result]:
+    """Results turning ``old`` into ``new``, sorted by ``(name, version)``."""
+    results = []
+    for key in sorted(old.keys() | new.keys()):
+        result = diff(old.get(key), new.get(key))
+        if result is not None:
+            results.append(result)
+    return results
+
+
+class QueueWatcher(Watcher):
+    """A watcher fed by its registry through :meth:`push` (from the event loop's thread)."""
+
+    def __init__(self, service: str | None, on_stop: Callable[[QueueWatcher], None]) -> None:
+        self.service = service
+        self._on_stop = on_stop
+        self._pending: deque[Result] = deque()
+        self._wakeup = asyncio.Event()
+        self._stopped = False
+        self._error: BaseException | None = None
+
+    @property
+    def stopped(self) -> bool:
+        return self._stopped
+
+    def push(self, result: Result) -> None:
+        """Queue ``result`` if it concerns this watcher; a reader too far behind gets Unavailable."""
+        if self._stopped or self._error is not None:
+            return
+        if self.service is not None and result.service.name != self.service:
+            return
+        if len(self._pending) >= MAX_PENDING:
+            self.fail(Unavailable(f"watcher fell more than {MAX_PENDING} results behind; read the registry again"))
+            return
+        self._pending.append(Result(result.action, result.service.copy()))
+        self._wakeup.set()
+
+    def fail(self, error: BaseException) -> None:
+        """End the watcher: ``error`` is raised by the next ``__anext__`` (after nothing else)."""
+        if self._stopped or self._error is not None:
+            return
+        self._pending.clear()
+        self._error = error
+        self._wakeup.set()
+
+    async def __anext__(self) -> Result:
+        while True:
+            if self._stopped:
+                raise StopAsyncIteration
+            if self._pending:
+                return self._pending.popleft()
+            if self._error is not None:
+                error, self._error = self._error, None
+                await self.stop()
+                raise error
+            self._wakeup.clear()
+            await self._wakeup.wait()
+
+    async def stop(self) -> None:
+        if self._stopped:
+            return
+        self._stopped = True
+        self._pending.clear()
+        self._wakeup.set()
+        self._on_stop(self)
+
+
+class Watchers:
+    """The live watchers of one registry."""
+
+    def __init__(self) -> None:
+        self._items: list[QueueWatcher] = []
+
+    def __bool__(self) -> bool:
+        return bool(self._items)
+
+    def add(self, service: str | None) -> QueueWatcher:
+        watcher = QueueWatcher(service, self._items.remove)
+        self._items.append(watcher)
+        return watcher
+
+    def publish(self, results: Iterable[Result]) -> None:
+        for result in results:
+            for watcher in tuple(self._items):
+                watcher.push(result)
+
+    def fail(self, error: BaseException) -> None:
+        for watcher in tuple(self._items):
+            watcher.fail(error)
+
+    async def stop_all(self) -> None:
+        for watcher in tuple(self._items):
+            await watcher.stop()
