@@ -20,8 +20,10 @@ from .base import Codec
 __all__ = ["clear_cache", "codec_for", "default_codec", "default_content_type", "normalize"]
 
 _by_type: dict[str, Codec] = {}
+_by_name: dict[str, Codec] = {}
 _default: dict[str | None, Codec] = {}
 _lock: Final = threading.Lock()
+_MAX_SPELLINGS: Final = 256
 
 
 def normalize(content_type: str) -> str:
@@ -49,13 +51,18 @@ def _resolve(content_type: str) -> Codec:
     with _lock:
         codec = _by_type.get(key)
         if codec is None:
-            codec = _create(key, content_type)
+            name = _find(key, content_type)
+            codec = _by_name.get(name)
+            if codec is None:
+                codec = _by_name[name] = cast(Codec, get_manager().create("codec", name, cls=Codec))
             _by_type[key] = codec
-        _by_type[content_type] = codec
+        if len(_by_type) < _MAX_SPELLINGS:  # callers' spellings come from the wire: bound them
+            _by_type[content_type] = codec
         return codec
 
 
-def _create(key: str, asked: str) -> Codec:
+def _find(key: str, asked: str) -> str:
+    """The name of the one registered codec for ``key``."""
     manager = get_manager()
     matches: list[tuple[str, str]] = []
     known: list[str] = []
@@ -80,21 +87,24 @@ def _create(key: str, asked: str) -> Codec:
     if len(matches) > 1:
         claimants = " and ".join(f"{name!r} from {origin}" for name, origin in matches)
         raise PluginConflict(f"content type {key!r} is claimed by more than one codec: {claimants}")
-    return cast(Codec, manager.create("codec", matches[0][0], cls=Codec))
+    return matches[0][0]
 
 
 def default_codec() -> Codec:
     """The codec named by ``MICRO_CODEC``, else the registered default (``json``), shared like :func:`codec_for`'s."""
-    selected = os.environ.get(_env.variable("codec")) or None
+    selected = os.environ.get(_env.variable("codec"), "").strip() or None
     codec = _default.get(selected)
     if codec is not None:
         return codec
     with _lock:
         codec = _default.get(selected)
         if codec is None:
-            codec = cast(Codec, get_manager().create("codec", cls=Codec))
+            manager = get_manager()
+            name = manager.resolve("codec", selected, source=_env.variable("codec") if selected else None).name
+            codec = _by_name.get(name)
+            if codec is None:
+                codec = _by_name[name] = cast(Codec, manager.create("codec", name, cls=Codec))
             _default[selected] = codec
-            _by_type.setdefault(codec.content_type, codec)
         return codec
 
 
@@ -107,4 +117,5 @@ def clear_cache() -> None:
     """Forget every shared codec, so that plugins registered since are seen (for tests)."""
     with _lock:
         _by_type.clear()
+        _by_name.clear()
         _default.clear()
