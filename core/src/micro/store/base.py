@@ -25,8 +25,8 @@ The rules every implementation follows, and the conformance suite checks:
   ``bytes``, metadata that is not JSON-compatible, a TTL that is not a positive
   finite number, a negative limit or offset.
 
-The helpers :func:`check_key`, :func:`check_record`, :func:`check_page` and
-:func:`pack_metadata` implement those checks so that every backend reports bad
+The helpers :func:`check_key`, :func:`check_keys`, :func:`check_pattern`, :func:`check_record`,
+:func:`check_page` and :func:`pack_metadata` implement those checks so that every backend reports bad
 input with the same error and message.
 """
 
@@ -45,7 +45,19 @@ from ..component import Component
 from ..errors import BadRequest, NotSupported, RecordNotFound
 from .options import StoreOptions
 
-__all__ = ["Record", "Store", "check_key", "check_page", "check_record", "check_ttl", "pack_metadata"]
+__all__ = [
+    "Record",
+    "Store",
+    "check_key",
+    "check_keys",
+    "check_page",
+    "check_pattern",
+    "check_read",
+    "check_record",
+    "check_ttl",
+    "not_found",
+    "pack_metadata",
+]
 
 
 @dataclass(slots=True)
@@ -77,6 +89,22 @@ def check_key(key: object, *, what: str = "key") -> str:
     return key
 
 
+def check_keys(keys: object) -> builtins.list[str]:
+    """``keys`` (a sequence of keys, each checked by :func:`check_key`) as a list."""
+    # A bare string is a Sequence[str] too; iterating it letter by letter is never what was meant.
+    if isinstance(keys, (str, bytes)) or not isinstance(keys, Sequence):
+        raise BadRequest(f"keys must be a list of str, not {type(keys).__name__}")
+    return [check_key(k) for k in keys]
+
+
+def check_pattern(text: object, *, what: str = "prefix") -> str:
+    """Like :func:`check_key`, but ``""`` (match everything) is allowed: for prefixes and suffixes."""
+    if not isinstance(text, str):
+        raise BadRequest(f"{what} must be a str, not {type(text).__name__}")
+    _check_text(text, what)
+    return text
+
+
 def _check_text(text: str, what: str) -> None:
     try:
         text.encode("utf-8")
@@ -104,6 +132,20 @@ def check_page(limit: object, offset: object) -> None:
             raise BadRequest(f"{name} must be an int, not {type(value).__name__}")
         if value < 0:
             raise BadRequest(f"{name} must not be negative, got {value}")
+
+
+def check_read(key: object, *, prefix: object, suffix: object, limit: object, offset: object) -> str:
+    """Check the arguments of :meth:`Store.read`; returns the key (``""`` is allowed for a prefix/suffix read)."""
+    for name, flag in (("prefix", prefix), ("suffix", suffix)):
+        if not isinstance(flag, bool):
+            raise BadRequest(f"{name} must be a bool, not {type(flag).__name__}")
+    check_page(limit, offset)
+    return check_pattern(key, what="key") if prefix or suffix else check_key(key)
+
+
+def not_found(key: str, database: str, table: str) -> RecordNotFound:
+    """The error for an exact read of a missing ``key``, worded the same by every backend."""
+    return RecordNotFound(f"record {key!r} not found in {database}/{table}")
 
 
 def pack_metadata(metadata: object, *, key: str = "") -> bytes:
@@ -248,7 +290,7 @@ class Store(Component, abc.ABC):
         Unlike :meth:`read`, a miss is not an error. Duplicate keys give
         duplicate entries. All keys are checked before any is read.
         """
-        checked = [check_key(k) for k in _keys(keys)]
+        checked = check_keys(keys)
         found: builtins.list[Record | None] = []
         for key in checked:
             try:
@@ -282,7 +324,7 @@ class Store(Component, abc.ABC):
 
     async def delete_many(self, keys: Sequence[str], *, database: str | None = None, table: str | None = None) -> None:
         """:meth:`delete` each key; missing keys are ignored. All keys are checked first."""
-        checked = [check_key(k) for k in _keys(keys)]
+        checked = check_keys(keys)
         for key in checked:
             await self.delete(key, database=database, table=table)
 
@@ -295,10 +337,3 @@ class Store(Component, abc.ABC):
         db = self.options.database if database is None else check_key(database, what="database")
         tb = self.options.table if table is None else check_key(table, what="table")
         return db, tb
-
-
-def _keys(keys: object) -> Sequence[str]:
-    # A bare string is a Sequence[str] too; iterating it letter by letter is never what was meant.
-    if isinstance(keys, (str, bytes)) or not isinstance(keys, Sequence):
-        raise BadRequest(f"keys must be a list of str, not {type(keys).__name__}")
-    return keys

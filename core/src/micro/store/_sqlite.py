@@ -1,0 +1,179 @@
+"""One SQLite connection on a thread of its own, for the file-backed defaults (``sqlite`` store, ``file`` sync).
+
+sqlite3 blocks, so no call runs on the event loop: each :class:`Database` owns
+a single worker thread that opens the connection and runs every statement, in
+submission order. One thread per database keeps the connection on the thread
+that made it, and the ordering gives each instance a simple sequential view
+(a write then a read on one instance always sees the write).
+
+Several processes share the file safely: WAL lets readers run beside the one
+writer, ``busy_timeout`` makes a writer wait for another's transaction instead
+of failing, and writes that read first take the write lock up front
+(``BEGIN IMMEDIATE``), so they never fail half-way on a lock upgrade.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import sqlite3
+import stat
+import tempfile
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import TypeVar
+
+from ..errors import BackendUnavailable, ConnectionClosed
+
+__all__ = ["Database", "data_dir", "immediate", "resolve", "runtime_dir"]
+
+T = TypeVar("T")
+
+
+def data_dir() -> Path:
+    """``$XDG_DATA_HOME/micro``, else ``~/.local/share/micro``: where persistent defaults keep their files."""
+    base = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
+    return Path(base) / "micro"
+
+
+def runtime_dir() -> Path:
+    """``$XDG_RUNTIME_DIR/micro``, else ``<tempdir>/micro-<uid>``: per-user files that need not outlive a boot."""
+    base = os.environ.get("XDG_RUNTIME_DIR")
+    if base:
+        return Path(base) / "micro"
+    uid = os.getuid() if hasattr(os, "getuid") else os.getpid()
+    return Path(tempfile.gettempdir()) / f"micro-{uid}"
+
+
+def _private_dir(path: Path) -> None:
+    """Create ``path`` (mode 0700) if needed; refuse one another user could write to, since locks live there."""
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    info = path.lstat()
+    if not stat.S_ISDIR(info.st_mode):
+        raise OSError(f"{path} is not a directory")
+    if hasattr(os, "getuid") and info.st_uid != os.getuid():
+        raise OSError(f"{path} belongs to another user (uid {info.st_uid})")
+
+
+def resolve(path: str | None, address: tuple[str, ...], default: Path, *, private: bool = False) -> str:
+    """The file to open: ``path``, else ``address[0]``, else ``default``; its directory is created.
+
+    ``private`` makes a default directory 0700 and checks it is the user's own.
+    Raises :class:`~micro.errors.BackendUnavailable` if the directory cannot be made.
+    """
+    chosen = path or (address[0] if address else None)
+    if chosen == ":memory:":
+        return chosen
+    target = Path(os.path.expanduser(chosen)) if chosen else default
+    try:
+        if chosen is None and private:
+            _private_dir(target.parent)
+        else:
+            target.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise BackendUnavailable(f"cannot create the directory for {target}: {exc}") from exc
+    return str(target)
+
+
+@contextlib.contextmanager
+def immediate(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    """A write transaction that holds the write lock from its first statement; rolled back on error."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield conn
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+
+
+class Database:
+    """A SQLite file opened on a dedicated thread; :meth:`run` executes functions of the connection there.
+
+    :param path: the file, or ``":memory:"``.
+    :param busy_timeout: seconds a statement waits for another process's lock.
+    :param setup: run once on open, on the worker thread (create the schema).
+    :param synchronous: the ``synchronous`` pragma; ``"NORMAL"`` trades the last
+        commits on power loss (never on a process crash) for speed.
+    """
+
+    def __init__(
+        self,
+        path: str,
+        *,
+        busy_timeout: float,
+        setup: Callable[[sqlite3.Connection], None],
+        synchronous: str = "FULL",
+    ) -> None:
+        self.path = path
+        self._busy_timeout = busy_timeout
+        self._setup = setup
+        self._synchronous = synchronous
+        self._conn: sqlite3.Connection | None = None
+        self._executor: ThreadPoolExecutor | None = ThreadPoolExecutor(1, thread_name_prefix="micro-sqlite")
+
+    async def open(self) -> None:
+        """Open the file and run ``setup``; :class:`~micro.errors.BackendUnavailable` if that fails."""
+        await self._execute(self._guard, self._open)
+
+    def _open(self) -> None:
+        conn = sqlite3.connect(self.path, timeout=self._busy_timeout, isolation_level=None, check_same_thread=False)
+        try:
+            conn.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout * 1000)}")
+            conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute(f"PRAGMA synchronous = {self._synchronous}")
+            self._setup(conn)
+        except BaseException:
+            conn.close()
+            raise
+        self._conn = conn
+
+    def submit(self, fn: Callable[[sqlite3.Connection], T]) -> asyncio.Future[T]:
+        """Queue ``fn(connection)`` on the worker thread, as :meth:`run` does, and return its future."""
+        if self._executor is None:
+            raise ConnectionClosed(f"the database {self.path} is closed")
+        return asyncio.get_running_loop().run_in_executor(self._executor, self._guard, self._with_connection, fn)
+
+    async def run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """``fn(connection)`` on the worker thread.
+
+        sqlite3 and OS errors become :class:`~micro.errors.BackendUnavailable`;
+        micro errors raised by ``fn`` pass through. If the caller is cancelled,
+        ``fn`` still runs to completion (a started statement cannot be taken back).
+        """
+        return await self.submit(fn)
+
+    async def _execute(self, fn: Callable[..., T], *args: object) -> T:
+        if self._executor is None:
+            raise ConnectionClosed(f"the database {self.path} is closed")
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+
+    def _with_connection(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        if self._conn is None:
+            raise ConnectionClosed(f"the database {self.path} is not open")
+        return fn(self._conn)
+
+    def _guard(self, fn: Callable[..., T], *args: object) -> T:
+        try:
+            return fn(*args)
+        except (sqlite3.Error, OSError) as exc:
+            raise BackendUnavailable(f"sqlite {self.path}: {exc}") from exc
+
+    async def close(self) -> None:
+        """Close the connection after every queued call has run, and stop the thread. Idempotent."""
+        executor, self._executor = self._executor, None
+        if executor is None:
+            return
+        loop = asyncio.get_running_loop()
+        try:
+            await loop.run_in_executor(executor, self._guard, self._close)
+        finally:
+            # The queue is empty now, so this returns as soon as the thread has exited.
+            executor.shutdown(wait=True)
+
+    def _close(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.close()
