@@ -103,9 +103,10 @@ class Selector(Component, abc.ABC):
 
         ``error=None`` (success) restores the node if it was demoted. Any other
         error demotes it for ``options.cooldown`` seconds, except a
-        :class:`~micro.errors.MicroError` with a 4xx code: a bad request is the
-        caller's fault, not the node's. Marks of unknown nodes are kept and
-        apply if the node appears later; they never raise.
+        :class:`~micro.errors.MicroError` with a 4xx code other than 408
+        (:class:`~micro.errors.Timeout`): a bad request is the caller's fault,
+        not the node's. Marks of unknown nodes are kept and apply if the node
+        appears later. Never raises; synchronous, so it is safe in ``finally``.
         """
 
     @abc.abstractmethod
