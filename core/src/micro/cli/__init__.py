@@ -20,6 +20,10 @@ __all__ = ["COMMANDS", "main"]
 #: Built-in sub-commands: name -> "module:attribute" of a click command.
 COMMANDS: Final[dict[str, str]] = {
     "plugins": "micro.cli.plugins:command",
+    "kill": "micro.cli.kill:command",
+    "logs": "micro.cli.logs:command",
+    "ps": "micro.cli.ps:command",
+    "run": "micro.cli.run:command",
 }
 
 
