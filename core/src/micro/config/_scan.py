@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import enum
@@ -53,14 +54,11 @@ def convert(value: Any, annotation: Any, path: str) -> Any:
     if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in args:
             return None
-        errors = []
         for arg in args:
             if arg is type(None):
                 continue
-            try:
+            with contextlib.suppress(ConfigError):
                 return convert(value, arg, path)
-            except ConfigError as exc:
-                errors.append(exc)
         expected = " or ".join(_name(a) for a in args)
         raise _fail(path, expected, value)
     if origin is typing.Literal:
