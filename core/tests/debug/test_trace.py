@@ -63,7 +63,7 @@ async def test_span_as_async_context_manager_records_errors():
     (recorded,) = await tracer.read()
     assert recorded.name == "failing"
     assert recorded.type is SpanType.INBOUND
-    assert recorded.metadata["error"] == "KeyError('missing')"
+    assert recorded.metadata["error"] == "KeyError: 'missing'"
 
 
 async def test_current_span_is_per_task():

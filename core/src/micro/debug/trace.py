@@ -87,8 +87,8 @@ class Span:
     """One timed operation in a trace.
 
     Entering the span (``with`` or ``async with``) makes it the current span;
-    leaving it restores the previous one and finishes it, recording the
-    exception's ``repr`` under ``metadata["error"]`` if one escaped.
+    leaving it restores the previous one and finishes it, recording
+    ``"<ExceptionClass>: <message>"`` under ``metadata["error"]`` if an exception escaped.
     """
 
     #: Shared by every span of one request tree.
@@ -165,7 +165,7 @@ class Span:
         if self._tokens:
             _current.reset(self._tokens.pop())
         if exc is not None:
-            self.metadata.setdefault("error", repr(exc))
+            self.metadata.setdefault("error", f"{type(exc).__name__}: {exc}")
         if self._tracer is not None:
             self._tracer.finish(self)
         else:
