@@ -20,6 +20,7 @@ __all__ = ["COMMANDS", "main"]
 #: Built-in sub-commands: name -> "module:attribute" of a click command.
 COMMANDS: Final[dict[str, str]] = {
     "plugins": "micro.cli.plugins:command",
+    "debug": "micro.cli.debug:command",
     "kill": "micro.cli.kill:command",
     "logs": "micro.cli.logs:command",
     "ps": "micro.cli.ps:command",
