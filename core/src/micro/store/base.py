@@ -180,8 +180,9 @@ def check_record(record: object, ttl: object = None) -> tuple[Record, float | No
 class Store(Component, abc.ABC):
     """Key/value records with optional expiry, safe to share between tasks.
 
-    Operations need a started store (``await store.start()`` or ``async with``).
-    Each method documents what a cancelled call leaves behind; where it says
+    Operations need a started store (``await store.start()`` or ``async with``);
+    before that, and after :meth:`close`, they raise
+    :class:`~micro.errors.ConnectionClosed`. Each method documents what a cancelled call leaves behind; where it says
     "may", an implementation talking to a server cannot know whether the server
     applied a request it had already sent.
     """
