@@ -234,6 +234,30 @@ async def test_unsubscribe_stops_delivery_and_deregisters(make, registry):
     assert gone.bodies == [b"1"]
 
 
+async def test_messages_queued_for_a_leaving_member_go_to_the_rest_of_the_group(make):
+    broker = make()
+    release = asyncio.Event()
+    slow_got: list[bytes] = []
+
+    async def slow(event: Event) -> None:
+        slow_got.append(event.message.body)
+        await release.wait()
+
+    leaving = await broker.subscribe("t", slow, queue="q")
+    staying = Collector()
+    await broker.subscribe("t", staying, queue="q")
+    n = 30
+    for i in range(n):
+        await broker.publish("t", Message(str(i).encode()))
+    await eventually(lambda: len(slow_got) == 1)  # the rest of its share waits in its outbox
+    unsubscribing = asyncio.create_task(leaving.unsubscribe())
+    await eventually(lambda: broker._subscribers.get(leaving.node.id) is None)
+    release.set()
+    await asyncio.wait_for(unsubscribing, 3)
+    await eventually(lambda: len(staying.events) == n - 1)
+    assert sorted(slow_got + staying.bodies) == sorted(str(i).encode() for i in range(n))
+
+
 async def test_handler_exception_is_redelivered_and_never_reaches_the_publisher(make, caplog):
     broker = make()
     attempts: collections.Counter[bytes] = collections.Counter()

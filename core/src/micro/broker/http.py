@@ -520,10 +520,16 @@ class HTTPBroker(Broker):
         self._routes = routes
         live = {n.id: n for by_version in routes.values() for nodes in by_version.values() for n in nodes}
         for node_id in list(self._senders):
-            if node_id not in live:
-                self._senders.pop(node_id).task.cancel()
-            else:
+            if node_id in live:
                 self._senders[node_id].node = live[node_id]
+                continue
+            sender = self._senders.pop(node_id)
+            sender.task.cancel()
+            # What was queued for a queue group goes back to the group; a gone broadcast node gets nothing.
+            while not sender.queue.empty():
+                delivery = sender.queue.get_nowait()
+                if delivery.node_id is None:
+                    self._keep(delivery)
 
     async def _lookup(self, topic: str) -> dict[str, list[Node]]:
         if not self._watching and time.monotonic() - self._refreshed > _STALE_AFTER:
