@@ -8,7 +8,18 @@ point-to-point HTTP between processes, found through the registry) and
 
 from __future__ import annotations
 
-from .base import Broker, Event, Handler, Message, Outcome, Subscriber, check_topic, dispatch
+from .base import (
+    Broker,
+    Event,
+    Handler,
+    Message,
+    Outcome,
+    Subscriber,
+    check_publish,
+    check_subscribe,
+    check_topic,
+    dispatch,
+)
 from .options import BrokerOptions, SubscribeOptions
 
 __all__ = [
@@ -20,6 +31,8 @@ __all__ = [
     "Outcome",
     "SubscribeOptions",
     "Subscriber",
+    "check_publish",
+    "check_subscribe",
     "check_topic",
     "dispatch",
 ]
