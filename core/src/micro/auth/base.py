@@ -168,14 +168,15 @@ class Auth(Component, abc.ABC):
         id: str | None = None,
         secret: str | None = None,
         refresh_token: str | None = None,
-        expiry: float = 3600.0,
+        expiry: float | None = None,
     ) -> Token:
-        """A new access token valid for ``expiry`` seconds, and a refresh token.
+        """A new access token valid for ``expiry`` seconds (default ``options.token_expiry``), and a refresh token.
 
         Give either ``id`` and ``secret`` (the account's credentials) or a
         ``refresh_token`` from an earlier :class:`Token`. Wrong credentials, an
         unknown account or a bad refresh token raise
-        :class:`~micro.errors.InvalidToken`; giving neither raises
+        :class:`~micro.errors.InvalidToken`, with one message for all of them;
+        giving neither, both, or a non-positive ``expiry`` raises
         :class:`~micro.errors.BadRequest`.
         """
 

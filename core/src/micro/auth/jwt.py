@@ -1,0 +1,340 @@
+"""Auth with JSON Web Tokens signed by an asymmetric key (Ed25519 or RSA), through PyJWT and cryptography."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import math
+import os
+import secrets
+import tempfile
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, ClassVar, Final
+
+import jwt
+from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
+
+from ..errors import ConfigError, InvalidOption, InvalidToken
+from ._common import RuleTable, check_token_request, new_account
+from .base import Account, Auth, Rule, Token
+from .options import JWTAuthOptions
+
+__all__ = ["JWTAuth"]
+
+PrivateKey = ed25519.Ed25519PrivateKey | rsa.RSAPrivateKey
+PublicKey = ed25519.Ed25519PublicKey | rsa.RSAPublicKey
+
+_ACCESS: Final = "access"
+_REFRESH: Final = "refresh"
+# scrypt's interactive-login parameters (RFC 7914 section 2): about 16 MiB and tens of milliseconds per hash.
+_SCRYPT: Final = {"n": 2**14, "r": 8, "p": 1, "dklen": 32}
+# Hashed when an unknown id is presented, so that a wrong id costs as long as a wrong secret.
+_DUMMY_SALT: Final = b"micro.auth.jwt.unknown-account"
+
+
+def _hash_secret(secret: str, salt: bytes) -> bytes:
+    return hashlib.scrypt(secret.encode("utf-8"), salt=salt, **_SCRYPT)
+
+
+def default_key_dir() -> Path:
+    """``$XDG_CONFIG_HOME/micro/auth``, else ``~/.config/micro/auth``."""
+    base = os.environ.get("XDG_CONFIG_HOME") or os.path.join(os.path.expanduser("~"), ".config")
+    return Path(base) / "micro" / "auth"
+
+
+@dataclass(frozen=True, slots=True)
+class _Stored:
+    account: Account  # without its secret
+    salt: bytes
+    digest: bytes
+    #: Changes each time the account is generated again, which voids its earlier refresh tokens.
+    version: str
+
+
+@dataclass(frozen=True, slots=True)
+class _Keys:
+    public: PublicKey
+    private: PrivateKey | None
+
+
+class JWTAuth(Auth):
+    """Accounts in memory, stateless access tokens, rules in memory.
+
+    Tokens are JWTs signed with ``algorithm`` (``EdDSA``, Ed25519, by default,
+    or ``RS256``) and carry the account's id, type, scopes and metadata, but
+    never its secret, so any service holding the public key can
+    :meth:`inspect` them without asking this one. An access token lives
+    ``expiry`` seconds, rounded down to a whole second of the clock (JWT
+    times are whole seconds); a refresh token lives ``refresh_expiry`` and is
+    only accepted by :meth:`token`.
+
+    Keys: ``private_key``/``public_key`` options (PEM text or a file path); if
+    neither is set, a key pair is generated on first use and kept in
+    ``key_dir`` as ``<algorithm>_private.pem`` (mode 0600) and
+    ``<algorithm>_public.pem``, so tokens survive a restart and other services
+    can be given the public key. With only ``public_key``, the instance checks
+    tokens but cannot issue them (:class:`~micro.errors.ConfigError`).
+
+    Accounts and their secrets (hashed with scrypt) live in this process's
+    memory: they are lost on restart and not shared between instances, and
+    generating an account again voids its earlier refresh tokens. Rules are
+    in memory too; a table kept in a :mod:`micro.store` can come later.
+    """
+
+    options_type: ClassVar[type[JWTAuthOptions]] = JWTAuthOptions
+    options: JWTAuthOptions
+    capabilities: ClassVar[frozenset[str]] = frozenset({"tokens", "rules"})
+
+    def __init__(self, options: JWTAuthOptions | None = None) -> None:
+        super().__init__(options)
+        self._accounts: dict[str, _Stored] = {}
+        self._table = RuleTable()
+        self._keys: _Keys | None = None
+        self._keys_lock = asyncio.Lock()
+
+    async def start(self) -> None:
+        """Load the keys, or generate and store a key pair. Raises :class:`~micro.errors.InvalidOption` for bad keys."""
+        await self._load_keys()
+
+    # -- keys -----------------------------------------------------------------------------------
+
+    async def _load_keys(self) -> _Keys:
+        if self._keys is None:
+            async with self._keys_lock:
+                if self._keys is None:
+                    self._keys = await asyncio.to_thread(self._read_keys)
+        return self._keys
+
+    def _read_keys(self) -> _Keys:
+        options = self.options
+        if options.private_key:
+            private = self._private(_pem(options.private_key, "private_key"), "private_key")
+            public: PublicKey = private.public_key()
+            if options.public_key:
+                given = self._public(_pem(options.public_key, "public_key"), "public_key")
+                if _public_bytes(given) != _public_bytes(public):
+                    raise InvalidOption("does not belong to the private key", option="public_key")
+            return _Keys(public, private)
+        if options.public_key:
+            return _Keys(self._public(_pem(options.public_key, "public_key"), "public_key"), None)
+        private = self._stored_key_pair(Path(options.key_dir).expanduser() if options.key_dir else default_key_dir())
+        return _Keys(private.public_key(), private)
+
+    def _private(self, data: bytes, option: str) -> PrivateKey:
+        key = _load_private(data, option)
+        wanted = ed25519.Ed25519PrivateKey if self.options.algorithm == "EdDSA" else rsa.RSAPrivateKey
+        if not isinstance(key, wanted):
+            raise InvalidOption(self._wrong_kind(key), option=option)
+        return key
+
+    def _public(self, data: bytes, option: str) -> PublicKey:
+        key = _load_public(data, option)
+        wanted = ed25519.Ed25519PublicKey if self.options.algorithm == "EdDSA" else rsa.RSAPublicKey
+        if not isinstance(key, wanted):
+            raise InvalidOption(self._wrong_kind(key), option=option)
+        return key
+
+    def _wrong_kind(self, key: object) -> str:
+        return f"a {type(key).__name__.lstrip('_')} cannot be used for {self.options.algorithm} tokens"
+
+    def _stored_key_pair(self, directory: Path) -> PrivateKey:
+        prefix = self.options.algorithm.lower()
+        private_path = directory / f"{prefix}_private.pem"
+        public_path = directory / f"{prefix}_public.pem"
+        try:
+            if private_path.exists():
+                return self._private(private_path.read_bytes(), "key_dir")
+            directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+            private: PrivateKey = (
+                ed25519.Ed25519PrivateKey.generate()
+                if self.options.algorithm == "EdDSA"
+                else rsa.generate_private_key(public_exponent=65537, key_size=2048)
+            )
+            pem = private.private_bytes(
+                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+            )
+            # mkstemp creates the file 0600; link() publishes it whole, and fails if another process got there first.
+            handle, temporary = tempfile.mkstemp(dir=directory, prefix=".key-")
+            try:
+                with os.fdopen(handle, "wb") as file:
+                    file.write(pem)
+                    file.flush()
+                    os.fsync(file.fileno())
+                try:
+                    os.link(temporary, private_path)
+                except FileExistsError:
+                    return self._private(private_path.read_bytes(), "key_dir")
+            finally:
+                os.unlink(temporary)
+            public_path.write_bytes(_public_bytes(private.public_key()))
+            return private
+        except OSError as exc:
+            raise InvalidOption(f"cannot keep keys in {str(directory)!r}: {exc}", option="key_dir") from exc
+
+    async def _signing_key(self) -> PrivateKey:
+        keys = await self._load_keys()
+        if keys.private is None:
+            raise ConfigError("this JWT auth has only a public key: set private_key to issue tokens")
+        return keys.private
+
+    # -- accounts and tokens --------------------------------------------------------------------
+
+    async def generate(
+        self,
+        id: str,
+        *,
+        secret: str | None = None,
+        type: str = "user",
+        scopes: Iterable[str] = (),
+        metadata: Mapping[str, str] | None = None,
+        provider: str | None = None,
+    ) -> Account:
+        account = new_account(
+            id,
+            issuer=self.options.namespace,
+            secret=secret,
+            type=type,
+            scopes=scopes,
+            metadata=metadata,
+            provider=provider,
+        )
+        salt = secrets.token_bytes(16)
+        digest = await asyncio.to_thread(_hash_secret, account.secret, salt)
+        self._accounts[id] = _Stored(replace(account, secret=""), salt, digest, secrets.token_hex(8))
+        return account
+
+    async def inspect(self, token: str) -> Account:
+        claims = await self._decode(token, _ACCESS)
+        scopes, metadata, kind = claims.get("scopes", []), claims.get("metadata", {}), claims.get("type", "user")
+        if (
+            not isinstance(scopes, list)
+            or not all(isinstance(s, str) for s in scopes)
+            or not isinstance(metadata, dict)
+            or not all(isinstance(k, str) and isinstance(v, str) for k, v in metadata.items())
+            or not isinstance(kind, str)
+        ):
+            raise InvalidToken("the token's account claims are malformed")
+        return Account(id=claims["sub"], type=kind, issuer=claims["iss"], scopes=scopes, metadata=metadata)
+
+    async def _decode(self, token: str, use: str) -> dict[str, Any]:
+        if not isinstance(token, str) or not token:
+            raise InvalidToken("no token given")
+        keys = await self._load_keys()
+        try:
+            claims: dict[str, Any] = jwt.decode(
+                token,
+                keys.public,
+                algorithms=[self.options.algorithm],
+                issuer=self.options.namespace,
+                options={"require": ["exp", "iat", "iss", "sub"]},
+            )
+        except jwt.ExpiredSignatureError:
+            raise InvalidToken("the token has expired") from None
+        except jwt.InvalidIssuerError:
+            raise InvalidToken(f"the token was not issued by namespace {self.options.namespace!r}") from None
+        except jwt.InvalidSignatureError:
+            raise InvalidToken("the token's signature is not valid") from None
+        except jwt.PyJWTError as exc:
+            raise InvalidToken(f"not a valid token: {exc}") from None
+        if claims.get("use") != use:
+            raise InvalidToken(f"not an {use} token" if use == _ACCESS else f"not a {use} token")
+        return claims
+
+    async def token(
+        self,
+        *,
+        id: str | None = None,
+        secret: str | None = None,
+        refresh_token: str | None = None,
+        expiry: float | None = None,
+    ) -> Token:
+        lifetime = check_token_request(id, secret, refresh_token, expiry, self.options.token_expiry)
+        if refresh_token is not None:
+            claims = await self._decode(refresh_token, _REFRESH)
+            stored = self._accounts.get(claims["sub"])
+            if stored is None or not hmac.compare_digest(str(claims.get("ver", "")), stored.version):
+                raise InvalidToken("the refresh token's account no longer exists")
+        else:
+            assert id is not None
+            assert secret is not None
+            stored = self._accounts.get(id)
+            salt = stored.salt if stored is not None else _DUMMY_SALT
+            digest = await asyncio.to_thread(_hash_secret, secret, salt)
+            if stored is None or not hmac.compare_digest(digest, stored.digest):
+                raise InvalidToken("invalid account id or secret")
+        return await self._issue(stored, lifetime)
+
+    async def _issue(self, stored: _Stored, lifetime: float) -> Token:
+        key = await self._signing_key()
+        account, now = stored.account, time.time()
+        # PyJWT compares whole seconds (int(exp)); the expiry reported is the one it will enforce.
+        expires = math.floor(now + lifetime)
+        common = {"iss": self.options.namespace, "sub": account.id, "iat": now}
+        access = {
+            **common,
+            "exp": expires,
+            "jti": secrets.token_hex(8),
+            "use": _ACCESS,
+            "type": account.type,
+            "scopes": list(account.scopes),
+            "metadata": dict(account.metadata),
+        }
+        refresh = {
+            **common,
+            "exp": math.floor(now + self.options.refresh_expiry),
+            "jti": secrets.token_hex(8),
+            "use": _REFRESH,
+            "ver": stored.version,
+        }
+        algorithm = self.options.algorithm
+        return Token(
+            access_token=jwt.encode(access, key, algorithm=algorithm),
+            refresh_token=jwt.encode(refresh, key, algorithm=algorithm),
+            created=now,
+            expiry=float(expires),
+        )
+
+    # -- rules ----------------------------------------------------------------------------------
+
+    async def grant(self, rule: Rule) -> None:
+        self._table.grant(rule)
+
+    async def revoke(self, rule: Rule) -> None:
+        self._table.revoke(rule)
+
+    async def rules(self) -> list[Rule]:
+        return self._table.list()
+
+
+def _pem(value: str, option: str) -> bytes:
+    """PEM text as given, or the content of the file it names."""
+    if value.lstrip().startswith("-----BEGIN"):
+        return value.encode("ascii", "replace")
+    try:
+        return Path(value).expanduser().read_bytes()
+    except OSError as exc:
+        raise InvalidOption(f"neither PEM text nor a readable file: {exc}", option=option) from exc
+
+
+def _load_private(data: bytes, option: str) -> object:
+    try:
+        return serialization.load_pem_private_key(data, password=None)
+    except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
+        raise InvalidOption(f"not an unencrypted PEM private key: {exc}", option=option) from exc
+
+
+def _load_public(data: bytes, option: str) -> object:
+    try:
+        return serialization.load_pem_public_key(data)
+    except (ValueError, UnsupportedAlgorithm) as exc:
+        raise InvalidOption(f"not a PEM public key: {exc}", option=option) from exc
+
+
+def _public_bytes(key: PublicKey) -> bytes:
+    return key.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
