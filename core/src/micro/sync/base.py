@@ -209,10 +209,11 @@ class Leader:
 
     While :attr:`lost` is clear this instance leads. It is set, once and for
     good, when the leader resigns, when its :class:`Sync` closes, and when a
-    refresh finds the lock gone or taken, or cannot reach the backend before
-    the lock would have lapsed. Use it as ``async with await sync.leader(id):``
-    to resign on exit, and watch :attr:`lost` (or ``await wait_lost()``) to
-    stop leading work when leadership ends.
+    refresh finds the lock gone or taken, or has not reached the backend by a
+    little before the lock would lapse (``ttl / 10``, at most 1 s, early).
+    Use it as ``async with await sync.leader(id):`` to resign on exit, and
+    watch :attr:`lost` (or ``await wait_lost()``) to stop leading work when
+    leadership ends.
     """
 
     def __init__(self, sync: Sync, id: str, ttl: float) -> None:
@@ -257,8 +258,11 @@ class Leader:
     async def _keep(self) -> None:
         loop = asyncio.get_running_loop()
         interval = self.ttl / 3
-        # The lock lapses ttl seconds after the last refresh that *started* before it succeeded.
-        lapses = loop.time() + self.ttl
+        # The backend's lock lapses ttl seconds after the last successful refresh, which is no earlier
+        # than when that refresh started. Giving up a little sooner than that absorbs the delay
+        # between the backend granting the lock and this task learning of it, and timer lateness.
+        lease = self.ttl - min(self.ttl / 10, 1.0)
+        lapses = loop.time() + lease
         try:
             while True:
                 await asyncio.sleep(max(0.0, min(interval, lapses - loop.time())))
@@ -273,7 +277,7 @@ class Leader:
                 except (MicroError, TimeoutError):
                     interval = min(self.ttl / 10, 1.0)  # the backend is unreachable: retry soon, until it lapses
                     continue
-                lapses = started + self.ttl
+                lapses = started + lease
                 interval = self.ttl / 3
         finally:
             self.lost.set()
