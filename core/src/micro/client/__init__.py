@@ -1,0 +1,33 @@
+"""The RPC client: calls, streams and publishes, with deadlines, retries and middleware.
+
+The default implementation, ``mucp``, is :class:`micro.client.rpc.RPCClient`,
+built with ``micro.create("client")``; it is not imported here.
+"""
+
+from __future__ import annotations
+
+from .base import (
+    NO_REQUEST,
+    Backoff,
+    CallFunc,
+    CallWrapper,
+    Client,
+    Request,
+    Response,
+    Stream,
+    exponential_backoff,
+)
+from .options import ClientOptions
+
+__all__ = [
+    "NO_REQUEST",
+    "Backoff",
+    "CallFunc",
+    "CallWrapper",
+    "Client",
+    "ClientOptions",
+    "Request",
+    "Response",
+    "Stream",
+    "exponential_backoff",
+]

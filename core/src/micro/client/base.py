@@ -1,0 +1,359 @@
+"""The client interface: calls, streams and publishes (Go Micro ``client``).
+
+Every outgoing call carries the metadata in :mod:`micro.context` (inside a
+handler: the inbound metadata, so ``Authorization`` and trace ids flow on) and
+never outlives the context's deadline. Errors the remote side returned are
+raised with :func:`micro.errors.from_wire`: ``except NotFound`` catches a
+remote 404, ``except RPCError`` any remote failure.
+
+Call middleware wraps each *attempt*, after a node was chosen (Go Micro's
+``CallWrapper``); ``request.node`` says which. The first wrapper added is
+the outermost::
+
+    def tagged(next: CallFunc) -> CallFunc:
+        async def call(request: Request) -> Response:
+            request.metadata["X-Caller"] = "billing"
+            return await next(request)
+        return call
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from types import TracebackType
+from typing import Any, ClassVar, Final, Self, TypeAlias, TypeVar, overload
+
+from ..component import Component
+from ..metadata import Metadata
+from ..registry.base import Node
+from .options import ClientOptions
+
+__all__ = [
+    "NO_REQUEST",
+    "Backoff",
+    "CallFunc",
+    "CallWrapper",
+    "Client",
+    "Request",
+    "Response",
+    "Stream",
+    "exponential_backoff",
+]
+
+T = TypeVar("T")
+
+#: Seconds to wait before retry number ``attempt`` (1 for the first retry).
+Backoff: TypeAlias = Callable[[int], float]
+
+
+class _NoRequest:
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "NO_REQUEST"
+
+
+#: Passed as ``request`` to :meth:`Client.stream` to open a stream without sending a first message.
+NO_REQUEST: Final = _NoRequest()
+
+
+def exponential_backoff(attempt: int, *, base: float = 0.1, cap: float = 2.0) -> float:
+    """Go Micro's backoff shape: ``base * 2**(attempt - 1)`` seconds, at most ``cap``; 0 before the first attempt."""
+    if attempt <= 0:
+        return 0.0
+    return float(min(cap, base * 2.0 ** min(attempt - 1, 62)))
+
+
+class Request:
+    """One outgoing call, as call wrappers see it.
+
+    Satisfies the ``Request`` protocol of :mod:`micro.auth.wrappers`.
+    """
+
+    __slots__ = (
+        "body",
+        "content_type",
+        "deadline",
+        "endpoint",
+        "metadata",
+        "node",
+        "response_type",
+        "service",
+        "stream",
+    )
+
+    def __init__(
+        self,
+        *,
+        service: str,
+        endpoint: str,
+        body: Any,
+        content_type: str,
+        metadata: Metadata,
+        response_type: Any = None,
+        stream: bool = False,
+        deadline: float | None = None,
+    ) -> None:
+        self.service = service
+        #: ``"Class.method"``.
+        self.endpoint = endpoint
+        #: The request value, encoded when the attempt is sent.
+        self.body = body
+        self.content_type = content_type
+        #: Outgoing metadata, sent as headers; wrappers may change it.
+        self.metadata = metadata
+        #: The type the response is decoded into (``None``: plain values).
+        self.response_type = response_type
+        self.stream = stream
+        #: The ``time.monotonic()`` instant the whole call must finish by (``None``: no limit).
+        self.deadline = deadline
+        #: The node this attempt goes to; set by the client before the wrappers run.
+        self.node: Node | None = None
+
+    def __repr__(self) -> str:
+        return f"<Request {self.service} {self.endpoint}>"
+
+
+class Response:
+    """What one call returned: the decoded ``body`` and the response ``metadata`` (headers the handler set)."""
+
+    __slots__ = ("body", "content_type", "metadata", "node")
+
+    def __init__(self, body: Any, *, metadata: Metadata, content_type: str = "", node: Node | None = None) -> None:
+        self.body = body
+        self.metadata = metadata
+        self.content_type = content_type
+        #: The node that answered.
+        self.node = node
+
+    def __repr__(self) -> str:
+        return f"<Response {self.body!r}>"
+
+
+#: Runs one attempt of a call.
+CallFunc: TypeAlias = Callable[[Request], Awaitable[Response]]
+#: Middleware around :data:`CallFunc`.
+CallWrapper: TypeAlias = Callable[[CallFunc], CallFunc]
+
+
+class Stream(abc.ABC):
+    """A streaming call: send requests, receive responses, both at once if the endpoint is bidirectional.
+
+    ``async for response in stream`` receives until the server ends the
+    stream; ``async with`` closes it. Errors the server sends are raised from
+    :meth:`recv` (and iteration) as typed remote errors.
+    """
+
+    @property
+    @abc.abstractmethod
+    def request(self) -> Request:
+        """The call this stream belongs to."""
+
+    @property
+    @abc.abstractmethod
+    def metadata(self) -> Metadata:
+        """The response metadata (trailers), complete once the server ended the stream."""
+
+    @abc.abstractmethod
+    async def send(self, message: Any) -> None:
+        """Send one request. Raises :class:`~micro.errors.ConnectionClosed` after :meth:`close_send`
+        or :meth:`close`, or if the server already ended the stream."""
+
+    @abc.abstractmethod
+    async def recv(self) -> Any:
+        """The next response.
+
+        Raises :class:`~micro.errors.ConnectionClosed` once the server has
+        ended the stream (and after :meth:`close`), the remote error if it
+        failed, and :class:`~micro.errors.Timeout` (closing the stream) past the deadline.
+        """
+
+    @abc.abstractmethod
+    async def close_send(self) -> None:
+        """Tell the server no more requests follow (its request iterator ends). Idempotent."""
+
+    @abc.abstractmethod
+    async def close(self) -> None:
+        """Close the stream. The server's handler is cancelled if it is still running. Idempotent."""
+
+    def __aiter__(self) -> AsyncIterator[Any]:
+        return self._iterate()
+
+    async def _iterate(self) -> AsyncIterator[Any]:
+        from ..errors import ConnectionClosed
+
+        while True:
+            try:
+                item = await self.recv()
+            except ConnectionClosed:
+                if self.done:
+                    return
+                raise
+            yield item
+
+    @property
+    @abc.abstractmethod
+    def done(self) -> bool:
+        """Whether the server has ended the stream normally."""
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+
+class Client(Component, abc.ABC):
+    """Calls services by name, streams to them, publishes to topics."""
+
+    options_type: ClassVar[type[ClientOptions]] = ClientOptions
+    options: ClientOptions
+
+    @overload
+    async def call(
+        self,
+        service: str,
+        endpoint: str,
+        request: Any = None,
+        *,
+        response_type: type[T],
+        timeout: float | None = None,
+        retries: int | None = None,
+        backoff: Backoff | None = None,
+        metadata: Mapping[str, str] | None = None,
+        address: str | None = None,
+        content_type: str | None = None,
+    ) -> T: ...
+
+    @overload
+    async def call(
+        self,
+        service: str,
+        endpoint: str,
+        request: Any = None,
+        *,
+        response_type: None = None,
+        timeout: float | None = None,
+        retries: int | None = None,
+        backoff: Backoff | None = None,
+        metadata: Mapping[str, str] | None = None,
+        address: str | None = None,
+        content_type: str | None = None,
+    ) -> Any: ...
+
+    async def call(
+        self,
+        service: str,
+        endpoint: str,
+        request: Any = None,
+        *,
+        response_type: Any = None,
+        timeout: float | None = None,
+        retries: int | None = None,
+        backoff: Backoff | None = None,
+        metadata: Mapping[str, str] | None = None,
+        address: str | None = None,
+        content_type: str | None = None,
+    ) -> Any:
+        """Call ``endpoint`` (``"Class.method"``) of ``service`` and return the decoded response.
+
+        Same arguments as :meth:`invoke`, which also returns the response metadata.
+        """
+        response = await self.invoke(
+            service,
+            endpoint,
+            request,
+            response_type=response_type,
+            timeout=timeout,
+            retries=retries,
+            backoff=backoff,
+            metadata=metadata,
+            address=address,
+            content_type=content_type,
+        )
+        return response.body
+
+    @abc.abstractmethod
+    async def invoke(
+        self,
+        service: str,
+        endpoint: str,
+        request: Any = None,
+        *,
+        response_type: Any = None,
+        timeout: float | None = None,
+        retries: int | None = None,
+        backoff: Backoff | None = None,
+        metadata: Mapping[str, str] | None = None,
+        address: str | None = None,
+        content_type: str | None = None,
+    ) -> Response:
+        """Call ``endpoint`` of ``service``; return the :class:`Response` (body and metadata).
+
+        :param request: the request value (a dataclass, pydantic model, dict...), encoded with the codec.
+        :param response_type: decode the response into this type; plain values when ``None``.
+        :param timeout: seconds for the whole call, retries included (``options.request_timeout``
+            when ``None``), never beyond the context's deadline.
+        :param retries: extra attempts after a retryable failure (``options.retries`` when ``None``);
+            each picks a node through the selector, which skips nodes that just failed.
+        :param backoff: seconds to wait before retry ``n``; Go Micro's exponential shape by default.
+        :param metadata: extra headers, over the context's metadata.
+        :param address: call this ``host:port`` (or comma-separated list) instead of asking the selector.
+        :param content_type: encode with this codec instead of ``options.content_type``.
+        :raises ~micro.errors.ServiceNotFound: no node of ``service`` is registered (404).
+        :raises ~micro.errors.Timeout: the deadline passed (408).
+        :raises ~micro.errors.Unavailable: no node could be reached (503).
+        :raises ~micro.errors.CodecError: the request cannot be encoded or the response decoded.
+        :raises ~micro.errors.RPCError: the error the server returned, also an instance of the class for its code.
+        """
+
+    @abc.abstractmethod
+    async def stream(
+        self,
+        service: str,
+        endpoint: str,
+        request: Any = NO_REQUEST,
+        *,
+        response_type: Any = None,
+        timeout: float | None = None,
+        metadata: Mapping[str, str] | None = None,
+        address: str | None = None,
+        content_type: str | None = None,
+    ) -> Stream:
+        """Open a streaming call to ``endpoint`` of ``service``.
+
+        For a server-streaming endpoint pass its single ``request``; for
+        client-streaming and bidirectional ones leave it out and :meth:`Stream.send`
+        each request, then :meth:`Stream.close_send`. Opening is retried on
+        another node when a node cannot be reached; nothing is retried once open.
+
+        :param timeout: seconds the whole stream may take (``options.stream_timeout`` when
+            ``None``; no limit if that is ``None`` too), never beyond the context's deadline.
+        :raises: as :meth:`invoke`, for opening.
+        """
+
+    @abc.abstractmethod
+    async def publish(
+        self,
+        topic: str,
+        message: Any,
+        *,
+        metadata: Mapping[str, str] | None = None,
+        content_type: str | None = None,
+    ) -> None:
+        """Encode ``message`` and publish it on ``topic`` through the broker.
+
+        Headers are the context's metadata, ``metadata``, then ``Content-Type``,
+        ``Micro-Topic`` and a fresh ``Micro-Id``.
+
+        :raises ~micro.errors.BadRequest: a bad topic.
+        :raises ~micro.errors.CodecError: ``message`` cannot be encoded.
+        :raises: what :meth:`micro.broker.Broker.publish` raises.
+        """
+
+    @abc.abstractmethod
+    def wrap(self, *wrappers: CallWrapper) -> None:
+        """Add call middleware; the first ever added is the outermost."""

@@ -1,0 +1,494 @@
+"""The ``mucp`` RPC client: selector → transport socket → codec, with deadlines and retries.
+
+The per-call path is kept short because it runs for every request: a warm
+selector answers from its cache, the transport multiplexes the socket over an
+open connection, and the codec for a content type is looked up once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import time
+import uuid
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar
+
+from .. import _mucp
+from ..broker.base import Broker
+from ..broker.base import Message as BrokerMessage
+from ..codec import Codec, MessageType, codec_for
+from ..codec import Message as CodecMessage
+from ..context import current_metadata
+from ..context import deadline as context_deadline
+from ..errors import (
+    BadRequest,
+    ConnectionClosed,
+    MicroError,
+    NoneAvailable,
+    Timeout,
+    is_retryable,
+)
+from ..metadata import Metadata
+from ..registry.base import Node
+from ..selector.base import Next, Selector
+from ..transport.base import Message as Frame
+from ..transport.base import Socket, Transport
+from .base import NO_REQUEST, Backoff, CallFunc, CallWrapper, Client, Request, Response, Stream, exponential_backoff
+from .options import ClientOptions
+
+__all__ = ["RPCClient", "RPCStream"]
+
+_ids = itertools.count(1)
+
+
+def _plain_codec(codec: Codec) -> bool:
+    return type(codec).encode is Codec.encode and type(codec).decode is Codec.decode
+
+
+def _fixed(addresses: str) -> Next:
+    """A :data:`~micro.selector.Next` cycling over explicit ``host:port`` addresses."""
+    nodes = [Node(id=a.strip(), address=a.strip()) for a in addresses.split(",") if a.strip()]
+    if not nodes:
+        raise BadRequest(f"address must be host:port (or a comma-separated list), got {addresses!r}")
+    cycle = itertools.cycle(nodes)
+    return lambda: next(cycle)
+
+
+class RPCClient(Client):
+    """The default client (Go Micro's ``rpcClient``).
+
+    :param transport: dials nodes; ``micro.create("transport")`` when omitted.
+    :param selector: picks nodes; ``micro.create("selector")`` when omitted.
+    :param broker: for :meth:`publish`; ``micro.create("broker")`` when omitted.
+        Components the client created are closed by :meth:`close`; those passed in are not.
+    :param wrappers: call middleware, outermost first.
+    :param backoff: the default :data:`~micro.client.Backoff` (from ``options.backoff`` and
+        ``options.backoff_max`` when omitted).
+    """
+
+    options_type: ClassVar[type[ClientOptions]] = ClientOptions
+    options: ClientOptions
+
+    def __init__(
+        self,
+        options: ClientOptions | None = None,
+        *,
+        transport: Transport | None = None,
+        selector: Selector | None = None,
+        broker: Broker | None = None,
+        wrappers: Sequence[CallWrapper] = (),
+        backoff: Backoff | None = None,
+    ) -> None:
+        super().__init__(options)
+        self._transport = transport
+        self._selector = selector
+        self._broker = broker
+        self._owned: list[Any] = []
+        self._wrappers: list[CallWrapper] = list(wrappers)
+        self._call: CallFunc = self._chain(self._attempt)
+        self._open: CallFunc = self._chain(self._open_stream)
+        options_ = self.options
+        self._backoff: Backoff = backoff or (
+            lambda attempt: exponential_backoff(attempt, base=options_.backoff, cap=options_.backoff_max)
+        )
+        self._started: set[int] = set()
+
+    # -- wiring ----------------------------------------------------------------------------------
+
+    @property
+    def transport(self) -> Transport:
+        if self._transport is None:
+            from ..plugins import create
+
+            self._transport = create("transport", cls=Transport)
+            self._owned.append(self._transport)
+        return self._transport
+
+    @property
+    def selector(self) -> Selector:
+        if self._selector is None:
+            from ..plugins import create
+
+            self._selector = create("selector", cls=Selector)
+            self._owned.append(self._selector)
+        return self._selector
+
+    @property
+    def broker(self) -> Broker:
+        if self._broker is None:
+            from ..plugins import create
+
+            self._broker = create("broker", cls=Broker)
+            self._owned.append(self._broker)
+        return self._broker
+
+    def wrap(self, *wrappers: CallWrapper) -> None:
+        self._wrappers.extend(wrappers)
+        self._call = self._chain(self._attempt)
+        self._open = self._chain(self._open_stream)
+
+    def _chain(self, innermost: CallFunc) -> CallFunc:
+        call = innermost
+        for wrapper in reversed(self._wrappers):
+            call = wrapper(call)
+        return call
+
+    async def start(self) -> None:
+        """Start the transport and selector (each once; a call starts them too)."""
+        await self._ensure(self.transport)
+        await self._ensure(self.selector)
+
+    async def _ensure(self, component: Any) -> None:
+        if id(component) not in self._started:
+            await component.start()
+            self._started.add(id(component))
+
+    async def close(self) -> None:
+        """Close what the client created itself. Idempotent."""
+        owned, self._owned = self._owned, []
+        for component in reversed(owned):
+            with contextlib.suppress(Exception):
+                await component.close()
+        # Components the client made are made afresh on next use; those passed in stay.
+        if any(self._transport is c for c in owned):
+            self._transport = None
+        if any(self._selector is c for c in owned):
+            self._selector = None
+        if any(self._broker is c for c in owned):
+            self._broker = None
+        self._started.clear()
+
+    # -- calls -----------------------------------------------------------------------------------
+
+    def _deadline(self, timeout: float | None, default: float | None) -> float | None:
+        seconds = default if timeout is None else timeout
+        if seconds is not None and (seconds != seconds or seconds <= 0):  # NaN or not positive
+            raise BadRequest(f"timeout must be a positive number of seconds, got {timeout!r}")
+        inherited = context_deadline()
+        if seconds is None:
+            return inherited
+        own = time.monotonic() + seconds
+        return own if inherited is None or own < inherited else inherited
+
+    def _metadata(self, metadata: Mapping[str, str] | None) -> Metadata:
+        outgoing = current_metadata().copy()
+        if metadata:
+            outgoing.update(metadata)
+        return outgoing
+
+    async def invoke(
+        self,
+        service: str,
+        endpoint: str,
+        request: Any = None,
+        *,
+        response_type: Any = None,
+        timeout: float | None = None,
+        retries: int | None = None,
+        backoff: Backoff | None = None,
+        metadata: Mapping[str, str] | None = None,
+        address: str | None = None,
+        content_type: str | None = None,
+    ) -> Response:
+        _check_names(service, endpoint)
+        deadline = self._deadline(timeout, self.options.request_timeout)
+        call = Request(
+            service=service,
+            endpoint=endpoint,
+            body=request,
+            content_type=content_type or self.options.content_type or "",
+            metadata=self._metadata(metadata),
+            response_type=response_type,
+            deadline=deadline,
+        )
+        attempts = (self.options.retries if retries is None else retries) + 1
+        return await self._attempts(call, self._call, attempts, backoff or self._backoff, address)
+
+    async def _attempts(
+        self, request: Request, function: CallFunc, attempts: int, backoff: Backoff, address: str | None
+    ) -> Response:
+        deadline = request.deadline
+        service = request.service
+        if address:
+            choose, selector = _fixed(address), None
+        else:
+            selector = self.selector
+            await self._ensure(selector)
+            choose = await self._within(selector.select(service), deadline, request)
+        await self._ensure(self.transport)
+        error: MicroError | None = None
+        for attempt in range(attempts):
+            if attempt:
+                delay = backoff(attempt)
+                if deadline is not None and time.monotonic() + delay >= deadline:
+                    break
+                if delay > 0:
+                    await asyncio.sleep(delay)
+            try:
+                node = choose()
+            except NoneAvailable:
+                if error is not None:
+                    break
+                raise
+            request.node = node
+            try:
+                response: Response = await self._within(function(request), deadline, request)
+            except MicroError as exc:
+                retryable = is_retryable(exc)
+                if selector is not None:
+                    # A node that answered with an application error is healthy; only unreachable ones are demoted.
+                    selector.mark(service, node, exc if retryable else None)
+                if not retryable:
+                    raise
+                error = exc
+                continue
+            if selector is not None:
+                selector.mark(service, node, None)
+            return response
+        assert error is not None
+        raise error
+
+    async def _within(self, awaitable: Any, deadline: float | None, request: Request) -> Any:
+        if deadline is None:
+            return await awaitable
+        remaining = deadline - time.monotonic()
+        try:
+            async with asyncio.timeout(remaining):
+                return await awaitable
+        except TimeoutError as exc:
+            if isinstance(exc, MicroError) or time.monotonic() < deadline:
+                raise
+            raise Timeout(
+                f"call to {request.service} {request.endpoint} timed out (deadline exceeded)", id="micro.client"
+            ) from None
+
+    def _encode(self, codec: Codec, request: Request) -> bytes:
+        if _plain_codec(codec):
+            return codec.marshal(request.body)
+        return codec.encode(
+            CodecMessage(
+                id=str(next(_ids)),
+                type=MessageType.REQUEST,
+                service=request.service,
+                endpoint=request.endpoint,
+                body=request.body,
+            )
+        )
+
+    def _header(self, request: Request, codec: Codec, call_id: str) -> dict[str, str]:
+        header = dict(request.metadata) if request.metadata else {}
+        header[_mucp.SERVICE] = request.service
+        header[_mucp.ENDPOINT] = request.endpoint
+        header[_mucp.ID] = call_id
+        header[_mucp.CONTENT_TYPE] = codec.content_type
+        if request.deadline is not None:
+            header[_mucp.TIMEOUT] = _mucp.encode_timeout(request.deadline - time.monotonic())
+        return header
+
+    async def _dial(self, request: Request) -> Socket:
+        node = request.node
+        if node is None:
+            raise NoneAvailable(f"no node chosen for {request.service}")
+        timeout = self.options.dial_timeout
+        if request.deadline is not None:
+            remaining = request.deadline - time.monotonic()
+            timeout = remaining if timeout is None else min(timeout, remaining)
+        return await self.transport.dial(node.address, timeout=timeout)
+
+    async def _attempt(self, request: Request) -> Response:
+        """One attempt of a unary call: the innermost :data:`CallFunc`."""
+        codec = codec_for(request.content_type)
+        call_id = str(next(_ids))
+        payload = self._encode(codec, request)
+        header = self._header(request, codec, call_id)
+        socket = await self._dial(request)
+        try:
+            await socket.send(Frame(header, payload))
+            frame = await socket.recv()
+        finally:
+            await socket.close()
+        return self._response(frame, codec, request)
+
+    def _response(self, frame: Frame, codec: Codec, request: Request) -> Response:
+        headers = frame.header
+        failure = _mucp.header(headers, _mucp.ERROR)
+        if failure is not None:
+            raise _mucp.error_from(failure)
+        content_type = _mucp.header(headers, _mucp.CONTENT_TYPE)
+        if content_type and content_type != codec.content_type:
+            codec = codec_for(content_type)
+        if _plain_codec(codec):
+            body = codec.unmarshal(frame.body, request.response_type)
+        else:
+            body = codec.decode(frame.body, MessageType.RESPONSE, request.response_type).body
+        return Response(
+            body, metadata=_mucp.inbound_metadata(headers), content_type=codec.content_type, node=request.node
+        )
+
+    # -- streams ---------------------------------------------------------------------------------
+
+    async def stream(
+        self,
+        service: str,
+        endpoint: str,
+        request: Any = NO_REQUEST,
+        *,
+        response_type: Any = None,
+        timeout: float | None = None,
+        metadata: Mapping[str, str] | None = None,
+        address: str | None = None,
+        content_type: str | None = None,
+    ) -> Stream:
+        _check_names(service, endpoint)
+        call = Request(
+            service=service,
+            endpoint=endpoint,
+            body=request,
+            content_type=content_type or self.options.content_type or "",
+            metadata=self._metadata(metadata),
+            response_type=response_type,
+            stream=True,
+            deadline=self._deadline(timeout, self.options.stream_timeout),
+        )
+        response = await self._attempts(call, self._open, self.options.retries + 1, self._backoff, address)
+        stream = response.body
+        assert isinstance(stream, RPCStream)
+        return stream
+
+    async def _open_stream(self, request: Request) -> Response:
+        """Open a stream (the innermost :data:`CallFunc` of :meth:`stream`); the response body is the stream."""
+        codec = codec_for(request.content_type)
+        call_id = str(next(_ids))
+        header = self._header(request, codec, call_id)
+        header[_mucp.STREAM] = call_id
+        socket = await self._dial(request)
+        stream = RPCStream(socket, codec, request, self)
+        try:
+            await socket.send(Frame(header, b""))
+            if request.body is not NO_REQUEST:
+                await stream.send(request.body)
+        except BaseException:
+            await socket.close()
+            raise
+        return Response(stream, metadata=stream.metadata, content_type=codec.content_type, node=request.node)
+
+    # -- publish ---------------------------------------------------------------------------------
+
+    async def publish(
+        self,
+        topic: str,
+        message: Any,
+        *,
+        metadata: Mapping[str, str] | None = None,
+        content_type: str | None = None,
+    ) -> None:
+        codec = codec_for(content_type or self.options.content_type or "")
+        body = codec.marshal(message)
+        header = self._metadata(metadata)
+        header[_mucp.CONTENT_TYPE] = codec.content_type
+        header[_mucp.TOPIC] = topic
+        header[_mucp.ID] = str(uuid.uuid4())
+        broker = self.broker
+        await self._ensure(broker)
+        await broker.publish(topic, BrokerMessage(body, header))
+
+
+def _check_names(service: object, endpoint: object) -> None:
+    if not isinstance(service, str) or not service.strip():
+        raise BadRequest(f"service must be a non-empty name, got {service!r}")
+    if not isinstance(endpoint, str) or not endpoint.strip():
+        raise BadRequest(f"endpoint must be a non-empty 'Class.method' name, got {endpoint!r}")
+
+
+class RPCStream(Stream):
+    """A streaming call over one transport socket (see :mod:`micro._mucp` for the framing)."""
+
+    def __init__(self, socket: Socket, codec: Codec, request: Request, client: RPCClient) -> None:
+        self._socket = socket
+        self._codec = codec
+        self._request = request
+        self._client = client
+        self._metadata = Metadata()
+        self._done = False
+        self._sent_eos = False
+        self._closed = False
+
+    @property
+    def request(self) -> Request:
+        return self._request
+
+    @property
+    def metadata(self) -> Metadata:
+        return self._metadata
+
+    @property
+    def done(self) -> bool:
+        return self._done
+
+    def _remaining(self) -> float | None:
+        deadline = self._request.deadline
+        return None if deadline is None else deadline - time.monotonic()
+
+    async def send(self, message: Any) -> None:
+        if self._closed or self._sent_eos:
+            raise ConnectionClosed(f"stream to {self._request.service} {self._request.endpoint} is closed for sending")
+        request = self._request
+        if _plain_codec(self._codec):
+            payload = self._codec.marshal(message)
+        else:
+            payload = self._codec.encode(
+                CodecMessage(type=MessageType.REQUEST, service=request.service, endpoint=request.endpoint, body=message)
+            )
+        await self._socket.send(Frame({}, payload))
+
+    async def recv(self) -> Any:
+        if self._done or self._closed:
+            raise ConnectionClosed(f"stream from {self._request.service} {self._request.endpoint} has ended")
+        remaining = self._remaining()
+        if remaining is not None and remaining <= 0:
+            await self.close()
+            raise Timeout(
+                f"stream {self._request.service} {self._request.endpoint}: deadline exceeded", id="micro.client"
+            )
+        try:
+            frame = await self._socket.recv(timeout=remaining)
+        except Timeout:
+            await self.close()
+            raise Timeout(
+                f"stream {self._request.service} {self._request.endpoint}: deadline exceeded", id="micro.client"
+            ) from None
+        except ConnectionClosed:
+            await self.close()
+            raise ConnectionClosed(
+                f"stream from {self._request.service} {self._request.endpoint} was cut before it ended"
+            ) from None
+        failure = _mucp.header(frame.header, _mucp.ERROR)
+        if failure is not None:
+            self._metadata.update(_mucp.inbound_metadata(frame.header))
+            self._done = failure == _mucp.EOS
+            await self.close()
+            if self._done:
+                raise ConnectionClosed(f"stream from {self._request.service} {self._request.endpoint} has ended")
+            raise _mucp.error_from(failure)
+        if _plain_codec(self._codec):
+            return self._codec.unmarshal(frame.body, self._request.response_type)
+        return self._codec.decode(frame.body, MessageType.RESPONSE, self._request.response_type).body
+
+    async def close_send(self) -> None:
+        if self._sent_eos or self._closed:
+            return
+        self._sent_eos = True
+        with contextlib.suppress(ConnectionClosed):
+            await self._socket.send(Frame({_mucp.ERROR: _mucp.EOS}, b""))
+            await self._socket.close_send()
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        await self._socket.close()
+
+    def __repr__(self) -> str:
+        return f"<RPCStream {self._request.service} {self._request.endpoint}>"

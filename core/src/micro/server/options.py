@@ -1,0 +1,70 @@
+"""Server options: ``MICRO_SERVER_<FIELD>`` (``MICRO_SERVER_ADDRESS=127.0.0.1:9090``)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from ..errors import InvalidOption
+from ..options import Options
+
+__all__ = ["ServerOptions"]
+
+
+def _seconds(value: object, option: str, *, zero: bool = False) -> None:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not math.isfinite(value)
+        or value < 0
+        or (value == 0 and not zero)
+    ):
+        kind = "non-negative" if zero else "positive"
+        raise InvalidOption(f"must be a {kind} number of seconds, got {value!r}", option=option)
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ServerOptions(Options):
+    """Settings of an RPC server (Go Micro ``server.Options``)."""
+
+    #: The service name it registers (``micro.Service`` sets it).
+    name: str = "micro.server"
+    #: The service version it registers.
+    version: str = "latest"
+    #: The node id; empty means ``<name>-<uuid4>``.
+    id: str = ""
+    #: Where to listen, ``host:port``; port 0 picks a free one.
+    address: str = "127.0.0.1:0"
+    #: The address registered for clients to dial, when it differs from the bound one (NAT, containers).
+    advertise: str | None = None
+    #: Node metadata published in the registry (``MICRO_SERVER_METADATA=zone=a,tier=1``).
+    metadata: dict[str, str] = field(default_factory=dict)
+    #: Seconds a registration lives in the registry unless renewed (Go's ``MICRO_REGISTER_TTL``).
+    register_ttl: float = 60.0
+    #: Seconds between renewals; must be shorter than ``register_ttl`` (Go's ``MICRO_REGISTER_INTERVAL``).
+    register_interval: float = 30.0
+    #: Seconds ``stop()`` waits for in-flight calls before cancelling them.
+    drain_timeout: float = 10.0
+
+    def __post_init__(self) -> None:
+        for option in ("name", "version", "address"):
+            value = getattr(self, option)
+            if not isinstance(value, str) or not value.strip() or any(c.isspace() for c in value):
+                raise InvalidOption(f"must be a non-empty string without whitespace, got {value!r}", option=option)
+        if not isinstance(self.id, str):
+            raise InvalidOption(f"must be a string, got {self.id!r}", option="id")
+        if self.advertise is not None and (not isinstance(self.advertise, str) or not self.advertise.strip()):
+            raise InvalidOption(f"must be a non-empty host:port, got {self.advertise!r}", option="advertise")
+        if not isinstance(self.metadata, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in self.metadata.items()
+        ):
+            raise InvalidOption("must map strings to strings", option="metadata")
+        _seconds(self.register_ttl, "register_ttl")
+        _seconds(self.register_interval, "register_interval")
+        _seconds(self.drain_timeout, "drain_timeout", zero=True)
+        if self.register_interval >= self.register_ttl:
+            raise InvalidOption(
+                f"must be shorter than register_ttl ({self.register_ttl}s), or registrations lapse between "
+                f"renewals; got {self.register_interval}s",
+                option="register_interval",
+            )

@@ -1,0 +1,661 @@
+"""The ``mucp`` RPC server: handlers over a transport, registered in a registry, subscribers on a broker.
+
+Serving a call (see :mod:`micro._mucp` for the headers):
+
+1. The transport runs :meth:`RPCServer._serve` for each socket a client opens.
+2. The first message names the endpoint. Unknown endpoint: 404. Unknown
+   content type, undecodable body or bad ``Timeout``: 400. While stopping: 503.
+3. The handler runs under :func:`micro.context.serving`: the inbound metadata
+   and the ``Timeout`` deadline are in the context, so calls it makes carry
+   both on. Past the deadline it is cancelled and the caller gets 408.
+4. Its result is encoded with the request's codec and sent with the response
+   metadata it set (:func:`micro.context.set_header`). A
+   :class:`~micro.errors.MicroError` goes back with its own code; any other
+   exception as 500 with its message. Either way the server keeps serving.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from typing import Any, ClassVar
+
+from .. import _mucp
+from ..broker.base import Broker, Event, check_topic
+from ..broker.base import Subscriber as BrokerSubscriber
+from ..codec import Codec, MessageType, codec_for
+from ..codec import Message as CodecMessage
+from ..context import serving
+from ..errors import (
+    BadRequest,
+    ConfigError,
+    ConnectionClosed,
+    EndpointNotFound,
+    InternalError,
+    MessageTooLarge,
+    MicroError,
+    Timeout,
+    Unavailable,
+)
+from ..metadata import Metadata
+from ..registry.base import Endpoint, Node, Registry, Service
+from ..transport.base import Listener, Socket, Transport
+from ..transport.base import Message as Frame
+from .base import HandlerFunc, HandlerWrapper, Message, Request, Server, SubscriberFunc, SubscriberWrapper
+from .handler import Kind, Method, Subscription, methods_of, subscriptions_of
+from .options import ServerOptions
+
+__all__ = ["RPCServer"]
+
+logger = logging.getLogger("micro.server")
+
+#: Registration attempts on start before giving up (Go Micro tries 3 times).
+_REGISTER_ATTEMPTS = 3
+
+
+def _plain_codec(codec: Codec) -> bool:
+    """Whether the codec frames a message as its bare body, so marshal/unmarshal can be called directly."""
+    return type(codec).encode is Codec.encode and type(codec).decode is Codec.decode
+
+
+class _Route:
+    """Everything needed to serve one endpoint, computed when handlers or wrappers change."""
+
+    __slots__ = ("call", "method")
+
+    def __init__(self, method: Method, call: HandlerFunc) -> None:
+        self.method = method
+        self.call = call
+
+
+class RPCServer(Server):
+    """The default server (Go Micro's ``rpcServer``).
+
+    :param transport: where to listen; ``micro.create("transport")`` when omitted.
+    :param registry: where to register; ``micro.create("registry")`` when omitted.
+    :param broker: for subscribers; ``micro.create("broker")`` when omitted and
+        a subscriber is added. Components passed in are started but never closed
+        by the server; components it created are closed by :meth:`stop`.
+    :param wrappers: handler middleware, outermost first.
+    :param subscriber_wrappers: subscriber middleware, outermost first.
+    """
+
+    options_type: ClassVar[type[ServerOptions]] = ServerOptions
+    options: ServerOptions
+
+    def __init__(
+        self,
+        options: ServerOptions | None = None,
+        *,
+        transport: Transport | None = None,
+        registry: Registry | None = None,
+        broker: Broker | None = None,
+        wrappers: Sequence[HandlerWrapper] = (),
+        subscriber_wrappers: Sequence[SubscriberWrapper] = (),
+    ) -> None:
+        super().__init__(options)
+        self._transport = transport
+        self._registry = registry
+        self._broker = broker
+        self._owned: list[Any] = []
+        self._node_id = self.options.id or f"{self.options.name}-{uuid.uuid4()}"
+        self._methods: dict[str, Method] = {}
+        self._routes: dict[str, _Route] = {}
+        self._subscriptions: list[Subscription] = []
+        self._wrappers: list[HandlerWrapper] = list(wrappers)
+        self._subscriber_wrappers: list[SubscriberWrapper] = list(subscriber_wrappers)
+        self._listener: Listener | None = None
+        self._broker_subscribers: list[BrokerSubscriber] = []
+        self._register_task: asyncio.Task[None] | None = None
+        self._inflight: set[asyncio.Task[Any]] = set()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._running = False
+        self._stopping = False
+        self._registered = False
+        self._lock: asyncio.Lock | None = None
+
+    # -- wiring ----------------------------------------------------------------------------------
+
+    @property
+    def transport(self) -> Transport:
+        if self._transport is None:
+            from ..plugins import create
+
+            self._transport = create("transport", cls=Transport)
+            self._owned.append(self._transport)
+        return self._transport
+
+    @property
+    def registry(self) -> Registry:
+        if self._registry is None:
+            from ..plugins import create
+
+            self._registry = create("registry", cls=Registry)
+            self._owned.append(self._registry)
+        return self._registry
+
+    @property
+    def broker(self) -> Broker:
+        if self._broker is None:
+            from ..plugins import create
+
+            self._broker = create("broker", cls=Broker)
+            self._owned.append(self._broker)
+        return self._broker
+
+    @property
+    def running(self) -> bool:
+        return self._running
+
+    @property
+    def node_id(self) -> str:
+        return self._node_id
+
+    # -- handlers and subscribers ----------------------------------------------------------------
+
+    def handle(
+        self, handler: object, *, name: str | None = None, metadata: dict[str, str] | None = None
+    ) -> list[Method]:
+        methods = methods_of(handler, name=name, metadata=metadata)
+        for method in methods:
+            if method.name in self._methods:
+                raise ConfigError(f"endpoint {method.name} is already served by {self.options.name}")
+        for method in methods:
+            self._methods[method.name] = method
+            self._routes[method.name] = _Route(method, self._chain(method))
+        self._changed()
+        return methods
+
+    def subscribe(self, topic: str, subscriber: object, *, queue: str | None = None) -> list[Subscription]:
+        check_topic(topic)
+        if queue is not None:
+            check_topic(queue, "queue")
+        subscriptions = subscriptions_of(topic, subscriber, queue=queue)
+        self._subscriptions.extend(subscriptions)
+        if self._running:
+            for subscription in subscriptions:
+                self._spawn_subscribe(subscription)
+        self._changed()
+        return subscriptions
+
+    def wrap(self, *wrappers: HandlerWrapper) -> None:
+        self._wrappers.extend(wrappers)
+        for name, route in self._routes.items():
+            self._routes[name] = _Route(route.method, self._chain(route.method))
+
+    def wrap_subscriber(self, *wrappers: SubscriberWrapper) -> None:
+        self._subscriber_wrappers.extend(wrappers)
+
+    def _chain(self, method: Method) -> HandlerFunc:
+        function = method.function
+        takes_request = method.takes_request
+        if method.kind.server_streams:
+            # An async generator function is called, not awaited; a coroutine returning an iterator is awaited.
+            async def call(request: Request) -> Any:
+                result = function(request.body) if takes_request else function()
+                return await result if inspect.isawaitable(result) else result
+
+        elif takes_request:
+
+            async def call(request: Request) -> Any:
+                return await function(request.body)
+
+        else:
+
+            async def call(request: Request) -> Any:
+                return await function()
+
+        handler: HandlerFunc = call
+        for wrapper in reversed(self._wrappers):
+            handler = wrapper(handler)
+        return handler
+
+    def _changed(self) -> None:
+        """Publish a changed endpoint list soon, if running."""
+        if self._running and not self._stopping and self._register_task is not None:
+            asyncio.get_running_loop().create_task(self._register_quietly())
+
+    # -- description -----------------------------------------------------------------------------
+
+    @property
+    def address(self) -> str:
+        if self.options.advertise:
+            return self.options.advertise
+        if self._listener is not None:
+            return self._listener.address
+        return self.options.address
+
+    def endpoints(self) -> list[Endpoint]:
+        found = [method.endpoint() for method in self._methods.values()]
+        found.extend(subscription.endpoint() for subscription in self._subscriptions)
+        return found
+
+    def service(self) -> Service:
+        metadata = dict(self.options.metadata)
+        metadata.setdefault("server", self.name or "mucp")
+        metadata.setdefault("protocol", "mucp")
+        if self._transport is not None:
+            metadata.setdefault("transport", self._transport.name or type(self._transport).__name__)
+        if self._registry is not None:
+            metadata.setdefault("registry", self._registry.name or type(self._registry).__name__)
+        if self._broker is not None:
+            metadata.setdefault("broker", self._broker.name or type(self._broker).__name__)
+        return Service(
+            name=self.options.name,
+            version=self.options.version,
+            endpoints=self.endpoints(),
+            nodes=[Node(id=self._node_id, address=self.address, metadata=metadata)],
+        )
+
+    # -- lifecycle -------------------------------------------------------------------------------
+
+    def _guard(self) -> asyncio.Lock:
+        if self._lock is None:
+            self._lock = asyncio.Lock()
+        return self._lock
+
+    async def start(self) -> None:
+        async with self._guard():
+            if self._running:
+                return
+            self._stopping = False
+            try:
+                await self.transport.start()
+                self._listener = await self.transport.listen(self.options.address, self._serve)
+                if self._subscriptions:
+                    await self.broker.start()
+                    for subscription in self._subscriptions:
+                        self._broker_subscribers.append(await self._attach(subscription))
+                await self.registry.start()
+                await self._register_first()
+            except BaseException:
+                await self._teardown()
+                raise
+            self._running = True
+            self._register_task = asyncio.get_running_loop().create_task(self._keep_registered())
+            logger.info("%s serving on %s (node %s)", self.options.name, self.address, self._node_id)
+
+    async def stop(self) -> None:
+        async with self._guard():
+            if not self._running:
+                return
+            self._stopping = True
+            try:
+                if self._register_task is not None:
+                    self._register_task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await self._register_task
+                    self._register_task = None
+                await self._deregister()
+                for subscriber in self._broker_subscribers:
+                    await subscriber.unsubscribe()
+                self._broker_subscribers.clear()
+                if self._listener is not None:
+                    await self._listener.close()
+                await self._drain()
+            finally:
+                await self._teardown()
+                self._running = False
+
+    async def _drain(self) -> None:
+        if not self._inflight:
+            return
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self.options.drain_timeout):
+                await self._idle.wait()
+        if self._inflight:
+            logger.warning(
+                "%s: cancelling %d call(s) still running after drain_timeout=%ss",
+                self.options.name,
+                len(self._inflight),
+                self.options.drain_timeout,
+            )
+            tasks = list(self._inflight)
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _teardown(self) -> None:
+        """Release what start() acquired; safe after a partial start."""
+        for subscriber in self._broker_subscribers:
+            with contextlib.suppress(Exception):
+                await subscriber.unsubscribe()
+        self._broker_subscribers.clear()
+        if self._listener is not None:
+            with contextlib.suppress(Exception):
+                await self._listener.close()
+            self._listener = None
+        for component in reversed(self._owned):
+            with contextlib.suppress(Exception):
+                await component.close()
+
+    # -- registration ----------------------------------------------------------------------------
+
+    async def _register_first(self) -> None:
+        delay = 0.1
+        for attempt in range(_REGISTER_ATTEMPTS):
+            try:
+                await self.registry.register(self.service(), ttl=self.options.register_ttl)
+                self._registered = True
+                return
+            except MicroError as exc:
+                if attempt == _REGISTER_ATTEMPTS - 1:
+                    raise Unavailable(
+                        f"{self.options.name}: cannot register in the registry: {exc}", id=self.options.name
+                    ) from exc
+                logger.warning("%s: registration failed (%s); retrying", self.options.name, exc)
+                await asyncio.sleep(delay)
+                delay *= 2
+
+    async def _register_quietly(self) -> None:
+        try:
+            await self.registry.register(self.service(), ttl=self.options.register_ttl)
+            self._registered = True
+        except MicroError as exc:
+            logger.warning("%s: re-registration failed: %s", self.options.name, exc)
+
+    async def _keep_registered(self) -> None:
+        while True:
+            await asyncio.sleep(self.options.register_interval)
+            await self._register_quietly()
+
+    async def _deregister(self) -> None:
+        if not self._registered:
+            return
+        try:
+            await self.registry.deregister(self.service())
+        except MicroError as exc:  # the TTL removes the node eventually
+            logger.warning("%s: deregistration failed: %s", self.options.name, exc)
+        self._registered = False
+
+    # -- serving calls ---------------------------------------------------------------------------
+
+    def _track(self) -> asyncio.Task[Any] | None:
+        task = asyncio.current_task()
+        if task is not None:
+            self._inflight.add(task)
+            self._idle.clear()
+        return task
+
+    def _untrack(self, task: asyncio.Task[Any] | None) -> None:
+        if task is not None:
+            self._inflight.discard(task)
+            if not self._inflight:
+                self._idle.set()
+
+    async def _serve(self, socket: Socket) -> None:
+        """Serve the one call carried by ``socket`` (run by the transport, one task per socket)."""
+        try:
+            first = await socket.recv()
+        except MicroError:
+            return
+        task = self._track()
+        try:
+            await self._dispatch(socket, first)
+        except ConnectionClosed:
+            pass  # the caller went away; there is nobody to answer
+        finally:
+            self._untrack(task)
+
+    async def _dispatch(self, socket: Socket, frame: Frame) -> None:
+        headers = frame.header
+        call_id = _mucp.header(headers, _mucp.ID) or ""
+        try:
+            if self._stopping:
+                raise Unavailable(f"{self.options.name} is shutting down", id=self.options.name)
+            endpoint = _mucp.header(headers, _mucp.ENDPOINT) or _mucp.header(headers, _mucp.METHOD) or ""
+            route = self._routes.get(endpoint)
+            if route is None:
+                raise EndpointNotFound(
+                    f"{self.options.name} has no endpoint {endpoint!r}" if endpoint else "no endpoint in request",
+                    id=self.options.name,
+                )
+            content_type = _mucp.header(headers, _mucp.CONTENT_TYPE) or ""
+            codec = codec_for(content_type)
+            timeout = _mucp.header(headers, _mucp.TIMEOUT)
+            deadline = time.monotonic() + _mucp.decode_timeout(timeout) if timeout else None
+            streaming = _mucp.header(headers, _mucp.STREAM) is not None
+            if streaming != route.method.kind.streaming:
+                use = "client.stream()" if route.method.kind.streaming else "client.call()"
+                kind = "a streaming" if route.method.kind.streaming else "a unary"
+                raise BadRequest(f"{endpoint} is {kind} endpoint; call it with {use}", id=self.options.name)
+        except MicroError as exc:
+            await self._send_error(socket, call_id, exc)
+            return
+        if route.method.kind is Kind.UNARY:
+            await self._unary(socket, frame, route, codec, deadline, call_id)
+        else:
+            await self._stream(socket, frame, route, codec, deadline, call_id)
+
+    def _request(self, frame: Frame, route: _Route, codec: Codec, body: Any, call_id: str, socket: Socket) -> Request:
+        headers = frame.header
+        return Request(
+            service=_mucp.header(headers, _mucp.SERVICE) or self.options.name,
+            endpoint=route.method.name,
+            content_type=codec.content_type,
+            metadata=_mucp.inbound_metadata(headers),
+            header=headers,
+            body=body,
+            id=call_id,
+            kind=route.method.kind,
+            remote=socket.remote,
+        )
+
+    def _decode(self, codec: Codec, data: bytes, into: Any) -> Any:
+        if _plain_codec(codec):
+            return codec.unmarshal(data, into)
+        return codec.decode(data, MessageType.REQUEST, into).body
+
+    def _encode(self, codec: Codec, value: Any, endpoint: str, call_id: str) -> bytes:
+        try:
+            if _plain_codec(codec):
+                return codec.marshal(value)
+            return codec.encode(
+                CodecMessage(
+                    id=call_id, type=MessageType.RESPONSE, service=self.options.name, endpoint=endpoint, body=value
+                )
+            )
+        except MicroError as exc:
+            # The handler returned something the codec cannot encode: the server's fault, not the caller's.
+            raise InternalError(f"{endpoint}: cannot encode the response: {exc}", id=self.options.name) from exc
+
+    def _error(self, exc: BaseException, endpoint: str) -> MicroError:
+        if isinstance(exc, MicroError):
+            if not exc.id:
+                exc.id = self.options.name
+            return exc
+        if isinstance(exc, TimeoutError):
+            return Timeout(f"{endpoint}: {exc or 'timed out'}", id=self.options.name)
+        logger.exception("%s: handler %s failed", self.options.name, endpoint, exc_info=exc)
+        return InternalError(
+            f"{endpoint}: {type(exc).__name__}: {exc}" if str(exc) else f"{endpoint}: {type(exc).__name__}",
+            id=self.options.name,
+        )
+
+    async def _unary(
+        self, socket: Socket, frame: Frame, route: _Route, codec: Codec, deadline: float | None, call_id: str
+    ) -> None:
+        method = route.method
+        try:
+            body = self._decode(codec, frame.body, method.request_type) if method.takes_request else None
+            request = self._request(frame, route, codec, body, call_id, socket)
+            with serving(request.metadata, deadline) as response_headers:
+                if deadline is None:
+                    result = await route.call(request)
+                else:
+                    try:
+                        async with asyncio.timeout(deadline - time.monotonic()):
+                            result = await route.call(request)
+                    except TimeoutError as exc:
+                        if time.monotonic() >= deadline:
+                            raise Timeout(f"{method.name}: deadline exceeded", id=self.options.name) from exc
+                        raise
+            payload = self._encode(codec, result, method.name, call_id)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            await self._send_error(socket, call_id, self._error(exc, method.name))
+            return
+        header = (
+            {_mucp.ID: call_id, _mucp.CONTENT_TYPE: codec.content_type}
+            if call_id
+            else {_mucp.CONTENT_TYPE: codec.content_type}
+        )
+        if response_headers:
+            header.update(response_headers)
+        try:
+            await socket.send(Frame(header, payload))
+        except MessageTooLarge as exc:
+            await self._send_error(
+                socket, call_id, MessageTooLarge(f"{method.name}: response too large: {exc}", id=self.options.name)
+            )
+
+    async def _send_error(self, socket: Socket, call_id: str, error: MicroError, extra: Metadata | None = None) -> None:
+        header = {_mucp.ERROR: _mucp.error_json(error)}
+        if call_id:
+            header[_mucp.ID] = call_id
+        if extra:
+            header.update(extra)
+        with contextlib.suppress(ConnectionClosed):
+            await socket.send(Frame(header, b""))
+
+    # -- streams ---------------------------------------------------------------------------------
+
+    async def _stream(
+        self, socket: Socket, frame: Frame, route: _Route, codec: Codec, deadline: float | None, call_id: str
+    ) -> None:
+        method = route.method
+        inbound = _Inbound(socket, codec, method.request_type, self)
+        response_headers: Metadata | None = None
+        try:
+            if method.kind.client_streams:
+                body: Any = inbound
+            elif method.takes_request:
+                body = await inbound.first()
+            else:
+                body = None
+            request = self._request(frame, route, codec, body, call_id, socket)
+            with serving(request.metadata, deadline) as response_headers:
+                async with asyncio.timeout(None if deadline is None else deadline - time.monotonic()) as scope:
+                    try:
+                        result = await route.call(request)
+                        if method.kind.server_streams:
+                            await self._send_all(socket, codec, result, method.name, call_id)
+                        else:
+                            await socket.send(Frame({}, self._encode(codec, result, method.name, call_id)))
+                    except TimeoutError as exc:
+                        if scope.expired():
+                            raise Timeout(f"{method.name}: deadline exceeded", id=self.options.name) from exc
+                        raise
+        except asyncio.CancelledError:
+            raise
+        except ConnectionClosed:
+            return  # the caller went away mid-stream
+        except Exception as exc:
+            await self._send_error(socket, call_id, self._error(exc, method.name), response_headers)
+            return
+        header = {_mucp.ERROR: _mucp.EOS}
+        if response_headers:
+            header.update(response_headers)
+        with contextlib.suppress(ConnectionClosed):
+            await socket.send(Frame(header, b""))
+
+    async def _send_all(self, socket: Socket, codec: Codec, result: Any, endpoint: str, call_id: str) -> None:
+        if not hasattr(result, "__aiter__"):
+            raise InternalError(
+                f"{endpoint}: a streaming handler must return an async iterator, not {type(result).__name__}",
+                id=self.options.name,
+            )
+        iterator: AsyncIterator[Any] = aiter(result)
+        try:
+            async for item in iterator:
+                await socket.send(Frame({}, self._encode(codec, item, endpoint, call_id)))
+        finally:
+            aclose = getattr(iterator, "aclose", None)
+            if aclose is not None:
+                await aclose()
+
+    # -- subscribers -----------------------------------------------------------------------------
+
+    def _spawn_subscribe(self, subscription: Subscription) -> None:
+        async def attach() -> None:
+            try:
+                self._broker_subscribers.append(await self._attach(subscription))
+            except MicroError as exc:
+                logger.error("%s: cannot subscribe to %r: %s", self.options.name, subscription.topic, exc)
+
+        asyncio.get_running_loop().create_task(attach())
+
+    async def _attach(self, subscription: Subscription) -> BrokerSubscriber:
+        return await self.broker.subscribe(
+            subscription.topic, self._event_handler(subscription), queue=subscription.queue
+        )
+
+    def _event_handler(self, subscription: Subscription) -> Any:
+        function = subscription.function
+
+        async def innermost(message: Message) -> None:
+            await function(message.payload)
+
+        async def on_event(event: Event) -> None:
+            task = self._track()
+            try:
+                chain: SubscriberFunc = innermost
+                for wrapper in reversed(self._subscriber_wrappers):
+                    chain = wrapper(chain)
+                header = event.message.header
+                content_type = header.get(_mucp.CONTENT_TYPE) or ""
+                codec = codec_for(content_type)
+                payload = codec.unmarshal(event.message.body, subscription.message_type)
+                message = Message(
+                    topic=event.topic,
+                    payload=payload,
+                    content_type=codec.content_type,
+                    header=header,
+                    body=event.message.body,
+                    subscriber=subscription.name,
+                )
+                with serving(header, None):
+                    await chain(message)
+            finally:
+                self._untrack(task)
+
+        return on_event
+
+
+class _Inbound:
+    """The requests of a client-streaming call, as an async iterator over the socket."""
+
+    __slots__ = ("_codec", "_done", "_into", "_server", "_socket")
+
+    def __init__(self, socket: Socket, codec: Codec, into: Any, server: RPCServer) -> None:
+        self._socket = socket
+        self._codec = codec
+        self._into = into
+        self._server = server
+        self._done = False
+
+    def __aiter__(self) -> _Inbound:
+        return self
+
+    async def __anext__(self) -> Any:
+        if self._done:
+            raise StopAsyncIteration
+        frame = await self._socket.recv()  # ConnectionClosed here: the caller vanished without ending its stream
+        if _mucp.header(frame.header, _mucp.ERROR) is not None:
+            self._done = True
+            raise StopAsyncIteration
+        return self._server._decode(self._codec, frame.body, self._into)
+
+    async def first(self) -> Any:
+        """The single request of a server-streaming call."""
+        try:
+            return await self.__anext__()
+        except StopAsyncIteration:
+            raise BadRequest("the stream ended before its request was sent") from None
