@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import itertools
+import functools
+import socket
+import struct
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -11,13 +13,46 @@ from pathlib import Path
 from typing import TypeVar
 
 import pytest
-from micro.registry import LocalRegistryOptions, Registry, Result, Watcher
+from micro.registry import LocalRegistryOptions, MDNSRegistryOptions, Registry, Result, Watcher
 from micro.registry.local import LocalRegistry
 from micro.registry.memory import MemoryRegistry
 
 T = TypeVar("T")
 
-_ports = itertools.count(20000)
+
+@functools.cache
+def loopback_multicast_problem() -> str | None:
+    """Why multicast on 127.0.0.1 does not work here, or ``None`` if it does.
+
+    Probed with plain sockets on a throw-away port (not 5353), so a failure here is the
+    machine's, not the registry's. Works on Linux even when ``lo`` lacks the MULTICAST flag.
+    """
+    group = "224.0.0.251"
+    try:
+        receiver = socket.socket(socket.AF_INET, socket.SOCK_DGRAM, socket.IPPROTO_UDP)
+        sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM, socket.IPPROTO_UDP)
+    except OSError as exc:
+        return f"cannot create UDP sockets: {exc}"
+    with receiver, sender:
+        try:
+            receiver.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            receiver.bind(("", 0))
+            port = receiver.getsockname()[1]
+            membership = struct.pack("4s4s", socket.inet_aton(group), socket.inet_aton("127.0.0.1"))
+            receiver.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, membership)
+            receiver.settimeout(1.0)
+            sender.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, socket.inet_aton("127.0.0.1"))
+            sender.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_LOOP, 1)
+            sender.sendto(b"micro-probe", (group, port))
+            data = receiver.recv(64)
+        except OSError as exc:
+            return f"multicast to {group} over 127.0.0.1 fails on this machine: {exc}"
+    return None if data == b"micro-probe" else "multicast over 127.0.0.1 delivered something else"
+
+
+def mdns_options() -> MDNSRegistryOptions:
+    """mDNS on the loopback interface only, never on a real network."""
+    return MDNSRegistryOptions(interfaces=("127.0.0.1",), timeout=0.2)
 
 
 @pytest.fixture
@@ -31,11 +66,17 @@ def make_registry(kind: str, tmp_path: Path) -> Registry:
         return MemoryRegistry()
     if kind == "local":
         return LocalRegistry(LocalRegistryOptions(path=str(tmp_path / "registry.db"), poll_interval=0.02))
+    if kind == "mdns":
+        from micro.registry.mdns import MDNSRegistry
+
+        return MDNSRegistry(mdns_options())
     raise AssertionError(kind)
 
 
-@pytest.fixture(params=["memory", "local"])
+@pytest.fixture(params=["memory", "local", pytest.param("mdns", marks=pytest.mark.multicast)])
 async def registry(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Registry]:
+    if request.param == "mdns" and (problem := loopback_multicast_problem()):
+        pytest.skip(f"mDNS tests bind to 127.0.0.1 only, and {problem}")
     reg = make_registry(request.param, tmp_path)
     await reg.start()
     try:

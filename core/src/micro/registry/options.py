@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 
 from ..errors import InvalidOption
 from ..options import Options
 
 __all__ = ["LocalRegistryOptions", "MDNSRegistryOptions", "RegistryOptions"]
+
+_SERVICE_NAME = re.compile(r"^(?!-)[a-z0-9-]{1,15}(?<!-)$")
 
 
 def _positive(value: float, option: str) -> None:
@@ -59,16 +62,20 @@ class LocalRegistryOptions(RegistryOptions):
 class MDNSRegistryOptions(RegistryOptions):
     """The ``mdns`` registry: multicast DNS on the local network, Go Micro's encoding."""
 
-    #: How long, in seconds, a lookup listens for answers (Go Micro: 100ms).
-    timeout: float = 0.1
-    #: mDNS domain; services are announced as ``_<name>._tcp.<domain>.`` (Go Micro: ``micro``).
+    #: How long, in seconds, the first lookup after start listens for answers (Go Micro: 100ms).
+    timeout: float = 0.3
+    #: Nodes are announced as instances of the DNS-SD type ``_<domain>._tcp.local.``: registries
+    #: with different domains do not see each other. 1-15 characters: a-z, 0-9 and ``-``.
     domain: str = "micro"
     #: IP addresses of the interfaces to bind (``MICRO_REGISTRY_INTERFACES=127.0.0.1``); empty means all.
     interfaces: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         RegistryOptions.__post_init__(self)
-        if not isinstance(self.domain, str) or not self.domain.strip(".").strip():
-            raise InvalidOption("must be a non-empty DNS label", option="domain")
+        if not isinstance(self.domain, str) or not _SERVICE_NAME.match(self.domain):
+            raise InvalidOption(
+                f"must be 1-15 characters of a-z, 0-9 and '-' (a DNS-SD service name), got {self.domain!r}",
+                option="domain",
+            )
         if not isinstance(self.interfaces, tuple) or not all(isinstance(i, str) and i for i in self.interfaces):
             raise InvalidOption("must be a tuple of IP addresses", option="interfaces")
