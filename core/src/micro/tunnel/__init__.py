@@ -1,0 +1,8 @@
+"""Tunnels: many sessions on named channels, multiplexed over authenticated links between nodes."""
+
+from __future__ import annotations
+
+from .base import Link, Session, Tunnel, TunnelListener
+from .options import TunnelOptions
+
+__all__ = ["Link", "Session", "Tunnel", "TunnelListener", "TunnelOptions"]

@@ -1,0 +1,574 @@
+"""The mucp tunnel (``MICRO_TUNNEL=mucp``, the default): Go Micro's tunnel protocol, simplified.
+
+Every frame is a transport message whose ``Micro-Tunnel`` header says what it is:
+
+==========  ========================================================================
+``connect``  dialler -> listener: its id and a nonce
+``verify``   listener -> dialler: its id, its nonce, and an HMAC proving it knows the token
+``auth``     dialler -> listener: an HMAC proving the dialler knows the token
+``ready``    listener -> dialler: the link is up (or ``reject`` with ``Micro-Tunnel-Error``)
+``announce`` either way: the channels this side listens on, comma-separated
+``open``     a session on ``Micro-Tunnel-Channel`` with id ``Micro-Tunnel-Session``
+``accept``   the session is open (or ``refuse``: nobody listens on that channel)
+``data``     one session message: msgpack ``[header, body]``, AES-GCM sealed on encrypted links
+``eos``      the sender will send nothing more on the session (half-close)
+``close``    the sender closed the session
+==========  ========================================================================
+
+The HMACs (SHA-256, keyed by the token) cover both nonces and both ids, so
+neither a replayed handshake nor a peer with another token gets a link. The
+AES-GCM key of a link is derived from the token and both nonces (HKDF), so
+each link has its own; every frame carries a fresh 96-bit nonce.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import hmac
+import logging
+import os
+import random
+import secrets
+import uuid
+from collections.abc import Coroutine, Mapping
+from typing import Any, ClassVar, Final
+
+import msgpack
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+from ..errors import (
+    BadRequest,
+    Conflict,
+    ConnectionClosed,
+    MicroError,
+    NoneAvailable,
+    NotFound,
+    Timeout,
+    Unauthorized,
+    Unavailable,
+)
+from ..transport._stream import StreamSocket, check_header
+from ..transport.base import Message, Socket, Transport
+from .base import Link, Session, Tunnel, TunnelListener
+from .options import TunnelOptions
+
+__all__ = ["MUCPTunnel"]
+
+logger = logging.getLogger("micro.tunnel")
+
+TYPE: Final = "Micro-Tunnel"
+ID: Final = "Micro-Tunnel-Id"
+NONCE: Final = "Micro-Tunnel-Nonce"
+MAC: Final = "Micro-Tunnel-Mac"
+ENCRYPT: Final = "Micro-Tunnel-Encrypt"
+CHANNEL: Final = "Micro-Tunnel-Channel"
+CHANNELS: Final = "Micro-Tunnel-Channels"
+SESSION: Final = "Micro-Tunnel-Session"
+ERROR: Final = "Micro-Tunnel-Error"
+
+
+def _mac(token: str, role: str, dialer_nonce: str, listener_nonce: str, dialer: str, listener: str) -> str:
+    text = "|".join((role, dialer_nonce, listener_nonce, dialer, listener)).encode()
+    return hmac.new(token.encode(), text, hashlib.sha256).hexdigest()
+
+
+def _key(token: str, dialer_nonce: str, listener_nonce: str) -> AESGCM:
+    salt = (dialer_nonce + listener_nonce).encode()
+    derived = HKDF(algorithm=hashes.SHA256(), length=32, salt=salt, info=b"micro tunnel v1").derive(token.encode())
+    return AESGCM(derived)
+
+
+def _check_channel(channel: str) -> str:
+    if not isinstance(channel, str) or not channel or "," in channel:
+        raise BadRequest(f"bad channel {channel!r}: a non-empty name without commas is needed")
+    return channel
+
+
+class _Link:
+    """One authenticated transport socket to a peer, and the sessions on it."""
+
+    def __init__(self, tunnel: MUCPTunnel, socket: Socket, *, node: str, outbound: bool, key: AESGCM | None) -> None:
+        self.id = str(uuid.uuid4())
+        self.tunnel = tunnel
+        self.socket = socket
+        self.node = node
+        self.outbound = outbound
+        self.key = key
+        self.channels: frozenset[str] = frozenset()
+        self.sessions: dict[str, _Session] = {}
+        self.pending: dict[str, asyncio.Future[None]] = {}
+        self.closed = False
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def info(self) -> Link:
+        return Link(
+            id=self.id,
+            node=self.node,
+            remote=self.socket.remote,
+            outbound=self.outbound,
+            encrypted=self.key is not None,
+            channels=self.channels,
+            sessions=len(self.sessions),
+        )
+
+    async def send(self, kind: str, header: Mapping[str, str] | None = None, body: bytes = b"") -> None:
+        if self.closed:
+            raise ConnectionClosed(f"the link to tunnel {self.node} is down")
+        await self.socket.send(Message({TYPE: kind, **(header or {})}, body))
+
+    def post(self, kind: str, header: Mapping[str, str]) -> None:
+        """Send a control frame without waiting (from code that cannot await)."""
+        if self.closed:
+            return
+        task = asyncio.get_running_loop().create_task(self._quietly(kind, header))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _quietly(self, kind: str, header: Mapping[str, str]) -> None:
+        with contextlib.suppress(MicroError):
+            await self.send(kind, header)
+
+    def seal(self, payload: bytes) -> bytes:
+        if self.key is None:
+            return payload
+        nonce = os.urandom(12)
+        return nonce + self.key.encrypt(nonce, payload, None)
+
+    def unseal(self, data: bytes) -> bytes:
+        if self.key is None:
+            return data
+        if len(data) < 12:
+            raise InvalidTag
+        return self.key.decrypt(data[:12], data[12:], None)
+
+    def drop(self, reason: str) -> None:
+        """The link is gone: fail its sessions and the dials waiting on it."""
+        if self.closed:
+            return
+        self.closed = True
+        for session in list(self.sessions.values()):
+            session._fail(reason)
+        for waiter in self.pending.values():
+            if not waiter.done():
+                waiter.set_exception(ConnectionClosed(reason))
+        self.pending.clear()
+        for task in self._tasks:
+            task.cancel()
+
+
+class _Session(StreamSocket, Session):
+    def __init__(self, link: _Link, id: str, channel: str) -> None:
+        super().__init__(link.socket.local, link.socket.remote)
+        self._link = link
+        self._id = id
+        self._channel = channel
+
+    @property
+    def id(self) -> str:
+        return self._id
+
+    @property
+    def channel(self) -> str:
+        return self._channel
+
+    @property
+    def link(self) -> str:
+        return self._link.id
+
+    async def _write(self, message: Message | None, end: bool) -> None:
+        if message is not None:
+            header = check_header(message.header)
+            body = message.body
+            if not isinstance(body, (bytes, bytearray, memoryview)):
+                raise BadRequest(f"message body must be bytes, not {type(body).__name__}")
+            payload = msgpack.packb([header, bytes(body)], use_bin_type=True)
+            await self._link.send("data", {SESSION: self._id}, self._link.seal(payload))
+        if end:
+            await self._link.send("eos", {SESSION: self._id})
+
+    def _finish(self, reset: bool) -> None:
+        self._link.post("close" if reset else "eos", {SESSION: self._id})
+
+    def _release(self) -> None:
+        self._link.sessions.pop(self._id, None)
+
+    def __repr__(self) -> str:
+        return f"<Session {self._channel} {self._id} via {self._link.node}>"
+
+
+class _Listener(TunnelListener):
+    def __init__(self, tunnel: MUCPTunnel, channel: str) -> None:
+        self._tunnel = tunnel
+        self._channel = channel
+        self._queue: asyncio.Queue[_Session | None] = asyncio.Queue()
+        self._closed = False
+
+    @property
+    def channel(self) -> str:
+        return self._channel
+
+    def offer(self, session: _Session) -> bool:
+        if self._closed:
+            return False
+        self._queue.put_nowait(session)
+        return True
+
+    async def accept(self, *, timeout: float | None = None) -> Session:
+        if self._closed and self._queue.empty():
+            raise ConnectionClosed(f"the listener on channel {self._channel!r} is closed")
+        try:
+            async with asyncio.timeout(timeout):
+                session = await self._queue.get()
+        except TimeoutError:
+            raise Timeout(f"no session on channel {self._channel!r} within {timeout:g}s") from None
+        if session is None:
+            self._queue.put_nowait(None)  # wake every other accept too
+            raise ConnectionClosed(f"the listener on channel {self._channel!r} is closed")
+        return session
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._queue.put_nowait(None)
+        await self._tunnel._unlisten(self)
+
+    def __repr__(self) -> str:
+        return f"<TunnelListener {self._channel}>"
+
+
+class MUCPTunnel(Tunnel):
+    """Links to peer tunnels over a transport and multiplexes channel sessions over them.
+
+    :param transport: the transport for links; by default ``micro.create("transport")``,
+        started and closed with the tunnel (one that is passed in is only used).
+    """
+
+    capabilities: ClassVar[frozenset[str]] = frozenset({"encrypt"})
+
+    def __init__(self, options: TunnelOptions | None = None, *, transport: Transport | None = None) -> None:
+        super().__init__(options)
+        self._id = self.options.id or str(uuid.uuid4())
+        self._owns_transport = transport is None
+        self._transport = transport
+        self._server: Any = None
+        self._links: dict[str, _Link] = {}
+        self._outbound: dict[str, _Link] = {}
+        self._listeners: dict[str, _Listener] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._changed: asyncio.Event | None = None
+        self._rejected: set[str] = set()
+
+    @property
+    def id(self) -> str:
+        return self._id
+
+    @property
+    def address(self) -> str:
+        return str(self._server.address) if self._server is not None else self.options.address
+
+    @property
+    def transport(self) -> Transport:
+        if self._transport is None:
+            from ..plugins import create
+
+            self._transport = create("transport", cls=Transport)
+        return self._transport
+
+    def __repr__(self) -> str:
+        return f"<MUCPTunnel {self._id} at {self.address}>"
+
+    # -- lifecycle -------------------------------------------------------------------------------
+
+    async def connect(self) -> None:
+        if self._server is not None:
+            return
+        self._changed = asyncio.Event()
+        if self._owns_transport:
+            await self.transport.start()
+        self._server = await self.transport.listen(self.options.address, self._serve)
+        for node in self.options.nodes:
+            try:
+                await self._link_to(node)
+            except (Unavailable, Timeout) as exc:
+                logger.warning(
+                    "tunnel %s: cannot link to %s yet (%s); retrying every %gs",
+                    self._id,
+                    node,
+                    exc,
+                    self.options.reconnect,
+                )
+            except BaseException:  # a wrong token or a bad address: a configuration error, so fail now
+                await self.close()
+                raise
+        if self.options.nodes:
+            self._spawn(self._relink())
+
+    async def close(self) -> None:
+        server, self._server = self._server, None
+        if server is None:
+            return
+        for task in list(self._tasks):
+            task.cancel()
+        for listener in list(self._listeners.values()):
+            listener._closed = True
+            listener._queue.put_nowait(None)
+        self._listeners.clear()
+        await server.close()
+        for link in list(self._links.values()):
+            link.drop("the tunnel is closed")
+            await link.socket.close()
+        self._links.clear()
+        self._outbound.clear()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks.clear()
+        if self._owns_transport and self._transport is not None:
+            await self._transport.close()
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _notify(self) -> None:
+        if self._changed is not None:
+            self._changed.set()
+            self._changed = asyncio.Event()
+
+    # -- links -----------------------------------------------------------------------------------
+
+    async def _link_to(self, address: str) -> None:
+        timeout = self.options.dial_timeout
+        socket = await self.transport.dial(address, timeout=timeout)
+        try:
+            mine = secrets.token_hex(16)
+            await socket.send(
+                Message({TYPE: "connect", ID: self._id, NONCE: mine, ENCRYPT: "1" if self.options.encrypt else "0"})
+            )
+            verify = (await socket.recv(timeout=timeout)).header
+            if verify.get(TYPE) == "reject":
+                raise Unauthorized(f"tunnel at {address} refused the link: {verify.get(ERROR, 'no reason given')}")
+            peer, theirs = verify.get(ID, ""), verify.get(NONCE, "")
+            if verify.get(TYPE) != "verify" or not peer or not theirs:
+                raise Unavailable(f"{address} does not speak the tunnel protocol")
+            proof = _mac(self.options.token, "listener", mine, theirs, self._id, peer)
+            if not hmac.compare_digest(proof, verify.get(MAC, "")):
+                raise Unauthorized(f"tunnel at {address} failed authentication: it does not have our token")
+            await socket.send(
+                Message({TYPE: "auth", MAC: _mac(self.options.token, "dialer", mine, theirs, self._id, peer)})
+            )
+            ready = (await socket.recv(timeout=timeout)).header
+            if ready.get(TYPE) != "ready":
+                raise Unauthorized(f"tunnel at {address} refused the link: {ready.get(ERROR, 'no reason given')}")
+        except BaseException:
+            await socket.close()
+            raise
+        encrypted = self.options.encrypt or verify.get(ENCRYPT) == "1"
+        link = _Link(
+            self, socket, node=peer, outbound=True, key=_key(self.options.token, mine, theirs) if encrypted else None
+        )
+        self._links[link.id] = link
+        self._outbound[address] = link
+        self._spawn(self._run(link))
+        logger.info("tunnel %s: linked to %s at %s", self._id, peer, address)
+
+    async def _serve(self, socket: Socket) -> None:
+        """The transport handler: the listener's side of the handshake, then the link's life."""
+        timeout = self.options.dial_timeout
+        try:
+            hello = (await socket.recv(timeout=timeout)).header
+            peer, theirs = hello.get(ID, ""), hello.get(NONCE, "")
+            if hello.get(TYPE) != "connect" or not peer or not theirs:
+                return
+            mine = secrets.token_hex(16)
+            await socket.send(
+                Message(
+                    {
+                        TYPE: "verify",
+                        ID: self._id,
+                        NONCE: mine,
+                        MAC: _mac(self.options.token, "listener", theirs, mine, peer, self._id),
+                        ENCRYPT: "1" if self.options.encrypt else "0",
+                    }
+                )
+            )
+            auth = (await socket.recv(timeout=timeout)).header
+            proof = _mac(self.options.token, "dialer", theirs, mine, peer, self._id)
+            if auth.get(TYPE) != "auth" or not hmac.compare_digest(proof, auth.get(MAC, "")):
+                logger.warning("tunnel %s: rejected a link from %s (%s): bad token", self._id, peer, socket.remote)
+                await socket.send(Message({TYPE: "reject", ERROR: "authentication failed: the tokens differ"}))
+                return
+            await socket.send(Message({TYPE: "ready"}))
+        except (ConnectionClosed, Timeout):
+            return  # the dialler gave up, e.g. because we failed its check of our token
+        encrypted = self.options.encrypt or hello.get(ENCRYPT) == "1"
+        link = _Link(
+            self, socket, node=peer, outbound=False, key=_key(self.options.token, theirs, mine) if encrypted else None
+        )
+        self._links[link.id] = link
+        await self._run(link)
+
+    async def _run(self, link: _Link) -> None:
+        """Serve a registered link until it closes, then forget it."""
+        reason = "the link closed"
+        try:
+            await self._announce(link)
+            self._notify()
+            while True:
+                message = await link.socket.recv()
+                await self._dispatch(link, message)
+        except ConnectionClosed as exc:
+            reason = f"the link to tunnel {link.node} was lost: {exc}"
+        finally:
+            self._links.pop(link.id, None)
+            for address, outbound in list(self._outbound.items()):
+                if outbound is link:
+                    del self._outbound[address]
+            link.drop(reason)
+            await link.socket.close()
+            self._notify()
+
+    async def _relink(self) -> None:
+        while True:
+            await asyncio.sleep(self.options.reconnect)
+            for node in self.options.nodes:
+                if node in self._outbound:
+                    continue
+                try:
+                    await self._link_to(node)
+                    self._rejected.discard(node)
+                except Unauthorized as exc:
+                    if node not in self._rejected:  # say it once, not every few seconds
+                        logger.error("tunnel %s: %s", self._id, exc)
+                        self._rejected.add(node)
+                except (Unavailable, Timeout) as exc:
+                    logger.debug("tunnel %s: cannot link to %s: %s", self._id, node, exc)
+
+    def links(self) -> list[Link]:
+        return [link.info() for link in self._links.values() if not link.closed]
+
+    # -- frames ----------------------------------------------------------------------------------
+
+    async def _announce(self, link: _Link) -> None:
+        await link.send("announce", {CHANNELS: ",".join(sorted(self._listeners))})
+
+    async def _announce_all(self) -> None:
+        for link in list(self._links.values()):
+            with contextlib.suppress(MicroError):
+                await self._announce(link)
+
+    async def _dispatch(self, link: _Link, message: Message) -> None:
+        header = message.header
+        kind = header.get(TYPE)
+        sid = header.get(SESSION, "")
+        if kind == "data":
+            session = link.sessions.get(sid)
+            if session is None:
+                return  # closed here already: the peer's close is on its way
+            try:
+                inner, body = msgpack.unpackb(link.unseal(message.body), raw=False)
+                inner = check_header(inner)
+            except (InvalidTag, ValueError, TypeError, BadRequest, msgpack.UnpackException) as exc:
+                logger.warning("tunnel %s: dropping a bad frame from %s: %r", self._id, link.node, exc)
+                session._fail("the peer sent a frame that does not decrypt or decode")
+                link.post("close", {SESSION: sid})
+                return
+            session._deliver(Message(inner, bytes(body)))
+        elif kind == "eos":
+            if (session := link.sessions.get(sid)) is not None:
+                session._end()
+        elif kind == "close":
+            if (session := link.sessions.get(sid)) is not None:
+                session._reset()
+        elif kind == "open":
+            channel = header.get(CHANNEL, "")
+            listener = self._listeners.get(channel)
+            if listener is None or not sid or sid in link.sessions:
+                await link.send("refuse", {SESSION: sid, ERROR: f"tunnel {self._id} does not listen on {channel!r}"})
+                return
+            session = _Session(link, sid, channel)
+            link.sessions[sid] = session
+            await link.send("accept", {SESSION: sid})
+            if not listener.offer(session):
+                session._reset("the listener closed")
+                link.post("close", {SESSION: sid})
+        elif kind in ("accept", "refuse"):
+            waiter = link.pending.pop(sid, None)
+            if waiter is not None and not waiter.done():
+                if kind == "accept":
+                    waiter.set_result(None)
+                else:
+                    waiter.set_exception(NotFound(header.get(ERROR, "the peer refused the session")))
+        elif kind == "announce":
+            text = header.get(CHANNELS, "")
+            link.channels = frozenset(c for c in text.split(",") if c)
+            self._notify()
+        else:
+            logger.debug("tunnel %s: ignoring a %r frame from %s", self._id, kind, link.node)
+
+    # -- channels --------------------------------------------------------------------------------
+
+    async def listen(self, channel: str) -> TunnelListener:
+        _check_channel(channel)
+        if channel in self._listeners:
+            raise Conflict(f"tunnel {self._id} already listens on channel {channel!r}")
+        listener = _Listener(self, channel)
+        self._listeners[channel] = listener
+        await self._announce_all()
+        return listener
+
+    async def _unlisten(self, listener: _Listener) -> None:
+        if self._listeners.get(listener.channel) is listener:
+            del self._listeners[listener.channel]
+            await self._announce_all()
+
+    def _choose(self, channel: str, link: str | None) -> _Link | None:
+        live = [item for item in self._links.values() if not item.closed]
+        if link is not None:
+            chosen = next((item for item in live if link in (item.id, item.node)), None)
+            if chosen is None:
+                raise NotFound(f"tunnel {self._id} has no link {link!r}")
+            return chosen
+        candidates = [item for item in live if channel in item.channels]
+        return random.choice(candidates) if candidates else None
+
+    async def dial(self, channel: str, *, link: str | None = None, timeout: float | None = None) -> Session:
+        _check_channel(channel)
+        if self._server is None:
+            raise ConnectionClosed("the tunnel is not connected")
+        seconds = self.options.dial_timeout if timeout is None else timeout
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + seconds
+        chosen = self._choose(channel, link)
+        while chosen is None:
+            changed = self._changed
+            assert changed is not None
+            try:
+                async with asyncio.timeout_at(deadline):
+                    await changed.wait()
+            except TimeoutError:
+                raise NoneAvailable(f"no linked tunnel listens on channel {channel!r} (waited {seconds:g}s)") from None
+            chosen = self._choose(channel, link)
+        sid = str(uuid.uuid4())
+        session = _Session(chosen, sid, channel)
+        chosen.sessions[sid] = session  # before "open" goes out, so no early frame is lost
+        waiter: asyncio.Future[None] = loop.create_future()
+        chosen.pending[sid] = waiter
+        try:
+            await chosen.send("open", {SESSION: sid, CHANNEL: channel})
+            async with asyncio.timeout_at(deadline):
+                await waiter
+        except TimeoutError:
+            chosen.sessions.pop(sid, None)
+            chosen.post("close", {SESSION: sid})
+            raise Timeout(f"tunnel {chosen.node} did not accept a session on {channel!r} within {seconds:g}s") from None
+        except BaseException:
+            chosen.sessions.pop(sid, None)
+            chosen.pending.pop(sid, None)
+            raise
+        return session
