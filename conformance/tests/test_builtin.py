@@ -7,6 +7,9 @@ from typing import Any
 
 import pytest
 from micro_conformance.broker import BrokerContract
+from micro_conformance.codec import CodecContract
+from micro_conformance.registry import RegistryContract
+from micro_conformance.selector import SelectorContract
 from micro_conformance.store import StoreContract
 
 
@@ -31,3 +34,53 @@ class TestMemoryBroker(BrokerContract):
 
 class TestHTTPBroker(BrokerContract):
     name = "http"
+
+
+class TestMemoryRegistry(RegistryContract):
+    name = "memory"
+
+
+class TestLocalRegistry(RegistryContract):
+    name = "local"
+
+    @pytest.fixture(autouse=True)
+    def _database(self, tmp_path: Path) -> None:
+        self.path = str(tmp_path / "registry.db")
+
+    async def make(self, **options: Any):
+        return await super().make(path=self.path, **options)
+
+
+class TestMDNSRegistry(RegistryContract):
+    name = "mdns"
+    options = {"interfaces": ("127.0.0.1",)}
+
+
+class TestRandomSelector(SelectorContract):
+    name = "random"
+    strategy = "random"
+
+
+class TestRoundRobinSelector(SelectorContract):
+    name = "roundrobin"
+    strategy = "roundrobin"
+
+
+class TestJSONCodec(CodecContract):
+    name = "json"
+
+
+class TestMsgpackCodec(CodecContract):
+    name = "msgpack"
+
+
+class TestProtoCodec(CodecContract):
+    name = "proto"
+
+
+class TestBytesCodec(CodecContract):
+    name = "bytes"
+
+
+class TestJSONRPCCodec(CodecContract):
+    name = "json-rpc"

@@ -57,6 +57,7 @@ __all__ = [
 ]
 
 T = TypeVar("T", bound=Component)
+C = TypeVar("C", bound=Component)
 
 #: Marker of a test that runs only when the capability is declared.
 CAPABILITY_MARKER: Final = "micro_capability"
@@ -74,12 +75,12 @@ def case_id(test_name: str) -> str | None:
 
 def requires(capability: str) -> pytest.MarkDecorator:
     """Mark a test that runs only when the implementation declares ``capability``."""
-    return pytest.MarkDecorator(pytest.Mark(CAPABILITY_MARKER, (capability,), {}))
+    return pytest.mark.micro_capability.with_args(capability)
 
 
 def absent(capability: str) -> pytest.MarkDecorator:
     """Mark a test that runs only when ``capability`` is *not* declared (it checks ``NotSupported``)."""
-    return pytest.MarkDecorator(pytest.Mark(ABSENT_MARKER, (capability,), {}))
+    return pytest.mark.micro_absent.with_args(capability)
 
 
 def new_run_id() -> str:
@@ -250,8 +251,8 @@ class Contract(Generic[T]):
             return frozenset(self.capabilities)
         return declared_capabilities(self._impl)
 
-    async def start(self, impl: T) -> T:
-        """Start ``impl`` and close it when the test ends."""
+    async def start(self, impl: C) -> C:
+        """Start ``impl`` (the implementation or anything it needs) and close it when the test ends."""
         await impl.start()
         self._stack.push_async_callback(impl.close)
         return impl
