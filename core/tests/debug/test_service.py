@@ -1,0 +1,97 @@
+"""The debug block on real services: trace propagation across a call, and the Debug endpoints over RPC."""
+
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import pytest
+from micro.broker.memory import MemoryBroker
+from micro.debug.handler import Debug, TraceRequest, mount
+from micro.debug.trace import SpanType
+from micro.errors import BadRequest
+from micro.registry.memory import MemoryRegistry
+from micro.service import Service
+from micro.transport.memory import MemoryTransport
+
+
+@dataclass
+class Order:
+    id: str
+
+
+class Orders:
+    """Service A: asks service B (users) while serving a call."""
+
+    def __init__(self) -> None:
+        self.service: Service | None = None
+
+    async def create(self, request: Order) -> dict[str, str]:
+        assert self.service is not None
+        logging.getLogger("micro.orders").warning("creating %s", request.id)
+        user = await self.service.client.call("users", "Users.get", {"id": "u1"})
+        return {"order": request.id, "user": user["name"]}
+
+
+class Users:
+    async def get(self, request: dict[str, str]) -> dict[str, str]:
+        return {"name": f"user {request['id']}"}
+
+
+@pytest.fixture
+async def services() -> AsyncIterator[tuple[Service, Service, Debug, Debug]]:
+    registry = MemoryRegistry()
+
+    def make(name: str) -> Service:
+        return Service(
+            name,
+            address="127.0.0.1:0",
+            registry=registry,
+            transport=MemoryTransport(),
+            broker=MemoryBroker(),
+            handle_signals=False,
+        )
+
+    orders, users = make("orders"), make("users")
+    handler = Orders()
+    handler.service = orders
+    orders.handle(handler)
+    users.handle(Users())
+    debug_a, debug_b = mount(orders), mount(users)
+    async with users, orders:
+        yield orders, users, debug_a, debug_b
+
+
+async def test_a_span_started_in_a_reaches_b_with_the_same_trace_id(services):
+    orders, _, debug_a, debug_b = services
+    result = await orders.client.call("orders", "Orders.create", {"id": "o1"})
+    assert result == {"order": "o1", "user": "user u1"}
+
+    spans_a = (await debug_a.trace(TraceRequest()))["spans"]
+    inbound_a = next(s for s in spans_a if s["name"] == "Orders.create")
+    trace_id = inbound_a["trace_id"]
+    outbound_a = next(s for s in spans_a if s["name"] == "users Users.get")
+    assert outbound_a["trace_id"] == trace_id
+    assert outbound_a["parent"] == inbound_a["id"]
+    assert outbound_a["type"] == SpanType.OUTBOUND
+
+    # read B's spans the way `micro debug trace users --id ...` does: through B's Debug endpoint
+    spans_b = (await orders.client.call("users", "Debug.trace", {"id": trace_id}))["spans"]
+    (inbound_b,) = spans_b
+    assert (inbound_b["name"], inbound_b["trace_id"]) == ("Users.get", trace_id)
+    assert inbound_b["parent"] == outbound_a["id"]
+    assert spans_b == (await debug_b.trace(TraceRequest(id=trace_id)))["spans"]
+
+
+async def test_debug_endpoints_over_rpc(services):
+    orders, users, _, _ = services
+    await orders.client.call("orders", "Orders.create", {"id": "o2"})
+
+    assert await users.client.call("orders", "Debug.health") == {"status": "ok"}
+    logs = await users.client.call("orders", "Debug.logs", {"level": "warning"})
+    assert [r["message"] for r in logs["records"]] == ["creating o2"]
+    stats = (await users.client.call("orders", "Debug.stats"))["stats"]
+    assert (stats[-1]["requests"], stats[-1]["errors"]) == (3, 0)  # create, health, logs
+    with pytest.raises(BadRequest, match="unknown log level"):
+        await users.client.call("orders", "Debug.logs", {"level": "shouting"})
+    stats = (await users.client.call("orders", "Debug.stats"))["stats"]
+    assert (stats[-1]["requests"], stats[-1]["errors"]) == (5, 1)
