@@ -137,6 +137,7 @@ async def test_explicit_address_skips_the_selector(stack: Stack) -> None:
     await doomed.close()
     dead = stack.servers[0].address
     assert await client.call(stack.name, "Counter.who", address=f"{dead},{address_b}", retries=1) == "b"
+    assert (a.calls, b.calls) == (0, 4)
 
 
 async def test_stream_open_retries_on_another_node(stack: Stack) -> None:

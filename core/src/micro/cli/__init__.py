@@ -21,6 +21,10 @@ __all__ = ["COMMANDS", "main"]
 COMMANDS: Final[dict[str, str]] = {
     "plugins": "micro.cli.plugins:command",
     "debug": "micro.cli.debug:command",
+    "call": "micro.cli.call:command",
+    "describe": "micro.cli.describe:command",
+    "publish": "micro.cli.publish:command",
+    "services": "micro.cli.services:command",
     "kill": "micro.cli.kill:command",
     "logs": "micro.cli.logs:command",
     "ps": "micro.cli.ps:command",

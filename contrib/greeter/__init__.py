@@ -1,0 +1,1 @@
+"""The greeter example: a service, a streaming endpoint, a subscriber, and a demo that drives them."""

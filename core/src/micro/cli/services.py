@@ -1,0 +1,48 @@
+"""``micro services``: the services in the registry."""
+
+from __future__ import annotations
+
+import click
+
+from ._service import dump, run
+
+__all__ = ["command"]
+
+
+@click.command("services")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+def command(as_json: bool) -> None:
+    """List registered services with their versions."""
+
+    async def main() -> list[dict[str, object]]:
+        from ..plugins import create
+        from ..registry.base import Registry
+
+        registry = create("registry", cls=Registry)
+        try:
+            rows: dict[str, list[str]] = {}
+            for service in await registry.list_services():
+                rows.setdefault(service.name, []).append(service.version)
+            return [{"name": name, "versions": versions} for name, versions in sorted(rows.items())]
+        finally:
+            await registry.close()
+
+    rows = run(main, timeout=30.0)
+    if as_json:
+        click.echo(dump(rows))
+        return
+    if not rows:
+        click.echo("no services registered", err=True)
+        return
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.table import Table
+
+    table = Table(box=None)
+    table.add_column("service", style="bold")
+    table.add_column("versions")
+    for row in rows:
+        versions = row["versions"]
+        assert isinstance(versions, list)
+        table.add_row(escape(str(row["name"])), escape(", ".join(versions)))
+    Console().print(table)

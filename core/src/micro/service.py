@@ -1,0 +1,397 @@
+"""``micro.Service``: a server, a client and everything they need, with one lifecycle.
+
+A few lines make a service that registers itself, answers calls from other
+processes, and stops cleanly on Ctrl-C::
+
+    import micro
+
+    class Say:
+        async def hello(self, req: HelloRequest) -> HelloResponse:
+            return HelloResponse(message=f"Hello {req.name}")
+
+    service = micro.Service("greeter")
+    service.handle(Say())
+    service.run_forever()
+
+Every building block is created with ``micro.create(...)`` unless passed in, so
+``MICRO_REGISTRY=mdns`` or ``MICRO_BROKER=memory`` switch implementations
+without code changes. One registry instance is shared by the server, the
+selector and the broker, and one transport by the server and the client.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib
+import inspect
+import logging
+import os
+import signal
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from types import TracebackType
+from typing import Any, Literal, Self, TypeVar
+
+from . import _env
+from .broker.base import Broker
+from .client.base import CallWrapper, Client
+from .component import Component
+from .debug.handler import mount
+from .errors import ConfigError, InvalidOption
+from .options import parse_duration
+from .plugins import create
+from .registry.base import Registry
+from .selector.base import Selector
+from .server.base import HandlerWrapper, Server, SubscriberWrapper
+from .server.handler import Method, Subscription
+from .transport.base import Transport
+
+__all__ = ["Hook", "Service"]
+
+logger = logging.getLogger("micro.service")
+
+C = TypeVar("C", bound=Component)
+
+#: A lifecycle hook: a function of no arguments, sync or async.
+Hook = Callable[[], Awaitable[None] | None]
+
+HookName = Literal["before_start", "after_start", "before_stop", "after_stop"]
+
+_TRUE = frozenset(("1", "true", "yes", "on", "y", "t"))
+
+
+def build(interface: str, cls: Callable[..., C], /, *, options: Mapping[str, Any] | None = None, **wiring: Any) -> C:
+    """``micro.create(interface, **options)``, then handed the ``wiring`` keywords its constructor accepts.
+
+    The plugin manager builds an implementation from its options alone; the
+    wiring between blocks (a registry for a selector, a transport for a
+    server) is passed to the constructor by keyword, so the instance is built
+    again from the same options with it. Constructors do no I/O, so the first
+    instance costs nothing. ``None`` values and keywords the constructor does
+    not take are dropped (the memory broker needs no registry).
+    """
+    made: C = create(interface, cls=cls, **(options or {}))
+    wiring = {key: value for key, value in wiring.items() if value is not None}
+    if not wiring:
+        return made
+    factory = type(made)
+    try:
+        parameters = inspect.signature(factory).parameters
+    except (TypeError, ValueError):
+        return made
+    accepts_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
+    accepted = {k: v for k, v in wiring.items() if accepts_any or k in parameters}
+    if not accepted:
+        return made
+    wired = factory(made.options, **accepted)
+    wired.name = made.name
+    return wired
+
+
+def _seconds(text: str, variable: str) -> float:
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise InvalidOption(str(exc), option=variable.removeprefix("MICRO_").lower(), variable=variable) from None
+
+
+class Service:
+    """A named, versioned service: handlers, subscribers, a client, and their shared building blocks.
+
+    :param name: the service name clients call (``micro call <name> ...``).
+    :param version: registered with every node.
+    :param address: where the server listens (``MICRO_SERVER_ADDRESS``; ``127.0.0.1:0`` by default).
+    :param advertise: the address registered instead of the bound one.
+    :param metadata: node metadata published in the registry.
+    :param register_ttl: seconds a registration lives unless renewed;
+        ``MICRO_REGISTER_TTL`` when omitted (60s by default).
+    :param register_interval: seconds between renewals; ``MICRO_REGISTER_INTERVAL`` (30s, or half
+        of a ``register_ttl`` of 30s or less).
+    :param drain_timeout: seconds :meth:`stop` waits for in-flight calls (10s).
+    :param server, client, broker, registry, selector, transport: use these
+        instead of creating them. The service starts them all, but closes only
+        the ones it created.
+    :param wrappers: handler middleware; ``subscriber_wrappers`` and
+        ``call_wrappers`` for subscribers and outgoing calls.
+    :param before_start, after_start, before_stop, after_stop: lifecycle hooks,
+        run in order; more can be added with :meth:`hook`.
+    :param handle_signals: whether :meth:`run` stops on SIGINT and SIGTERM.
+    :param debug: serve the built-in ``Debug`` handler (``micro debug``), tracing and counting every call.
+    :param environ: where ``MICRO_*`` variables are read (``os.environ`` by default).
+    :raises ~micro.errors.ConfigError: a bad name, option or plugin selection.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        version: str = "latest",
+        *,
+        address: str | None = None,
+        advertise: str | None = None,
+        metadata: Mapping[str, str] | None = None,
+        register_ttl: float | None = None,
+        register_interval: float | None = None,
+        drain_timeout: float | None = None,
+        server: Server | None = None,
+        client: Client | None = None,
+        broker: Broker | None = None,
+        registry: Registry | None = None,
+        selector: Selector | None = None,
+        transport: Transport | None = None,
+        wrappers: Sequence[HandlerWrapper] = (),
+        subscriber_wrappers: Sequence[SubscriberWrapper] = (),
+        call_wrappers: Sequence[CallWrapper] = (),
+        before_start: Iterable[Hook] = (),
+        after_start: Iterable[Hook] = (),
+        before_stop: Iterable[Hook] = (),
+        after_stop: Iterable[Hook] = (),
+        handle_signals: bool = True,
+        debug: bool = True,
+        environ: Mapping[str, str] | None = None,
+    ) -> None:
+        if not isinstance(name, str) or not name.strip() or any(c.isspace() for c in name):
+            raise ConfigError(f"service name must be a non-empty string without whitespace, got {name!r}")
+        environ = os.environ if environ is None else environ
+        self._environ = environ
+        self._owned: list[Component] = []
+        self._hooks: dict[HookName, list[Hook]] = {
+            "before_start": list(before_start),
+            "after_start": list(after_start),
+            "before_stop": list(before_stop),
+            "after_stop": list(after_stop),
+        }
+        self.handle_signals = handle_signals
+
+        register = _env.selection("register", environ).options
+        if register_ttl is None and "ttl" in register:
+            register_ttl = _seconds(register["ttl"], _env.variable("register", "ttl"))
+        if register_interval is None and "interval" in register:
+            register_interval = _seconds(register["interval"], _env.variable("register", "interval"))
+        if register_interval is None and register_ttl is not None and register_ttl <= 30.0:
+            # Renew well within a short TTL rather than fail on the 30s default interval.
+            register_interval = register_ttl / 2
+
+        self.registry: Registry = registry if registry is not None else self._own(create("registry", cls=Registry))
+        self.transport: Transport = (
+            transport if transport is not None else self._own(create("transport", cls=Transport))
+        )
+        self.broker: Broker = (
+            broker if broker is not None else self._own(build("broker", Broker, registry=self.registry))
+        )
+        self.selector: Selector = (
+            selector if selector is not None else self._own(build("selector", Selector, registry=self.registry))
+        )
+        if server is None:
+            server_options: dict[str, Any] = {"name": name, "version": version}
+            for key, value in (
+                ("address", address),
+                ("advertise", advertise),
+                ("metadata", dict(metadata) if metadata is not None else None),
+                ("register_ttl", register_ttl),
+                ("register_interval", register_interval),
+                ("drain_timeout", drain_timeout),
+            ):
+                if value is not None:
+                    server_options[key] = value
+            server = self._own(
+                build(
+                    "server",
+                    Server,
+                    transport=self.transport,
+                    registry=self.registry,
+                    broker=self.broker,
+                    options=server_options,
+                )
+            )
+        self.server: Server = server
+        if client is None:
+            client = self._own(
+                build("client", Client, transport=self.transport, selector=self.selector, broker=self.broker)
+            )
+        self.client: Client = client
+        #: The built-in ``Debug`` handler (:func:`micro.debug.handler.mount`), or ``None``.
+        self.debug = mount(self) if debug else None
+        if wrappers:
+            self.server.wrap(*wrappers)
+        if subscriber_wrappers:
+            self.server.wrap_subscriber(*subscriber_wrappers)
+        if call_wrappers:
+            self.client.wrap(*call_wrappers)
+        self._started = False
+        self._stopped: asyncio.Event | None = None
+        self._lock: asyncio.Lock | None = None
+
+    def _own(self, component: C) -> C:
+        self._owned.append(component)
+        return component
+
+    @property
+    def name(self) -> str:
+        return self.server.options.name
+
+    @property
+    def version(self) -> str:
+        return self.server.options.version
+
+    @property
+    def running(self) -> bool:
+        return self._started
+
+    def __repr__(self) -> str:
+        return f"<Service {self.name} {self.version}>"
+
+    # -- composition -----------------------------------------------------------------------------
+
+    def handle(
+        self, handler: object, *, name: str | None = None, metadata: dict[str, str] | None = None
+    ) -> list[Method]:
+        """Serve ``handler``'s public async methods; see :meth:`micro.server.Server.handle`."""
+        return self.server.handle(handler, name=name, metadata=metadata)
+
+    def subscribe(self, topic: str, subscriber: object, *, queue: str | None = None) -> list[Subscription]:
+        """Deliver messages on ``topic`` to ``subscriber``; see :meth:`micro.server.Server.subscribe`."""
+        return self.server.subscribe(topic, subscriber, queue=queue)
+
+    def wrap(self, *wrappers: HandlerWrapper) -> None:
+        """Add handler middleware (outermost first)."""
+        self.server.wrap(*wrappers)
+
+    def wrap_subscriber(self, *wrappers: SubscriberWrapper) -> None:
+        """Add subscriber middleware (outermost first)."""
+        self.server.wrap_subscriber(*wrappers)
+
+    def wrap_call(self, *wrappers: CallWrapper) -> None:
+        """Add middleware to the calls this service's client makes (outermost first)."""
+        self.client.wrap(*wrappers)
+
+    def hook(self, when: HookName, function: Hook) -> Hook:
+        """Run ``function`` at ``when`` (``"before_start"``, ``"after_start"``, ``"before_stop"``, ``"after_stop"``).
+
+        Returns ``function``, so it can decorate: ``@functools.partial(service.hook, "after_start")``.
+        """
+        if when not in self._hooks:
+            raise ConfigError(f"unknown hook {when!r}; hooks: {', '.join(self._hooks)}")
+        self._hooks[when].append(function)
+        return function
+
+    async def _run_hooks(self, when: HookName) -> None:
+        for function in self._hooks[when]:
+            result = function()
+            if inspect.isawaitable(result):
+                await result
+
+    # -- lifecycle -------------------------------------------------------------------------------
+
+    def _guard(self) -> asyncio.Lock:
+        if self._lock is None:
+            self._lock = asyncio.Lock()
+        return self._lock
+
+    async def start(self) -> None:
+        """Run ``before_start`` hooks, start the server (listen, subscribe, register), then ``after_start``.
+
+        Idempotent. If anything fails, what was started is stopped again and
+        the error is raised.
+        """
+        async with self._guard():
+            if self._started:
+                return
+            await self._run_hooks("before_start")
+            try:
+                await self.server.start()
+                await self.client.start()
+            except BaseException:
+                with contextlib.suppress(Exception):
+                    await self.server.stop()
+                await self._close_owned()
+                raise
+            self._started = True
+            await self._run_hooks("after_start")
+
+    async def stop(self) -> None:
+        """Run ``before_stop`` hooks, stop the server gracefully (deregister, stop accepting, drain
+        in-flight calls up to ``drain_timeout``), close what the service created, then ``after_stop``.
+
+        Idempotent.
+        """
+        async with self._guard():
+            if not self._started:
+                return
+            try:
+                await self._run_hooks("before_stop")
+            finally:
+                try:
+                    await self.server.stop()
+                finally:
+                    await self._close_owned()
+                    self._started = False
+                    if self._stopped is not None:
+                        self._stopped.set()
+            await self._run_hooks("after_stop")
+
+    async def _close_owned(self) -> None:
+        for component in reversed(self._owned):
+            with contextlib.suppress(Exception):
+                await component.close()
+
+    def shutdown(self) -> None:
+        """Ask a running :meth:`run` to stop, as SIGTERM does. Safe to call from a handler."""
+        if self._stopped is not None:
+            self._stopped.set()
+
+    async def run(self) -> None:
+        """Start, serve until SIGINT/SIGTERM (or :meth:`shutdown`), then stop gracefully.
+
+        The signal handlers are installed before starting, so a signal that
+        arrives while the service starts stops it as soon as it is up; they are
+        removed again when ``run`` returns.
+        """
+        loop = asyncio.get_running_loop()
+        stopped = self._stopped = asyncio.Event()
+        installed: list[signal.Signals] = []
+        if self.handle_signals:
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                try:
+                    loop.add_signal_handler(signum, self._on_signal, signum)
+                    installed.append(signum)
+                except (NotImplementedError, RuntimeError, ValueError):  # not the main thread, or Windows
+                    pass
+        try:
+            await self.start()
+            await stopped.wait()
+        finally:
+            for signum in installed:
+                loop.remove_signal_handler(signum)
+            await self.stop()
+
+    def _on_signal(self, signum: signal.Signals) -> None:
+        logger.info("%s: received %s, stopping", self.name, signum.name)
+        self.shutdown()
+
+    def run_forever(self, *, uvloop: bool | None = None) -> None:
+        """:meth:`run` in a new event loop, blocking until the service stops.
+
+        :param uvloop: run on uvloop (must be installed: ``pip install micro-core[uvloop]``);
+            ``MICRO_UVLOOP=1`` when omitted.
+        """
+        if uvloop is None:
+            uvloop = (_env.selection("uvloop", self._environ).name or "").lower() in _TRUE
+        if uvloop:
+            try:
+                _uvloop = importlib.import_module("uvloop")  # optional: micro-core[uvloop]
+            except ImportError as exc:
+                raise ConfigError(
+                    "uvloop was requested but is not installed: pip install 'micro-core[uvloop]'"
+                ) from exc
+            _uvloop.run(self.run())
+            return
+        asyncio.run(self.run())
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.stop()
