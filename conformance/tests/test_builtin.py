@@ -8,9 +8,11 @@ from typing import Any
 import pytest
 from micro_conformance.broker import BrokerContract
 from micro_conformance.codec import CodecContract
+from micro_conformance.config import ConfigSourceContract, EnvSourceContract, FileSourceContract, FlagSourceContract
 from micro_conformance.registry import RegistryContract
 from micro_conformance.selector import SelectorContract
 from micro_conformance.store import StoreContract
+from micro_conformance.sync import SyncContract
 
 
 class TestMemoryStore(StoreContract):
@@ -84,3 +86,34 @@ class TestBytesCodec(CodecContract):
 
 class TestJSONRPCCodec(CodecContract):
     name = "json-rpc"
+
+
+class TestMemorySource(ConfigSourceContract):
+    name = "memory"
+
+
+class TestFileSource(FileSourceContract):
+    name = "file"
+
+
+class TestEnvSource(EnvSourceContract):
+    name = "env"
+
+
+class TestFlagSource(FlagSourceContract):
+    name = "flags"
+
+
+class TestMemorySync(SyncContract):
+    name = "memory"
+
+
+class TestFileSync(SyncContract):
+    name = "file"
+
+    @pytest.fixture(autouse=True)
+    def _database(self, tmp_path: Path) -> None:
+        self.path = str(tmp_path / "sync.db")
+
+    async def make(self, **options: Any):
+        return await super().make(path=self.path, **options)

@@ -33,7 +33,7 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Final, Generic, TypeVar, cast
+from typing import Any, ClassVar, Final, Generic, Self, TypeVar, cast
 
 import pytest
 import pytest_asyncio
@@ -233,14 +233,14 @@ class Contract(Generic[T]):
         return cast(T, create(self.interface, self.name, strings=self.option_strings, values=values))
 
     @classmethod
-    def adapt(cls, implementation: type) -> dict[str, Any]:
-        """Class attributes that fit the contract to ``implementation`` when it runs from ``micro conformance``.
+    def adapt(cls, implementation: type) -> type[Self]:
+        """The contract class fitted to ``implementation``, for ``micro conformance``.
 
         The command knows only an interface and a name; a contract that needs more
-        (a way to seed a config source, a selector's strategy) returns it here for
-        the implementations it knows. The default adds nothing.
+        for the implementations it knows (a way to seed a config source, a
+        selector's strategy) returns a subclass that has it. The default is ``cls``.
         """
-        return {}
+        return cls
 
     # -- helpers for tests -------------------------------------------------------------------
 

@@ -123,11 +123,10 @@ def contract_class(interface: str, name: str, option_strings: Mapping[str, str] 
     The contract may adapt itself to the implementation it will meet (see
     ``Contract.adapt``), for example to seed a built-in config source.
     """
-    base = contract_for(interface)
     manager = get_manager()
     implementation = manager.factory(manager.resolve(interface, name))
+    base = contract_for(interface).adapt(implementation)
     attrs: dict[str, Any] = {"name": name, "option_strings": dict(option_strings or {})}
-    attrs.update(base.adapt(implementation))
     return type(f"Test{interface.capitalize()}{_camel(name)}", (base,), attrs)
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 from collections import Counter
 from collections.abc import Sequence
-from typing import Any, ClassVar, Literal, cast
+from typing import Any, ClassVar, Literal, Self, cast
 
 import pytest
 from micro.errors import BadRequest, InternalError, NoneAvailable, ServiceNotFound
@@ -36,14 +36,13 @@ class SelectorContract(Contract[Selector]):
     _registry: Registry | None = None
 
     @classmethod
-    def adapt(cls, implementation: type) -> dict[str, Any]:
+    def adapt(cls, implementation: type) -> type[Self]:
         from micro.selector.cache import RandomSelector, RoundRobinSelector
 
-        if issubclass(implementation, RoundRobinSelector):
-            return {"strategy": "roundrobin"}
-        if issubclass(implementation, RandomSelector):
-            return {"strategy": "random"}
-        return {}
+        for known, strategy in ((RoundRobinSelector, "roundrobin"), (RandomSelector, "random")):
+            if issubclass(implementation, known):
+                return type(cls.__name__, (cls,), {"strategy": strategy})
+        return cls
 
     async def make(self, **options: Any) -> Selector:
         if self.name is None:
