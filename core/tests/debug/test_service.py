@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import pytest
 from micro.broker.memory import MemoryBroker
-from micro.debug.handler import Debug, TraceRequest, mount
+from micro.debug.handler import Debug, TraceRequest
 from micro.debug.trace import SpanType
 from micro.errors import BadRequest
 from micro.registry.memory import MemoryRegistry
@@ -56,7 +56,9 @@ async def services() -> AsyncIterator[tuple[Service, Service, Debug, Debug]]:
     handler.service = orders
     orders.handle(handler)
     users.handle(Users())
-    debug_a, debug_b = mount(orders), mount(users)
+    debug_a, debug_b = orders.debug, users.debug  # every service serves Debug by default
+    assert isinstance(debug_a, Debug)
+    assert isinstance(debug_b, Debug)
     async with users, orders:
         yield orders, users, debug_a, debug_b
 
@@ -80,6 +82,16 @@ async def test_a_span_started_in_a_reaches_b_with_the_same_trace_id(services):
     assert (inbound_b["name"], inbound_b["trace_id"]) == ("Users.get", trace_id)
     assert inbound_b["parent"] == outbound_a["id"]
     assert spans_b == (await debug_b.trace(TraceRequest(id=trace_id)))["spans"]
+
+
+def test_debug_can_be_turned_off():
+    loud = Service("loud", registry=MemoryRegistry(), transport=MemoryTransport(), broker=MemoryBroker())
+    assert "Debug.health" in {endpoint.name for endpoint in loud.server.endpoints()}
+    service = Service(
+        "quiet", registry=MemoryRegistry(), transport=MemoryTransport(), broker=MemoryBroker(), debug=False
+    )
+    assert service.debug is None
+    assert not any(endpoint.name.startswith("Debug.") for endpoint in service.server.endpoints())
 
 
 async def test_debug_endpoints_over_rpc(services):
