@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from micro_conformance.auth import AuthContract
 from micro_conformance.broker import BrokerContract
 from micro_conformance.codec import CodecContract
 from micro_conformance.config import ConfigSourceContract, EnvSourceContract, FileSourceContract, FlagSourceContract
@@ -13,6 +14,7 @@ from micro_conformance.registry import RegistryContract
 from micro_conformance.selector import SelectorContract
 from micro_conformance.store import StoreContract
 from micro_conformance.sync import SyncContract
+from micro_conformance.transport import TransportContract
 
 
 class TestMemoryStore(StoreContract):
@@ -117,3 +119,26 @@ class TestFileSync(SyncContract):
 
     async def make(self, **options: Any):
         return await super().make(path=self.path, **options)
+
+
+class TestTCPTransport(TransportContract):
+    name = "tcp"
+
+
+class TestMemoryTransport(TransportContract):
+    name = "memory"
+
+
+class TestNoopAuth(AuthContract):
+    name = "noop"
+
+
+class TestJWTAuth(AuthContract):
+    name = "jwt"
+
+    @pytest.fixture(autouse=True)
+    def _keys(self, tmp_path: Path) -> None:
+        self.key_dir = str(tmp_path / "keys")
+
+    async def make(self, **options: Any):
+        return await super().make(key_dir=self.key_dir, **options)

@@ -31,7 +31,7 @@ from micro.codec import Codec, Message, MessageType, codec_for
 from micro.errors import CodecError
 from micro.plugins import get_manager
 
-from .base import Contract, absent, declared_capabilities, requires
+from .base import Contract, absent, requires
 
 __all__ = ["CodecContract", "Greeting", "Inner"]
 
@@ -87,27 +87,12 @@ class Greeting:
     inner: Inner | None = None
 
 
-def _path(cls: type) -> str:
-    return f"{cls.__module__}:{cls.__qualname__}"
-
-
 class CodecContract(Contract[Codec]):
     """The behaviour every :class:`~micro.codec.Codec` shares; see :mod:`micro.codec.base`."""
 
     interface = "codec"
     known_capabilities = frozenset({"values", "typed", "binary", "raw", "proto", "envelope"})
-
-    @property
-    def declared(self) -> frozenset[str]:
-        if self.capabilities is not None:
-            return frozenset(self.capabilities)
-        own = declared_capabilities(self._impl)
-        if own:
-            return own
-        for cls in type(self._impl).__mro__:
-            if _path(cls) in BUILTIN:
-                return BUILTIN[_path(cls)]
-        return frozenset()
+    builtin_capabilities = BUILTIN
 
     @pytest.fixture
     def codec(self, subject: Codec) -> Codec:

@@ -78,9 +78,13 @@ def _describe(item: pytest.Item) -> dict[str, Any] | None:
         if marker is not None:
             capability, kind = str(marker.args[0]), marker_kind
     doc = (getattr(getattr(item, "obj", None), "__doc__", None) or "").strip().splitlines()
+    case = case_id(name) or name
+    callspec = getattr(item, "callspec", None)
+    if callspec is not None:
+        case += f"[{callspec.id}]"
     return {
         "nodeid": item.nodeid,
-        "case": case_id(name) or name,
+        "case": case,
         "test": name,
         "title": doc[0] if doc else name,
         "contract": cls.__name__,

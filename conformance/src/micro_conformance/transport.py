@@ -1,0 +1,362 @@
+"""The transport contract (:class:`micro.transport.Transport`): cases T01-T17.
+
+Every case listens on ``listen_address`` (loopback, port 0) with the
+implementation under test and dials it from a second instance, so the two ends
+share nothing but the address. The :class:`~micro.transport.Transport`
+interface defines no capabilities; this contract checks ``tls`` for
+implementations that declare it (the embedded ``tcp`` transport does), with a
+throwaway CA and certificate made for the test.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime
+import ipaddress
+import shutil
+import tempfile
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any, ClassVar, Final
+
+import pytest
+from micro.errors import BadRequest, ConnectionClosed, MessageTooLarge, Timeout, Unavailable
+from micro.transport import Listener, Message, Socket, Transport
+
+from .base import Contract, requires
+
+__all__ = ["TransportContract"]
+
+#: What the embedded transports support, by class path (their subclasses inherit it).
+BUILTIN: Final[dict[str, frozenset[str]]] = {"micro.transport.tcp:TCPTransport": frozenset({"tls"})}
+
+
+async def echo(socket: Socket) -> None:
+    """A handler that sends every message back until the peer half-closes."""
+    with contextlib.suppress(ConnectionClosed):
+        while True:
+            await socket.send(await socket.recv())
+
+
+class TransportContract(Contract[Transport]):
+    """The behaviour every :class:`~micro.transport.Transport` shares; see :mod:`micro.transport.base`."""
+
+    interface = "transport"
+    known_capabilities = frozenset({"tls"})
+    builtin_capabilities = BUILTIN
+    #: Where test listeners bind: loopback, any free port.
+    listen_address: ClassVar[str] = "127.0.0.1:0"
+    #: An address nothing listens on, for the dial-failure case.
+    dead_address: ClassVar[str] = "127.0.0.1:9"
+
+    @pytest.fixture
+    def transport(self, subject: Transport) -> Transport:
+        return subject
+
+    async def serve(self, transport: Transport, handler: Callable[[Socket], Awaitable[None]] = echo) -> Listener:
+        listener = await transport.listen(self.listen_address, handler)
+        self.later(listener.close)
+        return listener
+
+    async def connect(self, listener: Listener, client: Transport | None = None) -> Socket:
+        """A socket to ``listener`` from ``client`` (a second instance by default), closed when the test ends."""
+        client = client or await self.another()
+        socket = await client.dial(listener.address, timeout=self.timeout)
+        self.later(socket.close)
+        return socket
+
+    async def recv(self, socket: Socket) -> Message:
+        return await socket.recv(timeout=self.timeout)
+
+    # -- listening -------------------------------------------------------------------------
+
+    async def test_t01_listening_on_port_zero_gives_a_real_address(self, transport: Transport) -> None:
+        """Port 0 binds a free port shown in Listener.address; two listeners get two addresses."""
+        first, second = await self.serve(transport), await self.serve(transport)
+        for listener in (first, second):
+            host, _, port = listener.address.rpartition(":")
+            assert host and port.isdigit() and int(port) > 0, f"listener address {listener.address!r}"
+        assert first.address != second.address
+
+    async def test_t02_second_listen_on_a_bound_address_fails(self, transport: Transport) -> None:
+        """Listening on an address already bound raises Unavailable; once closed it can be bound again."""
+        listener = await transport.listen(self.listen_address, echo)
+        address = listener.address
+        with pytest.raises(Unavailable):
+            await (await self.another()).listen(address, echo)
+        await listener.close()
+        again = await transport.listen(address, echo)
+        self.later(again.close)
+        assert again.address == address
+
+    # -- messages --------------------------------------------------------------------------
+
+    async def test_t03_round_trip_keeps_header_and_body(self, transport: Transport) -> None:
+        """A message and its echo arrive with header (unicode, empty values) and body byte for byte."""
+        socket = await self.connect(await self.serve(transport))
+        sent = [
+            Message({"Micro-Id": "1", "X-Unicode": "grüße 🎉", "empty": ""}, bytes(range(256))),
+            Message({}, b""),
+            Message({"content-type": "application/json"}, '{"name": "ünï"}'.encode()),
+        ]
+        for message in sent:
+            await socket.send(message)
+            echoed = await self.recv(socket)
+            assert (echoed.header, echoed.body) == (message.header, message.body)
+
+    async def test_t04_messages_arrive_in_order_both_ways(self, transport: Transport) -> None:
+        """Many messages sent without waiting arrive in order; the server may send several while the client reads."""
+
+        async def burst(socket: Socket) -> None:
+            first = await socket.recv()
+            for i in range(int(first.body)):
+                await socket.send(Message({"n": str(i)}, str(i).encode()))
+
+        socket = await self.connect(await self.serve(transport, burst))
+        await socket.send(Message({}, b"200"))
+        got = [int((await self.recv(socket)).body) for _ in range(200)]
+        assert got == list(range(200))
+        echo_socket = await self.connect(await self.serve(transport))
+        for i in range(200):
+            await echo_socket.send(Message({}, str(i).encode()))
+        assert [int((await self.recv(echo_socket)).body) for _ in range(200)] == list(range(200))
+
+    async def test_t05_half_close_ends_the_peers_stream_after_the_last_message(self, transport: Transport) -> None:
+        """After close_send the peer gets what was sent, then ConnectionClosed every time, and can still reply."""
+        received: list[bytes] = []
+        ended = asyncio.Event()
+
+        async def handler(socket: Socket) -> None:
+            with contextlib.suppress(ConnectionClosed):
+                while True:
+                    received.append((await socket.recv()).body)
+            with contextlib.suppress(ConnectionClosed):
+                await socket.recv()
+                received.append(b"recv after the end did not raise")
+            ended.set()
+            await socket.send(Message({}, b"reply after half-close"))
+
+        socket = await self.connect(await self.serve(transport, handler))
+        await socket.send(Message({}, b"a"))
+        await socket.send(Message({}, b"b"))
+        await socket.close_send()
+        await socket.close_send()
+        with pytest.raises(ConnectionClosed):
+            await socket.send(Message({}, b"after close_send"))
+        assert (await self.recv(socket)).body == b"reply after half-close"
+        await asyncio.wait_for(ended.wait(), self.timeout)
+        assert received == [b"a", b"b"]
+
+    async def test_t06_recv_after_the_peer_closes_raises_connection_closed(self, transport: Transport) -> None:
+        """When the handler returns (the transport closes its socket), the client's recv raises ConnectionClosed."""
+
+        async def once(socket: Socket) -> None:
+            await socket.send(Message({}, b"bye"))
+
+        socket = await self.connect(await self.serve(transport, once))
+        assert (await self.recv(socket)).body == b"bye"
+        for _ in range(2):
+            with pytest.raises(ConnectionClosed):
+                await self.recv(socket)
+
+        async def refused() -> None:
+            with pytest.raises(ConnectionClosed):
+                await socket.send(Message({}, b"to a closed peer"))
+
+        await self.eventually(refused, "send to a closed peer raising ConnectionClosed")
+
+    async def test_t07_dialling_a_dead_address_fails_fast(self, transport: Transport) -> None:
+        """dial() of an address nobody listens on raises Unavailable within a couple of seconds."""
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        with pytest.raises(Unavailable):
+            await transport.dial(self.dead_address, timeout=self.timeout)
+        assert loop.time() - started < 2.0, "dialling a dead address took too long to fail"
+
+    async def test_t08_recv_timeout_raises_timeout_and_keeps_the_socket(self, transport: Transport) -> None:
+        """recv(timeout=...) with nothing coming raises Timeout; the socket still works afterwards."""
+        socket = await self.connect(await self.serve(transport))
+        with pytest.raises(Timeout):
+            await socket.recv(timeout=0.05)
+        await socket.send(Message({}, b"still here"))
+        assert (await self.recv(socket)).body == b"still here"
+
+    async def test_t09_concurrent_sockets_stay_separate(self, transport: Transport) -> None:
+        """Twenty sockets used at once, from one client transport, each get only their own replies."""
+        listener = await self.serve(transport)
+        client = await self.another()
+
+        async def conversation(n: int) -> list[bytes]:
+            socket = await self.connect(listener, client)
+            replies = []
+            for i in range(10):
+                await socket.send(Message({"socket": str(n)}, f"{n}:{i}".encode()))
+                replies.append((await self.recv(socket)).body)
+            return replies
+
+        results = await asyncio.gather(*(conversation(n) for n in range(20)))
+        for n, replies in enumerate(results):
+            assert replies == [f"{n}:{i}".encode() for i in range(10)]
+
+    async def test_t10_large_messages_arrive_whole(self, transport: Transport) -> None:
+        """A 1 MiB body and a 64 KiB header value go through intact, both ways."""
+        socket = await self.connect(await self.serve(transport))
+        body = bytes(range(256)) * 4096
+        header = {"big": "é" * 32_768}
+        await socket.send(Message(header, body))
+        echoed = await self.recv(socket)
+        assert len(echoed.body) == len(body), f"a {len(body)}-byte body arrived as {len(echoed.body)} bytes"
+        assert echoed.body == body and echoed.header == header
+
+    async def test_t11_oversized_message_is_refused_and_socket_stays_usable(self) -> None:
+        """A message over max_message_size raises MessageTooLarge before sending; the socket keeps working."""
+        limit = 64 * 1024
+        server = await self.another(max_message_size=limit)
+        client = await self.another(max_message_size=limit)
+        socket = await self.connect(await self.serve(server), client)
+        with pytest.raises(MessageTooLarge):
+            await socket.send(Message({}, b"x" * (limit + 1)))
+        await socket.send(Message({}, b"small"))
+        assert (await self.recv(socket)).body == b"small"
+
+    async def test_t12_closing_is_idempotent_and_wakes_a_waiting_recv(self, transport: Transport) -> None:
+        """socket.close() wakes a pending recv with ConnectionClosed; closes of sockets and listeners repeat safely."""
+        listener = await self.serve(transport)
+        socket = await self.connect(listener)
+        pending = asyncio.ensure_future(socket.recv(timeout=self.timeout))
+        await asyncio.sleep(0.01)
+        await socket.close()
+        await socket.close()
+        with pytest.raises(ConnectionClosed):
+            await asyncio.wait_for(pending, self.timeout)
+        with pytest.raises(ConnectionClosed):
+            await socket.send(Message({}, b"after close"))
+        await listener.close()
+        await listener.close()
+
+    async def test_t13_handler_failure_ends_only_its_socket(self, transport: Transport) -> None:
+        """A handler that raises closes that socket; the listener keeps accepting and serving others."""
+
+        async def fussy(socket: Socket) -> None:
+            message = await socket.recv()
+            if message.body == b"fail":
+                raise RuntimeError("deliberate handler failure (conformance check)")
+            await socket.send(message)
+
+        listener = await self.serve(transport, fussy)
+        failing = await self.connect(listener)
+        await failing.send(Message({}, b"fail"))
+        with pytest.raises(ConnectionClosed):
+            await self.recv(failing)
+        fine = await self.connect(listener)
+        await fine.send(Message({}, b"ok"))
+        assert (await self.recv(fine)).body == b"ok"
+
+    async def test_t14_closing_the_transport_fails_its_sockets(self) -> None:
+        """Transport.close() fails open sockets with ConnectionClosed, on its side and the peer's; it repeats safely."""
+        server = await self.another()
+        client = await self.another()
+        socket = await self.connect(await self.serve(server), client)
+        await socket.send(Message({}, b"hi"))
+        assert (await self.recv(socket)).body == b"hi"
+        await client.close()
+        await client.close()
+        with pytest.raises(ConnectionClosed):
+            await self.recv(socket)
+        with pytest.raises(ConnectionClosed):
+            await socket.send(Message({}, b"after transport close"))
+
+    async def test_t15_bad_input_raises_bad_request(self, transport: Transport) -> None:
+        """An address that is not host:port, or a header that is not str to str, raises BadRequest."""
+        for address in ("no-port", "host:notaport", ""):
+            with pytest.raises(BadRequest):
+                await transport.dial(address, timeout=1)
+        with pytest.raises(BadRequest):
+            await transport.listen("no-port", echo)
+        socket = await self.connect(await self.serve(transport))
+        for header in ({"n": 1}, {2: "x"}):
+            with pytest.raises(BadRequest):
+                await socket.send(Message(header, b"x"))  # type: ignore[arg-type]
+        await socket.send(Message({}, b"still fine"))
+        assert (await self.recv(socket)).body == b"still fine"
+
+    async def test_t16_concurrent_senders_do_not_interleave(self, transport: Transport) -> None:
+        """Two tasks sending on one socket at once: every message arrives whole, each task's in its order."""
+        socket = await self.connect(await self.serve(transport))
+        body = b"z" * 10_000
+
+        async def sender(name: str) -> None:
+            for i in range(50):
+                await socket.send(Message({"from": name, "n": str(i)}, name.encode() + body))
+
+        await asyncio.gather(sender("a"), sender("b"))
+        got = [await self.recv(socket) for _ in range(100)]
+        for name in ("a", "b"):
+            mine = [m for m in got if m.header.get("from") == name]
+            assert [int(m.header["n"]) for m in mine] == list(range(50))
+            assert all(m.body == name.encode() + body for m in mine), "a message arrived mixed with another"
+
+    @requires("tls")
+    async def test_t17_tls_round_trip(self) -> None:
+        """With "tls", a listener and a dialer configured with a CA and certificates exchange messages."""
+        options = _certificates(self)
+        server = await self.another(tls=True, **options)
+        client = await self.another(tls=True, **options)
+        socket = await self.connect(await self.serve(server), client)
+        await socket.send(Message({"secure": "yes"}, b"over tls"))
+        echoed = await self.recv(socket)
+        assert (echoed.header, echoed.body) == ({"secure": "yes"}, b"over tls")
+        plain = await self.another()
+        with pytest.raises((Unavailable, ConnectionClosed, Timeout)):
+            socket = await plain.dial((await self.serve(server)).address, timeout=1)
+            await socket.send(Message({}, b"plain text to a tls listener"))
+            await socket.recv(timeout=1)
+
+
+def _certificates(contract: Contract[Any]) -> dict[str, str]:
+    """A CA and a certificate for 127.0.0.1 signed by it, as PEM files in a temporary directory."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    directory = Path(tempfile.mkdtemp(prefix="micro-conformance-tls-"))
+    contract.later(lambda: asyncio.to_thread(shutil.rmtree, directory, True))
+    now = datetime.datetime.now(datetime.UTC)
+
+    def build(subject: str, key: ec.EllipticCurvePrivateKey, issuer: x509.Name | None, signer: Any, ca: bool) -> Any:
+        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)])
+        builder = (
+            x509.CertificateBuilder()
+            .subject_name(name)
+            .issuer_name(issuer or name)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(hours=1))
+            .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+        )
+        if not ca:
+            builder = builder.add_extension(
+                x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False
+            )
+        return builder.sign(signer, hashes.SHA256())
+
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_cert = build("micro conformance CA", ca_key, None, ca_key, True)
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = build("127.0.0.1", key, ca_cert.subject, ca_key, False)
+    files = {
+        "ca_file": ca_cert.public_bytes(serialization.Encoding.PEM),
+        "cert_file": cert.public_bytes(serialization.Encoding.PEM),
+        "key_file": key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        ),
+    }
+    paths = {}
+    for option, data in files.items():
+        path = directory / f"{option}.pem"
+        path.write_bytes(data)
+        paths[option] = str(path)
+    return paths
