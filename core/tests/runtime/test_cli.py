@@ -26,6 +26,7 @@ def micro_cli(tmp_path):
             started.append(done.stdout.split()[0])
         return done
 
+    run.env = env  # type: ignore[attr-defined]
     yield run
     for name in started:
         run("kill", name, check=False)
@@ -75,3 +76,44 @@ def test_errors_are_one_line_messages(micro_cli, tmp_path):
     again = micro_cli("run", str(source), check=False)
     assert again.returncode == 1
     assert "already running" in again.stderr
+
+
+GREETER = """
+from micro.service import Service
+
+
+class Say:
+    async def hello(self, request: dict) -> dict:
+        return {"message": "Hello " + request["name"]}
+
+
+service = Service("NAME")
+service.handle(Say())
+service.run_forever()
+"""
+
+
+@pytest.mark.slow  # a dozen CLI processes at about 0.6s each
+def test_micro_run_starts_a_service_that_micro_call_reaches(micro_cli, tmp_path):
+    name = f"greeter-{os.getpid()}-{time.monotonic_ns()}"
+    source = write_service(tmp_path / "greeter", GREETER.replace("NAME", name))
+    micro_cli.env["MICRO_REGISTRY_PATH"] = str(tmp_path / "registry.db")  # service and CLI share it
+    micro_cli("run", str(source), "--name", name)
+
+    deadline = time.monotonic() + 30
+    while (call := micro_cli("call", name, "Say.hello", '{"name": "Alice"}', check=False)).returncode != 0:
+        assert time.monotonic() < deadline, call.stderr + micro_cli("logs", name).stdout
+        time.sleep(0.1)
+    assert json.loads(call.stdout) == {"message": "Hello Alice"}
+
+    # the service serves its Debug endpoints, which `micro debug` reads
+    assert micro_cli("debug", "health", name).stdout.strip() == "ok"
+    assert "serving on" in micro_cli("debug", "logs", name).stdout
+    assert "Say.hello" in micro_cli("debug", "trace", name).stdout
+    (stat,) = json.loads(micro_cli("debug", "stats", name, "--json").stdout)["stats"][-1:]
+    assert stat["requests"] >= 4  # hello, health, logs, trace
+    assert "REQUESTS" in micro_cli("debug", "stats", name).stdout
+
+    micro_cli("kill", name)
+    gone = micro_cli("call", name, "Say.hello", '{"name": "Bob"}', check=False)
+    assert gone.returncode == 1
