@@ -1,5 +1,4 @@
 from click.testing import CliRunner
-
 from micro.cli import main
 
 
