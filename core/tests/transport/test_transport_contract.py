@@ -343,6 +343,18 @@ async def test_bad_input_is_a_bad_request(transport: Transport, client: Transpor
     await socket.close()
 
 
+async def test_a_reused_send_buffer_does_not_change_what_was_sent(transport: Transport, client: Transport) -> None:
+    listener = await transport.listen("127.0.0.1:0", echo)
+    socket = await client.dial(listener.address)
+    buffer = bytearray(b"first")
+    await socket.send(Message({}, buffer))
+    buffer[:] = b"SECOND"
+    await socket.send(Message({}, buffer))
+    assert (await socket.recv(timeout=5)).body == b"first"
+    assert (await socket.recv(timeout=5)).body == b"SECOND"
+    await socket.close()
+
+
 async def test_listen_without_address_uses_the_option(transport: Transport) -> None:
     configured = type(transport)(transport.options.replace(address="127.0.0.1:0"))
     try:

@@ -330,7 +330,27 @@ def certs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
         .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
         .sign(ca_key, hashes.SHA256())
     )
+    client_key = ec.generate_private_key(ec.SECP256R1())
+    client_cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "client")]))
+        .issuer_name(ca_cert.subject)
+        .public_key(client_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
     return {
+        "client_cert": _write_pem(directory / "client.pem", client_cert.public_bytes(serialization.Encoding.PEM)),
+        "client_key": _write_pem(
+            directory / "client-key.pem",
+            client_key.private_bytes(
+                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+            ),
+        ),
         "ca": _write_pem(directory / "ca.pem", ca_cert.public_bytes(serialization.Encoding.PEM)),
         "other": _write_pem(directory / "other.pem", other_cert.public_bytes(serialization.Encoding.PEM)),
         "cert": _write_pem(directory / "cert.pem", cert.public_bytes(serialization.Encoding.PEM)),
@@ -378,6 +398,34 @@ async def test_tls_rejects_an_unknown_ca_unless_insecure(certs: dict[str, str]) 
             await clear.recv(timeout=5)
     finally:
         for transport in (plain, insecure, strict, server):
+            await transport.close()
+
+
+async def test_a_listener_with_ca_file_requires_client_certificates(certs: dict[str, str]) -> None:
+    server = TCPTransport(
+        TransportOptions(tls=True, cert_file=certs["cert"], key_file=certs["key"], ca_file=certs["ca"])
+    )
+    anonymous = TCPTransport(TransportOptions(tls=True, ca_file=certs["ca"]))
+    known = TCPTransport(
+        TransportOptions(tls=True, ca_file=certs["ca"], cert_file=certs["client_cert"], key_file=certs["client_key"])
+    )
+    try:
+        listener = await server.listen("127.0.0.1:0", echo)
+        socket = await known.dial(listener.address)
+        await socket.send(Message({}, b"mutual"))
+        assert (await socket.recv(timeout=5)).body == b"mutual"
+        # TLS 1.3 lets the client finish its handshake before the server checks the certificate,
+        # so the refusal shows at dial or at the first receive.
+        try:
+            stranger = await anonymous.dial(listener.address, timeout=5)
+            await stranger.send(Message({}, b"let me in"))
+            await stranger.recv(timeout=5)
+        except Unavailable:
+            pass
+        else:
+            pytest.fail("a client without a certificate was served")
+    finally:
+        for transport in (known, anonymous, server):
             await transport.close()
 
 
