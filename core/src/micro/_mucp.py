@@ -39,6 +39,7 @@ __all__ = [
     "error_json",
     "header",
     "inbound_metadata",
+    "parse",
 ]
 
 SERVICE: Final = "Micro-Service"
@@ -62,6 +63,27 @@ EOS: Final = "EOS"
 ROUTING: Final[frozenset[str]] = frozenset(
     h.lower() for h in (SERVICE, ENDPOINT, METHOD, ID, CONTENT_TYPE, ACCEPT, TIMEOUT, ERROR, STREAM)
 ) | frozenset(("x-micro-service", "x-micro-endpoint", "x-micro-method", "x-micro-id", "x-micro-error"))
+
+
+def parse(headers: Mapping[str, str]) -> tuple[dict[str, str], Metadata]:
+    """Split a message's headers in one pass: routing headers keyed by lower-case name, and the rest.
+
+    Go's ``X-Micro-*`` spellings are folded into ``micro-*`` (the plain spelling
+    wins if both are present). The rest is the :class:`~micro.metadata.Metadata`
+    a handler or caller sees, original spellings kept.
+    """
+    routing: dict[str, str] = {}
+    rest: list[tuple[str, str]] = []
+    for key, value in headers.items():
+        folded = key.lower()
+        if folded in ROUTING:
+            if folded.startswith("x-"):
+                routing.setdefault(folded[2:], value)
+            else:
+                routing[folded] = value
+        else:
+            rest.append((key, value))
+    return routing, (Metadata(rest) if rest else Metadata())
 
 
 def header(headers: Mapping[str, str], name: str) -> str | None:

@@ -10,7 +10,7 @@ from micro import create
 from micro.client import ClientOptions, exponential_backoff
 from micro.client.rpc import RPCClient
 from micro.errors import BadRequest, InternalError, InvalidOption, Timeout, Unavailable
-from micro.transport.memory import MemoryTransport
+from micro.transport import Transport
 from rpcstack import Stack, eventually
 
 
@@ -69,10 +69,10 @@ async def test_bad_arguments(stack: Stack) -> None:
         await client.call("svc", "Say.hello", address=" , ")
 
 
-async def two_nodes(stack: Stack) -> tuple[Counter, Counter, MemoryTransport]:
+async def two_nodes(stack: Stack) -> tuple[Counter, Counter, Transport]:
     """Node A on its own transport (so it can be killed without deregistering), node B on the shared one."""
     a, b = Counter("a"), Counter("b")
-    doomed = MemoryTransport()
+    doomed = stack.new_transport()
     await stack.server(a, transport=doomed).start()
     await stack.server(b).start()
     return a, b, doomed
@@ -146,7 +146,7 @@ async def test_stream_open_retries_on_another_node(stack: Stack) -> None:
             for i in range(req):
                 yield i
 
-    doomed = MemoryTransport()
+    doomed = stack.new_transport()
     await stack.server(Items(), transport=doomed).start()
     await stack.server(Items()).start()
     await doomed.close()
@@ -157,7 +157,7 @@ async def test_stream_open_retries_on_another_node(stack: Stack) -> None:
 
 
 async def test_all_nodes_dead_is_503(stack: Stack) -> None:
-    doomed = MemoryTransport()
+    doomed = stack.new_transport()
     await stack.server(Counter("a"), transport=doomed).start()
     await doomed.close()
     client = stack.client(retries=2, backoff=0.0)

@@ -17,9 +17,13 @@ from micro.registry.memory import MemoryRegistry
 from micro.selector.cache import RandomSelector
 from micro.server.options import ServerOptions
 from micro.server.rpc import RPCServer
+from micro.transport import Transport, TransportOptions
 from micro.transport.memory import MemoryTransport
+from micro.transport.tcp import TCPTransport
 
 T = TypeVar("T")
+
+TRANSPORTS: dict[str, type[Transport]] = {"memory": MemoryTransport, "tcp": TCPTransport}
 
 
 @dataclass
@@ -27,11 +31,23 @@ class Stack:
     """Shared building blocks; ``server()`` makes more servers (nodes) of a service on them."""
 
     name: str
+    transport_type: type[Transport] = MemoryTransport
     registry: MemoryRegistry = field(default_factory=MemoryRegistry)
-    transport: MemoryTransport = field(default_factory=MemoryTransport)
+    transport: Transport = field(init=False)
     broker: MemoryBroker = field(default_factory=MemoryBroker)
     servers: list[RPCServer] = field(default_factory=list)
     clients: list[RPCClient] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.transport = self.new_transport()
+        self.extra_transports: list[Transport] = []
+
+    def new_transport(self, **options: Any) -> Transport:
+        """Another transport of the stack's kind (to kill a node without deregistering it, or with other limits)."""
+        transport = self.transport_type(TransportOptions(**options))
+        if hasattr(self, "extra_transports"):
+            self.extra_transports.append(transport)
+        return transport
 
     def server(self, *handlers: object, transport: Any = None, **options: Any) -> RPCServer:
         options.setdefault("name", self.name)
@@ -59,9 +75,10 @@ class Stack:
         return client
 
 
-@pytest.fixture
-async def stack() -> AsyncIterator[Stack]:
-    made = Stack(name=f"test.{uuid.uuid4().hex[:10]}")
+@pytest.fixture(params=["memory", "tcp"])
+async def stack(request: pytest.FixtureRequest) -> AsyncIterator[Stack]:
+    """The stack on the in-process transport, then on real TCP sockets on 127.0.0.1."""
+    made = Stack(name=f"test.{uuid.uuid4().hex[:10]}", transport_type=TRANSPORTS[request.param])
     try:
         yield made
     finally:
@@ -71,6 +88,8 @@ async def stack() -> AsyncIterator[Stack]:
         for server in made.servers:
             await server.stop()
         await made.broker.close()
+        for transport in made.extra_transports:
+            await transport.close()
         await made.transport.close()
         await made.registry.close()
 

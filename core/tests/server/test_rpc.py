@@ -24,8 +24,6 @@ from micro.errors import (
 )
 from micro.server import HandlerFunc, Request
 from micro.transport import Message as Frame
-from micro.transport import TransportOptions
-from micro.transport.memory import MemoryTransport
 from rpcstack import Stack
 
 
@@ -377,21 +375,41 @@ async def test_auth_server_wrapper_plugs_in(stack: Stack) -> None:
     assert await stack.client().call(stack.name, "Me.account", metadata={"Authorization": "Bearer abc"}) is not None
 
 
-async def test_response_too_large_is_413_and_request_too_large_is_refused(stack: Stack) -> None:
-    small = MemoryTransport(TransportOptions(max_message_size=4096))
-    try:
-        await started(stack, Say(), transport=small)
-        client = stack.client(transport=small)
-        with pytest.raises(MessageTooLarge) as caught:
-            await client.call(stack.name, "Say.big", {"size": 10_000})
-        assert caught.value.code == 413
-        with pytest.raises(MessageTooLarge):
-            await client.call(stack.name, "Say.echo", {"pad": "y" * 10_000})
-        assert await client.call(stack.name, "Say.big", {"size": 10}) == "x" * 10
-    finally:
-        for server in stack.servers:
-            await server.stop()
-        await small.close()
+async def test_response_too_large_is_413(stack: Stack) -> None:
+    small = stack.new_transport(max_message_size=4096)
+    await started(stack, Say(), transport=small)
+    client = stack.client(transport=small)
+    with pytest.raises(MessageTooLarge) as caught:
+        await client.call(stack.name, "Say.big", {"size": 10_000})
+    assert caught.value.code == 413
+    assert caught.value.id == stack.name
+    assert await client.call(stack.name, "Say.big", {"size": 10}) == "x" * 10
+
+
+async def test_request_over_the_nodes_limit_is_413_before_sending(stack: Stack) -> None:
+    """The server publishes its limit; a client with a larger one refuses locally instead of losing the connection."""
+    small = stack.new_transport(max_message_size=4096)
+    await started(stack, Say(), transport=small)
+    (entry,) = await stack.registry.get_service(stack.name)
+    assert entry.nodes[0].metadata["max_message_size"] == "4096"
+    client = stack.client()  # the stack's transport allows 4 MiB
+    with pytest.raises(MessageTooLarge, match="accepts at most 4096") as caught:
+        await client.call(stack.name, "Say.echo", {"pad": "y" * 10_000})
+    assert caught.value.code == 413
+    assert await client.call(stack.name, "Say.echo", {"pad": "ok"}) == {"pad": "ok"}
+
+
+async def test_oversized_frame_closes_the_connection_and_server_keeps_serving(stack: Stack) -> None:
+    """A client that ignores the published limit: the connection is cut, the error is not retried as-is,
+    and the server goes on serving new connections."""
+    small = stack.new_transport(max_message_size=4096)
+    server = stack.server(Say(), transport=small)
+    await server.start()
+    client = stack.client()
+    with pytest.raises((MessageTooLarge, ConnectionError)) as caught:
+        await client.call(stack.name, "Say.echo", {"pad": "y" * 10_000}, address=server.address, retries=0)
+    assert "4096" in str(caught.value) or caught.value.code == 413
+    assert await client.call(stack.name, "Say.echo", {"pad": "ok"}, address=server.address) == {"pad": "ok"}
 
 
 async def test_calls_during_stop_drain_and_new_ones_get_503(stack: Stack) -> None:

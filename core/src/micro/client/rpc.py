@@ -16,6 +16,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
 from .. import _mucp
+from .._deadline import Deadline
 from ..broker.base import Broker
 from ..broker.base import Message as BrokerMessage
 from ..codec import Codec, MessageType, codec_for
@@ -25,6 +26,7 @@ from ..context import deadline as context_deadline
 from ..errors import (
     BadRequest,
     ConnectionClosed,
+    MessageTooLarge,
     MicroError,
     NoneAvailable,
     Timeout,
@@ -41,6 +43,8 @@ from .options import ClientOptions
 __all__ = ["RPCClient", "RPCStream"]
 
 _ids = itertools.count(1)
+_ERROR = _mucp.ERROR.lower()
+_CONTENT_TYPE = _mucp.CONTENT_TYPE.lower()
 
 
 def _plain_codec(codec: Codec) -> bool:
@@ -94,6 +98,7 @@ class RPCClient(Client):
             lambda attempt: exponential_backoff(attempt, base=options_.backoff, cap=options_.backoff_max)
         )
         self._started: set[int] = set()
+        self._default_codec: Codec | None = None
 
     # -- wiring ----------------------------------------------------------------------------------
 
@@ -162,6 +167,14 @@ class RPCClient(Client):
 
     # -- calls -----------------------------------------------------------------------------------
 
+    def _codec(self, content_type: str) -> Codec:
+        """The codec for ``content_type``; the default one (looked up once) for ``""``."""
+        if content_type:
+            return codec_for(content_type)
+        if self._default_codec is None:
+            self._default_codec = codec_for(None)
+        return self._default_codec
+
     def _deadline(self, timeout: float | None, default: float | None) -> float | None:
         seconds = default if timeout is None else timeout
         if seconds is not None and (seconds != seconds or seconds <= 0):  # NaN or not positive
@@ -209,6 +222,24 @@ class RPCClient(Client):
     async def _attempts(
         self, request: Request, function: CallFunc, attempts: int, backoff: Backoff, address: str | None
     ) -> Response:
+        """Run ``function`` on nodes until one answers, within the request's deadline (one timer for all)."""
+        deadline = request.deadline
+        if deadline is None:
+            return await self._retry(request, function, attempts, backoff, address)
+        scope = Deadline(deadline)
+        try:
+            async with scope:
+                return await self._retry(request, function, attempts, backoff, address)
+        except TimeoutError as exc:
+            if isinstance(exc, MicroError) or not scope.expired:
+                raise  # a remote 408, or a timeout of the caller's own
+            raise Timeout(
+                f"call to {request.service} {request.endpoint} timed out (deadline exceeded)", id="micro.client"
+            ) from None
+
+    async def _retry(
+        self, request: Request, function: CallFunc, attempts: int, backoff: Backoff, address: str | None
+    ) -> Response:
         deadline = request.deadline
         service = request.service
         if address:
@@ -216,7 +247,7 @@ class RPCClient(Client):
         else:
             selector = self.selector
             await self._ensure(selector)
-            choose = await self._within(selector.select(service), deadline, request)
+            choose = await selector.select(service)
         await self._ensure(self.transport)
         error: MicroError | None = None
         for attempt in range(attempts):
@@ -234,7 +265,7 @@ class RPCClient(Client):
                 raise
             request.node = node
             try:
-                response: Response = await self._within(function(request), deadline, request)
+                response = await function(request)
             except MicroError as exc:
                 retryable = is_retryable(exc)
                 if selector is not None:
@@ -244,25 +275,15 @@ class RPCClient(Client):
                     raise
                 error = exc
                 continue
+            except asyncio.CancelledError:
+                if selector is not None and deadline is not None and time.monotonic() >= deadline:
+                    selector.mark(service, node, Timeout(f"{node.address} did not answer in time"))
+                raise
             if selector is not None:
                 selector.mark(service, node, None)
             return response
         assert error is not None
         raise error
-
-    async def _within(self, awaitable: Any, deadline: float | None, request: Request) -> Any:
-        if deadline is None:
-            return await awaitable
-        remaining = deadline - time.monotonic()
-        try:
-            async with asyncio.timeout(remaining):
-                return await awaitable
-        except TimeoutError as exc:
-            if isinstance(exc, MicroError) or time.monotonic() < deadline:
-                raise
-            raise Timeout(
-                f"call to {request.service} {request.endpoint} timed out (deadline exceeded)", id="micro.client"
-            ) from None
 
     def _encode(self, codec: Codec, request: Request) -> bytes:
         if _plain_codec(codec):
@@ -299,9 +320,10 @@ class RPCClient(Client):
 
     async def _attempt(self, request: Request) -> Response:
         """One attempt of a unary call: the innermost :data:`CallFunc`."""
-        codec = codec_for(request.content_type)
+        codec = self._codec(request.content_type)
         call_id = str(next(_ids))
         payload = self._encode(codec, request)
+        _check_size(request, payload)
         header = self._header(request, codec, call_id)
         socket = await self._dial(request)
         try:
@@ -312,20 +334,18 @@ class RPCClient(Client):
         return self._response(frame, codec, request)
 
     def _response(self, frame: Frame, codec: Codec, request: Request) -> Response:
-        headers = frame.header
-        failure = _mucp.header(headers, _mucp.ERROR)
+        routing, metadata = _mucp.parse(frame.header)
+        failure = routing.get(_ERROR)
         if failure is not None:
             raise _mucp.error_from(failure)
-        content_type = _mucp.header(headers, _mucp.CONTENT_TYPE)
+        content_type = routing.get(_CONTENT_TYPE)
         if content_type and content_type != codec.content_type:
             codec = codec_for(content_type)
         if _plain_codec(codec):
             body = codec.unmarshal(frame.body, request.response_type)
         else:
             body = codec.decode(frame.body, MessageType.RESPONSE, request.response_type).body
-        return Response(
-            body, metadata=_mucp.inbound_metadata(headers), content_type=codec.content_type, node=request.node
-        )
+        return Response(body, metadata=metadata, content_type=codec.content_type, node=request.node)
 
     # -- streams ---------------------------------------------------------------------------------
 
@@ -359,7 +379,7 @@ class RPCClient(Client):
 
     async def _open_stream(self, request: Request) -> Response:
         """Open a stream (the innermost :data:`CallFunc` of :meth:`stream`); the response body is the stream."""
-        codec = codec_for(request.content_type)
+        codec = self._codec(request.content_type)
         call_id = str(next(_ids))
         header = self._header(request, codec, call_id)
         header[_mucp.STREAM] = call_id
@@ -384,7 +404,7 @@ class RPCClient(Client):
         metadata: Mapping[str, str] | None = None,
         content_type: str | None = None,
     ) -> None:
-        codec = codec_for(content_type or self.options.content_type or "")
+        codec = self._codec(content_type or self.options.content_type or "")
         body = codec.marshal(message)
         header = self._metadata(metadata)
         header[_mucp.CONTENT_TYPE] = codec.content_type
@@ -393,6 +413,22 @@ class RPCClient(Client):
         broker = self.broker
         await self._ensure(broker)
         await broker.publish(topic, BrokerMessage(body, header))
+
+
+def _check_size(request: Request, payload: bytes) -> None:
+    """Refuse a request body larger than the node accepts (its ``max_message_size`` metadata) with 413.
+
+    The receiving transport would otherwise close the whole connection, failing
+    every other call on it, and the client would see a retryable 503.
+    """
+    node = request.node
+    limit = node.metadata.get("max_message_size") if node is not None and node.metadata else None
+    if limit is not None and limit.isdigit() and len(payload) > int(limit):
+        raise MessageTooLarge(
+            f"request to {request.service} {request.endpoint} is {len(payload)} bytes; "
+            f"node {node.address if node else '?'} accepts at most {limit}",
+            id="micro.client",
+        )
 
 
 def _check_names(service: object, endpoint: object) -> None:
@@ -441,6 +477,7 @@ class RPCStream(Stream):
             payload = self._codec.encode(
                 CodecMessage(type=MessageType.REQUEST, service=request.service, endpoint=request.endpoint, body=message)
             )
+        _check_size(request, payload)
         await self._socket.send(Frame({}, payload))
 
     async def recv(self) -> Any:
@@ -464,7 +501,7 @@ class RPCStream(Stream):
             raise ConnectionClosed(
                 f"stream from {self._request.service} {self._request.endpoint} was cut before it ended"
             ) from None
-        failure = _mucp.header(frame.header, _mucp.ERROR)
+        failure = _mucp.header(frame.header, _mucp.ERROR) if frame.header else None
         if failure is not None:
             self._metadata.update(_mucp.inbound_metadata(frame.header))
             self._done = failure == _mucp.EOS

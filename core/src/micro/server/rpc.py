@@ -26,6 +26,7 @@ from collections.abc import AsyncIterator, Sequence
 from typing import Any, ClassVar
 
 from .. import _mucp
+from .._deadline import Deadline
 from ..broker.base import Broker, Event, check_topic
 from ..broker.base import Subscriber as BrokerSubscriber
 from ..codec import Codec, MessageType, codec_for
@@ -63,6 +64,15 @@ def _plain_codec(codec: Codec) -> bool:
     return type(codec).encode is Codec.encode and type(codec).decode is Codec.decode
 
 
+_ID = _mucp.ID.lower()
+_ENDPOINT = _mucp.ENDPOINT.lower()
+_METHOD = _mucp.METHOD.lower()
+_SERVICE = _mucp.SERVICE.lower()
+_CONTENT_TYPE = _mucp.CONTENT_TYPE.lower()
+_TIMEOUT = _mucp.TIMEOUT.lower()
+_STREAM = _mucp.STREAM.lower()
+
+
 class _Route:
     """Everything needed to serve one endpoint, computed when handlers or wrappers change."""
 
@@ -71,6 +81,32 @@ class _Route:
     def __init__(self, method: Method, call: HandlerFunc) -> None:
         self.method = method
         self.call = call
+
+
+class _Call:
+    """One call being served: what :meth:`RPCServer._dispatch` worked out from its first message."""
+
+    __slots__ = ("call_id", "codec", "deadline", "frame", "metadata", "route", "routing", "socket")
+
+    def __init__(
+        self,
+        socket: Socket,
+        frame: Frame,
+        routing: dict[str, str],
+        metadata: Metadata,
+        route: _Route,
+        codec: Codec,
+        deadline: float | None,
+        call_id: str,
+    ) -> None:
+        self.socket = socket
+        self.frame = frame
+        self.routing = routing
+        self.metadata = metadata
+        self.route = route
+        self.codec = codec
+        self.deadline = deadline
+        self.call_id = call_id
 
 
 class RPCServer(Server):
@@ -242,6 +278,9 @@ class RPCServer(Server):
         metadata.setdefault("protocol", "mucp")
         if self._transport is not None:
             metadata.setdefault("transport", self._transport.name or type(self._transport).__name__)
+            # Clients check requests against it, so an oversized one fails with 413 before it is sent
+            # instead of costing the shared connection.
+            metadata.setdefault("max_message_size", str(self._transport.options.max_message_size))
         if self._registry is not None:
             metadata.setdefault("registry", self._registry.name or type(self._registry).__name__)
         if self._broker is not None:
@@ -404,47 +443,46 @@ class RPCServer(Server):
             self._untrack(task)
 
     async def _dispatch(self, socket: Socket, frame: Frame) -> None:
-        headers = frame.header
-        call_id = _mucp.header(headers, _mucp.ID) or ""
+        routing, metadata = _mucp.parse(frame.header)
+        call_id = routing.get(_ID, "")
         try:
             if self._stopping:
                 raise Unavailable(f"{self.options.name} is shutting down", id=self.options.name)
-            endpoint = _mucp.header(headers, _mucp.ENDPOINT) or _mucp.header(headers, _mucp.METHOD) or ""
+            endpoint = routing.get(_ENDPOINT) or routing.get(_METHOD) or ""
             route = self._routes.get(endpoint)
             if route is None:
                 raise EndpointNotFound(
                     f"{self.options.name} has no endpoint {endpoint!r}" if endpoint else "no endpoint in request",
                     id=self.options.name,
                 )
-            content_type = _mucp.header(headers, _mucp.CONTENT_TYPE) or ""
-            codec = codec_for(content_type)
-            timeout = _mucp.header(headers, _mucp.TIMEOUT)
+            codec = codec_for(routing.get(_CONTENT_TYPE))
+            timeout = routing.get(_TIMEOUT)
             deadline = time.monotonic() + _mucp.decode_timeout(timeout) if timeout else None
-            streaming = _mucp.header(headers, _mucp.STREAM) is not None
-            if streaming != route.method.kind.streaming:
-                use = "client.stream()" if route.method.kind.streaming else "client.call()"
-                kind = "a streaming" if route.method.kind.streaming else "a unary"
-                raise BadRequest(f"{endpoint} is {kind} endpoint; call it with {use}", id=self.options.name)
+            kind = route.method.kind
+            if (_STREAM in routing) != kind.streaming:
+                use = "client.stream()" if kind.streaming else "client.call()"
+                what = "a streaming" if kind.streaming else "a unary"
+                raise BadRequest(f"{endpoint} is {what} endpoint; call it with {use}", id=self.options.name)
         except MicroError as exc:
             await self._send_error(socket, call_id, exc)
             return
-        if route.method.kind is Kind.UNARY:
-            await self._unary(socket, frame, route, codec, deadline, call_id)
+        call = _Call(socket, frame, routing, metadata, route, codec, deadline, call_id)
+        if kind is Kind.UNARY:
+            await self._unary(call)
         else:
-            await self._stream(socket, frame, route, codec, deadline, call_id)
+            await self._stream(call)
 
-    def _request(self, frame: Frame, route: _Route, codec: Codec, body: Any, call_id: str, socket: Socket) -> Request:
-        headers = frame.header
+    def _request(self, call: _Call, body: Any) -> Request:
         return Request(
-            service=_mucp.header(headers, _mucp.SERVICE) or self.options.name,
-            endpoint=route.method.name,
-            content_type=codec.content_type,
-            metadata=_mucp.inbound_metadata(headers),
-            header=headers,
+            service=call.routing.get(_SERVICE) or self.options.name,
+            endpoint=call.route.method.name,
+            content_type=call.codec.content_type,
+            metadata=call.metadata,
+            header=call.frame.header,
             body=body,
-            id=call_id,
-            kind=route.method.kind,
-            remote=socket.remote,
+            id=call.call_id,
+            kind=call.route.method.kind,
+            remote=call.socket.remote,
         )
 
     def _decode(self, codec: Codec, data: bytes, into: Any) -> Any:
@@ -478,22 +516,22 @@ class RPCServer(Server):
             id=self.options.name,
         )
 
-    async def _unary(
-        self, socket: Socket, frame: Frame, route: _Route, codec: Codec, deadline: float | None, call_id: str
-    ) -> None:
-        method = route.method
+    async def _unary(self, call: _Call) -> None:
+        method = call.route.method
+        codec, deadline, call_id, socket = call.codec, call.deadline, call.call_id, call.socket
         try:
-            body = self._decode(codec, frame.body, method.request_type) if method.takes_request else None
-            request = self._request(frame, route, codec, body, call_id, socket)
+            body = self._decode(codec, call.frame.body, method.request_type) if method.takes_request else None
+            request = self._request(call, body)
             with serving(request.metadata, deadline) as response_headers:
                 if deadline is None:
-                    result = await route.call(request)
+                    result = await call.route.call(request)
                 else:
+                    scope = Deadline(deadline)
                     try:
-                        async with asyncio.timeout(deadline - time.monotonic()):
-                            result = await route.call(request)
+                        async with scope:
+                            result = await call.route.call(request)
                     except TimeoutError as exc:
-                        if time.monotonic() >= deadline:
+                        if scope.expired:
                             raise Timeout(f"{method.name}: deadline exceeded", id=self.options.name) from exc
                         raise
             payload = self._encode(codec, result, method.name, call_id)
@@ -502,11 +540,9 @@ class RPCServer(Server):
         except Exception as exc:
             await self._send_error(socket, call_id, self._error(exc, method.name))
             return
-        header = (
-            {_mucp.ID: call_id, _mucp.CONTENT_TYPE: codec.content_type}
-            if call_id
-            else {_mucp.CONTENT_TYPE: codec.content_type}
-        )
+        header = {_mucp.CONTENT_TYPE: codec.content_type}
+        if call_id:
+            header[_mucp.ID] = call_id
         if response_headers:
             header.update(response_headers)
         try:
@@ -527,9 +563,8 @@ class RPCServer(Server):
 
     # -- streams ---------------------------------------------------------------------------------
 
-    async def _stream(
-        self, socket: Socket, frame: Frame, route: _Route, codec: Codec, deadline: float | None, call_id: str
-    ) -> None:
+    async def _stream(self, call: _Call) -> None:
+        route, codec, deadline, call_id, socket = call.route, call.codec, call.deadline, call.call_id, call.socket
         method = route.method
         inbound = _Inbound(socket, codec, method.request_type, self)
         response_headers: Metadata | None = None
@@ -540,9 +575,9 @@ class RPCServer(Server):
                 body = await inbound.first()
             else:
                 body = None
-            request = self._request(frame, route, codec, body, call_id, socket)
+            request = self._request(call, body)
             with serving(request.metadata, deadline) as response_headers:
-                async with asyncio.timeout(None if deadline is None else deadline - time.monotonic()) as scope:
+                async with Deadline(deadline) as scope:
                     try:
                         result = await route.call(request)
                         if method.kind.server_streams:
@@ -550,7 +585,7 @@ class RPCServer(Server):
                         else:
                             await socket.send(Frame({}, self._encode(codec, result, method.name, call_id)))
                     except TimeoutError as exc:
-                        if scope.expired():
+                        if scope.expired:
                             raise Timeout(f"{method.name}: deadline exceeded", id=self.options.name) from exc
                         raise
         except asyncio.CancelledError:
@@ -648,7 +683,7 @@ class _Inbound:
         if self._done:
             raise StopAsyncIteration
         frame = await self._socket.recv()  # ConnectionClosed here: the caller vanished without ending its stream
-        if _mucp.header(frame.header, _mucp.ERROR) is not None:
+        if frame.header and _mucp.header(frame.header, _mucp.ERROR) is not None:
             self._done = True
             raise StopAsyncIteration
         return self._server._decode(self._codec, frame.body, self._into)
