@@ -1,0 +1,112 @@
+"""RPC round trip: micro's full call path against grpc.aio, aiohttp, a raw asyncio echo and nameko.
+
+Each system runs its server in one process and 64 concurrent callers in
+another (see ``rpc_worker.py``), so client and server each have a core of
+this machine, as they would across two hosts. Systems are measured in
+interleaved rounds and the best round of each is kept: a burst of load from
+elsewhere on a shared machine then hurts one round, not one system.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import nameko_bench
+from _harness import HERE, Context, Row, Worker, python, run_worker, unavailable
+
+GROUP = "rpc"
+WORKER = str(HERE / "rpc_worker.py")
+KINDS = {"micro": "micro", "raw": "raw asyncio echo", "grpc": "grpcio-aio", "aiohttp": "aiohttp"}
+
+
+def _has_uvloop() -> bool:
+    try:
+        import uvloop  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+async def measure(
+    ctx: Context,
+    kind: str,
+    *,
+    uvloop: bool = False,
+    callers: int = 64,
+    connections: int = 1,
+    size: int = 0,
+    duration: float,
+    warmup: float,
+    server: Worker | None = None,
+) -> tuple[dict[str, Any], float | None]:
+    """One closed-loop run against a server of ``kind`` (started here unless given); returns (load, server RSS)."""
+    flags = ["--uvloop"] if uvloop else []
+    owned = server is None
+    if server is None:
+        server = await Worker.start([python(), WORKER, "serve", kind, *flags], env=ctx.env, label=f"{kind} server")
+    try:
+        argv = [
+            python(), WORKER, "load", kind, server.address, *flags,
+            "--callers", str(callers), "--connections", str(connections), "--size", str(size),
+            "--duration", str(duration), "--warmup", str(warmup),
+        ]  # fmt: skip
+        result = await run_worker(argv, env=ctx.env, timeout=duration + warmup + 60)
+        return result, server.rss_mib()
+    finally:
+        if owned:
+            await server.stop()
+
+
+async def run(ctx: Context) -> list[Row]:
+    rounds = ctx.pick(1, 3)
+    duration = ctx.pick(1.0, 3.0)
+    warmup = ctx.pick(0.3, 0.5)
+    loops = [False, True] if _has_uvloop() else [False]
+    best: dict[tuple[str, bool], dict[str, Any]] = {}
+    failed: dict[tuple[str, bool], str] = {}
+    for round_ in range(rounds):
+        for uvloop in loops:
+            for kind in KINDS:
+                key = (kind, uvloop)
+                if key in failed:
+                    continue
+                ctx.log(f"  rpc round {round_ + 1}/{rounds}: {kind}{' + uvloop' if uvloop else ''}")
+                try:
+                    result, _ = await measure(ctx, kind, uvloop=uvloop, duration=duration, warmup=warmup)
+                except Exception as exc:  # a baseline that cannot run is reported, not fatal
+                    failed[key] = f"{type(exc).__name__}: {exc}"
+                    continue
+                if key not in best or result["rate"] > best[key]["rate"]:
+                    best[key] = result
+    rows: list[Row] = []
+    for uvloop in loops:
+        suffix = " + uvloop" if uvloop else ""
+        for kind, label in KINDS.items():
+            key = (kind, uvloop)
+            if key in failed:
+                rows.append(unavailable(GROUP, label + suffix, failed[key], "calls/s"))
+                continue
+            result = best[key]
+            rows.append(
+                Row(
+                    GROUP,
+                    label + suffix,
+                    result["rate"],
+                    "calls/s",
+                    p50_ms=result["p50_ms"],
+                    p99_ms=result["p99_ms"],
+                    note=f"best of {rounds}, {result['calls']} calls",
+                )
+            )
+    rows.append(await nameko_bench.run(ctx, GROUP, duration=ctx.pick(2.0, 5.0)))
+    return rows
+
+
+if __name__ == "__main__":
+    import tempfile
+    from pathlib import Path
+
+    with tempfile.TemporaryDirectory() as scratch:
+        for row in asyncio.run(run(Context(quick=True, scratch=Path(scratch), cache=Path(scratch)))):
+            print(row)

@@ -1,0 +1,359 @@
+"""The processes of the RPC benchmarks: one server, one load generator, for each system compared.
+
+``python rpc_worker.py serve KIND [--uvloop]`` serves and prints ``READY <address>``;
+``python rpc_worker.py load KIND ADDRESS ...`` runs a closed loop against it and
+prints one JSON line (see :class:`_harness.Load`). KIND is ``micro``, ``raw``
+(length-prefixed asyncio echo), ``grpc`` (``grpc.aio`` unary, identity
+serializers) or ``aiohttp`` (JSON POST).
+
+Every system answers two calls: ``echo`` of a small JSON object, and ``blob``
+of ``{"data": "x" * size}`` for the payload sweep. The micro handler is typed
+(dataclasses in and out), as an application's would be.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import struct
+import sys
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, cast
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from _harness import closed_loop
+
+SERVICE = "bench-echo"
+SMALL: dict[str, Any] = {"name": "bench", "id": 12345, "tags": ["a", "b", "c"], "ok": True}
+GRPC_ECHO = "/bench.Echo/Echo"
+
+
+@dataclass
+class Small:
+    name: str
+    id: int
+    tags: list[str] = field(default_factory=list)
+    ok: bool = False
+
+
+@dataclass
+class Blob:
+    data: str
+
+
+def body(size: int) -> dict[str, Any]:
+    return SMALL if size <= 0 else {"data": "x" * size}
+
+
+# -- servers -------------------------------------------------------------------------------------
+
+
+async def until_stopped() -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    await stop.wait()
+
+
+class Bench:
+    """The micro handler: typed in, typed out."""
+
+    async def echo(self, req: Small) -> Small:
+        return req
+
+    async def blob(self, req: Blob) -> Blob:
+        return req
+
+
+async def serve_micro() -> None:
+    import micro
+
+    service = micro.Service(SERVICE, drain_timeout=1.0, handle_signals=True)
+    service.handle(Bench())
+    service.hook("after_start", lambda: print(f"READY {service.server.address}", flush=True))
+    await service.run()
+
+
+_LENGTH = struct.Struct(">II")  # body length, call id
+
+
+class RawServer(asyncio.Protocol):
+    """Echoes each length-prefixed frame back as it is: the least work a Python RPC server can do."""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's transports are not asyncio.Transport
+        self.buffer = bytearray()
+
+    def data_received(self, data: bytes) -> None:
+        buffer = self.buffer
+        buffer += data
+        start = 0
+        end = len(buffer)
+        out = []
+        while end - start >= 8:
+            size, _ = _LENGTH.unpack_from(buffer, start)
+            stop = start + 8 + size
+            if stop > end:
+                break
+            out.append(bytes(buffer[start:stop]))
+            start = stop
+        if start:
+            del buffer[:start]
+        if out:
+            self.transport.write(b"".join(out))
+
+
+async def serve_raw() -> None:
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(RawServer, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    print(f"READY 127.0.0.1:{port}", flush=True)
+    await until_stopped()
+    server.close()
+
+
+async def serve_grpc() -> None:
+    import grpc
+
+    async def echo(request: bytes, context: Any) -> bytes:
+        return request
+
+    handler = grpc.method_handlers_generic_handler(
+        "bench.Echo",
+        {"Echo": grpc.unary_unary_rpc_method_handler(echo)},  # no (de)serializers: bytes in, bytes out
+    )
+    server = grpc.aio.server()
+    server.add_generic_rpc_handlers((handler,))
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    print(f"READY 127.0.0.1:{port}", flush=True)
+    await until_stopped()
+    await server.stop(0.5)
+
+
+async def serve_aiohttp() -> None:
+    from aiohttp import web
+
+    async def echo(request: web.Request) -> web.Response:
+        return web.json_response(await request.json())
+
+    app = web.Application(client_max_size=8 * 2**20)
+    app.router.add_post("/echo", echo)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    assert site._server is not None
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[attr-defined]
+    print(f"READY 127.0.0.1:{port}", flush=True)
+    await until_stopped()
+    await runner.cleanup()
+
+
+SERVERS: dict[str, Callable[[], Awaitable[None]]] = {
+    "micro": serve_micro,
+    "raw": serve_raw,
+    "grpc": serve_grpc,
+    "aiohttp": serve_aiohttp,
+}
+
+
+# -- load generators -----------------------------------------------------------------------------
+
+Call = Callable[[], Awaitable[Any]]
+
+
+class RawClient(asyncio.Protocol):
+    """One connection; calls are matched to replies by id, so many callers share it."""
+
+    def __init__(self) -> None:
+        self.buffer = bytearray()
+        self.pending: dict[int, asyncio.Future[bytes]] = {}
+        self.next_id = 0
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's transports are not asyncio.Transport
+
+    def data_received(self, data: bytes) -> None:
+        buffer = self.buffer
+        buffer += data
+        start = 0
+        end = len(buffer)
+        while end - start >= 8:
+            size, call_id = _LENGTH.unpack_from(buffer, start)
+            stop = start + 8 + size
+            if stop > end:
+                break
+            future = self.pending.pop(call_id, None)
+            if future is not None and not future.done():
+                future.set_result(bytes(buffer[start + 8 : stop]))
+            start = stop
+        if start:
+            del buffer[:start]
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        for future in self.pending.values():
+            if not future.done():
+                future.set_exception(ConnectionError("connection lost"))
+
+    async def call(self, payload: bytes) -> bytes:
+        self.next_id = call_id = (self.next_id + 1) & 0xFFFFFFFF
+        future = asyncio.get_running_loop().create_future()
+        self.pending[call_id] = future
+        self.transport.write(_LENGTH.pack(len(payload), call_id) + payload)
+        return await future
+
+
+async def clients_raw(address: str, callers: int, connections: int, size: int) -> tuple[list[Call], Any]:
+    host, port = address.rsplit(":", 1)
+    loop = asyncio.get_running_loop()
+    conns: list[RawClient] = []
+    for _ in range(connections):
+        _, protocol = await loop.create_connection(RawClient, host, int(port))
+        conns.append(protocol)
+    payload = json.dumps(body(size)).encode()
+
+    def make(conn: RawClient) -> Call:
+        async def call() -> None:
+            reply = await conn.call(payload)
+            if len(reply) != len(payload):
+                raise AssertionError("short echo")
+
+        return call
+
+    async def close() -> None:
+        for conn in conns:
+            conn.transport.close()
+
+    return [make(conns[i % connections]) for i in range(callers)], close
+
+
+async def clients_micro(address: str, callers: int, connections: int, size: int) -> tuple[list[Call], Any]:
+    import micro
+    from micro.client.rpc import RPCClient
+    from micro.selector.base import Selector
+    from micro.transport.base import Transport
+
+    # One selector (warm cache, one registry watch) for every client; one transport per connection.
+    selector = micro.create("selector", cls=Selector)
+    clients = [
+        RPCClient(transport=micro.create("transport", cls=Transport), selector=selector) for _ in range(connections)
+    ]
+    for client in clients:
+        await client.start()
+    if size <= 0:
+        endpoint, request, rtype = "Bench.echo", Small(**SMALL), Small
+    else:
+        endpoint, request, rtype = "Bench.blob", Blob("x" * size), Blob
+
+    def make(client: RPCClient) -> Call:
+        async def call() -> None:
+            reply = await client.call(SERVICE, endpoint, request, response_type=rtype)
+            if type(reply) is not rtype:
+                raise AssertionError(f"got {type(reply).__name__}")
+
+        return call
+
+    async def close() -> None:
+        for client in clients:
+            await client.transport.close()
+            await client.close()
+        await selector.close()
+
+    return [make(clients[i % connections]) for i in range(callers)], close
+
+
+async def clients_grpc(address: str, callers: int, connections: int, size: int) -> tuple[list[Call], Any]:
+    import grpc
+
+    payload = json.dumps(body(size)).encode()
+    options = [("grpc.max_receive_message_length", 8 * 2**20), ("grpc.max_send_message_length", 8 * 2**20)]
+    # A distinct channel argument per channel keeps gRPC from sharing one subchannel among them.
+    channels = [
+        grpc.aio.insecure_channel(address, options=[*options, ("bench.channel", i)]) for i in range(connections)
+    ]
+    stubs = [channel.unary_unary(GRPC_ECHO) for channel in channels]  # identity serializers: bytes both ways
+
+    def make(stub: Any) -> Call:
+        async def call() -> None:
+            reply = await stub(payload)
+            if len(reply) != len(payload):
+                raise AssertionError("short echo")
+
+        return call
+
+    async def close() -> None:
+        for channel in channels:
+            await channel.close()
+
+    return [make(stubs[i % connections]) for i in range(callers)], close
+
+
+async def clients_aiohttp(address: str, callers: int, connections: int, size: int) -> tuple[list[Call], Any]:
+    import aiohttp
+
+    # Keep-alive connections, one per caller up to ``connections`` (HTTP/1.1 has no multiplexing).
+    session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=max(connections, callers)))
+    url = f"http://{address}/echo"
+    request = body(size)
+
+    async def call() -> None:
+        async with session.post(url, json=request) as response:
+            reply = await response.json()
+            if response.status != 200 or len(reply) != len(request):
+                raise AssertionError(f"HTTP {response.status}")
+
+    async def close() -> None:
+        await session.close()
+
+    return [call] * callers, close
+
+
+CLIENTS = {"micro": clients_micro, "raw": clients_raw, "grpc": clients_grpc, "aiohttp": clients_aiohttp}
+
+
+async def load(kind: str, address: str, args: argparse.Namespace) -> dict[str, Any]:
+    calls, close = await CLIENTS[kind](address, args.callers, args.connections, args.size)
+    try:
+        for call in calls[: min(len(calls), 8)]:
+            await call()  # connect and warm caches before timing
+        result = await closed_loop(calls, duration=args.duration, warmup=args.warmup)
+    finally:
+        await close()
+    return result.as_dict()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("role", choices=("serve", "load"))
+    parser.add_argument("kind", choices=sorted(SERVERS))
+    parser.add_argument("address", nargs="?", default="")
+    parser.add_argument("--uvloop", action="store_true")
+    parser.add_argument("--callers", type=int, default=64)
+    parser.add_argument("--connections", type=int, default=1)
+    parser.add_argument("--size", type=int, default=0, help="payload bytes; 0 for the small JSON object")
+    parser.add_argument("--duration", type=float, default=3.0)
+    parser.add_argument("--warmup", type=float, default=0.5)
+    args = parser.parse_args()
+    if args.role == "serve":
+        coroutine: Any = SERVERS[args.kind]()
+    else:
+        coroutine = load(args.kind, args.address, args)
+    if args.uvloop:
+        import uvloop
+
+        result = uvloop.run(coroutine)
+    else:
+        result = asyncio.run(coroutine)
+    if result is not None:
+        print(json.dumps(result), flush=True)
+
+
+if __name__ == "__main__":
+    main()

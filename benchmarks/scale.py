@@ -1,0 +1,90 @@
+"""Scale: throughput and server memory with 1, 100 and 1,000 connections; cost against payload size.
+
+Connections: micro clients each with their own transport (one TCP connection
+each), one caller per connection (64 callers sharing the single connection in
+the first case), against the raw asyncio echo doing the same. The server's peak
+RSS is sampled while the load runs. Payloads: ``{"data": "x" * size}`` echoed
+by 16 callers over one connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+from _harness import Context, Row, Worker, python, unavailable
+from rpc import WORKER, measure
+
+SYSTEMS = {"micro": "micro", "raw": "raw asyncio echo"}
+PAYLOAD_SYSTEMS = {"micro": "micro", "raw": "raw asyncio echo", "grpc": "grpcio-aio"}
+SIZES = {100: "100 B", 10_000: "10 KB", 1_000_000: "1 MB"}
+
+
+async def _peak_rss(server: Worker, peak: list[float]) -> None:
+    while True:
+        rss = server.rss_mib()
+        if rss is not None and rss > peak[0]:
+            peak[0] = rss
+        await asyncio.sleep(0.1)
+
+
+async def connections(ctx: Context, kind: str, count: int, duration: float) -> Row:
+    group = f"scale {count} conn"
+    server = await Worker.start([python(), WORKER, "serve", kind], env=ctx.env, label=f"{kind} server")
+    try:
+        idle = server.rss_mib() or 0.0
+        peak = [idle]
+        sampler = asyncio.create_task(_peak_rss(server, peak))
+        try:
+            result, _ = await measure(
+                ctx, kind, callers=max(count, 64), connections=count, duration=duration, warmup=0.5, server=server
+            )
+        finally:
+            sampler.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sampler
+    except Exception as exc:
+        return unavailable(group, SYSTEMS[kind], f"{type(exc).__name__}: {exc}", "calls/s")
+    finally:
+        await server.stop()
+    return Row(
+        group,
+        SYSTEMS[kind],
+        result["rate"],
+        "calls/s",
+        p50_ms=result["p50_ms"],
+        p99_ms=result["p99_ms"],
+        note=f"server RSS {idle:.0f} MiB idle, {peak[0]:.0f} MiB peak",
+    )
+
+
+async def payload(ctx: Context, kind: str, size: int, duration: float) -> Row:
+    group = f"payload {SIZES[size]}"
+    try:
+        result, _ = await measure(ctx, kind, callers=16, size=size, duration=duration, warmup=0.3)
+    except Exception as exc:
+        return unavailable(group, PAYLOAD_SYSTEMS[kind], f"{type(exc).__name__}: {exc}", "calls/s")
+    mib_s = result["rate"] * size * 2 / 2**20  # request and response
+    return Row(
+        group,
+        PAYLOAD_SYSTEMS[kind],
+        result["rate"],
+        "calls/s",
+        p50_ms=result["p50_ms"],
+        p99_ms=result["p99_ms"],
+        note=f"{mib_s:.1f} MiB/s echoed",
+    )
+
+
+async def run(ctx: Context) -> list[Row]:
+    duration = ctx.pick(1.0, 3.0)
+    rows: list[Row] = []
+    for count in (1, 100, 1000):
+        for kind in SYSTEMS:
+            ctx.log(f"  scale: {kind}, {count} connections")
+            rows.append(await connections(ctx, kind, count, duration))
+    for size in SIZES:
+        for kind in PAYLOAD_SYSTEMS:
+            ctx.log(f"  scale: {kind}, {SIZES[size]} payload")
+            rows.append(await payload(ctx, kind, size, duration))
+    return rows

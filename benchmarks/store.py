@@ -1,0 +1,179 @@
+"""Store: N writes then N reads, single and batched, through micro's stores and raw ``redis.asyncio``.
+
+Single operations run from ``CONCURRENCY`` tasks (a service handling
+concurrent requests); batched ones use ``write_many``/``read_many`` in
+batches of ``BATCH`` (a pipeline of SETs and one MGET for raw redis). Each
+phase stops at its deadline and reports the rate of what it completed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from _harness import Context, Row, unavailable
+
+GROUP = "store"
+REDIS_URL = "redis://127.0.0.1:6379/0"
+CONCURRENCY = 16
+BATCH = 100
+VALUE = b'{"user":"u-12345","cart":[1,2,3],"total":19.99}'
+
+Op = Callable[[int], Awaitable[Any]]
+
+
+async def timed(op: Op, n: int, concurrency: int, deadline: float) -> tuple[int, float]:
+    """Run ``op(0..n-1)`` from ``concurrency`` tasks until done or ``deadline`` seconds; (ops done, seconds)."""
+    counter = iter(range(n))
+    done = 0
+    start = time.perf_counter()
+    stop = start + deadline
+
+    async def worker() -> None:
+        nonlocal done
+        for i in counter:
+            if time.perf_counter() >= stop:
+                return
+            await op(i)
+            done += 1
+
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return done, time.perf_counter() - start
+
+
+class Phases:
+    """The four phases (write, read, write batched, read batched) of one store, as ``op(i)`` functions."""
+
+    def __init__(self, write: Op, read: Op, write_many: Op, read_many: Op) -> None:
+        self.ops = {"write": write, "read": read, "write batch": write_many, "read batch": read_many}
+
+
+def micro_phases(store: Any, table: str) -> Phases:
+    from micro.store import Record
+
+    async def write(i: int) -> None:
+        await store.write(Record(f"k{i}", VALUE), table=table)
+
+    async def read(i: int) -> None:
+        (record,) = await store.read(f"k{i}", table=table)
+        if record.value != VALUE:
+            raise AssertionError("wrong value")
+
+    async def write_many(b: int) -> None:
+        await store.write_many([Record(f"b{b * BATCH + j}", VALUE) for j in range(BATCH)], table=table)
+
+    async def read_many(b: int) -> None:
+        records = await store.read_many([f"b{b * BATCH + j}" for j in range(BATCH)], table=table)
+        if records[-1] is None:
+            raise AssertionError("missing record")
+
+    return Phases(write, read, write_many, read_many)
+
+
+def redis_phases(client: Any, prefix: str) -> Phases:
+    async def write(i: int) -> None:
+        await client.set(f"{prefix}k{i}", VALUE)
+
+    async def read(i: int) -> None:
+        if await client.get(f"{prefix}k{i}") != VALUE:
+            raise AssertionError("wrong value")
+
+    async def write_many(b: int) -> None:
+        async with client.pipeline(transaction=False) as pipe:
+            for j in range(BATCH):
+                pipe.set(f"{prefix}b{b * BATCH + j}", VALUE)
+            await pipe.execute()
+
+    async def read_many(b: int) -> None:
+        values = await client.mget([f"{prefix}b{b * BATCH + j}" for j in range(BATCH)])
+        if values[-1] is None:
+            raise AssertionError("missing record")
+
+    return Phases(write, read, write_many, read_many)
+
+
+async def measure(name: str, phases: Phases, n: int, deadline: float) -> list[Row]:
+    rows = []
+    for phase, op in phases.ops.items():
+        batched = phase.endswith("batch")
+        count, seconds = await timed(op, n // BATCH if batched else n, 4 if batched else CONCURRENCY, deadline)
+        records = count * BATCH if batched else count
+        rows.append(Row(f"{GROUP} {phase}", name, records / seconds, "rec/s", note=f"{records} records"))
+    return rows
+
+
+async def run(ctx: Context) -> list[Row]:
+    import micro
+    from micro.store import Store
+
+    n = ctx.pick(3_000, 100_000)
+    deadline = ctx.pick(5.0, 20.0)
+    table = f"bench_{uuid.uuid4().hex[:8]}"
+    rows: list[Row] = []
+    redis_up = _up(6379)
+
+    ctx.log("  store: micro-redis")
+    reason = None if redis_up else "Redis is not reachable on 127.0.0.1:6379"
+    if reason is None and "redis" not in micro.get_manager().names("store"):
+        reason = "store 'redis' is not installed (micro-redis plugin missing)"
+    if reason is None:
+        try:
+            store = micro.create("store", "redis", cls=Store, address=("127.0.0.1:6379",))
+            await store.start()
+            try:
+                rows += await measure("micro-redis", micro_phases(store, table), n, deadline)
+            finally:
+                await _cleanup_micro(store, table)
+                await store.close()
+        except Exception as exc:
+            reason = f"{type(exc).__name__}: {exc}"
+    if reason is not None:
+        rows += [unavailable(f"{GROUP} {phase}", "micro-redis", reason, "rec/s") for phase in _PHASES]
+
+    ctx.log("  store: redis.asyncio")
+    if redis_up:
+        import redis.asyncio as redis
+
+        client = redis.Redis.from_url(REDIS_URL, max_connections=64)
+        prefix = f"{table}:"
+        try:
+            rows += await measure("redis.asyncio", redis_phases(client, prefix), n, deadline)
+        finally:
+            keys = [k async for k in client.scan_iter(match=f"{prefix}*", count=1000)]
+            for i in range(0, len(keys), 1000):
+                await client.delete(*keys[i : i + 1000])
+            await client.aclose()
+    else:
+        rows += [unavailable(f"{GROUP} {p}", "redis.asyncio", "Redis is not reachable", "rec/s") for p in _PHASES]
+
+    for name in ("memory", "sqlite"):
+        ctx.log(f"  store: micro {name}")
+        options: dict[str, Any] = {"path": str(ctx.scratch / "bench-store.db")} if name == "sqlite" else {}
+        store = micro.create("store", name, cls=Store, **options)
+        await store.start()
+        try:
+            rows += await measure(f"micro {name}", micro_phases(store, table), n, deadline)
+        finally:
+            await store.close()
+    return rows
+
+
+_PHASES = ("write", "read", "write batch", "read batch")
+
+
+async def _cleanup_micro(store: Any, table: str) -> None:
+    keys = await store.list(table=table)
+    for i in range(0, len(keys), 1000):
+        await store.delete_many(keys[i : i + 1000], table=table)
+
+
+def _up(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=2):
+            return True
+    except OSError:
+        return False
