@@ -11,6 +11,7 @@ from micro_conformance.broker import BrokerContract
 from micro_conformance.codec import CodecContract
 from micro_conformance.config import ConfigSourceContract, EnvSourceContract, FileSourceContract, FlagSourceContract
 from micro_conformance.registry import RegistryContract
+from micro_conformance.rpc import RPCContract
 from micro_conformance.selector import SelectorContract
 from micro_conformance.store import StoreContract
 from micro_conformance.sync import SyncContract
@@ -142,3 +143,7 @@ class TestJWTAuth(AuthContract):
 
     async def make(self, **options: Any):
         return await super().make(key_dir=self.key_dir, **options)
+
+
+class TestRPCServer(RPCContract):
+    name = "mucp"

@@ -26,6 +26,7 @@ contract subclass sets :attr:`Contract.capabilities` itself.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import itertools
 import re
@@ -292,7 +293,12 @@ class Contract(Generic[T]):
     @pytest_asyncio.fixture(autouse=True)
     async def _micro_contract(self, request: pytest.FixtureRequest, micro_run_id: str) -> AsyncIterator[None]:
         """Per test: unique names, the exit stack, and the capability markers applied (which may skip)."""
-        self.names = Names(micro_run_id)
+        async with self._scope(request, micro_run_id):
+            yield
+
+    @contextlib.asynccontextmanager
+    async def _scope(self, request: pytest.FixtureRequest, run_id: str) -> AsyncIterator[None]:
+        self.names = Names(run_id)
         async with AsyncExitStack() as stack:
             self._stack = stack
             impl = await self.make()
@@ -300,6 +306,10 @@ class Contract(Generic[T]):
             request.node.user_properties.append(("micro_impl", f"{type(impl).__module__}:{type(impl).__qualname__}"))
             self._apply_markers(request.node, impl)
             yield
+
+    @classmethod
+    def generate_tests(cls, metafunc: pytest.Metafunc) -> None:
+        """Parametrize this contract's tests (called from ``pytest_generate_tests``); the default does nothing."""
 
     @pytest_asyncio.fixture
     async def subject(self, _micro_contract: None) -> T:

@@ -67,6 +67,12 @@ def micro_poll() -> Callable[..., Any]:
     return eventually
 
 
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    cls = metafunc.cls
+    if isinstance(cls, type) and issubclass(cls, Contract):
+        cls.generate_tests(metafunc)
+
+
 def _describe(item: pytest.Item) -> dict[str, Any] | None:
     cls = getattr(item, "cls", None)
     if not (isinstance(cls, type) and issubclass(cls, Contract)):
