@@ -60,7 +60,15 @@ HookName = Literal["before_start", "after_start", "before_stop", "after_stop"]
 _TRUE = frozenset(("1", "true", "yes", "on", "y", "t"))
 
 
-def build(interface: str, cls: Callable[..., C], /, *, options: Mapping[str, Any] | None = None, **wiring: Any) -> C:
+def build(
+    interface: str,
+    cls: Callable[..., C],
+    /,
+    *,
+    options: Mapping[str, Any] | None = None,
+    environ: Mapping[str, str] | None = None,
+    **wiring: Any,
+) -> C:
     """``micro.create(interface, **options)``, then handed the ``wiring`` keywords its constructor accepts.
 
     The plugin manager builds an implementation from its options alone; the
@@ -68,9 +76,10 @@ def build(interface: str, cls: Callable[..., C], /, *, options: Mapping[str, Any
     server) is passed to the constructor by keyword, so the instance is built
     again from the same options with it. Constructors do no I/O, so the first
     instance costs nothing. ``None`` values and keywords the constructor does
-    not take are dropped (the memory broker needs no registry).
+    not take are dropped (the memory broker needs no registry). ``environ``
+    is where ``MICRO_*`` variables are read (``os.environ`` when ``None``).
     """
-    made: C = create(interface, cls=cls, **(options or {}))
+    made: C = create(interface, cls=cls, environ=environ, **(options or {}))
     wiring = {key: value for key, value in wiring.items() if value is not None}
     if not wiring:
         return made
@@ -171,15 +180,21 @@ class Service:
             # Renew well within a short TTL rather than fail on the 30s default interval.
             register_interval = register_ttl / 2
 
-        self.registry: Registry = registry if registry is not None else self._own(create("registry", cls=Registry))
+        self.registry: Registry = (
+            registry if registry is not None else self._own(build("registry", Registry, environ=environ))
+        )
         self.transport: Transport = (
-            transport if transport is not None else self._own(create("transport", cls=Transport))
+            transport if transport is not None else self._own(build("transport", Transport, environ=environ))
         )
         self.broker: Broker = (
-            broker if broker is not None else self._own(build("broker", Broker, registry=self.registry))
+            broker
+            if broker is not None
+            else self._own(build("broker", Broker, environ=environ, registry=self.registry))
         )
         self.selector: Selector = (
-            selector if selector is not None else self._own(build("selector", Selector, registry=self.registry))
+            selector
+            if selector is not None
+            else self._own(build("selector", Selector, environ=environ, registry=self.registry))
         )
         if server is None:
             server_options: dict[str, Any] = {"name": name, "version": version}
@@ -201,12 +216,20 @@ class Service:
                     registry=self.registry,
                     broker=self.broker,
                     options=server_options,
+                    environ=environ,
                 )
             )
         self.server: Server = server
         if client is None:
             client = self._own(
-                build("client", Client, transport=self.transport, selector=self.selector, broker=self.broker)
+                build(
+                    "client",
+                    Client,
+                    environ=environ,
+                    transport=self.transport,
+                    selector=self.selector,
+                    broker=self.broker,
+                )
             )
         self.client: Client = client
         #: The built-in ``Debug`` handler (:func:`micro.debug.handler.mount`), or ``None``.

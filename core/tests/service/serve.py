@@ -36,7 +36,7 @@ class Echo:
         return self.events
 
 
-async def main(name: str) -> None:
+def main(name: str) -> None:
     service = micro.Service(name, register_ttl=30.0, register_interval=10.0, drain_timeout=10.0)
     echo = Echo()
     service.handle(echo)
@@ -46,9 +46,9 @@ async def main(name: str) -> None:
 
     service.subscribe(f"{name}.events", on_event)
     service.hook("after_start", lambda: print(f"READY {service.server.address}", flush=True))
-    await service.run()
+    service.run_forever()
     print("STOPPED", flush=True)
 
 
 if __name__ == "__main__":
-    asyncio.run(main(sys.argv[1]))
+    main(sys.argv[1])

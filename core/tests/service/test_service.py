@@ -152,6 +152,33 @@ def test_bad_name(name: Any) -> None:
         Service(name)
 
 
+def test_environ_selects_the_blocks(stack: Stack, unique: str) -> None:
+    from micro.broker.memory import MemoryBroker
+    from micro.registry.memory import MemoryRegistry
+    from micro.selector.cache import RoundRobinSelector
+    from micro.transport.memory import MemoryTransport
+
+    environ = {
+        "MICRO_REGISTRY": "memory",
+        "MICRO_TRANSPORT": "memory",
+        "MICRO_BROKER": "memory",
+        "MICRO_SELECTOR": "roundrobin",
+        "MICRO_SERVER_ADDRESS": "127.0.0.1:7",
+        "MICRO_CLIENT_RETRIES": "4",
+    }
+    service = Service(unique, environ=environ)
+    assert isinstance(service.registry, MemoryRegistry)
+    assert isinstance(service.transport, MemoryTransport)
+    assert isinstance(service.broker, MemoryBroker)
+    assert isinstance(service.selector, RoundRobinSelector)
+    assert service.selector.registry is service.registry
+    assert service.server.options.address == "127.0.0.1:7"
+    assert service.server.options.name == unique  # the service's own name beats the environment
+    assert service.client.options.retries == 4
+    with pytest.raises(ConfigError, match="MICRO_REGISTRY"):
+        Service(unique, environ={"MICRO_REGISTRY": "nope"})
+
+
 def test_bad_hook_name(stack: Stack) -> None:
     with pytest.raises(ConfigError, match="unknown hook"):
         in_memory(stack).hook("sometime", lambda: None)  # type: ignore[arg-type]
@@ -170,3 +197,57 @@ async def test_default_components_share_one_registry(unique: str) -> None:
         assert await service.client.call(unique, "Say.hello", {"name": "default"}) == {"message": "Hello default"}
         (entry,) = await service.registry.get_service(unique)
         assert entry.nodes[0].metadata["transport"] == "tcp"
+
+
+def standalone(name: str) -> Service:
+    """A service on fresh in-memory blocks, for run_forever() (which makes its own event loop)."""
+    from micro.broker.memory import MemoryBroker
+    from micro.registry.memory import MemoryRegistry
+    from micro.transport.memory import MemoryTransport
+
+    registry = MemoryRegistry()
+    return Service(
+        name,
+        registry=registry,
+        transport=MemoryTransport(),
+        broker=MemoryBroker(),
+        selector=RandomSelector(registry=registry),
+        handle_signals=False,
+    )
+
+
+@pytest.mark.parametrize("use_uvloop", [False, True])
+def test_run_forever(unique: str, use_uvloop: bool) -> None:
+    try:
+        import uvloop
+    except ImportError:
+        uvloop = None
+    service = standalone(unique)
+    service.handle(Say())
+    loops: list[str] = []
+
+    async def check() -> None:
+        loops.append(type(asyncio.get_running_loop()).__module__)
+        assert await service.client.call(unique, "Say.hello", {"name": "x"}) == {"message": "Hello x"}
+        service.shutdown()
+
+    service.hook("after_start", check)
+    if use_uvloop and uvloop is None:
+        with pytest.raises(ConfigError, match="uvloop was requested but is not installed"):
+            service.run_forever(uvloop=True)
+        return
+    service.run_forever(uvloop=use_uvloop)
+    assert len(loops) == 1
+    assert loops[0].startswith("uvloop") == use_uvloop
+
+
+def test_uvloop_from_the_environment(unique: str) -> None:
+    service = Service(unique, environ={"MICRO_UVLOOP": "yes"}, handle_signals=False)
+    service.hook("after_start", service.shutdown)
+    try:
+        import uvloop  # noqa: F401
+    except ImportError:
+        with pytest.raises(ConfigError, match="uvloop"):
+            service.run_forever()
+    else:
+        service.run_forever()  # runs and returns: the hook stops it at once

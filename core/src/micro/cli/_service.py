@@ -59,8 +59,8 @@ def fail(error: MicroError) -> None:
     sys.exit(EXIT_ERROR)
 
 
-def run(main: Callable[[], Awaitable[T]], *, timeout: float) -> T:
-    """Run ``main()`` in a new event loop, giving up after ``timeout`` seconds with a 408-style error.
+def run(main: Callable[[], Awaitable[T]], *, timeout: float | None) -> T:
+    """Run ``main()`` in a new event loop, giving up after ``timeout`` seconds (if set) with a 408-style error.
 
     Every :class:`~micro.errors.MicroError` becomes :func:`fail`.
     """

@@ -64,4 +64,5 @@ def command(
             await client.close()
 
     # The client enforces the call's own deadline; this bound only guards start-up and shutdown.
-    run(main, timeout=(timeout or 30.0) + 30.0 if not stream else 86400.0 * 365)
+    # A stream may legitimately run for as long as the server keeps sending.
+    run(main, timeout=None if stream else (timeout or 30.0) + 30.0)
