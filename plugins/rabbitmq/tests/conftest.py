@@ -1,0 +1,83 @@
+"""Fixtures for the micro-rabbitmq tests: a live RabbitMQ on loopback (skipped, saying why, when it is down)."""
+
+from __future__ import annotations
+
+import os
+import socket
+import urllib.parse
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import aio_pika
+import pytest
+from micro_rabbitmq import DEFAULT_URL, RabbitMQBrokerOptions
+from micro_rabbitmq.broker import RabbitMQBroker
+
+#: The server the suite runs against; MICRO_TEST_AMQP_URL points it elsewhere.
+AMQP_URL = os.environ.get("MICRO_TEST_AMQP_URL", DEFAULT_URL)
+#: Group queues the tests leave behind are deleted by RabbitMQ after this long unused.
+QUEUE_EXPIRES = 60.0
+
+
+def _reachable(url: str) -> str | None:
+    parts = urllib.parse.urlsplit(url)
+    host, port = parts.hostname or "127.0.0.1", parts.port or 5672
+    try:
+        with socket.create_connection((host, port), timeout=1):
+            return None
+    except OSError as exc:
+        return f"RabbitMQ not available at {host}:{port} ({exc}); start it or set MICRO_TEST_AMQP_URL"
+
+
+@pytest.fixture(scope="session")
+def amqp_url() -> str:
+    reason = _reachable(AMQP_URL)
+    if reason:
+        pytest.skip(reason)
+    return AMQP_URL
+
+
+@pytest.fixture
+def unique() -> Callable[[str], str]:
+    """Names unique to this test: ``unique("orders")`` is ``"t-<hex>-orders"``."""
+    run = uuid.uuid4().hex[:10]
+    return lambda label: f"t-{run}-{label}"
+
+
+@pytest.fixture
+async def admin(amqp_url: str) -> AsyncIterator[aio_pika.abc.AbstractConnection]:
+    """A plain aio-pika connection for looking at (and cleaning up) what the broker declared."""
+    connection = await aio_pika.connect(amqp_url)
+    try:
+        yield connection
+    finally:
+        await connection.close()
+
+
+Maker = Callable[..., Awaitable[RabbitMQBroker]]
+
+
+@pytest.fixture
+async def make(amqp_url: str) -> AsyncIterator[Maker]:
+    """Started brokers on the test server, closed after the test: ``await make(prefetch_count=1)``."""
+    made: list[RabbitMQBroker] = []
+
+    async def factory(**options: Any) -> RabbitMQBroker:
+        options.setdefault("address", (amqp_url,))
+        options.setdefault("queue_expires", QUEUE_EXPIRES)
+        broker = RabbitMQBroker(RabbitMQBrokerOptions(**options))
+        made.append(broker)
+        await broker.start()
+        return broker
+
+    try:
+        yield factory
+    finally:
+        for broker in made:
+            await broker.close()
+
+
+@pytest.fixture
+async def broker(make: Maker) -> RabbitMQBroker:
+    return await make()
