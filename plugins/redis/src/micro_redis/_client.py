@@ -1,0 +1,104 @@
+"""Connecting to the Redis server named by an options object, shared by the store, broker and sync."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import Protocol
+
+from micro.errors import BackendUnavailable
+from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+
+from ._errors import translated
+from .options import display_address, server_url
+
+__all__ = ["Server"]
+
+
+class _ConnectionOptions(Protocol):
+    @property
+    def address(self) -> tuple[str, ...]: ...
+    @property
+    def connect_timeout(self) -> float: ...
+    @property
+    def request_timeout(self) -> float: ...
+    @property
+    def pool_size(self) -> int: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Server:
+    """One Redis server as the options describe it, and how errors about it are worded."""
+
+    url: str
+    #: The address without credentials, for messages.
+    address: str
+    #: The variable that sets the address, e.g. ``MICRO_STORE_ADDRESS``.
+    variable: str
+    connect_timeout: float
+    request_timeout: float
+    pool_size: int
+
+    @classmethod
+    def of(cls, options: _ConnectionOptions, interface: str) -> Server:
+        url = server_url(options.address)
+        return cls(
+            url=url,
+            address=display_address(url),
+            variable=f"MICRO_{interface.upper()}_ADDRESS",
+            connect_timeout=float(options.connect_timeout),
+            request_timeout=float(options.request_timeout),
+            pool_size=options.pool_size,
+        )
+
+    @property
+    def where(self) -> str:
+        """The prefix of every error message: ``redis at 127.0.0.1:6379 (MICRO_STORE_ADDRESS)``."""
+        return f"redis at {self.address} ({self.variable})"
+
+    def client(
+        self, name: str, *, retries: int = 0, pool_size: int | None = None, read_timeout: float | None = None
+    ) -> Redis:
+        """A client with its own pool; no I/O until its first command.
+
+        A connection the server closed while it sat in the pool is replaced when it
+        is next taken, if the close has been seen by then. A command that fails because
+        its connection broke is sent again ``retries`` times, at once, on a new
+        connection: only for commands that are harmless to repeat, since the first
+        attempt may have reached the server. Time-outs are never retried.
+        """
+        pool = BlockingConnectionPool.from_url(
+            self.url,
+            max_connections=pool_size or self.pool_size,
+            timeout=self.request_timeout,
+            socket_connect_timeout=self.connect_timeout,
+            socket_timeout=read_timeout or self.request_timeout,
+            client_name=name,
+            retry=Retry(NoBackoff(), retries, supported_errors=(RedisConnectionError,)),
+        )
+        return Redis.from_pool(pool)
+
+    async def connect(
+        self, name: str, *, retries: int = 0, pool_size: int | None = None, read_timeout: float | None = None
+    ) -> Redis:
+        """:meth:`client`, checked with a ``PING`` that must answer within ``connect_timeout``.
+
+        Raises :class:`~micro.errors.BackendUnavailable` naming the address and its
+        variable (or :class:`~micro.errors.Unauthorized` for refused credentials);
+        the client is closed again then.
+        """
+        client = self.client(name, retries=retries, pool_size=pool_size, read_timeout=read_timeout)
+        try:
+            async with asyncio.timeout(self.connect_timeout):
+                with translated(self.where):
+                    await client.ping()
+        except TimeoutError as exc:
+            await client.aclose()
+            raise BackendUnavailable(f"{self.where}: no answer within {self.connect_timeout:g}s") from exc
+        except BaseException:
+            await client.aclose()
+            raise
+        return client

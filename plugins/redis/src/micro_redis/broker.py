@@ -1,0 +1,584 @@
+"""``redis``: a broker on Redis Streams, shared by every process that points at one server.
+
+**Layout.** A topic is the stream ``<key_prefix><topic>`` (by default ``micro:broker:<topic>``)
+and a message one entry with the fields ``body`` (the bytes) and ``header`` (a JSON object).
+``publish`` is one ``XADD ... MAXLEN ~ max_length``: it returns once Redis has stored the
+message, and the stream keeps roughly the last ``max_length`` entries.
+
+**Broadcast subscribers** read the stream with ``XREAD``, each from the last entry that
+existed when it subscribed, so each gets every message published after ``subscribe()``
+returned. Nothing is kept on the server for them.
+
+**Queue groups** are consumer groups named after the queue, created at the end of the
+stream (``$``) by the first member; each member is a consumer of the group, so each message
+goes to one member. The group outlives its members: messages published while a queue has
+no member wait for the next one, as in a durable queue (``XGROUP DESTROY`` removes a queue
+for good).
+
+**Settlement and redelivery.**
+
+* ``ack`` is an ``XACK``; ``nack(requeue=False)`` too (the message is dropped).
+* ``nack(requeue=True)``, a handler that raises, or a return without settling when
+  ``auto_ack=False``: the subscriber delivers the message again at once, up to
+  ``max_redeliveries`` times, then acks it away and logs the drop.
+* A member that stops answering (crashed, cut off) leaves its unsettled messages pending in
+  the group; once they have been idle ``claim_idle`` seconds another member claims them
+  (``XAUTOCLAIM``) and delivers them again, counted by Redis's delivery counter against the
+  same ``max_redeliveries``. While a handler runs, its member keeps its messages claimed, so
+  a slow handler does not lose its message to another member.
+* A member that unsubscribes hands the messages it read but did not settle back to the
+  group at once (they go to whichever member claims next), and removes itself from the group.
+* Broadcast deliveries are settled in the subscriber: a redelivery comes from the same
+  subscriber, and a process that dies loses the messages it had not handled yet.
+
+Delivery is at least once: a member that claims a message while its first holder is in
+fact still alive, and a publish sent again after a broken connection, can deliver twice.
+
+**Connections.** Publishes and acks share a pool; each subscriber reads on a connection
+of its own (blocking ``XREAD``/``XREADGROUP``). A subscriber whose connection breaks
+connects again with backoff (50 ms doubling to 5 s, jittered) and resumes: broadcast
+after the last message it handled, a queue member with the messages the group had already
+given it, then new ones. A command whose connection broke is sent once more on a new
+connection. ``start()`` fails with :class:`~micro.errors.BackendUnavailable` naming the
+address and ``MICRO_BROKER_ADDRESS`` when Redis cannot be reached.
+
+**Limits.** A subscriber that falls more than ``max_length`` messages behind loses the
+oldest ones it has not read. A member that crashes leaves its (empty) consumer in the
+group; ``XGROUP DELCONSUMER`` removes it. One publisher's messages reach each subscriber in
+publish order, redeliveries aside.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import os
+import random
+import socket
+import uuid
+from collections.abc import Mapping
+from typing import Any, ClassVar, Final
+
+import orjson
+from micro.broker import Broker, Event, Handler, Message, SubscribeOptions, Subscriber
+from micro.broker.base import check_publish, check_subscribe, dispatch
+from micro.errors import ConnectionClosed, MicroError
+from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from ._client import Server
+from ._errors import translated
+from .options import RedisBrokerOptions
+
+__all__ = ["RedisBroker"]
+
+logger = logging.getLogger("micro.broker")
+
+_BODY: Final = b"body"
+_HEADER: Final = b"header"
+# A subscriber's blocking read returns at least this often (seconds), to claim idle messages.
+_BLOCK: Final = 1.0
+_FIRST_BACKOFF: Final = 0.05
+_MAX_BACKOFF: Final = 5.0
+# The consumer that a leaving member parks its unsettled messages with, already idle, for others to claim.
+_RELEASED: Final = "~released"
+_LOST: Final = (RedisConnectionError, RedisTimeoutError, OSError)
+
+
+def _encode(message: Message) -> dict[bytes, bytes]:
+    return {_BODY: message.body, _HEADER: orjson.dumps(dict(message.header))}
+
+
+def _decode(fields: Mapping[bytes, bytes] | None) -> Message | None:
+    """The message in a stream entry, or ``None`` if the entry was not written by this broker."""
+    if not fields or _BODY not in fields:
+        return None
+    try:
+        header = orjson.loads(fields.get(_HEADER, b"{}"))
+    except orjson.JSONDecodeError:
+        return None
+    if not isinstance(header, dict) or not all(isinstance(v, str) for v in header.values()):
+        return None
+    return Message(fields[_BODY], header)
+
+
+class _RedisEvent(Event):
+    """An event whose ack (and drop) reaches Redis as soon as the handler settles it."""
+
+    __slots__ = ("_id", "_subscriber", "acknowledged")
+
+    def __init__(self, topic: str, message: Message, subscriber: _RedisSubscriber, id: bytes) -> None:
+        super().__init__(topic, message)
+        self._subscriber = subscriber
+        self._id = id
+        #: Whether Redis has been told (always true for a broadcast subscriber, which has no server state).
+        self.acknowledged = False
+
+    async def ack(self) -> None:
+        if self.outcome is None:
+            self._settle("ack")
+            await self._subscriber._acknowledge(self)
+
+    async def nack(self, requeue: bool = True) -> None:
+        if self.outcome is None:
+            self._settle("requeue" if requeue else "drop")
+            if not requeue:
+                await self._subscriber._acknowledge(self)
+
+
+class _RedisSubscriber(Subscriber):
+    """One subscription: a task reading the topic's stream on a connection of its own."""
+
+    def __init__(
+        self,
+        broker: RedisBroker,
+        topic: str,
+        options: SubscribeOptions,
+        handler: Handler,
+        *,
+        consumer: str,
+        start_after: bytes,
+    ) -> None:
+        super().__init__(topic, options)
+        self._broker = broker
+        self._handler = handler
+        self._stream = broker._stream(topic)
+        self._consumer = consumer
+        self._after = start_after  # broadcast: the last entry read
+        self._stopping = False
+        self._reading = False
+        # Entries this member has read and not settled yet (queue groups), kept claimed while it works.
+        self._holding: set[bytes] = set()
+        opts = broker.options
+        self._block = min(_BLOCK, opts.claim_idle / 2)
+        self._redis = broker._server.client(
+            f"micro-broker-{consumer}", pool_size=1, read_timeout=self._block + broker._server.request_timeout
+        )
+        self._task: asyncio.Task[None] | None = None
+
+    def _start(self) -> asyncio.Task[None]:
+        self._task = asyncio.create_task(self._run(), name=f"micro.broker.redis:{self.topic}")
+        return self._task
+
+    # -- the read loop ---------------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        keeper = asyncio.create_task(self._keep_claimed()) if self.queue is not None else None
+        try:
+            await self._loop()
+        finally:
+            if keeper is not None:
+                keeper.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await keeper
+            await self._leave()
+
+    async def _loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        backoff = _FIRST_BACKOFF
+        # A member first takes what the group gave it before (nothing on a first start).
+        history = self.queue is not None
+        next_claim = loop.time()
+        cursor = b"0-0"
+        outage = False
+        while not self._stopping:
+            try:
+                if self.queue is None:
+                    await self._broadcast_batch()
+                elif history:
+                    history = await self._group_batch(b"0")
+                elif loop.time() >= next_claim:
+                    cursor = await self._claim_batch(cursor)
+                    # Keep claiming while the scan has more; otherwise look again in half an idle period.
+                    next_claim = loop.time() + (0 if cursor != b"0-0" else self._broker.options.claim_idle / 2)
+                else:
+                    await self._group_batch(b">", block=max(0.001, min(self._block, next_claim - loop.time())))
+                if outage:
+                    logger.info("broker subscriber for topic %r is reading again", self.topic)
+                    outage = False
+                backoff = _FIRST_BACKOFF
+            except (*_LOST, MicroError) as exc:
+                if not outage:
+                    logger.warning(
+                        "broker subscriber for topic %r lost %s (%s); reconnecting",
+                        self.topic,
+                        self._broker._server.where,
+                        exc,
+                    )
+                outage = True
+                history = self.queue is not None
+                await asyncio.sleep(random.uniform(backoff / 2, backoff))
+                backoff = min(backoff * 2, _MAX_BACKOFF)
+            except ResponseError as exc:
+                if self.queue is not None and str(exc).startswith("NOGROUP"):
+                    # The stream or the group was deleted under us: make a new group from now on.
+                    logger.warning(
+                        "queue group %r of topic %r vanished from Redis; recreating it", self.queue, self.topic
+                    )
+                    await self._broker._create_group(self._stream, self.queue)
+                    continue
+                logger.error("broker subscriber for topic %r: %s", self.topic, exc)
+                await asyncio.sleep(random.uniform(backoff / 2, backoff))
+                backoff = min(backoff * 2, _MAX_BACKOFF)
+
+    async def _read(self, call: Any) -> Any:
+        self._reading = True
+        try:
+            return await call
+        finally:
+            self._reading = False
+
+    async def _broadcast_batch(self) -> None:
+        opts = self._broker.options
+        reply = await self._read(
+            self._redis.xread({self._stream: self._after}, count=opts.prefetch, block=round(self._block * 1000))
+        )
+        for entry_id, fields in reply[0][1] if reply else ():
+            if self._stopping:
+                return
+            await self._deliver(entry_id, fields, deliveries=1)
+            self._after = entry_id
+
+    async def _group_batch(self, start: bytes, *, block: float | None = None) -> bool:
+        """Read and handle one batch of the group's entries: new ones (``>``) or this member's own (``0``).
+
+        Returns whether the batch had entries.
+        """
+        assert self.queue is not None
+        reply = await self._read(
+            self._redis.xreadgroup(
+                self.queue,
+                self._consumer,
+                {self._stream: start},
+                count=self._broker.options.prefetch,
+                block=None if block is None else max(1, round(block * 1000)),
+            )
+        )
+        entries = reply[0][1] if reply else []
+        if start == b">":
+            await self._handle([(entry_id, fields, 1) for entry_id, fields in entries])
+        else:
+            await self._handle(await self._with_counts(entries))
+        return bool(entries)
+
+    async def _claim_batch(self, cursor: bytes) -> bytes:
+        """Claim entries other members left idle for ``claim_idle``, handle them, and return the next cursor."""
+        assert self.queue is not None
+        opts = self._broker.options
+        reply = await self._read(
+            self._redis.xautoclaim(
+                self._stream,
+                self.queue,
+                self._consumer,
+                round(opts.claim_idle * 1000),
+                start_id=cursor,
+                count=opts.prefetch,
+            )
+        )
+        next_cursor, entries = reply[0], reply[1]
+        if entries:
+            logger.info("claimed %d idle message(s) of queue %r on topic %r", len(entries), self.queue, self.topic)
+            await self._handle(await self._with_counts(entries))
+        return bytes(next_cursor)
+
+    async def _with_counts(self, entries: list[Any]) -> list[tuple[bytes, Any, int]]:
+        """``entries`` with how many times Redis has delivered each (this delivery included)."""
+        if not entries:
+            return []
+        assert self.queue is not None
+        pending = await self._redis.xpending_range(
+            self._stream,
+            self.queue,
+            min=entries[0][0],
+            max=entries[-1][0],
+            count=len(entries) + self._broker.options.prefetch,
+            consumername=self._consumer,
+        )
+        counts = {row["message_id"]: int(row["times_delivered"]) for row in pending}
+        return [(entry_id, fields, counts.get(entry_id, 1)) for entry_id, fields in entries]
+
+    async def _handle(self, entries: list[tuple[bytes, Any, int]]) -> None:
+        self._holding = {entry_id for entry_id, _, _ in entries}
+        for entry_id, fields, deliveries in entries:
+            if self._stopping:
+                return  # what is left is handed back to the group by _leave()
+            await self._deliver(entry_id, fields, deliveries)
+            self._holding.discard(entry_id)
+
+    async def _deliver(self, entry_id: bytes, fields: Any, deliveries: int) -> None:
+        """Hand one entry to the handler, redelivering it as the module docstring says, and settle it."""
+        limit = self._broker.options.max_redeliveries
+        message = _decode(fields)
+        if message is None:
+            if fields:  # an entry trimmed from the stream reads back empty; only a foreign one is worth a word
+                logger.warning("dropping entry %s of %r: not a message of this broker", entry_id, self._stream)
+            await self._settled(entry_id)  # unreadable, or trimmed from the stream: nothing to deliver
+            return
+        if deliveries > limit + 1:
+            logger.warning("dropping a message on topic %r after %d redeliveries", self.topic, limit)
+            await self._settled(entry_id)
+            return
+        while True:
+            event = _RedisEvent(self.topic, message, self, entry_id)
+            event.acknowledged = self.queue is None
+            outcome = await dispatch(self._handler, event, auto_ack=self.options.auto_ack)
+            if outcome != "requeue":
+                if not event.acknowledged:
+                    await self._settled(entry_id)
+                return
+            if self._stopping:
+                return  # still pending: handed back to the group (or, broadcast, gone with the subscriber)
+            if deliveries > limit:
+                logger.warning("dropping a message on topic %r after %d redeliveries", self.topic, limit)
+                await self._settled(entry_id)
+                return
+            deliveries += 1
+            if self.queue is not None and not await self._reclaim(entry_id):
+                return  # another member has it now
+            message = Message(message.body, message.header)
+
+    # -- talking to the group ----------------------------------------------------------------------
+
+    async def _acknowledge(self, event: _RedisEvent) -> None:
+        """Tell Redis that ``event`` is settled; raises BackendUnavailable if it cannot (the loop tries again)."""
+        if event.acknowledged:
+            return
+        assert self.queue is not None
+        await self._broker._call(lambda client: client.xack(self._stream, self.queue, event._id))
+        event.acknowledged = True
+
+    async def _settled(self, entry_id: bytes) -> None:
+        """``XACK`` ``entry_id``, retrying with backoff until it works or the subscriber stops."""
+        if self.queue is None:
+            return
+        queue = self.queue
+        backoff = _FIRST_BACKOFF
+        while True:
+            try:
+                await self._broker._call(lambda client: client.xack(self._stream, queue, entry_id))
+                return
+            except MicroError as exc:
+                if self._stopping:
+                    logger.warning(
+                        "could not ack a message on topic %r (%s); it will be delivered again", self.topic, exc
+                    )
+                    return
+                await asyncio.sleep(random.uniform(backoff / 2, backoff))
+                backoff = min(backoff * 2, _MAX_BACKOFF)
+
+    async def _reclaim(self, entry_id: bytes) -> bool:
+        """Count a redelivery of ``entry_id`` with Redis (``XCLAIM`` to ourselves); whether it is still pending."""
+        assert self.queue is not None
+        queue = self.queue
+        claimed = await self._broker._call(
+            lambda client: client.xclaim(self._stream, queue, self._consumer, 0, [entry_id], justid=False)
+        )
+        return bool(claimed)
+
+    async def _keep_claimed(self) -> None:
+        """While entries are held, reset their idle time every ``claim_idle / 3`` so no other member claims them."""
+        assert self.queue is not None
+        queue = self.queue
+        period = self._broker.options.claim_idle / 3
+        while True:
+            await asyncio.sleep(period)
+            held: list[Any] = list(self._holding)
+            if not held:
+                continue
+            try:
+                await self._broker._call(
+                    lambda client, held=held: client.xclaim(self._stream, queue, self._consumer, 0, held, justid=True)
+                )
+            except MicroError as exc:
+                logger.debug("could not refresh the claim on %d message(s): %s", len(held), exc)
+
+    async def _leave(self) -> None:
+        """Hand unsettled entries back to the group, leave it, and close this subscriber's connection."""
+        try:
+            if self.queue is not None:
+                await self._hand_back(self.queue)
+        except MicroError as exc:
+            logger.warning(
+                "queue %r on topic %r: could not hand back unsettled messages (%s); they will be claimed after %gs",
+                self.queue,
+                self.topic,
+                exc,
+                self._broker.options.claim_idle,
+            )
+        finally:
+            await self._redis.aclose()
+
+    async def _hand_back(self, queue: str) -> None:
+        idle = round(self._broker.options.claim_idle * 1000)
+
+        async def release(client: Redis) -> None:
+            while pending := await client.xpending_range(
+                self._stream, queue, min="-", max="+", count=100, consumername=self._consumer
+            ):
+                ids: list[Any] = [row["message_id"] for row in pending]
+                # Parked with a consumer nobody reads as, already idle: the next XAUTOCLAIM of any member takes them.
+                await client.xclaim(self._stream, queue, _RELEASED, 0, ids, idle=idle, justid=True)
+            await client.xgroup_delconsumer(self._stream, queue, self._consumer)
+
+        await self._broker._call(release)
+
+    # -- stopping ----------------------------------------------------------------------------------
+
+    async def unsubscribe(self) -> None:
+        if self._stopping:
+            return
+        self._stopping = True
+        self._broker._subscribers.discard(self)
+        task = self._task
+        if task is None or task is asyncio.current_task():
+            return  # from our own handler: the loop ends when the handler returns
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._broker.options.close_timeout
+        while True:
+            # A blocking read holds nothing (the group keeps what it did not deliver), so it is cut short.
+            # The cancel is repeated because Python 3.11's asyncio.wait_for, which the driver uses while
+            # it sets a connection up, can swallow one.
+            if self._reading:
+                task.cancel()
+            left = deadline - loop.time()
+            done, _ = await asyncio.wait({task}, timeout=max(0.0, min(0.05, left) if self._reading else left))
+            if done:
+                return
+            if loop.time() >= deadline:
+                break
+        logger.warning("cancelling a broker handler for topic %r that did not finish in time", self.topic)
+        while not task.done():
+            task.cancel()
+            await asyncio.wait({task}, timeout=0.05)
+
+
+class RedisBroker(Broker):
+    """Publish/subscribe on Redis Streams with queue groups, acks and redelivery. See the module docstring."""
+
+    options_type: ClassVar[type[RedisBrokerOptions]] = RedisBrokerOptions
+    options: RedisBrokerOptions
+    capabilities: ClassVar[frozenset[str]] = frozenset({"queue", "ack", "nack", "ordered", "cross-process"})
+
+    def __init__(self, options: RedisBrokerOptions | None = None) -> None:
+        super().__init__(options)
+        self._server = Server.of(self.options, "broker")
+        self._prefix = self.options.key_prefix.encode()
+        self._redis: Redis | None = None
+        self._state = "new"
+        self._starting: asyncio.Lock | None = None
+        self._subscribers: set[_RedisSubscriber] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
+        # Consumer names say where a member runs, for XINFO CONSUMERS; the suffix makes each one unique.
+        self._id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self._serial = itertools.count(1)
+
+    @property
+    def address(self) -> str:
+        """The server, without credentials: ``127.0.0.1:6379``."""
+        return self._server.address
+
+    async def start(self) -> None:
+        """Connect and check that the server answers. Idempotent.
+
+        Raises :class:`~micro.errors.BackendUnavailable` naming the address and
+        ``MICRO_BROKER_ADDRESS`` if it does not within ``connect_timeout``, and
+        :class:`~micro.errors.Unauthorized` if it refuses the credentials.
+        """
+        if self._starting is None:
+            self._starting = asyncio.Lock()
+        async with self._starting:
+            if self._redis is not None:
+                return
+            self._redis = await self._server.connect(f"micro-broker-{self._id}", retries=1)
+            self._state = "started"
+
+    async def close(self) -> None:
+        """Unsubscribe everything (handing unsettled queue messages back), then disconnect. Idempotent."""
+        if self._state == "closed":
+            return
+        self._state = "closed"
+        subscribers = list(self._subscribers)
+        if subscribers:
+            await asyncio.gather(*(s.unsubscribe() for s in subscribers))
+        # Subscribers that unsubscribed from inside their handler may still be finishing.
+        if self._tasks:
+            await asyncio.wait(list(self._tasks))
+        client, self._redis = self._redis, None
+        if client is not None:
+            await client.aclose()
+
+    async def _ensure_started(self) -> Redis:
+        if self._state == "closed":
+            raise ConnectionClosed("the redis broker is closed; start() it again to use it")
+        if self._redis is None:
+            await self.start()
+        assert self._redis is not None
+        return self._redis
+
+    def _stream(self, topic: str) -> bytes:
+        return self._prefix + topic.encode()
+
+    async def _call(self, command: Any) -> Any:
+        """``await command(client)`` on the shared connections, with driver errors translated."""
+        client = self._redis
+        if client is None:
+            raise ConnectionClosed("the redis broker is closed")
+        with translated(self._server.where):
+            return await command(client)
+
+    async def _create_group(self, stream: bytes, queue: str) -> None:
+        try:
+            await self._call(lambda client: client.xgroup_create(stream, queue, id="$", mkstream=True))
+        except MicroError as exc:
+            if "BUSYGROUP" not in str(exc):  # it exists already: join it
+                raise
+
+    async def publish(self, topic: str, message: Message) -> None:
+        topic, message = check_publish(self, topic, message)
+        client = await self._ensure_started()
+        fields = _encode(message)
+        limit = self.options.max_length
+        with translated(self._server.where):
+            await client.xadd(self._stream(topic), fields, maxlen=limit, approximate=True)  # type: ignore[arg-type]
+
+    async def subscribe(
+        self, topic: str, handler: Handler, *, queue: str | None = None, auto_ack: bool = True
+    ) -> Subscriber:
+        topic, options = check_subscribe(self, topic, handler, queue, auto_ack)
+        client = await self._ensure_started()
+        stream = self._stream(topic)
+        start_after = b"0-0"
+        if options.queue is not None:
+            await self._create_group(stream, options.queue)
+        else:
+            start_after = await self._last_id(client, stream)
+        if self._state == "closed":  # closed while we talked to Redis
+            raise ConnectionClosed("the redis broker is closed; start() it again to use it")
+        subscriber = _RedisSubscriber(
+            self,
+            topic,
+            options,
+            handler,
+            consumer=f"{self._id}:{next(self._serial)}",
+            start_after=start_after,
+        )
+        self._subscribers.add(subscriber)
+        task = subscriber._start()
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return subscriber
+
+    async def _last_id(self, client: Redis, stream: bytes) -> bytes:
+        """The id of the newest entry of ``stream`` (``0-0`` if there is none): where a broadcast reader starts."""
+        with translated(self._server.where):
+            try:
+                info = await client.xinfo_stream(stream)
+            except ResponseError as exc:
+                if "no such key" in str(exc):
+                    return b"0-0"
+                raise
+        return bytes(info["last-generated-id"])

@@ -1,0 +1,176 @@
+"""Options of the Redis store, broker and sync: ``MICRO_STORE_*``, ``MICRO_BROKER_*`` and ``MICRO_SYNC_*``.
+
+Each class adds the same connection settings to its block's options:
+
+* ``address``: one Redis server, as a URL (``redis://[user:password@]host:port/db``,
+  ``rediss://`` for TLS, ``unix:///path/to/redis.sock``) or ``host:port``. Empty means
+  ``redis://127.0.0.1:6379``. Redis Cluster and Sentinel are not supported, so more than
+  one address is an error.
+* ``connect_timeout``: seconds to open a connection; bounds how long ``start()`` takes
+  against a server that does not answer.
+* ``request_timeout``: seconds a command may take before it fails with
+  :class:`~micro.errors.BackendUnavailable`.
+* ``pool_size``: connections shared by the instance's calls; a call waits up to
+  ``request_timeout`` for a free one.
+* ``key_prefix``: prepended to every Redis key the instance touches, so the three blocks
+  (and several applications) can share one server.
+
+This module does not import the Redis driver, so options can be built and checked without it.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Final
+from urllib.parse import urlsplit
+
+from micro.broker import BrokerOptions
+from micro.errors import InvalidOption
+from micro.store import StoreOptions
+from micro.sync import SyncOptions
+
+__all__ = [
+    "DEFAULT_ADDRESS",
+    "RedisBrokerOptions",
+    "RedisStoreOptions",
+    "RedisSyncOptions",
+    "display_address",
+    "server_url",
+]
+
+#: The server used when no address is given.
+DEFAULT_ADDRESS: Final = "redis://127.0.0.1:6379"
+
+_SCHEMES: Final = frozenset({"redis", "rediss", "unix"})
+
+
+def server_url(address: tuple[str, ...]) -> str:
+    """The ``redis://`` URL for ``address`` (an options ``address`` tuple); :class:`InvalidOption` if unusable."""
+    if not address:
+        return DEFAULT_ADDRESS
+    if len(address) > 1:
+        raise InvalidOption(
+            f"expected one Redis server, got {len(address)}: {', '.join(address)} "
+            "(Redis Cluster and Sentinel are not supported)",
+            option="address",
+        )
+    (text,) = address
+    url = text.strip() if "://" in text else f"redis://{text.strip()}"
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        raise InvalidOption(f"{text!r} is not a Redis address: {exc}", option="address") from None
+    if parts.scheme not in _SCHEMES:
+        raise InvalidOption(
+            f"{text!r}: unknown scheme {parts.scheme!r}; use redis://, rediss:// or unix://", option="address"
+        )
+    if parts.scheme == "unix":
+        if not parts.path:
+            raise InvalidOption(f"{text!r} names no socket path (unix:///path/to/redis.sock)", option="address")
+    elif not parts.hostname:
+        raise InvalidOption(f"{text!r} names no host (host:port or redis://host:port)", option="address")
+    elif port == 0:
+        raise InvalidOption(f"{text!r}: port 0 cannot be connected to", option="address")
+    return url
+
+
+def display_address(url: str) -> str:
+    """``url`` without its credentials, for messages: ``127.0.0.1:6379``, ``127.0.0.1:6379/2``, a socket path."""
+    parts = urlsplit(url)
+    if parts.scheme == "unix":
+        return parts.path
+    host = parts.hostname or "?"
+    if ":" in host:
+        host = f"[{host}]"
+    database = parts.path.strip("/")
+    where = f"{host}:{parts.port or 6379}"
+    if parts.scheme == "rediss":
+        where = f"rediss://{where}"
+    return f"{where}/{database}" if database and database != "0" else where
+
+
+def _check(options: RedisStoreOptions | RedisBrokerOptions | RedisSyncOptions) -> None:
+    server_url(options.address)
+    for name in ("connect_timeout", "request_timeout"):
+        value = getattr(options, name)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+            raise InvalidOption(f"must be a positive number of seconds, got {value!r}", option=name)
+    _integer(options.pool_size, "pool_size", 1)
+    if not isinstance(options.key_prefix, str):
+        raise InvalidOption(f"must be a string, got {options.key_prefix!r}", option="key_prefix")
+
+
+def _integer(value: object, option: str, low: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise InvalidOption(f"must be an integer >= {low}, got {value!r}", option=option)
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class RedisStoreOptions(StoreOptions):
+    """The ``redis`` store (``MICRO_STORE=redis``); see :mod:`micro_redis.store` for the key layout."""
+
+    connect_timeout: float = 5.0
+    request_timeout: float = 5.0
+    pool_size: int = 16
+    #: Record keys are ``<key_prefix><database>:<table>:<key>``.
+    key_prefix: str = "micro:store:"
+
+    def __post_init__(self) -> None:
+        StoreOptions.__post_init__(self)
+        _check(self)
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class RedisBrokerOptions(BrokerOptions):
+    """The ``redis`` broker (``MICRO_BROKER=redis``); see :mod:`micro_redis.broker` for the semantics."""
+
+    connect_timeout: float = 5.0
+    request_timeout: float = 5.0
+    pool_size: int = 16
+    #: Each topic is the stream ``<key_prefix><topic>``.
+    key_prefix: str = "micro:broker:"
+    #: Entries each topic's stream keeps (``XADD MAXLEN ~``): a subscriber that falls further
+    #: behind than this loses the oldest messages it has not read yet.
+    max_length: int = 10_000
+    #: Messages a subscriber reads from Redis at a time.
+    prefetch: int = 10
+    #: How many times a message that is nacked with requeue (or whose handler fails) is
+    #: delivered again before it is dropped and logged.
+    max_redeliveries: int = 3
+    #: Seconds a delivered message may stay unsettled with a queue-group member that has
+    #: stopped answering (crashed, disconnected) before another member claims it.
+    claim_idle: float = 30.0
+    #: Seconds a running handler may take to finish when its subscriber is removed,
+    #: before it is cancelled.
+    close_timeout: float = 5.0
+
+    def __post_init__(self) -> None:
+        BrokerOptions.__post_init__(self)
+        _check(self)
+        _integer(self.max_length, "max_length", 1)
+        _integer(self.prefetch, "prefetch", 1)
+        _integer(self.max_redeliveries, "max_redeliveries", 0)
+        for name in ("claim_idle", "close_timeout"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise InvalidOption(f"must be a number of seconds, got {value!r}", option=name)
+        if self.claim_idle < 0.01:
+            raise InvalidOption(f"must be at least 0.01 seconds, got {self.claim_idle!r}", option="claim_idle")
+        if self.close_timeout < 0:
+            raise InvalidOption(f"must not be negative, got {self.close_timeout!r}", option="close_timeout")
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class RedisSyncOptions(SyncOptions):
+    """The ``redis`` sync (``MICRO_SYNC=redis``); a lock is the key ``<key_prefix><prefix><id>``."""
+
+    connect_timeout: float = 5.0
+    request_timeout: float = 5.0
+    pool_size: int = 16
+    key_prefix: str = "micro:sync:"
+
+    def __post_init__(self) -> None:
+        SyncOptions.__post_init__(self)
+        _check(self)

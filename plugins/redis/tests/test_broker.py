@@ -1,0 +1,414 @@
+"""Redis-specific behaviour of RedisBroker: streams, consumer groups, claims, redelivery bounds, faults."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+import time
+from collections import Counter
+from collections.abc import AsyncIterator, Callable
+
+import orjson
+import pytest
+import redis.asyncio as redis
+from micro.broker import Event, Message
+from micro.errors import BackendUnavailable, ConnectionClosed, InvalidOption, Unauthorized
+from micro.plugins import get_manager
+from micro_redis import RedisBroker, RedisBrokerOptions
+
+from .conftest import ADDRESS, eventually, kill_clients
+
+
+class Inbox:
+    def __init__(self, *, fail: int = 0) -> None:
+        self.events: list[Event] = []
+        self.fail = fail
+
+    async def __call__(self, event: Event) -> None:
+        self.events.append(event)
+        if len(self.events) <= self.fail:
+            raise RuntimeError("deliberate failure")
+
+    @property
+    def bodies(self) -> list[bytes]:
+        return [e.message.body for e in self.events]
+
+    async def wait(self, count: int, timeout: float = 5.0) -> None:
+        async def enough() -> None:
+            assert len(self.events) >= count, f"{len(self.events)} of {count} arrived"
+
+        await eventually(enough, timeout=timeout)
+
+
+@pytest.fixture
+async def make(prefix: str) -> AsyncIterator[Callable[..., RedisBroker]]:
+    made: list[RedisBroker] = []
+
+    def new(**options: object) -> RedisBroker:
+        options.setdefault("key_prefix", prefix)
+        broker = RedisBroker(RedisBrokerOptions(**options))  # type: ignore[arg-type]
+        made.append(broker)
+        return broker
+
+    yield new
+    for broker in made:
+        await broker.close()
+
+
+@pytest.fixture
+async def broker(make: Callable[..., RedisBroker]) -> RedisBroker:
+    b = make(claim_idle=0.2)
+    await b.start()
+    return b
+
+
+async def quiet() -> None:
+    """Room for something that must not happen (a duplicate delivery) to show up."""
+    await asyncio.sleep(0.2)
+
+
+# -- layout ----------------------------------------------------------------------------------------------
+
+
+async def test_a_topic_is_a_stream_of_body_and_json_header(broker: RedisBroker, prefix: str, raw: redis.Redis):
+    inbox = Inbox()
+    await broker.subscribe("orders", inbox)
+    await broker.publish("orders", Message(b"\x00body", {"Content-Type": "x/y", "É": "ü"}))
+    await inbox.wait(1)
+    ((_, fields),) = await raw.xrange(f"{prefix}orders")
+    assert fields[b"body"] == b"\x00body"
+    assert orjson.loads(fields[b"header"]) == {"Content-Type": "x/y", "É": "ü"}
+
+
+async def test_streams_are_trimmed_to_about_max_length(make: Callable[..., RedisBroker], prefix: str, raw: redis.Redis):
+    broker = make(max_length=10)
+    for i in range(600):
+        await broker.publish("t", Message(str(i).encode()))
+    # MAXLEN ~ trims whole stream nodes (100 entries by default), so the bound is approximate.
+    assert 10 <= await raw.xlen(f"{prefix}t") <= 200
+
+
+async def test_entries_this_broker_did_not_write_are_skipped(broker: RedisBroker, prefix: str, raw: redis.Redis):
+    broadcast, member = Inbox(), Inbox()
+    await broker.subscribe("t", broadcast)
+    await broker.subscribe("t", member, queue="q")
+    await raw.xadd(f"{prefix}t", {"something": "else"})
+    await raw.xadd(f"{prefix}t", {"body": b"x", "header": b"[not, json"})
+    await broker.publish("t", Message(b"real"))
+    await broadcast.wait(1)
+    await member.wait(1)
+    await quiet()
+    assert broadcast.bodies == member.bodies == [b"real"]
+
+    async def all_acked() -> None:
+        assert (await raw.xpending(f"{prefix}t", "q"))["pending"] == 0
+
+    await eventually(all_acked)
+
+
+# -- queue groups ----------------------------------------------------------------------------------------
+
+
+async def test_a_queue_keeps_messages_while_it_has_no_member(broker: RedisBroker, prefix: str, raw: redis.Redis):
+    first = Inbox()
+    subscriber = await broker.subscribe("t", first, queue="q")
+    await subscriber.unsubscribe()
+    groups = await raw.xinfo_groups(f"{prefix}t")
+    assert [g["name"] for g in groups] == [b"q"]
+    assert groups[0]["consumers"] == 0, "a member that left is still a consumer of the group"
+    await broker.publish("t", Message(b"while away"))
+    later = Inbox()
+    await broker.subscribe("t", later, queue="q")
+    await later.wait(1)
+    assert later.bodies == [b"while away"]
+    assert first.events == []
+
+
+async def test_an_ack_from_the_handler_reaches_redis_at_once(broker: RedisBroker, prefix: str, raw: redis.Redis):
+    pending: list[int] = []
+
+    async def handler(event: Event) -> None:
+        before = (await raw.xpending(f"{prefix}t", "q"))["pending"]
+        await event.ack()
+        pending.extend([before, (await raw.xpending(f"{prefix}t", "q"))["pending"]])
+
+    await broker.subscribe("t", handler, queue="q", auto_ack=False)
+    await broker.publish("t", Message(b"x"))
+
+    async def handled() -> None:
+        assert pending == [1, 0]
+
+    await eventually(handled)
+
+
+async def test_redeliveries_are_bounded_then_the_message_is_dropped(make: Callable[..., RedisBroker], prefix: str, raw):
+    broker = make(max_redeliveries=2)
+    group, broadcast = Inbox(fail=100), Inbox(fail=100)
+    await broker.subscribe("t", group, queue="q")
+    await broker.subscribe("t", broadcast)
+    await broker.publish("t", Message(b"poison"))
+    await group.wait(3)
+    await broadcast.wait(3)
+    await quiet()
+    assert group.bodies == broadcast.bodies == [b"poison"] * 3  # one delivery and two redeliveries
+    assert (await raw.xpending(f"{prefix}t", "q"))["pending"] == 0
+
+
+async def test_unsettled_manual_ack_is_redelivered(broker: RedisBroker):
+    seen: list[bytes] = []
+
+    async def forgetful(event: Event) -> None:
+        seen.append(event.message.body)
+        if len(seen) == 2:
+            await event.ack()
+
+    await broker.subscribe("t", forgetful, queue="q", auto_ack=False)
+    await broker.publish("t", Message(b"m"))
+
+    async def twice() -> None:
+        assert seen == [b"m", b"m"]
+
+    await eventually(twice)
+    await quiet()
+    assert seen == [b"m", b"m"]
+
+
+async def test_a_message_a_dead_member_took_is_claimed_after_claim_idle(make, prefix: str, raw: redis.Redis):
+    stream = f"{prefix}t"
+    await raw.xgroup_create(stream, "q", id="$", mkstream=True)
+    await raw.xadd(stream, {"body": b"orphan", "header": b"{}"})
+    assert await raw.xreadgroup("q", "dead", {stream: ">"}, count=1)  # delivered to a member that then died
+    broker = make(claim_idle=0.3)
+    inbox = Inbox()
+    started = time.monotonic()
+    await broker.subscribe("t", inbox, queue="q")
+    await inbox.wait(1)
+    assert inbox.bodies == [b"orphan"]
+    assert time.monotonic() - started >= 0.2  # not before it had been idle for claim_idle
+    assert (await raw.xpending(stream, "q"))["pending"] == 0
+
+
+async def test_a_claimed_message_past_its_redeliveries_is_dropped(make, prefix: str, raw: redis.Redis):
+    stream = f"{prefix}t"
+    await raw.xgroup_create(stream, "q", id="$", mkstream=True)
+    await raw.xadd(stream, {"body": b"poison", "header": b"{}"})
+    await raw.xreadgroup("q", "dead", {stream: ">"}, count=1)
+    for _ in range(3):  # each history read counts as a delivery
+        await raw.xreadgroup("q", "dead", {stream: "0"}, count=1)
+    broker = make(claim_idle=0.05, max_redeliveries=3)  # 4 deliveries so far: the next would be the 5th
+    inbox = Inbox()
+    await broker.subscribe("t", inbox, queue="q")
+
+    async def dropped() -> None:
+        assert (await raw.xpending(stream, "q"))["pending"] == 0
+
+    await eventually(dropped)
+    assert inbox.events == []
+
+
+async def test_a_slow_handler_keeps_its_message_from_other_members(make, prefix: str):
+    broker = make(claim_idle=0.15)
+    other = make(claim_idle=0.15)
+    slow_seen: list[bytes] = []
+    fast = Inbox()
+
+    async def slow(event: Event) -> None:
+        slow_seen.append(event.message.body)
+        await asyncio.sleep(0.6)  # four claim_idle periods
+
+    await broker.subscribe("t", slow, queue="q")
+    await broker.publish("t", Message(b"long job"))
+    await eventually(lambda: _true(slow_seen))
+    await other.subscribe("t", fast, queue="q")
+    await asyncio.sleep(0.7)
+    assert fast.events == [], "another member took a message whose handler was still running"
+    assert slow_seen == [b"long job"]
+
+
+async def _true(items: list[bytes]) -> None:
+    assert items
+
+
+async def test_unsubscribe_hands_unsettled_messages_to_the_group(make, prefix: str, raw: redis.Redis):
+    leaving = make(claim_idle=0.2, prefetch=10, close_timeout=0.1)
+    staying = make(claim_idle=0.2)
+    started = asyncio.Event()
+
+    async def stuck(event: Event) -> None:
+        started.set()
+        await asyncio.sleep(30)  # cancelled by unsubscribe after close_timeout
+
+    subscriber = await leaving.subscribe("t", stuck, queue="q")
+    for i in range(5):
+        await leaving.publish("t", Message(f"m{i}".encode()))
+    await asyncio.wait_for(started.wait(), 5)
+    inbox = Inbox()
+    await staying.subscribe("t", inbox, queue="q")
+    await subscriber.unsubscribe()
+    consumers = {c["name"] for c in await raw.xinfo_consumers(f"{prefix}t", "q")}
+    assert subscriber._consumer.encode() not in consumers  # type: ignore[attr-defined]
+    await inbox.wait(5)
+    await quiet()
+    assert sorted(inbox.bodies) == [f"m{i}".encode() for i in range(5)]
+
+
+async def test_a_deleted_group_is_recreated(broker: RedisBroker, prefix: str, raw: redis.Redis):
+    inbox = Inbox()
+    await broker.subscribe("t", inbox, queue="q")
+    await raw.xgroup_destroy(f"{prefix}t", "q")
+
+    async def recreated() -> None:
+        assert [g["name"] for g in await raw.xinfo_groups(f"{prefix}t")] == [b"q"]
+
+    await eventually(recreated)
+    await broker.publish("t", Message(b"after"))
+    await inbox.wait(1)
+    assert inbox.bodies == [b"after"]
+
+
+# -- connection faults -----------------------------------------------------------------------------------
+
+
+async def test_subscribers_resume_after_their_connections_are_killed(broker: RedisBroker, raw: redis.Redis):
+    broadcast, member = Inbox(), Inbox()
+    await broker.subscribe("t", broadcast)
+    await broker.subscribe("t", member, queue="q")
+    for i in range(5):
+        await broker.publish("t", Message(f"a{i}".encode()))
+    await broadcast.wait(5)
+    await member.wait(5)
+    assert await kill_clients(raw, "micro-broker-") >= 3  # the shared pool's and each subscriber's
+    for i in range(5):
+        await broker.publish("t", Message(f"b{i}".encode()))
+    await broadcast.wait(10)
+    await member.wait(10)
+    await quiet()
+    expected = sorted([f"a{i}".encode() for i in range(5)] + [f"b{i}".encode() for i in range(5)])
+    assert sorted(broadcast.bodies) == expected
+    assert sorted(member.bodies) == expected, Counter(member.bodies)
+
+
+async def test_a_member_delivers_what_it_was_given_before_its_connection_broke(make, prefix: str, raw):
+    broker = make(claim_idle=30)  # so that only the reconnect, not a claim, can bring these back in time
+    inbox = Inbox()
+    subscriber = await broker.subscribe("t", inbox, queue="q")
+    consumer = subscriber._consumer  # type: ignore[attr-defined]
+    stream = f"{prefix}t"
+    assert await kill_clients(raw, f"micro-broker-{consumer}") == 1
+    # While it backs off, the group hands it three entries whose reply is lost (read here instead),
+    # and one of them is trimmed from the stream before the member is back.
+    await raw.xadd(stream, {"body": b"lost 1", "header": b"{}"})
+    trimmed = await raw.xadd(stream, {"body": b"trimmed", "header": b"{}"})
+    await raw.xadd(stream, {"body": b"lost 2", "header": b"{}"})
+    given = await raw.xreadgroup("q", consumer, {stream: ">"}, count=3)
+    assert len(given[0][1]) == 3, "the member read them itself: the scenario did not happen"
+    await raw.xdel(stream, trimmed)
+    await inbox.wait(2)
+    await quiet()
+    assert sorted(inbox.bodies) == [b"lost 1", b"lost 2"]
+
+    async def acked() -> None:
+        assert (await raw.xpending(stream, "q"))["pending"] == 0
+
+    await eventually(acked)
+
+
+async def test_unreachable_server_fails_start_naming_address_and_variable():
+    broker = RedisBroker(RedisBrokerOptions(address=("127.0.0.1:1",), connect_timeout=2))
+    started = time.monotonic()
+    with pytest.raises(BackendUnavailable, match=r"redis at 127\.0\.0\.1:1 \(MICRO_BROKER_ADDRESS\)"):
+        await broker.start()
+    with pytest.raises(BackendUnavailable, match="MICRO_BROKER_ADDRESS"):
+        await broker.publish("t", Message(b"x"))
+    with pytest.raises(BackendUnavailable):
+        await broker.subscribe("t", Inbox())
+    assert time.monotonic() - started < 6
+    await broker.close()
+    with pytest.raises(ConnectionClosed):
+        await broker.publish("t", Message(b"x"))
+
+
+async def test_wrong_credentials_are_unauthorized():
+    broker = RedisBroker(RedisBrokerOptions(address=("redis://bad:bad@127.0.0.1:6379",)))
+    with pytest.raises(Unauthorized, match="authentication failed"):
+        await broker.start()
+
+
+_MEMBER = """
+import asyncio, sys
+from micro_redis import RedisBroker, RedisBrokerOptions
+
+async def main():
+    broker = RedisBroker(RedisBrokerOptions(address=(sys.argv[1],), key_prefix=sys.argv[2], claim_idle=0.3))
+
+    async def handler(event):
+        print("handling", event.message.body.decode(), flush=True)
+        await asyncio.sleep(60)
+
+    await broker.subscribe("t", handler, queue="q")
+    print("ready", flush=True)
+    await asyncio.sleep(60)
+
+asyncio.run(main())
+"""
+
+
+async def test_a_message_whose_member_process_was_killed_goes_to_another(make, prefix: str, raw: redis.Redis):
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", _MEMBER, ADDRESS, prefix, stdout=asyncio.subprocess.PIPE, env=dict(os.environ)
+    )
+    try:
+        assert proc.stdout is not None
+        stdout = proc.stdout
+
+        async def line() -> bytes:
+            return (await asyncio.wait_for(stdout.readline(), 20)).strip()
+
+        assert await line() == b"ready"
+        broker = make(claim_idle=0.3)
+        await broker.publish("t", Message(b"job"))
+        assert await line() == b"handling job"
+        proc.kill()  # mid-handler: nobody acks it
+        inbox = Inbox()
+        await broker.subscribe("t", inbox, queue="q")
+        await inbox.wait(1)
+        assert inbox.bodies == [b"job"]
+        assert (await raw.xpending(f"{prefix}t", "q"))["pending"] == 0
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+        await proc.wait()
+
+
+# -- options ---------------------------------------------------------------------------------------------
+
+
+def test_options_come_from_micro_broker_variables():
+    environ = {
+        "MICRO_BROKER": "redis",
+        "MICRO_BROKER_ADDRESS": "redis://127.0.0.1:6379/1",
+        "MICRO_BROKER_MAX_LENGTH": "500",
+        "MICRO_BROKER_CLAIM_IDLE": "10s",
+        "MICRO_BROKER_PREFETCH": "1",
+    }
+    broker = get_manager().create("broker", environ=environ)
+    assert isinstance(broker, RedisBroker)
+    assert (broker.options.max_length, broker.options.claim_idle, broker.options.prefetch) == (500, 10.0, 1)
+    assert broker.address == "127.0.0.1:6379/1"
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "message"),
+    [
+        ("MICRO_BROKER_MAX_LENGTH", "0", "integer >= 1"),
+        ("MICRO_BROKER_PREFETCH", "many", "expected an integer"),
+        ("MICRO_BROKER_CLAIM_IDLE", "1ms", "at least 0.01"),
+        ("MICRO_BROKER_MAX_REDELIVERIES", "-1", "integer >= 0"),
+        ("MICRO_BROKER_ADDRESS", "ftp://x", "unknown scheme"),
+    ],
+)
+def test_bad_options_name_their_variable(variable: str, value: str, message: str):
+    with pytest.raises(InvalidOption, match=message) as info:
+        get_manager().create("broker", environ={"MICRO_BROKER": "redis", variable: value})
+    assert variable in str(info.value)
