@@ -22,7 +22,7 @@ import inspect
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Coroutine, Sequence
 from typing import Any, ClassVar
 
 from .. import _mucp
@@ -148,6 +148,7 @@ class RPCServer(Server):
         self._listener: Listener | None = None
         self._broker_subscribers: list[BrokerSubscriber] = []
         self._register_task: asyncio.Task[None] | None = None
+        self._background: set[asyncio.Task[None]] = set()
         self._inflight: set[asyncio.Task[Any]] = set()
         self._idle = asyncio.Event()
         self._idle.set()
@@ -255,7 +256,7 @@ class RPCServer(Server):
     def _changed(self) -> None:
         """Publish a changed endpoint list soon, if running."""
         if self._running and not self._stopping and self._register_task is not None:
-            asyncio.get_running_loop().create_task(self._register_quietly())
+            self._spawn(self._register_quietly())
 
     # -- description -----------------------------------------------------------------------------
 
@@ -326,11 +327,12 @@ class RPCServer(Server):
                 return
             self._stopping = True
             try:
-                if self._register_task is not None:
-                    self._register_task.cancel()
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await self._register_task
-                    self._register_task = None
+                # Stop renewals (and late re-registrations) first, or one could land after deregistering.
+                background = [t for t in (self._register_task, *self._background) if t is not None]
+                for task in background:
+                    task.cancel()
+                await asyncio.gather(*background, return_exceptions=True)
+                self._register_task = None
                 await self._deregister()
                 for subscriber in self._broker_subscribers:
                     await subscriber.unsubscribe()
@@ -625,7 +627,13 @@ class RPCServer(Server):
             except MicroError as exc:
                 logger.error("%s: cannot subscribe to %r: %s", self.options.name, subscription.topic, exc)
 
-        asyncio.get_running_loop().create_task(attach())
+        self._spawn(attach())
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        """Run ``work`` in the background, keeping a reference (the loop holds tasks only weakly)."""
+        task = asyncio.get_running_loop().create_task(work)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     async def _attach(self, subscription: Subscription) -> BrokerSubscriber:
         return await self.broker.subscribe(
