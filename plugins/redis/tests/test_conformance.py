@@ -7,6 +7,7 @@ from typing import Any
 from micro_conformance.base import Contract
 from micro_conformance.broker import BrokerContract
 from micro_conformance.store import StoreContract
+from micro_conformance.sync import SyncContract
 
 from .conftest import purge, unique_prefix
 
@@ -31,4 +32,8 @@ class TestRedisStore(_Isolated, StoreContract):
 
 
 class TestRedisBroker(_Isolated, BrokerContract):
+    name = "redis"
+
+
+class TestRedisSync(_Isolated, SyncContract):
     name = "redis"

@@ -34,6 +34,12 @@ async def test_a_record_is_a_hash_under_prefix_database_table_key(store: RedisSt
     assert 29_000 < await raw.pttl(name) <= 30_000
     assert await raw.hget(f"{prefix}db:tb:k", "value") == b"x"
     assert await raw.pttl(f"{prefix}db:tb:k") == -1
+    # A batch bumps the table's counter, a plain string next to the records that lapses a day later.
+    await store.write_many([Record("b1", b""), Record("b2", b"")], database="db", table="tb")
+    await store.delete_many(["b1"], database="db", table="tb")
+    assert await raw.get(f"{prefix}db:tb") == b"2"
+    assert 86_000 < await raw.ttl(f"{prefix}db:tb") <= 86_400
+    assert await store.list(database="db", table="tb") == ["b2", "k"]
 
 
 async def test_colons_and_percents_in_scope_names_never_collide(store: RedisStore, prefix: str, raw: redis.Redis):

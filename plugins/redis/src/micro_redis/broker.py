@@ -216,12 +216,16 @@ class _RedisSubscriber(Subscriber):
             except ResponseError as exc:
                 if self.queue is not None and str(exc).startswith("NOGROUP"):
                     # The stream or the group was deleted under us: make a new group from now on.
-                    logger.warning(
-                        "queue group %r of topic %r vanished from Redis; recreating it", self.queue, self.topic
-                    )
-                    await self._broker._create_group(self._stream, self.queue)
+                    logger.warning("queue %r of topic %r vanished from Redis; recreating it", self.queue, self.topic)
+                    with contextlib.suppress(MicroError):  # if Redis is gone too, the next read says so
+                        await self._broker._create_group(self._stream, self.queue)
                     continue
                 logger.error("broker subscriber for topic %r: %s", self.topic, exc)
+                await asyncio.sleep(random.uniform(backoff / 2, backoff))
+                backoff = min(backoff * 2, _MAX_BACKOFF)
+            except Exception:
+                # A subscription must not end silently: report the surprise and keep reading.
+                logger.exception("broker subscriber for topic %r failed; retrying", self.topic)
                 await asyncio.sleep(random.uniform(backoff / 2, backoff))
                 backoff = min(backoff * 2, _MAX_BACKOFF)
 
@@ -416,10 +420,14 @@ class _RedisSubscriber(Subscriber):
         idle = round(self._broker.options.claim_idle * 1000)
 
         async def release(client: Redis) -> None:
+            previous: list[Any] = []
             while pending := await client.xpending_range(
                 self._stream, queue, min="-", max="+", count=100, consumername=self._consumer
             ):
                 ids: list[Any] = [row["message_id"] for row in pending]
+                if ids == previous:
+                    return  # they did not move; the consumer stays, and its entries are claimed after claim_idle
+                previous = ids
                 # Parked with a consumer nobody reads as, already idle: the next XAUTOCLAIM of any member takes them.
                 await client.xclaim(self._stream, queue, _RELEASED, 0, ids, idle=idle, justid=True)
             await client.xgroup_delconsumer(self._stream, queue, self._consumer)

@@ -17,9 +17,13 @@ given (UTF-8), so ``redis-cli --scan --pattern 'micro:store:micro:micro:*'`` fin
   ``offset``/``limit`` happen in the client, after the scan.
 * **Bulk** operations are one ``MULTI``/``EXEC`` each, hence atomic. ``write_many`` and
   ``delete_many`` also bump a counter per table (``<key_prefix><database>:<table>``, a
-  string key); a listing reads it before and after its scan and starts over if a batch
-  landed meanwhile, so no reader sees part of a batch. A listing that keeps colliding
-  with batches gives up after a few attempts with :class:`~micro.errors.Unavailable`.
+  string key that expires a day after the table's last batch); a listing reads it before
+  and after its scan and starts over if a batch landed meanwhile, so no reader sees part
+  of a batch. A listing that keeps colliding with batches gives up after a few attempts
+  with :class:`~micro.errors.Unavailable`.
+* **Connections.** Every command is harmless to repeat, so one whose connection broke is
+  sent once more on a new connection before the call fails with
+  :class:`~micro.errors.BackendUnavailable`.
 """
 
 from __future__ import annotations
@@ -56,6 +60,8 @@ _FIELDS: Final = ("value", "metadata")
 # How often a listing is tried again when a batch lands during its scan, before it gives up.
 _ATTEMPTS: Final = 8
 _SCAN_COUNT: Final = 1000
+# Seconds the batch counter of a table lives after its last batch.
+_COUNTER_TTL: Final = 86_400
 _GLOB_SPECIAL: Final = frozenset(b"\\*?[]")
 
 
@@ -295,8 +301,15 @@ class RedisStore(Store):
             async with client.pipeline(transaction=True) as pipe:
                 for record, effective in checked:
                     self._queue_write(pipe, scope, record, effective)
-                pipe.incr(self._batch_key(db, tb))
+                self._queue_batch_mark(pipe, db, tb)
                 await pipe.execute()
+
+    def _queue_batch_mark(self, pipe: Any, database: str, table: str) -> None:
+        counter = self._batch_key(database, table)
+        pipe.incr(counter)
+        # The counter only has to outlive a listing that runs alongside the batch; a table that
+        # stops taking batches should not leave it behind for good.
+        pipe.expire(counter, _COUNTER_TTL)
 
     def _queue_write(self, pipe: Any, scope: bytes, record: Record, ttl: float | None) -> None:
         name = scope + record.key.encode()
@@ -322,5 +335,5 @@ class RedisStore(Store):
         with translated(self._server.where):
             async with client.pipeline(transaction=True) as pipe:
                 pipe.delete(*(scope + key.encode() for key in dict.fromkeys(checked)))
-                pipe.incr(self._batch_key(db, tb))
+                self._queue_batch_mark(pipe, db, tb)
                 await pipe.execute()
