@@ -40,7 +40,7 @@ import pytest
 import pytest_asyncio
 from micro import _env
 from micro.component import Component
-from micro.errors import ConfigError
+from micro.errors import ConfigError, Unavailable
 from micro.options import Options, build
 from micro.plugins import PluginManager, get_manager
 
@@ -49,6 +49,7 @@ __all__ = [
     "CAPABILITY_MARKER",
     "Contract",
     "Names",
+    "Unreachable",
     "absent",
     "case_id",
     "create",
@@ -64,6 +65,15 @@ C = TypeVar("C", bound=Component)
 CAPABILITY_MARKER: Final = "micro_capability"
 #: Marker of a test that runs only when the capability is *not* declared.
 ABSENT_MARKER: Final = "micro_absent"
+
+
+class Unreachable(Exception):
+    """An implementation, or something it needs, could not start because its backend is unavailable.
+
+    The report shows such a case as ``unreachable`` rather than failed: the
+    suite could not judge the implementation.
+    """
+
 
 _CASE = re.compile(r"^test_([a-z]+\d+[a-z]?)_")
 
@@ -267,8 +277,14 @@ class Contract(Generic[T]):
         return frozenset()
 
     async def start(self, impl: C) -> C:
-        """Start ``impl`` (the implementation or anything it needs) and close it when the test ends."""
-        await impl.start()
+        """Start ``impl`` (the implementation or anything it needs) and close it when the test ends.
+
+        :raises Unreachable: ``start()`` raised :class:`~micro.errors.Unavailable`.
+        """
+        try:
+            await impl.start()
+        except Unavailable as exc:
+            raise Unreachable(f"{type(impl).__name__} could not start: {exc}") from exc
         self._stack.push_async_callback(impl.close)
         return impl
 

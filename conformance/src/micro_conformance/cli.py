@@ -9,12 +9,15 @@ unreachable implementations are listed as such and do not change the status.
 
 from __future__ import annotations
 
+import concurrent.futures
 import json
 import sys
 from collections.abc import Sequence
 
 import click
 from micro.errors import ConfigError
+from rich.console import Console
+from rich.table import Table
 
 from .runner import CONTRACTS, Result, check, implementations, run
 
@@ -39,9 +42,7 @@ def _options(pairs: Sequence[str]) -> dict[str, str]:
     return options
 
 
-def _case_table(result: Result, *, show_passed: bool = True) -> object:
-    from rich.table import Table
-
+def _case_table(result: Result, *, show_passed: bool = True) -> Table:
     title = f"{result.interface} {result.name}: [{_STYLE.get(result.status, 'white')}]{result.status}[/]"
     table = Table(title=title, title_justify="left", expand=False)
     for column in ("case", "capability", "behaviour", "result", "detail"):
@@ -57,9 +58,7 @@ def _case_table(result: Result, *, show_passed: bool = True) -> object:
     return table
 
 
-def _summary_table(results: Sequence[Result]) -> object:
-    from rich.table import Table
-
+def _summary_table(results: Sequence[Result]) -> Table:
     table = Table(title="micro conformance --all", title_justify="left")
     for column in ("interface", "name", "status", "passed", "failed", "skipped", "note"):
         table.add_column(column, overflow="fold")
@@ -83,11 +82,12 @@ def _summary_table(results: Sequence[Result]) -> object:
 @click.argument("interface", required=False, metavar="INTERFACE")
 @click.argument("name", required=False, metavar="NAME")
 @click.option("--option", "-o", "pairs", multiple=True, metavar="KEY=VALUE", help="An option, as MICRO_<IFACE>_KEY.")
-@click.option("--all", "run_all", is_flag=True, help="Run every installed implementation that has a contract.")
+@click.option("--all", "run_all", is_flag=True, help="Test every installed implementation (of INTERFACE if given).")
 @click.option("-k", "keyword", metavar="EXPR", help="Only cases matching EXPR (pytest -k), e.g. 's04 or ttl'.")
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON instead of tables.")
 @click.option("-v", "--verbose", is_flag=True, help="Also print pytest's output.")
 @click.option("--case-timeout", default=60.0, show_default=True, help="Seconds one case may take.")
+@click.option("-j", "--jobs", default=1, show_default=True, help="With --all: implementations tested at once.")
 def command(
     interface: str | None,
     name: str | None,
@@ -97,33 +97,42 @@ def command(
     as_json: bool,
     verbose: bool,
     case_timeout: float,
+    jobs: int,
 ) -> None:
     """Check that implementation NAME of INTERFACE behaves as the interface says.
 
     NAME is resolved exactly as MICRO_<INTERFACE>=NAME would be (the registered
     default when omitted), so this tests the installed plugin. Interfaces:
     auth, broker, codec, config, registry, selector, server, store, sync, transport.
+    With --all, every installed implementation (of INTERFACE, if given) is tested.
     """
-    from rich.console import Console
-
     console = Console()
     pytest_args = ["-k", keyword] if keyword else []
     if run_all:
-        if interface or name or pairs:
-            raise click.UsageError("--all takes no INTERFACE, NAME or --option")
-        targets = implementations()
+        if name or pairs:
+            raise click.UsageError("--all takes no NAME or --option (an INTERFACE narrows it)")
+        if interface is not None and interface not in CONTRACTS:
+            raise click.UsageError(f"no contract for {interface!r}; interfaces: {', '.join(sorted(CONTRACTS))}")
+        targets = [t for t in implementations() if interface is None or t[0] == interface]
+
+        def one(target: tuple[str, str]) -> Result:
+            return run(target[0], target[1], pytest_args=pytest_args, case_timeout=case_timeout)
+
         results: list[Result] = []
-        for target_interface, target_name in targets:
-            if not as_json:
-                console.print(f"[dim]running {target_interface} {target_name}...[/]")
-            result = run(target_interface, target_name, pytest_args=pytest_args, case_timeout=case_timeout)
-            results.append(result)
-            if not as_json:
+        # Each run is a pytest subprocess, so threads only wait; results print in a fixed order.
+        with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+            for result in pool.map(one, targets):
+                results.append(result)
+                if as_json:
+                    continue
                 if verbose:
                     console.print(result.output)
-                if result.status != "passed":
+                if result.cases and result.status != "passed":
                     console.print(_case_table(result, show_passed=False))
-        _finish(console, results, as_json)
+        if as_json:
+            click.echo(json.dumps([r.to_dict() for r in results], indent=2))
+        else:
+            console.print(_summary_table(results))
         unreachable = [f"{r.interface} {r.name}" for r in results if r.status == "unreachable"]
         if unreachable and not as_json:
             console.print(
@@ -156,20 +165,7 @@ def command(
     sys.exit({"passed": 0, "unreachable": 3}.get(result.status, 1))
 
 
-def _finish(console: object, results: list[Result], as_json: bool) -> None:
-    from rich.console import Console
-
-    assert isinstance(console, Console)
-    if as_json:
-        click.echo(json.dumps([r.to_dict() for r in results], indent=2))
-    else:
-        console.print(_summary_table(results))
-
-
-def _footer(console: object, result: Result) -> None:
-    from rich.console import Console
-
-    assert isinstance(console, Console)
+def _footer(console: Console, result: Result) -> None:
     counts = ", ".join(f"{result.count(o)} {o}" for o in ("passed", "failed", "error", "skipped") if result.count(o))
     style = _STYLE.get(result.status, "white")
     line = f"[{style}]{result.interface} {result.name}: {result.status}[/] ({counts or 'no cases'})"

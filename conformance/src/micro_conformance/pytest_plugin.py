@@ -11,9 +11,9 @@ Loaded automatically once micro-conformance is installed. It provides:
   outcome, message), which ``micro conformance`` turns into its table.
 
 A contract case whose implementation fails to start with
-:class:`~micro.errors.Unavailable` is reported with the outcome ``"unreachable"``:
-pytest still counts it as an error, but the report tells a down backend apart
-from a broken implementation.
+:class:`~micro.errors.Unavailable` is reported with the outcome ``"unreachable"``
+(see :class:`~micro_conformance.base.Unreachable`): pytest still counts it as a
+failure, but the report tells a down backend apart from a broken implementation.
 """
 
 from __future__ import annotations
@@ -25,9 +25,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from micro.errors import Unavailable
 
-from .base import ABSENT_MARKER, CAPABILITY_MARKER, Contract, Names, case_id, eventually, new_run_id
+from .base import ABSENT_MARKER, CAPABILITY_MARKER, Contract, Names, Unreachable, case_id, eventually, new_run_id
 
 __all__ = ["micro_names", "micro_poll", "micro_run_id"]
 
@@ -108,8 +107,8 @@ def _describe(item: pytest.Item) -> dict[str, Any] | None:
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, Any, Any]:
     report = yield
-    if call.when == "setup" and call.excinfo is not None and call.excinfo.errisinstance(Unavailable):
-        report.user_properties.append(("micro_unreachable", call.excinfo.exconly()))
+    if call.excinfo is not None and call.excinfo.errisinstance(Unreachable):
+        report.user_properties.append(("micro_unreachable", str(call.excinfo.value)))
     return report
 
 
@@ -138,6 +137,10 @@ class _Reporter:
             if row is not None:
                 self.rows[item.nodeid] = row
 
+    def pytest_deselected(self, items: list[pytest.Item]) -> None:
+        for item in items:
+            self.rows.pop(item.nodeid, None)
+
     def pytest_collectreport(self, report: pytest.CollectReport) -> None:
         if report.failed:
             self.collect_errors.append(f"{report.nodeid or '<session>'}: {_message(report)}")
@@ -150,11 +153,12 @@ class _Reporter:
         if properties.get("micro_impl"):
             row["impl"] = properties["micro_impl"]
         row["duration"] += report.duration
-        if report.when == "setup":
+        unreachable = properties.get("micro_unreachable")
+        if report.failed and unreachable and report.when in ("setup", "call"):
+            row["outcome"], row["message"] = "unreachable", str(unreachable)
+        elif report.when == "setup":
             if report.failed:
-                unreachable = properties.get("micro_unreachable")
-                row["outcome"] = "unreachable" if unreachable else "error"
-                row["message"] = str(unreachable or _message(report))
+                row["outcome"], row["message"] = "error", _message(report)
             elif report.skipped:
                 row["outcome"], row["message"] = "skipped", _message(report)
         elif report.when == "call":
@@ -171,6 +175,6 @@ class _Reporter:
             "created": time.time(),
             "exitstatus": int(exitstatus),
             "collect_errors": self.collect_errors,
-            "cases": list(self.rows.values()),
+            "cases": [{**row, "outcome": row["outcome"] or "not run"} for row in self.rows.values()],
         }
         Path(path).write_text(json.dumps(document, indent=1))

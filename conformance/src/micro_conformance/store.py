@@ -30,7 +30,17 @@ class StoreContract(Contract[Store]):
 
     @pytest.fixture
     def store(self, subject: Store) -> Store:
+        self.clean_up(subject)
         return subject
+
+    def clean_up(self, store: Store, *, database: str | None = None, table: str | None = None) -> None:
+        """When the test ends, delete every key of this test in one scope, so a shared store is left as found."""
+
+        async def delete() -> None:
+            keys = await store.list(database=database, table=table, prefix=self.names.prefix)
+            await store.delete_many(keys, database=database, table=table)
+
+        self.later(delete)
 
     async def write_all(self, store: Store, keys: list[str], **kwargs: Any) -> None:
         for key in keys:
@@ -177,6 +187,8 @@ class StoreContract(Contract[Store]):
         """The same key in two tables, or two databases, is two records; each scope lists only its own."""
         key = self.names("k")
         t1, t2, db = self.names("t1"), self.names("t2"), self.names("db")
+        for scope in ({"table": t1}, {"table": t2}, {"database": db, "table": t1}):
+            self.clean_up(store, **scope)
         await store.write(Record(key, b"default"))
         await store.write(Record(key, b"t1"), table=t1)
         await store.write(Record(key, b"t2"), table=t2)
@@ -196,13 +208,14 @@ class StoreContract(Contract[Store]):
     async def test_s15_options_choose_the_default_scope(self, store: Store) -> None:
         """An instance built with database= and table= options uses them when a call names neither."""
         db, table = self.names("db"), self.names("tb")
-        key = self.names("k")
+        key, other = self.names("k"), self.names("other")
         scoped = await self.another(database=db, table=table)
+        self.clean_up(scoped)
+        self.clean_up(scoped, database=other, table=other)
         await scoped.write(Record(key, b"scoped"))
         assert [r.value for r in await scoped.read(key, database=db, table=table)] == [b"scoped"]
         assert await scoped.list(database=db, table=table) == [key]
         assert await scoped.list() == [key]
-        other = self.names("other")
         with pytest.raises(RecordNotFound):
             await scoped.read(key, database=other, table=other)
         await scoped.write(Record(key, b"elsewhere"), database=other, table=other)
