@@ -308,8 +308,10 @@ class RPCContract(Contract[Server]):
         await self.eventually(refused, "calls to a stopped server failing")
 
     async def test_p13_publish_reaches_the_subscriber(self) -> None:
-        """client.publish() encodes; a subscriber added before start gets the decoded payload once, and one
-        added while running starts receiving soon after."""
+        """Published messages reach a subscriber added before start, once, and soon one added while running.
+
+        client.publish() encodes the message; the subscriber gets the decoded payload.
+        """
         early: list[Any] = []
         late: list[Any] = []
 
