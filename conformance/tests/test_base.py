@@ -27,7 +27,8 @@ def test_case_id_comes_from_the_test_name() -> None:
 def test_names_are_unique_and_share_the_run_prefix() -> None:
     a, b = Names("run1"), Names("run1")
     assert a.prefix != b.prefix
-    assert a("key").startswith("mc-run1-") and a("key").startswith(a.prefix)
+    assert a("key").startswith("mc-run1-")
+    assert a("key").startswith(a.prefix)
     assert re.fullmatch(r"[a-z0-9-]+", a("label")), "names must be valid keys, topics and DNS labels"
 
 
@@ -73,7 +74,8 @@ def test_create_resolves_like_the_environment_and_passes_wiring() -> None:
     registry = MemoryRegistry()
     selector = create("selector", "roundrobin", strings={"cooldown": "250ms"}, registry=registry)
     assert isinstance(selector, RoundRobinSelector)
-    assert selector.registry is registry and selector.options.cooldown == 0.25
+    assert selector.registry is registry
+    assert selector.options.cooldown == 0.25
     assert selector.name == "roundrobin"
     with pytest.raises(InvalidOption, match="MICRO_SELECTOR_COOLDOWN"):
         create("selector", "roundrobin", strings={"cooldown": "soon"})
