@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import importlib.metadata as metadata
+import inspect
 import os
 import re
 import threading
@@ -371,6 +372,7 @@ class PluginManager:
         cls: type[C],
         environ: Mapping[str, str] | None = None,
         options: Options | None = None,
+        wiring: Mapping[str, Any] | None = None,
         **values: Any,
     ) -> C: ...
 
@@ -383,6 +385,7 @@ class PluginManager:
         *,
         environ: Mapping[str, str] | None = None,
         options: Options | None = None,
+        wiring: Mapping[str, Any] | None = None,
         **values: Any,
     ) -> Component: ...
 
@@ -395,6 +398,7 @@ class PluginManager:
         cls: type[Component] | None = None,
         environ: Mapping[str, str] | None = None,
         options: Options | None = None,
+        wiring: Mapping[str, Any] | None = None,
         **values: Any,
     ) -> Component:
         """A new, unstarted instance for ``interface``.
@@ -406,6 +410,12 @@ class PluginManager:
         created: ``MICRO_STORE_TABLE`` is ignored for ``create("store", "memory")``
         while ``MICRO_STORE=redis``. ``cls`` narrows the static return type and
         is checked at run time.
+
+        ``wiring`` hands other building blocks to the constructor by keyword
+        (``wiring={"registry": registry}`` for a selector or the http broker).
+        Keywords the constructor does not accept, and ``None`` values, are
+        dropped, so one wiring mapping serves every implementation of an
+        interface (the memory broker needs no registry).
         """
         environ = os.environ if environ is None else environ
         chosen = _env.selection(interface, environ)
@@ -428,7 +438,7 @@ class PluginManager:
         elif values:
             raise TypeError("pass either options= or keyword values, not both")
         try:
-            instance = factory(options)
+            instance = factory(options, **_accepted(factory, wiring))
         except InvalidOption:
             raise
         except (ValueError, TypeError) as exc:
@@ -443,6 +453,21 @@ class PluginManager:
                 f"not a {cls.__name__}"
             )
         return cast(Component, instance)
+
+
+def _accepted(factory: type, wiring: Mapping[str, Any] | None) -> dict[str, Any]:
+    if not wiring:
+        return {}
+    given = {key: value for key, value in wiring.items() if value is not None}
+    if not given:
+        return {}
+    try:
+        parameters = inspect.signature(factory).parameters
+    except (TypeError, ValueError):
+        return {}
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
+        return given
+    return {key: value for key, value in given.items() if key in parameters}
 
 
 _manager: PluginManager | None = None

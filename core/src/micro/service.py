@@ -69,32 +69,9 @@ def build(
     environ: Mapping[str, str] | None = None,
     **wiring: Any,
 ) -> C:
-    """``micro.create(interface, **options)``, then handed the ``wiring`` keywords its constructor accepts.
-
-    The plugin manager builds an implementation from its options alone; the
-    wiring between blocks (a registry for a selector, a transport for a
-    server) is passed to the constructor by keyword, so the instance is built
-    again from the same options with it. Constructors do no I/O, so the first
-    instance costs nothing. ``None`` values and keywords the constructor does
-    not take are dropped (the memory broker needs no registry). ``environ``
-    is where ``MICRO_*`` variables are read (``os.environ`` when ``None``).
-    """
-    made: C = create(interface, cls=cls, environ=environ, **(options or {}))
-    wiring = {key: value for key, value in wiring.items() if value is not None}
-    if not wiring:
-        return made
-    factory = type(made)
-    try:
-        parameters = inspect.signature(factory).parameters
-    except (TypeError, ValueError):
-        return made
-    accepts_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
-    accepted = {k: v for k, v in wiring.items() if accepts_any or k in parameters}
-    if not accepted:
-        return made
-    wired = factory(made.options, **accepted)
-    wired.name = made.name
-    return wired
+    """``micro.create(interface, **options)`` with the ``wiring`` keywords its constructor accepts."""
+    made: C = create(interface, cls=cls, environ=environ, wiring=wiring, **(options or {}))
+    return made
 
 
 def _seconds(text: str, variable: str) -> float:

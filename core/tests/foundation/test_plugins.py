@@ -307,3 +307,16 @@ def test_invalid_registration_marks_plugin() -> None:
     manager.register(_Plugin(**{"Bad Name": "x:y"}), "bad")
     assert {i.name: i.status for i in manager.plugins()}["bad"] == "error"
     assert "invalid broker name 'Bad Name'" in {i.name: i.reason for i in manager.plugins()}["bad"]
+
+
+def test_wiring_reaches_only_constructors_that_take_it() -> None:
+    from micro.broker.http import HTTPBroker
+    from micro.broker.memory import MemoryBroker
+    from micro.registry.memory import MemoryRegistry
+
+    registry = MemoryRegistry()
+    http = micro.create("broker", "http", environ={}, wiring={"registry": registry, "transport": None})
+    assert isinstance(http, HTTPBroker)
+    assert http.registry is registry
+    memory = micro.create("broker", "memory", environ={}, wiring={"registry": registry})
+    assert isinstance(memory, MemoryBroker)
