@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final, Literal, cast
 
+from micro.errors import InvalidOption
 from micro.plugins import PluginManager, get_manager
 
 from .base import Contract, create
@@ -160,9 +161,16 @@ def check(interface: str, name: str, option_strings: Mapping[str, str] | None = 
     Raises :class:`KeyError` for an interface without a contract, and the
     plugin manager's errors (:class:`~micro.errors.PluginNotFound`,
     :class:`~micro.errors.InvalidOption`...) as ``MICRO_<INTERFACE>=<name>`` would.
+    An option that is missing rather than wrong is left to the contract, which
+    may supply it (the file config source's path, for one).
     """
     contract_for(interface)
-    create(interface, name, strings=option_strings)
+    given = {key.lower().replace("-", "_") for key in option_strings or {}}
+    try:
+        create(interface, name, strings=option_strings)
+    except InvalidOption as exc:
+        if exc.option in given or exc.option == "?":
+            raise
 
 
 def run(
