@@ -17,7 +17,13 @@ from _harness import HERE, Context, Row, Worker, python, run_worker, unavailable
 
 GROUP = "rpc"
 WORKER = str(HERE / "rpc_worker.py")
-KINDS = {"micro": "micro", "raw": "raw asyncio echo", "grpc": "grpcio-aio", "aiohttp": "aiohttp"}
+KINDS = {
+    "micro": "micro",
+    "micro-nodebug": "micro (debug=False)",
+    "raw": "raw asyncio echo",
+    "grpc": "grpcio-aio",
+    "aiohttp": "aiohttp",
+}
 
 
 def _has_uvloop() -> bool:
@@ -60,14 +66,16 @@ async def measure(
 
 async def run(ctx: Context) -> list[Row]:
     rounds = ctx.pick(1, 3)
-    duration = ctx.pick(1.0, 3.0)
+    duration = ctx.pick(0.8, 3.0)
     warmup = ctx.pick(0.3, 0.5)
-    loops = [False, True] if _has_uvloop() else [False]
+    # The quick run skips the uvloop rows to stay under a minute.
+    loops = [False, True] if _has_uvloop() and not ctx.quick else [False]
+    kinds = {k: v for k, v in KINDS.items() if not (ctx.quick and k == "micro-nodebug")}
     best: dict[tuple[str, bool], dict[str, Any]] = {}
     failed: dict[tuple[str, bool], str] = {}
     for round_ in range(rounds):
         for uvloop in loops:
-            for kind in KINDS:
+            for kind in kinds:
                 key = (kind, uvloop)
                 if key in failed:
                     continue
@@ -82,7 +90,7 @@ async def run(ctx: Context) -> list[Row]:
     rows: list[Row] = []
     for uvloop in loops:
         suffix = " + uvloop" if uvloop else ""
-        for kind, label in KINDS.items():
+        for kind, label in kinds.items():
             key = (kind, uvloop)
             if key in failed:
                 rows.append(unavailable(GROUP, label + suffix, failed[key], "calls/s"))
@@ -99,7 +107,7 @@ async def run(ctx: Context) -> list[Row]:
                     note=f"best of {rounds}, {result['calls']} calls",
                 )
             )
-    rows.append(await nameko_bench.run(ctx, GROUP, duration=ctx.pick(2.0, 5.0)))
+    rows.append(await nameko_bench.run(ctx, GROUP, duration=ctx.pick(1.5, 5.0)))
     return rows
 
 

@@ -2,7 +2,8 @@
 
 ``python rpc_worker.py serve KIND [--uvloop]`` serves and prints ``READY <address>``;
 ``python rpc_worker.py load KIND ADDRESS ...`` runs a closed loop against it and
-prints one JSON line (see :class:`_harness.Load`). KIND is ``micro``, ``raw``
+prints one JSON line (see :class:`_harness.Load`). KIND is ``micro`` (``micro-nodebug``: the
+service without its Debug handler's trace and stats wrappers), ``raw``
 (length-prefixed asyncio echo), ``grpc`` (``grpc.aio`` unary, identity
 serializers) or ``aiohttp`` (JSON POST).
 
@@ -71,10 +72,10 @@ class Bench:
         return req
 
 
-async def serve_micro() -> None:
+async def serve_micro(debug: bool = True) -> None:
     import micro
 
-    service = micro.Service(SERVICE, drain_timeout=1.0, handle_signals=True)
+    service = micro.Service(SERVICE, drain_timeout=1.0, handle_signals=True, debug=debug)
     service.handle(Bench())
     service.hook("after_start", lambda: print(f"READY {service.server.address}", flush=True))
     await service.run()
@@ -156,8 +157,14 @@ async def serve_aiohttp() -> None:
     await runner.cleanup()
 
 
+async def serve_micro_nodebug() -> None:
+    await serve_micro(debug=False)
+
+
 SERVERS: dict[str, Callable[[], Awaitable[None]]] = {
     "micro": serve_micro,
+    # Without the Debug handler's trace and stats wrappers: what they cost per call.
+    "micro-nodebug": serve_micro_nodebug,
     "raw": serve_raw,
     "grpc": serve_grpc,
     "aiohttp": serve_aiohttp,
@@ -315,14 +322,21 @@ async def clients_aiohttp(address: str, callers: int, connections: int, size: in
     return [call] * callers, close
 
 
-CLIENTS = {"micro": clients_micro, "raw": clients_raw, "grpc": clients_grpc, "aiohttp": clients_aiohttp}
+CLIENTS = {
+    "micro": clients_micro,
+    "micro-nodebug": clients_micro,
+    "raw": clients_raw,
+    "grpc": clients_grpc,
+    "aiohttp": clients_aiohttp,
+}
 
 
 async def load(kind: str, address: str, args: argparse.Namespace) -> dict[str, Any]:
     calls, close = await CLIENTS[kind](address, args.callers, args.connections, args.size)
     try:
-        for call in calls[: min(len(calls), 8)]:
-            await call()  # connect and warm caches before timing
+        # Connect every connection and warm the caches before timing, a hundred callers at a time.
+        for start in range(0, len(calls), 100):
+            await asyncio.gather(*(call() for call in calls[start : start + 100]))
         result = await closed_loop(calls, duration=args.duration, warmup=args.warmup)
     finally:
         await close()

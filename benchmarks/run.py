@@ -112,7 +112,14 @@ def table(rows: Sequence[Row]) -> list[list[str]]:
     for row in rows:
         subject = _subject(rows, row)
         ratio = "-"
-        if row.higher_is_better and subject is not None and subject is not row and subject.value and row.value:
+        # Only alternatives get a ratio: micro's own defaults (memory, sqlite) are not competitors.
+        if (
+            row.higher_is_better
+            and subject is not None
+            and not row.name.startswith("micro")
+            and subject.value
+            and row.value
+        ):
             ratio = f"{subject.value / row.value:.2f}x"
         if row.unavailable is not None:
             result, note = "unavailable", row.unavailable
