@@ -22,7 +22,7 @@ import re
 import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Final, Literal, TypeVar, cast, overload
+from typing import TYPE_CHECKING, Any, Final, Literal, TypeVar, cast, overload
 
 import pluggy
 from packaging.requirements import InvalidRequirement, Requirement
@@ -34,6 +34,25 @@ from ._version import __version__
 from .component import Component
 from .errors import ConfigError, InvalidOption, PluginConflict, PluginNotFound
 from .options import Options, build
+
+if TYPE_CHECKING:
+    from .auth import Auth
+    from .broker import Broker
+    from .client import Client
+    from .codec import Codec
+    from .config import Source
+    from .debug.log import Log
+    from .debug.stats import Stats
+    from .debug.trace import Tracer
+    from .network import Network
+    from .registry import Registry
+    from .runtime import Runtime
+    from .selector import Selector
+    from .server import Server
+    from .store import Store
+    from .sync import Sync
+    from .transport import Transport
+    from .tunnel import Tunnel
 
 __all__ = [
     "CORE_DISTRIBUTION",
@@ -483,6 +502,82 @@ def get_manager() -> PluginManager:
         return _manager
 
 
-def create(interface: str, name: str | None = None, /, **kwargs: Any) -> Any:
-    """``get_manager().create(...)``: see :meth:`PluginManager.create`."""
-    return get_manager().create(interface, name, **kwargs)
+@overload
+def create(interface: Literal["auth"], name: str | None = None, /, **kwargs: Any) -> Auth: ...
+
+
+@overload
+def create(interface: Literal["broker"], name: str | None = None, /, **kwargs: Any) -> Broker: ...
+
+
+@overload
+def create(interface: Literal["client"], name: str | None = None, /, **kwargs: Any) -> Client: ...
+
+
+@overload
+def create(interface: Literal["codec"], name: str | None = None, /, **kwargs: Any) -> Codec: ...
+
+
+@overload
+def create(interface: Literal["config"], name: str | None = None, /, **kwargs: Any) -> Source: ...
+
+
+@overload
+def create(interface: Literal["log"], name: str | None = None, /, **kwargs: Any) -> Log: ...
+
+
+@overload
+def create(interface: Literal["network"], name: str | None = None, /, **kwargs: Any) -> Network: ...
+
+
+@overload
+def create(interface: Literal["registry"], name: str | None = None, /, **kwargs: Any) -> Registry: ...
+
+
+@overload
+def create(interface: Literal["runtime"], name: str | None = None, /, **kwargs: Any) -> Runtime: ...
+
+
+@overload
+def create(interface: Literal["selector"], name: str | None = None, /, **kwargs: Any) -> Selector: ...
+
+
+@overload
+def create(interface: Literal["server"], name: str | None = None, /, **kwargs: Any) -> Server: ...
+
+
+@overload
+def create(interface: Literal["stats"], name: str | None = None, /, **kwargs: Any) -> Stats: ...
+
+
+@overload
+def create(interface: Literal["store"], name: str | None = None, /, **kwargs: Any) -> Store: ...
+
+
+@overload
+def create(interface: Literal["sync"], name: str | None = None, /, **kwargs: Any) -> Sync: ...
+
+
+@overload
+def create(interface: Literal["tracer"], name: str | None = None, /, **kwargs: Any) -> Tracer: ...
+
+
+@overload
+def create(interface: Literal["transport"], name: str | None = None, /, **kwargs: Any) -> Transport: ...
+
+
+@overload
+def create(interface: Literal["tunnel"], name: str | None = None, /, **kwargs: Any) -> Tunnel: ...
+
+
+@overload
+def create(interface: str, name: str | None = None, /, **kwargs: Any) -> Component: ...
+
+
+def create(interface: str, name: str | None = None, /, **kwargs: Any) -> Component:
+    """``get_manager().create(...)``: see :meth:`PluginManager.create`.
+
+    The result is typed by interface: ``micro.create("store")`` is a
+    :class:`~micro.store.Store`.
+    """
+    return cast(Component, get_manager().create(interface, name, **kwargs))

@@ -30,7 +30,7 @@ import os
 import signal
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from types import TracebackType
-from typing import Any, Literal, Self, TypeVar
+from typing import Any, Literal, Self, TypeVar, cast
 
 from . import _env
 from .broker.base import Broker
@@ -39,7 +39,7 @@ from .component import Component
 from .debug.handler import mount
 from .errors import ConfigError, InvalidOption
 from .options import parse_duration
-from .plugins import create
+from .plugins import get_manager
 from .registry.base import Registry
 from .selector.base import Selector
 from .server.base import HandlerWrapper, Server, SubscriberWrapper
@@ -70,8 +70,10 @@ def build(
     **wiring: Any,
 ) -> C:
     """``micro.create(interface, **options)`` with the ``wiring`` keywords its constructor accepts."""
-    made: C = create(interface, cls=cls, environ=environ, wiring=wiring, **(options or {}))
-    return made
+    made = get_manager().create(
+        interface, cls=cast(type[Component], cls), environ=environ, wiring=wiring, **(options or {})
+    )
+    return cast(C, made)
 
 
 def _seconds(text: str, variable: str) -> float:
