@@ -18,7 +18,8 @@ or by overriding :meth:`Contract.make`::
 Capabilities are checked both ways. A test marked :func:`requires` runs only when
 the implementation declares that capability (else it is skipped with a reason
 naming it); a test marked :func:`absent` runs only when it does *not*, and checks
-that the optional operation raises :class:`~micro.errors.NotSupported`. The
+that the optional operation raises :class:`~micro.errors.NotSupported` (or, where
+the interface defines absence differently, as auth does, that behaviour). The
 declaration is the implementation's ``capabilities`` class attribute, unless the
 contract subclass sets :attr:`Contract.capabilities` itself.
 """
@@ -41,7 +42,6 @@ import pytest_asyncio
 from micro import _env
 from micro.component import Component
 from micro.errors import ConfigError, Unavailable
-from micro.options import Options, build
 from micro.plugins import PluginManager, get_manager
 
 __all__ = [
@@ -53,6 +53,7 @@ __all__ = [
     "absent",
     "case_id",
     "create",
+    "declared_capabilities",
     "eventually",
     "new_run_id",
     "requires",
@@ -175,26 +176,15 @@ def create(
 
     ``strings`` are option values as they would appear in ``MICRO_<INTERFACE>_<KEY>``
     variables; ``values`` are typed values and win over them. ``wiring`` is passed
-    to the constructor by keyword after the options (``registry=`` for a selector).
+    to the constructor by keyword after the options (``registry=`` for a selector);
+    keywords the constructor does not take are dropped, as the plugin manager does.
     Raises :class:`~micro.errors.PluginNotFound`, :class:`~micro.errors.PluginConflict`
     or :class:`~micro.errors.InvalidOption` exactly as the runtime would.
     """
     manager = manager or get_manager()
     environ = {_env.variable(interface): name}
     environ.update({_env.variable(interface, key): value for key, value in (strings or {}).items()})
-    if not wiring:
-        return manager.create(interface, None, environ=environ, cls=Component, **dict(values or {}))
-    # PluginManager.create has no way to pass wiring, so resolve and build the way it does.
-    provider = manager.resolve(interface, name, source=_env.variable(interface))
-    factory = manager.factory(provider)
-    options_type = getattr(factory, "options_type", None)
-    if not (isinstance(options_type, type) and issubclass(options_type, Options)):
-        raise ConfigError(f"{interface} {name!r} from {provider.origin} has no options_type")
-    options = build(options_type, strings, values, describe=lambda key: _env.variable(interface, key))
-    instance = factory(options, **wiring)
-    if isinstance(instance, Component):
-        instance.name = provider.name
-    return cast(Component, instance)
+    return manager.create(interface, None, environ=environ, cls=Component, wiring=wiring, **dict(values or {}))
 
 
 def declared_capabilities(impl: object) -> frozenset[str]:
