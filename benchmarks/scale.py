@@ -79,12 +79,12 @@ async def payload(ctx: Context, kind: str, size: int, duration: float) -> Row:
 async def run(ctx: Context) -> list[Row]:
     duration = ctx.pick(0.6, 3.0)
     rows: list[Row] = []
-    # The quick run keeps the extremes.
-    for count in ctx.pick((1, 1000), (1, 100, 1000)):
+    # The quick run keeps the hardest case of each.
+    for count in ctx.pick((1000,), (1, 100, 1000)):
         for kind in SYSTEMS:
             ctx.log(f"  scale: {kind}, {count} connections")
             rows.append(await connections(ctx, kind, count, duration))
-    for size in ctx.pick((10_000, 1_000_000), tuple(SIZES)):
+    for size in ctx.pick((1_000_000,), tuple(SIZES)):
         for kind in ctx.pick(SYSTEMS, PAYLOAD_SYSTEMS):
             ctx.log(f"  scale: {kind}, {SIZES[size]} payload")
             rows.append(await payload(ctx, kind, size, duration))
