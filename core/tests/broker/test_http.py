@@ -26,6 +26,7 @@ from micro.errors import (
     MessageTooLarge,
     NotSupported,
     ServiceNotFound,
+    Timeout,
 )
 from micro.registry import LocalRegistryOptions, Node, Registry, Service, Watcher
 from micro.registry.local import LocalRegistry
@@ -426,6 +427,84 @@ async def test_queue_message_for_a_dead_member_goes_to_a_live_one(make, registry
     assert sorted(live.bodies) == sorted(str(i).encode() for i in range(n))
 
 
+async def register_dead_node(registry: Registry, topic: str) -> Node:
+    """A broadcast subscriber node of ``topic`` in the registry whose address refuses connections."""
+    node = Node("dead-node", f"127.0.0.1:{closed_port()}", {"broker": "http", "topic": topic})
+    await registry.register(Service(SERVICE, BROADCAST_VERSION, nodes=[node]))
+    return node
+
+
+# -- flush and close -----------------------------------------------------------------------------
+
+
+async def test_close_delivers_what_publish_accepted(make):
+    publisher = make()
+    own, other = Collector(), Collector()
+    await publisher.subscribe("t", own)
+    await make().subscribe("t", other)
+    await eventually(lambda: known(publisher, "t") == 2)
+    n = 20
+    for i in range(n):
+        await publisher.publish("t", Message(str(i).encode()))
+    await publisher.close()
+    # A subscriber replies only once its handler ran, so both have them when close returns.
+    expected = [str(i).encode() for i in range(n)]
+    assert own.bodies == expected
+    assert other.bodies == expected
+
+
+async def test_flush_waits_until_each_message_is_delivered_or_has_failed(make, registry):
+    assert await make().flush() is None  # never started: nothing to wait for
+    publisher = make(max_redeliveries=0)
+    live = Collector()
+    await make().subscribe("t", live)
+    await register_dead_node(registry, "t")
+    await publisher.start()
+    await eventually(lambda: known(publisher, "t") == 2)
+    await publisher.publish("t", Message(b"once"))
+    started = time.monotonic()
+    await publisher.flush(timeout=3)
+    # The dead node's delivery failed for good (no retries allowed) rather than timing out.
+    assert time.monotonic() - started < 1
+    assert live.bodies == [b"once"]
+
+
+async def test_flush_times_out_while_retries_are_pending(make, registry):
+    publisher = make(max_redeliveries=3)
+    await register_dead_node(registry, "t")
+    await publisher.start()
+    await eventually(lambda: known(publisher, "t") == 1)
+    await publisher.publish("t", Message(b"x"))
+    started = time.monotonic()
+    with pytest.raises(Timeout, match="1 deliveries still queued"):
+        await publisher.flush(timeout=0.2)
+    assert time.monotonic() - started < 1
+    for bad in (-1, float("nan"), "1", True):
+        with pytest.raises(BadRequest):
+            await publisher.flush(timeout=bad)
+
+
+async def test_a_dead_node_does_not_hold_close_past_close_timeout(make, registry, caplog):
+    publisher = make(close_timeout=0.3, max_redeliveries=3)
+    live = Collector()
+    await make().subscribe("t", live)
+    await register_dead_node(registry, "t")
+    await publisher.start()
+    await eventually(lambda: known(publisher, "t") == 2)
+    for i in range(5):
+        await publisher.publish("t", Message(str(i).encode()))
+    started = time.monotonic()
+    closing = asyncio.create_task(publisher.close())
+    await asyncio.sleep(0.05)
+    assert not closing.done()  # still waiting for the dead node...
+    with pytest.raises(ConnectionClosed):  # ...and accepting nothing new meanwhile
+        await publisher.publish("t", Message(b"late"))
+    await closing
+    assert time.monotonic() - started < 0.3 + 1.0
+    assert live.bodies == [str(i).encode() for i in range(5)]
+    assert "closed with 5 deliveries still queued" in caplog.text
+
+
 class _NoWatchRegistry(MemoryRegistry):
     """A registry without watch whose reads can be made to fail."""
 
@@ -521,3 +600,22 @@ async def test_pub_sub_across_two_os_processes(tmp_path):
             await publisher.publish("cross", Message(f"after{i}".encode()))
         await eventually(lambda: len(local.events) == 2 * n)
     await registry.close()
+
+
+async def test_publish_then_close_reaches_another_os_process(tmp_path):
+    path = tmp_path / "registry.db"
+    registry = LocalRegistry(LocalRegistryOptions(path=str(path)))
+    try:
+        async with peer(path, "last-words") as process:
+            publisher = HTTPBroker(HTTPBrokerOptions(**FAST), registry=registry)
+            try:
+                await publisher.start()
+                await eventually(lambda: known(publisher, "last-words") == 1, what="the other process's subscriber")
+                n = 10
+                for i in range(n):
+                    await publisher.publish("last-words", Message(f"m{i}".encode()))
+            finally:
+                await publisher.close()
+            assert await read_lines(process, n) == [f"got m{i}" for i in range(n)]
+    finally:
+        await registry.close()

@@ -20,7 +20,8 @@ semantics pinned down where Go's implementations disagree:
   :meth:`Broker.close` disconnects (``Disconnect``), ending every subscription; both
   are idempotent. ``publish`` and ``subscribe`` on a broker that was never started
   start it first; after ``close()`` they raise :class:`~micro.errors.ConnectionClosed`
-  until ``start()`` is called again.
+  until ``start()`` is called again. :meth:`Broker.flush` waits for what ``publish``
+  accepted to be handed over.
 """
 
 from __future__ import annotations
@@ -204,8 +205,21 @@ class Broker(Component, abc.ABC):
     async def close(self) -> None:
         """Disconnect (Go's ``Disconnect``): unsubscribe everything, then release connections.
 
-        Idempotent. Messages accepted by :meth:`publish` but not yet delivered
-        may be lost.
+        Idempotent. A broker that delivers in the background first waits a
+        bounded time for what :meth:`publish` accepted (see :meth:`flush`);
+        what is still undelivered after that is lost.
+        """
+
+    async def flush(self, timeout: float | None = None) -> None:
+        """Wait until messages accepted by :meth:`publish` have been handed to the backend.
+
+        The default does nothing, because :meth:`publish` already does that.
+        A broker that delivers in the background (the ``http`` broker)
+        overrides it to wait, at most ``timeout`` seconds (its own default
+        when ``None``), until each message published so far is delivered or
+        has definitively failed, and raises :class:`~micro.errors.Timeout`
+        if some are still pending then. Call it before a short-lived
+        process exits.
         """
 
     @abc.abstractmethod

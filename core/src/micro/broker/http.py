@@ -33,6 +33,10 @@ is skipped for a backoff that doubles with each consecutive failure (0.5s up to
 30s), so a dead node never holds up delivery to live ones. Delivery is
 at-least-once within those bounds: a handler slower than ``request_timeout``
 may see its message again.
+
+**Flush and close.** :meth:`HTTPBroker.flush` waits until every message
+published so far is delivered or has definitively failed; ``close`` does that
+for at most ``close_timeout``, then drops what is left with a warning.
 """
 
 from __future__ import annotations
@@ -67,6 +71,7 @@ from ..errors import (
     NotSupported,
     RPCError,
     ServiceNotFound,
+    Timeout,
     Unavailable,
 )
 from ..registry import Node, Registry, Result, Service, Watcher
@@ -143,7 +148,8 @@ class HTTPBrokerOptions(BrokerOptions):
     retry_interval: float = 1.0
     #: Times one message is retried (after a failed POST or a requeue) before it is dropped.
     max_redeliveries: int = 3
-    #: Seconds a running handler may take to finish when its subscriber is removed.
+    #: Seconds a running handler may take to finish when its subscriber is removed; also how long
+    #: ``close()`` waits for queued deliveries, and ``flush()``'s default timeout.
     close_timeout: float = 5.0
 
     def __post_init__(self) -> None:
@@ -223,9 +229,11 @@ def _reply(error: MicroError | None = None) -> web.Response:
 class _Delivery:
     """One message on its way to one node (broadcast) or to one queue version."""
 
-    __slots__ = ("attempts", "node_id", "payload", "topic", "version")
+    __slots__ = ("attempts", "node_id", "payload", "seq", "topic", "version")
 
-    def __init__(self, topic: str, payload: bytes, version: str, node_id: str | None) -> None:
+    def __init__(self, seq: int, topic: str, payload: bytes, version: str, node_id: str | None) -> None:
+        #: Increases with each accepted delivery; :meth:`HTTPBroker.flush` waits for those up to its own.
+        self.seq = seq
         self.topic = topic
         self.payload = payload
         self.version = version
@@ -256,15 +264,35 @@ class _Sender:
         self.node = node
         self.health = _Health()
         self.queue: asyncio.Queue[_Delivery] = asyncio.Queue(broker.options.outbox_size)
+        #: The delivery being POSTed, taken off ``queue`` but not yet settled or kept for a retry.
+        self.current: _Delivery | None = None
+        self.stopping = False
         self.task = broker._spawn(self._run(broker), f"send:{node.id}")
 
+    def stop(self) -> list[_Delivery]:
+        """End the task and return what was still queued.
+
+        A POST in progress is let finish, so that its reply still decides the
+        delivery's fate (the node may be handling it right now).
+        """
+        self.stopping = True
+        if self.current is None:
+            self.task.cancel()
+        left = []
+        while not self.queue.empty():
+            left.append(self.queue.get_nowait())
+        return left
+
     async def _run(self, broker: HTTPBroker) -> None:
-        while True:
-            delivery = await self.queue.get()
+        while not self.stopping:
+            delivery = self.current = await self.queue.get()
             try:
                 await broker._post(self, delivery)
             except Exception:  # a bug must not silently end delivery to this node
                 logger.exception("http broker: delivery to node %s failed unexpectedly", self.node.id)
+                broker._settle(delivery)
+            finally:
+                self.current = None
 
 
 # -- subscribing side --------------------------------------------------------------------------
@@ -352,6 +380,10 @@ class HTTPBroker(Broker):
         self._refreshed = -math.inf
         self._senders: dict[str, _Sender] = {}
         self._inbox: dict[str, deque[_Delivery]] = {}
+        # Accepted deliveries not yet settled, by seq; seqs only grow, so the first key is the oldest.
+        self._seq = 0
+        self._pending: dict[int, _Delivery] = {}
+        self._waiters: list[tuple[int, asyncio.Future[None]]] = []
 
     @property
     def address(self) -> str:
@@ -410,39 +442,64 @@ class HTTPBroker(Broker):
                 self._spawn(self._keepalive(), "keepalive")
 
     async def close(self) -> None:
-        """Unsubscribe everything (deregistering the nodes), stop the server and drop undelivered messages."""
+        """Deliver what is queued, unsubscribe everything (deregistering the nodes) and stop the server.
+
+        Waits at most ``close_timeout`` for the messages already accepted by
+        :meth:`publish` (as :meth:`flush` does, so this broker's own
+        subscribers get them too), then drops what is left with a warning
+        that says how many deliveries were dropped. ``publish`` and
+        ``subscribe`` raise :class:`~micro.errors.ConnectionClosed` from the
+        moment ``close`` begins. Idempotent.
+        """
         async with self._lifecycle:
             if self._state != "started":
                 self._state = "closed"
                 return
-            self._state = "closed"
-            subscribers = list(self._subscribers.values())
-            if subscribers:
-                await asyncio.gather(*(s.unsubscribe() for s in subscribers))
-            tasks = list(self._tasks)
-            for task in tasks:
-                task.cancel()
-            if tasks:
-                await asyncio.wait(tasks)
-            self._tasks.clear()
-            self._senders.clear()
-            self._inbox.clear()
-            self._versions.clear()
-            self._routes.clear()
-            self._watching = False
-            self._refreshed = -math.inf
-            if self._runner is not None:
-                await self._runner.cleanup()
-                self._runner = None
-            if self._session is not None:
-                await self._session.close()
-                self._session = None
-            self._bound = None
-            if self._owns_registry:
-                await self.registry.close()
+            self._state = "closing"
+            try:
+                with contextlib.suppress(Timeout):
+                    await self.flush(self.options.close_timeout)
+            finally:
+                await self._teardown()
+
+    async def _teardown(self) -> None:
+        """Unsubscribe everything, end the tasks, drop what is still queued, stop the server."""
+        subscribers = list(self._subscribers.values())
+        if subscribers:
+            await asyncio.gather(*(s.unsubscribe() for s in subscribers))
+        self._state = "closed"
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks)
+        self._tasks.clear()
+        if self._pending:
+            logger.warning(
+                "http broker: closed with %d deliveries still queued after close_timeout (%ss); dropped them",
+                len(self._pending),
+                self.options.close_timeout,
+            )
+            for delivery in list(self._pending.values()):
+                self._settle(delivery)
+        self._senders.clear()
+        self._inbox.clear()
+        self._versions.clear()
+        self._routes.clear()
+        self._watching = False
+        self._refreshed = -math.inf
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+        self._bound = None
+        if self._owns_registry:
+            await self.registry.close()
 
     async def _ensure_started(self) -> None:
-        if self._state == "closed":
+        if self._state in ("closing", "closed"):
             raise ConnectionClosed("the http broker is closed; start() it again to use it")
         if self._state == "new":
             await self.start()
@@ -523,13 +580,12 @@ class HTTPBroker(Broker):
             if node_id in live:
                 self._senders[node_id].node = live[node_id]
                 continue
-            sender = self._senders.pop(node_id)
-            sender.task.cancel()
             # What was queued for a queue group goes back to the group; a gone broadcast node gets nothing.
-            while not sender.queue.empty():
-                delivery = sender.queue.get_nowait()
+            for delivery in self._senders.pop(node_id).stop():
                 if delivery.node_id is None:
                     self._keep(delivery)
+                else:
+                    self._settle(delivery)
 
     async def _lookup(self, topic: str) -> dict[str, list[Node]]:
         if not self._watching and time.monotonic() - self._refreshed > _STALE_AFTER:
@@ -548,14 +604,65 @@ class HTTPBroker(Broker):
         await self._ensure_started()
         routes = await self._lookup(topic)
         if self._inbox.get(topic):
-            await self._flush(topic)
+            await self._retry_inbox(topic)
         payload = encode(topic, message)
         for version, nodes in routes.items():
             if version == BROADCAST_VERSION:
                 for node in nodes:
-                    await self._route(_Delivery(topic, payload, version, node.id))
+                    await self._route(self._accept(topic, payload, version, node.id))
             else:
-                await self._route(_Delivery(topic, payload, version, None))
+                await self._route(self._accept(topic, payload, version, None))
+
+    async def flush(self, timeout: float | None = None) -> None:
+        """Wait until every message accepted by :meth:`publish` so far is delivered or has definitively failed.
+
+        A delivery has definitively failed when the subscriber refused it (a
+        4xx reply), when its subscriber (or whole queue group) is gone, or
+        when its ``max_redeliveries`` retries are used up; those are logged,
+        not raised. Messages published while ``flush`` waits are not waited
+        for. Returns at once on a broker that holds nothing (never started,
+        or closed).
+
+        :param timeout: seconds to wait at most; default ``close_timeout``.
+        :raises Timeout: deliveries were still queued or being retried when
+            ``timeout`` passed; they stay queued.
+        :raises BadRequest: ``timeout`` is not a number >= 0.
+        """
+        if timeout is None:
+            timeout = self.options.close_timeout
+        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout >= 0:
+            raise BadRequest(f"timeout must be a number of seconds >= 0, got {timeout!r}")
+        target = self._seq
+        if self._oldest_pending() > target:
+            return
+        waiter = asyncio.get_running_loop().create_future()
+        self._waiters.append((target, waiter))
+        try:
+            async with asyncio.timeout(timeout):
+                await waiter
+        except TimeoutError:
+            left = sum(1 for seq in self._pending if seq <= target)
+            raise Timeout(f"{left} deliveries still queued after {timeout}s", id=_ERROR_ID) from None
+        finally:
+            with contextlib.suppress(ValueError):
+                self._waiters.remove((target, waiter))
+
+    def _accept(self, topic: str, payload: bytes, version: str, node_id: str | None) -> _Delivery:
+        self._seq += 1
+        delivery = self._pending[self._seq] = _Delivery(self._seq, topic, payload, version, node_id)
+        return delivery
+
+    def _oldest_pending(self) -> float:
+        return next(iter(self._pending), math.inf)
+
+    def _settle(self, delivery: _Delivery) -> None:
+        """``delivery`` is done with (delivered or given up on): wake the flushes it held up."""
+        if self._pending.pop(delivery.seq, None) is None or not self._waiters:
+            return
+        oldest = self._oldest_pending()
+        for target, waiter in self._waiters:
+            if target < oldest and not waiter.done():
+                waiter.set_result(None)
 
     def _sender(self, node: Node) -> _Sender:
         sender = self._senders.get(node.id)
@@ -568,10 +675,9 @@ class HTTPBroker(Broker):
         nodes = self._routes.get(delivery.topic, {}).get(delivery.version, [])
         if delivery.node_id is not None:
             nodes = [n for n in nodes if n.id == delivery.node_id]
-            if not nodes:
-                return  # the broadcast subscriber is gone: nobody to deliver to
-        elif not nodes:
-            return  # the whole queue group is gone
+        if not nodes:  # the broadcast subscriber, or the whole queue group, is gone: nobody to deliver to
+            self._settle(delivery)
+            return
         now = time.monotonic()
         live = [n for n in nodes if n.id not in self._senders or self._senders[n.id].health.up(now)]
         if not live:
@@ -582,7 +688,7 @@ class HTTPBroker(Broker):
     def _keep(self, delivery: _Delivery) -> None:
         inbox = self._inbox.setdefault(delivery.topic, deque())
         if len(inbox) >= self.options.inbox_size:
-            inbox.popleft()
+            self._settle(inbox.popleft())
             logger.warning("http broker: inbox for topic %r is full; dropped its oldest message", delivery.topic)
         inbox.append(delivery)
 
@@ -592,20 +698,27 @@ class HTTPBroker(Broker):
             logger.warning(
                 "http broker: dropping a message on topic %r after %d attempts", delivery.topic, delivery.attempts
             )
+            self._settle(delivery)
         else:
             self._keep(delivery)
 
-    async def _flush(self, topic: str) -> None:
+    async def _retry_inbox(self, topic: str) -> None:
         inbox = self._inbox.pop(topic, None)
-        while inbox:
-            await self._route(inbox.popleft())
+        try:
+            while inbox:
+                await self._route(inbox[0])
+                inbox.popleft()
+        finally:
+            # Cancelled while waiting for room in an outbox: what was not routed stays pending.
+            while inbox:
+                self._keep(inbox.popleft())
 
     async def _retry_loop(self) -> None:
         while True:
             await asyncio.sleep(self.options.retry_interval)
             for topic in list(self._inbox):
-                if self._state == "started":
-                    await self._flush(topic)
+                if self._state != "closed":
+                    await self._retry_inbox(topic)
 
     async def _post(self, sender: _Sender, delivery: _Delivery) -> None:
         """POST one delivery to ``sender``'s node and decide its fate from the reply."""
@@ -629,6 +742,7 @@ class HTTPBroker(Broker):
             return
         if status < 300:
             health.failures = 0
+            self._settle(delivery)
         elif status == 500:  # the handler asked for redelivery: the node itself is fine
             health.failures = 0
             self._retry(delivery)
@@ -637,11 +751,14 @@ class HTTPBroker(Broker):
             self._forget(node.id)
             if delivery.node_id is None:
                 self._retry(delivery)
+            else:
+                self._settle(delivery)
         elif status >= 500:
             health.failed(time.monotonic())
             self._retry(delivery)
         else:
             logger.warning("http broker: node %s refused a message on %r with %d", node.id, delivery.topic, status)
+            self._settle(delivery)
 
     def _forget(self, node_id: str) -> None:
         for service in self._versions.values():

@@ -23,17 +23,18 @@ def command(topic: str, message: str, pairs: tuple[str, ...]) -> None:
     metadata = parse_metadata(pairs)
 
     async def main() -> None:
+        from ..broker.base import Broker
         from ..client.base import Client
         from ..plugins import create
 
         client = create("client", cls=Client)
         try:
             await client.publish(topic, body, metadata=metadata, content_type="application/json")
-            # A broker may deliver in the background (the http broker does); this process is about to
-            # exit, so give it the chance to finish if it offers one.
-            flush = getattr(getattr(client, "broker", None), "flush", None)
-            if flush is not None:
-                await flush()
+            # The http broker delivers in the background and this process is about to exit: wait for it
+            # (a Timeout, reported as 408, means deliveries were still being retried).
+            broker = getattr(client, "broker", None)  # the Client interface does not require one
+            if isinstance(broker, Broker):
+                await broker.flush()
         finally:
             await client.close()
 
