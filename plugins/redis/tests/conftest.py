@@ -49,7 +49,10 @@ async def raw() -> AsyncIterator[redis.Redis]:
 
 
 async def kill_clients(raw: redis.Redis, name: str) -> int:
-    """Close, server-side, every connection whose client name starts with ``name``; returns how many."""
+    """Close, server-side, every connection whose client name starts with ``name``; returns how many.
+
+    Names are unique per instance, so this never touches another test's (or anybody else's) connections.
+    """
     killed = 0
     for client in await raw.client_list():
         if client.get("name", "").startswith(name):

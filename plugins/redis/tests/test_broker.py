@@ -278,7 +278,7 @@ async def test_subscribers_resume_after_their_connections_are_killed(broker: Red
         await broker.publish("t", Message(f"a{i}".encode()))
     await broadcast.wait(5)
     await member.wait(5)
-    assert await kill_clients(raw, "micro-broker-") >= 3  # the shared pool's and each subscriber's
+    assert await kill_clients(raw, broker.client_name) >= 3  # the shared pool's and each subscriber's
     for i in range(5):
         await broker.publish("t", Message(f"b{i}".encode()))
     await broadcast.wait(10)

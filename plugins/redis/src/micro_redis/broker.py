@@ -482,6 +482,8 @@ class RedisBroker(Broker):
         self._tasks: set[asyncio.Task[None]] = set()
         # Consumer names say where a member runs, for XINFO CONSUMERS; the suffix makes each one unique.
         self._id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        #: What its connections are named in ``CLIENT LIST``: this, or this and ``:<n>`` for a subscriber's.
+        self.client_name = f"micro-broker-{self._id}"
         self._serial = itertools.count(1)
 
     @property
@@ -501,7 +503,7 @@ class RedisBroker(Broker):
         async with self._starting:
             if self._redis is not None:
                 return
-            self._redis = await self._server.connect(f"micro-broker-{self._id}", retries=1)
+            self._redis = await self._server.connect(self.client_name, retries=1)
             self._state = "started"
 
     async def close(self) -> None:

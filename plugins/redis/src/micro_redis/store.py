@@ -95,6 +95,8 @@ class RedisStore(Store):
         self._server = Server.of(self.options, "store")
         self._redis: Redis | None = None
         self._prefix = self.options.key_prefix.encode()
+        #: The name its connections give Redis (``CLIENT LIST``).
+        self.client_name = f"micro-store-{uuid.uuid4().hex[:8]}"
 
     @property
     def address(self) -> str:
@@ -110,7 +112,7 @@ class RedisStore(Store):
         """
         if self._redis is None:
             # Every store command is harmless to repeat, so one lost connection costs no error.
-            self._redis = await self._server.connect(f"micro-store-{uuid.uuid4().hex[:8]}", retries=1)
+            self._redis = await self._server.connect(self.client_name, retries=1)
 
     async def close(self) -> None:
         """Close the connections. Idempotent; the records stay on the server."""

@@ -105,10 +105,13 @@ class RedisSync(Sync):
         self._server = Server.of(self.options, "sync")
         self._redis: Redis | None = None
         self._scripts: dict[str, AsyncScript] = {}
+        #: The name its connections give Redis (``CLIENT LIST``).
+        self.client_name = f"micro-sync-{uuid.uuid4().hex[:8]}"
         # Lock keys this instance took and has not released, for close().
         self._held: set[str] = set()
-        # Releases of cancelled acquisitions, kept referenced until done.
-        self._giving_back: set[asyncio.Task[None]] = set()
+        # Acquisitions still running after their caller was cancelled, and the releases that undo
+        # them: close() waits for these before it closes the connections they use.
+        self._in_flight: set[asyncio.Future[Any]] = set()
 
     @property
     def address(self) -> str:
@@ -124,7 +127,7 @@ class RedisSync(Sync):
         """
         if self._redis is not None:
             return
-        client = await self._server.connect(f"micro-sync-{uuid.uuid4().hex[:8]}")
+        client = await self._server.connect(self.client_name)
         self._scripts = {
             name: client.register_script(text)
             for name, text in (("acquire", _ACQUIRE), ("settle", _SETTLE), ("give_back", _GIVE_BACK))
@@ -144,8 +147,8 @@ class RedisSync(Sync):
             with contextlib.suppress(MicroError):
                 await self._settle(key, "release", None)
         self._held.clear()
-        if self._giving_back:
-            await asyncio.wait(list(self._giving_back))
+        while self._in_flight:  # a finishing acquisition may add the release that undoes it
+            await asyncio.wait(list(self._in_flight))
         client, self._redis = self._redis, None
         await client.aclose()
 
@@ -159,6 +162,7 @@ class RedisSync(Sync):
             won, _ = await asyncio.shield(attempt)
         except asyncio.CancelledError:
             # The script runs to completion on the server; if it won, give the lock back.
+            self._track(attempt)
             attempt.add_done_callback(lambda done: self._give_back(done, key, holder))
             raise
         if won:
@@ -209,9 +213,11 @@ class RedisSync(Sync):
             return
         if self._redis is None:
             return
-        task = asyncio.ensure_future(self._release_quietly(key, holder))
-        self._giving_back.add(task)
-        task.add_done_callback(self._giving_back.discard)
+        self._track(asyncio.ensure_future(self._release_quietly(key, holder)))
+
+    def _track(self, future: asyncio.Future[Any]) -> None:
+        self._in_flight.add(future)
+        future.add_done_callback(self._in_flight.discard)
 
     async def _release_quietly(self, key: str, holder: str) -> None:
         with contextlib.suppress(MicroError):
