@@ -42,7 +42,7 @@ from . import _tags
 from ._client import Consul, dumps, wait_param
 from .options import ConsulRegistryOptions
 
-__all__ = ["ConsulRegistry"]
+__all__ = ["ConsulRegistry", "deregister_after"]
 
 logger = logging.getLogger("micro.registry.consul")
 
@@ -68,6 +68,14 @@ def _check_ttl(ttl: float | None, default: float | None) -> float | None:
     if not ttl or math.isinf(ttl):
         return None
     return float(ttl)
+
+
+def deregister_after(ttl: float) -> float:
+    """Seconds a node stays critical before Consul deletes it: ``max(ttl, 1m) + 5s``, as Go Micro sets it.
+
+    Consul reaps critical services no sooner than a minute anyway.
+    """
+    return max(float(ttl), 60.0) + 5.0
 
 
 def _duration(seconds: float) -> str:
@@ -204,7 +212,7 @@ class ConsulRegistry(Registry):
                 "Name": f"micro ttl of {service.name}",
                 "TTL": _duration(lifetime),
                 "Status": "passing",
-                "DeregisterCriticalServiceAfter": _duration(max(lifetime, 60.0) + 5.0),
+                "DeregisterCriticalServiceAfter": _duration(deregister_after(lifetime)),
             }
         tags = _tags.encode(service, node)
         meta = _tags.valid_meta(node.metadata)
