@@ -144,6 +144,17 @@ async def test_a_lost_session_loses_its_locks_and_is_replaced(make: Maker, agent
     assert await a.try_lock("y")
 
 
+async def test_a_session_invalidated_underneath_is_replaced_when_next_needed(make: Maker, agent: Agent) -> None:
+    sync = await make()
+    lost_session = sync.session
+    await agent.put(f"/v1/session/destroy/{lost_session}")
+    assert await sync.try_lock("x"), "Consul refused the lost session and no new one was made"
+    assert sync.session not in (None, lost_session)
+    status, info = await agent.get(f"/v1/session/info/{sync.session}")
+    assert status == 200
+    assert info, "the new session does not exist"
+
+
 async def test_a_key_not_written_by_micro_counts_as_held(make: Maker, agent: Agent) -> None:
     sync = await make()
     await agent.put(f"/v1/kv/{sync.options.root}foreign", raw=b"someone else's data")

@@ -103,6 +103,7 @@ class ConsulSync(Sync):
         self._background: set[asyncio.Task[Any]] = set()
         self._open = False
         self._starting = asyncio.Lock()
+        self._replacing = asyncio.Lock()
 
     @property
     def address(self) -> str:
@@ -162,27 +163,38 @@ class ConsulSync(Sync):
         )
         return session
 
+    async def _current_session(self) -> str:
+        """This instance's session, created anew if the last one was lost."""
+        async with self._replacing:
+            if self._session is None:
+                self._session = await self._create_session()
+            return self._session
+
+    def _lost(self, session: str) -> None:
+        if self._session == session:
+            logger.warning("Consul session %s is gone, and with it the locks it held; making a new one", session)
+            self._session = None
+
     async def _renew(self) -> None:
         interval = self.options.session_ttl / 3
         pause = interval
         while True:
             await asyncio.sleep(pause)
-            session = self._session
-            try:
-                if session is None:
-                    self._session = await self._create_session()
-                else:
-                    await self._consul.call("renewing the session", functools.partial(_renew, session=session))
-            except consul.exceptions.NotFound:
-                logger.warning("Consul session %s expired; its locks are gone. Creating a new one.", session)
-                self._session = None
-                pause = 0.0
-                continue
-            except MicroError as exc:
-                logger.warning("could not renew Consul session %s: %s", session, exc)
-                pause = min(interval, 1.0)  # keep trying more often while the agent is away
-                continue
             pause = interval
+            try:
+                session = await self._current_session()
+            except MicroError as exc:
+                logger.warning("could not create a Consul session: %s", exc)
+                pause = min(interval, 1.0)
+                continue
+            try:
+                await self._consul.call("renewing the session", functools.partial(_renew, session=session))
+            except consul.exceptions.NotFound:
+                self._lost(session)
+                pause = 0.0
+            except (MicroError, consul.exceptions.ConsulException) as exc:
+                logger.warning("could not renew the Consul session: %s", exc)
+                pause = min(interval, 1.0)  # keep trying more often while the agent is away
 
     def _check_open(self) -> Consul:
         if not self._open:
@@ -243,9 +255,7 @@ class ConsulSync(Sync):
         client = self._check_open()
         for _ in range(_ROUNDS):
             _, entry = await self._get(client, key)
-            session = self._session
-            if session is None:
-                raise ConnectionClosed("the consul sync has no session (it is being replaced); try again")
+            session = await self._current_session()
             lock = {"KV": {"Verb": "lock", "Key": key, "Value": self._value(ttl), "Session": session}}
             if entry is None:
                 guard = {"KV": {"Verb": "check-not-exists", "Key": key}}
@@ -258,9 +268,8 @@ class ConsulSync(Sync):
             if outcome.ok:
                 return True
             if any("session" in error.lower() for error in outcome.errors):
-                logger.warning("Consul refused session %s for %r (%s)", session, key, outcome.errors)
-                return False
-            # Another contender changed the key between our read and the transaction: look again.
+                self._lost(session)  # invalidated before the renewer noticed: the next round makes a new one
+            # Otherwise another contender changed the key between our read and the transaction: look again.
         return False
 
     async def lock(self, id: str, *, ttl: float | None = DEFAULT_TTL, wait: float | None = DEFAULT_WAIT) -> None:
