@@ -12,6 +12,19 @@ or run it from the command line: ``micro conformance store redis``.
 
 from __future__ import annotations
 
-from .base import Contract, Names, absent, case_id, create, eventually, requires
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .base import Contract, Names, absent, case_id, create, eventually, requires
 
 __all__ = ["Contract", "Names", "absent", "case_id", "create", "eventually", "requires"]
+
+
+def __getattr__(name: str) -> Any:
+    # The micro plugin (micro_conformance.plugin) is imported whenever micro loads its
+    # plugins, so this package must not import pytest until a contract is asked for.
+    if name in __all__:
+        from . import base
+
+        return getattr(base, name)
+    raise AttributeError(f"module 'micro_conformance' has no attribute {name!r}")

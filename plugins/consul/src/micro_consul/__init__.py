@@ -7,6 +7,18 @@ the options classes exported here.
 
 from __future__ import annotations
 
-from .options import ConsulRegistryOptions, ConsulSourceOptions, ConsulSyncOptions
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .options import ConsulRegistryOptions, ConsulSourceOptions, ConsulSyncOptions
 
 __all__ = ["ConsulRegistryOptions", "ConsulSourceOptions", "ConsulSyncOptions"]
+
+
+def __getattr__(name: str) -> Any:
+    # micro imports this package to load the plugin hooks; keep that free of micro's block modules.
+    if name in __all__:
+        from . import options
+
+        return getattr(options, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
