@@ -13,6 +13,7 @@ import nox
 ROOT = Path(__file__).parent
 PLUGINS = sorted(p.parent for p in (ROOT / "plugins").glob("*/pyproject.toml"))
 REPORTS = ROOT / ".reports"
+XDG = ("XDG_RUNTIME_DIR", "XDG_DATA_HOME", "XDG_STATE_HOME", "XDG_CONFIG_HOME")
 
 nox.options.sessions = ["tests", "lint", "typecheck"]
 nox.options.reuse_existing_virtualenvs = True
@@ -80,7 +81,11 @@ def demo(session: nox.Session) -> None:
 def conformance(session: nox.Session) -> None:
     """``micro conformance --all``: every installed implementation that can be reached."""
     _install_all(session)
-    session.run("micro", "conformance", "--all", *session.posargs)
+    # Per-user state of the embedded defaults (sqlite store, local registry, JWT keys) goes to the
+    # session's temporary directory, not the developer's home.
+    scratch = session.create_tmp()
+    env = {name: str(Path(scratch) / name.lower()) for name in XDG}
+    session.run("micro", "conformance", "--all", *session.posargs, env=env)
 
 
 @nox.session
