@@ -295,6 +295,11 @@ async def test_a_member_delivers_what_it_was_given_before_its_connection_broke(m
     subscriber = await broker.subscribe("t", inbox, queue="q")
     consumer = subscriber._consumer  # type: ignore[attr-defined]
     stream = f"{prefix}t"
+
+    async def connected() -> None:
+        assert any(c.get("name") == f"micro-broker-{consumer}" for c in await raw.client_list())
+
+    await eventually(connected)  # its task connects a moment after subscribe() returns
     assert await kill_clients(raw, f"micro-broker-{consumer}") == 1
     # While it backs off, the group hands it three entries whose reply is lost (read here instead),
     # and one of them is trimmed from the stream before the member is back.

@@ -477,7 +477,7 @@ class RedisBroker(Broker):
         self._prefix = self.options.key_prefix.encode()
         self._redis: Redis | None = None
         self._state = "new"
-        self._starting: asyncio.Lock | None = None
+        self._starting = asyncio.Lock()
         self._subscribers: set[_RedisSubscriber] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         # Consumer names say where a member runs, for XINFO CONSUMERS; the suffix makes each one unique.
@@ -498,8 +498,6 @@ class RedisBroker(Broker):
         ``MICRO_BROKER_ADDRESS`` if it does not within ``connect_timeout``, and
         :class:`~micro.errors.Unauthorized` if it refuses the credentials.
         """
-        if self._starting is None:
-            self._starting = asyncio.Lock()
         async with self._starting:
             if self._redis is not None:
                 return

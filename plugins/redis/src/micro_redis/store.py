@@ -94,6 +94,7 @@ class RedisStore(Store):
         super().__init__(options)
         self._server = Server.of(self.options, "store")
         self._redis: Redis | None = None
+        self._starting = asyncio.Lock()
         self._prefix = self.options.key_prefix.encode()
         #: The name its connections give Redis (``CLIENT LIST``).
         self.client_name = f"micro-store-{uuid.uuid4().hex[:8]}"
@@ -110,9 +111,10 @@ class RedisStore(Store):
         ``MICRO_STORE_ADDRESS`` if it does not within ``connect_timeout``, and
         :class:`~micro.errors.Unauthorized` if it refuses the credentials.
         """
-        if self._redis is None:
-            # Every store command is harmless to repeat, so one lost connection costs no error.
-            self._redis = await self._server.connect(self.client_name, retries=1)
+        async with self._starting:
+            if self._redis is None:
+                # Every store command is harmless to repeat, so one lost connection costs no error.
+                self._redis = await self._server.connect(self.client_name, retries=1)
 
     async def close(self) -> None:
         """Close the connections. Idempotent; the records stay on the server."""

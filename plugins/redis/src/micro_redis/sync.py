@@ -104,6 +104,7 @@ class RedisSync(Sync):
         super().__init__(options)
         self._server = Server.of(self.options, "sync")
         self._redis: Redis | None = None
+        self._starting = asyncio.Lock()
         self._scripts: dict[str, AsyncScript] = {}
         #: The name its connections give Redis (``CLIENT LIST``).
         self.client_name = f"micro-sync-{uuid.uuid4().hex[:8]}"
@@ -125,14 +126,15 @@ class RedisSync(Sync):
         ``MICRO_SYNC_ADDRESS`` if it does not within ``connect_timeout``, and
         :class:`~micro.errors.Unauthorized` if it refuses the credentials.
         """
-        if self._redis is not None:
-            return
-        client = await self._server.connect(self.client_name)
-        self._scripts = {
-            name: client.register_script(text)
-            for name, text in (("acquire", _ACQUIRE), ("settle", _SETTLE), ("give_back", _GIVE_BACK))
-        }
-        self._redis = client
+        async with self._starting:
+            if self._redis is not None:
+                return
+            client = await self._server.connect(self.client_name)
+            self._scripts = {
+                name: client.register_script(text)
+                for name, text in (("acquire", _ACQUIRE), ("settle", _SETTLE), ("give_back", _GIVE_BACK))
+            }
+            self._redis = client
 
     async def close(self) -> None:
         """Resign leaderships, release the locks this instance holds, and disconnect. Idempotent.
@@ -187,12 +189,13 @@ class RedisSync(Sync):
         if reply[0] == 1:
             return
         verb = "unlock" if action == "release" else action
+        name = key[len(self.options.key_prefix) :]  # the id with its prefix, as the caller knows it
         if reply[0] == 0:
             if action == "release" and repeated:
                 return  # the first attempt released it, and its reply was lost with the connection
-            raise LockNotFound(f"cannot {verb} lock {key!r}: nobody holds it")
+            raise LockNotFound(f"cannot {verb} lock {name!r}: nobody holds it")
         holder = reply[1].decode("utf-8", "replace") if isinstance(reply[1], bytes) else str(reply[1])
-        raise LockHeld(f"cannot {verb} lock {key!r}: it is held by {holder}")
+        raise LockHeld(f"cannot {verb} lock {name!r}: it is held by {holder}")
 
     async def _run(self, script: str, key: str, *args: str) -> tuple[Any, bool]:
         """Run a script on ``key``; returns its reply and whether it had to be sent twice.
