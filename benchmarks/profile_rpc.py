@@ -23,7 +23,7 @@ from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from rpc_worker import SMALL, Bench, RawClient, RawServer, Small  # noqa: E402
+from rpc_worker import SMALL, Bench, RawClient, RawServer, Small
 
 Call = Callable[[], Awaitable[Any]]
 

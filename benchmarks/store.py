@@ -128,7 +128,7 @@ async def run(ctx: Context) -> list[Row]:
     from micro.store import Store
 
     n = ctx.pick(2_000, 100_000)
-    deadline = ctx.pick(3.0, 10.0)
+    deadline = ctx.pick(3.0, 8.0)
     table = f"bench_{uuid.uuid4().hex[:8]}"
     redis_down = None if _up(6379) else "Redis is not reachable on 127.0.0.1:6379"
 
