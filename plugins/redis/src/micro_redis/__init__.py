@@ -12,10 +12,9 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from .options import RedisBrokerOptions, RedisStoreOptions, RedisSyncOptions
-
 if TYPE_CHECKING:
     from .broker import RedisBroker
+    from .options import RedisBrokerOptions, RedisStoreOptions, RedisSyncOptions
     from .store import RedisStore
     from .sync import RedisSync
 
@@ -28,7 +27,15 @@ __all__ = [
     "RedisSyncOptions",
 ]
 
-_LAZY = {"RedisBroker": ".broker", "RedisStore": ".store", "RedisSync": ".sync"}
+# Even the options wait: micro imports this package whenever it loads plugin hooks.
+_LAZY = {
+    "RedisBroker": ".broker",
+    "RedisStore": ".store",
+    "RedisSync": ".sync",
+    "RedisBrokerOptions": ".options",
+    "RedisStoreOptions": ".options",
+    "RedisSyncOptions": ".options",
+}
 
 
 def __getattr__(name: str) -> Any:
