@@ -57,7 +57,7 @@ def tests(session: nox.Session) -> None:
 @nox.session
 def lint(session: nox.Session) -> None:
     """ruff check and ruff format --check over the whole tree."""
-    session.install("ruff")
+    session.install("ruff==0.17.6")  # pinned: a newer ruff may format differently and fail CI
     session.run("ruff", "check", ".")
     session.run("ruff", "format", "--check", ".")
 
@@ -65,7 +65,7 @@ def lint(session: nox.Session) -> None:
 @nox.session
 def typecheck(session: nox.Session) -> None:
     """mypy --strict on micro-core."""
-    session.install("mypy", "types-PyYAML", "-e", f"{ROOT / 'core'}[test]")
+    session.install("mypy==2.4.1", "types-PyYAML", "-e", f"{ROOT / 'core'}[test]")
     session.chdir(ROOT / "core")
     session.run("mypy")
 
