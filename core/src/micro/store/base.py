@@ -26,8 +26,9 @@ The rules every implementation follows, and the conformance suite checks:
   finite number, a negative limit or offset.
 
 The helpers :func:`check_key`, :func:`check_keys`, :func:`check_pattern`, :func:`check_record`,
-:func:`check_page` and :func:`pack_metadata` implement those checks so that every backend reports bad
-input with the same error and message.
+:func:`check_page`, :func:`check_read`, :func:`check_list` and :func:`pack_metadata` implement those
+checks so that every backend reports bad input with the same error and message; :class:`KeyFilter`
+does the filtering, ordering and paging for a backend that cannot do it in its own queries.
 """
 
 from __future__ import annotations
@@ -46,10 +47,12 @@ from ..errors import BadRequest, NotSupported, RecordNotFound
 from .options import StoreOptions
 
 __all__ = [
+    "KeyFilter",
     "Record",
     "Store",
     "check_key",
     "check_keys",
+    "check_list",
     "check_page",
     "check_pattern",
     "check_read",
@@ -141,6 +144,51 @@ def check_read(key: object, *, prefix: object, suffix: object, limit: object, of
             raise BadRequest(f"{name} must be a bool, not {type(flag).__name__}")
     check_page(limit, offset)
     return check_pattern(key, what="key") if prefix or suffix else check_key(key)
+
+
+def check_list(prefix: str, suffix: str, limit: int | None, offset: int) -> KeyFilter:
+    """Check the arguments of :meth:`Store.list` (of any type, whatever the hints say); returns their filter."""
+    check_pattern(prefix, what="prefix")
+    check_pattern(suffix, what="suffix")
+    check_page(limit, offset)
+    return KeyFilter(prefix, suffix, limit, offset)
+
+
+@dataclass(frozen=True, slots=True)
+class KeyFilter:
+    """The keys a prefix/suffix :meth:`Store.read` or a :meth:`Store.list` selects, and the page of them wanted.
+
+    Build it from checked arguments: with :func:`check_list`, or with :meth:`for_read` after
+    :func:`check_read`. A backend that filters in its own queries reads the fields; one that
+    holds (or fetches) the candidate keys passes them to :meth:`select`.
+    """
+
+    #: Selected keys start with this (``""``: any key).
+    prefix: str = ""
+    #: Selected keys end with this (``""``: any key).
+    suffix: str = ""
+    #: At most this many keys are kept, ``None`` for no limit.
+    limit: int | None = None
+    #: This many selected keys are skipped first.
+    offset: int = 0
+
+    @classmethod
+    def for_read(cls, key: str, *, prefix: bool, suffix: bool, limit: int | None, offset: int) -> KeyFilter:
+        """The filter of a :meth:`Store.read` with ``prefix`` and/or ``suffix`` set: ``key`` plays those parts."""
+        return cls(key if prefix else "", key if suffix else "", limit, offset)
+
+    def matches(self, key: str) -> bool:
+        """Whether ``key`` starts with :attr:`prefix` and ends with :attr:`suffix` (paging aside)."""
+        return key.startswith(self.prefix) and key.endswith(self.suffix)
+
+    def select(self, keys: Iterable[str]) -> builtins.list[str]:
+        """The keys of ``keys`` that match, sorted by code point, then paged by :attr:`offset` and :attr:`limit`.
+
+        ``keys`` should hold each key once: a key given twice is kept twice.
+        """
+        matching = sorted(k for k in keys if self.matches(k))
+        end = None if self.limit is None else self.offset + self.limit
+        return matching[self.offset : end]
 
 
 def not_found(key: str, database: str, table: str) -> RecordNotFound:

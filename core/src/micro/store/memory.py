@@ -18,12 +18,12 @@ import orjson
 
 from ..errors import ConnectionClosed
 from .base import (
+    KeyFilter,
     Record,
     Store,
     check_key,
     check_keys,
-    check_page,
-    check_pattern,
+    check_list,
     check_read,
     check_record,
     not_found,
@@ -87,8 +87,8 @@ class MemoryStore(Store):
             if entry is None:
                 raise not_found(key, db, tb)
             return [entry.record(key, now)]
-        keys = _page(_matching(entries, now, key if prefix else "", key if suffix else ""), limit, offset)
-        return [entries[k].record(k, now) for k in keys]
+        wanted = KeyFilter.for_read(key, prefix=prefix, suffix=suffix, limit=limit, offset=offset)
+        return [entries[k].record(k, now) for k in wanted.select(_prune(entries, now))]
 
     async def write(
         self,
@@ -117,11 +117,9 @@ class MemoryStore(Store):
         limit: int | None = None,
         offset: int = 0,
     ) -> builtins.list[str]:
-        check_pattern(prefix, what="prefix")
-        check_pattern(suffix, what="suffix")
-        check_page(limit, offset)
+        wanted = check_list(prefix, suffix, limit, offset)
         db, tb = self._scope(database, table)
-        return _page(_matching(self._table(db, tb), time.monotonic(), prefix, suffix), limit, offset)
+        return wanted.select(_prune(self._table(db, tb), time.monotonic()))
 
     async def read_many(
         self, keys: Sequence[str], *, database: str | None = None, table: str | None = None
@@ -180,13 +178,9 @@ def _live(entries: _Table, key: str, now: float) -> _Entry | None:
     return entry
 
 
-def _matching(entries: _Table, now: float, prefix: str, suffix: str) -> builtins.list[str]:
-    """Sorted live keys starting with ``prefix`` and ending with ``suffix``; drops the expired ones met."""
+def _prune(entries: _Table, now: float) -> _Table:
+    """``entries`` without the records that have expired by ``now`` (they are deleted)."""
     expired = [k for k, e in entries.items() if e.expires is not None and e.expires <= now]
     for key in expired:
         del entries[key]
-    return sorted(k for k in entries if k.startswith(prefix) and k.endswith(suffix))
-
-
-def _page(keys: builtins.list[str], limit: int | None, offset: int) -> builtins.list[str]:
-    return keys[offset:] if limit is None else keys[offset : offset + limit]
+    return entries

@@ -31,12 +31,12 @@ import orjson
 from ..errors import ConnectionClosed
 from ._sqlite import Database, data_dir, immediate, resolve
 from .base import (
+    KeyFilter,
     Record,
     Store,
     check_key,
     check_keys,
-    check_page,
-    check_pattern,
+    check_list,
     check_read,
     check_record,
     not_found,
@@ -109,6 +109,14 @@ def _where(prefix: str, suffix: str, now: float, database: str, table: str) -> t
             clauses.append(f"{column} < ?")
             params.append(upper)
     return " AND ".join(clauses), params
+
+
+def _selection(wanted: KeyFilter, now: float, database: str, table: str) -> tuple[str, list[Any]]:
+    """The text after ``WHERE`` that selects ``wanted``, in order and paged, and its parameters."""
+    where, params = _where(wanted.prefix, wanted.suffix, now, database, table)
+    # LIMIT -1 is SQLite's "no limit".
+    limit = -1 if wanted.limit is None else wanted.limit
+    return f"{where} ORDER BY key LIMIT ? OFFSET ?", [*params, limit, wanted.offset]
 
 
 def _row(record: Record, ttl: float | None, now: float, database: str, table: str) -> tuple[Any, ...]:
@@ -209,13 +217,12 @@ class SQLiteStore(Store):
 
             return await self._database().run(exact)
 
+        wanted = KeyFilter.for_read(key, prefix=prefix, suffix=suffix, limit=limit, offset=offset)
+
         def matching(conn: sqlite3.Connection) -> builtins.list[Record]:
             now = time.time()
-            where, params = _where(key if prefix else "", key if suffix else "", now, db, tb)
-            rows = conn.execute(
-                f"SELECT key, value, metadata, expires FROM micro_store WHERE {where} ORDER BY key LIMIT ? OFFSET ?",
-                (*params, -1 if limit is None else limit, offset),
-            )
+            where, params = _selection(wanted, now, db, tb)
+            rows = conn.execute(f"SELECT key, value, metadata, expires FROM micro_store WHERE {where}", params)
             return [_record(row, now) for row in rows]
 
         return await self._database().run(matching)
@@ -257,18 +264,12 @@ class SQLiteStore(Store):
         limit: int | None = None,
         offset: int = 0,
     ) -> builtins.list[str]:
-        check_pattern(prefix, what="prefix")
-        check_pattern(suffix, what="suffix")
-        check_page(limit, offset)
+        wanted = check_list(prefix, suffix, limit, offset)
         db, tb = self._scope(database, table)
 
         def keys(conn: sqlite3.Connection) -> builtins.list[str]:
-            where, params = _where(prefix, suffix, time.time(), db, tb)
-            rows = conn.execute(
-                f"SELECT key FROM micro_store WHERE {where} ORDER BY key LIMIT ? OFFSET ?",
-                (*params, -1 if limit is None else limit, offset),
-            )
-            return [key for (key,) in rows]
+            where, params = _selection(wanted, time.time(), db, tb)
+            return [key for (key,) in conn.execute(f"SELECT key FROM micro_store WHERE {where}", params)]
 
         return await self._database().run(keys)
 

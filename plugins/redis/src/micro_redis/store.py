@@ -39,10 +39,10 @@ import orjson
 from micro.errors import ConnectionClosed, InternalError, Unavailable
 from micro.store import Record, Store
 from micro.store.base import (
+    KeyFilter,
     check_key,
     check_keys,
-    check_page,
-    check_pattern,
+    check_list,
     check_read,
     check_record,
     not_found,
@@ -77,10 +77,6 @@ def _glob_escape(text: bytes) -> bytes:
 def _milliseconds(ttl: float) -> int:
     # Redis expiries are whole milliseconds; a positive TTL must never become "no expiry" or "expired now".
     return max(1, round(ttl * 1000))
-
-
-def _page(keys: builtins.list[str], limit: int | None, offset: int) -> builtins.list[str]:
-    return keys[offset:] if limit is None else keys[offset : offset + limit]
 
 
 class RedisStore(Store):
@@ -160,12 +156,12 @@ class RedisStore(Store):
             if record is None:
                 raise not_found(key, db, tb)
             return [record]
-        start, end = (key if prefix else ""), (key if suffix else "")
+        wanted = KeyFilter.for_read(key, prefix=prefix, suffix=suffix, limit=limit, offset=offset)
         batch_key = self._batch_key(db, tb)
         for attempt in range(_ATTEMPTS):
             with translated(self._server.where):
                 before = await client.get(batch_key)
-                page = _page(await self._scan(client, scope, start, end), limit, offset)
+                page = await self._scan(client, scope, wanted)
                 found, after = await self._fetch(client, scope, page, counter=batch_key)
             # A batch landing during the scan, or a record vanishing (deleted, expired) between the scan
             # and the fetch, would leave the page wrong: take it again.
@@ -184,19 +180,17 @@ class RedisStore(Store):
         limit: int | None = None,
         offset: int = 0,
     ) -> builtins.list[str]:
-        check_pattern(prefix, what="prefix")
-        check_pattern(suffix, what="suffix")
-        check_page(limit, offset)
+        wanted = check_list(prefix, suffix, limit, offset)
         db, tb = self._scope(database, table)
         client = self._client()
         batch_key = self._batch_key(db, tb)
         for attempt in range(_ATTEMPTS):
             with translated(self._server.where):
                 before = await client.get(batch_key)
-                keys = await self._scan(client, self._table_key(db, tb), prefix, suffix)
+                keys = await self._scan(client, self._table_key(db, tb), wanted)
                 after = await client.get(batch_key)
             if before == after:
-                return _page(keys, limit, offset)
+                return keys
             await self._pause(attempt)
         raise self._busy(db, tb)
 
@@ -210,9 +204,9 @@ class RedisStore(Store):
             found, _ = await self._fetch(client, self._table_key(db, tb), checked)
         return [found.get(key) for key in checked]
 
-    async def _scan(self, client: Redis, scope: bytes, prefix: str, suffix: str) -> builtins.list[str]:
-        """The sorted keys of live records in ``scope`` that start with ``prefix`` and end with ``suffix``."""
-        head = scope + prefix.encode()
+    async def _scan(self, client: Redis, scope: bytes, wanted: KeyFilter) -> builtins.list[str]:
+        """The keys of live records in ``scope`` that ``wanted`` selects: sorted and paged."""
+        head = scope + wanted.prefix.encode()
         keys: set[str] = set()
         # SCAN may return a key twice (the set absorbs it) and skips keys that have expired.
         async for raw in client.scan_iter(match=_glob_escape(head) + b"*", count=_SCAN_COUNT):
@@ -222,9 +216,8 @@ class RedisStore(Store):
                 key = raw[len(scope) :].decode("utf-8")
             except UnicodeDecodeError:
                 continue  # not written by a store: every record key is UTF-8
-            if key.endswith(suffix):
-                keys.add(key)
-        return sorted(keys)
+            keys.add(key)
+        return wanted.select(keys)
 
     async def _fetch(
         self, client: Redis, scope: bytes, keys: Sequence[str], *, counter: bytes | None = None
