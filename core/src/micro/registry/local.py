@@ -37,9 +37,9 @@ from typing import Any, ClassVar, TypeVar
 import orjson
 
 from ..errors import BackendUnavailable, MicroError, ServiceNotFound
-from ._watch import View, Watchers, check_name, check_ttl, diff_views
 from .base import Endpoint, Node, Registry, Service, Watcher
 from .options import LocalRegistryOptions
+from .watch import View, Watchers, check_name, check_ttl, diff_views
 
 __all__ = ["LocalRegistry", "default_path"]
 

@@ -37,9 +37,9 @@ from zeroconf import IPVersion, ServiceInfo, ServiceStateChange, Zeroconf
 from zeroconf.asyncio import AsyncServiceBrowser, AsyncServiceInfo, AsyncZeroconf
 
 from ..errors import BackendUnavailable, BadRequest, MessageTooLarge, ServiceNotFound
-from ._watch import Watchers, check_name, check_ttl, diff_views
 from .base import Endpoint, Node, Registry, Service, Watcher
 from .options import MDNSRegistryOptions
+from .watch import Watchers, check_name, check_ttl, diff_views
 
 __all__ = ["MDNSRegistry", "decode_txt", "encode_txt"]
 

@@ -8,9 +8,9 @@ from dataclasses import dataclass, field
 from typing import ClassVar
 
 from ..errors import ServiceNotFound
-from ._watch import Watchers, check_name, check_ttl, diff
 from .base import Endpoint, Node, Registry, Service, Watcher
 from .options import RegistryOptions
+from .watch import Watchers, check_name, check_ttl, diff
 
 __all__ = ["MemoryRegistry"]
 

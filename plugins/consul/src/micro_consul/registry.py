@@ -31,12 +31,12 @@ import functools
 import hashlib
 import logging
 import math
-from collections import deque
 from typing import Any, ClassVar, Final
 
 import consul.exceptions
 from micro.errors import BackendUnavailable, BadRequest, MicroError, ServiceNotFound
-from micro.registry import Node, Registry, Result, Service, Watcher
+from micro.registry import Node, Registry, Service, Watcher
+from micro.registry.watch import MAX_PENDING, QueueWatcher, check_name, check_ttl, diff_views
 
 from . import _tags
 from ._client import Consul, dumps, wait_param
@@ -48,26 +48,8 @@ logger = logging.getLogger("micro.registry.consul")
 
 #: Services fetched at once by list_services() and the all-services watcher.
 _PARALLEL: Final = 8
-#: A watcher that falls this far behind is failed rather than buffer without bound.
-_MAX_PENDING: Final = 10_000
 
 View = dict[str, Service]  # version -> service, live nodes only
-
-
-def _check_name(name: object) -> str:
-    if not isinstance(name, str) or not name.strip():
-        raise BadRequest(f"service name must be a non-empty string, got {name!r}")
-    return name
-
-
-def _check_ttl(ttl: float | None, default: float | None) -> float | None:
-    if ttl is None:
-        ttl = default
-    elif isinstance(ttl, bool) or not isinstance(ttl, (int, float)) or math.isnan(ttl) or ttl < 0:
-        raise BadRequest(f"ttl must be a non-negative number of seconds, got {ttl!r}")
-    if not ttl or math.isinf(ttl):
-        return None
-    return float(ttl)
 
 
 def deregister_after(ttl: float) -> float:
@@ -113,20 +95,6 @@ def _view(name: str, entries: list[dict[str, Any]] | None) -> View:
             nodes=nodes,
         )
     return view
-
-
-def _diff(old: View, new: View) -> list[Result]:
-    results = []
-    for version in sorted(old.keys() | new.keys()):
-        before, after = old.get(version), new.get(version)
-        if after is None:
-            assert before is not None
-            results.append(Result("delete", before.copy()))
-        elif before is None:
-            results.append(Result("create", after.copy()))
-        elif before != after:
-            results.append(Result("update", after.copy()))
-    return results
 
 
 class ConsulRegistry(Registry):
@@ -196,7 +164,7 @@ class ConsulRegistry(Registry):
         service.validate()
         if "/" in service.name:
             raise BadRequest(f"service name {service.name!r}: Consul service names cannot contain '/'")
-        lifetime = _check_ttl(ttl, self.options.ttl)
+        lifetime = check_ttl(ttl, self.options.ttl)
         client = await self._open()
         await self._settle_watchers()
         copy = service.copy()
@@ -246,7 +214,7 @@ class ConsulRegistry(Registry):
 
     async def deregister(self, service: Service) -> None:
         """Remove the nodes of ``service`` from the agent; nodes that are not registered are ignored."""
-        name = _check_name(service.name)
+        name = check_name(service.name)
         client = await self._open()
         await self._settle_watchers()
 
@@ -276,7 +244,7 @@ class ConsulRegistry(Registry):
 
     async def get_service(self, name: str) -> list[Service]:
         """Every version of ``name`` with passing nodes; :class:`~micro.errors.ServiceNotFound` if there is none."""
-        _check_name(name)
+        check_name(name)
         client = await self._open()
         view: View = {}
         if "/" not in name:
@@ -324,7 +292,7 @@ class ConsulRegistry(Registry):
         part of the baseline instead of a result.
         """
         if service is not None:
-            _check_name(service)
+            check_name(service)
         asyncio.get_running_loop()
         watcher = _ConsulWatcher(self, service)
         self._watchers.add(watcher)
@@ -332,57 +300,41 @@ class ConsulRegistry(Registry):
         return watcher
 
 
-class _ConsulWatcher(Watcher):
+class _ConsulWatcher(QueueWatcher):
     def __init__(self, registry: ConsulRegistry, service: str | None) -> None:
+        super().__init__(service, lambda _: registry._watchers.discard(self))
         self._registry = registry
-        self._service = service
-        self._pending: deque[Result] = deque()
-        self._wakeup = asyncio.Event()
-        self._error: BaseException | None = None
-        self._stopped = False
         #: Set once the baseline is read (or the watcher failed).
         self.ready = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
-    @property
-    def stopped(self) -> bool:
-        return self._stopped
-
     def _begin(self) -> None:
-        self._task = asyncio.create_task(self._run(), name=f"micro.registry.consul.watch:{self._service or '*'}")
+        self._task = asyncio.create_task(self._run(), name=f"micro.registry.consul.watch:{self.service or '*'}")
 
     # -- feeding ------------------------------------------------------------------------------
 
-    def _push(self, results: list[Result]) -> None:
-        if self._stopped or self._error is not None or not results:
-            return
-        if len(self._pending) + len(results) > _MAX_PENDING:
-            self._fail(BackendUnavailable(f"watcher fell more than {_MAX_PENDING} results behind; read again"))
-            return
-        self._pending.extend(results)
-        self._wakeup.set()
+    def overflow(self) -> BaseException:
+        return BackendUnavailable(f"watcher fell more than {MAX_PENDING} results behind; read again")
 
-    def _fail(self, error: BaseException) -> None:
-        if self._stopped or self._error is not None:
-            return
-        self._pending.clear()
-        self._error = error
-        self._wakeup.set()
+    def _report(self, old: View, new: View) -> None:
+        """Queue the results that turn ``old`` into ``new``."""
+        for result in diff_views(old, new):
+            self.push(result)
 
     async def _run(self) -> None:
         try:
             client = await self._registry._open()
-            if self._service is not None:
-                await self._follow(client, self._service, baseline=True, on_baseline=self.ready.set)
+            if self.service is not None:
+                await self._follow(client, self.service, baseline=True, on_baseline=self.ready.set)
             else:
                 await self._follow_all(client)
         except asyncio.CancelledError:
             raise
         except MicroError as exc:
-            self._fail(exc)
+            self.fail(exc)
         except Exception as exc:  # a bug must end the watcher visibly, not leave its reader waiting forever
             logger.exception("consul watcher failed")
-            self._fail(BackendUnavailable(f"consul watcher failed: {exc!r}"))
+            self.fail(BackendUnavailable(f"consul watcher failed: {exc!r}"))
         finally:
             self.ready.set()
 
@@ -415,12 +367,9 @@ class _ConsulWatcher(Watcher):
         wait = registry.options.watch_wait
         index, entries = await self._retry(f"reading {name!r}", lambda: registry._health(client, name))
         view = _view(name, entries)
-        if baseline:
-            current: View = view
-        else:
-            current = {}
-            self._push(_diff(current, view))
-            current = view
+        if not baseline:
+            self._report({}, view)
+        current = view
         if state is not None:
             state[name] = current
         if on_baseline is not None:
@@ -432,7 +381,7 @@ class _ConsulWatcher(Watcher):
             # Consul's index can go backwards (a snapshot restore): start over from 0, as its docs say.
             index = found if _as_int(found) >= _as_int(index) else "0"
             view = _view(name, entries)
-            self._push(_diff(current, view))
+            self._report(current, view)
             current = view
             if state is not None:
                 state[name] = current
@@ -464,7 +413,7 @@ class _ConsulWatcher(Watcher):
                     task.cancel()
                     # asyncio.wait, not `await task`: a cancellation of this watcher must not be mistaken for it.
                     await asyncio.wait({task})
-                    self._push(_diff(state.pop(name, {}), {}))
+                    self._report(state.pop(name, {}), {})
         finally:
             for task in followers.values():
                 task.cancel()
@@ -481,38 +430,22 @@ class _ConsulWatcher(Watcher):
             except asyncio.CancelledError:
                 raise
             except MicroError as exc:
-                self._fail(exc)
+                self.fail(exc)
             except Exception as exc:
                 logger.exception("consul watcher of %r failed", name)
-                self._fail(BackendUnavailable(f"consul watcher of {name!r} failed: {exc!r}"))
+                self.fail(BackendUnavailable(f"consul watcher of {name!r} failed: {exc!r}"))
             finally:
                 read.set()
 
         return asyncio.create_task(follow(), name=f"micro.registry.consul.watch:{name}")
 
-    # -- reading ------------------------------------------------------------------------------
-
-    async def __anext__(self) -> Result:
-        while True:
-            if self._stopped:
-                raise StopAsyncIteration
-            if self._pending:
-                return self._pending.popleft()
-            if self._error is not None:
-                error, self._error = self._error, None
-                await self.stop()
-                raise error
-            self._wakeup.clear()
-            await self._wakeup.wait()
+    # -- stopping -----------------------------------------------------------------------------
 
     async def stop(self) -> None:
-        if self._stopped:
+        if self.stopped:
             return
-        self._stopped = True
-        self._pending.clear()
-        self._wakeup.set()
+        await super().stop()
         self.ready.set()
-        self._registry._watchers.discard(self)
         task = self._task
         if task is not None and task is not asyncio.current_task():
             task.cancel()

@@ -1,4 +1,15 @@
-"""Pieces the built-in registries share: a queue-backed watcher, state diffing, argument checks."""
+"""Pieces registries share: a queue-backed watcher, state diffing, argument checks.
+
+Public so that plugin registries (``micro-consul``) report changes, refuse bad
+names and ttls, and fail slow readers exactly as the built-in ones do:
+
+* :func:`check_name` and :func:`check_ttl` check the arguments of ``register``,
+  ``get_service`` and ``watch``.
+* :func:`diff` and :func:`diff_views` turn two states into the create/update/delete
+  :class:`~micro.registry.Result` values a watcher reports.
+* :class:`QueueWatcher` is a :class:`~micro.registry.Watcher` that a registry feeds
+  with :meth:`~QueueWatcher.push`; :class:`Watchers` keeps a registry's live ones.
+"""
 
 from __future__ import annotations
 
@@ -6,11 +17,12 @@ import asyncio
 import math
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
+from typing import TypeVar
 
 from ..errors import BadRequest, NotSupported, Unavailable
 from .base import Result, Service, Watcher
 
-__all__ = ["QueueWatcher", "Watchers", "check_name", "check_ttl", "diff", "diff_views"]
+__all__ = ["MAX_PENDING", "QueueWatcher", "View", "Watchers", "check_name", "check_ttl", "diff", "diff_views"]
 
 #: Results a watcher may hold unread before it is failed: a reader that far behind must re-read the registry.
 MAX_PENDING = 10_000
@@ -18,15 +30,23 @@ MAX_PENDING = 10_000
 #: The state of a registry: ``(name, version) -> Service`` with live nodes only.
 View = Mapping[tuple[str, str], Service]
 
+#: What a state is keyed by: ``(name, version)`` for a whole registry, the version for one service.
+_Key = TypeVar("_Key", str, tuple[str, str])
+
 
 def check_name(name: object) -> str:
+    """``name`` if it is a string with something besides whitespace, else :class:`~micro.errors.BadRequest`."""
     if not isinstance(name, str) or not name.strip():
         raise BadRequest(f"service name must be a non-empty string, got {name!r}")
     return name
 
 
 def check_ttl(ttl: float | None, default: float | None, *, supported: bool = True) -> float | None:
-    """The effective ttl of a registration (``None``: never expires); raises BadRequest or NotSupported."""
+    """The effective ttl of a registration: ``ttl``, else ``default``; ``None`` (also for 0 or infinity) never expires.
+
+    Raises :class:`~micro.errors.BadRequest` for a ttl that is not a non-negative number, and
+    :class:`~micro.errors.NotSupported` for an expiring one when not ``supported``.
+    """
     if ttl is None:
         ttl = default
     elif isinstance(ttl, bool) or not isinstance(ttl, (int, float)) or math.isnan(ttl) or ttl < 0:
@@ -47,8 +67,8 @@ def diff(old: Service | None, new: Service | None) -> Result | None:
     return None if old == new else Result("update", new)
 
 
-def diff_views(old: View, new: View) -> list[Result]:
-    """Results turning ``old`` into ``new``, sorted by ``(name, version)``."""
+def diff_views(old: Mapping[_Key, Service], new: Mapping[_Key, Service]) -> list[Result]:
+    """Results turning ``old`` into ``new`` (states keyed alike, nodes sorted by id), sorted by key."""
     results = []
     for key in sorted(old.keys() | new.keys()):
         result = diff(old.get(key), new.get(key))
@@ -58,7 +78,11 @@ def diff_views(old: View, new: View) -> list[Result]:
 
 
 class QueueWatcher(Watcher):
-    """A watcher fed by its registry through :meth:`push` (from the event loop's thread)."""
+    """A watcher fed by its registry through :meth:`push` (from the event loop's thread).
+
+    ``service`` restricts it to one service's results (``None``: all of them);
+    ``on_stop`` is called with the watcher once, when it stops.
+    """
 
     def __init__(self, service: str | None, on_stop: Callable[[QueueWatcher], None]) -> None:
         self.service = service
@@ -79,10 +103,14 @@ class QueueWatcher(Watcher):
         if self.service is not None and result.service.name != self.service:
             return
         if len(self._pending) >= MAX_PENDING:
-            self.fail(Unavailable(f"watcher fell more than {MAX_PENDING} results behind; read the registry again"))
+            self.fail(self.overflow())
             return
         self._pending.append(Result(result.action, result.service.copy()))
         self._wakeup.set()
+
+    def overflow(self) -> BaseException:
+        """The error :meth:`push` fails the watcher with when it holds :data:`MAX_PENDING` unread results."""
+        return Unavailable(f"watcher fell more than {MAX_PENDING} results behind; read the registry again")
 
     def fail(self, error: BaseException) -> None:
         """End the watcher: ``error`` is raised by the next ``__anext__`` (after nothing else)."""
@@ -106,6 +134,7 @@ class QueueWatcher(Watcher):
             await self._wakeup.wait()
 
     async def stop(self) -> None:
+        """End the watcher: a waiting ``__anext__`` stops iterating, unread results are dropped. Idempotent."""
         if self._stopped:
             return
         self._stopped = True
@@ -124,19 +153,27 @@ class Watchers:
         return bool(self._items)
 
     def add(self, service: str | None) -> QueueWatcher:
+        """A new watcher of ``service`` (``None``: every service), kept until it stops."""
         watcher = QueueWatcher(service, self._items.remove)
         self._items.append(watcher)
         return watcher
 
     def publish(self, results: Iterable[Result]) -> None:
+        """:meth:`QueueWatcher.push` each result, in order, to every watcher."""
         for result in results:
             for watcher in tuple(self._items):
                 watcher.push(result)
 
+    def overflow(self) -> BaseException:
+        """The error :meth:`push` fails the watcher with when it holds :data:`MAX_PENDING` unread results."""
+        return Unavailable(f"watcher fell more than {MAX_PENDING} results behind; read the registry again")
+
     def fail(self, error: BaseException) -> None:
+        """:meth:`QueueWatcher.fail` every watcher with ``error``."""
         for watcher in tuple(self._items):
             watcher.fail(error)
 
     async def stop_all(self) -> None:
+        """Stop every watcher."""
         for watcher in tuple(self._items):
             await watcher.stop()
