@@ -215,9 +215,6 @@ class Contract(Generic[T]):
     capabilities: ClassVar[frozenset[str] | None] = None
     #: The capabilities this contract knows how to check; declaring any other is a failure.
     known_capabilities: ClassVar[frozenset[str]] = frozenset()
-    #: For interfaces without a ``capabilities`` attribute: what known implementations support, by
-    #: ``"module:Class"`` (subclasses inherit the entry).
-    builtin_capabilities: ClassVar[Mapping[str, frozenset[str]]] = {}
     #: Seconds a time-based assertion waits before it fails.
     timeout: ClassVar[float] = 5.0
     #: Seconds a check that something does *not* happen watches for it.
@@ -252,19 +249,12 @@ class Contract(Generic[T]):
     def declared(self) -> frozenset[str]:
         """The capabilities under test.
 
-        :attr:`capabilities` if the contract sets it; else the implementation's
-        ``capabilities`` attribute; else, for an implementation without one, its
-        entry in :attr:`builtin_capabilities`.
+        :attr:`capabilities` if the contract sets it, else the implementation's
+        ``capabilities`` attribute.
         """
         if self.capabilities is not None:
             return frozenset(self.capabilities)
-        if hasattr(type(self._impl), "capabilities"):
-            return declared_capabilities(self._impl)
-        for cls in type(self._impl).__mro__:
-            found = self.builtin_capabilities.get(f"{cls.__module__}:{cls.__qualname__}")
-            if found is not None:
-                return found
-        return frozenset()
+        return declared_capabilities(self._impl)
 
     async def start(self, impl: C) -> C:
         """Start ``impl`` (the implementation or anything it needs) and close it when the test ends.

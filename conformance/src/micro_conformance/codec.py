@@ -14,9 +14,8 @@ need values are tied to capabilities this contract defines:
 * ``envelope``: :meth:`~micro.codec.Codec.encode`/:meth:`~micro.codec.Codec.decode`
   carry a request's id and endpoint and an error's text in the frame.
 
-The :class:`~micro.codec.Codec` interface has no ``capabilities`` attribute, so
-a codec may declare one itself; otherwise the contract's :attr:`capabilities`
-applies, and for the embedded codecs (and their subclasses) the table below.
+A codec declares them in its ``capabilities`` class attribute (see
+:attr:`micro.codec.Codec.capabilities`), unless the contract sets :attr:`capabilities`.
 """
 
 from __future__ import annotations
@@ -36,15 +35,6 @@ from .base import Contract, absent, requires
 __all__ = ["CodecContract", "Greeting", "Inner"]
 
 _MIME: Final = re.compile(r"^[a-z0-9][a-z0-9!#$&^_.+-]*/[a-z0-9][a-z0-9!#$&^_.+-]*$")
-
-#: What the embedded codecs carry, by class path (their subclasses inherit it).
-BUILTIN: Final[dict[str, frozenset[str]]] = {
-    "micro.codec.jsonrpc:JSONRPCCodec": frozenset({"values", "typed", "envelope"}),
-    "micro.codec.json:JSONCodec": frozenset({"values", "typed"}),
-    "micro.codec.msgpack:MsgpackCodec": frozenset({"values", "typed", "binary"}),
-    "micro.codec.bytes:BytesCodec": frozenset({"raw"}),
-    "micro.codec.proto:ProtoCodec": frozenset({"proto"}),
-}
 
 #: Plain values every ``values`` codec carries exactly.
 CORPUS: Final[list[Any]] = [
@@ -92,7 +82,6 @@ class CodecContract(Contract[Codec]):
 
     interface = "codec"
     known_capabilities = frozenset({"values", "typed", "binary", "raw", "proto", "envelope"})
-    builtin_capabilities = BUILTIN
 
     @pytest.fixture
     def codec(self, subject: Codec) -> Codec:

@@ -2,8 +2,7 @@
 
 Every case listens on ``listen_address`` (loopback, port 0) with the
 implementation under test and dials it from a second instance, so the two ends
-share nothing but the address. The :class:`~micro.transport.Transport`
-interface defines no capabilities; this contract checks ``tls`` for
+share nothing but the address. Capability: ``tls``, checked for
 implementations that declare it (the embedded ``tcp`` transport does), with a
 throwaway CA and certificate made for the test.
 """
@@ -18,7 +17,7 @@ import shutil
 import tempfile
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, ClassVar, Final
+from typing import Any, ClassVar
 
 import pytest
 from micro.errors import BadRequest, ConnectionClosed, MessageTooLarge, Timeout, Unavailable
@@ -27,9 +26,6 @@ from micro.transport import Listener, Message, Socket, Transport
 from .base import Contract, requires
 
 __all__ = ["TransportContract"]
-
-#: What the embedded transports support, by class path (their subclasses inherit it).
-BUILTIN: Final[dict[str, frozenset[str]]] = {"micro.transport.tcp:TCPTransport": frozenset({"tls"})}
 
 
 async def echo(socket: Socket) -> None:
@@ -44,7 +40,6 @@ class TransportContract(Contract[Transport]):
 
     interface = "transport"
     known_capabilities = frozenset({"tls"})
-    builtin_capabilities = BUILTIN
     #: Where test listeners bind: loopback, any free port.
     listen_address: ClassVar[str] = "127.0.0.1:0"
     #: An address nothing listens on, for the dial-failure case.

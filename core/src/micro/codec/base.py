@@ -90,6 +90,24 @@ class Codec(Component, abc.ABC):
     #: Other spellings of :attr:`content_type` it also answers to, e.g. ``("application/x-msgpack",)``.
     aliases: ClassVar[tuple[str, ...]] = ()
 
+    #: What this codec carries; codecs differ by design, so none is required:
+    #:
+    #: ``"values"``: plain values (``None``, bool, int, float, str, lists, str-keyed
+    #: dicts, nested) round-trip through :meth:`marshal` and :meth:`unmarshal`.
+    #:
+    #: ``"typed"``: ``unmarshal(data, into=<dataclass>)`` builds it, and a missing or
+    #: mistyped field raises :class:`~micro.errors.CodecError` naming it.
+    #:
+    #: ``"binary"``: ``bytes`` inside values come back as ``bytes``.
+    #:
+    #: ``"raw"``: bytes-like values pass through unchanged; nothing else is accepted.
+    #:
+    #: ``"proto"``: protobuf messages round-trip with ``into=<message class>``.
+    #:
+    #: ``"envelope"``: :meth:`encode` and :meth:`decode` carry a request's id and
+    #: endpoint and an error's text in the frame itself.
+    capabilities: ClassVar[frozenset[str]] = frozenset()
+
     def __init__(self, options: CodecOptions | None = None) -> None:
         super().__init__(options)
 

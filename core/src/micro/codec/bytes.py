@@ -20,6 +20,7 @@ class BytesCodec(Codec):
     """
 
     content_type: ClassVar[str] = "application/octet-stream"
+    capabilities: ClassVar[frozenset[str]] = frozenset({"raw"})
 
     def marshal(self, value: Any) -> bytes:
         if type(value) is bytes:

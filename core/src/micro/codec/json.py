@@ -26,6 +26,7 @@ class JSONCodec(Codec):
 
     content_type: ClassVar[str] = "application/json"
     aliases: ClassVar[tuple[str, ...]] = ("text/json",)
+    capabilities: ClassVar[frozenset[str]] = frozenset({"values", "typed"})
     #: The prefix of every error message.
     label: ClassVar[str] = "json"
 

@@ -35,6 +35,7 @@ class JSONRPCCodec(JSONCodec):
 
     content_type: ClassVar[str] = "application/json-rpc"
     aliases: ClassVar[tuple[str, ...]] = ()
+    capabilities: ClassVar[frozenset[str]] = frozenset({"values", "typed", "envelope"})
     label: ClassVar[str] = "json-rpc"
 
     def encode(self, message: Message) -> bytes:

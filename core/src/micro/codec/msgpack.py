@@ -26,6 +26,7 @@ class MsgpackCodec(Codec):
 
     content_type: ClassVar[str] = "application/msgpack"
     aliases: ClassVar[tuple[str, ...]] = ("application/x-msgpack", "application/vnd.msgpack")
+    capabilities: ClassVar[frozenset[str]] = frozenset({"values", "typed", "binary"})
 
     def marshal(self, value: Any) -> bytes:
         try:

@@ -24,6 +24,7 @@ class ProtoCodec(Codec):
 
     content_type: ClassVar[str] = "application/protobuf"
     aliases: ClassVar[tuple[str, ...]] = ("application/x-protobuf", "application/proto")
+    capabilities: ClassVar[frozenset[str]] = frozenset({"proto"})
 
     def marshal(self, value: Any) -> bytes:
         if not isinstance(value, ProtoMessage):

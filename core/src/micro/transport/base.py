@@ -168,6 +168,12 @@ class Transport(Component, abc.ABC):
     options_type: ClassVar[type[TransportOptions]] = TransportOptions
     options: TransportOptions
 
+    #: Optional behaviours this implementation has:
+    #:
+    #: ``"tls"``: with ``options.tls`` set, every connection is TLS, as
+    #: :class:`~micro.transport.TransportOptions` describes.
+    capabilities: ClassVar[frozenset[str]] = frozenset()
+
     def __init__(self, options: TransportOptions | None = None) -> None:
         super().__init__(options)
 

@@ -117,6 +117,8 @@ class MemoryTransport(Transport):
     """Transport between tasks of one process; nothing touches the network."""
 
     options_type: ClassVar[type[TransportOptions]] = TransportOptions
+    #: Nothing optional: there is no network, hence no TLS.
+    capabilities: ClassVar[frozenset[str]] = frozenset()
 
     def __init__(self, options: TransportOptions | None = None) -> None:
         super().__init__(options)

@@ -498,6 +498,7 @@ class TCPTransport(Transport):
     """Multiplexed TCP, with TLS when ``options.tls`` is set. See the module docstring for the wire format."""
 
     options_type: ClassVar[type[TransportOptions]] = TransportOptions
+    capabilities: ClassVar[frozenset[str]] = frozenset({"tls"})
 
     def __init__(self, options: TransportOptions | None = None) -> None:
         super().__init__(options)
