@@ -4,7 +4,9 @@ Every system gets the same pattern: one topic exchange, one queue bound to
 it, one consumer; publisher confirms on and a prefetch of ``PREFETCH`` for
 RabbitMQ; ``PUBLISHERS`` tasks publish concurrently, each awaiting its own
 publish (so a confirm, where there are confirms). The clock runs from the
-first publish to the last message consumed. Publishing stops early at a time
+first publish to the last message consumed. micro-redis's broker uses Redis streams
+with a consumer group, so raw redis-py does the same (``XADD``, ``XREADGROUP``, ``XACK``);
+pub/sub is listed too, for scale. Publishing stops early at a time
 cap (the note then says how many of the N were sent), so a slow machine
 bounds the run instead of stretching it; a consumer that cannot catch up is
 reported as a failure, not as a rate.
@@ -13,7 +15,6 @@ reported as a failure, not as a rate.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import socket
 import time
 import uuid
@@ -174,7 +175,59 @@ async def micro_broker(plugin: str, address: str, n: int, cap: float) -> tuple[i
 # -- Redis --------------------------------------------------------------------------------------------
 
 
-async def raw_redis(n: int, cap: float) -> tuple[int, float]:
+async def _finish(consumer: asyncio.Task[None]) -> None:
+    """Wait for a consumer task that was told to stop; cancel it if it has not within a few seconds."""
+    try:
+        await asyncio.wait_for(asyncio.shield(consumer), 5)
+    except TimeoutError:
+        consumer.cancel()
+        await asyncio.wait({consumer}, timeout=5)
+    except Exception:
+        pass  # the consumer's failure already showed as missing messages
+
+
+async def raw_redis_streams(n: int, cap: float) -> tuple[int, float]:
+    """What micro-redis's broker does, by hand: ``XADD`` to a stream, one consumer group reading with
+    ``XREADGROUP`` (``PREFETCH`` entries at a time) and acknowledging each batch with ``XACK``."""
+    import redis.asyncio as redis
+
+    client = redis.Redis.from_url(REDIS_URL)
+    reader = redis.Redis.from_url(REDIS_URL)  # the blocking read holds its connection
+    stream = f"bench.{uuid.uuid4().hex[:8]}"
+    counter = Counter(n)
+    try:
+        await client.xgroup_create(stream, "bench", id="$", mkstream=True)
+
+        stop = False
+
+        async def consume() -> None:
+            # Stopped by a flag, not by cancelling: redis-py may swallow a cancellation that lands in a read.
+            while not stop:
+                batches = await reader.xreadgroup("bench", "c1", {stream: ">"}, count=PREFETCH, block=100)
+                for _, entries in batches or ():
+                    if entries:
+                        await reader.xack(stream, "bench", *(entry_id for entry_id, _ in entries))
+                        for _ in entries:
+                            counter.hit()
+
+        consumer = asyncio.create_task(consume())
+        try:
+
+            async def publish() -> None:
+                await client.xadd(stream, {"body": BODY})
+
+            return await drive(publish, counter, n, cap, DRAIN)
+        finally:
+            stop = True
+            await _finish(consumer)
+    finally:
+        await client.delete(stream)
+        await client.aclose()
+        await reader.aclose()
+
+
+async def raw_redis_pubsub(n: int, cap: float) -> tuple[int, float]:
+    """Redis pub/sub (``PUBLISH``, ``SUBSCRIBE``): no persistence and no acks, for scale."""
     import redis.asyncio as redis
 
     client = redis.Redis.from_url(REDIS_URL)
@@ -185,9 +238,12 @@ async def raw_redis(n: int, cap: float) -> tuple[int, float]:
         await pubsub.subscribe(channel)
         await pubsub.get_message(timeout=1.0)  # the subscribe confirmation
 
+        stop = False
+
         async def consume() -> None:
-            async for message in pubsub.listen():
-                if message["type"] == "message":
+            while not stop:
+                message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=0.1)
+                if message is not None:
                     counter.hit()
 
         consumer = asyncio.create_task(consume())
@@ -198,9 +254,8 @@ async def raw_redis(n: int, cap: float) -> tuple[int, float]:
 
             return await drive(publish, counter, n, cap, DRAIN)
         finally:
-            consumer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await consumer
+            stop = True
+            await _finish(consumer)
     finally:
         await pubsub.aclose()
         await client.aclose()
@@ -251,7 +306,7 @@ async def run(ctx: Context) -> list[Row]:
         rows.append(await _rate("faststream", GROUP_RABBIT, n, lambda: faststream_rabbit(n, cap)))
     if not _up(6379):
         rows += [unavailable(GROUP_REDIS, s, "Redis is not reachable on 127.0.0.1:6379", "msg/s") for s in
-                 ("micro-redis", "redis-py")]  # fmt: skip
+                 ("micro-redis", "redis-py", "redis-py pub/sub")]  # fmt: skip
     else:
         reason = _registered("redis")
         ctx.log("  broker: micro-redis")
@@ -260,6 +315,8 @@ async def run(ctx: Context) -> list[Row]:
             if reason
             else await _rate("micro-redis", GROUP_REDIS, n, lambda: micro_broker("redis", "127.0.0.1:6379", n, cap))
         )
-        ctx.log("  broker: redis-py")
-        rows.append(await _rate("redis-py", GROUP_REDIS, n, lambda: raw_redis(n, cap)))
+        ctx.log("  broker: redis-py streams")
+        rows.append(await _rate("redis-py", GROUP_REDIS, n, lambda: raw_redis_streams(n, cap)))
+        ctx.log("  broker: redis-py pub/sub")
+        rows.append(await _rate("redis-py pub/sub", GROUP_REDIS, n, lambda: raw_redis_pubsub(n, cap)))
     return rows
