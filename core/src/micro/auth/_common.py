@@ -8,7 +8,7 @@ from collections.abc import Iterable, Mapping
 from ..errors import BadRequest
 from .base import Access, Account, Resource, Rule
 
-__all__ = ["RuleTable", "check_token_request", "new_account"]
+__all__ = ["LocalRules", "RuleTable", "check_token_request", "new_account"]
 
 
 def new_account(
@@ -81,3 +81,21 @@ class RuleTable:
 
     def list(self) -> list[Rule]:
         return list(self._rules.values())
+
+
+class LocalRules:
+    """:meth:`~micro.auth.Auth.grant`, :meth:`~micro.auth.Auth.revoke` and :meth:`~micro.auth.Auth.rules` on a
+    :class:`RuleTable` in this process: list it before :class:`~micro.auth.Auth` among the bases, and set
+    ``_table`` in ``__init__``.
+    """
+
+    _table: RuleTable
+
+    async def grant(self, rule: Rule) -> None:
+        self._table.grant(rule)
+
+    async def revoke(self, rule: Rule) -> None:
+        self._table.revoke(rule)
+
+    async def rules(self) -> list[Rule]:
+        return self._table.list()

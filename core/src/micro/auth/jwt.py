@@ -21,8 +21,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 
 from ..errors import ConfigError, InvalidOption, InvalidToken
-from ._common import RuleTable, check_token_request, new_account
-from .base import Account, Auth, Rule, Token
+from ._common import LocalRules, RuleTable, check_token_request, new_account
+from .base import Account, Auth, Token
 from .options import JWTAuthOptions
 
 __all__ = ["JWTAuth"]
@@ -63,7 +63,7 @@ class _Keys:
     private: PrivateKey | None
 
 
-class JWTAuth(Auth):
+class JWTAuth(LocalRules, Auth):
     """Accounts in memory, stateless access tokens, rules in memory.
 
     Tokens are JWTs signed with ``algorithm`` (``EdDSA``, Ed25519, by default,
@@ -299,17 +299,6 @@ class JWTAuth(Auth):
             created=now,
             expiry=float(expires),
         )
-
-    # -- rules ----------------------------------------------------------------------------------
-
-    async def grant(self, rule: Rule) -> None:
-        self._table.grant(rule)
-
-    async def revoke(self, rule: Rule) -> None:
-        self._table.revoke(rule)
-
-    async def rules(self) -> list[Rule]:
-        return self._table.list()
 
 
 def _pem(value: str, option: str) -> bytes:

@@ -7,14 +7,14 @@ import time
 from collections.abc import Iterable, Mapping
 from typing import ClassVar
 
-from ._common import RuleTable, check_token_request, new_account
-from .base import Account, Auth, Resource, Rule, Token
+from ._common import LocalRules, RuleTable, check_token_request, new_account
+from .base import Account, Auth, Resource, Token
 from .options import AuthOptions
 
 __all__ = ["NoopAuth"]
 
 
-class NoopAuth(Auth):
+class NoopAuth(LocalRules, Auth):
     """Authenticates nobody and refuses nothing, as Go Micro's ``noop`` auth.
 
     ``generate`` returns an account (remembering nothing), ``token`` returns
@@ -66,15 +66,6 @@ class NoopAuth(Auth):
         lifetime = check_token_request(id, secret, refresh_token, expiry, self.options.token_expiry)
         now = time.time()
         return Token(secrets.token_urlsafe(16), secrets.token_urlsafe(16), now, now + lifetime)
-
-    async def grant(self, rule: Rule) -> None:
-        self._table.grant(rule)
-
-    async def revoke(self, rule: Rule) -> None:
-        self._table.revoke(rule)
-
-    async def rules(self) -> list[Rule]:
-        return self._table.list()
 
     async def verify(self, account: Account | None, resource: Resource) -> None:
         return None
