@@ -286,8 +286,8 @@ def _registered(plugin: str) -> str | None:
 
 
 async def run(ctx: Context) -> list[Row]:
-    n = ctx.pick(2_000, 100_000)
-    cap = ctx.pick(4.0, 35.0)
+    n = ctx.pick(1_000, 100_000)
+    cap = ctx.pick(3.0, 35.0)
     rows: list[Row] = []
     if not _up(5672):
         rows += [unavailable(GROUP_RABBIT, s, "RabbitMQ is not reachable on 127.0.0.1:5672", "msg/s") for s in

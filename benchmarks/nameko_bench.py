@@ -68,7 +68,7 @@ async def run(ctx: Context, group: str, *, duration: float, callers: int = 64) -
     try:
         server = await Worker.start([str(exe), WORKER, "serve", service, AMQP_URI], env=ctx.env, label="nameko")
         try:
-            warmup = 1.0
+            warmup = ctx.pick(0.5, 1.0)
             argv = [str(exe), WORKER, "load", service, AMQP_URI, str(callers), str(duration), str(warmup)]
             result = await run_worker(argv, env=ctx.env, timeout=duration + warmup + 90)
         finally:

@@ -66,8 +66,8 @@ async def measure(
 
 async def run(ctx: Context) -> list[Row]:
     rounds = ctx.pick(1, 3)
-    duration = ctx.pick(0.8, 3.0)
-    warmup = ctx.pick(0.3, 0.5)
+    duration = ctx.pick(0.6, 3.0)
+    warmup = ctx.pick(0.2, 0.5)
     # The quick run skips the uvloop rows to stay under a minute.
     loops = [False, True] if _has_uvloop() and not ctx.quick else [False]
     kinds = {k: v for k, v in KINDS.items() if not (ctx.quick and k == "micro-nodebug")}
@@ -107,7 +107,7 @@ async def run(ctx: Context) -> list[Row]:
                     note=f"best of {rounds}, {result['calls']} calls",
                 )
             )
-    rows.append(await nameko_bench.run(ctx, GROUP, duration=ctx.pick(1.5, 5.0)))
+    rows.append(await nameko_bench.run(ctx, GROUP, duration=ctx.pick(1.0, 5.0)))
     return rows
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import importlib
+import logging
 import os
 import platform
 import shutil
@@ -207,6 +208,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "micro-bench"
     cache.mkdir(parents=True, exist_ok=True)
     scratch = Path(tempfile.mkdtemp(prefix="micro-bench-"))
+    # The suites that run micro in this process would log every service start; the tables are the output.
+    logging.getLogger("micro").setLevel(logging.WARNING)
     started = time.perf_counter()
     try:
         env = isolate(scratch)

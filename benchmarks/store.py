@@ -127,8 +127,8 @@ async def run(ctx: Context) -> list[Row]:
     import micro
     from micro.store import Store
 
-    n = ctx.pick(2_000, 100_000)
-    deadline = ctx.pick(3.0, 8.0)
+    n = ctx.pick(1_000, 100_000)
+    deadline = ctx.pick(2.0, 8.0)
     table = f"bench_{uuid.uuid4().hex[:8]}"
     redis_down = None if _up(6379) else "Redis is not reachable on 127.0.0.1:6379"
 
