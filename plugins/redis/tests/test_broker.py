@@ -417,3 +417,33 @@ def test_bad_options_name_their_variable(variable: str, value: str, message: str
     with pytest.raises(InvalidOption, match=message) as info:
         get_manager().create("broker", environ={"MICRO_BROKER": "redis", variable: value})
     assert variable in str(info.value)
+
+
+# -- concurrency -----------------------------------------------------------------------------------------
+
+
+async def test_many_concurrent_publishers_wait_for_a_small_pool_instead_of_failing(make: Callable[..., RedisBroker]):
+    # The pool's own wait is unfair and gives up after request_timeout: with 32 publishers on 2 connections
+    # some publish used to starve and fail with "No connection available" while the others went on.
+    broker = make(pool_size=2, request_timeout=0.5, claim_idle=5)
+    broadcast, first, second = Inbox(), Inbox(), Inbox()
+    await broker.subscribe("t", broadcast)
+    await broker.subscribe("t", first, queue="q")
+    await broker.subscribe("t", second, queue="q")
+    total, publishers = 1_500, 32
+    bodies = [str(i).encode() for i in range(total)]
+
+    async def publisher(k: int) -> None:
+        for body in bodies[k::publishers]:
+            await broker.publish("t", Message(body))
+
+    await asyncio.wait_for(asyncio.gather(*(publisher(k) for k in range(publishers))), 20)
+    await broadcast.wait(total, timeout=20)
+
+    async def all_handled() -> None:
+        assert len(first.events) + len(second.events) >= total
+
+    await eventually(all_handled, timeout=20)
+    await quiet()
+    assert sorted(broadcast.bodies) == sorted(bodies)
+    assert sorted(first.bodies + second.bodies) == sorted(bodies)

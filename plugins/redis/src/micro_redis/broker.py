@@ -34,8 +34,11 @@ for good).
 Delivery is at least once: a member that claims a message while its first holder is in
 fact still alive, and a publish sent again after a broken connection, can deliver twice.
 
-**Connections.** Publishes and acks share a pool; each subscriber reads on a connection
-of its own (blocking ``XREAD``/``XREADGROUP``). A subscriber whose connection breaks
+**Connections.** Publishes and acks share a pool of ``pool_size`` connections; each
+subscriber reads on a connection of its own (blocking ``XREAD``/``XREADGROUP``), so a read
+never holds a shared one. The shared connections are handed out in arrival order: when all
+are busy, a publish waits its turn however many publishers there are (back-pressure), and
+only the command itself is bounded by ``request_timeout``. A subscriber whose connection breaks
 connects again with backoff (50 ms doubling to 5 s, jittered) and resumes: broadcast
 after the last message it handled, a queue member with the messages the group had already
 given it, then new ones. A command whose connection broke is sent once more on a new
@@ -352,7 +355,7 @@ class _RedisSubscriber(Subscriber):
         if event.acknowledged:
             return
         assert self.queue is not None
-        await self._broker._call(lambda client: client.xack(self._stream, self.queue, event._id))
+        await self._xack(self.queue, event._id)
         event.acknowledged = True
 
     async def _settled(self, entry_id: bytes) -> None:
@@ -363,7 +366,7 @@ class _RedisSubscriber(Subscriber):
         backoff = _FIRST_BACKOFF
         while True:
             try:
-                await self._broker._call(lambda client: client.xack(self._stream, queue, entry_id))
+                await self._xack(queue, entry_id)
                 return
             except MicroError as exc:
                 if self._stopping:
@@ -373,6 +376,16 @@ class _RedisSubscriber(Subscriber):
                     return
                 await asyncio.sleep(random.uniform(backoff / 2, backoff))
                 backoff = min(backoff * 2, _MAX_BACKOFF)
+
+    async def _xack(self, queue: str, entry_id: bytes) -> None:
+        """``XACK`` one entry; raises BackendUnavailable if Redis cannot be told."""
+        if asyncio.current_task() is self._task:
+            # The read loop runs the handlers between its reads, so its own connection is idle now:
+            # acking there does not queue behind the publishes on the shared pool.
+            with translated(self._broker._server.where):
+                await self._redis.xack(self._stream, queue, entry_id)
+        else:
+            await self._broker._call(lambda client: client.xack(self._stream, queue, entry_id))
 
     async def _reclaim(self, entry_id: bytes) -> bool:
         """Count a redelivery of ``entry_id`` with Redis (``XCLAIM`` to ourselves); whether it is still pending."""
@@ -476,6 +489,11 @@ class RedisBroker(Broker):
         self._server = Server.of(self.options, "broker")
         self._prefix = self.options.key_prefix.encode()
         self._redis: Redis | None = None
+        # Every command on the shared pool first takes a slot, so the pool itself never makes anyone wait.
+        # Its own wait is unfair (a caller that arrives as a connection is released takes it ahead of those
+        # already waiting, who go back to the end of the line) and bounded by request_timeout, so under
+        # many concurrent publishers some publish failed with "No connection available"; this queue is FIFO.
+        self._slots = asyncio.Semaphore(self.options.pool_size)
         self._state = "new"
         self._starting = asyncio.Lock()
         self._subscribers: set[_RedisSubscriber] = set()
@@ -535,8 +553,9 @@ class RedisBroker(Broker):
         client = self._redis
         if client is None:
             raise ConnectionClosed("the redis broker is closed")
-        with translated(self._server.where):
-            return await command(client)
+        async with self._slots:
+            with translated(self._server.where):
+                return await command(client)
 
     async def _create_group(self, stream: bytes, queue: str) -> None:
         try:
@@ -550,8 +569,9 @@ class RedisBroker(Broker):
         client = await self._ensure_started()
         fields = _encode(message)
         limit = self.options.max_length
-        with translated(self._server.where):
-            await client.xadd(self._stream(topic), fields, maxlen=limit, approximate=True)  # type: ignore[arg-type]
+        async with self._slots:
+            with translated(self._server.where):
+                await client.xadd(self._stream(topic), fields, maxlen=limit, approximate=True)  # type: ignore[arg-type]
 
     async def subscribe(
         self, topic: str, handler: Handler, *, queue: str | None = None, auto_ack: bool = True
@@ -582,11 +602,12 @@ class RedisBroker(Broker):
 
     async def _last_id(self, client: Redis, stream: bytes) -> bytes:
         """The id of the newest entry of ``stream`` (``0-0`` if there is none): where a broadcast reader starts."""
-        with translated(self._server.where):
-            try:
-                info = await client.xinfo_stream(stream)
-            except ResponseError as exc:
-                if "no such key" in str(exc):
-                    return b"0-0"
-                raise
+        async with self._slots:
+            with translated(self._server.where):
+                try:
+                    info = await client.xinfo_stream(stream)
+                except ResponseError as exc:
+                    if "no such key" in str(exc):
+                        return b"0-0"
+                    raise
         return bytes(info["last-generated-id"])
