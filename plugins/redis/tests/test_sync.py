@@ -300,6 +300,36 @@ async def test_loss_is_signalled_when_redis_cannot_be_reached(a: RedisSync, monk
     assert time.monotonic() - started <= 0.5  # no later than the lock itself lapses
 
 
+async def test_resign_ends_a_refresh_that_swallowed_its_cancellation(
+    a: RedisSync, b: RedisSync, monkeypatch: pytest.MonkeyPatch
+):
+    # redis-py wraps every command in asyncio.wait_for, which on Python 3.11 returns the reply instead of
+    # raising when the cancel arrives just as the command finishes: resign() then waited for good.
+    real_refresh = RedisSync.refresh
+    refreshing = asyncio.Event()
+    swallowed = 0
+
+    async def swallowing(self: RedisSync, id: str, *, ttl: float | None = 30.0) -> None:
+        nonlocal swallowed
+        refreshing.set()
+        try:
+            await asyncio.sleep(10)  # a command in flight
+        except asyncio.CancelledError:
+            swallowed += 1
+        await real_refresh(self, id, ttl=ttl)
+
+    monkeypatch.setattr(RedisSync, "refresh", swallowing)
+    leader = await a.leader("election", ttl=3)
+    await asyncio.wait_for(refreshing.wait(), 3)
+    resigning = asyncio.create_task(leader.resign())
+    done, _ = await asyncio.wait({resigning}, timeout=2)
+    assert resigning in done, "resign() waited for a refresh loop that never ends"
+    resigning.result()
+    assert swallowed >= 1
+    assert not leader.is_leader
+    assert await b.try_lock("election", ttl=10), "resign() did not release the election's lock"
+
+
 async def test_close_resigns_and_another_is_elected(a: RedisSync, b: RedisSync):
     async with await a.leader("election", ttl=5) as leader:
         assert isinstance(leader, Leader)

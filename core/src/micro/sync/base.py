@@ -61,6 +61,8 @@ DEFAULT_WAIT: float = 30.0
 
 # A waiting lock() polls first after this many seconds, doubling up to SyncOptions.poll_interval.
 _FIRST_POLL = 0.005
+# Seconds between the cancellations resign() sends a refresh task that has not ended yet.
+_RECANCEL = 0.05
 
 
 def check_id(id: object) -> str:
@@ -248,12 +250,29 @@ class Leader:
         self._sync._leaders.discard(self)
         leading = not self.lost.is_set()
         self.lost.set()
-        self._task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._task
+        await self._stop_refreshing()
         if leading:
             with contextlib.suppress(LockNotFound, LockHeld):
                 await self._sync.unlock(self.id)
+
+    async def _stop_refreshing(self) -> None:
+        """Cancel the refresh task and wait for it to end, for at most ``ttl`` seconds.
+
+        A driver may swallow a cancellation: ``asyncio.wait_for`` (which redis-py wraps
+        every command in) returns the result instead when the call it waits for finishes
+        at the moment the cancel arrives (Python 3.11). So the cancel is repeated, and
+        :meth:`_keep` also stops by itself once the leader has resigned. If it is still
+        running at the deadline it is left to end on its own: a refresh landing after the
+        release finds the lock gone or someone else's, and changes nothing. The caller's own
+        cancellation propagates.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.ttl
+        while not self._task.done() and (left := deadline - loop.time()) > 0:
+            self._task.cancel()
+            await asyncio.wait({self._task}, timeout=min(left, _RECANCEL))
+        if self._task.done() and not self._task.cancelled():
+            self._task.result()  # a bug in the refresh loop surfaces here, as it did when awaited
 
     async def _keep(self) -> None:
         loop = asyncio.get_running_loop()
@@ -264,7 +283,9 @@ class Leader:
         lease = self.ttl - min(self.ttl / 10, 1.0)
         lapses = loop.time() + lease
         try:
-            while True:
+            # Checked as well as cancelled: a refresh whose cancellation the driver swallowed
+            # returns normally, and the loop must not go on leading after a resignation.
+            while not self._resigned:
                 await asyncio.sleep(max(0.0, min(interval, lapses - loop.time())))
                 started = loop.time()
                 if started >= lapses:
