@@ -13,7 +13,7 @@ import itertools
 import time
 import uuid
 from collections.abc import Mapping, Sequence
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 from .. import _mucp
 from .._deadline import Deadline
@@ -21,6 +21,7 @@ from ..broker.base import Broker
 from ..broker.base import Message as BrokerMessage
 from ..codec import Codec, MessageType, codec_for
 from ..codec import Message as CodecMessage
+from ..component import Component
 from ..context import current_metadata
 from ..context import deadline as context_deadline
 from ..errors import (
@@ -33,6 +34,7 @@ from ..errors import (
     is_retryable,
 )
 from ..metadata import Metadata
+from ..plugins import create
 from ..registry.base import Node
 from ..selector.base import Next, Selector
 from ..transport.base import Message as Frame
@@ -41,6 +43,8 @@ from .base import NO_REQUEST, Backoff, CallFunc, CallWrapper, Client, Request, R
 from .options import ClientOptions
 
 __all__ = ["RPCClient", "RPCStream"]
+
+C = TypeVar("C", bound=Component)
 
 _ids = itertools.count(1)
 _ERROR = _mucp.ERROR.lower()
@@ -102,31 +106,27 @@ class RPCClient(Client):
 
     # -- wiring ----------------------------------------------------------------------------------
 
+    def _own(self, component: C) -> C:
+        # A default this object created for itself: it closes it, unlike one passed in.
+        self._owned.append(component)
+        return component
+
     @property
     def transport(self) -> Transport:
         if self._transport is None:
-            from ..plugins import create
-
-            self._transport = create("transport", cls=Transport)
-            self._owned.append(self._transport)
+            self._transport = self._own(create("transport", cls=Transport))
         return self._transport
 
     @property
     def selector(self) -> Selector:
         if self._selector is None:
-            from ..plugins import create
-
-            self._selector = create("selector", cls=Selector)
-            self._owned.append(self._selector)
+            self._selector = self._own(create("selector", cls=Selector))
         return self._selector
 
     @property
     def broker(self) -> Broker:
         if self._broker is None:
-            from ..plugins import create
-
-            self._broker = create("broker", cls=Broker)
-            self._owned.append(self._broker)
+            self._broker = self._own(create("broker", cls=Broker))
         return self._broker
 
     def wrap(self, *wrappers: CallWrapper) -> None:

@@ -23,7 +23,7 @@ import logging
 import time
 import uuid
 from collections.abc import AsyncIterator, Coroutine, Sequence
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 from .. import _mucp
 from .._deadline import Deadline
@@ -31,6 +31,7 @@ from ..broker.base import Broker, Event, check_topic
 from ..broker.base import Subscriber as BrokerSubscriber
 from ..codec import Codec, MessageType, codec_for
 from ..codec import Message as CodecMessage
+from ..component import Component
 from ..context import serving
 from ..errors import (
     BadRequest,
@@ -44,6 +45,7 @@ from ..errors import (
     Unavailable,
 )
 from ..metadata import Metadata
+from ..plugins import create
 from ..registry.base import Endpoint, Node, Registry, Service
 from ..transport.base import Listener, Socket, Transport
 from ..transport.base import Message as Frame
@@ -52,6 +54,8 @@ from .handler import Kind, Method, Subscription, methods_of, subscriptions_of
 from .options import ServerOptions
 
 __all__ = ["RPCServer"]
+
+C = TypeVar("C", bound=Component)
 
 logger = logging.getLogger("micro.server")
 
@@ -159,31 +163,27 @@ class RPCServer(Server):
 
     # -- wiring ----------------------------------------------------------------------------------
 
+    def _own(self, component: C) -> C:
+        # A default this object created for itself: it closes it, unlike one passed in.
+        self._owned.append(component)
+        return component
+
     @property
     def transport(self) -> Transport:
         if self._transport is None:
-            from ..plugins import create
-
-            self._transport = create("transport", cls=Transport)
-            self._owned.append(self._transport)
+            self._transport = self._own(create("transport", cls=Transport))
         return self._transport
 
     @property
     def registry(self) -> Registry:
         if self._registry is None:
-            from ..plugins import create
-
-            self._registry = create("registry", cls=Registry)
-            self._owned.append(self._registry)
+            self._registry = self._own(create("registry", cls=Registry))
         return self._registry
 
     @property
     def broker(self) -> Broker:
         if self._broker is None:
-            from ..plugins import create
-
-            self._broker = create("broker", cls=Broker)
-            self._owned.append(self._broker)
+            self._broker = self._own(create("broker", cls=Broker))
         return self._broker
 
     @property
