@@ -37,6 +37,7 @@ from typing import Any, ClassVar, TypeVar
 import orjson
 
 from ..errors import BackendUnavailable, MicroError, ServiceNotFound
+from ..store._sqlite import retry_locked
 from .base import Endpoint, Node, Registry, Service, Watcher
 from .options import LocalRegistryOptions
 from .watch import View, Watchers, check_name, check_ttl, diff_views
@@ -175,7 +176,7 @@ class LocalRegistry(Registry):
     def _open(self) -> sqlite3.Connection:
         with self._lock:
             if self._conn is None:
-                self._conn = _guard(self._connect, self._path)
+                self._conn = _guard(lambda: retry_locked(self._connect, self.options.timeout), self._path)
             return self._conn
 
     async def start(self) -> None:

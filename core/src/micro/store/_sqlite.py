@@ -20,6 +20,7 @@ import os
 import sqlite3
 import stat
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -27,9 +28,30 @@ from typing import TypeVar
 
 from ..errors import BackendUnavailable, ConnectionClosed
 
-__all__ = ["Database", "data_dir", "immediate", "resolve", "runtime_dir"]
+__all__ = ["Database", "data_dir", "immediate", "resolve", "retry_locked", "runtime_dir"]
 
 T = TypeVar("T")
+
+
+def retry_locked(fn: Callable[[], T], timeout: float) -> T:
+    """``fn()``, tried again for up to ``timeout`` seconds while SQLite says the file is locked or busy.
+
+    Several processes opening one fresh file at once can get "database is locked"
+    at once, without ``busy_timeout`` applying (switching the journal to WAL takes an
+    exclusive lock that SQLite does not wait for). Opening is idempotent, so it is
+    retried with a short backoff; any other error, or the deadline, raises as before.
+    """
+    deadline = time.monotonic() + timeout
+    delay = 0.005
+    while True:
+        try:
+            return fn()
+        except sqlite3.OperationalError as exc:
+            text = str(exc)
+            if ("locked" not in text and "busy" not in text) or time.monotonic() + delay > deadline:
+                raise
+        time.sleep(delay)
+        delay = min(delay * 2, 0.1)
 
 
 def data_dir() -> Path:
@@ -116,7 +138,7 @@ class Database:
 
     async def open(self) -> None:
         """Open the file and run ``setup``; :class:`~micro.errors.BackendUnavailable` if that fails."""
-        await self._execute(self._guard, self._open)
+        await self._execute(self._guard, retry_locked, self._open, self._busy_timeout)
 
     def _open(self) -> None:
         conn = sqlite3.connect(self.path, timeout=self._busy_timeout, isolation_level=None, check_same_thread=False)
