@@ -91,7 +91,8 @@ def logs(
     console = _console()
     for data in response.get("records", []):
         record = LogRecord.from_dict(data)
-        console.print(record.format(), style=_LEVEL_STYLES.get(record.level), markup=False)
+        # one record per line, however narrow the terminal: logs are read with grep
+        console.print(record.format(), style=_LEVEL_STYLES.get(record.level), markup=False, soft_wrap=True)
 
 
 @command.command("trace")
