@@ -454,3 +454,34 @@ async def test_drain_timeout_cancels_stragglers(stack: Stack) -> None:
     with pytest.raises(Exception) as caught:
         await asyncio.wait_for(inflight, 3)
     assert isinstance(caught.value, (RPCError, ConnectionError, Timeout))
+
+
+async def test_a_unary_call_over_tcp_is_one_frame_each_way() -> None:
+    # The request carries its own end (OPEN|MSG|END) and so does the reply (MSG|END): no close frames follow.
+    import struct
+
+    import msgpack
+    from micro.transport.tcp import END, MSG, OPEN, PREFACE, TCPTransport
+
+    stack = Stack(name="test.frames", transport_type=TCPTransport)
+    server = stack.server(Say(), address="127.0.0.1:0")
+    await server.start()
+    head = struct.Struct("!IIBI")
+    header = msgpack.packb({"Micro-Endpoint": "Say.hello", "Content-Type": "application/json", "Micro-Id": "1"})
+    body = b'{"name": "Ada"}'
+    host, _, port = server.address.rpartition(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    try:
+        writer.write(PREFACE + head.pack(9 + len(header) + len(body), 1, OPEN | MSG | END, len(header)) + header + body)
+        size, stream, flags, hsize = head.unpack(await reader.readexactly(13))
+        rest = await reader.readexactly(size - 9)
+        assert (stream, flags) == (1, MSG | END)
+        assert orjson.loads(rest[hsize:]) == {"message": "Hello Ada"}
+        # Nothing more comes for the stream: no RESET or END of its own follows the reply.
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(reader.readexactly(13), 0.2)
+    finally:
+        writer.close()
+        await writer.wait_closed()
+        await server.stop()
+        await stack.transport.close()

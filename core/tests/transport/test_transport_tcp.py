@@ -8,7 +8,7 @@ import ipaddress
 import socket as socketlib
 import struct
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import msgpack
@@ -99,9 +99,55 @@ async def test_the_wire_format_as_documented(server: TCPTransport) -> None:
     listener = await server.listen("127.0.0.1:0", echo)
     request = frame(1, OPEN | MSG, {"Micro-Id": "7"}, b"ping") + frame(1, END)
     frames = await asyncio.wait_for(_exchange_until_reset(listener.address, request), 5)
-    assert frames[0] == (1, MSG, {"Micro-Id": "7"}, b"ping")
+    stream, flags, header, body = frames[0]
+    assert (stream, header, body) == (1, {"Micro-Id": "7"}, b"ping")
+    assert flags & MSG
     assert frames[-1][0] == 1
-    assert frames[-1][1] in (END, RESET)
+    assert frames[-1][1] & (END | RESET)
+
+
+async def _frames_of(write: Callable[[Socket], Awaitable[None]]) -> list[tuple[int, int, dict[str, str], bytes]]:
+    """The frames a dialled socket sends while ``write`` runs, as a raw server reads them."""
+    received: asyncio.Queue[list[tuple[int, int, dict[str, str], bytes]]] = asyncio.Queue()
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        assert await reader.readexactly(len(PREFACE)) == PREFACE
+        frames = []
+        while not frames or not frames[-1][1] & (END | RESET):
+            size, stream, flags, hsize = HEAD.unpack(await reader.readexactly(13))
+            rest = await reader.readexactly(size - 9)
+            frames.append((stream, flags, msgpack.unpackb(rest[:hsize]) if hsize else {}, rest[hsize:]))
+        await received.put(frames)
+        writer.close()
+
+    raw = await asyncio.start_server(serve, "127.0.0.1", 0)
+    transport = TCPTransport()
+    try:
+        port = raw.sockets[0].getsockname()[1]
+        socket = await transport.dial(f"127.0.0.1:{port}")
+        await write(socket)
+        return await asyncio.wait_for(received.get(), 5)
+    finally:
+        await transport.close()
+        raw.close()
+
+
+async def test_a_message_and_the_end_written_in_one_turn_leave_as_one_frame() -> None:
+    async def one_shot(socket: Socket) -> None:
+        await socket.send(Message({"a": "b"}, b"ping"))
+        await socket.close_send()
+
+    assert await _frames_of(one_shot) == [(1, OPEN | MSG | END, {"a": "b"}, b"ping")]
+
+
+async def test_an_end_written_after_the_message_left_is_a_frame_of_its_own() -> None:
+    async def later(socket: Socket) -> None:
+        await socket.send(Message({}, b"one"))
+        await asyncio.sleep(0.05)  # the message is flushed at the end of the loop turn
+        await socket.send(Message({}, b"two"))
+        await socket.close_send()
+
+    assert await _frames_of(later) == [(1, OPEN | MSG, {}, b"one"), (1, MSG | END, {}, b"two")]
 
 
 async def _exchange_until_reset(address: str, payload: bytes) -> list[tuple[int, int, dict[str, str], bytes]]:

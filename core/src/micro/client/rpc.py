@@ -328,6 +328,7 @@ class RPCClient(Client):
         socket = await self._dial(request)
         try:
             await socket.send(Frame(header, payload))
+            await socket.close_send()  # the tcp transport sends the request and its end as one frame
             frame = await socket.recv()
         finally:
             await socket.close()

@@ -549,6 +549,7 @@ class RPCServer(Server):
             header.update(response_headers)
         try:
             await socket.send(Frame(header, payload))
+            await socket.close_send()  # with the caller's end already in, the call is over: no close frame follows
         except MessageTooLarge as exc:
             await self._send_error(
                 socket, call_id, MessageTooLarge(f"{method.name}: response too large: {exc}", id=self.options.name)
@@ -562,6 +563,7 @@ class RPCServer(Server):
             header.update(extra)
         with contextlib.suppress(ConnectionClosed):
             await socket.send(Frame(header, b""))
+            await socket.close_send()
 
     # -- streams ---------------------------------------------------------------------------------
 

@@ -18,7 +18,8 @@ per call without a handshake. The wire format (also in ``docs/transport.md``):
   first frame of a stream has OPEN. MSG marks a frame that carries a message;
   END means the sender will send nothing more on the stream (half-close);
   RESET means the sender closed the stream and drops whatever comes next.
-  Flags combine: a one-shot request is a single OPEN|MSG|END frame.
+  Flags combine: a one-shot request is a single OPEN|MSG|END frame (an END
+  written in the same loop turn as the stream's previous frame joins it).
 * A frame whose size exceeds ``9 + max_message_size``, an unknown flag, a bad
   header, a bad preface or a frame for a stream that was never opened is a
   protocol error: the receiver sends ERROR on stream 0 with the reason and
@@ -160,6 +161,9 @@ class _Connection(asyncio.Protocol):
         self._out: list[bytes | bytearray | memoryview] = []
         self._out_size = 0
         self._out_frames = 0
+        # The last frame still in _out, as (index of its head in _out, stream id, flags, header size, size),
+        # so that an END written right after it joins it instead of costing a frame of its own.
+        self._last: tuple[int, int, int, int, int] | None = None
         self._loop = asyncio.get_running_loop()
         self.lost: asyncio.Future[None] = self._loop.create_future()
 
@@ -360,9 +364,18 @@ class _Connection(asyncio.Protocol):
         # Frames written in one turn of the event loop leave in one write (one system call), up to _BATCH of
         # them: a reply and the close that follows it, or the messages of many concurrent streams.
         out = self._out
+        last = self._last
+        if flags == END and last is not None and last[1] == stream_id:
+            # A reply followed by the end of its stream (or a one-shot request) leaves as one MSG|END frame.
+            index, _, last_flags, hsize, size = last
+            out[index] = _HEAD.pack(size, stream_id, last_flags | END, hsize)
+            self._last = None
+            return
         if not out:
             self._loop.call_soon(self._flush)
-        out.append(_HEAD.pack(_FIXED + len(header) + len(body), stream_id, flags, len(header)))
+        size = _FIXED + len(header) + len(body)
+        self._last = (len(out), stream_id, flags, len(header), size)
+        out.append(_HEAD.pack(size, stream_id, flags, len(header)))
         if header:
             out.append(header)
         if body:
@@ -378,6 +391,7 @@ class _Connection(asyncio.Protocol):
             return
         data = out[0] if len(out) == 1 else b"".join(out)
         out.clear()
+        self._last = None
         self._out_size = 0
         self._out_frames = 0
         transport = self._transport
