@@ -198,3 +198,28 @@ def test_all_without_the_suite_for_an_interface_is_a_usage_error() -> None:
     proc = micro("--all", "frobnicator")
     assert proc.returncode == 2
     assert "no contract for 'frobnicator'" in proc.stderr
+
+
+def test_micro_help_lists_the_command_without_importing_pytest() -> None:
+    # micro --help imports the plugin's command module for its summary; pytest alone would cost ~130 ms.
+    code = (
+        "import json, sys\n"
+        "from micro.cli import main\n"
+        "try:\n"
+        "    main(['--help'])\n"
+        "except SystemExit as exc:\n"
+        "    assert not exc.code, exc.code\n"
+        "print(json.dumps(sorted(sys.modules)), file=sys.stderr)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    loaded = set(json.loads(proc.stderr))
+    assert "conformance  Check that implementation NAME" in proc.stdout
+    assert "micro_conformance.cli" in loaded  # else this test checks nothing
+    assert not {"pytest", "_pytest", "rich", "micro_conformance.runner", "micro_conformance.base"} & loaded
+
+
+def test_conformance_help_still_works() -> None:
+    proc = micro("--help")
+    assert proc.returncode == 0, proc.stderr
+    assert "Check that implementation NAME of INTERFACE" in proc.stdout
+    assert "--case-timeout" in proc.stdout

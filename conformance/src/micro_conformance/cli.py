@@ -5,6 +5,9 @@ implementation does not declare; 1 when a case failed or the suite could not
 run; 2 for a usage error, an unknown name or a bad option; 3 when the one
 implementation asked for is unreachable (its backend is down). With ``--all``
 unreachable implementations are listed as such and do not change the status.
+
+``micro --help`` imports this module for the command's summary, so the runner
+(and with it pytest) and rich are imported only when the command runs.
 """
 
 from __future__ import annotations
@@ -13,13 +16,16 @@ import concurrent.futures
 import json
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import click
 from micro.errors import ConfigError
-from rich.console import Console
-from rich.table import Table
 
-from .runner import CONTRACTS, Result, check, implementations, run
+if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.table import Table
+
+    from .runner import Result
 
 __all__ = ["command"]
 
@@ -43,6 +49,8 @@ def _options(pairs: Sequence[str]) -> dict[str, str]:
 
 
 def _case_table(result: Result, *, show_passed: bool = True) -> Table:
+    from rich.table import Table
+
     title = f"{result.interface} {result.name}: [{_STYLE.get(result.status, 'white')}]{result.status}[/]"
     table = Table(title=title, title_justify="left", expand=False)
     for column in ("case", "capability", "behaviour", "result", "detail"):
@@ -59,6 +67,8 @@ def _case_table(result: Result, *, show_passed: bool = True) -> Table:
 
 
 def _summary_table(results: Sequence[Result]) -> Table:
+    from rich.table import Table
+
     table = Table(title="micro conformance --all", title_justify="left")
     for column in ("interface", "name", "status", "passed", "failed", "skipped", "note"):
         table.add_column(column, overflow="fold")
@@ -106,6 +116,10 @@ def command(
     auth, broker, codec, config, registry, selector, server, store, sync, transport.
     With --all, every installed implementation (of INTERFACE, if given) is tested.
     """
+    from rich.console import Console
+
+    from .runner import CONTRACTS, check, implementations, run
+
     console = Console()
     pytest_args = ["-k", keyword] if keyword else []
     if run_all:
