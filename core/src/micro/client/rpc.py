@@ -224,66 +224,59 @@ class RPCClient(Client):
     ) -> Response:
         """Run ``function`` on nodes until one answers, within the request's deadline (one timer for all)."""
         deadline = request.deadline
-        if deadline is None:
-            return await self._retry(request, function, attempts, backoff, address)
         scope = Deadline(deadline)
         try:
-            async with scope:
-                return await self._retry(request, function, attempts, backoff, address)
+            async with scope:  # the deadline and the retries in one coroutine: this runs for every call
+                service = request.service
+                if address:
+                    choose, selector = _fixed(address), None
+                else:
+                    selector = self.selector
+                    await self._ensure(selector)
+                    choose = await selector.select(service)
+                await self._ensure(self.transport)
+                error: MicroError | None = None
+                for attempt in range(attempts):
+                    if attempt:
+                        delay = backoff(attempt)
+                        if deadline is not None and time.monotonic() + delay >= deadline:
+                            break
+                        if delay > 0:
+                            await asyncio.sleep(delay)
+                    try:
+                        node = choose()
+                    except NoneAvailable:
+                        if error is not None:
+                            break
+                        raise
+                    request.node = node
+                    try:
+                        response = await function(request)
+                    except MicroError as exc:
+                        retryable = is_retryable(exc)
+                        if selector is not None:
+                            # A node that answered with an application error is healthy; only unreachable ones
+                            # are demoted.
+                            selector.mark(service, node, exc if retryable else None)
+                        if not retryable:
+                            raise
+                        error = exc
+                        continue
+                    except asyncio.CancelledError:
+                        if selector is not None and deadline is not None and time.monotonic() >= deadline:
+                            selector.mark(service, node, Timeout(f"{node.address} did not answer in time"))
+                        raise
+                    if selector is not None:
+                        selector.mark(service, node, None)
+                    return response
+                assert error is not None
+                raise error
         except TimeoutError as exc:
             if isinstance(exc, MicroError) or not scope.expired:
                 raise  # a remote 408, or a timeout of the caller's own
             raise Timeout(
                 f"call to {request.service} {request.endpoint} timed out (deadline exceeded)", id="micro.client"
             ) from None
-
-    async def _retry(
-        self, request: Request, function: CallFunc, attempts: int, backoff: Backoff, address: str | None
-    ) -> Response:
-        deadline = request.deadline
-        service = request.service
-        if address:
-            choose, selector = _fixed(address), None
-        else:
-            selector = self.selector
-            await self._ensure(selector)
-            choose = await selector.select(service)
-        await self._ensure(self.transport)
-        error: MicroError | None = None
-        for attempt in range(attempts):
-            if attempt:
-                delay = backoff(attempt)
-                if deadline is not None and time.monotonic() + delay >= deadline:
-                    break
-                if delay > 0:
-                    await asyncio.sleep(delay)
-            try:
-                node = choose()
-            except NoneAvailable:
-                if error is not None:
-                    break
-                raise
-            request.node = node
-            try:
-                response = await function(request)
-            except MicroError as exc:
-                retryable = is_retryable(exc)
-                if selector is not None:
-                    # A node that answered with an application error is healthy; only unreachable ones are demoted.
-                    selector.mark(service, node, exc if retryable else None)
-                if not retryable:
-                    raise
-                error = exc
-                continue
-            except asyncio.CancelledError:
-                if selector is not None and deadline is not None and time.monotonic() >= deadline:
-                    selector.mark(service, node, Timeout(f"{node.address} did not answer in time"))
-                raise
-            if selector is not None:
-                selector.mark(service, node, None)
-            return response
-        assert error is not None
-        raise error
 
     def _encode(self, codec: Codec, request: Request) -> bytes:
         if _plain_codec(codec):
