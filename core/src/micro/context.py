@@ -151,19 +151,29 @@ def response_metadata() -> Metadata | None:
     return _response.get()
 
 
-@contextmanager
-def serving(inbound: Metadata, when: float | None) -> Iterator[Metadata]:
+class serving:  # lower case: used like the function it replaced, ``with serving(...) as response:``
     """What the server does around a handler: install its inbound metadata, deadline and response headers.
 
     Unlike :func:`with_metadata` and :func:`with_deadline` this *replaces* the
     current values: a handler starts from its request, not from whatever the
-    serving task inherited. Yields the (initially empty) response metadata.
+    serving task inherited. Entering gives the (initially empty) response metadata.
+
+    A class rather than a ``@contextmanager`` generator: it runs for every call served.
     """
-    response = Metadata()
-    tokens = (_metadata.set(inbound), _deadline.set(when), _response.set(response))
-    try:
-        yield response
-    finally:
-        _response.reset(tokens[2])
-        _deadline.reset(tokens[1])
-        _metadata.reset(tokens[0])
+
+    __slots__ = ("_inbound", "_tokens", "_when")
+
+    def __init__(self, inbound: Metadata, when: float | None) -> None:
+        self._inbound = inbound
+        self._when = when
+
+    def __enter__(self) -> Metadata:
+        response = Metadata()
+        self._tokens = (_metadata.set(self._inbound), _deadline.set(self._when), _response.set(response))
+        return response
+
+    def __exit__(self, *exc_info: object) -> None:
+        metadata, deadline, response = self._tokens
+        _response.reset(response)
+        _deadline.reset(deadline)
+        _metadata.reset(metadata)

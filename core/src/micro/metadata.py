@@ -59,7 +59,10 @@ class Metadata(MutableMapping[str, str]):
         return f"Metadata({dict(self)!r})"
 
     def copy(self) -> Metadata:
-        return Metadata(self)
+        # Straight from the entries: the client copies the current metadata on every call.
+        copied = Metadata()
+        copied._items = self._items.copy()
+        return copied
 
     def merged(self, other: Mapping[str, str]) -> Metadata:
         """A new Metadata with ``other``'s entries over this one's."""

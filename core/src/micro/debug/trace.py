@@ -10,6 +10,9 @@ metadata under ``Micro-Trace-Id`` and ``Micro-Span-Id``:
 * the server calls :func:`extract` on the incoming metadata and passes the
   result as ``parent=`` to :meth:`Tracer.start_span`, so its span joins the same trace.
 
+New trace ids are 32 hex digits and span ids 16, as in W3C trace context; ids
+that arrive in other shapes (Go Micro sends UUIDs) are carried as they are.
+
 :class:`MemoryTracer` (``MICRO_TRACER=memory``, the default) keeps the last
 ``size`` finished spans for ``micro debug trace``.
 """
@@ -80,21 +83,21 @@ def current_span() -> Span | None:
     return _current.get()
 
 
-#: The RFC 4122 variant nibble for each random hex digit.
-_VARIANT: Final = {digit: "89ab"[int(digit, 16) & 3] for digit in "0123456789abcdef"}
-
-
-# Ids need to be unique, not unpredictable: a generator seeded from os.urandom saves a system call per id
-# (``str(uuid.uuid4())`` costs several times more, and the server's trace wrapper makes two ids per call).
+# Ids need to be unique, not unpredictable: a generator seeded from os.urandom saves a system call per id,
+# and the server's trace wrapper makes up to two ids per call.
 _random = random.Random()
 # A forked child must not repeat its parent's ids.
 os.register_at_fork(after_in_child=_random.seed)
 
 
-def _new_id() -> str:
-    """A random (version 4) UUID in its text form."""
-    h = f"{_random.getrandbits(128):032x}"
-    return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{_VARIANT[h[16]]}{h[17:20]}-{h[20:]}"
+def _new_trace_id() -> str:
+    """32 hex digits: a W3C trace-context trace id."""
+    return _random.randbytes(16).hex()
+
+
+def _new_span_id() -> str:
+    """16 hex digits: a W3C trace-context span id."""
+    return _random.randbytes(8).hex()
 
 
 @dataclass(kw_only=True, slots=True, eq=False)
@@ -109,7 +112,7 @@ class Span:
     #: Shared by every span of one request tree.
     trace_id: str
     name: str
-    id: str = field(default_factory=_new_id)
+    id: str = field(default_factory=_new_span_id)
     #: The parent span's id; ``None`` for the root of a trace.
     parent: str | None = None
     #: Seconds since the epoch.
@@ -273,7 +276,7 @@ class Tracer(Component, abc.ABC):
             parent = current_span()
         context = parent.context if isinstance(parent, Span) else parent
         return Span(
-            trace_id=context.trace_id if context else _new_id(),
+            trace_id=context.trace_id if context else _new_trace_id(),
             name=name,
             parent=(context.span_id or None) if context else None,
             metadata=dict(metadata or {}),
