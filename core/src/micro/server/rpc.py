@@ -88,7 +88,7 @@ class _Route:
 
 
 class _Call:
-    """One call being served: what :meth:`RPCServer._dispatch` worked out from its first message."""
+    """One call being served: what :meth:`RPCServer._route` worked out from its first message."""
 
     __slots__ = ("call_id", "codec", "deadline", "frame", "metadata", "route", "routing", "socket")
 
@@ -438,41 +438,42 @@ class RPCServer(Server):
             return
         task = self._track()
         try:
-            await self._dispatch(socket, first)
+            routing, metadata = _mucp.parse(first.header)
+            call_id = routing.get(_ID, "")
+            try:
+                call = self._route(socket, first, routing, metadata, call_id)
+            except MicroError as exc:
+                await self._send_error(socket, call_id, exc)
+                return
+            if call.route.method.kind is Kind.UNARY:
+                await self._unary(call)
+            else:
+                await self._stream(call)
         except ConnectionClosed:
             pass  # the caller went away; there is nobody to answer
         finally:
             self._untrack(task)
 
-    async def _dispatch(self, socket: Socket, frame: Frame) -> None:
-        routing, metadata = _mucp.parse(frame.header)
-        call_id = routing.get(_ID, "")
-        try:
-            if self._stopping:
-                raise Unavailable(f"{self.options.name} is shutting down", id=self.options.name)
-            endpoint = routing.get(_ENDPOINT) or routing.get(_METHOD) or ""
-            route = self._routes.get(endpoint)
-            if route is None:
-                raise EndpointNotFound(
-                    f"{self.options.name} has no endpoint {endpoint!r}" if endpoint else "no endpoint in request",
-                    id=self.options.name,
-                )
-            codec = codec_for(routing.get(_CONTENT_TYPE))
-            timeout = routing.get(_TIMEOUT)
-            deadline = time.monotonic() + _mucp.decode_timeout(timeout) if timeout else None
-            kind = route.method.kind
-            if (_STREAM in routing) != kind.streaming:
-                use = "client.stream()" if kind.streaming else "client.call()"
-                what = "a streaming" if kind.streaming else "a unary"
-                raise BadRequest(f"{endpoint} is {what} endpoint; call it with {use}", id=self.options.name)
-        except MicroError as exc:
-            await self._send_error(socket, call_id, exc)
-            return
-        call = _Call(socket, frame, routing, metadata, route, codec, deadline, call_id)
-        if kind is Kind.UNARY:
-            await self._unary(call)
-        else:
-            await self._stream(call)
+    def _route(self, socket: Socket, frame: Frame, routing: dict[str, str], metadata: Metadata, call_id: str) -> _Call:
+        """The call a first message asks for; raises the :class:`MicroError` to answer with if it cannot be."""
+        if self._stopping:
+            raise Unavailable(f"{self.options.name} is shutting down", id=self.options.name)
+        endpoint = routing.get(_ENDPOINT) or routing.get(_METHOD) or ""
+        route = self._routes.get(endpoint)
+        if route is None:
+            raise EndpointNotFound(
+                f"{self.options.name} has no endpoint {endpoint!r}" if endpoint else "no endpoint in request",
+                id=self.options.name,
+            )
+        codec = codec_for(routing.get(_CONTENT_TYPE))
+        timeout = routing.get(_TIMEOUT)
+        deadline = time.monotonic() + _mucp.decode_timeout(timeout) if timeout else None
+        kind = route.method.kind
+        if (_STREAM in routing) != kind.streaming:
+            use = "client.stream()" if kind.streaming else "client.call()"
+            what = "a streaming" if kind.streaming else "a unary"
+            raise BadRequest(f"{endpoint} is {what} endpoint; call it with {use}", id=self.options.name)
+        return _Call(socket, frame, routing, metadata, route, codec, deadline, call_id)
 
     def _request(self, call: _Call, body: Any) -> Request:
         return Request(
