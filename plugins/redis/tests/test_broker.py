@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator, Callable
 import orjson
 import pytest
 import redis.asyncio as redis
-from micro.broker import Event, Message
+from micro.broker import Event, Message, Subscriber
 from micro.errors import BackendUnavailable, ConnectionClosed, InvalidOption, Unauthorized
 from micro.plugins import get_manager
 from micro_redis import RedisBroker, RedisBrokerOptions
@@ -447,3 +447,217 @@ async def test_many_concurrent_publishers_wait_for_a_small_pool_instead_of_faili
     await quiet()
     assert sorted(broadcast.bodies) == sorted(bodies)
     assert sorted(first.bodies + second.bodies) == sorted(bodies)
+
+
+# -- acks ------------------------------------------------------------------------------------------------
+
+
+class XackSpy:
+    """Wraps the connection a queue member acks on: records each XACK, and can slow, fail or cut them."""
+
+    def __init__(self, subscriber: Subscriber) -> None:
+        client = subscriber._acks._redis  # type: ignore[attr-defined]
+        self.name: str = subscriber._name  # type: ignore[attr-defined]
+        #: How many ids each XACK that Redis answered carried.
+        self.sent: list[int] = []
+        self.started = 0
+        self.failed = 0
+        #: Fail every XACK, before sending it, as a broken connection would.
+        self.broken = False
+        #: Seconds each XACK waits before it is sent.
+        self.delay = 0.0
+        self._cut: redis.Redis | None = None
+        self.killed = 0
+        execute_command = client.execute_command
+        get_connection = client.connection_pool.get_connection
+
+        async def execute(*args: object, **options: object) -> object:
+            if args[0] != "XACK":
+                return await execute_command(*args, **options)
+            self.started += 1
+            await asyncio.sleep(self.delay)
+            try:
+                if self.broken:
+                    raise redis.ConnectionError("connection lost (simulated)")
+                result = await execute_command(*args, **options)
+            except Exception:
+                self.failed += 1
+                raise
+            self.sent.append(len(args) - 3)
+            return result
+
+        async def checkout(*args: object, **options: object) -> object:
+            connection = await get_connection(*args, **options)
+            if self._cut is not None:
+                # Checked and handed out: the XACK about to be sent on it meets a closed connection.
+                raw, self._cut = self._cut, None
+                self.killed = await kill_clients(raw, self.name)
+            return connection
+
+        client.execute_command = execute
+        client.connection_pool.get_connection = checkout
+
+    def cut_next(self, raw: redis.Redis) -> None:
+        """Kill (``CLIENT KILL``) all of the member's connections as the next XACK is about to be sent."""
+        self._cut = raw
+
+
+async def pending(raw: redis.Redis, stream: str, queue: str = "q") -> int:
+    return int((await raw.xpending(stream, queue))["pending"])
+
+
+async def test_acks_of_many_messages_go_out_together(make, prefix: str, raw: redis.Redis):
+    broker = make(prefetch=50)
+    gate = asyncio.Event()
+    handled: list[bytes] = []
+
+    async def handler(event: Event) -> None:
+        await gate.wait()  # so that the rest pile up in the stream meanwhile
+        handled.append(event.message.body)
+
+    subscriber = await broker.subscribe("t", handler, queue="q")
+    spy = XackSpy(subscriber)
+    total = 300
+    for i in range(total):
+        await broker.publish("t", Message(str(i).encode()))
+    gate.set()
+
+    async def all_acked() -> None:
+        assert len(handled) == total
+        assert await pending(raw, f"{prefix}t") == 0
+
+    await eventually(all_acked, timeout=10)
+    assert sum(spy.sent) == total
+    # One XACK per message would be 300; settled together, they go at most one per read of 50 (and the first).
+    assert len(spy.sent) <= total // 50 + 2, spy.sent
+
+
+async def test_an_explicit_ack_returns_once_its_own_xack_is_done(broker: RedisBroker, prefix: str, raw: redis.Redis):
+    stream = f"{prefix}t"
+    checked: list[int] = []
+
+    async def handler(event: Event) -> None:
+        if event.message.body == b"second":
+            # The first message's automatic ack is in flight (slowed down): this one goes in the next XACK.
+            await event.ack()
+            entry_id = event._id  # type: ignore[attr-defined]
+            rows = await raw.xpending_range(stream, "q", min=entry_id, max=entry_id, count=1)
+            checked.append(len(rows))
+
+    subscriber = await broker.subscribe("t", handler, queue="q")
+    spy = XackSpy(subscriber)
+    spy.delay = 0.2
+    await broker.publish("t", Message(b"first"))
+
+    async def in_flight() -> None:
+        assert spy.started == 1
+
+    await eventually(in_flight)
+    await broker.publish("t", Message(b"second"))
+
+    async def done() -> None:
+        assert checked == [0], "ack() returned before Redis had the ack"
+
+    await eventually(done)
+    assert spy.sent == [1, 1]
+
+
+async def test_unsubscribe_sends_the_queued_acks_first(make, prefix: str, raw: redis.Redis):
+    leaving, staying = make(claim_idle=0.2), make(claim_idle=0.2)
+    inbox = Inbox()
+    subscriber = await leaving.subscribe("t", inbox, queue="q")
+    spy = XackSpy(subscriber)
+    spy.delay = 0.2
+    for i in range(20):
+        await leaving.publish("t", Message(str(i).encode()))
+    await inbox.wait(20)
+    assert await pending(raw, f"{prefix}t") > 0, "the acks went out before the test could catch them queued"
+    await subscriber.unsubscribe()
+    assert await pending(raw, f"{prefix}t") == 0
+    assert sum(spy.sent) == 20
+    other = Inbox()
+    await staying.subscribe("t", other, queue="q")
+    await asyncio.sleep(0.5)  # past claim_idle: anything handed back would arrive
+    assert other.events == []
+
+
+async def test_a_failed_xack_keeps_its_acks_until_it_goes_through(broker: RedisBroker, prefix: str, raw: redis.Redis):
+    stream = f"{prefix}t"
+    inbox = Inbox()
+    errors: list[Exception] = []
+
+    async def handler(event: Event) -> None:
+        await inbox(event)
+        if event.message.body == b"explicit":
+            try:
+                await event.ack()
+            except BackendUnavailable as exc:
+                errors.append(exc)
+
+    subscriber = await broker.subscribe("t", handler, queue="q")
+    spy = XackSpy(subscriber)
+    spy.broken = True
+    for body in (b"a", b"b", b"explicit"):
+        await broker.publish("t", Message(body))
+    await inbox.wait(3)
+    assert len(errors) == 1, "an explicit ack returned although Redis did not have it"
+    assert "connection lost" in str(errors[0])
+    # Meanwhile the member's read connection breaks too: it reads back its pending messages, whose acks
+    # are queued, and must not deliver them again.
+    assert await kill_clients(raw, spy.name) >= 1
+    await asyncio.sleep(0.5)
+    assert spy.failed >= 2
+    assert spy.sent == []
+    assert await pending(raw, stream) == 3
+    spy.broken = False
+
+    async def acked() -> None:
+        assert await pending(raw, stream) == 0
+
+    await eventually(acked, timeout=10)
+    await quiet()
+    assert inbox.bodies == [b"a", b"b", b"explicit"]
+
+
+async def test_an_xack_cut_off_by_a_killed_connection_is_sent_again(broker: RedisBroker, prefix: str, raw):
+    inbox = Inbox()
+    subscriber = await broker.subscribe("t", inbox, queue="q")
+    spy = XackSpy(subscriber)
+    spy.cut_next(raw)
+    for i in range(5):
+        await broker.publish("t", Message(str(i).encode()))
+    await inbox.wait(5)
+
+    async def acked() -> None:
+        assert await pending(raw, f"{prefix}t") == 0
+
+    await eventually(acked, timeout=10)
+    assert spy.killed >= 1
+    assert spy.failed >= 1, "the XACK did not meet the killed connection"
+    assert sum(spy.sent) >= 5
+    await quiet()
+    assert sorted(inbox.bodies) == [str(i).encode() for i in range(5)]
+
+
+async def test_acks_that_cannot_be_sent_by_unsubscribe_are_redelivered(make, prefix: str, raw: redis.Redis):
+    leaving = make(claim_idle=0.2, request_timeout=0.5)
+    staying = make(claim_idle=0.2)
+    inbox = Inbox()
+    subscriber = await leaving.subscribe("t", inbox, queue="q")
+    spy = XackSpy(subscriber)
+    spy.broken = True
+    for i in range(3):
+        await leaving.publish("t", Message(str(i).encode()))
+    await inbox.wait(3)
+    started = time.monotonic()
+    await subscriber.unsubscribe()
+    assert time.monotonic() - started < 2
+    other = Inbox()
+    await staying.subscribe("t", other, queue="q")
+    await other.wait(3)  # at least once: handled by the leaving member, but Redis never heard of it
+    assert sorted(other.bodies) == [b"0", b"1", b"2"]
+
+    async def acked() -> None:
+        assert await pending(raw, f"{prefix}t") == 0
+
+    await eventually(acked)

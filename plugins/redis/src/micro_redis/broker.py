@@ -17,7 +17,16 @@ for good).
 
 **Settlement and redelivery.**
 
-* ``ack`` is an ``XACK``; ``nack(requeue=False)`` too (the message is dropped).
+* ``ack`` is an ``XACK``; ``nack(requeue=False)`` too (the message is dropped). Each queue
+  member sends its acks on a connection of its own, one ``XACK`` at a time: an ack goes out as
+  soon as the message is settled if no ``XACK`` is in flight, and otherwise with every other
+  ack that queued up meanwhile, in the next one. An idle member thus acks each message at once
+  (no timer), and a busy one sends one command per round trip however many messages it settles.
+  An explicit ``await event.ack()`` (or ``nack(requeue=False)``) returns once Redis has the ack,
+  and raises :class:`~micro.errors.BackendUnavailable` if the ``XACK`` carrying it fails. The
+  automatic ack after a handler returns does not hold up the next message. A failed ``XACK``
+  keeps its acks queued and is tried again with backoff; meanwhile the member keeps those
+  messages claimed, and does not deliver them again if it reads them back after a reconnect.
 * ``nack(requeue=True)``, a handler that raises, or a return without settling when
   ``auto_ack=False``: the subscriber delivers the message again at once, up to
   ``max_redeliveries`` times, then acks it away and logs the drop.
@@ -26,24 +35,27 @@ for good).
   (``XAUTOCLAIM``) and delivers them again, counted by Redis's delivery counter against the
   same ``max_redeliveries``. While a handler runs, its member keeps its messages claimed, so
   a slow handler does not lose its message to another member.
-* A member that unsubscribes hands the messages it read but did not settle back to the
-  group at once (they go to whichever member claims next), and removes itself from the group.
+* A member that unsubscribes first sends the acks it has queued (waiting at most
+  ``request_timeout``), then hands the messages it read but did not settle (or could not ack)
+  back to the group at once (they go to whichever member claims next), and removes itself
+  from the group.
 * Broadcast deliveries are settled in the subscriber: a redelivery comes from the same
   subscriber, and a process that dies loses the messages it had not handled yet.
 
 Delivery is at least once: a member that claims a message while its first holder is in
 fact still alive, and a publish sent again after a broken connection, can deliver twice.
 
-**Connections.** Publishes and acks share a pool of ``pool_size`` connections; each
-subscriber reads on a connection of its own (blocking ``XREAD``/``XREADGROUP``), so a read
-never holds a shared one. The shared connections are handed out in arrival order: when all
-are busy, a publish waits its turn however many publishers there are (back-pressure), and
-only the command itself is bounded by ``request_timeout``. A subscriber whose connection breaks
-connects again with backoff (50 ms doubling to 5 s, jittered) and resumes: broadcast
-after the last message it handled, a queue member with the messages the group had already
-given it, then new ones. A command whose connection broke is sent once more on a new
-connection. ``start()`` fails with :class:`~micro.errors.BackendUnavailable` naming the
-address and ``MICRO_BROKER_ADDRESS`` when Redis cannot be reached.
+**Connections.** Publishes share a pool of ``pool_size`` connections; each subscriber reads
+on a connection of its own (blocking ``XREAD``/``XREADGROUP``), so a read never holds a shared
+one, and a queue member acks on a second connection of its own. The shared connections are
+handed out in arrival order: when all are busy, a publish waits its turn however many
+publishers there are (back-pressure), and only the command itself is bounded by
+``request_timeout``. A subscriber whose connection breaks connects again with backoff (50 ms
+doubling to 5 s, jittered) and resumes: broadcast after the last message it handled, a queue
+member with the messages the group had already given it, then new ones. A command on the
+shared connections whose connection broke is sent once more on a new connection. ``start()``
+fails with :class:`~micro.errors.BackendUnavailable` naming the address and
+``MICRO_BROKER_ADDRESS`` when Redis cannot be reached.
 
 **Limits.** A subscriber that falls more than ``max_length`` messages behind loses the
 oldest ones it has not read. A member that crashes leaves its (empty) consumer in the
@@ -109,22 +121,172 @@ def _decode(fields: Mapping[bytes, bytes] | None) -> Message | None:
     return Message(fields[_BODY], header)
 
 
-class _RedisEvent(Event):
-    """An event whose ack (and drop) reaches Redis as soon as the handler settles it."""
+class _Acks:
+    """A queue member's settled entries on their way to Redis, each ``XACK`` carrying all that queued up.
 
-    __slots__ = ("_id", "_subscriber", "acknowledged")
+    Acks go on a connection of their own, so they neither wait for the member's blocking read nor
+    queue behind publishes on the shared pool. See "Settlement and redelivery" in the module docstring.
+    """
+
+    def __init__(self, subscriber: _RedisSubscriber, queue: str) -> None:
+        server = subscriber._broker._server
+        self._where = server.where
+        self._topic = subscriber.topic
+        self._stream = subscriber._stream
+        self._queue = queue
+        self._redis = server.client(subscriber._name)
+        # Insertion-ordered sets of entry ids: waiting for the next XACK, and carried by the one in flight.
+        self._queued: dict[bytes, None] = {}
+        self._sending: dict[bytes, None] = {}
+        # Made only when an explicit ack waits: settled by the XACK in flight, and by the next one.
+        self._current: asyncio.Future[None] | None = None
+        self._next: asyncio.Future[None] | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._hurry = asyncio.Event()  # cuts a backoff short when the subscriber closes
+        self._closed = False
+
+    def __contains__(self, entry_id: object) -> bool:
+        """Whether ``entry_id`` was settled here and Redis has not been told yet."""
+        return entry_id in self._queued or entry_id in self._sending
+
+    def unsent(self) -> list[bytes]:
+        """The entries settled here that Redis still has pending (and that must stay claimed)."""
+        return [*self._sending, *self._queued]
+
+    def add(self, entry_id: bytes) -> None:
+        """Queue an ack for ``entry_id``; it goes out with the next ``XACK``, at once if none is in flight."""
+        if self._closed:
+            logger.warning(
+                "could not ack a message on topic %r (subscriber closed); it will be delivered again", self._topic
+            )
+            return
+        if entry_id not in self:
+            self._queued[entry_id] = None
+        if self._task is None:
+            self._task = asyncio.create_task(self._flush(), name=f"micro.broker.redis.acks:{self._topic}")
+
+    async def sent(self, entry_id: bytes) -> None:
+        """Queue an ack for ``entry_id`` and return once an ``XACK`` carrying it succeeded.
+
+        Raises what that ``XACK`` failed with (:class:`~micro.errors.BackendUnavailable` for a
+        lost server); the ack stays queued and is sent again with the next attempt.
+        """
+        if self._closed:
+            raise ConnectionClosed("the subscriber is closed; the message will be delivered again")
+        self.add(entry_id)
+        if entry_id in self._sending:
+            if self._current is None:
+                self._current = asyncio.get_running_loop().create_future()
+            future = self._current
+        else:
+            if self._next is None:
+                self._next = asyncio.get_running_loop().create_future()
+            future = self._next
+        # Shielded: several acks share the future, and one caller's cancellation must not cancel it for all.
+        await asyncio.shield(future)
+
+    async def _flush(self) -> None:
+        backoff = _FIRST_BACKOFF
+        try:
+            while self._queued:
+                self._sending, self._queued = self._queued, {}
+                self._current, self._next = self._next, None
+                failure: Exception | None = None
+                try:
+                    with translated(self._where):
+                        await self._redis.xack(self._stream, self._queue, *self._sending)
+                except Exception as exc:
+                    failure = exc
+                sent, self._sending = self._sending, {}
+                waiters, self._current = self._current, None
+                if failure is None:
+                    _settle(waiters, None)
+                    backoff = _FIRST_BACKOFF
+                    continue
+                # Back in front of those that queued meanwhile, to be sent again.
+                self._queued = {**sent, **self._queued}
+                _settle(waiters, failure)
+                if self._closed:
+                    logger.warning(
+                        "could not ack %d message(s) on topic %r (%s); they will be delivered again",
+                        len(self._queued),
+                        self._topic,
+                        failure,
+                    )
+                    self._queued.clear()
+                    return
+                logger.debug(
+                    "could not ack %d message(s) on topic %r (%s); retrying", len(self._queued), self._topic, failure
+                )
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(random.uniform(backoff / 2, backoff)):
+                        await self._hurry.wait()
+                backoff = min(backoff * 2, _MAX_BACKOFF)
+        finally:
+            self._task = None
+
+    async def close(self, timeout: float) -> None:
+        """Send what is queued (trying once more if an ``XACK`` is backing off), waiting at most ``timeout``.
+
+        What cannot be acked stays pending in the group, for the caller to hand back.
+        """
+        self._closed = True
+        self._hurry.set()
+        task = self._task
+        try:
+            if task is not None:
+                await asyncio.wait({task}, timeout=timeout)
+        finally:
+            if task is not None and not task.done():
+                logger.warning(
+                    "could not ack %d message(s) on topic %r within %gs; they will be delivered again",
+                    len(self.unsent()),
+                    self._topic,
+                    timeout,
+                )
+                task.cancel()
+            gone = ConnectionClosed("the subscriber is closed; the message will be delivered again")
+            _settle(self._current, gone)
+            _settle(self._next, gone)
+            self._current = self._next = None
+            self._queued.clear()
+            self._sending.clear()
+            await self._redis.aclose()
+
+
+def _settle(future: asyncio.Future[None] | None, failure: BaseException | None) -> None:
+    if future is None or future.done():
+        return
+    if failure is None:
+        future.set_result(None)
+    else:
+        future.set_exception(failure)
+        future.exception()  # the waiters re-raise it; asyncio need not log it as never retrieved
+
+
+class _RedisEvent(Event):
+    """An event whose ack (and drop) is sent to Redis as soon as the handler settles it."""
+
+    __slots__ = ("_id", "_returned", "_subscriber", "acknowledged")
 
     def __init__(self, topic: str, message: Message, subscriber: _RedisSubscriber, id: bytes) -> None:
         super().__init__(topic, message)
         self._subscriber = subscriber
         self._id = id
-        #: Whether Redis has been told (always true for a broadcast subscriber, which has no server state).
+        # Set once the handler has returned: an ack from then on is the automatic one.
+        self._returned = False
+        #: Whether Redis is known to have the ack (always true for a broadcast subscriber, which has no
+        #: server state); an ack that is queued but not yet sent does not count.
         self.acknowledged = False
 
     async def ack(self) -> None:
         if self.outcome is None:
             self._settle("ack")
-            await self._subscriber._acknowledge(self)
+            if self._returned:
+                # The automatic ack: queued, so that it does not hold up the next message.
+                self._subscriber._settled(self._id)
+            else:
+                await self._subscriber._acknowledge(self)
 
     async def nack(self, requeue: bool = True) -> None:
         if self.outcome is None:
@@ -158,9 +320,11 @@ class _RedisSubscriber(Subscriber):
         self._holding: set[bytes] = set()
         opts = broker.options
         self._block = min(_BLOCK, opts.claim_idle / 2)
+        self._name = f"micro-broker-{consumer}"
         self._redis = broker._server.client(
-            f"micro-broker-{consumer}", pool_size=1, read_timeout=self._block + broker._server.request_timeout
+            self._name, pool_size=1, read_timeout=self._block + broker._server.request_timeout
         )
+        self._acks = _Acks(self, options.queue) if options.queue is not None else None
         self._task: asyncio.Task[None] | None = None
 
     def _start(self) -> asyncio.Task[None]:
@@ -183,8 +347,8 @@ class _RedisSubscriber(Subscriber):
     async def _loop(self) -> None:
         loop = asyncio.get_running_loop()
         backoff = _FIRST_BACKOFF
-        # A member first takes what the group gave it before (nothing on a first start).
-        history = self.queue is not None
+        # A member first takes what the group gave it before (nothing on a first start), from this id on.
+        history: bytes | None = b"0" if self.queue is not None else None
         next_claim = loop.time()
         cursor = b"0-0"
         outage = False
@@ -192,8 +356,8 @@ class _RedisSubscriber(Subscriber):
             try:
                 if self.queue is None:
                     await self._broadcast_batch()
-                elif history:
-                    history = await self._group_batch(b"0")
+                elif history is not None:
+                    history = await self._group_batch(history)
                 elif loop.time() >= next_claim:
                     cursor = await self._claim_batch(cursor)
                     # Keep claiming while the scan has more; otherwise look again in half an idle period.
@@ -213,7 +377,7 @@ class _RedisSubscriber(Subscriber):
                         exc,
                     )
                 outage = True
-                history = self.queue is not None
+                history = b"0" if self.queue is not None else None
                 await asyncio.sleep(random.uniform(backoff / 2, backoff))
                 backoff = min(backoff * 2, _MAX_BACKOFF)
             except ResponseError as exc:
@@ -250,10 +414,11 @@ class _RedisSubscriber(Subscriber):
             await self._deliver(entry_id, fields, deliveries=1)
             self._after = entry_id
 
-    async def _group_batch(self, start: bytes, *, block: float | None = None) -> bool:
-        """Read and handle one batch of the group's entries: new ones (``>``) or this member's own (``0``).
+    async def _group_batch(self, start: bytes, *, block: float | None = None) -> bytes | None:
+        """Read and handle one batch of the group's entries: new ones (``>``) or this member's own after ``start``.
 
-        Returns whether the batch had entries.
+        Returns the id of the batch's last entry (``None`` if it had none), where the next read of
+        this member's own entries starts: those whose acks are still queued stay pending meanwhile.
         """
         assert self.queue is not None
         reply = await self._read(
@@ -270,7 +435,7 @@ class _RedisSubscriber(Subscriber):
             await self._handle([(entry_id, fields, 1) for entry_id, fields in entries])
         else:
             await self._handle(await self._with_counts(entries))
-        return bool(entries)
+        return bytes(entries[-1][0]) if entries else None
 
     async def _claim_batch(self, cursor: bytes) -> bytes:
         """Claim entries other members left idle for ``claim_idle``, handle them, and return the next cursor."""
@@ -313,7 +478,9 @@ class _RedisSubscriber(Subscriber):
         for entry_id, fields, deliveries in entries:
             if self._stopping:
                 return  # what is left is handed back to the group by _leave()
-            await self._deliver(entry_id, fields, deliveries)
+            # One read back (after a reconnect) while its ack waits to be sent is settled already.
+            if self._acks is None or entry_id not in self._acks:
+                await self._deliver(entry_id, fields, deliveries)
             self._holding.discard(entry_id)
 
     async def _deliver(self, entry_id: bytes, fields: Any, deliveries: int) -> None:
@@ -323,69 +490,51 @@ class _RedisSubscriber(Subscriber):
         if message is None:
             if fields:  # an entry trimmed from the stream reads back empty; only a foreign one is worth a word
                 logger.warning("dropping entry %s of %r: not a message of this broker", entry_id, self._stream)
-            await self._settled(entry_id)  # unreadable, or trimmed from the stream: nothing to deliver
+            self._settled(entry_id)  # unreadable, or trimmed from the stream: nothing to deliver
             return
         if deliveries > limit + 1:
             logger.warning("dropping a message on topic %r after %d redeliveries", self.topic, limit)
-            await self._settled(entry_id)
+            self._settled(entry_id)
             return
         while True:
             event = _RedisEvent(self.topic, message, self, entry_id)
             event.acknowledged = self.queue is None
-            outcome = await dispatch(self._handler, event, auto_ack=self.options.auto_ack)
+            outcome = await dispatch(self._handle_event, event, auto_ack=self.options.auto_ack)
             if outcome != "requeue":
                 if not event.acknowledged:
-                    await self._settled(entry_id)
+                    self._settled(entry_id)
                 return
             if self._stopping:
                 return  # still pending: handed back to the group (or, broadcast, gone with the subscriber)
             if deliveries > limit:
                 logger.warning("dropping a message on topic %r after %d redeliveries", self.topic, limit)
-                await self._settled(entry_id)
+                self._settled(entry_id)
                 return
             deliveries += 1
             if self.queue is not None and not await self._reclaim(entry_id):
                 return  # another member has it now
             message = Message(message.body, message.header)
 
+    async def _handle_event(self, event: Event) -> None:
+        """The handler, marking ``event`` as returned from it (see :meth:`_RedisEvent.ack`)."""
+        await self._handler(event)
+        assert isinstance(event, _RedisEvent)
+        event._returned = True
+
     # -- talking to the group ----------------------------------------------------------------------
 
     async def _acknowledge(self, event: _RedisEvent) -> None:
-        """Tell Redis that ``event`` is settled; raises BackendUnavailable if it cannot (the loop tries again)."""
+        """Tell Redis that ``event`` is settled; raises BackendUnavailable if it cannot (the ack stays queued)."""
         if event.acknowledged:
             return
-        assert self.queue is not None
-        await self._xack(self.queue, event._id)
+        assert self._acks is not None
+        await self._acks.sent(event._id)
         event.acknowledged = True
 
-    async def _settled(self, entry_id: bytes) -> None:
-        """``XACK`` ``entry_id``, retrying with backoff until it works or the subscriber stops."""
-        if self.queue is None:
-            return
-        queue = self.queue
-        backoff = _FIRST_BACKOFF
-        while True:
-            try:
-                await self._xack(queue, entry_id)
-                return
-            except MicroError as exc:
-                if self._stopping:
-                    logger.warning(
-                        "could not ack a message on topic %r (%s); it will be delivered again", self.topic, exc
-                    )
-                    return
-                await asyncio.sleep(random.uniform(backoff / 2, backoff))
-                backoff = min(backoff * 2, _MAX_BACKOFF)
-
-    async def _xack(self, queue: str, entry_id: bytes) -> None:
-        """``XACK`` one entry; raises BackendUnavailable if Redis cannot be told."""
-        if asyncio.current_task() is self._task:
-            # The read loop runs the handlers between its reads, so its own connection is idle now:
-            # acking there does not queue behind the publishes on the shared pool.
-            with translated(self._broker._server.where):
-                await self._redis.xack(self._stream, queue, entry_id)
-        else:
-            await self._broker._call(lambda client: client.xack(self._stream, queue, entry_id))
+    def _settled(self, entry_id: bytes) -> None:
+        """Queue the ``XACK`` of ``entry_id`` (sent, and retried, by ``_acks``) without waiting for it."""
+        if self._acks is not None:
+            self._acks.add(entry_id)
 
     async def _reclaim(self, entry_id: bytes) -> bool:
         """Count a redelivery of ``entry_id`` with Redis (``XCLAIM`` to ourselves); whether it is still pending."""
@@ -403,7 +552,7 @@ class _RedisSubscriber(Subscriber):
         period = self._broker.options.claim_idle / 3
         while True:
             await asyncio.sleep(period)
-            held: list[Any] = list(self._holding)
+            held: list[Any] = [*self._holding, *(self._acks.unsent() if self._acks is not None else ())]
             if not held:
                 continue
             try:
@@ -414,8 +563,10 @@ class _RedisSubscriber(Subscriber):
                 logger.debug("could not refresh the claim on %d message(s): %s", len(held), exc)
 
     async def _leave(self) -> None:
-        """Hand unsettled entries back to the group, leave it, and close this subscriber's connection."""
+        """Send queued acks, hand unsettled entries back to the group, leave it, and close the connections."""
         try:
+            if self._acks is not None:
+                await self._acks.close(self._broker._server.request_timeout)
             if self.queue is not None:
                 await self._hand_back(self.queue)
         except MicroError as exc:
