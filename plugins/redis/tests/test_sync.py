@@ -449,3 +449,15 @@ def test_options_come_from_micro_sync_variables():
     assert sync.options.prefix == "app/"
     with pytest.raises(InvalidOption, match="MICRO_SYNC_ADDRESS"):
         get_manager().create("sync", environ={"MICRO_SYNC": "redis", "MICRO_SYNC_ADDRESS": "a:1,b:2"})
+
+
+async def test_close_waits_for_commands_in_flight_only_for_request_timeout(make: Callable[..., object]):
+    sync: RedisSync = await make(request_timeout=0.3)  # type: ignore[misc]
+    # A give-back that never finishes, as when Redis stops answering while an interrupted acquisition returns its lock.
+    stuck = asyncio.ensure_future(asyncio.Event().wait())
+    sync._track(stuck)
+    started = time.monotonic()
+    await asyncio.wait_for(sync.close(), 5)
+    assert time.monotonic() - started < 2
+    await asyncio.sleep(0)
+    assert stuck.cancelled()

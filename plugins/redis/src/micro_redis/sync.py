@@ -23,7 +23,9 @@ millisecond.
   lock gone counts as done. If Redis stays unreachable the call raises
   :class:`~micro.errors.BackendUnavailable`, and a lock it may have taken lapses after its TTL.
 * **Close** releases the locks this instance took and still holds (not those another
-  instance with the same ``owner`` took).
+  instance with the same ``owner`` took). It waits at most ``request_timeout`` for
+  commands still in flight (an interrupted acquisition giving its lock back), then
+  abandons them: a lock they leave behind lapses after its TTL.
 """
 
 from __future__ import annotations
@@ -149,8 +151,14 @@ class RedisSync(Sync):
             with contextlib.suppress(MicroError):
                 await self._settle(key, "release", None)
         self._held.clear()
-        while self._in_flight:  # a finishing acquisition may add the release that undoes it
-            await asyncio.wait(list(self._in_flight))
+        # A finishing acquisition may add the release that undoes it, so wait until none is left, but only for
+        # request_timeout: past that Redis is not answering, and whatever those commands took lapses with its TTL.
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.options.request_timeout
+        while self._in_flight and (remaining := deadline - loop.time()) > 0:
+            await asyncio.wait(list(self._in_flight), timeout=remaining)
+        for straggler in list(self._in_flight):
+            straggler.cancel()
         client, self._redis = self._redis, None
         await client.aclose()
 
