@@ -110,7 +110,8 @@ def test_micro_run_starts_a_service_that_micro_call_reaches(micro_cli, tmp_path)
     assert micro_cli("debug", "health", name).stdout.strip() == "ok"
     # a record longer than the (non-terminal, 80-column) console stays on one line
     (serving,) = [line for line in micro_cli("debug", "logs", name).stdout.splitlines() if "serving on" in line]
-    assert name in serving and len(serving) > 80
+    assert name in serving
+    assert len(serving) > 80
     assert "Say.hello" in micro_cli("debug", "trace", name).stdout
     (stat,) = json.loads(micro_cli("debug", "stats", name, "--json").stdout)["stats"][-1:]
     assert stat["requests"] >= 4  # hello, health, logs, trace

@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
-from micro.store._sqlite import retry_locked
+from micro._sqlite import retry_locked
 
 
 def test_locked_open_is_retried_until_it_succeeds() -> None:

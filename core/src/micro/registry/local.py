@@ -36,8 +36,8 @@ from typing import Any, ClassVar, TypeVar
 
 import orjson
 
+from .._sqlite import retry_locked
 from ..errors import BackendUnavailable, MicroError, ServiceNotFound
-from ..store._sqlite import retry_locked
 from .base import Endpoint, Node, Registry, Service, Watcher
 from .options import LocalRegistryOptions
 from .watch import View, Watchers, check_name, check_ttl, diff_views

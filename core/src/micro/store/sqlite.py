@@ -5,7 +5,7 @@ The file defaults to ``$XDG_DATA_HOME/micro/store.db`` (see
 tables live in one SQL table keyed by ``(database, table, key)``:
 
 * **Blocking.** Statements run on a thread owned by the store (one per
-  instance), never on the event loop; see :mod:`micro.store._sqlite`.
+  instance), never on the event loop; see :mod:`micro._sqlite`.
 * **Processes.** WAL journal, ``busy_timeout`` and ``BEGIN IMMEDIATE`` bulk
   writes: concurrent writers from several processes wait for each other and
   lose nothing. A writer that waits longer than ``busy_timeout`` gets
@@ -28,8 +28,8 @@ from typing import Any, ClassVar, Final
 
 import orjson
 
+from .._sqlite import Database, data_dir, immediate, resolve
 from ..errors import ConnectionClosed
-from ._sqlite import Database, data_dir, immediate, resolve
 from .base import (
     KeyFilter,
     Record,

@@ -12,7 +12,7 @@ it), in a directory only the user can write to.
 * **Waiting** :meth:`~micro.sync.Sync.lock` polls with jittered exponential
   backoff, from 5 ms up to :attr:`~micro.sync.SyncOptions.poll_interval`.
 * **Blocking** calls run on a thread owned by the instance, never on the event
-  loop (see :mod:`micro.store._sqlite`, shared with the ``sqlite`` store).
+  loop (see :mod:`micro._sqlite`, shared with the ``sqlite`` store).
 """
 
 from __future__ import annotations
@@ -23,8 +23,8 @@ import time
 from collections.abc import Callable
 from typing import ClassVar, Final
 
+from .._sqlite import Database, immediate, resolve, runtime_dir
 from ..errors import ConnectionClosed, LockHeld, LockNotFound
-from ..store._sqlite import Database, immediate, resolve, runtime_dir
 from .base import DEFAULT_TTL, Sync, check_id, check_ttl
 from .options import FileSyncOptions
 

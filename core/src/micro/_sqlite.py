@@ -1,4 +1,4 @@
-"""One SQLite connection on a thread of its own, for the file-backed defaults (``sqlite`` store, ``file`` sync).
+"""One SQLite connection on a thread of its own, for the file-backed defaults (sqlite store, file sync, local registry).
 
 sqlite3 blocks, so no call runs on the event loop: each :class:`Database` owns
 a single worker thread that opens the connection and runs every statement, in
@@ -26,7 +26,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TypeVar
 
-from ..errors import BackendUnavailable, ConnectionClosed
+from .errors import BackendUnavailable, ConnectionClosed
 
 __all__ = ["Database", "data_dir", "immediate", "resolve", "retry_locked", "runtime_dir"]
 
