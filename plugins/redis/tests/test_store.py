@@ -1,4 +1,4 @@
-"""Redis-specific behaviour of RedisStore: key layout, escaping, SCAN, batches, connection faults."""
+"""Redis-specific behaviour of RedisStore: key layout, envelope, escaping, SCAN, batches, connection faults."""
 
 from __future__ import annotations
 
@@ -8,11 +8,20 @@ from collections.abc import AsyncIterator
 
 import pytest
 import redis.asyncio as redis
-from micro.errors import BackendUnavailable, ConnectionClosed, InternalError, InvalidOption, Unauthorized, Unavailable
+from micro.errors import (
+    BackendUnavailable,
+    BadRequest,
+    ConnectionClosed,
+    InternalError,
+    InvalidOption,
+    Unauthorized,
+    Unavailable,
+)
 from micro.plugins import get_manager
 from micro.store import Record
 from micro_redis import RedisStoreOptions
 from micro_redis.store import RedisStore
+from redis.asyncio.client import Pipeline
 
 from .conftest import kill_clients
 
@@ -25,14 +34,21 @@ async def store(prefix: str) -> AsyncIterator[RedisStore]:
     await s.close()
 
 
-async def test_a_record_is_a_hash_under_prefix_database_table_key(store: RedisStore, prefix: str, raw: redis.Redis):
+async def test_a_record_is_one_string_under_prefix_database_table_key(store: RedisStore, prefix: str, raw: redis.Redis):
+    before = time.time() * 1000
     await store.write(Record("a/b c", b"\x00v", metadata={"n": 1}), ttl=30)
+    after = time.time() * 1000
     await store.write(Record("k", b"x"), database="db", table="tb")
     name = f"{prefix}micro:micro:a/b c".encode()
-    assert await raw.type(name) == b"hash"
-    assert await raw.hgetall(name) == {b"value": b"\x00v", b"metadata": b'{"n":1}'}
+    assert await raw.type(name) == b"string"
+    envelope = await raw.get(name)
+    # Tag 0xA3 (expiry and metadata), the deadline in ms since the epoch, the metadata's length and JSON, the value.
+    assert envelope[:1] == b"\xa3"
+    assert before + 30_000 - 1 <= int.from_bytes(envelope[1:9], "big") <= after + 30_000
+    assert envelope[9:] == (7).to_bytes(4, "big") + b'{"n":1}' + b"\x00v"
     assert 29_000 < await raw.pttl(name) <= 30_000
-    assert await raw.hget(f"{prefix}db:tb:k", "value") == b"x"
+    # No metadata and no expiry: one tag byte, then the value.
+    assert await raw.get(f"{prefix}db:tb:k") == b"\xa0x"
     assert await raw.pttl(f"{prefix}db:tb:k") == -1
     # A batch bumps the table's counter, a plain string next to the records that lapses a day later.
     await store.write_many([Record("b1", b""), Record("b2", b"")], database="db", table="tb")
@@ -40,6 +56,103 @@ async def test_a_record_is_a_hash_under_prefix_database_table_key(store: RedisSt
     assert await raw.get(f"{prefix}db:tb") == b"2"
     assert 86_000 < await raw.ttl(f"{prefix}db:tb") <= 86_400
     assert await store.list(database="db", table="tb") == ["b2", "k"]
+
+
+@pytest.mark.parametrize(
+    ("metadata", "ttl", "tag"),
+    [({}, None, 0xA0), ({}, 60, 0xA1), ({"a": [1, "\xa0"], "b": None}, None, 0xA2), ({"x": {"y": 1.5}}, 60, 0xA3)],
+)
+async def test_every_envelope_reads_back_as_written(
+    store: RedisStore, prefix: str, raw: redis.Redis, metadata: dict[str, object], ttl: float | None, tag: int
+):
+    # Values that look like envelopes themselves must come back untouched.
+    for value in (b"", b"\xa0", b"\xa3\x00\x00", b"plain"):
+        await store.write(Record("k", value, metadata=metadata), ttl=ttl)
+        assert (await raw.get(f"{prefix}micro:micro:k"))[0] == tag
+        ((record,), (many,)) = await store.read("k"), await store.read_many(["k"])
+        assert many is not None
+        for got in (record, many):
+            assert (got.value, got.metadata) == (value, metadata)
+            assert got.expiry is None if ttl is None else (got.expiry is not None and 59 < got.expiry <= 60)
+
+
+async def test_single_operations_are_one_plain_command_each(store: RedisStore, monkeypatch: pytest.MonkeyPatch):
+    sent: list[str] = []
+    real = redis.Redis.execute_command
+
+    async def recording(self: redis.Redis, *args: object, **options: object) -> object:
+        sent.append(str(args[0]))
+        return await real(self, *args, **options)
+
+    def no_pipeline(self: redis.Redis, *args: object, **kwargs: object) -> object:
+        raise AssertionError("a single-record operation needs neither a pipeline nor MULTI")
+
+    monkeypatch.setattr(redis.Redis, "execute_command", recording)
+    monkeypatch.setattr(redis.Redis, "pipeline", no_pipeline)
+    await store.write(Record("k", b"v"), ttl=5)
+    await store.write(Record("k", b"v", metadata={"m": 1}))
+    await store.read("k")
+    await store.read_many(["k", "missing", "k"])
+    await store.delete("k")
+    assert sent == ["SET", "SET", "GET", "MGET", "DEL"]
+
+
+async def test_write_many_is_one_mset_without_ttls_and_sets_with_them(
+    store: RedisStore, prefix: str, raw: redis.Redis, monkeypatch: pytest.MonkeyPatch
+):
+    queued: list[str] = []
+    real = Pipeline.execute_command
+
+    def recording(self: Pipeline, *args: object, **options: object) -> object:
+        queued.append(str(args[0]))
+        return real(self, *args, **options)
+
+    monkeypatch.setattr(Pipeline, "execute_command", recording)
+    await store.write(Record("b", b"old"), ttl=30)
+    await store.write_many([Record("a", b"1"), Record("b", b"2"), Record("a", b"3")])
+    assert queued == ["MSET", "INCRBY", "EXPIRE"]
+    # MSET replaces an expiring key by a permanent one, and the later of two duplicates wins.
+    assert [(r.key, r.value, r.expiry) for r in await store.read("", prefix=True)] == [
+        ("a", b"3", None),
+        ("b", b"2", None),
+    ]
+    queued.clear()
+    await store.write_many([Record("a", b"4", expiry=30), Record("b", b"5"), Record("a", b"6", expiry=60)])
+    assert queued == ["SET", "SET", "SET", "INCRBY", "EXPIRE"]
+    assert 59_000 < await raw.pttl(f"{prefix}micro:micro:a") <= 60_000
+    assert await raw.pttl(f"{prefix}micro:micro:b") == -1
+    assert [r.value for r in await store.read_many(["a", "b"])] == [b"6", b"5"]  # type: ignore[union-attr]
+
+
+async def test_expiry_comes_from_the_envelope_and_never_reaches_zero(store: RedisStore, prefix: str, raw: redis.Redis):
+    name = f"{prefix}micro:micro:k"
+    # The deadline in the envelope is what read reports, with no PTTL asked: 100 s here, though Redis gives it 5.
+    deadline = int(time.time() * 1000) + 100_000
+    await raw.set(name, b"\xa1" + deadline.to_bytes(8, "big") + b"v", px=5_000)
+    ((record,), (many,)) = await store.read("k"), await store.read_many(["k"])
+    for got in (record, many):
+        assert got is not None
+        assert got.value == b"v"
+        assert got.expiry is not None
+        assert 99 < got.expiry <= 100
+    # A deadline already past on the reader's clock (a writer whose clock runs behind) while Redis still
+    # holds the record: it is live, with a millisecond left rather than zero or less.
+    await raw.set(name, b"\xa1" + (deadline - 200_000).to_bytes(8, "big") + b"v", px=5_000)
+    (record,) = await store.read("k")
+    assert record.expiry == 0.001
+
+
+async def test_a_ttl_too_long_for_redis_is_bad_request_and_writes_nothing(store: RedisStore):
+    for ttl in (2.0**62, 1e300):
+        with pytest.raises(BadRequest, match="too long for Redis"):
+            await store.write(Record("k", b"v"), ttl=ttl)
+        with pytest.raises(BadRequest, match="too long for Redis"):
+            await store.write_many([Record("ok", b"v"), Record("k", b"v", expiry=ttl)])
+    assert await store.list() == []
+    await store.write(Record("k", b"v"), ttl=10 * 365 * 86_400.0)  # ten years is fine
+    (record,) = await store.read("k")
+    assert record.expiry is not None
+    assert record.expiry > 9 * 365 * 86_400
 
 
 async def test_colons_and_percents_in_scope_names_never_collide(store: RedisStore, prefix: str, raw: redis.Redis):
@@ -93,17 +206,54 @@ async def test_listing_scans_and_never_uses_keys(store: RedisStore, monkeypatch:
 
 async def test_keys_that_are_not_utf8_are_left_out_of_listings(store: RedisStore, prefix: str, raw: redis.Redis):
     await store.write(Record("good", b"v"))
-    await raw.hset(f"{prefix}micro:micro:".encode() + b"\xff\xfe", mapping={"value": b"x", "metadata": b"{}"})
+    await raw.set(f"{prefix}micro:micro:".encode() + b"\xff\xfe", b"\xa0x")
     assert await store.list() == ["good"]
 
 
-async def test_a_foreign_value_in_the_namespace_is_an_internal_error(store: RedisStore, prefix: str, raw: redis.Redis):
-    await raw.set(f"{prefix}micro:micro:plain", b"not a hash")
-    with pytest.raises(InternalError, match="WRONGTYPE"):
-        await store.read("plain")
-    await raw.hset(f"{prefix}micro:micro:badmeta", mapping={"value": b"v", "metadata": b"{not json"})
-    with pytest.raises(InternalError, match=r"'badmeta'.*not JSON"):
-        await store.read("badmeta")
+@pytest.mark.parametrize(
+    ("stored", "why"),
+    [
+        (b"not a record", "first byte is 0x6e, not a tag 0xa0-0xa3"),
+        (b"", "it is empty"),
+        (b'{"json": "text"}', "first byte is 0x7b"),
+        (b"\xa4v", "first byte is 0xa4"),
+        (b"\xa1\x00\x01", r"ends inside its header \(3 bytes\)"),
+        (b"\xa2\x00\x00", r"ends inside its header"),
+        (b"\xa2\x00\x00\x00\x09{}", r"metadata \(9 bytes\) runs past its end"),
+        (b"\xa2\x00\x00\x00\x04{no}v", "metadata is not JSON"),
+        (b"\xa2\x00\x00\x00\x02[]v", "metadata is not a JSON object but list"),
+    ],
+)
+async def test_a_foreign_or_garbled_string_is_an_internal_error_naming_the_key(
+    store: RedisStore, prefix: str, raw: redis.Redis, stored: bytes, why: str
+):
+    await store.write(Record("good", b"v"))
+    await raw.set(f"{prefix}micro:micro:odd", stored)
+    with pytest.raises(InternalError, match=rf"micro/micro key 'odd' is not a micro-redis record: .*{why}"):
+        await store.read("odd")
+    with pytest.raises(InternalError, match=rf"'odd' is not a micro-redis record: .*{why}"):
+        await store.read_many(["good", "odd"])
+    with pytest.raises(InternalError, match=rf"'odd' is not a micro-redis record: .*{why}"):
+        await store.read("", prefix=True)
+    assert await store.list() == ["good", "odd"]  # a listing does not read values
+    await store.delete("odd")
+    assert [r.key for r in await store.read("", prefix=True)] == ["good"]
+
+
+async def test_a_key_of_another_type_such_as_an_old_hash_record_is_an_internal_error(
+    store: RedisStore, prefix: str, raw: redis.Redis
+):
+    # The layout of unreleased 0.1.0 builds: a hash with the fields value and metadata.
+    await raw.hset(f"{prefix}micro:micro:old", mapping={"value": b"v", "metadata": b"{}"})
+    with pytest.raises(InternalError, match=r"'old' is not a micro-redis record: it is not a Redis string") as info:
+        await store.read("old")
+    assert "WRONGTYPE" in str(info.value.__cause__)
+    with pytest.raises(InternalError, match=r"'old' is not a micro-redis record: it is a Redis hash, not a string"):
+        await store.read("o", prefix=True)
+    # MGET answers nil for it: read_many takes it for a miss rather than pay a second command per batch.
+    assert await store.read_many(["old"]) == [None]
+    await store.write(Record("old", b"new"))  # SET replaces it, whatever it was
+    assert [r.value for r in await store.read("old")] == [b"new"]
 
 
 async def test_sub_millisecond_ttls_still_expire_and_report_time_left(store: RedisStore):
