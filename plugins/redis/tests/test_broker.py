@@ -13,7 +13,7 @@ import orjson
 import pytest
 import redis.asyncio as redis
 from micro.broker import Event, Message, Subscriber
-from micro.errors import BackendUnavailable, ConnectionClosed, InvalidOption, Unauthorized
+from micro.errors import BackendUnavailable, ConnectionClosed, InternalError, InvalidOption, Unauthorized
 from micro.plugins import get_manager
 from micro_redis import RedisBroker, RedisBrokerOptions
 
@@ -186,7 +186,7 @@ async def test_a_message_a_dead_member_took_is_claimed_after_claim_idle(make, pr
     await inbox.wait(1)
     assert inbox.bodies == [b"orphan"]
     assert time.monotonic() - started >= 0.2  # not before it had been idle for claim_idle
-    assert (await raw.xpending(stream, "q"))["pending"] == 0
+    await all_acked(raw, stream)
 
 
 async def test_a_claimed_message_past_its_redeliveries_is_dropped(make, prefix: str, raw: redis.Redis):
@@ -379,7 +379,7 @@ async def test_a_message_whose_member_process_was_killed_goes_to_another(make, p
         await broker.subscribe("t", inbox, queue="q")
         await inbox.wait(1)
         assert inbox.bodies == [b"job"]
-        assert (await raw.xpending(f"{prefix}t", "q"))["pending"] == 0
+        await all_acked(raw, f"{prefix}t")
     finally:
         if proc.returncode is None:
             proc.kill()
@@ -504,6 +504,15 @@ class XackSpy:
 
 async def pending(raw: redis.Redis, stream: str, queue: str = "q") -> int:
     return int((await raw.xpending(stream, queue))["pending"])
+
+
+async def all_acked(raw: redis.Redis, stream: str, queue: str = "q") -> None:
+    """Wait until ``queue`` has nothing pending: an automatic ack is sent just after the handler returns."""
+
+    async def check() -> None:
+        assert await pending(raw, stream, queue) == 0
+
+    await eventually(check)
 
 
 async def test_acks_of_many_messages_go_out_together(make, prefix: str, raw: redis.Redis):
@@ -672,3 +681,89 @@ async def test_acks_that_cannot_be_sent_by_unsubscribe_are_redelivered(make, pre
         assert await pending(raw, f"{prefix}t") == 0
 
     await eventually(acked)
+
+
+# -- publish pipelines -----------------------------------------------------------------------------------
+
+
+class PipelineSpy:
+    """Wraps the broker's shared client: records how many commands each pipeline carried."""
+
+    def __init__(self, broker: RedisBroker) -> None:
+        client = broker._redis  # type: ignore[attr-defined]
+        assert client is not None, "start() the broker first"
+        self.sizes: list[int] = []
+        #: Seconds each pipeline waits before it is sent.
+        self.delay = 0.0
+        make = client.pipeline
+
+        def pipeline(*args: object, **options: object) -> object:
+            pipe = make(*args, **options)
+            execute = pipe.execute
+
+            async def counted(*args: object, **options: object) -> object:
+                self.sizes.append(len(pipe.command_stack))
+                await asyncio.sleep(self.delay)
+                return await execute(*args, **options)
+
+            pipe.execute = counted
+            return pipe
+
+        client.pipeline = pipeline
+
+
+async def test_concurrent_publishes_share_pipelines(broker: RedisBroker):
+    inbox = Inbox()
+    await broker.subscribe("t", inbox)
+    spy = PipelineSpy(broker)
+    publishers, each = 32, 20
+
+    async def publisher(k: int) -> None:
+        for i in range(each):
+            await broker.publish("t", Message(f"{k}:{i}".encode()))
+
+    await asyncio.gather(*(publisher(k) for k in range(publishers)))
+    assert sum(spy.sizes) == publishers * each
+    # One round trip per publish would be 640 pipelines (or commands); waiting together, they share them.
+    assert len(spy.sizes) <= publishers * each // 8, spy.sizes
+    await inbox.wait(publishers * each)
+    for k in range(publishers):
+        mine = [body for body in inbox.bodies if body.startswith(f"{k}:".encode())]
+        assert mine == [f"{k}:{i}".encode() for i in range(each)], "one publisher's messages out of order"
+
+
+async def test_a_failing_publish_in_a_pipeline_fails_alone(broker: RedisBroker, prefix: str, raw: redis.Redis):
+    await raw.set(f"{prefix}not-a-stream", b"x")
+    spy = PipelineSpy(broker)
+    results = await asyncio.gather(
+        broker.publish("t", Message(b"1")),
+        broker.publish("not-a-stream", Message(b"2")),
+        broker.publish("t", Message(b"3")),
+        return_exceptions=True,
+    )
+    assert spy.sizes == [3]
+    assert results[0] is None
+    assert results[2] is None
+    assert isinstance(results[1], InternalError)
+    assert "WRONGTYPE" in str(results[1])
+    assert [fields[b"body"] for _, fields in await raw.xrange(f"{prefix}t")] == [b"1", b"3"]
+
+
+async def test_a_publish_cancelled_before_its_turn_is_not_sent(broker: RedisBroker, prefix: str, raw: redis.Redis):
+    spy = PipelineSpy(broker)
+    spy.delay = 0.2
+    first = asyncio.create_task(broker.publish("t", Message(b"sent")))
+
+    async def in_flight() -> None:
+        assert spy.sizes == [1]
+
+    await eventually(in_flight)
+    second = asyncio.create_task(broker.publish("t", Message(b"cancelled")))
+    await asyncio.sleep(0.01)  # queued behind the pipeline in flight
+    second.cancel()
+    await first
+    with pytest.raises(asyncio.CancelledError):
+        await second
+    await quiet()
+    assert spy.sizes == [1]
+    assert [fields[b"body"] for _, fields in await raw.xrange(f"{prefix}t")] == [b"sent"]

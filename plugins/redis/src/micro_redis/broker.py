@@ -3,7 +3,11 @@
 **Layout.** A topic is the stream ``<key_prefix><topic>`` (by default ``micro:broker:<topic>``)
 and a message one entry with the fields ``body`` (the bytes) and ``header`` (a JSON object).
 ``publish`` is one ``XADD ... MAXLEN ~ max_length``: it returns once Redis has stored the
-message, and the stream keeps roughly the last ``max_length`` entries.
+message, and the stream keeps roughly the last ``max_length`` entries. The broker sends one
+pipeline of publishes at a time: a publish goes out at once when none is in flight, otherwise
+with every publish that arrived meanwhile (up to 256, or about 1 MiB of bodies), in the next.
+An idle publisher thus pays one round trip, and many concurrent ones share each round trip.
+Each publish still succeeds or fails on its own (a failing ``XADD`` fails only its publisher).
 
 **Broadcast subscribers** read the stream with ``XREAD``, each from the last entry that
 existed when it subscribed, so each gets every message published after ``subscribe()``
@@ -45,15 +49,16 @@ for good).
 Delivery is at least once: a member that claims a message while its first holder is in
 fact still alive, and a publish sent again after a broken connection, can deliver twice.
 
-**Connections.** Publishes share a pool of ``pool_size`` connections; each subscriber reads
-on a connection of its own (blocking ``XREAD``/``XREADGROUP``), so a read never holds a shared
-one, and a queue member acks on a second connection of its own. The shared connections are
-handed out in arrival order: when all are busy, a publish waits its turn however many
-publishers there are (back-pressure), and only the command itself is bounded by
+**Connections.** The publish pipelines and the group's bookkeeping (claims, hand-backs) share a
+pool of ``pool_size`` connections; each subscriber reads on a connection of its own (blocking
+``XREAD``/``XREADGROUP``), so a read never holds a shared one, and a queue member acks on a
+second connection of its own. Publishes queue in arrival order: however many publishers there
+are, a publish waits its turn (back-pressure), and only the pipeline itself is bounded by
 ``request_timeout``. A subscriber whose connection breaks connects again with backoff (50 ms
 doubling to 5 s, jittered) and resumes: broadcast after the last message it handled, a queue
 member with the messages the group had already given it, then new ones. A command on the
-shared connections whose connection broke is sent once more on a new connection. ``start()``
+shared connections whose connection broke is sent once more on a new connection (a pipeline:
+all of it). ``start()``
 fails with :class:`~micro.errors.BackendUnavailable` naming the address and
 ``MICRO_BROKER_ADDRESS`` when Redis cannot be reached.
 
@@ -66,6 +71,7 @@ publish order, redeliveries aside.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import itertools
 import logging
@@ -102,6 +108,12 @@ _MAX_BACKOFF: Final = 5.0
 # The consumer that a leaving member parks its unsettled messages with, already idle, for others to claim.
 _RELEASED: Final = "~released"
 _LOST: Final = (RedisConnectionError, RedisTimeoutError, OSError)
+# The most publishes (and, roughly, body bytes) one pipeline carries.
+_PIPELINE: Final = 256
+_PIPELINE_BYTES: Final = 1 << 20
+
+# A queued publish: the stream, the entry's fields, and what the publisher awaits.
+_Publish = tuple[bytes, dict[bytes, bytes], "asyncio.Future[None]"]
 
 
 def _encode(message: Message) -> dict[bytes, bytes]:
@@ -649,6 +661,9 @@ class RedisBroker(Broker):
         self._starting = asyncio.Lock()
         self._subscribers: set[_RedisSubscriber] = set()
         self._tasks: set[asyncio.Task[None]] = set()
+        # Publishes waiting for the next pipeline, in arrival order, and the task sending them.
+        self._outbox: collections.deque[_Publish] = collections.deque()
+        self._sender: asyncio.Task[None] | None = None
         # Consumer names say where a member runs, for XINFO CONSUMERS; the suffix makes each one unique.
         self._id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         #: What its connections are named in ``CLIENT LIST``: this, or this and ``:<n>`` for a subscriber's.
@@ -684,6 +699,8 @@ class RedisBroker(Broker):
         # Subscribers that unsubscribed from inside their handler may still be finishing.
         if self._tasks:
             await asyncio.wait(list(self._tasks))
+        if self._sender is not None:  # publishes already under way are answered (each pipeline is bounded)
+            await asyncio.wait({self._sender})
         client, self._redis = self._redis, None
         if client is not None:
             await client.aclose()
@@ -717,12 +734,63 @@ class RedisBroker(Broker):
 
     async def publish(self, topic: str, message: Message) -> None:
         topic, message = check_publish(self, topic, message)
-        client = await self._ensure_started()
-        fields = _encode(message)
+        await self._ensure_started()
+        sent = asyncio.get_running_loop().create_future()
+        self._outbox.append((self._stream(topic), _encode(message), sent))
+        if self._sender is None:
+            self._sender = asyncio.create_task(self._send_publishes(), name="micro.broker.redis.publish")
+        await sent
+
+    async def _send_publishes(self) -> None:
+        """Send the queued publishes, each pipeline carrying all that queued while the previous one was out."""
         limit = self.options.max_length
-        async with self._slots:
+        batch: list[_Publish] = []
+        try:
+            while self._outbox:
+                batch = []
+                size = 0
+                while self._outbox and (not batch or (len(batch) < _PIPELINE and size < _PIPELINE_BYTES)):
+                    publish = self._outbox.popleft()
+                    if not publish[2].done():  # a publisher cancelled before its turn is not sent
+                        batch.append(publish)
+                        size += len(publish[1][_BODY])
+                if not batch:
+                    continue
+                try:
+                    client = self._redis
+                    if client is None:
+                        raise ConnectionClosed("the redis broker is closed")
+                    async with self._slots:
+                        with translated(self._server.where):
+                            pipe = client.pipeline(transaction=False)
+                            for stream, fields, _ in batch:
+                                pipe.xadd(stream, fields, maxlen=limit, approximate=True)  # type: ignore[arg-type]
+                            replies = await pipe.execute(raise_on_error=False)
+                except Exception as exc:
+                    replies = [exc] * len(batch)
+                for (_, _, sent), reply in zip(batch, replies, strict=True):
+                    if sent.done():
+                        continue
+                    if isinstance(reply, Exception):
+                        sent.set_exception(self._error(reply))
+                    else:
+                        sent.set_result(None)
+        finally:
+            self._sender = None
+            # Only if this task was cancelled: nobody is left to send these, so their publishers must not wait.
+            for _, _, sent in [*batch, *self._outbox]:
+                if not sent.done():
+                    sent.set_exception(
+                        ConnectionClosed("the publish was interrupted; it may or may not have been sent")
+                    )
+
+    def _error(self, exc: Exception) -> Exception:
+        """``exc`` as :func:`translated` would raise it."""
+        try:
             with translated(self._server.where):
-                await client.xadd(self._stream(topic), fields, maxlen=limit, approximate=True)  # type: ignore[arg-type]
+                raise exc
+        except Exception as translated_exc:
+            return translated_exc
 
     async def subscribe(
         self, topic: str, handler: Handler, *, queue: str | None = None, auto_ack: bool = True
