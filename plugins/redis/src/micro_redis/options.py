@@ -134,8 +134,9 @@ class RedisBrokerOptions(BrokerOptions):
     #: Entries each topic's stream keeps (``XADD MAXLEN ~``): a subscriber that falls further
     #: behind than this loses the oldest messages it has not read yet.
     max_length: int = 10_000
-    #: Messages a subscriber reads from Redis at a time.
-    prefetch: int = 10
+    #: Messages a subscriber reads from Redis at a time (32: with fewer, a busy consumer cannot keep up
+    #: with publishers, see docs/benchmarks.md).
+    prefetch: int = 32
     #: How many times a message that is nacked with requeue (or whose handler fails) is
     #: delivered again before it is dropped and logged.
     max_redeliveries: int = 3
