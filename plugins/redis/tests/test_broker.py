@@ -639,6 +639,43 @@ async def test_a_failed_xack_keeps_its_acks_until_it_goes_through(broker: RedisB
     assert inbox.bodies == [b"a", b"b", b"explicit"]
 
 
+async def test_acks_that_go_through_while_a_member_reads_back_are_not_delivered_again(
+    broker: RedisBroker, prefix: str, raw: redis.Redis
+):
+    inbox = Inbox()
+    subscriber = await broker.subscribe("t", inbox, queue="q")
+    spy = XackSpy(subscriber)
+    spy.broken = True
+    for body in (b"0", b"1", b"2"):
+        await broker.publish("t", Message(body))
+    await inbox.wait(3)
+    # After a reconnect the member reads its pending entries back. Redis answers with all three, and
+    # only then takes their XACK, before the member has looked at what it read.
+    read = subscriber._redis.execute_command  # type: ignore[attr-defined]
+
+    async def read_back(*args: object, **options: object) -> object:
+        reply = await read(*args, **options)
+        if args[0] == "XREADGROUP" and args[-1] == b"0" and spy.broken:
+            spy.broken = False
+
+            async def acked() -> None:
+                assert spy.sent, "the queued acks did not go through"
+
+            await eventually(acked)
+        return reply
+
+    subscriber._redis.execute_command = read_back  # type: ignore[attr-defined]
+    assert await kill_clients(raw, spy.name) >= 1
+
+    async def settled() -> None:
+        assert not spy.broken, "the member did not read back"
+        assert await pending(raw, f"{prefix}t") == 0
+
+    await eventually(settled, timeout=10)
+    await quiet()
+    assert inbox.bodies == [b"0", b"1", b"2"]
+
+
 async def test_an_xack_cut_off_by_a_killed_connection_is_sent_again(broker: RedisBroker, prefix: str, raw):
     inbox = Inbox()
     subscriber = await broker.subscribe("t", inbox, queue="q")

@@ -30,7 +30,8 @@ for good).
   and raises :class:`~micro.errors.BackendUnavailable` if the ``XACK`` carrying it fails. The
   automatic ack after a handler returns does not hold up the next message. A failed ``XACK``
   keeps its acks queued and is tried again with backoff; meanwhile the member keeps those
-  messages claimed, and does not deliver them again if it reads them back after a reconnect.
+  messages claimed, and does not deliver them again if it reads them back after a reconnect
+  (nor those whose ``XACK`` goes through while it reads them back).
 * ``nack(requeue=True)``, a handler that raises, or a return without settling when
   ``auto_ack=False``: the subscriber delivers the message again at once, up to
   ``max_redeliveries`` times, then acks it away and logs the drop.
@@ -79,7 +80,7 @@ import os
 import random
 import socket
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any, ClassVar, Final
 
 import orjson
@@ -156,10 +157,29 @@ class _Acks:
         self._task: asyncio.Task[None] | None = None
         self._hurry = asyncio.Event()  # cuts a backoff short when the subscriber closes
         self._closed = False
+        # While the member reads its own entries back: those acked since the read was sent (see read_back).
+        self._acked_meanwhile: set[bytes] | None = None
 
     def __contains__(self, entry_id: object) -> bool:
-        """Whether ``entry_id`` was settled here and Redis has not been told yet."""
-        return entry_id in self._queued or entry_id in self._sending
+        """Whether ``entry_id`` was settled here and Redis has not been told yet, or was told during a read-back."""
+        return (
+            entry_id in self._queued
+            or entry_id in self._sending
+            or (self._acked_meanwhile is not None and entry_id in self._acked_meanwhile)
+        )
+
+    @contextlib.contextmanager
+    def read_back(self) -> Iterator[None]:
+        """Around a read of the member's own pending entries, and their handling: remember what is acked meanwhile.
+
+        Redis may answer the read with entries whose ``XACK`` it takes right after, and that ``XACK``
+        may succeed before the member looks at them; they are settled all the same.
+        """
+        self._acked_meanwhile = set()
+        try:
+            yield
+        finally:
+            self._acked_meanwhile = None
 
     def unsent(self) -> list[bytes]:
         """The entries settled here that Redis still has pending (and that must stay claimed)."""
@@ -212,6 +232,8 @@ class _Acks:
                 sent, self._sending = self._sending, {}
                 waiters, self._current = self._current, None
                 if failure is None:
+                    if self._acked_meanwhile is not None:
+                        self._acked_meanwhile.update(sent)
                     _settle(waiters, None)
                     backoff = _FIRST_BACKOFF
                     continue
@@ -433,20 +455,23 @@ class _RedisSubscriber(Subscriber):
         this member's own entries starts: those whose acks are still queued stay pending meanwhile.
         """
         assert self.queue is not None
-        reply = await self._read(
-            self._redis.xreadgroup(
-                self.queue,
-                self._consumer,
-                {self._stream: start},
-                count=self._broker.options.prefetch,
-                block=None if block is None else max(1, round(block * 1000)),
+        assert self._acks is not None
+        # Reading its own entries back, the member must not deliver again one acked after Redis answered.
+        with self._acks.read_back() if start != b">" else contextlib.nullcontext():
+            reply = await self._read(
+                self._redis.xreadgroup(
+                    self.queue,
+                    self._consumer,
+                    {self._stream: start},
+                    count=self._broker.options.prefetch,
+                    block=None if block is None else max(1, round(block * 1000)),
+                )
             )
-        )
-        entries = reply[0][1] if reply else []
-        if start == b">":
-            await self._handle([(entry_id, fields, 1) for entry_id, fields in entries])
-        else:
-            await self._handle(await self._with_counts(entries))
+            entries = reply[0][1] if reply else []
+            if start == b">":
+                await self._handle([(entry_id, fields, 1) for entry_id, fields in entries])
+            else:
+                await self._handle(await self._with_counts(entries))
         return bytes(entries[-1][0]) if entries else None
 
     async def _claim_batch(self, cursor: bytes) -> bytes:
