@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import textwrap
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import micro
@@ -114,12 +115,17 @@ def micro_register_stor(register):
 @pytest.fixture(scope="module")
 def sites(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("dists")
-    return {
-        "throwaway": install_plugin(root, "micro-throwaway", "micro_throwaway", THROWAWAY),
-        "duplicate": install_plugin(root, "micro-duplicate", "micro_duplicate", DUPLICATE),
-        "future": install_plugin(root, "micro-future", "micro_future", FUTURE, requires="micro-core>=99"),
-        "misspelt": install_plugin(root, "micro-misspelt", "micro_misspelt", MISSPELT),
-    }
+    # The four pip runs go at once: one after another they took ~9 s, and over 25 s on a loaded machine.
+    with ThreadPoolExecutor(4) as pool:
+        installs = {
+            "throwaway": pool.submit(install_plugin, root, "micro-throwaway", "micro_throwaway", THROWAWAY),
+            "duplicate": pool.submit(install_plugin, root, "micro-duplicate", "micro_duplicate", DUPLICATE),
+            "future": pool.submit(
+                install_plugin, root, "micro-future", "micro_future", FUTURE, requires="micro-core>=99"
+            ),
+            "misspelt": pool.submit(install_plugin, root, "micro-misspelt", "micro_misspelt", MISSPELT),
+        }
+        return {name: install.result() for name, install in installs.items()}
 
 
 def manager_with(*sites: Path) -> PluginManager:
