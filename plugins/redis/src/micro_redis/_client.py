@@ -64,11 +64,13 @@ class Server:
     ) -> Redis:
         """A client with its own pool; no I/O until its first command.
 
-        A connection the server closed while it sat in the pool is replaced when it
-        is next taken, if the close has been seen by then. A command that fails because
-        its connection broke is sent again ``retries`` times, at once, on a new
-        connection: only for commands that are harmless to repeat, since the first
-        attempt may have reached the server. Time-outs are never retried.
+        A connection the server closed while it sat in the pool is not checked when it
+        is taken (redis-py 8 skips that health check by default), so the next command on
+        it fails. A command that fails because its connection broke is sent again
+        ``retries`` times, at once, on a new connection: only for commands that are
+        harmless to repeat, since the first attempt may have reached the server; callers
+        with ``retries=0`` (acks, lock scripts) retry on their own terms. Time-outs are
+        never retried.
         """
         pool = BlockingConnectionPool.from_url(
             self.url,
