@@ -28,6 +28,23 @@ GRANULARITY: Final = 0.01
 _slots: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[int, set[Deadline]]] = weakref.WeakKeyDictionary()
 
 
+# The last loop asked for (weakly: a closed loop must not be kept alive) and its slots. One loop runs
+# everything in almost every process, so most scopes skip the WeakKeyDictionary lookup.
+_last: tuple[weakref.ref[asyncio.AbstractEventLoop] | None, dict[int, set[Deadline]]] = (None, {})
+
+
+def _slots_of(loop: asyncio.AbstractEventLoop) -> dict[int, set[Deadline]]:
+    global _last
+    last, slots = _last
+    if last is None or last() is not loop:
+        found = _slots.get(loop)
+        if found is None:
+            found = _slots[loop] = {}
+        slots = found
+        _last = (weakref.ref(loop), slots)
+    return slots
+
+
 def _expire(loop: asyncio.AbstractEventLoop, slot: int) -> None:
     scopes = _slots.get(loop, {}).pop(slot, None)
     if scopes:
@@ -63,9 +80,7 @@ class Deadline:
             raise RuntimeError("Deadline must be used inside a task")
         self._task = task
         loop = task.get_loop()
-        slots = _slots.get(loop)
-        if slots is None:
-            slots = _slots[loop] = {}
+        slots = _slots_of(loop)
         # Map the monotonic deadline onto the loop's clock (uvloop's may differ), then round it up.
         slot = math.ceil((loop.time() + (self._when - time.monotonic())) / GRANULARITY)
         scopes = slots.get(slot)

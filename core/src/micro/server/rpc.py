@@ -75,6 +75,8 @@ _SERVICE = _mucp.SERVICE.lower()
 _CONTENT_TYPE = _mucp.CONTENT_TYPE.lower()
 _TIMEOUT = _mucp.TIMEOUT.lower()
 _STREAM = _mucp.STREAM.lower()
+# Looked up once: an Enum member read through its class costs a metaclass lookup on every call.
+_UNARY = Kind.UNARY
 
 
 class _Route:
@@ -445,7 +447,7 @@ class RPCServer(Server):
             except MicroError as exc:
                 await self._send_error(socket, call_id, exc)
                 return
-            if call.route.method.kind is Kind.UNARY:
+            if call.route.method.kind is _UNARY:
                 await self._unary(call)
             else:
                 await self._stream(call)
@@ -468,10 +470,10 @@ class RPCServer(Server):
         codec = codec_for(routing.get(_CONTENT_TYPE))
         timeout = routing.get(_TIMEOUT)
         deadline = time.monotonic() + _mucp.decode_timeout(timeout) if timeout else None
-        kind = route.method.kind
-        if (_STREAM in routing) != kind.streaming:
-            use = "client.stream()" if kind.streaming else "client.call()"
-            what = "a streaming" if kind.streaming else "a unary"
+        streaming = route.method.kind is not _UNARY
+        if (_STREAM in routing) != streaming:
+            use = "client.stream()" if streaming else "client.call()"
+            what = "a streaming" if streaming else "a unary"
             raise BadRequest(f"{endpoint} is {what} endpoint; call it with {use}", id=self.options.name)
         return _Call(socket, frame, routing, metadata, route, codec, deadline, call_id)
 
