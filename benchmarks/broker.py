@@ -154,13 +154,13 @@ async def micro_broker(plugin: str, address: str, n: int, cap: float) -> tuple[i
 
     broker = micro.create("broker", plugin, cls=Broker, address=(address,))
     await broker.start()
+    topic = f"bench.{uuid.uuid4().hex[:8]}"
     try:
         counter = Counter(n)
 
         async def on_event(event: Event) -> None:
             counter.hit()
 
-        topic = f"bench.{uuid.uuid4().hex[:8]}"
         await broker.subscribe(topic, on_event, queue="bench")
         message = Message(BODY, {"Content-Type": "application/json"})
 
@@ -170,6 +170,14 @@ async def micro_broker(plugin: str, address: str, n: int, cap: float) -> tuple[i
         return await drive(publish, counter, n, cap, DRAIN)
     finally:
         await broker.close()
+        if plugin == "redis":  # the stream outlives its subscribers by design: drop this run's
+            import redis.asyncio as redis
+
+            client = redis.Redis.from_url(REDIS_URL)
+            try:
+                await client.delete(f"{broker.options.key_prefix}{topic}")  # type: ignore[attr-defined]
+            finally:
+                await client.aclose()
 
 
 # -- Redis --------------------------------------------------------------------------------------------
