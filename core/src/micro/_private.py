@@ -50,10 +50,12 @@ __all__ = [
     "create_private_file",
     "data_dir",
     "local_secret",
+    "open_private",
     "private_dir",
     "private_file",
     "private_sqlite",
     "runtime_dir",
+    "shared_parent",
     "write_private",
 ]
 
@@ -99,6 +101,19 @@ def _owner_check(path: Path, info: os.stat_result, what: str) -> None:
         )
 
 
+def shared_parent(path: Path | str) -> bool:
+    """Whether other users can create entries beside ``path`` (its parent is world-writable, like /tmp).
+
+    Raises :class:`UnsafePath` if they could also rename or remove it (no sticky bit).
+    """
+    target = Path(os.path.abspath(os.fspath(path)))
+    _check_parent(target)
+    try:
+        return bool(target.parent.stat().st_mode & stat.S_IWOTH)
+    except OSError as exc:
+        raise UnsafePath(f"cannot inspect {target.parent}: {exc}") from exc
+
+
 def _check_parent(path: Path) -> None:
     """Refuse ``path`` if every user may rename entries of its parent (world-writable, not sticky).
 
@@ -112,8 +127,8 @@ def _check_parent(path: Path) -> None:
         raise UnsafePath(f"cannot inspect {parent}: {exc}") from exc
     if info.st_mode & stat.S_IWOTH and not info.st_mode & stat.S_ISVTX:
         raise UnsafePath(
-            f"{parent} is writable by every user without the sticky bit, so another user could replace "
-            f"{path.name}; choose another location"
+            f"{parent} is writable by other users (by everyone, without the sticky bit), so another user could "
+            f"replace {path.name}; choose another location"
         )
 
 
@@ -188,20 +203,23 @@ def create_private_file(path: Path | str) -> bool:
     return True
 
 
-def private_file(path: Path | str, *, create: bool = True) -> bool:
-    """Make sure ``path`` is a regular file of the user's with mode 0600; whether it exists now.
+def open_private(path: Path | str, flags: int, *, create: bool = True) -> int:
+    """``os.open`` of a regular file of the user's that only they can use; the descriptor is the caller's.
 
-    Created 0600 if missing (unless ``create`` is false); an existing one must
-    not be a symlink nor another user's (:class:`UnsafePath`), and the user's
-    own is tightened to 0600 through a descriptor opened without following links.
+    ``O_NOFOLLOW`` and ``O_CLOEXEC`` are added, and ``O_CREAT`` with mode 0600
+    if ``create``. The opened file must be a regular file of the user's
+    (:class:`UnsafePath` otherwise: a symlink, a FIFO, another user's); the
+    user's own looser file (left by an older micro) is tightened through the
+    descriptor. ``FileNotFoundError`` passes through when not creating.
     """
     target = Path(path)
-    if create:
-        create_private_file(target)
+    flags |= _NOFOLLOW | _CLOEXEC | (os.O_CREAT if create else 0)
     try:
-        fd = os.open(target, os.O_RDONLY | _NOFOLLOW | _CLOEXEC | getattr(os, "O_NONBLOCK", 0))
+        fd = os.open(target, flags, 0o600)
     except FileNotFoundError:
-        return False
+        if not create:
+            raise
+        raise UnsafePath(f"cannot create {target}: its directory is missing") from None
     except OSError as exc:
         if exc.errno == errno.ELOOP or os.path.islink(target):
             raise UnsafePath(f"{target} is a symlink; remove it") from exc
@@ -213,8 +231,22 @@ def private_file(path: Path | str, *, create: bool = True) -> bool:
         _owner_check(target, info, "the file")
         if stat.S_IMODE(info.st_mode) & 0o077:
             os.fchmod(fd, stat.S_IMODE(info.st_mode) & 0o700)
-    finally:
+    except BaseException:
         os.close(fd)
+        raise
+    return fd
+
+
+def private_file(path: Path | str, *, create: bool = True) -> bool:
+    """Make sure ``path`` is a regular file of the user's with no access for others; whether it exists now.
+
+    Created 0600 if missing (unless ``create`` is false); see :func:`open_private` for the checks.
+    """
+    try:
+        fd = open_private(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0), create=create)
+    except FileNotFoundError:
+        return False
+    os.close(fd)
     return True
 
 

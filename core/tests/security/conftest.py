@@ -113,6 +113,8 @@ def victim_env(monkeypatch: pytest.MonkeyPatch, shared: Path, home: Path) -> dic
     for name in ("XDG_RUNTIME_DIR", "XDG_DATA_HOME", "XDG_STATE_HOME", "XDG_CONFIG_HOME", "XDG_CACHE_HOME"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("TMPDIR", str(shared))
+    # tempfile caches its choice; older code asked it rather than TMPDIR.
+    monkeypatch.setattr(tempfile, "tempdir", str(shared))
     monkeypatch.setenv("HOME", str(home))
     return {"TMPDIR": str(shared), "HOME": str(home)}
 

@@ -7,8 +7,10 @@ any setting. The file lives in a private per-user directory::
     <tempdir>/micro-<uid>/registry.db         (e.g. /tmp/micro-1000/registry.db)
 
 overridable with ``path`` (``MICRO_REGISTRY_PATH``) or ``address``. The
-directory is created with mode 0700 and refused if another user owns it or can
-write to it.
+directory is created with mode 0700 and the file (so its ``-wal`` and ``-shm``
+too) with 0600; a directory or file that is a symlink or another user's is
+refused, and a squatted ``/tmp/micro-<uid>`` falls back to a private directory
+in the user's home (see :mod:`micro._private`).
 
 The database runs in WAL mode, so readers never wait for writers, and every
 write is one short ``BEGIN IMMEDIATE`` transaction that waits up to
@@ -24,19 +26,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
-import os
 import sqlite3
-import stat
-import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
 import orjson
 
-from .._sqlite import retry_locked
+from .._private import runtime_dir
+from .._sqlite import prepare, retry_locked
 from ..errors import BackendUnavailable, MicroError, ServiceNotFound
 from .base import Endpoint, Node, Registry, Service, Watcher
 from .options import LocalRegistryOptions
@@ -73,26 +73,13 @@ ORDER BY n.service, n.version, n.id
 """
 
 
-def default_path(environ: dict[str, str] | None = None) -> Path:
-    """Where the ``local`` registry keeps its file when no path is configured."""
-    env = os.environ if environ is None else environ
-    runtime = env.get("XDG_RUNTIME_DIR", "")
-    if runtime and os.path.isdir(runtime):
-        return Path(runtime) / "micro" / "registry.db"
-    owner = str(os.getuid()) if hasattr(os, "getuid") else os.environ.get("USERNAME", "user")
-    return Path(tempfile.gettempdir()) / f"micro-{owner}" / "registry.db"
+def default_path(environ: Mapping[str, str] | None = None) -> Path:
+    """Where the ``local`` registry keeps its file when no path is configured; the directory is made private.
 
-
-def _private_dir(directory: Path) -> None:
-    """Create ``directory`` with mode 0700, and refuse one that others could tamper with."""
-    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-    if not hasattr(os, "getuid"):
-        return
-    info = directory.stat()
-    if info.st_uid != os.getuid():
-        raise BackendUnavailable(f"{directory} belongs to uid {info.st_uid}, not to this user; set a registry path")
-    if info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
-        raise BackendUnavailable(f"{directory} is writable by other users; chmod 700 it or set a registry path")
+    ``runtime_dir()/registry.db``: see :func:`micro._private.runtime_dir` for the
+    fallback when ``<tempdir>/micro-<uid>`` was created by someone else.
+    """
+    return runtime_dir(environ) / "registry.db"
 
 
 def _read_view(conn: sqlite3.Connection, service: str | None = None) -> tuple[dict[tuple[str, str], Service], float]:
@@ -132,6 +119,7 @@ class LocalRegistry(Registry):
     def __init__(self, options: LocalRegistryOptions | None = None) -> None:
         super().__init__(options)
         opts = self.options
+        self._default = opts.path is None and not opts.address
         if opts.path is not None:
             self._path = Path(opts.path).expanduser()
         elif opts.address:
@@ -157,17 +145,13 @@ class LocalRegistry(Registry):
     # -- lifecycle ------------------------------------------------------------------------------
 
     def _connect(self) -> sqlite3.Connection:
-        if self._path.parent != self._path.parent.parent:
-            _private_dir(self._path.parent)
+        prepare(self._path, default=self._default)
         conn = sqlite3.connect(self._path, timeout=self.options.timeout, isolation_level=None, check_same_thread=False)
         try:
             conn.execute(f"PRAGMA busy_timeout = {int(self.options.timeout * 1000)}")
             conn.execute("PRAGMA journal_mode = WAL")
             conn.execute("PRAGMA synchronous = NORMAL")
             conn.executescript(_SCHEMA)
-            if hasattr(os, "chmod"):
-                with contextlib.suppress(OSError):
-                    os.chmod(self._path, 0o600)
         except BaseException:
             conn.close()
             raise
