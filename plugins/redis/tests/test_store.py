@@ -409,3 +409,36 @@ def test_addresses_are_shown_without_credentials():
     assert shown("redis://user:pw@example.com:7000/3") == "example.com:7000/3"
     assert shown("rediss://:pw@[::1]") == "rediss://[::1]:6379"
     assert shown("unix:///run/redis.sock") == "/run/redis.sock"
+
+
+@pytest.mark.parametrize(
+    ("address", "message"),
+    [
+        ("redis://user:s3cret@example.com:notaport", "port is not a number"),
+        ("redis://:s3cret", "port is not a number"),  # the @host forgotten: the password reads as a port
+        ("redis://user:s3c@ret@example.com:99999", "port is not a number"),  # an @ in the password
+        ("http://user:s3cret@example.com:1", "unknown scheme 'http'"),
+        ("redis://user:s3cret@", "names no host"),
+        ("redis://user:s3cret@example.com:0", "port 0"),
+        ("redis://example.com:bad/0?password=s3cret", "port is not a number"),
+        ("redis://a:s3cret@h1:1,redis://b:s3cret@h2:2", "one Redis server"),
+    ],
+)
+def test_malformed_addresses_are_refused_without_echoing_the_password(address: str, message: str):
+    with pytest.raises(InvalidOption, match=message) as info:
+        get_manager().create("store", environ={"MICRO_STORE": "redis", "MICRO_STORE_ADDRESS": address})
+    assert "s3cret" not in str(info.value)
+    assert "s3c" not in str(info.value)
+    assert "MICRO_STORE_ADDRESS" in str(info.value)
+    assert "***" in str(info.value)
+
+
+def test_driver_messages_are_shown_without_credentials():
+    # redis-py puts what it was given into some messages; whatever URL one holds loses its user information.
+    from micro_redis._errors import translated
+    from redis.exceptions import ConnectionError as RedisConnectionError
+
+    with pytest.raises(BackendUnavailable) as info, translated("redis at h:1 (MICRO_STORE_ADDRESS)"):
+        raise RedisConnectionError("cannot use redis://user:s3c@ret@h:1/0 now")
+    assert "s3c" not in str(info.value)
+    assert "redis://***@h:1/0" in str(info.value)
