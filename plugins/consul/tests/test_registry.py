@@ -351,3 +351,32 @@ async def test_stopping_a_registry_stops_its_watchers(registry: ConsulRegistry, 
     with pytest.raises(StopAsyncIteration):
         await asyncio.wait_for(pending, 5)
     assert all(w.stopped for w in watchers)
+
+
+@pytest.mark.offline
+@pytest.mark.parametrize(
+    "address",
+    [
+        "http://user:s3cret@example.com:notaport",
+        "http://:s3cret",  # the @host forgotten: the secret reads as a port
+        "user:s3c@ret@example.com",  # no port; an @ in the password
+        "ftp://user:s3cret@example.com:21",
+        "http://example.com:bad?token=s3cret",
+    ],
+)
+def test_bad_addresses_are_refused_without_echoing_a_secret(address: str) -> None:
+    with pytest.raises(InvalidOption, match="host:port") as caught:
+        micro.get_manager().create("registry", environ={"MICRO_REGISTRY": "consul", "MICRO_REGISTRY_ADDRESS": address})
+    assert "s3c" not in str(caught.value)
+    assert "MICRO_REGISTRY_ADDRESS" in str(caught.value)
+    assert "***" in str(caught.value)
+
+
+@pytest.mark.offline
+def test_a_bad_consul_http_addr_is_refused_naming_it_without_echoing_a_secret(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("CONSUL_HTTP_ADDR", "https://user:s3cret@example.com:s3cret")
+    with pytest.raises(InvalidOption, match="CONSUL_HTTP_ADDR") as caught:
+        ConsulRegistry(ConsulRegistryOptions())
+    assert "s3c" not in str(caught.value)

@@ -24,6 +24,8 @@ import consul.base
 import consul.exceptions
 from micro.errors import BackendUnavailable, BadRequest, Forbidden, MicroError, Unauthorized
 
+from .options import check_address
+
 __all__ = ["DEFAULT_ADDRESS", "Consul", "Endpoint", "Txn", "dumps", "wait_param"]
 
 T = TypeVar("T")
@@ -95,6 +97,8 @@ class Consul:
             self.source = variable
         elif os.environ.get("CONSUL_HTTP_ADDR"):
             addresses, self.source = (os.environ["CONSUL_HTTP_ADDR"],), "CONSUL_HTTP_ADDR"
+            # Not checked with the options: a bad one must fail as clearly, and without echoing a secret.
+            check_address(addresses[0], variable="CONSUL_HTTP_ADDR")
         else:
             addresses, self.source = (DEFAULT_ADDRESS,), f"the default; set {variable}"
         self.endpoints = tuple(Endpoint.parse(a) for a in addresses)
