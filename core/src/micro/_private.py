@@ -89,6 +89,8 @@ def _env(environ: Mapping[str, str] | None) -> Mapping[str, str]:
 
 def _home(env: Mapping[str, str]) -> Path:
     home = env.get("HOME") or os.path.expanduser("~")
+    if not os.path.isabs(home):  # no HOME and no passwd entry: "~" would land in the working directory
+        raise UnsafePath("the home directory is unknown (HOME is not set); set HOME or XDG_RUNTIME_DIR")
     return Path(home)
 
 
@@ -333,12 +335,11 @@ def runtime_dir(environ: Mapping[str, str] | None = None) -> Path:
     try:
         return private_dir(shared)
     except UnsafePath as exc:
-        fallback = _fallback_runtime(env)
         try:
-            chosen = private_dir(fallback)
+            chosen = private_dir(_fallback_runtime(env))
         except UnsafePath as again:
             raise UnsafePath(
-                f"no private runtime directory: {exc}; and the fallback {fallback} failed: {again}. "
+                f"no private runtime directory: {exc}; and the fallback failed: {again}. "
                 f"Set XDG_RUNTIME_DIR to a directory only you can use, or remove {shared}"
             ) from again
         log.warning("%s; using %s instead (set XDG_RUNTIME_DIR, or remove %s)", exc, chosen, shared)
@@ -378,6 +379,9 @@ def _read_secret(path: Path) -> bytes:
 
 def local_secret(environ: Mapping[str, str] | None = None) -> bytes:
     """32 random bytes shared by every process of this user on this machine, and by no other user.
+
+    "Every process" means every one that resolves the same :func:`runtime_dir`
+    (the same ``XDG_RUNTIME_DIR``, or none), like the local registry.
 
     Kept in ``runtime_dir()/secret`` (mode 0600). The first caller writes it
     to a fresh 0600 file (``O_CREAT | O_EXCL | O_NOFOLLOW``) and links it into

@@ -223,3 +223,14 @@ def test_a_secret_file_of_another_user_is_refused(attacker: Attacker, tmp_path: 
     os.chown(path, attacker.uid, attacker.gid)
     with pytest.raises(UnsafePath, match="belongs to uid"):
         local_secret({"XDG_RUNTIME_DIR": str(tmp_path)})
+
+
+def test_no_fallback_into_the_working_directory_without_a_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    tmp.chmod(0o1777)
+    (tmp / f"micro-{os.getuid()}").write_bytes(b"")  # not a directory: the fallback is needed
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(UnsafePath, match=r"HOME is not set.*Set XDG_RUNTIME_DIR"):
+        runtime_dir({"TMPDIR": str(tmp), "HOME": "~"})
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tmp"]
