@@ -193,15 +193,25 @@ def private_dir(path: Path | str) -> Path:
 def create_private_file(path: Path | str) -> bool:
     """Create ``path`` empty with mode 0600 if it does not exist (never through a symlink); whether it did.
 
-    An existing file is left as it is (see :func:`private_file` to check it).
+    The file is made under a temporary name and linked into place, so ``path``
+    itself is never opened: closing a descriptor of a SQLite database would drop
+    the locks every connection of this process holds on it (POSIX locks are per
+    process). An existing file is left as it is (see :func:`private_file`).
     """
+    target = Path(path)
+    temporary = target.with_name(f".{target.name}.{os.getpid()}.{secrets.token_hex(4)}.new")
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW | _CLOEXEC, 0o600)
+        os.close(os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW | _CLOEXEC, 0o600))
+    except OSError as exc:
+        raise UnsafePath(f"cannot create {target}: {exc}") from exc
+    try:
+        os.link(temporary, target, follow_symlinks=False)
     except FileExistsError:
         return False
     except OSError as exc:
-        raise UnsafePath(f"cannot create {path}: {exc}") from exc
-    os.close(fd)
+        raise UnsafePath(f"cannot create {target}: {exc}") from exc
+    finally:
+        temporary.unlink(missing_ok=True)
     return True
 
 
@@ -242,13 +252,30 @@ def open_private(path: Path | str, flags: int, *, create: bool = True) -> int:
 def private_file(path: Path | str, *, create: bool = True) -> bool:
     """Make sure ``path`` is a regular file of the user's with no access for others; whether it exists now.
 
-    Created 0600 if missing (unless ``create`` is false); see :func:`open_private` for the checks.
+    Created 0600 if missing (unless ``create`` is false). An existing one that is
+    a symlink, not a regular file or another user's raises :class:`UnsafePath`;
+    the user's own looser one (left by an older micro) is tightened. Checked with
+    ``lstat``, never opened (see :func:`create_private_file` for why), so call it
+    only for a path whose directory other users cannot rename entries of (a
+    private directory, or a sticky one like /tmp): then nobody else can swap the
+    file between the check and the ``chmod``.
     """
+    target = Path(path)
+    if create:
+        create_private_file(target)
     try:
-        fd = open_private(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0), create=create)
+        info = os.lstat(target)
     except FileNotFoundError:
         return False
-    os.close(fd)
+    except OSError as exc:
+        raise UnsafePath(f"cannot inspect {target}: {exc}") from exc
+    if stat.S_ISLNK(info.st_mode):
+        raise UnsafePath(f"{target} is a symlink; remove it")
+    if not stat.S_ISREG(info.st_mode):
+        raise UnsafePath(f"{target} is not a regular file; remove it")
+    _owner_check(target, info, "the file")
+    if stat.S_IMODE(info.st_mode) & 0o077:
+        os.chmod(target, stat.S_IMODE(info.st_mode) & 0o700)
     return True
 
 

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import logging
 import os
+import sqlite3
 import stat
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -234,3 +237,28 @@ def test_no_fallback_into_the_working_directory_without_a_home(tmp_path: Path, m
     with pytest.raises(UnsafePath, match=r"HOME is not set.*Set XDG_RUNTIME_DIR"):
         runtime_dir({"TMPDIR": str(tmp), "HOME": "~"})
     assert sorted(p.name for p in tmp_path.iterdir()) == ["tmp"]
+
+
+def test_checking_a_database_in_use_keeps_sqlites_locks(tmp_path: Path) -> None:
+    # POSIX locks belong to the process: closing any descriptor of the file would drop those SQLite holds.
+    path = tmp_path / "db"
+    private_sqlite(path)
+    conn = sqlite3.connect(path, isolation_level=None)
+    try:
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute("CREATE TABLE t (x)")
+        conn.execute("BEGIN IMMEDIATE")
+        conn.execute("INSERT INTO t VALUES (1)")
+        private_sqlite(path)  # what a second instance in this process does before it opens the file
+        other = (
+            "import sqlite3, sys\n"
+            "c = sqlite3.connect(sys.argv[1], timeout=0, isolation_level=None)\n"
+            "try:\n    c.execute('BEGIN IMMEDIATE')\nexcept sqlite3.OperationalError as e:\n    print(e)\n"
+            "else:\n    print('got the write lock')\n"
+        )
+        done = subprocess.run(
+            [sys.executable, "-c", other, str(path)], capture_output=True, text=True, timeout=60, check=True
+        )
+        assert done.stdout.strip() == "database is locked"
+    finally:
+        conn.close()
