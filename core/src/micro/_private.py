@@ -9,7 +9,11 @@ choosing. So every helper here:
   ``0o600`` with ``O_CREAT | O_EXCL``), never with a ``chmod`` afterwards, so
   there is no moment at which the thing exists with a looser mode;
 * never follows a symlink at a path it creates or owns (``O_NOFOLLOW`` on every
-  open, the checks run on the opened descriptor, not on a second lookup);
+  open, and the checks run on the opened descriptor, not on a second lookup;
+  a SQLite database is never opened by micro itself, since closing any
+  descriptor of it drops the locks SQLite holds for the process, so it is
+  created by linking a 0600 file into place and checked with ``lstat``, in a
+  directory nobody else can rename entries of);
 * refuses, with :class:`UnsafePath`, a path that another user owns, that is not
   what it should be (a symlink, a file where a directory belongs), or whose
   parent lets other users rename entries (writable without the sticky bit).
@@ -209,9 +213,22 @@ def create_private_file(path: Path | str) -> bool:
     except FileExistsError:
         return False
     except OSError as exc:
-        raise UnsafePath(f"cannot create {target}: {exc}") from exc
+        if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV, errno.EMLINK):
+            raise UnsafePath(f"cannot create {target}: {exc}") from exc
+        # A file system without hard links: create it in place. Nothing can have the new file open yet.
+        return _create_in_place(target)
     finally:
         temporary.unlink(missing_ok=True)
+    return True
+
+
+def _create_in_place(target: Path) -> bool:
+    try:
+        os.close(os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW | _CLOEXEC, 0o600))
+    except FileExistsError:
+        return False
+    except OSError as exc:
+        raise UnsafePath(f"cannot create {target}: {exc}") from exc
     return True
 
 

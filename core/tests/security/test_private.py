@@ -262,3 +262,16 @@ def test_checking_a_database_in_use_keeps_sqlites_locks(tmp_path: Path) -> None:
         assert done.stdout.strip() == "database is locked"
     finally:
         conn.close()
+
+
+def test_a_file_system_without_hard_links_still_gets_a_private_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def no_links(*args: object, **kwargs: object) -> None:
+        raise PermissionError(1, "Operation not permitted")  # what vfat or many FUSE file systems answer
+
+    monkeypatch.setattr(os, "link", no_links)
+    assert private_file(tmp_path / "db")
+    assert mode(tmp_path / "db") == 0o600
+    assert private_file(tmp_path / "db")  # already there: checked, not created again
+    assert [p.name for p in tmp_path.iterdir()] == ["db"]
