@@ -275,3 +275,32 @@ def test_a_file_system_without_hard_links_still_gets_a_private_file(
     assert mode(tmp_path / "db") == 0o600
     assert private_file(tmp_path / "db")  # already there: checked, not created again
     assert [p.name for p in tmp_path.iterdir()] == ["db"]
+
+
+@pytest.mark.parametrize(("ci", "outcome", "code"), [("true", "must run, not skip", 1), ("", "1 skipped", 0)])
+def test_without_root_these_tests_skip_but_fail_under_ci(attacker: Attacker, ci: str, outcome: str, code: int) -> None:
+    core = Path(__file__).resolve().parents[2]
+    done = subprocess.run(
+        [
+            "setpriv",
+            f"--reuid={attacker.uid}",
+            f"--regid={attacker.gid}",
+            "--clear-groups",
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "-rs",
+            "tests/security/test_private.py::test_a_secret_file_of_another_user_is_refused",
+        ],
+        cwd=core,
+        env={"PATH": "/usr/bin:/bin", "HOME": "/tmp", "CI": ci},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert outcome in done.stdout, done.stdout + done.stderr
+    assert done.returncode == code, done.stdout + done.stderr
