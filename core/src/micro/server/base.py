@@ -66,7 +66,8 @@ class Request:
         kind: Kind = Kind.UNARY,
         remote: str = "",
     ) -> None:
-        #: The service the caller addressed (``Micro-Service``).
+        #: The service this server serves: its own name, never the caller's ``Micro-Service`` (a call naming
+        #: another service is refused before any wrapper runs), so auth rules check what really runs.
         self.service = service
         #: ``"Class.method"``.
         self.endpoint = endpoint
