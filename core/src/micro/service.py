@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import importlib
 import inspect
 import logging
@@ -33,6 +34,7 @@ from types import TracebackType
 from typing import Any, Literal, Self, TypeVar, cast
 
 from . import _env
+from ._private import local_secret
 from .broker.base import Broker
 from .client.base import CallWrapper, Client
 from .component import Component
@@ -197,6 +199,7 @@ class Service:
                     broker=self.broker,
                     options=server_options,
                     environ=environ,
+                    local_secret=functools.partial(local_secret, environ),
                 )
             )
         self.server: Server = server
@@ -212,6 +215,11 @@ class Service:
                 )
             )
         self.client: Client = client
+        if getattr(self.server.options, "local_only", False):
+            # A local_only service talks to the user's other services: its own calls carry the proof too.
+            from .auth.local import local_proof
+
+            self.client.wrap(local_proof(environ=environ))
         #: The built-in ``Debug`` handler (:func:`micro.debug.handler.mount`), or ``None`` when ``debug`` is
         #: false or ``MICRO_DEBUG_ACCESS=off``.
         self.debug: Debug | None = None

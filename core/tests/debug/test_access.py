@@ -16,11 +16,12 @@ from micro import _mucp
 from micro._private import local_secret
 from micro.auth.base import Resource, Rule
 from micro.auth.jwt import JWTAuth
+from micro.auth.local import LocalProofs, local_proof, make_proof
 from micro.auth.options import JWTAuthOptions
 from micro.auth.wrappers import client_wrapper, server_wrapper
 from micro.broker.memory import MemoryBroker
 from micro.cli import main
-from micro.debug.access import DebugOptions, LocalProofs, local_proof, make_proof
+from micro.debug.access import DebugOptions
 from micro.debug.handler import debug_options
 from micro.errors import Forbidden, InvalidOption, NotFound, Unauthorized
 from micro.registry.memory import MemoryRegistry

@@ -6,8 +6,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from micro.auth.local import local_proof
 from micro.broker.memory import MemoryBroker
-from micro.debug.access import local_proof
 from micro.debug.handler import Debug, TraceRequest
 from micro.debug.trace import SpanType
 from micro.errors import BadRequest

@@ -270,3 +270,11 @@ def test_redact_masks_credentials_and_leaves_the_rest() -> None:
         "X-Api-Key": "***",
         "X-Note": "postgresql://app:***@db.internal:5432/orders",
     }
+
+
+async def test_a_huge_content_type_is_a_short_400(stack: Stack) -> None:
+    await stack.server(Admin()).start()
+    error = wire_error(await raw_call(stack, {"Micro-Endpoint": "Admin.status", "Content-Type": "a/" + "b" * 5000}))
+    assert error["code"] == 400
+    assert "Content-Type header of 5002 characters" in error["detail"]
+    assert len(error["detail"]) < 300

@@ -20,8 +20,8 @@ _LEVEL_STYLES = {"trace": "dim", "debug": "dim", "warning": "yellow", "error": "
 
 def _call(service: str, endpoint: str, request: dict[str, Any], address: str | None) -> Any:
     from .. import create
+    from ..auth.local import local_proof
     from ..client import Client
-    from ..debug.access import local_proof
 
     async def main() -> Any:
         client = create("client", cls=Client)

@@ -30,9 +30,10 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from .. import _env
+from ..auth.local import LocalProofs
 from ..errors import NotSupported
 from ..options import build
-from .access import Access, DebugOptions, LocalProofs, admit, debug_guard
+from .access import Access, DebugOptions, admit, debug_guard
 from .log import Log
 from .stats import Stats
 from .trace import Tracer

@@ -32,12 +32,13 @@ import secrets
 import time
 import traceback
 import uuid
-from collections.abc import AsyncIterator, Coroutine, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from typing import Any, ClassVar, TypeVar
 
 from .. import _mucp
 from .._deadline import Deadline
 from .._redact import redact
+from ..auth.local import LocalProofs
 from ..broker.base import Broker, Event, check_topic
 from ..broker.base import Subscriber as BrokerSubscriber
 from ..codec import Codec, MessageType, codec_for
@@ -49,6 +50,7 @@ from ..errors import (
     ConfigError,
     ConnectionClosed,
     EndpointNotFound,
+    Forbidden,
     InternalError,
     MessageTooLarge,
     MicroError,
@@ -87,6 +89,9 @@ _SERVICE = _mucp.SERVICE.lower()
 _CONTENT_TYPE = _mucp.CONTENT_TYPE.lower()
 _TIMEOUT = _mucp.TIMEOUT.lower()
 _STREAM = _mucp.STREAM.lower()
+_LOCAL_PROOF = _mucp.LOCAL_PROOF.lower()
+# Longer Content-Type values are refused before the codec lookup (which echoes the value in its error).
+_MAX_CONTENT_TYPE = 256
 # Looked up once: an Enum member read through its class costs a metaclass lookup on every call.
 _UNARY = Kind.UNARY
 # Caller-sent names echoed in an error are cut to this many characters.
@@ -144,7 +149,7 @@ class _Route:
 class _Call:
     """One call being served: what :meth:`RPCServer._route` worked out from its first message."""
 
-    __slots__ = ("call_id", "codec", "deadline", "frame", "metadata", "route", "routing", "socket")
+    __slots__ = ("call_id", "codec", "deadline", "frame", "local", "metadata", "route", "routing", "socket")
 
     def __init__(
         self,
@@ -156,6 +161,7 @@ class _Call:
         codec: Codec,
         deadline: float | None,
         call_id: str,
+        local: bool = False,
     ) -> None:
         self.socket = socket
         self.frame = frame
@@ -165,6 +171,7 @@ class _Call:
         self.codec = codec
         self.deadline = deadline
         self.call_id = call_id
+        self.local = local
 
 
 class RPCServer(Server):
@@ -177,6 +184,8 @@ class RPCServer(Server):
         by the server; components it created are closed by :meth:`stop`.
     :param wrappers: handler middleware, outermost first.
     :param subscriber_wrappers: subscriber middleware, outermost first.
+    :param local_secret: returns the per-user secret that ``local_only`` checks proofs with;
+        :func:`micro._private.local_secret` when omitted. Read on the first call, then kept.
     """
 
     options_type: ClassVar[type[ServerOptions]] = ServerOptions
@@ -191,6 +200,7 @@ class RPCServer(Server):
         broker: Broker | None = None,
         wrappers: Sequence[HandlerWrapper] = (),
         subscriber_wrappers: Sequence[SubscriberWrapper] = (),
+        local_secret: Callable[[], bytes] | None = None,
     ) -> None:
         super().__init__(options)
         self._transport = transport
@@ -214,6 +224,12 @@ class RPCServer(Server):
         self._stopping = False
         self._registered = False
         self._lock: asyncio.Lock | None = None
+        self._proofs: LocalProofs | None = None
+        if self.options.local_only:
+            from .. import _private
+
+            secret = local_secret or _private.local_secret
+            self._proofs = LocalProofs(self.options.name, secret, self.options.local_proof_window)
 
     # -- wiring ----------------------------------------------------------------------------------
 
@@ -542,13 +558,24 @@ class RPCServer(Server):
                 f"this node serves {self.options.name!r}, not {_shown(service)}", id=self.options.name
             )
         endpoint = routing.get(_ENDPOINT) or routing.get(_METHOD) or ""
+        local = False
+        if self._proofs is not None:
+            # Before the endpoint lookup: a stranger does not even learn which endpoints exist.
+            self._check_local(routing.get(_LOCAL_PROOF), endpoint)
+            local = True
         route = self._routes.get(endpoint)
         if route is None:
             raise EndpointNotFound(
                 f"{self.options.name} has no endpoint {_shown(endpoint)}" if endpoint else "no endpoint in request",
                 id=self.options.name,
             )
-        codec = codec_for(routing.get(_CONTENT_TYPE))
+        content_type = routing.get(_CONTENT_TYPE)
+        if content_type is not None and len(content_type) > _MAX_CONTENT_TYPE:
+            raise BadRequest(
+                f"{_mucp.CONTENT_TYPE} header of {len(content_type)} characters (at most {_MAX_CONTENT_TYPE})",
+                id=self.options.name,
+            )
+        codec = codec_for(content_type)
         timeout = routing.get(_TIMEOUT)
         deadline = time.monotonic() + _mucp.decode_timeout(timeout) if timeout is not None else None
         streaming = route.method.kind is not _UNARY
@@ -556,7 +583,20 @@ class RPCServer(Server):
             use = "client.stream()" if streaming else "client.call()"
             what = "a streaming" if streaming else "a unary"
             raise BadRequest(f"{endpoint} is {what} endpoint; call it with {use}", id=self.options.name)
-        return _Call(socket, frame, routing, metadata, route, codec, deadline, call_id)
+        return _Call(socket, frame, routing, metadata, route, codec, deadline, call_id, local)
+
+    def _check_local(self, proof: str | None, endpoint: str) -> None:
+        """Refuse (403) a call without a valid local proof; for ``local_only`` servers."""
+        assert self._proofs is not None
+        try:
+            verdict = "no local proof" if proof is None else self._proofs.check(proof, endpoint)
+        except (MicroError, OSError) as exc:
+            logger.error("%s: cannot read the local secret to check callers: %s", self.options.name, exc)
+            verdict = "the local secret is unavailable (see the service's log)"
+        if verdict is not None:
+            raise Forbidden(
+                f"{self.options.name} answers only its own local user (local_only): {verdict}", id=self.options.name
+            )
 
     def _request(self, call: _Call, body: Any) -> Request:
         return Request(
@@ -569,6 +609,7 @@ class RPCServer(Server):
             id=call.call_id,
             kind=call.route.method.kind,
             remote=call.socket.remote,
+            local=call.local,
         )
 
     def _decode(self, codec: Codec, data: bytes, into: Any) -> Any:
