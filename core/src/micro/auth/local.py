@@ -15,7 +15,11 @@ service and that endpoint, made within ``window`` seconds of its clock, once
 proof is useless for another endpoint, another service, later, or a second time.
 
 (The caller's ``Micro-Id`` is a per-process counter assigned after the call
-wrappers run, so the proof carries its own random nonce instead of binding to it.)
+wrappers run, so the proof carries its own random nonce instead of binding to it.
+Each server process remembers its own nonces, and a proof names a service, not
+a node: whoever sees a proof in flight could present it once to another node
+of that service within the window. Send proofs to the user's local services
+only; :func:`local_proof` signs every call of the client it wraps.)
 
 The header is a routing header (:data:`micro._mucp.ROUTING`): it never reaches
 a handler's metadata, so a handler's own calls do not forward it.

@@ -76,11 +76,10 @@ def debug_guard(proofs: LocalProofs) -> HandlerWrapper:
         async def handler(request: Request) -> Any:
             if not request.endpoint.startswith("Debug."):
                 return await next(request)
-            proof = _mucp.header(request.header, _mucp.LOCAL_PROOF)
             try:
                 if request.local:  # a local_only server checked (and used up) this call's proof already
                     verdict: str | None = None
-                elif proof is None:
+                elif (proof := _mucp.header(request.header, _mucp.LOCAL_PROOF)) is None:
                     verdict = "no local proof"
                 else:
                     verdict = proofs.check(proof, request.endpoint)
