@@ -278,3 +278,37 @@ async def test_a_huge_content_type_is_a_short_400(stack: Stack) -> None:
     assert error["code"] == 400
     assert "Content-Type header of 5002 characters" in error["detail"]
     assert len(error["detail"]) < 300
+
+
+async def test_bad_timeouts_in_hand_built_tcp_frames() -> None:
+    """The same over a raw socket speaking the tcp transport's framing, no micro client or transport involved."""
+    import asyncio
+    import struct
+
+    import msgpack
+    from micro.transport.tcp import END, MSG, OPEN, PREFACE, TCPTransport
+
+    stack = Stack(name="test.rawtimeouts", transport_type=TCPTransport)
+    server = stack.server(Admin(), address="127.0.0.1:0")
+    await server.start()
+    head = struct.Struct("!IIBI")
+    host, _, port = server.address.rpartition(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    try:
+        writer.write(PREFACE)
+        for stream, value in enumerate(("9" * 300, "1e999", "nan", "-1", "", "٣٠"), start=1):
+            header = msgpack.packb({"Micro-Endpoint": "Admin.reset", "Micro-Id": str(stream), "Timeout": value})
+            body = b"{}"
+            writer.write(head.pack(9 + len(header) + len(body), stream, OPEN | MSG | END, len(header)) + header + body)
+            size, got, _flags, hsize = head.unpack(await asyncio.wait_for(reader.readexactly(13), 5))
+            rest = await reader.readexactly(size - 9)
+            assert got == stream
+            reply = msgpack.unpackb(rest[:hsize])
+            error = orjson.loads(reply["Micro-Error"])
+            assert error["code"] == 400, (value, error)
+            assert "Timeout header" in error["detail"]
+    finally:
+        writer.close()
+        await writer.wait_closed()
+        await server.stop()
+        await stack.transport.close()
