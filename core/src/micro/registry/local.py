@@ -211,7 +211,11 @@ class LocalRegistry(Registry):
         self._lock = threading.Lock()
         self._poll_lock = threading.Lock()
         self._watchers = Watchers()
-        self._poller: asyncio.Task[None] | None = None
+        #: The thread that polls for changes while there are watchers, and the event that stops it.
+        self._poller: threading.Thread | None = None
+        self._stop = threading.Event()
+        # Guards starting the poller against it deciding to exit (no watchers left) at the same time.
+        self._poller_lock = threading.Lock()
         #: What the watchers last saw: service name -> its live rows (without expiries).
         self._state: dict[str, _Rows] = {}
         #: The last change-log entry applied to ``_state``.
@@ -379,16 +383,26 @@ class LocalRegistry(Registry):
         if service is not None:
             check_name(service)
         loop = asyncio.get_running_loop()
-        if self._poller is None or self._poller.done():
-            # The baseline must be as of now, or a change made right after watch() returns could
-            # be folded into it and never reported. Only a read transaction is opened here (one
-            # tiny query that fixes the snapshot; WAL readers do not wait for writers); the
-            # poller reads the services in it, off the event loop, then ends it.
-            now = time.time()
-            with self._poll_lock:
-                _guard(lambda: self._pin(now), self._path)
-            self._poller = loop.create_task(self._poll(), name=f"micro-registry-watch:{self._path}")
-        return self._watchers.add(service)
+        with self._poller_lock:
+            watcher = self._watchers.add(service)
+            if self._poller is None:
+                # The baseline must be as of now, or a change made right after watch() returns could
+                # be folded into it and never reported. Only a read transaction is opened here (one
+                # tiny query that fixes the snapshot; WAL readers do not wait for writers); the
+                # poller reads the services in it, off the event loop, then ends it.
+                now = time.time()
+                try:
+                    with self._poll_lock:
+                        _guard(lambda: self._pin(now), self._path)
+                except BaseException:
+                    self._watchers.discard(watcher)
+                    raise
+                self._stop = threading.Event()
+                self._poller = threading.Thread(
+                    target=self._poll, args=(loop, self._stop), name=f"micro-registry-watch:{self._path}", daemon=True
+                )
+                self._poller.start()
+        return watcher
 
     # -- watching -------------------------------------------------------------------------------
 
@@ -482,29 +496,50 @@ class LocalRegistry(Registry):
         self.rows_read += len(rows)
         return rows
 
-    async def _poll(self) -> None:
+    def _poll(self, loop: asyncio.AbstractEventLoop, stop: threading.Event) -> None:
+        """The poller thread: changes are looked for here and handed to the watchers on ``loop``.
+
+        A thread of its own rather than a task that hops to a thread: an idle poll is then one
+        wake-up and one tiny query, with no event-loop iteration at all.
+        """
         interval = self.options.poll_interval
-        first = True
-        while self._watchers:
-            if not first:
-                await asyncio.sleep(interval)
-            first = False
-            if not self._watchers:
-                break
-            try:
-                results = await asyncio.to_thread(self._poll_once)
-            except MicroError as exc:
-                self._watchers.fail(exc)
-                break
-            if results:
-                self._watchers.publish(results)
+        wait = 0.0  # the baseline is read at once
+        try:
+            while not stop.wait(wait):
+                wait = interval
+                with self._poller_lock:
+                    if not self._watchers:
+                        self._poller = None
+                        return
+                try:
+                    results = self._poll_once()
+                except Exception as exc:
+                    if not isinstance(exc, MicroError):  # a bug here must still end the watchers, typed
+                        exc = BackendUnavailable(f"local registry {self._path}: watch failed: {exc!r}", id="registry")
+                    self._hand_over(loop, stop, self._watchers.fail, exc)
+                    return
+                if results and not self._hand_over(loop, stop, self._watchers.publish, results):
+                    return
+        finally:
+            with self._poller_lock:
+                if self._poller is threading.current_thread():
+                    self._poller = None
+
+    def _hand_over(self, loop: asyncio.AbstractEventLoop, stop: threading.Event, fn: Any, arg: Any) -> bool:
+        """Run ``fn(arg)`` on the loop; False (and the poller stops) if the loop is closed."""
+        try:
+            loop.call_soon_threadsafe(fn, arg)
+        except RuntimeError:
+            stop.set()
+            return False
+        return True
 
     async def _stop_poller(self) -> None:
-        poller, self._poller = self._poller, None
-        if poller is not None and not poller.done():
-            poller.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await poller
+        with self._poller_lock:
+            poller, self._poller = self._poller, None
+            self._stop.set()
+        if poller is not None:
+            await asyncio.to_thread(poller.join)
 
 
 _SELECT_ROWS = """

@@ -49,8 +49,8 @@ class LocalRegistryOptions(RegistryOptions):
     #: The database file (``MICRO_REGISTRY_PATH``).
     path: str | None = None
     #: How often, in seconds, watchers look for changes made by other processes (one tiny query
-    #: when nothing changed).
-    poll_interval: float = 0.1
+    #: on a thread when nothing changed).
+    poll_interval: float = 0.05
     #: Entries the change log keeps (``MICRO_REGISTRY_LOG_SIZE``); a watcher further behind reads
     #: the whole registry once instead.
     log_size: int = 10_000
