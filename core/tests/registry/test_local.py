@@ -392,3 +392,122 @@ async def test_first_lookup_of_1000_services_reads_only_that_service(tmp_path: P
     finally:
         await selector.close()
         await registry.close()
+
+
+async def test_deregistering_the_last_node_removes_its_version_row(tmp_path: Path, unique: str) -> None:
+    path = tmp_path / "r.db"
+    async with LocalRegistry(LocalRegistryOptions(path=str(path))) as registry:
+        await registry.register(big_service(unique, "a", version="1"))
+        await registry.register(big_service(unique, "b", version="2"))
+        await registry.deregister(big_service(unique, "a", version="1"))
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("SELECT service, version FROM versions").fetchall() == [(unique, "2")]
+    conn.close()
+
+
+async def test_an_expiry_brought_forward_by_a_new_ttl_still_reaches_watchers(tmp_path: Path, unique: str) -> None:
+    options = LocalRegistryOptions(path=str(tmp_path / "r.db"), poll_interval=0.02)
+    async with LocalRegistry(options) as registry:
+        await registry.register(big_service(unique, "a"), ttl=600)
+        async with registry.watch(unique) as watcher:
+            await registry.register(big_service(unique, "a"), ttl=0.3)  # same node, earlier expiry
+            result = await next_result(watcher, timeout=10)
+            assert (result.action, [n.id for n in result.service.nodes]) == ("delete", ["a"])
+            await registry.register(big_service(unique, "a"), ttl=600)  # back after it lapsed
+            result = await next_result(watcher, timeout=10)
+            assert (result.action, [n.id for n in result.service.nodes]) == ("create", ["a"])
+
+
+async def test_a_watcher_behind_the_trimmed_log_reads_everything_once(
+    tmp_path: Path, unique: str, trace: Trace
+) -> None:
+    path = str(tmp_path / "r.db")
+    # A poll interval of an hour: after its baseline the watcher polls only when the test says so.
+    slow = LocalRegistryOptions(path=path, poll_interval=3600, log_size=10)
+    async with LocalRegistry(LocalRegistryOptions(path=path, log_size=10)) as writer, LocalRegistry(slow) as registry:
+        await writer.register(big_service(unique + "-gone", "g"))
+        watcher = registry.watch()
+        await baseline_read(trace)
+        await writer.deregister(big_service(unique + "-gone", "g"))
+        for i in range(40):
+            await writer.register(big_service(f"{unique}-{i:02}", f"n{i}"))
+        with sqlite3.connect(path) as conn:
+            kept = conn.execute("SELECT COUNT(*) FROM changes").fetchone()[0]
+            horizon = conn.execute("SELECT value FROM meta WHERE key = 'horizon'").fetchone()[0]
+        conn.close()
+        assert kept <= 10 + 10 // 4 + 2  # trimmed in batches, two entries per registration
+        assert horizon > 0
+        results = await asyncio.to_thread(registry._poll_once)
+        await watcher.stop()
+    assert [(r.action, r.service.name) for r in results] == [("create", f"{unique}-{i:02}") for i in range(40)] + [
+        ("delete", unique + "-gone")
+    ]
+    assert len(trace.full_reads()) == 2  # the baseline, and once after falling behind
+
+
+async def test_a_file_of_a_newer_schema_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "new.db"
+    async with LocalRegistry(LocalRegistryOptions(path=str(path))) as registry:
+        await registry.start()
+    with sqlite3.connect(path) as conn:
+        conn.execute("PRAGMA user_version = 99")
+    conn.close()
+    registry = LocalRegistry(LocalRegistryOptions(path=str(path)))
+    with pytest.raises(BackendUnavailable, match=r"schema version 99, newer than this micro's 1"):
+        await registry.register(Service("x", nodes=[Node("a", "127.0.0.1:1")]))
+    await registry.close()
+
+
+# What micro wrote before the change log (schema 0), statement for statement: a process still
+# running that version keeps writing the file after a newer one upgraded it.
+OLD_SCHEMA = """
+CREATE TABLE IF NOT EXISTS versions (service TEXT NOT NULL, version TEXT NOT NULL, metadata TEXT NOT NULL,
+    endpoints TEXT NOT NULL, PRIMARY KEY (service, version));
+CREATE TABLE IF NOT EXISTS nodes (service TEXT NOT NULL, version TEXT NOT NULL, id TEXT NOT NULL, node TEXT NOT NULL,
+    expires REAL, PRIMARY KEY (service, version, id));
+CREATE INDEX IF NOT EXISTS nodes_expires ON nodes (expires) WHERE expires IS NOT NULL;
+"""
+
+
+def old_register(path: Path, service: Service, expires: float | None) -> None:
+    data = service.to_dict()
+    conn = sqlite3.connect(path, isolation_level=None)
+    try:
+        conn.executescript(OLD_SCHEMA)
+        conn.execute("BEGIN IMMEDIATE")
+        conn.execute("DELETE FROM nodes WHERE expires IS NOT NULL AND expires <= ?", (time.time(),))
+        conn.execute(
+            "DELETE FROM versions WHERE NOT EXISTS "
+            "(SELECT 1 FROM nodes n WHERE n.service = versions.service AND n.version = versions.version)"
+        )
+        conn.execute(
+            "INSERT OR REPLACE INTO versions VALUES (?, ?, ?, ?)",
+            (service.name, service.version, json.dumps(data["metadata"]), json.dumps(data["endpoints"])),
+        )
+        for node in data["nodes"]:
+            conn.execute(
+                "INSERT OR REPLACE INTO nodes VALUES (?, ?, ?, ?, ?)",
+                (service.name, service.version, node["id"], json.dumps(node), expires),
+            )
+        conn.execute("COMMIT")
+    finally:
+        conn.close()
+
+
+async def test_a_file_of_the_old_schema_is_upgraded_and_old_writers_are_still_seen(tmp_path: Path, unique: str) -> None:
+    path = tmp_path / "old.db"
+    old_register(path, big_service(unique, "a"), None)
+    options = LocalRegistryOptions(path=str(path), poll_interval=0.02)
+    async with LocalRegistry(options) as registry:
+        (found,) = await registry.get_service(unique)
+        assert [n.id for n in found.nodes] == ["a"]
+        with sqlite3.connect(path) as conn:
+            assert conn.execute("PRAGMA user_version").fetchone() == (1,)
+        conn.close()
+        async with registry.watch(unique) as watcher:
+            # The old code's heartbeat (INSERT OR REPLACE of the same rows) is no change...
+            old_register(path, big_service(unique, "a"), time.time() + 600)
+            # ...and its new node is one: triggers log the old code's writes too.
+            await asyncio.to_thread(old_register, path, big_service(unique, "b"), time.time() + 600)
+            result = await next_result(watcher, timeout=10)
+            assert (result.action, [n.id for n in result.service.nodes]) == ("update", ["a", "b"])

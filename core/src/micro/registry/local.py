@@ -455,8 +455,9 @@ class LocalRegistry(Registry):
                 for seq, name in conn.execute("SELECT seq, service FROM changes WHERE seq > ?", (self._seq,)):
                     changed.add(name)
                     self._seq = max(self._seq, seq)
-                if self._next_expiry <= now or changed:
-                    changed.update(_lapsed(conn, self._checked, now))
+                # On every commit, not only at the known next expiry: a commit may have set an
+                # expiry that already passed (an indexed range query, usually empty).
+                changed.update(_lapsed(conn, self._checked, now))
                 new = dict(old)
                 for name in changed:
                     rows = self._read_service(conn, name, now)
