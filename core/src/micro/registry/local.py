@@ -228,9 +228,6 @@ class LocalRegistry(Registry):
         self._next_expiry = math.inf
         #: Whether the poll connection holds a read transaction opened by ``watch`` for the baseline.
         self._pinned = False
-        #: Diagnostics, read by tests: whole-registry reads and rows read from ``nodes`` since creation.
-        self.full_reads = 0
-        self.rows_read = 0
 
     @property
     def path(self) -> Path:
@@ -365,19 +362,14 @@ class LocalRegistry(Registry):
 
     async def get_service(self, name: str) -> list[Service]:
         check_name(name)
-        view, _ = await self._run(lambda conn: self._count(_read_view(conn, name)))
+        view, _ = await self._run(lambda conn: _read_view(conn, name))
         if not view:
             raise ServiceNotFound(f"service {name!r} not found", id="registry")
         return list(view.values())
 
     async def list_services(self) -> list[Service]:
-        view, _ = await self._run(lambda conn: self._count(_read_view(conn), full=True))
+        view, _ = await self._run(_read_view)
         return list(view.values())
-
-    def _count(self, read: tuple[dict[tuple[str, str], Service], float], *, full: bool = False) -> Any:
-        self.rows_read += sum(len(s.nodes) for s in read[0].values())
-        self.full_reads += full
-        return read
 
     def watch(self, service: str | None = None) -> Watcher:
         if service is not None:
@@ -479,23 +471,17 @@ class LocalRegistry(Registry):
 
     def _read_all(self, conn: sqlite3.Connection, now: float) -> dict[str, _Rows]:
         state: dict[str, list[tuple[str, str, str, str]]] = {}
-        count = 0
         for name, version, node, metadata, endpoints in conn.execute(_SELECT_ROWS.format(where=""), (now,)):
             state.setdefault(name, []).append((version, node, metadata, endpoints))
-            count += 1
-        self.full_reads += 1
-        self.rows_read += count
         return {name: tuple(rows) for name, rows in state.items()}
 
     def _read_service(self, conn: sqlite3.Connection, name: str, now: float) -> _Rows:
-        rows = tuple(
+        return tuple(
             (version, node, metadata, endpoints)
             for _, version, node, metadata, endpoints in conn.execute(
                 _SELECT_ROWS.format(where="AND n.service = ?"), (now, name)
             )
         )
-        self.rows_read += len(rows)
-        return rows
 
     def _poll(self, loop: asyncio.AbstractEventLoop, stop: threading.Event) -> None:
         """The poller thread: changes are looked for here and handed to the watchers on ``loop``.
@@ -509,7 +495,7 @@ class LocalRegistry(Registry):
             while not stop.wait(wait):
                 wait = interval
                 with self._poller_lock:
-                    if not self._watchers:
+                    if not self._watchers or loop.is_closed():
                         self._poller = None
                         return
                 try:
