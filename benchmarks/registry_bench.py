@@ -7,7 +7,9 @@ re-registering each one every 10 s, spread evenly. While it runs:
 * **first lookup**: a new client (a fresh registry and selector) selects one
   service: what the first call of a new process pays.
 * **watch latency**: a node registered by another connection, until a watcher
-  in this process reports it (median of several).
+  in this process reports it (median of several). Each change is made right after
+  the previous one was reported, so just after a poll: this is the worst case, about
+  one ``poll_interval``.
 * **idle CPU per watching client**: a process whose watcher has nothing to
   report, only the heartbeats going on, as a percentage of one core.
 * **heartbeat cost**: the time one re-registration takes in the heartbeating
