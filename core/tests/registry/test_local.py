@@ -312,16 +312,20 @@ async def test_an_idle_watcher_of_1000_services_costs_little_cpu_while_nodes_hea
         textwrap.dedent(
             f"""
             import asyncio, time
-            from micro.registry import LocalRegistryOptions, Node, Service
+            from micro.registry import LocalRegistryOptions, Service
             from micro.registry.local import LocalRegistry
 
             async def main():
                 async with LocalRegistry(LocalRegistryOptions(path={str(path)!r})) as registry:
+                    (template,) = await registry.get_service({unique!r} + "-0")
                     deadline = time.monotonic() + 60
                     i = 0
                     while time.monotonic() < deadline:
-                        node = Node(f"n{{i % 1000}}", "127.0.0.1:1")
-                        await registry.register(Service(f"{unique}-{{i % 1000}}", nodes=[node]), ttl=600)
+                        # The very service fill() registered, again: a heartbeat.
+                        data = template.to_dict()
+                        data["name"] = f"{unique}-{{i % 1000}}"
+                        data["nodes"][0]["id"] = f"n{{i % 1000}}"
+                        await registry.register(Service.from_dict(data), ttl=600)
                         if i == 0:
                             print("ready", flush=True)
                         i += 1

@@ -23,7 +23,7 @@ What a client pays does not grow with the registry:
   expiry, an indexed update; it is not a change and watchers are not told.
 * Every change of a node or a service version appends ``(seq, service)`` to the
   ``changes`` table, from triggers in the same transaction (so writers of any
-  version log their changes). Watchers poll ``PRAGMA data_version`` every
+  version log their changes). Watchers poll ``PRAGMA data_version`` (on a thread) every
   ``poll_interval``, one tiny query that changes whenever another connection
   commits; when it moves they read the log past the last sequence number they
   saw and re-read only the services it names (an indexed query each). Nothing
