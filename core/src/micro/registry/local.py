@@ -26,13 +26,12 @@ What a client pays does not grow with the registry:
   version log their changes). Watchers poll ``PRAGMA data_version`` (on a thread) every
   ``poll_interval``, one tiny query that changes whenever another connection
   commits; when it moves they read the log past the last sequence number they
-  saw and re-read only the services it names (an indexed query each). Nothing
-  happens when the registry is idle.
+  saw and re-read only the services it names (an indexed query each). When the
+  registry is idle a poll is that one query.
 * Expiries are found without scanning: the watcher knows the earliest expiry in
-  the file (an indexed ``MIN``) and at that time asks, again by index, which
-  nodes lapsed since it last looked. A heartbeat that pushes an expiry back is
-  seen as a wasted wake-up, never as a missed expiry: moving an expiry earlier is
-  logged as a change.
+  the file (an indexed ``MIN``), and at that time, or after any commit, asks,
+  again by index, which nodes lapsed since it last looked. A heartbeat that
+  pushes an expiry back only costs a wasted wake-up, never a missed expiry.
 * Writers trim the log to ``log_size`` entries and ``log_age`` seconds, and
   record the highest sequence number removed; a watcher that fell behind it
   (a process stopped for minutes) reads the whole registry once instead.
