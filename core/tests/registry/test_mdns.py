@@ -139,7 +139,11 @@ async def test_a_peer_killed_without_goodbye_leaves_within_its_ttl(unique: str) 
         assert await asyncio.wait_for(peer.stdout.readline(), 30) == b"READY\n"
 
         async def seen() -> None:
-            assert [n.id for s in await observer.get_service(unique) for n in s.nodes] == ["n1"]
+            try:
+                found = await observer.get_service(unique)
+            except ServiceNotFound as exc:
+                raise AssertionError("not seen") from exc
+            assert [n.id for s in found for n in s.nodes] == ["n1"]
 
         await eventually(seen, timeout=10)
         await asyncio.sleep(5)  # two and a half TTLs of renewals: still there
