@@ -391,8 +391,8 @@ def test_options_come_from_micro_store_variables():
         ("MICRO_STORE_ADDRESS", "http://h:1", "unknown scheme 'http'"),
         ("MICRO_STORE_ADDRESS", "redis://h:notaport", "not a Redis address"),
         ("MICRO_STORE_ADDRESS", "unix://", "no socket path"),
-        ("MICRO_STORE_POOL_SIZE", "0", "integer >= 1"),
-        ("MICRO_STORE_CONNECT_TIMEOUT", "-1s", "positive"),
+        ("MICRO_STORE_POOL_SIZE", "0", "integer from 1 to 1024"),
+        ("MICRO_STORE_CONNECT_TIMEOUT", "-1s", "number of seconds from 0 to 86400"),
         ("MICRO_STORE_TABLES", "x", "unknown option"),
     ],
 )
