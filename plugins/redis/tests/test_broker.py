@@ -414,6 +414,7 @@ def test_options_come_from_micro_broker_variables():
         ("MICRO_BROKER_MAX_LENGTH", "0", "integer from 1 to"),
         ("MICRO_BROKER_MAX_LENGTH", "99999999999999999999", "integer from 1 to 2147483647"),
         ("MICRO_BROKER_PREFETCH", "100000", "integer from 1 to 10000"),
+        ("MICRO_BROKER_MAX_MESSAGE_SIZE", str(600 * 1024 * 1024), "integer from 1 to 536870912"),
         ("MICRO_BROKER_POOL_SIZE", "1000000000", "integer from 1 to 1024"),
         ("MICRO_BROKER_REQUEST_TIMEOUT", "100000000000000000000", "number of seconds from 0 to 86400"),
         ("MICRO_BROKER_REQUEST_TIMEOUT", "0", "more than 0 seconds"),

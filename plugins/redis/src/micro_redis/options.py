@@ -97,6 +97,7 @@ _MAX_SECONDS: Final = 86_400.0
 _MAX_POOL: Final = 1024
 _MAX_PREFETCH: Final = 10_000
 _MAX_COUNT: Final = 2**31 - 1
+_MAX_BODY: Final = 512 * 1024 * 1024
 
 
 def _check(options: RedisStoreOptions | RedisBrokerOptions | RedisSyncOptions) -> None:
@@ -179,6 +180,8 @@ class RedisBrokerOptions(BrokerOptions):
     def __post_init__(self) -> None:
         BrokerOptions.__post_init__(self)
         _check(self)
+        # Redis refuses a bulk string over proto-max-bulk-len (512 MiB by default): say so at start-up.
+        _integer(self.max_message_size, "max_message_size", 1, _MAX_BODY)
         _integer(self.max_length, "max_length", 1, _MAX_COUNT)
         _integer(self.prefetch, "prefetch", 1, _MAX_PREFETCH)
         _integer(self.max_redeliveries, "max_redeliveries", 0, _MAX_COUNT)
