@@ -1033,3 +1033,22 @@ async def test_unsettled_messages_trimmed_before_a_claim_are_logged(
 
         await eventually(told)
     assert inbox.events == []
+
+
+async def test_with_back_pressure_a_dead_members_unsettled_message_is_kept_until_claimed(
+    make: Callable[..., RedisBroker], prefix: str, raw: redis.Redis
+):
+    # The backlog counts from the oldest unsettled message: the one a dead member holds must outlive any
+    # number of publishes until another member claims it (before, MAXLEN trimmed it and the claim found nothing).
+    stream = f"{prefix}t"
+    await raw.xgroup_create(stream, "q", id="$", mkstream=True)
+    await raw.xadd(stream, {"body": b"held by the dead", "header": b"{}"})
+    await raw.xreadgroup("q", "dead", {stream: ">"}, count=1)
+    publisher, consumer = make(max_length=10, overflow_timeout=60), make(claim_idle=0.3)
+    inbox = Inbox()
+    await consumer.subscribe("t", inbox, queue="q")
+    bodies = [str(i).encode() for i in range(250)]
+    for body in bodies:
+        await publisher.publish("t", Message(body))
+    await inbox.wait(len(bodies) + 1, timeout=30)
+    assert sorted(inbox.bodies) == sorted([*bodies, b"held by the dead"])

@@ -164,6 +164,8 @@ _BACKLOGS: Final = 4096
 #   2. With ARGV[2] == "trim" and more than max_length entries left: trim to max_length, counting the
 #      removed entries that the group furthest behind had not received (its last-delivered-id is older).
 # Returns {backlog, length, dropped}: entries some group still needs, the stream's length, and that count.
+# Ids rather than Redis 7's per-group "lag": entries-read is not corrected when a trim removes entries a
+# group had not read (lag stays too high from then on), and it is missing on Redis 6.2.
 _CHECK: Final = """
 local key = KEYS[1]
 local limit = tonumber(ARGV[1])
