@@ -401,10 +401,14 @@ def test_options_come_from_micro_broker_variables():
         "MICRO_BROKER_MAX_LENGTH": "500",
         "MICRO_BROKER_CLAIM_IDLE": "10s",
         "MICRO_BROKER_PREFETCH": "1",
+        "MICRO_BROKER_OVERFLOW": "trim",
+        "MICRO_BROKER_OVERFLOW_TIMEOUT": "250ms",
     }
     broker = get_manager().create("broker", environ=environ)
     assert isinstance(broker, RedisBroker)
     assert (broker.options.max_length, broker.options.claim_idle, broker.options.prefetch) == (500, 10.0, 1)
+    assert (broker.options.overflow, broker.options.overflow_timeout) == ("trim", 0.25)
+    assert RedisBrokerOptions().overflow == "block", "losing confirmed messages must be asked for"
     assert broker.address == "127.0.0.1:6379/1"
 
 
