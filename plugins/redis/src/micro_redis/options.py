@@ -23,7 +23,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, Literal
 from urllib.parse import urlsplit
 
 from micro.broker import BrokerOptions
@@ -125,20 +125,39 @@ def display_address(url: str) -> str:
     return f"{where}/{database}" if database and database != "0" else where
 
 
+# Upper bounds of the numeric options: past them a value is a mistake, and some would reach Redis or the
+# driver as numbers they cannot take (a pool of 10**9 connections is allocated up front, a timeout of 1e300
+# does not fit a socket's timeval, COUNT and MAXLEN are signed 64-bit).
+_MAX_SECONDS: Final = 86_400.0
+_MAX_POOL: Final = 1024
+_MAX_PREFETCH: Final = 10_000
+_MAX_COUNT: Final = 2**31 - 1
+_MAX_BODY: Final = 512 * 1024 * 1024
+
+
 def _check(options: RedisStoreOptions | RedisBrokerOptions | RedisSyncOptions) -> None:
     server_url(options.address)
     for name in ("connect_timeout", "request_timeout"):
-        value = getattr(options, name)
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
-            raise InvalidOption(f"must be a positive number of seconds, got {value!r}", option=name)
-    _integer(options.pool_size, "pool_size", 1)
+        _seconds(getattr(options, name), name, 0, strict=True)
+    _integer(options.pool_size, "pool_size", 1, _MAX_POOL)
     if not isinstance(options.key_prefix, str):
         raise InvalidOption(f"must be a string, got {options.key_prefix!r}", option="key_prefix")
 
 
-def _integer(value: object, option: str, low: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise InvalidOption(f"must be an integer >= {low}, got {value!r}", option=option)
+def _integer(value: object, option: str, low: int, high: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise InvalidOption(f"must be an integer from {low} to {high}, got {value!r}", option=option)
+
+
+def _seconds(value: object, option: str, low: float, *, strict: bool = False) -> None:
+    """A number of seconds from ``low`` (excluded if ``strict``) to a day; NaN and infinities are refused."""
+    # The chained comparisons are false for NaN and exact for ints of any size (no float conversion).
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= _MAX_SECONDS:
+        raise InvalidOption(
+            f"must be a number of seconds from {low:g} to {_MAX_SECONDS:g}, got {value!r}", option=option
+        )
+    if strict and value == low:
+        raise InvalidOption(f"must be more than {low:g} seconds, got {value!r}", option=option)
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -165,9 +184,21 @@ class RedisBrokerOptions(BrokerOptions):
     pool_size: int = 16
     #: Each topic is the stream ``<key_prefix><topic>``.
     key_prefix: str = "micro:broker:"
-    #: Entries each topic's stream keeps (``XADD MAXLEN ~``): a subscriber that falls further
-    #: behind than this loses the oldest messages it has not read yet.
+    #: The most messages a topic holds for its queue groups: those a group has not received
+    #: yet and those it received but has not settled (acked, dropped). What happens when it is
+    #: full is ``overflow``'s choice. A topic without queue groups keeps its last ``max_length``
+    #: messages for broadcast subscribers.
     max_length: int = 10_000
+    #: When a queue group's backlog on a topic reaches ``max_length``: ``"block"`` (the default):
+    #: publish waits up to ``overflow_timeout`` for the groups to catch up, then raises
+    #: :class:`~micro.errors.Timeout` without publishing; no message is ever lost to the bound.
+    #: ``"trim"``: publish goes on and the oldest messages are removed from the stream, those no
+    #: group had received yet counted in :attr:`RedisBroker.dropped` and logged (at most every 10 s
+    #: per topic).
+    overflow: Literal["block", "trim"] = "block"
+    #: Seconds a publish waits for room when ``overflow="block"`` and the backlog is full,
+    #: before it raises :class:`~micro.errors.Timeout`; ``0`` fails at once.
+    overflow_timeout: float = 5.0
     #: Messages a subscriber reads from Redis at a time (32: with fewer, a busy consumer cannot keep up
     #: with publishers, see docs/benchmarks.md).
     prefetch: int = 32
@@ -184,17 +215,16 @@ class RedisBrokerOptions(BrokerOptions):
     def __post_init__(self) -> None:
         BrokerOptions.__post_init__(self)
         _check(self)
-        _integer(self.max_length, "max_length", 1)
-        _integer(self.prefetch, "prefetch", 1)
-        _integer(self.max_redeliveries, "max_redeliveries", 0)
-        for name in ("claim_idle", "close_timeout"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-                raise InvalidOption(f"must be a number of seconds, got {value!r}", option=name)
-        if self.claim_idle < 0.01:
-            raise InvalidOption(f"must be at least 0.01 seconds, got {self.claim_idle!r}", option="claim_idle")
-        if self.close_timeout < 0:
-            raise InvalidOption(f"must not be negative, got {self.close_timeout!r}", option="close_timeout")
+        # Redis refuses a bulk string over proto-max-bulk-len (512 MiB by default): say so at start-up.
+        _integer(self.max_message_size, "max_message_size", 1, _MAX_BODY)
+        _integer(self.max_length, "max_length", 1, _MAX_COUNT)
+        _integer(self.prefetch, "prefetch", 1, _MAX_PREFETCH)
+        _integer(self.max_redeliveries, "max_redeliveries", 0, _MAX_COUNT)
+        if self.overflow not in ("block", "trim"):
+            raise InvalidOption(f"must be 'block' or 'trim', got {self.overflow!r}", option="overflow")
+        _seconds(self.claim_idle, "claim_idle", 0.01)
+        _seconds(self.close_timeout, "close_timeout", 0)
+        _seconds(self.overflow_timeout, "overflow_timeout", 0)
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
