@@ -20,7 +20,6 @@ This module does not import the Redis driver, so options can be built and checke
 
 from __future__ import annotations
 
-import math
 import re
 from dataclasses import dataclass
 from typing import Final, Literal
