@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final, cast
 
 import pytest
-from micro.codec import Codec, Message, MessageType, codec_for
+from micro.codec import Codec, Message, MessageType
 from micro.errors import CodecError
 from micro.plugins import get_manager
 
@@ -127,8 +127,8 @@ class CodecContract(Contract[Codec]):
             clash = set(own) & {getattr(other, "content_type", ""), *getattr(other, "aliases", ())}
             assert not clash, f"codec {provider.name!r} ({provider.origin}) also claims {sorted(clash)}"
         if codec.name and codec.name in manager.names("codec"):
-            assert type(codec_for(codec.content_type)) is type(codec), (
-                f"codec_for({codec.content_type!r}) does not resolve to {type(codec).__name__}"
+            assert type(manager.codecs({}).get(codec.content_type)) is type(codec), (
+                f"the wiring's codecs.get({codec.content_type!r}) does not resolve to {type(codec).__name__}"
             )
 
     async def test_k02_unencodable_value_raises_codec_error_naming_its_type(self, codec: Codec) -> None:

@@ -14,15 +14,16 @@ name are both named, and a bad option names its variable.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import importlib
 import importlib.metadata as metadata
 import inspect
 import os
 import re
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Final, Literal, TypeVar, cast, overload
+from typing import Any, Final, Literal, TypeVar, cast, overload
 
 import pluggy
 from packaging.requirements import InvalidRequirement, Requirement
@@ -31,28 +32,11 @@ from packaging.version import InvalidVersion, Version
 
 from . import _env, hookspecs
 from ._version import __version__
-from .component import Component
+from .codec.base import Codec
+from .codec.lookup import CodecEntry, Codecs
+from .component import Component, Make
 from .errors import ConfigError, InvalidOption, PluginConflict, PluginNotFound
 from .options import Options, build
-
-if TYPE_CHECKING:
-    from .auth import Auth
-    from .broker import Broker
-    from .client import Client
-    from .codec import Codec
-    from .config import Source
-    from .debug.log import Log
-    from .debug.stats import Stats
-    from .debug.trace import Tracer
-    from .network import Network
-    from .registry import Registry
-    from .runtime import Runtime
-    from .selector import Selector
-    from .server import Server
-    from .store import Store
-    from .sync import Sync
-    from .transport import Transport
-    from .tunnel import Tunnel
 
 __all__ = [
     "CORE_DISTRIBUTION",
@@ -388,7 +372,7 @@ class PluginManager:
         name: str | None = None,
         /,
         *,
-        cls: type[C],
+        cls: Callable[..., C],
         environ: Mapping[str, str] | None = None,
         options: Options | None = None,
         wiring: Mapping[str, Any] | None = None,
@@ -408,34 +392,57 @@ class PluginManager:
         **values: Any,
     ) -> Component: ...
 
+    @overload
     def create(
         self,
-        interface: str,
+        interface: Callable[..., C],
         name: str | None = None,
         /,
         *,
-        cls: type[Component] | None = None,
+        cls: Callable[..., Component] | None = None,
+        environ: Mapping[str, str] | None = None,
+        options: Options | None = None,
+        wiring: Mapping[str, Any] | None = None,
+        **values: Any,
+    ) -> C: ...
+
+    def create(
+        self,
+        interface: str | Callable[..., Component],
+        name: str | None = None,
+        /,
+        *,
+        cls: Callable[..., Component] | None = None,
         environ: Mapping[str, str] | None = None,
         options: Options | None = None,
         wiring: Mapping[str, Any] | None = None,
         **values: Any,
     ) -> Component:
-        """A new, unstarted instance for ``interface``.
+        """A new, unstarted instance for ``interface``: its name (``"store"``) or its base class (``Store``).
 
         The name is ``name`` if given, else ``MICRO_<INTERFACE>``, else the
         registered default. Options come from ``options`` (a complete options
         object), else from ``MICRO_<INTERFACE>_<OPTION>`` variables overridden by
         ``values``. Variables apply only when they configure the name being
         created: ``MICRO_STORE_TABLE`` is ignored for ``create("store", "memory")``
-        while ``MICRO_STORE=redis``. ``cls`` narrows the static return type and
-        is checked at run time.
+        while ``MICRO_STORE=redis``. ``cls`` (the base class, when that is the key)
+        narrows the static return type and is checked at run time.
 
         ``wiring`` hands other building blocks to the constructor by keyword
         (``wiring={"registry": registry}`` for a selector or the http broker).
         Keywords the constructor does not accept, and ``None`` values, are
         dropped, so one wiring mapping serves every implementation of an
-        interface (the memory broker needs no registry).
+        interface (the memory broker needs no registry). A constructor that
+        takes ``make`` gets :meth:`maker` of the same ``environ``, so the blocks it
+        builds for itself follow the same variables; one that takes ``codecs``
+        gets :meth:`codecs` of it.
         """
+        if not isinstance(interface, str):
+            key = getattr(interface, "interface", "")
+            if not (isinstance(interface, type) and issubclass(interface, Component) and key):
+                raise PluginNotFound(f"{interface!r} is not an interface's base class (it names no `interface`)")
+            cls = interface if cls is None else cls
+            interface = key
         environ = os.environ if environ is None else environ
         chosen = _env.selection(interface, environ)
         source = None
@@ -456,8 +463,14 @@ class PluginManager:
             )
         elif values:
             raise TypeError("pass either options= or keyword values, not both")
+        given = _accepted(factory, wiring)
+        parameters = _parameters(factory)
+        if "make" in parameters and "make" not in given:
+            given["make"] = self.maker(environ)
+        if "codecs" in parameters and "codecs" not in given:
+            given["codecs"] = self.codecs(environ)
         try:
-            instance = factory(options, **_accepted(factory, wiring))
+            instance = factory(options, **given)
         except InvalidOption:
             raise
         except (ValueError, TypeError) as exc:
@@ -466,12 +479,61 @@ class PluginManager:
             ) from exc
         if isinstance(instance, Component):
             instance.name = provider.name
-        if cls is not None and not isinstance(instance, cls):
+        if isinstance(cls, type) and not isinstance(instance, cls):
             raise ConfigError(
                 f"{interface} {provider.name!r} from {provider.origin} built {type(instance).__name__}, "
                 f"not a {cls.__name__}"
             )
         return cast(Component, instance)
+
+    def maker(self, environ: Mapping[str, str] | None = None) -> Make:
+        """A :class:`~micro.component.Make` that creates through this manager from ``environ`` (``os.environ``)."""
+        environ = os.environ if environ is None else environ
+
+        def make(interface: Callable[..., C], /, **values: Any) -> C:
+            return self.create(interface, environ=environ, **values)
+
+        return make
+
+    def codecs(self, environ: Mapping[str, str] | None = None) -> Codecs:
+        """Every registered codec by content type, the default one named by ``MICRO_CODEC`` in ``environ``.
+
+        The default name is checked now: an unknown ``MICRO_CODEC`` raises
+        :class:`~micro.errors.PluginNotFound` listing what is installed.
+        """
+        environ = os.environ if environ is None else environ
+        variable = _env.variable("codec")
+        chosen = _env.selection("codec", environ).name
+        default = self.resolve("codec", chosen, source=variable if chosen else None).name
+
+        def catalogue() -> list[CodecEntry]:
+            return [
+                CodecEntry(
+                    provider.name,
+                    provider.origin,
+                    functools.partial(self._codec_class, provider),
+                    functools.partial(self._codec, provider.name, environ),
+                )
+                for provider in self.providers("codec")
+            ]
+
+        return Codecs(catalogue, default=default, source=variable if chosen else None)
+
+    def _codec(self, name: str, environ: Mapping[str, str], cls: type[Codec]) -> Codec:
+        return self.create(Codec, name, environ=environ)
+
+    def _codec_class(self, provider: Provider) -> type[Codec]:
+        cls = self.factory(provider)
+        if not issubclass(cls, Codec):
+            raise ConfigError(f"codec {provider.name!r} from {provider.origin} is not a Codec")
+        return cls
+
+
+def _parameters(factory: type) -> Mapping[str, inspect.Parameter]:
+    try:
+        return inspect.signature(factory).parameters
+    except (TypeError, ValueError):
+        return {}
 
 
 def _accepted(factory: type, wiring: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -503,81 +565,22 @@ def get_manager() -> PluginManager:
 
 
 @overload
-def create(interface: Literal["auth"], name: str | None = None, /, **kwargs: Any) -> Auth: ...
-
-
-@overload
-def create(interface: Literal["broker"], name: str | None = None, /, **kwargs: Any) -> Broker: ...
-
-
-@overload
-def create(interface: Literal["client"], name: str | None = None, /, **kwargs: Any) -> Client: ...
-
-
-@overload
-def create(interface: Literal["codec"], name: str | None = None, /, **kwargs: Any) -> Codec: ...
-
-
-@overload
-def create(interface: Literal["config"], name: str | None = None, /, **kwargs: Any) -> Source: ...
-
-
-@overload
-def create(interface: Literal["log"], name: str | None = None, /, **kwargs: Any) -> Log: ...
-
-
-@overload
-def create(interface: Literal["network"], name: str | None = None, /, **kwargs: Any) -> Network: ...
-
-
-@overload
-def create(interface: Literal["registry"], name: str | None = None, /, **kwargs: Any) -> Registry: ...
-
-
-@overload
-def create(interface: Literal["runtime"], name: str | None = None, /, **kwargs: Any) -> Runtime: ...
-
-
-@overload
-def create(interface: Literal["selector"], name: str | None = None, /, **kwargs: Any) -> Selector: ...
-
-
-@overload
-def create(interface: Literal["server"], name: str | None = None, /, **kwargs: Any) -> Server: ...
-
-
-@overload
-def create(interface: Literal["stats"], name: str | None = None, /, **kwargs: Any) -> Stats: ...
-
-
-@overload
-def create(interface: Literal["store"], name: str | None = None, /, **kwargs: Any) -> Store: ...
-
-
-@overload
-def create(interface: Literal["sync"], name: str | None = None, /, **kwargs: Any) -> Sync: ...
-
-
-@overload
-def create(interface: Literal["tracer"], name: str | None = None, /, **kwargs: Any) -> Tracer: ...
-
-
-@overload
-def create(interface: Literal["transport"], name: str | None = None, /, **kwargs: Any) -> Transport: ...
-
-
-@overload
-def create(interface: Literal["tunnel"], name: str | None = None, /, **kwargs: Any) -> Tunnel: ...
+def create(interface: str, name: str | None = None, /, *, cls: Callable[..., C], **kwargs: Any) -> C: ...
 
 
 @overload
 def create(interface: str, name: str | None = None, /, **kwargs: Any) -> Component: ...
 
 
-def create(interface: str, name: str | None = None, /, **kwargs: Any) -> Component:
+@overload
+def create(interface: Callable[..., C], name: str | None = None, /, **kwargs: Any) -> C: ...
+
+
+def create(interface: str | Callable[..., Component], name: str | None = None, /, **kwargs: Any) -> Component:
     """``get_manager().create(...)``: see :meth:`PluginManager.create`.
 
-    The result is typed by interface: ``micro.create("store")`` is a
-    :class:`~micro.store.Store`.
+    Keyed by the interface's base class, the result is typed: ``micro.create(Store)``
+    is a :class:`~micro.store.Store`; so is ``micro.create("store")`` through the
+    typed facade :func:`micro.create` (see :mod:`micro.interfaces`).
     """
-    return cast(Component, get_manager().create(interface, name, **kwargs))
+    return get_manager().create(interface, name, **kwargs)

@@ -13,16 +13,22 @@ processes, and stops cleanly on Ctrl-C::
     service.handle(Say())
     service.run_forever()
 
-Every building block is created with ``micro.create(...)`` unless passed in, so
-``MICRO_REGISTRY=mdns`` or ``MICRO_BROKER=memory`` switch implementations
-without code changes. One registry instance is shared by the server, the
-selector and the broker, and one transport by the server and the client.
+The service is where everything is wired, once: every building block not
+passed in is created through the plugin manager from one environment mapping
+(``environ``, ``os.environ`` by default), so ``MICRO_REGISTRY=mdns`` or
+``MICRO_BROKER=memory`` switch implementations without code changes, and a
+service given its own ``environ`` sees nothing of the process's. One registry
+instance is shared by the server, the selector and the broker, one transport by
+the server and the client, one set of codecs by both; anything a block builds
+for itself comes from the same wiring (its ``make``). No block looks anything
+up on its own. See ``docs/design.md``, "Wiring".
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import functools
 import importlib
 import inspect
@@ -31,7 +37,7 @@ import os
 import signal
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from types import TracebackType
-from typing import Any, Literal, Self, TypeVar, cast
+from typing import Any, Literal, Self, TypeVar
 
 from . import _env
 from ._private import local_secret
@@ -39,16 +45,17 @@ from .broker.base import Broker
 from .client.base import CallWrapper, Client
 from .component import Component
 from .debug.handler import Debug, debug_options, mount
-from .errors import ConfigError, InvalidOption
-from .options import parse_duration
-from .plugins import get_manager
+from .errors import ConfigError
+from .options import Options
+from .options import build as build_options
+from .plugins import PluginManager, get_manager
 from .registry.base import Registry
 from .selector.base import Selector
 from .server.base import HandlerWrapper, Server, SubscriberWrapper
 from .server.handler import Method, Subscription
 from .transport.base import Transport
 
-__all__ = ["Hook", "Service"]
+__all__ = ["Hook", "Service", "ServiceOptions", "service_options"]
 
 logger = logging.getLogger("micro.service")
 
@@ -59,30 +66,38 @@ Hook = Callable[[], Awaitable[None] | None]
 
 HookName = Literal["before_start", "after_start", "before_stop", "after_stop"]
 
-_TRUE = frozenset(("1", "true", "yes", "on", "y", "t"))
+
+@dataclasses.dataclass(frozen=True, kw_only=True, slots=True)
+class ServiceOptions(Options):
+    """Settings of the service itself (not of one block), read by :func:`service_options`.
+
+    ``None`` leaves the choice to the server's options (``MICRO_SERVER_REGISTER_TTL`` and its defaults).
+    """
+
+    #: Seconds a registration lives unless renewed (``MICRO_REGISTER_TTL``, Go Micro's name; ``90s`` works).
+    register_ttl: float | None = None
+    #: Seconds between renewals (``MICRO_REGISTER_INTERVAL``); half a ``register_ttl`` of 30s or less when unset.
+    register_interval: float | None = None
+    #: Run :meth:`Service.run_forever` on uvloop (``MICRO_UVLOOP=1``; needs ``micro-core[uvloop]``).
+    uvloop: bool = False
 
 
-def build(
-    interface: str,
-    cls: Callable[..., C],
-    /,
-    *,
-    options: Mapping[str, Any] | None = None,
-    environ: Mapping[str, str] | None = None,
-    **wiring: Any,
-) -> C:
-    """``micro.create(interface, **options)`` with the ``wiring`` keywords its constructor accepts."""
-    made = get_manager().create(
-        interface, cls=cast(type[Component], cls), environ=environ, wiring=wiring, **(options or {})
-    )
-    return cast(C, made)
+#: Each :class:`ServiceOptions` field and the variable it is read from.
+_SERVICE_VARIABLES: dict[str, str] = {
+    "register_ttl": _env.variable("register", "ttl"),
+    "register_interval": _env.variable("register", "interval"),
+    "uvloop": _env.variable("uvloop"),
+}
 
 
-def _seconds(text: str, variable: str) -> float:
-    try:
-        return parse_duration(text)
-    except ValueError as exc:
-        raise InvalidOption(str(exc), option=variable.removeprefix("MICRO_").lower(), variable=variable) from None
+def service_options(environ: Mapping[str, str], **values: Any) -> ServiceOptions:
+    """:class:`ServiceOptions` from ``environ``'s variables, overridden by ``values`` (``None`` values ignored).
+
+    :raises ~micro.errors.InvalidOption: a value that does not convert, naming its variable.
+    """
+    strings = {key: environ[var] for key, var in _SERVICE_VARIABLES.items() if environ.get(var, "").strip()}
+    given = {key: value for key, value in values.items() if value is not None}
+    return build_options(ServiceOptions, strings, given, describe=lambda key: _SERVICE_VARIABLES.get(key, key))
 
 
 class Service:
@@ -153,31 +168,25 @@ class Service:
         }
         self.handle_signals = handle_signals
 
-        register = _env.selection("register", environ).options
-        if register_ttl is None and "ttl" in register:
-            register_ttl = _seconds(register["ttl"], _env.variable("register", "ttl"))
-        if register_interval is None and "interval" in register:
-            register_interval = _seconds(register["interval"], _env.variable("register", "interval"))
+        settings = service_options(environ, register_ttl=register_ttl, register_interval=register_interval)
+        self.options = settings
+        register_ttl, register_interval = settings.register_ttl, settings.register_interval
         if register_interval is None and register_ttl is not None and register_ttl <= 30.0:
             # Renew well within a short TTL rather than fail on the 30s default interval.
             register_interval = register_ttl / 2
 
-        self.registry: Registry = (
-            registry if registry is not None else self._own(build("registry", Registry, environ=environ))
-        )
-        self.transport: Transport = (
-            transport if transport is not None else self._own(build("transport", Transport, environ=environ))
-        )
-        self.broker: Broker = (
-            broker
-            if broker is not None
-            else self._own(build("broker", Broker, environ=environ, registry=self.registry))
-        )
-        self.selector: Selector = (
-            selector
-            if selector is not None
-            else self._own(build("selector", Selector, environ=environ, registry=self.registry))
-        )
+        # The wiring: every name is resolved here, from `environ` only, and handed in.
+        manager: PluginManager = get_manager()
+        make = manager.maker(environ)
+
+        def create(interface: Callable[..., C], **wiring: Any) -> C:
+            return self._own(manager.create(interface, environ=environ, wiring={"make": make, **wiring}))
+
+        codecs = manager.codecs(environ)
+        self.registry: Registry = registry if registry is not None else create(Registry)
+        self.transport: Transport = transport if transport is not None else create(Transport)
+        self.broker: Broker = broker if broker is not None else create(Broker, registry=self.registry)
+        self.selector: Selector = selector if selector is not None else create(Selector, registry=self.registry)
         if server is None:
             server_options: dict[str, Any] = {"name": name, "version": version}
             for key, value in (
@@ -191,29 +200,23 @@ class Service:
                 if value is not None:
                     server_options[key] = value
             server = self._own(
-                build(
-                    "server",
+                manager.create(
                     Server,
-                    transport=self.transport,
-                    registry=self.registry,
-                    broker=self.broker,
-                    options=server_options,
                     environ=environ,
-                    local_secret=functools.partial(local_secret, environ),
+                    wiring={
+                        "make": make,
+                        "codecs": codecs,
+                        "transport": self.transport,
+                        "registry": self.registry,
+                        "broker": self.broker,
+                        "local_secret": functools.partial(local_secret, environ),
+                    },
+                    **server_options,
                 )
             )
         self.server: Server = server
         if client is None:
-            client = self._own(
-                build(
-                    "client",
-                    Client,
-                    environ=environ,
-                    transport=self.transport,
-                    selector=self.selector,
-                    broker=self.broker,
-                )
-            )
+            client = create(Client, codecs=codecs, transport=self.transport, selector=self.selector, broker=self.broker)
         self.client: Client = client
         if getattr(self.server.options, "local_only", False):
             # A local_only service talks to the user's other services: its own calls carry the proof too.
@@ -226,7 +229,7 @@ class Service:
         if debug:
             options = debug_options(environ)
             if options.access != "off":
-                self.debug = mount(self, options=options)
+                self.debug = mount(self, options=options, make=make)
         if wrappers:
             self.server.wrap(*wrappers)
         if subscriber_wrappers:
@@ -396,7 +399,7 @@ class Service:
             ``MICRO_UVLOOP=1`` when omitted.
         """
         if uvloop is None:
-            uvloop = (_env.selection("uvloop", self._environ).name or "").lower() in _TRUE
+            uvloop = self.options.uvloop
         if uvloop:
             try:
                 _uvloop = importlib.import_module("uvloop")  # optional: micro-core[uvloop]

@@ -1,13 +1,12 @@
-"""codec_for, default_codec and default_content_type over the registered codecs."""
+"""Codecs by content type: the wiring's (every registered codec) and the built-in conveniences."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from typing import Any, ClassVar
 
-import micro.codec.lookup as lookup
 import pytest
-from micro.codec import Codec, clear_cache, codec_for, default_codec, default_content_type
+from micro.codec import BUILTIN, Codec, Codecs, clear_cache, codec_for, default_codec, default_content_type
 from micro.codec.json import JSONCodec
 from micro.errors import BadRequest, CodecError, PluginConflict
 from micro.hookspecs import hookimpl
@@ -17,11 +16,9 @@ from micro.plugins import PluginManager
 @pytest.fixture
 def manager(monkeypatch: pytest.MonkeyPatch) -> Iterator[PluginManager]:
     """A private plugin manager with the defaults only, so registrations do not leak."""
-    fresh = PluginManager(entry_points=False)
-    monkeypatch.setattr(lookup, "get_manager", lambda: fresh)
     monkeypatch.delenv("MICRO_CODEC", raising=False)
     clear_cache()
-    yield fresh
+    yield PluginManager(entry_points=False)
     clear_cache()
 
 
@@ -44,16 +41,17 @@ def register(manager: PluginManager, name: str, factory: Any) -> None:
 
 def test_unknown_content_type_is_a_codec_error_naming_it(manager: PluginManager) -> None:
     with pytest.raises(CodecError) as info:
-        codec_for("application/x-unknown")
+        manager.codecs({}).get("application/x-unknown")
     assert isinstance(info.value, BadRequest)
     assert "'application/x-unknown'" in str(info.value)
     assert "application/json" in str(info.value)  # lists what is installed
 
 
 def test_aliases_and_parameters(manager: PluginManager) -> None:
-    msgpack = codec_for("application/msgpack")
-    assert codec_for("application/x-msgpack") is msgpack
-    assert codec_for(" Application/MsgPack ; q=1") is msgpack
+    for codecs in (manager.codecs({}).get, codec_for):
+        msgpack = codecs("application/msgpack")
+        assert codecs("application/x-msgpack") is msgpack
+        assert codecs(" Application/MsgPack ; q=1") is msgpack
 
 
 def test_default_is_json_unless_micro_codec_says_otherwise(
@@ -69,9 +67,27 @@ def test_default_is_json_unless_micro_codec_says_otherwise(
         default_codec()
 
 
+def test_the_wiring_reads_micro_codec_from_its_own_environ_only(
+    manager: PluginManager, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MICRO_CODEC", "bogus")
+    codecs = manager.codecs({"MICRO_CODEC": "msgpack"})
+    assert codecs.default().content_type == "application/msgpack"
+    assert codecs.get(None) is codecs.get("application/msgpack")
+    assert manager.codecs({}).default_content_type == "application/json"
+    with pytest.raises(Exception, match=r"no codec named 'nope' \(from MICRO_CODEC\)"):
+        manager.codecs({"MICRO_CODEC": "nope"})  # checked when wired, not on the first call
+
+
+def test_the_builtin_table_is_what_the_core_registers(manager: PluginManager) -> None:
+    registered = {p.name: p.factory for p in manager.providers("codec")}
+    assert registered == dict(BUILTIN)
+    assert type(Codecs().default()) is JSONCodec  # and the built-in table needs no plugin manager
+
+
 def test_a_plugin_codec_is_found_by_content_type(manager: PluginManager) -> None:
     register(manager, "yamlish", YAMLishCodec)
-    codec = codec_for("application/x-test-yamlish")
+    codec = manager.codecs({}).get("application/x-test-yamlish")
     assert isinstance(codec, YAMLishCodec)
     assert codec.name == "yamlish"
 
@@ -79,14 +95,15 @@ def test_a_plugin_codec_is_found_by_content_type(manager: PluginManager) -> None
 def test_two_codecs_claiming_one_content_type_conflict(manager: PluginManager) -> None:
     register(manager, "clash", Clash)
     with pytest.raises(PluginConflict, match=r"'clash'.*'msgpack'|'msgpack'.*'clash'"):
-        codec_for("application/msgpack")
+        manager.codecs({}).get("application/msgpack")
 
 
 def test_a_broken_plugin_does_not_hide_the_others(manager: PluginManager) -> None:
     register(manager, "broken", "micro_no_such_module:Codec")
-    assert codec_for("application/json").name == "json"
+    codecs = manager.codecs({})
+    assert codecs.get("application/json").name == "json"
     with pytest.raises(CodecError, match=r"not loaded: .*broken"):
-        codec_for("application/x-unknown")
+        codecs.get("application/x-unknown")
 
 
 def test_codecs_are_components(manager: PluginManager) -> None:

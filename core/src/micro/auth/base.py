@@ -127,6 +127,7 @@ class Auth(Component, abc.ABC):
     and says so by not declaring them.
     """
 
+    interface: ClassVar[str] = "auth"
     options_type: ClassVar[type[AuthOptions]] = AuthOptions
     options: AuthOptions
 

@@ -178,6 +178,7 @@ class Broker(Component, abc.ABC):
     An instance is safe to share between tasks of one event loop.
     """
 
+    interface: ClassVar[str] = "broker"
     options_type: ClassVar[type[BrokerOptions]] = BrokerOptions
     options: BrokerOptions
 

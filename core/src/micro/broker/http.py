@@ -60,6 +60,7 @@ import aiohttp
 import orjson
 from aiohttp import web
 
+from ..component import Make, Parts
 from ..errors import (
     BackendUnavailable,
     BadRequest,
@@ -342,28 +343,31 @@ class _HTTPSubscriber(Subscriber):
             running.cancel()
 
 
+def _local() -> Registry:
+    from ..registry.local import LocalRegistry
+
+    return LocalRegistry()
+
+
 class HTTPBroker(Broker):
     """Publish/subscribe over HTTP between processes, found through a registry. See the module docstring.
 
     :param registry: where subscribers register and publishers look them up;
-        default ``micro.create("registry")`` (the ``local`` registry, shared by
-        every process of the user), which the broker then starts and closes.
+        when omitted, one built with ``make`` (see :class:`~micro.component.Make`), or
+        the built-in ``local`` registry (shared by every process of the user) without
+        it, which the broker then starts and closes.
     """
 
     options_type: ClassVar[type[BrokerOptions]] = HTTPBrokerOptions
     options: HTTPBrokerOptions
     capabilities: ClassVar[frozenset[str]] = frozenset({"queue", "ack", "nack", "ordered", "cross-process"})
 
-    def __init__(self, options: HTTPBrokerOptions | None = None, *, registry: Registry | None = None) -> None:
+    def __init__(
+        self, options: HTTPBrokerOptions | None = None, *, registry: Registry | None = None, make: Make | None = None
+    ) -> None:
         super().__init__(options)
-        if registry is None:
-            from ..plugins import create
-
-            registry = create("registry", cls=Registry)
-            self._owns_registry = True
-        else:
-            self._owns_registry = False
-        self.registry = registry
+        self._owns_registry = registry is None
+        self.registry = registry if registry is not None else Parts(make).make(Registry, _local)
         self._state = "new"
         self._lifecycle = asyncio.Lock()
         self._max_request = self.options.max_message_size * 4 // 3 + _ENVELOPE_ALLOWANCE

@@ -209,6 +209,7 @@ class Stream(abc.ABC):
 class Client(Component, abc.ABC):
     """Calls services by name, streams to them, publishes to topics."""
 
+    interface: ClassVar[str] = "client"
     options_type: ClassVar[type[ClientOptions]] = ClientOptions
     options: ClientOptions
 

@@ -13,15 +13,15 @@ import itertools
 import time
 import uuid
 from collections.abc import Mapping, Sequence
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar
 
 from .. import _mucp
 from .._deadline import Deadline
 from ..broker.base import Broker
 from ..broker.base import Message as BrokerMessage
-from ..codec import Codec, MessageType, codec_for
+from ..codec import Codec, Codecs, MessageType
 from ..codec import Message as CodecMessage
-from ..component import Component
+from ..component import Make, Parts
 from ..context import current_metadata
 from ..context import deadline as context_deadline
 from ..errors import (
@@ -34,7 +34,6 @@ from ..errors import (
     is_retryable,
 )
 from ..metadata import Metadata
-from ..plugins import create
 from ..registry.base import Node
 from ..selector.base import Next, Selector
 from ..transport.base import Message as Frame
@@ -44,7 +43,24 @@ from .options import ClientOptions
 
 __all__ = ["RPCClient", "RPCStream"]
 
-C = TypeVar("C", bound=Component)
+
+def _tcp() -> Transport:
+    from ..transport.tcp import TCPTransport
+
+    return TCPTransport()
+
+
+def _random() -> Selector:
+    from ..selector.cache import RandomSelector
+
+    return RandomSelector()
+
+
+def _http() -> Broker:
+    from ..broker.http import HTTPBroker
+
+    return HTTPBroker()
+
 
 _ids = itertools.count(1)
 _ERROR = _mucp.ERROR.lower()
@@ -67,10 +83,15 @@ def _fixed(addresses: str) -> Next:
 class RPCClient(Client):
     """The default client (Go Micro's ``rpcClient``).
 
-    :param transport: dials nodes; ``micro.create("transport")`` when omitted.
-    :param selector: picks nodes; ``micro.create("selector")`` when omitted.
-    :param broker: for :meth:`publish`; ``micro.create("broker")`` when omitted.
-        Components the client created are closed by :meth:`close`; those passed in are not.
+    :param transport: dials nodes.
+    :param selector: picks nodes.
+    :param broker: for :meth:`publish`.
+    :param codecs: the codecs by content type (:class:`~micro.codec.Codecs` of the built-in ones, ``json``
+        by default, when omitted).
+    :param make: builds a transport, selector or broker not given, on first use (see
+        :class:`~micro.component.Make`); without it, the built-in default (``tcp``, ``random`` over the
+        ``local`` registry, ``http``). Components the client built are closed by :meth:`close`; those
+        passed in are not.
     :param wrappers: call middleware, outermost first.
     :param backoff: the default :data:`~micro.client.Backoff` (from ``options.backoff`` and
         ``options.backoff_max`` when omitted).
@@ -86,6 +107,8 @@ class RPCClient(Client):
         transport: Transport | None = None,
         selector: Selector | None = None,
         broker: Broker | None = None,
+        codecs: Codecs | None = None,
+        make: Make | None = None,
         wrappers: Sequence[CallWrapper] = (),
         backoff: Backoff | None = None,
     ) -> None:
@@ -93,7 +116,8 @@ class RPCClient(Client):
         self._transport = transport
         self._selector = selector
         self._broker = broker
-        self._owned: list[Any] = []
+        self._codecs = codecs if codecs is not None else Codecs()
+        self._parts = Parts(make)
         self._wrappers: list[CallWrapper] = list(wrappers)
         self._call: CallFunc = self._chain(self._attempt)
         self._open: CallFunc = self._chain(self._open_stream)
@@ -106,28 +130,28 @@ class RPCClient(Client):
 
     # -- wiring ----------------------------------------------------------------------------------
 
-    def _own(self, component: C) -> C:
-        # A default this object created for itself: it closes it, unlike one passed in.
-        self._owned.append(component)
-        return component
-
     @property
     def transport(self) -> Transport:
         if self._transport is None:
-            self._transport = self._own(create("transport", cls=Transport))
+            self._transport = self._parts.make(Transport, _tcp)
         return self._transport
 
     @property
     def selector(self) -> Selector:
         if self._selector is None:
-            self._selector = self._own(create("selector", cls=Selector))
+            self._selector = self._parts.make(Selector, _random)
         return self._selector
 
     @property
     def broker(self) -> Broker:
         if self._broker is None:
-            self._broker = self._own(create("broker", cls=Broker))
+            self._broker = self._parts.make(Broker, _http)
         return self._broker
+
+    @property
+    def codecs(self) -> Codecs:
+        """The codecs this client encodes and decodes with."""
+        return self._codecs
 
     def wrap(self, *wrappers: CallWrapper) -> None:
         self._wrappers.extend(wrappers)
@@ -151,11 +175,8 @@ class RPCClient(Client):
             self._started.add(id(component))
 
     async def close(self) -> None:
-        """Close what the client created itself. Idempotent."""
-        owned, self._owned = self._owned, []
-        for component in reversed(owned):
-            with contextlib.suppress(Exception):
-                await component.close()
+        """Close what the client built itself; it builds them afresh on next use. Idempotent."""
+        owned = await self._parts.close()
         # Components the client made are made afresh on next use; those passed in stay.
         if any(self._transport is c for c in owned):
             self._transport = None
@@ -170,9 +191,9 @@ class RPCClient(Client):
     def _codec(self, content_type: str) -> Codec:
         """The codec for ``content_type``; the default one (looked up once) for ``""``."""
         if content_type:
-            return codec_for(content_type)
+            return self._codecs.get(content_type)
         if self._default_codec is None:
-            self._default_codec = codec_for(None)
+            self._default_codec = self._codecs.default()
         return self._default_codec
 
     def _deadline(self, timeout: float | None, default: float | None) -> float | None:
@@ -334,7 +355,7 @@ class RPCClient(Client):
             raise _mucp.error_from(failure)
         content_type = routing.get(_CONTENT_TYPE)
         if content_type and content_type != codec.content_type:
-            codec = codec_for(content_type)
+            codec = self._codecs.get(content_type)
         if _plain_codec(codec):
             body = codec.unmarshal(frame.body, request.response_type)
         else:

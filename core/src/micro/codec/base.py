@@ -83,6 +83,7 @@ class Codec(Component, abc.ABC):
     message as its marshalled body alone.
     """
 
+    interface: ClassVar[str] = "codec"
     options_type: ClassVar[type[CodecOptions]] = CodecOptions
 
     #: The MIME type this codec reads and writes, e.g. ``"application/json"``; unique per codec.

@@ -148,6 +148,7 @@ class Source(Component, abc.ABC):
     * ``"write"``: :meth:`write` replaces the source's data.
     """
 
+    interface: ClassVar[str] = "config"
     options_type: ClassVar[type[ConfigOptions]] = ConfigOptions
     options: ConfigOptions
 

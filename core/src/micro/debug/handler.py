@@ -25,12 +25,13 @@ and callers an auth with rules admits; ``health`` answers everyone.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from .. import _env
 from ..auth.local import LocalProofs
+from ..component import Make, Parts
 from ..errors import NotSupported
 from ..options import build
 from .access import Access, DebugOptions, admit, debug_guard
@@ -39,10 +40,43 @@ from .stats import Stats
 from .trace import Tracer
 from .wrappers import stats_handler, trace_call, trace_handler
 
-if TYPE_CHECKING:
-    from ..service import Service
+__all__ = ["Debug", "DebugOptions", "LogsRequest", "Mountable", "TraceRequest", "debug_options", "mount"]
 
-__all__ = ["Debug", "DebugOptions", "LogsRequest", "TraceRequest", "debug_options", "mount"]
+
+class Mountable(Protocol):
+    """What :func:`mount` needs of a service: a :class:`~micro.service.Service` is one."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def environ(self) -> Mapping[str, str]: ...
+
+    def handle(self, handler: object, *, name: str | None = None) -> object: ...
+
+    def wrap(self, *wrappers: Any) -> None: ...
+
+    def wrap_call(self, *wrappers: Any) -> None: ...
+
+    def hook(self, when: Any, function: Callable[[], Awaitable[None] | None]) -> object: ...
+
+
+def _memory_log() -> Log:
+    from .log import MemoryLog
+
+    return MemoryLog()
+
+
+def _memory_tracer() -> Tracer:
+    from .trace import MemoryTracer
+
+    return MemoryTracer()
+
+
+def _memory_stats() -> Stats:
+    from .stats import MemoryStats
+
+    return MemoryStats()
 
 
 @dataclass(slots=True)
@@ -139,39 +173,40 @@ class _Served:
 
 
 def mount(
-    service: Service,
+    service: Mountable,
     *,
     log: Log | None = None,
     tracer: Tracer | None = None,
     stats: Stats | None = None,
     options: DebugOptions | None = None,
+    make: Make | None = None,
 ) -> Debug:
     """Serve :class:`Debug` on ``service``, with tracing and stats on every call it serves and makes.
 
-    ``options`` (default: from ``MICRO_DEBUG_*``) say who may call it; with
+    ``options`` (default: from ``MICRO_DEBUG_*`` in ``service.environ``) say who may call it; with
     ``access="local"`` a :func:`~micro.debug.access.debug_guard` checking local
     proofs against the user's secret is added too. :class:`~micro.service.Service`
     does not call this at all with ``access="off"``.
 
-    Parts not given are created with ``micro.create("log")``, ``("tracer")``
-    and ``("stats")`` (so ``MICRO_LOG_LEVEL`` and friends apply), started
-    before the service starts and closed after it stops; parts given are
-    only used. Adds :func:`~micro.debug.wrappers.trace_handler` and
+    Parts not given are built with ``make`` (see :class:`~micro.component.Make`; a
+    :class:`~micro.service.Service` hands in its wiring, so ``MICRO_LOG=...`` and
+    ``MICRO_LOG_LEVEL`` in its environment apply), or the built-in ``memory`` ones
+    without it; they are started before the service starts and closed after it
+    stops. Parts given are only used. Adds :func:`~micro.debug.wrappers.trace_handler` and
     :func:`~micro.debug.wrappers.stats_handler` to the server and
     :func:`~micro.debug.wrappers.trace_call` to the client, after any
     wrappers already there.
     """
-    from ..plugins import create
-
+    parts = Parts(make)
     owned: list[Log | Tracer | Stats] = []
     if log is None:
-        log = create("log", cls=Log)
+        log = parts.make(Log, _memory_log)
         owned.append(log)
     if tracer is None:
-        tracer = create("tracer", cls=Tracer)
+        tracer = parts.make(Tracer, _memory_tracer)
         owned.append(tracer)
     if stats is None:
-        stats = create("stats", cls=Stats)
+        stats = parts.make(Stats, _memory_stats)
         owned.append(stats)
 
     async def start() -> None:
@@ -183,7 +218,7 @@ def mount(
             await part.close()
 
     if options is None:
-        options = debug_options()
+        options = debug_options(service.environ)
     handler = Debug(log=log, tracer=tracer, stats=stats)
     service.handle(_Served(handler, options.access, service.name), name="Debug")
     if options.access == "local":

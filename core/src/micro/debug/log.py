@@ -216,6 +216,7 @@ class Log(Component, abc.ABC):
     """
 
     options: LogOptions
+    interface: ClassVar[str] = "log"
     options_type: ClassVar[type[LogOptions]] = LogOptions
 
     @abc.abstractmethod

@@ -114,6 +114,7 @@ class Stats(Component, abc.ABC):
     """Counts requests and errors and keeps snapshots of the process's vital signs."""
 
     options: StatsOptions
+    interface: ClassVar[str] = "stats"
     options_type: ClassVar[type[StatsOptions]] = StatsOptions
 
     @abc.abstractmethod

@@ -270,6 +270,7 @@ class Tracer(Component, abc.ABC):
     """Starts spans, records them when they finish, and reads them back."""
 
     options: TracerOptions
+    interface: ClassVar[str] = "tracer"
     options_type: ClassVar[type[TracerOptions]] = TracerOptions
 
     def start_span(

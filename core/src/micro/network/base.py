@@ -65,6 +65,7 @@ class Network(Component, abc.ABC):
     """
 
     options: NetworkOptions
+    interface: ClassVar[str] = "network"
     options_type: ClassVar[type[NetworkOptions]] = NetworkOptions
 
     @property

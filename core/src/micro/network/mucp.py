@@ -24,6 +24,7 @@ import uuid
 from collections.abc import Coroutine
 from typing import Any, ClassVar, Final
 
+from ..component import Make, Parts
 from ..errors import ConnectionClosed, MicroError, NotFound, Timeout
 from ..registry.base import Registry
 from ..transport.base import Message
@@ -43,14 +44,28 @@ _MISSED: Final = 3
 _Key = tuple[str, str, str, str]  # service, version, address, node
 
 
+def _mucp_tunnel(**options: Any) -> Tunnel:
+    from ..tunnel.mucp import MUCPTunnel
+    from ..tunnel.options import TunnelOptions
+
+    return MUCPTunnel(TunnelOptions(**options))
+
+
+def _local() -> Registry:
+    from ..registry.local import LocalRegistry
+
+    return LocalRegistry()
+
+
 class MUCPNetwork(Network):
     """A network node that learns routes from its peers' adverts.
 
-    :param tunnel: the tunnel to peers; by default ``micro.create("tunnel")`` with this
-        node's id, address, nodes and token, connected and closed with the network.
-        One that is passed in is connected if needed, and never closed here.
-    :param registry: where local services are read; by default ``micro.create("registry")``,
-        started and closed with the network.
+    :param tunnel: the tunnel to peers; when omitted, one built with ``make`` (see
+        :class:`~micro.component.Make`; the built-in ``mucp`` tunnel without it) with this node's id,
+        address, nodes and token, connected and closed with the network. One that is passed in is
+        connected if needed, and never closed here.
+    :param registry: where local services are read; when omitted, one built with ``make`` (the built-in
+        ``local`` registry without it), started and closed with the network.
     """
 
     capabilities: ClassVar[frozenset[str]] = frozenset()
@@ -61,6 +76,7 @@ class MUCPNetwork(Network):
         *,
         tunnel: Tunnel | None = None,
         registry: Registry | None = None,
+        make: Make | None = None,
     ) -> None:
         super().__init__(options)
         self._id = tunnel.id if tunnel is not None else (self.options.id or str(uuid.uuid4()))
@@ -68,6 +84,7 @@ class MUCPNetwork(Network):
         self._owns_tunnel = tunnel is None
         self._registry = registry
         self._owns_registry = registry is None
+        self._parts = Parts(make)
         self._listener: TunnelListener | None = None
         self._sessions: dict[str, Session] = {}
         self._tasks: set[asyncio.Task[None]] = set()
@@ -85,11 +102,9 @@ class MUCPNetwork(Network):
     @property
     def tunnel(self) -> Tunnel:
         if self._tunnel is None:
-            from ..plugins import create
-
-            self._tunnel = create(
-                "tunnel",
-                cls=Tunnel,
+            self._tunnel = self._parts.make(
+                Tunnel,
+                _mucp_tunnel,
                 id=self._id,
                 address=self.options.address,
                 nodes=self.options.nodes,
@@ -100,9 +115,7 @@ class MUCPNetwork(Network):
     @property
     def registry(self) -> Registry:
         if self._registry is None:
-            from ..plugins import create
-
-            self._registry = create("registry", cls=Registry)
+            self._registry = self._parts.make(Registry, _local)
         return self._registry
 
     def __repr__(self) -> str:

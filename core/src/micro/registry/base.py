@@ -267,6 +267,7 @@ class Registry(Component, abc.ABC):
     :class:`~micro.errors.BackendUnavailable`, never as a driver's own exception.
     """
 
+    interface: ClassVar[str] = "registry"
     options_type: ClassVar[type[RegistryOptions]] = RegistryOptions
     options: RegistryOptions
 

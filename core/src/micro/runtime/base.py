@@ -95,6 +95,7 @@ class Runtime(Component, abc.ABC):
     """
 
     options: RuntimeOptions
+    interface: ClassVar[str] = "runtime"
     options_type: ClassVar[type[RuntimeOptions]] = RuntimeOptions
 
     @abc.abstractmethod

@@ -25,11 +25,18 @@ import abc
 from collections.abc import Callable, Sequence
 from typing import ClassVar, Protocol
 
-from ..component import Component
+from ..component import Component, Make, Parts
 from ..registry.base import Node, Registry, Service
 from .options import SelectorOptions
 
 __all__ = ["Filter", "Next", "Selector", "Strategy"]
+
+
+def _local() -> Registry:
+    from ..registry.local import LocalRegistry
+
+    return LocalRegistry()
+
 
 #: Returns the node to call next. Raises :class:`~micro.errors.NoneAvailable` if there is none.
 Next = Callable[[], Node]
@@ -52,26 +59,34 @@ class Selector(Component, abc.ABC):
     """Picks nodes of a service, remembering which ones failed.
 
     :param registry: where services are looked up. When omitted, the selector
-        builds one with ``micro.create("registry")`` on first use and closes it
-        in :meth:`close`; a registry passed in is never closed by the selector.
+        builds one on first use with ``make`` (see :class:`~micro.component.Make`), or
+        the built-in ``local`` registry without it, and closes it in :meth:`close`;
+        a registry passed in is never closed by the selector.
     """
 
+    interface: ClassVar[str] = "selector"
     options_type: ClassVar[type[SelectorOptions]] = SelectorOptions
     options: SelectorOptions
 
-    def __init__(self, options: SelectorOptions | None = None, *, registry: Registry | None = None) -> None:
+    def __init__(
+        self, options: SelectorOptions | None = None, *, registry: Registry | None = None, make: Make | None = None
+    ) -> None:
         super().__init__(options)
         self._registry = registry
-        self._owns_registry = registry is None
+        self._parts = Parts(make)
 
     @property
     def registry(self) -> Registry:
-        """The registry services are read from (built with ``micro.create("registry")`` if none was given)."""
+        """The registry services are read from (built on first use if none was given)."""
         if self._registry is None:
-            from ..plugins import create
-
-            self._registry = create("registry", cls=Registry)
+            self._registry = self._parts.make(Registry, _local)
         return self._registry
+
+    async def _close_parts(self) -> None:
+        """Close the registry if the selector built it; the next use builds another."""
+        if self._parts.owns(self._registry):
+            self._registry = None
+        await self._parts.close()
 
     @abc.abstractmethod
     async def select(

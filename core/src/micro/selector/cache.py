@@ -25,6 +25,7 @@ import time
 from collections.abc import Iterator, Sequence
 from typing import Final
 
+from ..component import Make
 from ..errors import BackendUnavailable, BadRequest, MicroError, NoneAvailable, NotSupported, ServiceNotFound
 from ..registry.base import Node, Registry, Result, Service, Watcher
 from .base import Filter, Next, Selector, Strategy
@@ -61,8 +62,10 @@ class CacheSelector(Selector):
     Subclasses choose the default strategy in :meth:`_strategy`.
     """
 
-    def __init__(self, options: SelectorOptions | None = None, *, registry: Registry | None = None) -> None:
-        super().__init__(options, registry=registry)
+    def __init__(
+        self, options: SelectorOptions | None = None, *, registry: Registry | None = None, make: Make | None = None
+    ) -> None:
+        super().__init__(options, registry=registry, make=make)
         self._entries: dict[str, _Entry] = {}
         self._demoted: dict[str, dict[str, float]] = {}
         self._fetches: dict[str, asyncio.Task[_Entry]] = {}
@@ -139,9 +142,7 @@ class CacheSelector(Selector):
         self._fetches.clear()
         self._pending.clear()
         self._watching = False
-        if self._owns_registry and self._registry is not None:
-            registry, self._registry = self._registry, None
-            await registry.close()
+        await self._close_parts()
 
     # -- strategy -------------------------------------------------------------------------------
 
@@ -280,8 +281,10 @@ class RoundRobinSelector(CacheSelector):
     turns, and clients started together do not all begin with the same node.
     """
 
-    def __init__(self, options: SelectorOptions | None = None, *, registry: Registry | None = None) -> None:
-        super().__init__(options, registry=registry)
+    def __init__(
+        self, options: SelectorOptions | None = None, *, registry: Registry | None = None, make: Make | None = None
+    ) -> None:
+        super().__init__(options, registry=registry, make=make)
         self._positions: dict[str, Iterator[int]] = {}
 
     def _strategy(self, service: str, nodes: Sequence[Node]) -> Next:

@@ -159,6 +159,7 @@ class Server(Component, abc.ABC):
     next registration. :meth:`start` and :meth:`stop` are idempotent.
     """
 
+    interface: ClassVar[str] = "server"
     options_type: ClassVar[type[ServerOptions]] = ServerOptions
     options: ServerOptions
 

@@ -33,7 +33,7 @@ import time
 import traceback
 import uuid
 from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar
 
 from .. import _mucp
 from .._deadline import Deadline
@@ -41,9 +41,9 @@ from .._redact import redact
 from ..auth.local import LocalProofs
 from ..broker.base import Broker, Event, check_topic
 from ..broker.base import Subscriber as BrokerSubscriber
-from ..codec import Codec, MessageType, codec_for
+from ..codec import Codec, Codecs, MessageType
 from ..codec import Message as CodecMessage
-from ..component import Component
+from ..component import Make, Parts
 from ..context import serving
 from ..errors import (
     BadRequest,
@@ -59,7 +59,6 @@ from ..errors import (
     Unavailable,
 )
 from ..metadata import Metadata
-from ..plugins import create
 from ..registry.base import Endpoint, Node, Registry, Service
 from ..transport.base import Listener, Socket, Transport
 from ..transport.base import Message as Frame
@@ -69,7 +68,24 @@ from .options import ServerOptions
 
 __all__ = ["RPCServer"]
 
-C = TypeVar("C", bound=Component)
+
+def _tcp() -> Transport:
+    from ..transport.tcp import TCPTransport
+
+    return TCPTransport()
+
+
+def _local() -> Registry:
+    from ..registry.local import LocalRegistry
+
+    return LocalRegistry()
+
+
+def _http() -> Broker:
+    from ..broker.http import HTTPBroker
+
+    return HTTPBroker()
+
 
 logger = logging.getLogger("micro.server")
 
@@ -177,11 +193,14 @@ class _Call:
 class RPCServer(Server):
     """The default server (Go Micro's ``rpcServer``).
 
-    :param transport: where to listen; ``micro.create("transport")`` when omitted.
-    :param registry: where to register; ``micro.create("registry")`` when omitted.
-    :param broker: for subscribers; ``micro.create("broker")`` when omitted and
-        a subscriber is added. Components passed in are started but never closed
-        by the server; components it created are closed by :meth:`stop`.
+    :param transport: where to listen.
+    :param registry: where to register.
+    :param broker: for subscribers (only needed once a subscriber is added).
+    :param codecs: the codecs by content type (:class:`~micro.codec.Codecs` of the built-in ones when omitted).
+    :param make: builds a transport, registry or broker not given, on first use (see
+        :class:`~micro.component.Make`); without it, the built-in default (``tcp``, ``local``, ``http``).
+        Components passed in are started but never closed by the server; those it built are closed by
+        :meth:`stop` (and built afresh on the next start).
     :param wrappers: handler middleware, outermost first.
     :param subscriber_wrappers: subscriber middleware, outermost first.
     :param local_secret: returns the per-user secret that ``local_only`` checks proofs with;
@@ -198,6 +217,8 @@ class RPCServer(Server):
         transport: Transport | None = None,
         registry: Registry | None = None,
         broker: Broker | None = None,
+        codecs: Codecs | None = None,
+        make: Make | None = None,
         wrappers: Sequence[HandlerWrapper] = (),
         subscriber_wrappers: Sequence[SubscriberWrapper] = (),
         local_secret: Callable[[], bytes] | None = None,
@@ -206,7 +227,8 @@ class RPCServer(Server):
         self._transport = transport
         self._registry = registry
         self._broker = broker
-        self._owned: list[Any] = []
+        self._codecs = codecs if codecs is not None else Codecs()
+        self._parts = Parts(make)
         self._node_id = self.options.id or f"{self.options.name}-{uuid.uuid4()}"
         self._methods: dict[str, Method] = {}
         self._routes: dict[str, _Route] = {}
@@ -233,28 +255,28 @@ class RPCServer(Server):
 
     # -- wiring ----------------------------------------------------------------------------------
 
-    def _own(self, component: C) -> C:
-        # A default this object created for itself: it closes it, unlike one passed in.
-        self._owned.append(component)
-        return component
-
     @property
     def transport(self) -> Transport:
         if self._transport is None:
-            self._transport = self._own(create("transport", cls=Transport))
+            self._transport = self._parts.make(Transport, _tcp)
         return self._transport
 
     @property
     def registry(self) -> Registry:
         if self._registry is None:
-            self._registry = self._own(create("registry", cls=Registry))
+            self._registry = self._parts.make(Registry, _local)
         return self._registry
 
     @property
     def broker(self) -> Broker:
         if self._broker is None:
-            self._broker = self._own(create("broker", cls=Broker))
+            self._broker = self._parts.make(Broker, _http)
         return self._broker
+
+    @property
+    def codecs(self) -> Codecs:
+        """The codecs requests are decoded and answered with."""
+        return self._codecs
 
     @property
     def running(self) -> bool:
@@ -461,9 +483,14 @@ class RPCServer(Server):
             with contextlib.suppress(Exception):
                 await self._listener.close()
             self._listener = None
-        for component in reversed(self._owned):
-            with contextlib.suppress(Exception):
-                await component.close()
+        owned = await self._parts.close()
+        # What the server built is built afresh on the next start; what it was given stays.
+        if any(self._transport is c for c in owned):
+            self._transport = None
+        if any(self._registry is c for c in owned):
+            self._registry = None
+        if any(self._broker is c for c in owned):
+            self._broker = None
 
     # -- registration ----------------------------------------------------------------------------
 
@@ -575,7 +602,7 @@ class RPCServer(Server):
                 f"{_mucp.CONTENT_TYPE} header of {len(content_type)} characters (at most {_MAX_CONTENT_TYPE})",
                 id=self.options.name,
             )
-        codec = codec_for(content_type)
+        codec = self._codecs.get(content_type)
         timeout = routing.get(_TIMEOUT)
         deadline = time.monotonic() + _mucp.decode_timeout(timeout) if timeout is not None else None
         streaming = route.method.kind is not _UNARY
@@ -773,7 +800,7 @@ class RPCServer(Server):
                     chain = wrapper(chain)
                 header = event.message.header
                 content_type = header.get(_mucp.CONTENT_TYPE) or ""
-                codec = codec_for(content_type)
+                codec = self._codecs.get(content_type)
                 payload = codec.unmarshal(event.message.body, subscription.message_type)
                 message = Message(
                     topic=event.topic,

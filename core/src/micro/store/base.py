@@ -267,6 +267,7 @@ class Store(Component, abc.ABC):
     applied a request it had already sent.
     """
 
+    interface: ClassVar[str] = "store"
     options_type: ClassVar[type[StoreOptions]] = StoreOptions
     options: StoreOptions
 

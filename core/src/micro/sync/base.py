@@ -117,6 +117,7 @@ class Sync(Component, abc.ABC):
     ``await super().close()`` first.
     """
 
+    interface: ClassVar[str] = "sync"
     options_type: ClassVar[type[SyncOptions]] = SyncOptions
     options: SyncOptions
 

@@ -165,6 +165,7 @@ class Transport(Component, abc.ABC):
     The transport can be used again afterwards.
     """
 
+    interface: ClassVar[str] = "transport"
     options_type: ClassVar[type[TransportOptions]] = TransportOptions
     options: TransportOptions
 

@@ -120,6 +120,7 @@ class Tunnel(Component, abc.ABC):
     """
 
     options: TunnelOptions
+    interface: ClassVar[str] = "tunnel"
     options_type: ClassVar[type[TunnelOptions]] = TunnelOptions
 
     @property

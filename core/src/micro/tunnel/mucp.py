@@ -41,6 +41,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
+from ..component import Make, Parts
 from ..errors import (
     BadRequest,
     Conflict,
@@ -242,20 +243,30 @@ class _Listener(TunnelListener):
         return f"<TunnelListener {self._channel}>"
 
 
+def _tcp() -> Transport:
+    from ..transport.tcp import TCPTransport
+
+    return TCPTransport()
+
+
 class MUCPTunnel(Tunnel):
     """Links to peer tunnels over a transport and multiplexes channel sessions over them.
 
-    :param transport: the transport for links; by default ``micro.create("transport")``,
-        started and closed with the tunnel (one that is passed in is only used).
+    :param transport: the transport for links; when omitted, one built with ``make`` (see
+        :class:`~micro.component.Make`), or the built-in ``tcp`` transport without it, started and closed
+        with the tunnel (one that is passed in is only used).
     """
 
     capabilities: ClassVar[frozenset[str]] = frozenset({"encrypt"})
 
-    def __init__(self, options: TunnelOptions | None = None, *, transport: Transport | None = None) -> None:
+    def __init__(
+        self, options: TunnelOptions | None = None, *, transport: Transport | None = None, make: Make | None = None
+    ) -> None:
         super().__init__(options)
         self._id = self.options.id or str(uuid.uuid4())
         self._owns_transport = transport is None
         self._transport = transport
+        self._parts = Parts(make)
         self._server: Any = None
         self._links: dict[str, _Link] = {}
         self._outbound: dict[str, _Link] = {}
@@ -275,9 +286,7 @@ class MUCPTunnel(Tunnel):
     @property
     def transport(self) -> Transport:
         if self._transport is None:
-            from ..plugins import create
-
-            self._transport = create("transport", cls=Transport)
+            self._transport = self._parts.make(Transport, _tcp)
         return self._transport
 
     def __repr__(self) -> str:

@@ -1,0 +1,124 @@
+"""The layering of the core, read from the source with ``ast`` (so it holds for lazy and type-only imports too).
+
+Blocks (``micro.store``, ``micro.client``...) depend only on each other and on the shared base modules; the
+plugin manager, the service and the CLI sit above them and wire them. A block never reaches up: not to
+``micro.plugins`` (``create``, ``get_manager``), nor to the service, the CLI or ``micro`` itself. And no two
+parts import each other, directly or around a circle. See ``docs/design.md``, "Wiring".
+"""
+
+from __future__ import annotations
+
+import ast
+import graphlib
+from pathlib import Path
+
+import micro
+import pytest
+
+ROOT = Path(micro.__file__).parent
+
+#: The building blocks: each package's modules may import only blocks and the shared base modules.
+BLOCKS = frozenset(
+    {
+        "auth",
+        "broker",
+        "client",
+        "codec",
+        "config",
+        "debug",
+        "network",
+        "registry",
+        "runtime",
+        "selector",
+        "server",
+        "store",
+        "sync",
+        "transport",
+        "tunnel",
+    }
+)
+#: The layers above the blocks: they wire blocks together, so nothing in a block may import them.
+WIRING = frozenset({"micro", "micro.plugins", "micro.service", "micro.defaults", "micro.cli", "micro.__main__"})
+
+
+def _name(path: Path) -> str:
+    parts = list(path.relative_to(ROOT.parent).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+MODULES = {_name(path): path for path in sorted(ROOT.rglob("*.py"))}
+
+
+def _imports(module: str) -> list[tuple[str, set[str], int]]:
+    """(the module imported, the names taken from it, line) for every import in ``module``, at any depth."""
+    path = MODULES[module]
+    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+    found: list[tuple[str, set[str], int]] = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            found.extend((alias.name, set(), node.lineno) for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")[: len(package.split(".")) - node.level + 1]
+                target = ".".join(base + ([node.module] if node.module else []))
+            else:
+                target = node.module or ""
+            names = {alias.name for alias in node.names}
+            # `from .. import _env` imports the module micro._env; what else is named comes from `target` itself.
+            modules = {n for n in names if f"{target}.{n}" in MODULES}
+            found.extend((f"{target}.{n}", set(), node.lineno) for n in sorted(modules))
+            if names - modules:
+                found.append((target, names - modules, node.lineno))
+    return [(target, names, line) for target, names, line in found if target.split(".")[0] == "micro"]
+
+
+def _unit(module: str) -> str:
+    """The part a module belongs to: its block package, or the top-level module itself."""
+    return ".".join(module.split(".")[:2])
+
+
+def _is_block(module: str) -> bool:
+    parts = module.split(".")
+    return len(parts) > 1 and parts[1] in BLOCKS
+
+
+def _reaches_up(target: str, names: set[str]) -> bool:
+    if any(target == upper or target.startswith(upper + ".") for upper in WIRING - {"micro"}):
+        return True
+    return target == "micro" and bool(names - {"Metadata", "__version__"} or not names)
+
+
+def test_the_checker_sees_what_it_is_looking_for() -> None:
+    # The analysis must find the wiring's own imports, or every assertion below would pass vacuously.
+    assert ("micro.plugins", {"PluginManager", "get_manager"}) in [(t, n) for t, n, _ in _imports("micro.service")]
+    assert _reaches_up("micro.plugins", {"create"})
+    assert _reaches_up("micro", {"create"})
+    assert not _reaches_up("micro.registry.base", {"Registry"})
+    assert len([m for m in MODULES if _is_block(m)]) > 60
+
+
+@pytest.mark.parametrize("module", sorted(m for m in MODULES if _is_block(m)))
+def test_no_block_reaches_up_into_the_wiring(module: str) -> None:
+    wrong = [
+        f"line {line}: {target} {sorted(names)}"
+        for target, names, line in _imports(module)
+        if _reaches_up(target, names)
+    ]
+    assert not wrong, f"{module} imports the layer above the blocks: {wrong}"
+    source = MODULES[module].read_text()
+    assert "get_manager" not in source, f"{module} names get_manager"
+
+
+def test_no_two_parts_import_each_other_even_around_a_circle() -> None:
+    graph: dict[str, set[str]] = {}
+    for module in MODULES:
+        for target, _, _ in _imports(module):
+            target = target if target in MODULES else target.rpartition(".")[0]
+            if target in MODULES and _unit(target) != _unit(module):
+                graph.setdefault(_unit(module), set()).add(_unit(target))
+    try:
+        list(graphlib.TopologicalSorter(graph).static_order())
+    except graphlib.CycleError as exc:
+        pytest.fail(f"import cycle between parts of micro: {' -> '.join(exc.args[1])}")
