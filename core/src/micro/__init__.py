@@ -12,14 +12,15 @@ from ._version import __version__
 from .metadata import Metadata
 
 if TYPE_CHECKING:
-    from .plugins import create, get_manager
+    from .interfaces import create
+    from .plugins import get_manager
     from .service import Service
 
 __all__ = ["Metadata", "Service", "__version__", "create", "errors", "get_manager"]
 
 # Imported on first use: Service pulls in the server, client and every block interface, and the plugin
 # manager importlib.metadata and packaging (~100 ms together, against ~20 ms for the rest of `import micro`).
-_LAZY = {"Service": ".service", "create": ".plugins", "get_manager": ".plugins"}
+_LAZY = {"Service": ".service", "create": ".interfaces", "get_manager": ".plugins"}
 
 
 def __getattr__(name: str) -> Any:

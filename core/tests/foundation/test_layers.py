@@ -38,7 +38,9 @@ BLOCKS = frozenset(
     }
 )
 #: The layers above the blocks: they wire blocks together, so nothing in a block may import them.
-WIRING = frozenset({"micro", "micro.plugins", "micro.service", "micro.defaults", "micro.cli", "micro.__main__"})
+WIRING = frozenset(
+    {"micro", "micro.plugins", "micro.interfaces", "micro.service", "micro.defaults", "micro.cli", "micro.__main__"}
+)
 
 
 def _name(path: Path) -> str:
