@@ -169,7 +169,8 @@ class Service:
         self.handle_signals = handle_signals
 
         settings = service_options(environ, register_ttl=register_ttl, register_interval=register_interval)
-        self.options = settings
+        #: The service-level settings, from ``environ`` and the keywords.
+        self.options: ServiceOptions = settings
         register_ttl, register_interval = settings.register_ttl, settings.register_interval
         if register_interval is None and register_ttl is not None and register_ttl <= 30.0:
             # Renew well within a short TTL rather than fail on the 30s default interval.

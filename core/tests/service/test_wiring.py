@@ -15,12 +15,14 @@ import pytest
 from micro.broker.memory import MemoryBroker
 from micro.client.rpc import RPCClient
 from micro.debug.log import MemoryLog
+from micro.errors import InvalidOption
 from micro.hookspecs import INTERFACES
 from micro.network.base import Network
 from micro.network.mucp import MUCPNetwork
 from micro.registry.memory import MemoryRegistry
 from micro.selector.cache import RoundRobinSelector
 from micro.server.rpc import RPCServer
+from micro.service import ServiceOptions, service_options
 from micro.transport.memory import MemoryTransport
 from micro.tunnel.mucp import MUCPTunnel
 
@@ -144,3 +146,16 @@ async def test_a_block_alone_uses_the_built_in_defaults_and_never_the_environmen
     server = RPCServer()
     assert type(server.registry).__name__ == "LocalRegistry"
     assert type(server.broker).__name__ == "HTTPBroker"
+
+
+def test_service_settings_are_options_read_from_the_services_environ() -> None:
+    assert service_options({"MICRO_UVLOOP": "1", "MICRO_REGISTER_TTL": "90s"}) == ServiceOptions(
+        uvloop=True, register_ttl=90.0
+    )
+    assert service_options({"MICRO_REGISTER_TTL": "90s"}, register_ttl=5.0).register_ttl == 5.0
+    assert service_options({}) == ServiceOptions()
+    # A typo fails when the service is built, naming the variable (MICRO_UVLOOP=maybe used to mean "no").
+    with pytest.raises(InvalidOption, match="MICRO_REGISTER_TTL"):
+        service_options({"MICRO_REGISTER_TTL": "soon"})
+    with pytest.raises(InvalidOption, match="MICRO_UVLOOP"):
+        micro.Service("wired", environ={"MICRO_UVLOOP": "maybe"})
