@@ -71,6 +71,18 @@ def test_the_hostile_environment_is_hostile(hostile: None) -> None:
         micro.Service("wired")
 
 
+def test_an_empty_environ_means_the_built_in_defaults(hostile: None) -> None:
+    service = micro.Service("wired", environ={})
+    assert [type(part).__name__ for part in (service.registry, service.transport, service.broker)] == [
+        "LocalRegistry",
+        "TCPTransport",
+        "HTTPBroker",
+    ]
+    assert type(service.selector).__name__ == "RandomSelector"
+    assert service.client.codecs.default().content_type == "application/json"
+    assert service.debug is not None  # MICRO_DEBUG_ACCESS=bogus was not read either
+
+
 async def test_a_service_with_its_own_environ_reads_nothing_else(hostile: None) -> None:
     service = micro.Service("wired", environ=OWN)
     assert isinstance(service.registry, MemoryRegistry)
