@@ -463,8 +463,8 @@ class PluginManager:
             )
         elif values:
             raise TypeError("pass either options= or keyword values, not both")
-        given = _accepted(factory, wiring)
         parameters = _parameters(factory)
+        given = _accepted(parameters, wiring)
         if "make" in parameters and "make" not in given:
             given["make"] = self.maker(environ)
         if "codecs" in parameters and "codecs" not in given:
@@ -536,15 +536,10 @@ def _parameters(factory: type) -> Mapping[str, inspect.Parameter]:
         return {}
 
 
-def _accepted(factory: type, wiring: Mapping[str, Any] | None) -> dict[str, Any]:
-    if not wiring:
-        return {}
-    given = {key: value for key, value in wiring.items() if value is not None}
-    if not given:
-        return {}
-    try:
-        parameters = inspect.signature(factory).parameters
-    except (TypeError, ValueError):
+def _accepted(parameters: Mapping[str, inspect.Parameter], wiring: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The keywords of ``wiring`` a constructor with these ``parameters`` takes (``None`` values dropped)."""
+    given = {key: value for key, value in (wiring or {}).items() if value is not None}
+    if not given or not parameters:
         return {}
     if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
         return given
