@@ -98,3 +98,24 @@ async def test_a_tls_service_refuses_plain_connections(
     assert json.loads(reply.body)["message"] == "Hello None"
     figure("TLS required: plain dial and plain bytes refused, verified TLS call served", "yes")
     await server.stop()
+
+
+async def test_debug_endpoints_answer_no_stranger(
+    spawn: Any, unique: str, transport: Transport, figure: Figure
+) -> None:
+    """With auth at its default, Debug.logs/stats/trace answer only the service's own user (a local
+    proof); a caller without one, or with a forged one, gets an error and no data."""
+    server: ServiceProcess = await spawn(unique)
+    refused = 0
+    for endpoint in ("Debug.logs", "Debug.stats", "Debug.trace"):
+        for proof in (None, "v1.0.00.00", "garbage"):
+            header = _header(unique, endpoint, refused)
+            if proof is not None:
+                header["Micro-Local-Proof"] = proof
+            reply = await _ask(transport, server.address, header)
+            error = reply.header.get("Micro-Error")
+            assert error is not None, f"{endpoint} answered a stranger: {reply.body[:80]!r}"
+            assert json.loads(error)["code"] in (401, 403), error
+            refused += 1
+    figure("Debug endpoints: calls without a valid local proof refused", refused)
+    await server.stop()
