@@ -33,6 +33,7 @@ from _harness import Context, Goal, Row
 SUITES = {
     "startup": "startup",
     "selector": "selector_bench",
+    "registry": "registry_scale",
     "rpc": "rpc",
     "scale": "scale",
     "store": "store",

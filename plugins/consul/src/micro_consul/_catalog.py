@@ -59,9 +59,18 @@ class Catalog:
     entries: dict[str, list[dict[str, Any]]]
     #: Service name -> what identifies the state of all its instances: equal signatures, equal views.
     signatures: dict[str, frozenset[tuple[str, str, str, int, bool]]]
+    #: Consul's services index and checks index this state includes (at least).
+    services_index: int = 0
+    checks_index: int = 0
 
     @classmethod
-    def build(cls, nodes: list[dict[str, Any] | None], failing: set[tuple[str, str]]) -> Catalog:
+    def build(
+        cls,
+        nodes: list[dict[str, Any] | None],
+        failing: set[tuple[str, str]],
+        services_index: int = 0,
+        checks_index: int = 0,
+    ) -> Catalog:
         """From ``/v1/catalog/node/<node>`` answers and the ``(node, service ID)`` of failing checks.
 
         An instance passes when no check of its own and no check of its node
@@ -87,4 +96,5 @@ class Catalog:
                 members.setdefault(name, []).append((node_name, node_address, sid, modified, passing))
                 if passing:
                     entries.setdefault(name, []).append({"Node": node, "Service": instance})
-        return cls(entries, {name: frozenset(m) for name, m in members.items()})
+        signatures = {name: frozenset(m) for name, m in members.items()}
+        return cls(entries, signatures, services_index, checks_index)

@@ -78,6 +78,9 @@ class Hub:
         #: Set once the hub ended on an error: the registry makes a new one for the next watch().
         self.failed = False
         self._wake = asyncio.Event()
+        #: The latest index each blocking query returned, and the indexes the last catalog read included.
+        self._latest = {"services": 0, "checks": 0}
+        self._covered_index = {"services": 0, "checks": 0}
         #: The services of the last round, by name (names with no passing node are absent).
         self._views: dict[str, View] = {}
         #: The names the last round read: ``None`` is every service.
@@ -189,6 +192,7 @@ class Hub:
                 self._wake.set()
                 continue
             elif found != _as_int(index):
+                self._latest[what] = found
                 self._wake.set()
             elif loop.time() - started < _TOO_FAST:
                 await asyncio.sleep(random.uniform(_TOO_FAST, 2 * _TOO_FAST))
@@ -204,6 +208,10 @@ class Hub:
             self._wake.clear()
             started = loop.time()
             await self._round(client)
+            # Both queries answer the same change (a registration moves both indexes): once the round's reads
+            # included it, the second answer needs no round of its own.
+            if all(self._latest[what] <= self._covered_index[what] for what in self._latest):
+                self._wake.clear()
             # At most half of the time on rounds, however fast changes come (they are read together).
             await asyncio.sleep(max(loop.time() - started, _PAUSE))
 
@@ -217,9 +225,11 @@ class Hub:
             catalog = await self._retry("reading the catalog", self._registry.catalog)
             fresh = self._changed(catalog, None if every else names)
             self._signatures = catalog.signatures
+            self._covered_index = {"services": catalog.services_index, "checks": catalog.checks_index}
         else:
             fresh = await self._read(client, names)
             self._signatures = None
+            self._covered_index = {"services": 0, "checks": 0}  # per-service indexes say nothing of the tables
         results: list[Result] = []
         for name in sorted(fresh):
             new = fresh[name]

@@ -252,10 +252,10 @@ class ConsulRegistry(Registry):
         index, failing = await self._failing(client)
         limit = asyncio.Semaphore(_PARALLEL)
 
-        async def read(node: str) -> dict[str, Any] | None:
+        async def read(node: str) -> tuple[int, dict[str, Any] | None]:
             async with limit:
-                _, found = await client.call(f"reading node {node!r}", lambda api: api.catalog.node(node))
-                return found if isinstance(found, dict) else None
+                found_index, found = await client.call(f"reading node {node!r}", lambda api: api.catalog.node(node))
+                return _as_int(found_index), found if isinstance(found, dict) else None
 
         for _ in range(3):
             _, listed = await client.call("listing nodes", lambda api: api.catalog.nodes())
@@ -265,7 +265,9 @@ class ConsulRegistry(Registry):
             if again == index:
                 break
             index = again
-        return Catalog.build(list(nodes), failing)
+        # A node's answer carries the catalog's services (and nodes) index: the oldest of them is what all show.
+        services_index = min((i for i, _ in nodes), default=0)
+        return Catalog.build([n for _, n in nodes], failing, services_index, _as_int(index))
 
     async def list_services(self) -> list[Service]:
         """One entry per (name, version) with passing nodes, sorted; nodes and endpoints are filled in.
@@ -312,3 +314,10 @@ class ConsulRegistry(Registry):
         if hub is None or hub.failed:
             hub = self._hub = Hub(self)
         return hub.watch(service)
+
+
+def _as_int(index: Any) -> int:
+    try:
+        return int(index or 0)
+    except (TypeError, ValueError):
+        return 0
