@@ -13,6 +13,7 @@ from micro.errors import BackendUnavailable, BadRequest, InvalidOption, ServiceN
 from micro.registry import Endpoint, Node, Result, Service, Value
 from micro_conformance import eventually
 from micro_consul import ConsulRegistryOptions, _tags
+from micro_consul._watch import next_index
 from micro_consul.registry import ConsulRegistry, deregister_after
 
 from .conftest import Agent
@@ -82,6 +83,38 @@ def test_bad_options_name_their_variable(variable: str, value: str, message: str
     with pytest.raises(InvalidOption, match=message) as caught:
         micro.get_manager().create("registry", environ={"MICRO_REGISTRY": "consul", variable: value})
     assert variable in str(caught.value)
+
+
+@pytest.mark.offline
+@pytest.mark.parametrize("value", [3, 1001, True, 4.5, "8"])
+def test_max_connections_is_bounded(value: object) -> None:
+    with pytest.raises(InvalidOption, match="max_connections"):
+        ConsulRegistryOptions(max_connections=value)  # type: ignore[arg-type]
+    options = (
+        micro.get_manager()
+        .create("registry", environ={"MICRO_REGISTRY": "consul", "MICRO_REGISTRY_MAX_CONNECTIONS": "12"})
+        .options
+    )
+    assert isinstance(options, ConsulRegistryOptions)
+    assert options.max_connections == 12
+
+
+@pytest.mark.offline
+@pytest.mark.parametrize(
+    ("previous", "found", "expected"),
+    [
+        (None, 42, (42, True)),  # a first (or fresh) read
+        (42, 42, (42, False)),  # the wait ran out: nothing new
+        (42, 57, (57, True)),
+        (42, 7, (None, True)),  # backwards (a snapshot restore): read afresh, without an index
+        (None, 0, (1, True)),  # 0 would make every blocking query answer at once
+        (1, 0, (None, True)),
+    ],
+)
+def test_blocking_query_indexes_follow_consul_rules(
+    previous: int | None, found: int, expected: tuple[int | None, bool]
+) -> None:
+    assert next_index(previous, found) == expected
 
 
 @pytest.mark.offline
@@ -338,6 +371,43 @@ async def test_watching_everything_sees_changes_made_by_other_processes(
             await eventually(lambda: [r.action for r in seen] == ["create"], what="the create")
             await other.deregister(service)
             await eventually(lambda: [r.action for r in seen] == ["create", "delete"], what="the delete")
+    finally:
+        await watcher.stop()
+        await asyncio.wait_for(reader, 5)
+
+
+async def test_check_changes_reach_a_watch_of_everything_and_the_listing(
+    registry: ConsulRegistry, agent: Agent, unique: Callable[[str], str], cleanup: list[str]
+) -> None:
+    """watch() and list_services read the catalog node by node: a failing check must hide its instance there too."""
+    service = Service(unique("svc"), nodes=[Node("a", "127.0.0.1:1"), Node("b", "127.0.0.1:2")])
+    cleanup.extend(sid(service, n) for n in service.nodes)
+    await registry.register(service, ttl=60)
+    seen: list[Result] = []
+    watcher = registry.watch()
+
+    async def read() -> None:
+        async for result in watcher:
+            if result.service.name == service.name:
+                seen.append(result)
+
+    def listed() -> list[str]:
+        return [n.id for s in listing for n in s.nodes if s.name == service.name]
+
+    reader = asyncio.create_task(read())
+    try:
+        await eventually(lambda: watcher.ready.is_set(), what="the watcher's first read")  # type: ignore[attr-defined]
+        # Maintenance mode adds a critical check to the instance, behind the registry's back.
+        first = sid(service, service.nodes[0])
+        await agent.put(f"/v1/agent/service/maintenance/{first}?enable=true&reason=test")
+        await eventually(lambda: [[n.id for n in r.service.nodes] for r in seen] == [["b"]], what="the update")
+        listing = await registry.list_services()
+        assert listed() == ["b"]
+        await agent.put(f"/v1/agent/service/maintenance/{first}?enable=false")
+        await eventually(lambda: [[n.id for n in r.service.nodes] for r in seen][-1:] == [["a", "b"]], what="back")
+        listing = await registry.list_services()
+        assert listed() == ["a", "b"]
+        assert [r.action for r in seen] == ["update", "update"]
     finally:
         await watcher.stop()
         await asyncio.wait_for(reader, 5)

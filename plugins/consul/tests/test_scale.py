@@ -118,6 +118,30 @@ class Log:
         await asyncio.wait({self.task}, timeout=5)
 
 
+async def test_many_watchers_by_name_share_the_connections(unique: Callable[[str], str], agent: Agent) -> None:
+    """150 watch(name), as many services as the old watch held connections for (it stopped at 100)."""
+    names = [unique(f"named-{i:03d}") for i in range(150)]
+    registry = ConsulRegistry()
+    logs = [Log(registry.watch(name)) for name in names]
+    try:
+        await eventually(
+            lambda: all(log.watcher.ready.is_set() for log in logs),  # type: ignore[attr-defined]
+            timeout=30,
+            what="the watchers' first read",
+        )
+        service = Service(names[77], nodes=[Node("n", "127.0.0.1:1")])
+        await registry.register(service)
+        await eventually(lambda: logs[77].nodes_of(names[77]) == [["n"]], timeout=30, what="the create")
+        assert [s.name for s in await registry.get_service(names[77])] == [names[77]]
+        assert sockets_to(8500) <= CONNECTIONS
+        assert all(log.error is None and not log.results for log in logs if log is not logs[77])
+    finally:
+        for log in logs:
+            await log.close()
+        await registry.close()
+        await remove_all(agent, names[0].rpartition("-")[0])
+
+
 @pytest.mark.slow
 async def test_a_thousand_services_watched_with_bounded_connections_and_no_idle_cpu(
     unique: Callable[[str], str], agent: Agent

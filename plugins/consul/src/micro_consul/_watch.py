@@ -51,7 +51,7 @@ if TYPE_CHECKING:
     from ._client import Consul
     from .registry import ConsulRegistry
 
-__all__ = ["NAMED", "Hub"]
+__all__ = ["NAMED", "Hub", "next_index"]
 
 logger = logging.getLogger("micro.registry.consul")
 
@@ -81,6 +81,8 @@ class Hub:
         #: The latest index each blocking query returned, and the indexes the last catalog read included.
         self._latest = {"services": 0, "checks": 0}
         self._covered_index = {"services": 0, "checks": 0}
+        #: Counts the times an index went backwards.
+        self._resets = 0
         #: The services of the last round, by name (names with no passing node are absent).
         self._views: dict[str, View] = {}
         #: The names the last round read: ``None`` is every service.
@@ -176,27 +178,23 @@ class Hub:
         """Block on the ``what`` index forever, waking a round whenever it moves."""
         registry = self._registry
         loop = asyncio.get_running_loop()
-        index: str | None = None
+        index: int | None = None
         while True:
             started = loop.time()
-            found = _as_int(
-                await self._retry(f"watching {what}", functools.partial(registry._index, client, what, index))
-            )
-            if index is None:
-                if primed.is_set():
-                    self._wake.set()  # after a reset anything may have changed
+            read = functools.partial(registry._index, client, what, None if index is None else str(index))
+            found = _as_int(await self._retry(f"watching {what}", read))
+            went_back = index is not None and found < index
+            index, moved = next_index(index, found)
+            if went_back:
+                # A new era of indexes: what earlier rounds covered says nothing about the next answers.
+                self._resets += 1
+            if not primed.is_set():
                 primed.set()
-            elif found < _as_int(index):
-                # The index went backwards (a snapshot restore, a new leader's state): start over without one.
-                index = None
-                self._wake.set()
-                continue
-            elif found != _as_int(index):
+            elif moved:
                 self._latest[what] = found
                 self._wake.set()
             elif loop.time() - started < _TOO_FAST:
                 await asyncio.sleep(random.uniform(_TOO_FAST, 2 * _TOO_FAST))
-            index = str(max(found, 1))
 
     async def _rounds(self, client: Consul, primed: list[asyncio.Event]) -> None:
         # The indexes are read before the first round: nothing that changes after it is missed.
@@ -207,10 +205,11 @@ class Hub:
             await self._wake.wait()
             self._wake.clear()
             started = loop.time()
+            resets = self._resets
             await self._round(client)
             # Both queries answer the same change (a registration moves both indexes): once the round's reads
             # included it, the second answer needs no round of its own.
-            if all(self._latest[what] <= self._covered_index[what] for what in self._latest):
+            if resets == self._resets and all(self._latest[k] <= self._covered_index[k] for k in self._latest):
                 self._wake.clear()
             # At most half of the time on rounds, however fast changes come (they are read together).
             await asyncio.sleep(max(loop.time() - started, _PAUSE))
@@ -296,6 +295,21 @@ class ConsulWatcher(QueueWatcher):
         await super().stop()
         self.ready.set()
         await self._hub.remove(self)
+
+
+def next_index(previous: int | None, found: int) -> tuple[int | None, bool]:
+    """Consul's rules for a blocking query that sent ``previous`` (``None``: none) and was answered ``found``.
+
+    Returns the index to send next (``None``: none, a plain read) and whether
+    the answer may carry a change. An index that went backwards (a snapshot
+    restore, a new leader's state) means reading afresh; an index of 0 is sent
+    as 1, since 0 makes every query answer at once.
+    """
+    if previous is None:
+        return max(found, 1), True
+    if found < previous:
+        return None, True
+    return max(found, 1), found != previous
 
 
 def _as_int(index: str | None) -> int:
