@@ -413,6 +413,29 @@ async def test_check_changes_reach_a_watch_of_everything_and_the_listing(
         await asyncio.wait_for(reader, 5)
 
 
+async def test_a_watcher_that_comes_during_a_read_still_gets_its_first_read(registry: ConsulRegistry) -> None:
+    """Watchers join at the end of a read; one created while a read runs must get a read of its own."""
+    late: list[Any] = []
+    read_catalog = registry.catalog
+
+    async def read_then_watch() -> Any:
+        found = await read_catalog()
+        if not late:
+            late.append(registry.watch())
+        return found
+
+    registry.catalog = read_then_watch  # type: ignore[method-assign]
+    first = registry.watch()
+    try:
+        await eventually(lambda: len(late) == 1, what="a watcher created during the first read")
+        # No change follows: the late watcher's own wake-up must not be dropped as already answered.
+        await eventually(lambda: late[0].ready.is_set(), what="the late watcher's first read")
+    finally:
+        await first.stop()
+        for watcher in late:
+            await watcher.stop()
+
+
 async def test_stopping_a_registry_stops_its_watchers(registry: ConsulRegistry, unique: Callable[[str], str]) -> None:
     watchers = [registry.watch(), registry.watch(unique("svc"))]
     pending: Any = asyncio.ensure_future(watchers[0].__anext__())

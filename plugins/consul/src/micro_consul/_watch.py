@@ -208,8 +208,13 @@ class Hub:
             resets = self._resets
             await self._round(client)
             # Both queries answer the same change (a registration moves both indexes): once the round's reads
-            # included it, the second answer needs no round of its own.
-            if resets == self._resets and all(self._latest[k] <= self._covered_index[k] for k in self._latest):
+            # included it, the second answer needs no round of its own. A watcher that came during the round
+            # still waits for one, to join.
+            if (
+                resets == self._resets
+                and all(self._latest[k] <= self._covered_index[k] for k in self._latest)
+                and all(w.joined or w.stopped for w in self.watchers)
+            ):
                 self._wake.clear()
             # At most half of the time on rounds, however fast changes come (they are read together).
             await asyncio.sleep(max(loop.time() - started, _PAUSE))
