@@ -9,8 +9,9 @@ For each size, in this process against the agent at ``$CONSUL_HTTP_ADDR`` (else
 * **watch latency**: a watch of every service is running; one service gets a
   node more (then one less), and the time until the watcher reports it is
   taken, median of the changes (each after half a second of quiet);
-* **idle watcher CPU**: the process's CPU time while that watch idles, as a
-  share of one core.
+* **idle selector CPU**: the process's CPU time, as a share of one core,
+  while a client that made its first lookup idles (its selector's watch of
+  every service open).
 
 The services are registered 16 at a time under a name prefix of this run and
 removed afterwards, whatever happened. Without an agent the rows are
@@ -115,15 +116,24 @@ async def measure(ctx: Context, count: int) -> list[Row]:
             Row(GROUP, f"list_services, {label}", min(listings) * 1e3, "ms", False, note=f"{ours} of ours listed")
         )
 
-        watcher = registry.watch()
+        # Idle: a client between calls. Its selector follows every service with a watch.
+        fresh = ConsulRegistry()
+        selector = RandomSelector(registry=fresh)
         try:
-            await asyncio.wait_for(watcher.ready.wait(), 60)  # type: ignore[attr-defined]
-            idle = ctx.pick(1.0, 3.0)
+            await selector.select(target.name)
+            await asyncio.sleep(ctx.pick(0.5, 1.0))  # the watch's first read
+            idle = ctx.pick(2.0, 5.0)
             started = time.process_time()
             await asyncio.sleep(idle)
             share = (time.process_time() - started) / idle * 100
-            rows.append(Row(GROUP, f"idle watcher CPU, {label}", share, "% of a core", False))
+            rows.append(Row(GROUP, f"idle selector CPU, {label}", share, "% of a core", False, note="its watch open"))
+        finally:
+            await selector.close()
+            await fresh.close()
 
+        watcher = registry.watch()
+        try:
+            await asyncio.wait_for(watcher.ready.wait(), 60)  # type: ignore[attr-defined]
             latencies = []
             extra = Node("n3", "127.0.0.1:20003")
             for _ in range(ctx.pick(2, 3)):
