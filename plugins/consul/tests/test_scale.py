@@ -143,6 +143,7 @@ async def test_many_watchers_by_name_share_the_connections(unique: Callable[[str
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(300)  # about 15 s, but 3,000 registrations and removals crawl when the agent's host is busy
 async def test_a_thousand_services_watched_with_bounded_connections_and_no_idle_cpu(
     unique: Callable[[str], str], agent: Agent
 ) -> None:
