@@ -8,7 +8,8 @@ For each size, in this process against the agent at ``$CONSUL_HTTP_ADDR`` (else
 * **list_services**: the whole listing, best of three;
 * **watch latency**: a watch of every service is running; one service gets a
   node more (then one less), and the time until the watcher reports it is
-  taken, median of the changes (each after half a second of quiet);
+  taken, median of the changes (each after half a second of quiet); then the
+  same for a check change (maintenance mode of one of its nodes, on and off);
 * **idle selector CPU**: the process's CPU time, as a share of one core,
   while a client that made its first lookup idles (its selector's watch of
   every service open).
@@ -78,6 +79,7 @@ async def _wait_for(watcher: Any, name: str, nodes: int, timeout: float) -> None
 async def measure(ctx: Context, count: int) -> list[Row]:
     from micro.registry import Node, Service
     from micro.selector.cache import RandomSelector
+    from micro_consul._tags import service_id
     from micro_consul.registry import ConsulRegistry
 
     label = f"{count:,} services"
@@ -145,6 +147,25 @@ async def measure(ctx: Context, count: int) -> list[Row]:
                     await change(target.replace(nodes=[extra]))
                     await _wait_for(watcher, target.name, nodes, 30)
                     latencies.append(time.perf_counter() - started)
+            checks = []
+            sid = service_id(target.name, target.version, target.nodes[0].id)
+            for _ in range(ctx.pick(2, 3)):
+                for flag, nodes in (("true", NODES - 1), ("false", NODES)):
+                    await asyncio.sleep(SETTLE)
+                    started = time.perf_counter()
+                    await _put(f"/v1/agent/service/maintenance/{sid}?enable={flag}&reason=bench")
+                    await _wait_for(watcher, target.name, nodes, 30)
+                    checks.append(time.perf_counter() - started)
+            rows.append(
+                Row(
+                    GROUP,
+                    f"watch latency of a check, {label}",
+                    statistics.median(checks) * 1e3,
+                    "ms",
+                    False,
+                    note="maintenance mode of one node on and off to its report",
+                )
+            )
             rows.append(
                 Row(
                     GROUP,
@@ -161,16 +182,24 @@ async def measure(ctx: Context, count: int) -> list[Row]:
         rows.append(unavailable(GROUP, f"{label}", f"{type(exc).__name__}: {exc}", "ms"))
     finally:
         await registry.close()
-        await _remove(prefix)
+        await _remove(ctx, prefix)
     return rows
 
 
-async def _remove(prefix: str) -> None:
+async def _put(path: str) -> None:
+    import aiohttp
+
+    async with aiohttp.ClientSession() as session, session.put(f"{_agent()}{path}") as response:
+        await response.read()
+        response.raise_for_status()
+
+
+async def _remove(ctx: Context, prefix: str) -> None:
     """Deregister this run's services with plain HTTP, whatever state the registry is in."""
     import aiohttp
 
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=IN_FLIGHT)) as session:
-        for _ in range(5):
+        for _ in range(30):
             try:
                 async with session.get(f"{_agent()}/v1/agent/services") as response:
                     found = await response.json()
@@ -185,6 +214,7 @@ async def _remove(prefix: str) -> None:
                 await _bounded(remove, ids)
             except (aiohttp.ClientError, OSError):
                 await asyncio.sleep(1)  # the agent limits connections per client address for a moment
+    ctx.log(f"  could not remove every service named {prefix}-* from the agent")
 
 
 async def run(ctx: Context) -> list[Row]:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from micro.registry import Node, Service
@@ -62,6 +62,12 @@ class Catalog:
     #: Consul's services index and checks index this state includes (at least).
     services_index: int = 0
     checks_index: int = 0
+    #: The ``(node, service ID)`` of the checks that are not passing (service ID ``""``: a check of the node).
+    failing: set[tuple[str, str]] = field(default_factory=set)
+    #: ``(node, service ID)`` -> service name, for every instance.
+    owners: dict[tuple[str, str], str] = field(default_factory=dict)
+    #: Node -> the names of the services it runs.
+    on_node: dict[str, set[str]] = field(default_factory=dict)
 
     @classmethod
     def build(
@@ -78,6 +84,8 @@ class Catalog:
         """
         entries: dict[str, list[dict[str, Any]]] = {}
         members: dict[str, list[tuple[str, str, str, int, bool]]] = {}
+        owners: dict[tuple[str, str], str] = {}
+        on_node: dict[str, set[str]] = {}
         for found in nodes:
             if not found:
                 continue  # the node left between the listing and its read
@@ -94,7 +102,9 @@ class Catalog:
                 passing = not node_fails and (node_name, sid) not in failing
                 modified = int(instance.get("ModifyIndex") or 0)
                 members.setdefault(name, []).append((node_name, node_address, sid, modified, passing))
+                owners[(node_name, sid)] = name
+                on_node.setdefault(node_name, set()).add(name)
                 if passing:
                     entries.setdefault(name, []).append({"Node": node, "Service": instance})
         signatures = {name: frozenset(m) for name, m in members.items()}
-        return cls(entries, signatures, services_index, checks_index)
+        return cls(entries, signatures, services_index, checks_index, set(failing), owners, on_node)

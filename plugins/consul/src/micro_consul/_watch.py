@@ -87,6 +87,8 @@ class Hub:
         self._views: dict[str, View] = {}
         #: The names the last round read: ``None`` is every service.
         self._covered: set[str] | None = set()
+        #: The last catalog read, while rounds read the catalog.
+        self._catalog: Catalog | None = None
         #: The catalog signatures of the last round, if it read the catalog.
         self._signatures: dict[str, frozenset[tuple[str, str, str, int, bool]]] | None = None
         self._task = asyncio.create_task(self._run(), name="micro.registry.consul.watch")
@@ -226,13 +228,18 @@ class Hub:
         names = {w.service for w in watchers if w.service is not None}
         covered = self._covered
         if every or len(names) > NAMED:
-            catalog = await self._retry("reading the catalog", self._registry.catalog)
-            fresh = self._changed(catalog, None if every else names)
-            self._signatures = catalog.signatures
-            self._covered_index = {"services": catalog.services_index, "checks": catalog.checks_index}
+            wanted = None if every else names
+            fresh = None
+            if self._catalog is not None and covered == wanted and all(w.joined for w in watchers):
+                fresh = await self._recheck(client, wanted)
+            if fresh is None:
+                catalog = await self._retry("reading the catalog", self._registry.catalog)
+                fresh = self._changed(catalog, wanted)
+                self._catalog, self._signatures = catalog, catalog.signatures
+                self._covered_index = {"services": catalog.services_index, "checks": catalog.checks_index}
         else:
             fresh = await self._read(client, names)
-            self._signatures = None
+            self._catalog = self._signatures = None
             self._covered_index = {"services": 0, "checks": 0}  # per-service indexes say nothing of the tables
         results: list[Result] = []
         for name in sorted(fresh):
@@ -255,6 +262,38 @@ class Hub:
                 watcher.joined = True
                 watcher.ready.set()
 
+    async def _recheck(self, client: Consul, names: set[str] | None) -> dict[str, View] | None:
+        """When only checks moved since the last catalog read: the views of the services whose checks changed.
+
+        The checks that are not passing are read again and compared with those
+        of the last catalog read; the services they belong to are read one by
+        one. ``None`` (read the catalog instead) when services moved too, or
+        more than :data:`NAMED` services are concerned (a node's own check).
+        """
+        last = self._catalog
+        if last is None or self._latest["services"] > self._covered_index["services"]:
+            return None
+        registry = self._registry
+        index, failing = await self._retry("reading failing checks", lambda: registry._failing(client))
+        concerned: set[str] = set()
+        for node, sid in last.failing ^ failing:
+            if not sid:
+                concerned |= last.on_node.get(node, set())
+            elif (name := last.owners.get((node, sid))) is not None:
+                concerned.add(name)
+            # else: an instance newer than the catalog read; the services index moved, the next round reads it
+        if names is not None:
+            concerned &= names
+        if len(concerned) > NAMED or self._latest["services"] > self._covered_index["services"]:
+            return None
+        fresh = await self._read(client, concerned)
+        last.failing = failing
+        self._covered_index["checks"] = _as_int(index)
+        if self._signatures is not None:
+            for name in concerned:
+                self._signatures.pop(name, None)  # their passing flags are stale: the next catalog read decodes them
+        return fresh
+
     def _changed(self, catalog: Catalog, names: set[str] | None) -> dict[str, View]:
         """The views of the ``names`` (``None``: every service) whose signature moved since the last round."""
         old = self._signatures
@@ -263,8 +302,8 @@ class Hub:
         fresh: dict[str, View] = {}
         for name in wanted:
             signature = catalog.signatures.get(name)
-            known = old is not None and (covered is None or name in covered)
-            if known and old is not None and old.get(name) == signature:
+            known = old is not None and name in old and (covered is None or name in covered)
+            if known and old is not None and old[name] == signature:
                 continue
             fresh[name] = view(name, catalog.entries.get(name))
         return fresh
