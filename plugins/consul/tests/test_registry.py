@@ -157,6 +157,18 @@ async def test_a_watcher_of_an_unreachable_agent_fails_then_stops() -> None:
 
 
 @pytest.mark.offline
+async def test_closing_the_registry_stops_watchers_whose_watch_failed() -> None:
+    registry = ConsulRegistry(ConsulRegistryOptions(address=("127.0.0.1:1",), timeout=0.5))
+    watcher = registry.watch()
+    # The failure is queued for the reader, who has not read yet.
+    await eventually(lambda: watcher.ready.is_set(), what="the failed first read")  # type: ignore[attr-defined]
+    await registry.close()
+    assert watcher.stopped
+    with pytest.raises(StopAsyncIteration):
+        await asyncio.wait_for(watcher.__anext__(), 5)
+
+
+@pytest.mark.offline
 @pytest.mark.parametrize(
     ("address", "parts"),
     [

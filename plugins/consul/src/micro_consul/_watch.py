@@ -17,7 +17,14 @@ against the previous round:
 * a ``watch()`` watcher, or more names: the whole catalog
   (:meth:`~micro_consul.registry.ConsulRegistry.catalog`, a request per
   Consul node). Only services whose instances or checks changed since the
-  previous round are decoded again.
+  previous round are decoded again. When only the checks index moved, the
+  failing checks are read again instead, and just the services whose failing
+  checks changed are read, one by one (if there are more than :data:`NAMED`,
+  as when a node's own check fails, the catalog is).
+
+A round whose reads already include the latest index of both queries ends the
+wake-up: the agent's registration of one node moves both, and one read answers
+both.
 
 Rounds run one at a time, changes that land during a round are read by the
 next one, and a round is followed by a pause as long as itself (50 ms at
@@ -99,6 +106,7 @@ class Hub:
         """A new watcher; it joins (its baseline is read) in the next round."""
         watcher = ConsulWatcher(self, service)
         self.watchers.add(watcher)
+        self._registry._watchers.add(watcher)
         self._wake.set()
         return watcher
 
@@ -323,7 +331,8 @@ class ConsulWatcher(QueueWatcher):
     """One reader's queue of results; its hub fills it."""
 
     def __init__(self, hub: Hub, service: str | None) -> None:
-        super().__init__(service, lambda _: None)
+        # Stopped, it leaves its registry's list (the hub's list it leaves in stop(), which can wait).
+        super().__init__(service, lambda _: hub._registry._watchers.discard(self))
         self._hub = hub
         #: Set once the watcher's baseline is read (or it failed or stopped).
         self.ready = asyncio.Event()

@@ -45,7 +45,7 @@ from micro.registry.watch import check_name, check_ttl
 from . import _tags
 from ._catalog import Catalog, View, view
 from ._client import Consul, dumps, wait_param
-from ._watch import Hub
+from ._watch import ConsulWatcher, Hub
 from .options import ConsulRegistryOptions
 
 __all__ = ["ConsulRegistry", "deregister_after"]
@@ -91,6 +91,8 @@ class ConsulRegistry(Registry):
         self._registered: dict[str, str] = {}
         #: What every watcher of this registry reads from, while there is one.
         self._hub: Hub | None = None
+        #: Every watcher not stopped yet, including those of a hub that failed (their readers get the error).
+        self._watchers: set[ConsulWatcher] = set()
         self._starting = asyncio.Lock()
 
     @property
@@ -109,6 +111,8 @@ class ConsulRegistry(Registry):
 
     async def close(self) -> None:
         """Stop every watcher and release the connection (registered nodes stay). Idempotent."""
+        for watcher in list(self._watchers):
+            await watcher.stop()
         hub, self._hub = self._hub, None
         if hub is not None:
             await hub.close()
@@ -122,8 +126,7 @@ class ConsulRegistry(Registry):
 
     async def _settle_watchers(self) -> None:
         # A watcher's first read is its baseline: changes made here after watch() returned must come after it.
-        hub = self._hub
-        pending = [w.ready.wait() for w in (hub.watchers if hub else ()) if not w.ready.is_set()]
+        pending = [w.ready.wait() for w in self._watchers if not w.ready.is_set()]
         if pending:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self.options.timeout):
