@@ -309,6 +309,38 @@ async def test_a_flood_of_bare_opens_holds_at_most_max_streams_and_is_released(
     await assert_serves(listener.address)
 
 
+async def test_a_flood_of_opens_whose_refusals_are_not_read_closes_the_connection(
+    make_server: Callable[..., TCPTransport], caplog: pytest.LogCaptureFixture
+) -> None:
+    server = make_server(max_streams=4)
+    listener = await server.listen("127.0.0.1:0", echo)
+    host, _, port = listener.address.rpartition(":")
+    peer = socketlib.socket()
+    peer.setsockopt(socketlib.SOL_SOCKET, socketlib.SO_RCVBUF, 4096)  # before connecting: a small window
+    peer.connect((host, int(port)))
+    try:
+        # 60,000 OPENs (780 KB) ask for 60,000 RESETs (about 4 MB): more than the kernel buffers take.
+        caplog.set_level(logging.WARNING, "micro.transport")
+        peer.sendall(PREFACE + b"".join(frame(i, OPEN) for i in range(1, 60_001)))
+        await eventually(lambda: any("max_streams 4), unread" in r.getMessage() for r in caplog.records), 20)
+        await eventually(lambda: not connections(server))
+        reader, writer = await asyncio.open_connection(sock=peer)
+        frames: list[Frame] = []
+        try:
+            while True:
+                frames.append(await next_frame(reader))
+        except (asyncio.IncompleteReadError, ConnectionResetError):
+            pass  # closed with OPENs still unread on its side: Linux then sends a reset, which may cut the ERROR
+        assert len(frames) < 60_000 - 4
+        if frames and frames[-1][1] == ERROR:
+            assert "max_streams 4), and the refusals are not read" in frames[-1][3].decode()
+        await hang_up(writer)
+    finally:
+        peer.close()
+    await eventually(lambda: not server._tasks)
+    await assert_serves(listener.address)
+
+
 async def test_a_dialer_waits_for_a_free_stream_instead_of_being_refused(
     make_server: Callable[..., TCPTransport],
 ) -> None:

@@ -430,6 +430,13 @@ class _Connection(asyncio.Protocol):
 
     def _refuse_stream(self, stream_id: int) -> None:
         reason = f"too many streams on the connection (max_streams {self._max_streams})"
+        if self._write_paused:
+            # The peer opens stream after stream and does not read the refusals: they would pile up here.
+            self._owner._log.event(
+                "max_streams unread", logging.WARNING, f"closed the connection with {self.remote}: {reason}, unread"
+            )
+            self._protocol_error(f"{reason}, and the refusals are not read")
+            return
         self._owner._log.event(
             "max_streams", logging.WARNING, f"refused a stream from {self.remote}: {reason}; sent RESET"
         )
@@ -724,19 +731,22 @@ class _TCPListener(Listener):
                     await asyncio.sleep(_BACKOFF_MIN)
                 continue
             backoff = _BACKOFF_MIN
-            if len(self._connections) + self._handshakes >= self._max_connections:
-                self._refuse(client, tls is None)
-                continue
-            if tls is None:
-                try:
+            try:
+                client.setblocking(False)
+                if len(self._connections) + self._handshakes >= self._max_connections:
+                    self._refuse(client, tls is None)
+                elif tls is None:
                     await loop.connect_accepted_socket(self._connection, client)
-                except OSError:  # the peer is already gone
-                    client.close()
-            else:
-                self._handshakes += 1
-                task = loop.create_task(self._handshake(client, tls))
-                self._owner._tasks.add(task)
-                task.add_done_callback(self._owner._tasks.discard)
+                else:
+                    self._handshakes += 1
+                    task = loop.create_task(self._handshake(client, tls))
+                    self._owner._tasks.add(task)
+                    task.add_done_callback(self._owner._tasks.discard)
+            except OSError:  # the peer is already gone
+                client.close()
+            except Exception as exc:  # whatever one connection does, the listener goes on accepting
+                client.close()
+                log.event("accept error", logging.ERROR, f"{self._address}: cannot set up a connection: {exc!r}")
 
     async def _handshake(self, client: _socket.socket, tls: ssl.SSLContext) -> None:
         try:
