@@ -542,3 +542,24 @@ def test_the_rate_limited_log_counts_what_it_did_not_print(caplog: pytest.LogCap
     assert messages[1] == "refused (and 19 more like it in the last 10s)"
     assert len(messages) == 6  # at 0, 10, 20, 30, 40 seconds, and the other kind at once
     assert messages[-1] == "something else"
+
+
+async def test_accepted_connections_send_small_frames_without_waiting_for_acks(
+    make_server: Callable[..., TCPTransport],
+) -> None:
+    # The listener accepts by itself; asyncio's transport only disables Nagle for sockets that say IPPROTO_TCP.
+    server = make_server()
+    listener = await server.listen("127.0.0.1:0", echo)
+    await assert_serves(listener.address)
+    client = TCPTransport()
+    try:
+        socket = await client.dial(listener.address)
+        await socket.send(Message({}, b"x"))
+        await socket.recv(timeout=5)
+        (conn,) = connections(server)
+        assert conn._transport is not None
+        raw_socket = conn._transport.get_extra_info("socket")
+        assert raw_socket.getsockopt(socketlib.IPPROTO_TCP, socketlib.TCP_NODELAY)
+        await socket.close()
+    finally:
+        await client.close()

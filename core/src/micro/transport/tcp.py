@@ -246,6 +246,8 @@ class _Connection(asyncio.Protocol):
         if raw is not None:
             with contextlib.suppress(OSError):
                 raw.setsockopt(_socket.SOL_SOCKET, _socket.SO_KEEPALIVE, 1)
+                # asyncio sets it only when the socket says proto IPPROTO_TCP; frames must not wait for ACKs.
+                raw.setsockopt(_socket.IPPROTO_TCP, _socket.TCP_NODELAY, 1)
         self.local = format_address(transport.get_extra_info("sockname"))
         self.remote = format_address(transport.get_extra_info("peername"))
         self._owner._connections.add(self)
@@ -946,7 +948,7 @@ class TCPTransport(Transport):
     @staticmethod
     def _listening_socket(host: str, port: int) -> _socket.socket:
         family = _socket.AF_INET6 if ":" in host else _socket.AF_INET
-        sock = _socket.socket(family, _socket.SOCK_STREAM)
+        sock = _socket.socket(family, _socket.SOCK_STREAM, _socket.IPPROTO_TCP)
         try:
             sock.setsockopt(_socket.SOL_SOCKET, _socket.SO_REUSEADDR, 1)
             if family == _socket.AF_INET6:
