@@ -526,6 +526,47 @@ async def test_replies_to_a_peer_that_stopped_reading_wait_instead_of_piling_up(
     await assert_serves(listener.address)
 
 
+async def test_a_listener_stops_reading_requests_while_their_replies_cannot_leave(
+    make_server: Callable[..., TCPTransport],
+) -> None:
+    reply = b"r" * (1024 * 1024)
+    started = 0
+
+    async def big(socket: Socket) -> None:
+        nonlocal started
+        started += 1
+        message = await socket.recv()
+        await socket.send(Message({}, reply) if message.body == b"go" else message)
+
+    server = make_server()
+    listener = await server.listen("127.0.0.1:0", big)
+    host, _, port = listener.address.rpartition(":")
+    peer = socketlib.socket()
+    peer.setsockopt(socketlib.SOL_SOCKET, socketlib.SO_RCVBUF, 64 * 1024)
+    peer.connect((host, int(port)))
+    peer.setblocking(False)
+    reader, writer = await asyncio.open_connection(sock=peer)
+    try:
+        writer.write(PREFACE + b"".join(frame(i, OPEN | MSG | END, b"go") for i in range(1, 17)))
+        await eventually(lambda: bool(connections(server)) and connections(server)[0]._reading_paused)
+        before = started
+        assert before >= 8
+        writer.write(b"".join(frame(i, OPEN | MSG | END, b"go") for i in range(17, 65)))
+        await asyncio.sleep(0.5)
+        # The old code read on, and each request held a 1 MiB reply waiting to be written.
+        assert started == before, "requests were read while replies could not leave"
+        received = 0
+        while received < 64:
+            _, flags, _, body = await next_frame(reader, timeout=10)
+            if flags & MSG:
+                assert body == reply
+                received += 1
+    finally:
+        await hang_up(writer)
+    await eventually(lambda: not connections(server) and not server._tasks)
+    await assert_serves(listener.address)
+
+
 # -- the log --------------------------------------------------------------------------------------
 
 

@@ -86,6 +86,8 @@ _BIG: Final = 64 * 1024  # pending output that is flushed at once rather than at
 # the two processes then work in parallel instead of taking turns (about twice the calls per second with 64
 # callers in benchmarks/rpc.py), for one extra write per this many frames.
 _BATCH: Final = 8
+# Streams of one accepted connection waiting to write before the listener stops reading that connection.
+_WRITERS: Final = 8
 _CLOSE_GRACE: Final = 1.0
 _BACKLOG: Final = 100  # what asyncio.create_server uses
 # accept() failing for want of file descriptors or memory: wait this long, doubling up to _BACKOFF_MAX, and retry.
@@ -201,6 +203,7 @@ class _Connection(asyncio.Protocol):
         self._held = 0
         self._held_over = False  # unread messages over _high: reading stops until they are down to _low
         self._budget_wait = False  # waiting for the listener's max_partial_bytes: reading stops meanwhile
+        self._writers_over = False  # _WRITERS streams of a listener wait to write: reading stops meanwhile
         self._reading_paused = False
         self._write_paused = False
         self._drain_waiters: list[asyncio.Future[None]] = []
@@ -525,11 +528,19 @@ class _Connection(asyncio.Protocol):
         while self._write_paused and self._reason is None:
             waiter = self._loop.create_future()
             self._drain_waiters.append(waiter)
+            if len(self._drain_waiters) >= _WRITERS and self._is_server and not self._writers_over:
+                # The peer sends requests faster than it takes the replies: every request read now would
+                # hold its reply (and whatever the handler made) until the peer catches up.
+                self._writers_over = True
+                self._update_reading()
             await waiter
         if self._reason is not None:
             raise ConnectionClosed(self._reason)
 
     def _wake_writers(self) -> None:
+        if self._writers_over:
+            self._writers_over = False
+            self._update_reading()
         waiters, self._drain_waiters = self._drain_waiters, []
         for waiter in waiters:
             if not waiter.done():
@@ -564,12 +575,10 @@ class _Connection(asyncio.Protocol):
 
     def _set_budget_wait(self, waiting: bool) -> None:
         self._budget_wait = waiting
-        if not waiting:
-            self._partial_since = self._loop.time()  # read_timeout counts from when it may read again
         self._update_reading()
 
     def _update_reading(self) -> None:
-        pause = self._held_over or self._budget_wait
+        pause = self._held_over or self._budget_wait or self._writers_over
         if pause == self._reading_paused or self._reason is not None or self._transport is None:
             return
         self._reading_paused = pause
@@ -577,6 +586,8 @@ class _Connection(asyncio.Protocol):
             self._transport.pause_reading()
         else:
             self._transport.resume_reading()
+            if self._partial_since is not None:
+                self._partial_since = self._loop.time()  # read_timeout counts from when it reads again
 
     # -- timeouts (called by the transport's sweep) ----------------------------------------------
 
@@ -585,7 +596,7 @@ class _Connection(asyncio.Protocol):
             return
         log = self._owner._log
         since = self._partial_since
-        if since is not None and not self._budget_wait and now - since >= self._read_timeout:
+        if since is not None and not self._reading_paused and now - since >= self._read_timeout:
             what = "the preface" if self._expect_preface else "a frame"
             problem = f"{what} was not complete within read_timeout={self._read_timeout:g}s of its first byte"
             log.event("read_timeout", logging.WARNING, f"closed the connection with {self.remote}: {problem}")
