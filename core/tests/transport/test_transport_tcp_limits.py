@@ -18,7 +18,7 @@ from collections.abc import AsyncIterator, Callable
 import msgpack
 import pytest
 from micro.errors import ConnectionClosed, Timeout
-from micro.transport import Message, Socket, TransportOptions
+from micro.transport import Message, Socket, TransportOptions, tcp
 from micro.transport._ratelog import RateLimitedLog
 from micro.transport.tcp import END, ERROR, MSG, OPEN, PREFACE, RESET, TCPTransport, _Connection, _TCPListener
 
@@ -523,6 +523,36 @@ async def test_replies_to_a_peer_that_stopped_reading_wait_instead_of_piling_up(
     finally:
         peer.close()
     await eventually(lambda: not connections(server) and not server._tasks)
+    await assert_serves(listener.address)
+
+
+async def test_a_closed_connection_whose_peer_reads_nothing_is_aborted_after_a_grace(
+    make_server: Callable[..., TCPTransport], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(tcp, "_LINGER", 0.3, raising=False)
+    reply = b"r" * (1024 * 1024)
+
+    async def big(socket: Socket) -> None:
+        message = await socket.recv()
+        await socket.send(Message({}, reply) if message.body == b"go" else message)
+
+    server = make_server()
+    listener = await server.listen("127.0.0.1:0", big)
+    host, _, port = listener.address.rpartition(":")
+    peer = socketlib.socket()
+    peer.setsockopt(socketlib.SOL_SOCKET, socketlib.SO_RCVBUF, 64 * 1024)
+    peer.connect((host, int(port)))
+    try:
+        peer.sendall(PREFACE + b"".join(frame(i, OPEN | MSG | END, b"go") for i in range(1, 17)))
+        await eventually(lambda: bool(connections(server)) and connections(server)[0]._reading_paused)
+        (conn,) = connections(server)
+        conn._protocol_error("closing for the test")  # what any limit does; the replies cannot leave
+        assert conn._transport is not None
+        assert conn._transport.get_write_buffer_size() > 0
+        await asyncio.wait_for(conn.lost, 5)  # the old code waited for the peer forever, holding the socket
+    finally:
+        peer.close()
+    await eventually(lambda: not server._tasks)
     await assert_serves(listener.address)
 
 

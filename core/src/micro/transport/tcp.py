@@ -89,6 +89,7 @@ _BATCH: Final = 8
 # Streams of one accepted connection waiting to write before the listener stops reading that connection.
 _WRITERS: Final = 8
 _CLOSE_GRACE: Final = 1.0
+_LINGER: Final = 5.0  # seconds a closed connection may take to hand its last frames to the peer
 _BACKLOG: Final = 100  # what asyncio.create_server uses
 # accept() failing for want of file descriptors or memory: wait this long, doubling up to _BACKOFF_MAX, and retry.
 _BACKOFF_MIN: Final = 0.05
@@ -213,7 +214,8 @@ class _Connection(asyncio.Protocol):
         # Streams the peer opened with a bare OPEN, by when; they must carry a frame within first_message_timeout.
         self._bare: dict[int, float] = {}
         self._first_timeout = options.first_message_timeout
-        self._read_timeout = options.read_timeout
+        # A dialer has its calls' own deadlines, and cutting its connection would fail every call on it.
+        self._read_timeout = options.read_timeout if self._is_server else float("inf")
         # A dialer gives up its idle pooled connection first, so a listener never closes one under a live dialer.
         self._idle_limit = options.idle_timeout if self._is_server else options.idle_timeout / 2
         self._active = True  # traffic since the last look of the transport's sweep
@@ -660,7 +662,14 @@ class _Connection(asyncio.Protocol):
         if self._reason is None and self._transport is not None:
             self._flush()
             self._transport.close()
+            if self._transport.get_write_buffer_size():
+                # close() waits for the peer to take what is left; one that never does must not keep the socket.
+                self._loop.call_later(_LINGER, self._abort_unless_lost)
         self._shutdown(reason)
+
+    def _abort_unless_lost(self) -> None:
+        if not self.lost.done():
+            self.abort()
 
     def abort(self) -> None:
         if self._transport is not None:
