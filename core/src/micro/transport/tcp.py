@@ -24,7 +24,6 @@ per call without a handshake. The wire format (also in ``docs/transport.md``):
   header, a bad preface or a frame for a stream that was never opened is a
   protocol error: the receiver sends ERROR on stream 0 with the reason and
   closes the connection; every socket on it fails with ConnectionClosed.
-
 * Limits (``TransportOptions``; ``docs/transport.md`` has the details): a
   listener answers a connection beyond ``max_connections`` with ERROR and
   closes it; it answers an OPEN beyond ``max_streams`` open streams with a
@@ -39,8 +38,10 @@ Flow control is TCP's: a sender waits, before it queues a message, while the
 transport's write buffer is over its high-water mark, so one connection holds
 at most about one message more than that; a receiver stops reading the
 connection while its sockets hold more than ``max(2 * max_message_size, 8 MiB)``
-unread bytes, and a listener stops reading a connection that starts a frame
-while its connections' incomplete frames hold ``max_partial_bytes``.
+unread bytes. A listener also stops reading a connection while 8 of its
+streams wait to write (the peer sends faster than it reads), and one that
+starts a frame while its connections' incomplete frames hold
+``max_partial_bytes`` (until they complete).
 """
 
 from __future__ import annotations
