@@ -580,7 +580,7 @@ async def test_a_listener_stops_reading_requests_while_their_replies_cannot_leav
         writer.write(PREFACE + b"".join(frame(i, OPEN | MSG | END, b"go") for i in range(1, 17)))
         await eventually(lambda: bool(connections(server)) and connections(server)[0]._reading_paused)
         before = started
-        assert before >= 8
+        assert before >= 4
         writer.write(b"".join(frame(i, OPEN | MSG | END, b"go") for i in range(17, 65)))
         await asyncio.sleep(0.5)
         # The old code read on, and each request held a 1 MiB reply waiting to be written.

@@ -38,7 +38,7 @@ Flow control is TCP's: a sender waits, before it queues a message, while the
 transport's write buffer is over its high-water mark, so one connection holds
 at most about one message more than that; a receiver stops reading the
 connection while its sockets hold more than ``max(2 * max_message_size, 8 MiB)``
-unread bytes. A listener also stops reading a connection while 8 of its
+unread bytes. A listener also stops reading a connection while 4 of its
 streams wait to write (the peer sends faster than it reads), and one that
 starts a frame while its connections' incomplete frames hold
 ``max_partial_bytes`` (until they complete).
@@ -88,7 +88,7 @@ _BIG: Final = 64 * 1024  # pending output that is flushed at once rather than at
 # callers in benchmarks/rpc.py), for one extra write per this many frames.
 _BATCH: Final = 8
 # Streams of one accepted connection waiting to write before the listener stops reading that connection.
-_WRITERS: Final = 8
+_WRITERS: Final = 4
 _CLOSE_GRACE: Final = 1.0
 _LINGER: Final = 5.0  # seconds a closed connection may take to hand its last frames to the peer
 _BACKLOG: Final = 100  # what asyncio.create_server uses
