@@ -357,6 +357,8 @@ async def test_a_dialer_waits_for_a_free_stream_instead_of_being_refused(
             message = await socket.recv()
             await asyncio.sleep(0.02)
             await socket.send(message)
+        except ConnectionClosed:
+            pass  # the held sockets below are closed without waiting for their answer
         finally:
             open_now -= 1
 
