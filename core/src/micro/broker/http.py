@@ -515,6 +515,8 @@ class HTTPBroker(Broker):
                 handle_signals=False,
                 shutdown_timeout=options.close_timeout,
                 keepalive_timeout=options.idle_timeout,
+                # A body left unread (a refused request) is not read and discarded: the connection closes.
+                lingering_time=0,
             )
             await runner.setup()
             try:
@@ -1086,8 +1088,11 @@ class HTTPBroker(Broker):
         if length is not None and length > self._max_request:
             return _reply(MessageTooLarge(f"request body of {length} bytes exceeds {self._max_request}"), close=True)
         try:
-            async with asyncio.timeout(self.options.read_timeout):
+            if request.content.is_eof():  # the usual small body came with the head: no timer needed
                 raw = await request.read()
+            else:
+                async with asyncio.timeout(self.options.read_timeout):
+                    raw = await request.read()
         except web.HTTPRequestEntityTooLarge:
             return _reply(MessageTooLarge(f"request body exceeds {self._max_request} bytes"), close=True)
         except TimeoutError:
