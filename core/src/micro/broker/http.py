@@ -9,22 +9,30 @@ follows the registry (a watch, so no registry round trip per publish) and
 POSTs the message to one random node of each queue version and to every node
 of the broadcast version.
 
-**Wire format.** ``POST http://<node address>/?id=<node id>`` with
-``Content-Type: application/json`` and the body
-``{"topic": "<topic>", "header": {"k": "v", ...}, "body": "<base64>"}``
+**Wire format.** ``POST http://<node address>/?id=<node id>`` (``https`` with
+``tls``) with ``Content-Type: application/json``, a ``Micro-Broker-Proof``
+header (an HMAC under the broker secret, see :mod:`micro.broker._proof`) and
+the body ``{"topic": "<topic>", "header": {"k": "v", ...}, "body": "<base64>"}``
 (keys are read case-insensitively, and a missing ``topic`` is taken from the
-``Micro-Topic`` header, as Go Micro sends it). Replies:
+``Micro-Topic`` header, as Go Micro sends it). The endpoint checks the path,
+the method, the proof's head (before reading the body), the node id, the
+announced size, then reads the body (``read_timeout``) and checks it against
+the proof. Replies:
 
 * ``204``: delivered and acked, or dropped by ``nack(requeue=False)``;
-* ``400`` malformed request, ``404`` unknown path or node id, ``405`` not a POST,
+* ``400`` malformed request, ``401`` no valid proof, ``404`` unknown path or
+  node id, ``405`` not a POST, ``408`` body not read within ``read_timeout``,
   ``413`` body over ``max_message_size``: the publisher drops the message;
 * ``500``: the handler failed or asked for redelivery: the publisher redelivers;
 * ``503``: the subscriber is going away: the publisher retries elsewhere or later.
 
 **Delivery.** ``publish`` returns once the message is queued for each target
-node (it waits while a node's ``outbox_size`` queue is full); one task per
-node POSTs its queue in order, so a subscriber sees one publisher's messages in
-publish order. A failed delivery goes to a bounded per-topic inbox
+node; it waits, for all full outboxes side by side, while a node's
+``outbox_size`` queue is full, unless that node took nothing from it for
+``stall_timeout`` (then the message goes to the retry inbox, so a stalled node
+holds up neither publish nor the other nodes). One task per node POSTs its
+queue in order (at most ``max_concurrent_posts`` POSTs at once in all), so a
+subscriber sees one publisher's messages in publish order. A failed delivery goes to a bounded per-topic inbox
 (``inbox_size``; the oldest entry is dropped when full) that is retried on the
 next publish to the topic and every ``retry_interval``, up to
 ``max_redeliveries`` times; a message for a queue group is then sent to any
@@ -33,6 +41,11 @@ is skipped for a backoff that doubles with each consecutive failure (0.5s up to
 30s), so a dead node never holds up delivery to live ones. Delivery is
 at-least-once within those bounds: a handler slower than ``request_timeout``
 may see its message again.
+
+**Security and limits.** See docs/broker.md: deliveries are signed with the
+user's local secret or ``secret``; ``tls``; ``max_connections``,
+``read_timeout`` and ``idle_timeout`` on the endpoint; node ids and addresses
+stay out of log lines (:func:`node_tag`).
 
 **Flush and close.** :meth:`HTTPBroker.flush` waits until every message
 published so far is delivered or has definitively failed; ``close`` does that
