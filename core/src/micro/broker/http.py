@@ -123,8 +123,10 @@ _BACKOFF_MAX = 30.0
 _STALE_AFTER = 1.0
 # Room for the JSON envelope and the headers around a base64 body.
 _ENVELOPE_ALLOWANCE = 64 * 1024
-# Nonces of accepted deliveries remembered per broker for replay protection (see _proof.Replays).
-_REPLAY_LIMIT = 1 << 17
+# Nonces of accepted deliveries remembered per broker for replay protection (see _proof.Replays): about
+# 10 MB at most. Past it, proofs signed before the last one forgotten are refused; at this size that
+# one is still older than request_timeout's worth of traffic at far more deliveries/s than one endpoint takes.
+_REPLAY_LIMIT = 1 << 16
 
 
 def node_tag(node_id: str) -> str:
@@ -509,7 +511,10 @@ class HTTPBroker(Broker):
     async def start(self) -> None:
         """Listen for deliveries and start following the registry. Idempotent.
 
-        :raises BackendUnavailable: the address cannot be bound.
+        :raises BackendUnavailable: the address cannot be bound, or the user's
+            local secret is unsafe (:class:`micro._private.UnsafePath`).
+        :raises InvalidOption: with ``tls``, ``cert_file``, ``key_file`` or
+            ``ca_file`` cannot be loaded.
         """
         async with self._lifecycle:
             if self._state == "started":
