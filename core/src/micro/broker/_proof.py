@@ -17,7 +17,6 @@ its time.
 
 from __future__ import annotations
 
-import hashlib
 import heapq
 import hmac
 import math
@@ -51,11 +50,9 @@ def _head(node_id: str, millis: int, nonce: str, length: int) -> bytes:
 
 
 def _body_mac(secret: bytes, head: bytes, body: bytes) -> str:
-    mac = hmac.new(secret, _BODY, hashlib.sha256)
-    mac.update(head)
-    mac.update(b"\n")
-    mac.update(body)
-    return mac.hexdigest()
+    # One-shot hmac.digest (OpenSSL) is several times faster than an hmac.HMAC object for the small
+    # bodies most deliveries are; the copy it needs costs little next to decoding the body.
+    return hmac.digest(secret, b"".join((_BODY, head, b"\n", body)), "sha256").hex()
 
 
 def sign(secret: bytes, node_id: str, body: bytes, now: float | None = None) -> str:
@@ -78,9 +75,11 @@ def verify_head(
     """
     if not value:
         raise Unauthorized(f"no {HEADER} header: the delivery is not signed with the broker secret")
-    fields = dict(part.partition("=")[::2] for part in value.split(","))
-    millis_text, nonce = fields.get("t", ""), fields.get("n", "")
-    head_mac, body_mac = fields.get("h", ""), fields.get("b", "")
+    # The form is fixed (t, n, h, b in this order), so a split is all the parsing it needs.
+    parts = value.split(",")
+    if len(parts) != 4 or [p[:2] for p in parts] != ["t=", "n=", "h=", "b="]:
+        raise Unauthorized(f"malformed {HEADER} header")
+    millis_text, nonce, head_mac, body_mac = (p[2:] for p in parts)
     if (
         not millis_text.isascii()
         or not millis_text.isdigit()
