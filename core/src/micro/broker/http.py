@@ -559,7 +559,13 @@ class HTTPBroker(Broker):
             self._session = aiohttp.ClientSession(
                 timeout=aiohttp.ClientTimeout(total=options.request_timeout),
                 # One connection per node at a time (its sender POSTs in order); _posts bounds them together.
-                connector=aiohttp.TCPConnector(limit=0, ssl=client_tls if client_tls is not None else True),
+                # Idle connections are dropped well before a subscriber's idle_timeout would close them (a
+                # POST on a connection the server just closed fails, and counts against the node).
+                connector=aiohttp.TCPConnector(
+                    limit=0,
+                    ssl=client_tls if client_tls is not None else True,
+                    keepalive_timeout=min(15.0, options.idle_timeout / 2),
+                ),
             )
             self._state = "started"
             if self._owns_registry:
