@@ -32,9 +32,9 @@ node; it waits, for all full outboxes side by side, while a node's
 ``stall_timeout`` (then the message goes to the retry inbox, so a stalled node
 holds up neither publish nor the other nodes). One task per node POSTs its
 queue in order (at most ``max_concurrent_posts`` POSTs at once in all), so a
-subscriber sees one publisher's messages in publish order. A failed delivery goes to a bounded per-topic inbox
-(``inbox_size``; the oldest entry is dropped when full) that is retried on the
-next publish to the topic and every ``retry_interval``, up to
+subscriber sees one publisher's messages in publish order. A failed delivery
+goes to a bounded per-topic inbox (``inbox_size``; the oldest entry is dropped
+when full) that is retried on the next publish to the topic and every ``retry_interval``, up to
 ``max_redeliveries`` times; a message for a queue group is then sent to any
 live member. A node that fails (connection error, timeout, 5xx other than 500)
 is skipped for a backoff that doubles with each consecutive failure (0.5s up to
@@ -537,6 +537,8 @@ class HTTPBroker(Broker):
                 lingering_time=0,
             )
             await runner.setup()
+            # Set before listening: a connection can arrive while create_server finishes starting.
+            self._runner = runner
             try:
                 self._listener = await asyncio.get_running_loop().create_server(
                     self._connection,
@@ -546,9 +548,9 @@ class HTTPBroker(Broker):
                     ssl_handshake_timeout=options.read_timeout if server_tls else None,
                 )
             except OSError as exc:
+                self._runner = None
                 await runner.cleanup()
                 raise BackendUnavailable(f"http broker cannot listen on {host}:{port}: {exc}") from exc
-            self._runner = runner
             bound_host, bound_port = self._listener.sockets[0].getsockname()[:2]
             if self.options.advertise:
                 self._bound = self.options.advertise
@@ -1120,7 +1122,8 @@ class HTTPBroker(Broker):
         except web.HTTPRequestEntityTooLarge:
             return _reply(MessageTooLarge(f"request body exceeds {self._max_request} bytes"), close=True)
         except TimeoutError:
-            return _reply(Timeout(f"request body not read within read_timeout ({self.options.read_timeout}s)"), True)
+            timeout = self.options.read_timeout
+            return _reply(Timeout(f"request body not read within read_timeout ({timeout}s)"), close=True)
         try:
             _proof.verify_body(secret, proof, raw)
         except Unauthorized as exc:
