@@ -461,6 +461,27 @@ async def test_a_stalled_subscriber_does_not_hold_up_the_others(make):
     assert stalled_got == expected
 
 
+async def test_a_subscriber_that_stalled_for_a_while_still_gets_one_publishers_messages_in_order(make):
+    """Messages kept in the retry inbox while a node stalled are not overtaken by later ones once it moves."""
+    publisher = make(outbox_size=2, stall_timeout=0.2, request_timeout=30.0)
+    got: list[bytes] = []
+
+    async def slow_start(event: Event) -> None:
+        got.append(event.message.body)
+        if len(got) == 1:
+            await asyncio.sleep(0.6)  # long enough to count as stalled; then it keeps up again
+
+    await make().subscribe("t", slow_start)
+    await publisher.start()
+    await eventually(lambda: known(publisher, "t") == 1)
+    expected = [str(i).encode() for i in range(60)]
+    for body in expected:
+        await publisher.publish("t", Message(body))
+        await asyncio.sleep(0.02)  # publishes keep coming while the inbox is retried
+    await eventually(lambda: len(got) >= len(expected), timeout=10, what="every message")
+    assert got == expected
+
+
 async def test_queue_message_for_a_dead_member_goes_to_a_live_one(make, registry):
     publisher = make()
     live = Collector()

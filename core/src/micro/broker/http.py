@@ -496,6 +496,8 @@ class HTTPBroker(Broker):
         self._refreshed = -math.inf
         self._senders: dict[str, _Sender] = {}
         self._inbox: dict[str, deque[_Delivery]] = {}
+        # Per topic, the lock of a retry of its inbox in progress and how many want it (see _retry_inbox).
+        self._retrying: dict[str, tuple[asyncio.Lock, list[int]]] = {}
         # Accepted deliveries not yet settled, by seq; seqs only grow, so the first key is the oldest.
         self._seq = 0
         self._pending: dict[int, _Delivery] = {}
@@ -796,7 +798,7 @@ class HTTPBroker(Broker):
         topic, message = check_publish(self, topic, message)
         await self._ensure_started()
         routes = await self._lookup(topic)
-        if self._inbox.get(topic):
+        if self._inbox.get(topic) or topic in self._retrying:
             await self._retry_inbox(topic)
         payload = encode(topic, message)
         # Every target gets the message at once; only full outboxes are waited for, side by side, so a
@@ -969,15 +971,33 @@ class HTTPBroker(Broker):
             self._keep(delivery)
 
     async def _retry_inbox(self, topic: str) -> None:
-        inbox = self._inbox.pop(topic, None)
+        """Route ``topic``'s retry inbox again, oldest first.
+
+        One retry per topic at a time, and :meth:`publish` waits for one in
+        progress before it routes its own message, so that a message kept in
+        the inbox (its node was failing or stalled) is not overtaken by a
+        later one on the way to the same node.
+        """
+        entry = self._retrying.get(topic)
+        if entry is None:
+            entry = self._retrying[topic] = (asyncio.Lock(), [0])
+        lock, users = entry
+        users[0] += 1
         try:
-            while inbox:
-                await self._route(inbox[0])
-                inbox.popleft()
+            async with lock:
+                inbox = self._inbox.pop(topic, None)
+                try:
+                    while inbox:
+                        await self._route(inbox[0])
+                        inbox.popleft()
+                finally:
+                    # Cancelled while waiting for room in an outbox: what was not routed stays pending.
+                    while inbox:
+                        self._keep(inbox.popleft())
         finally:
-            # Cancelled while waiting for room in an outbox: what was not routed stays pending.
-            while inbox:
-                self._keep(inbox.popleft())
+            users[0] -= 1
+            if not users[0]:
+                del self._retrying[topic]
 
     async def _retry_loop(self) -> None:
         while True:
