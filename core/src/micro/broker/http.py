@@ -801,20 +801,22 @@ class HTTPBroker(Broker):
         if self._inbox.get(topic) or topic in self._retrying:
             await self._retry_inbox(topic)
         payload = encode(topic, message)
-        # Every target gets the message at once; only full outboxes are waited for, side by side, so a
-        # slow node delays neither the queuing for the others nor (past stall_timeout) later publishes.
-        waits: list[Coroutine[Any, Any, None]] = []
+        # Every target with room gets the message at once; only then are full outboxes waited for. One
+        # after the other is as quick as side by side (they all drain meanwhile, and a stalled node's wait
+        # ends stall_timeout after its last progress, whoever waits), without a task per wait.
+        waits: list[tuple[_Sender, _Delivery]] = []
         for version, nodes in routes.items():
-            if version == BROADCAST_VERSION:
-                for node in nodes:
-                    if (wait := self._place(self._accept(topic, payload, version, node.id))) is not None:
-                        waits.append(wait)
-            elif (wait := self._place(self._accept(topic, payload, version, None))) is not None:
-                waits.append(wait)
-        if len(waits) == 1:
-            await waits[0]
-        elif waits:
-            await asyncio.gather(*waits)
+            for node_id in [n.id for n in nodes] if version == BROADCAST_VERSION else [None]:
+                delivery = self._accept(topic, payload, version, node_id)
+                if (full := self._place(delivery)) is not None:
+                    waits.append((full, delivery))
+        for index, (sender, delivery) in enumerate(waits):
+            try:
+                await self._wait_for_room(sender, delivery)
+            except asyncio.CancelledError:
+                for _, unplaced in waits[index + 1 :]:
+                    self._keep(unplaced)  # accepted, so delivered later like any delivery not yet routed
+                raise
 
     async def flush(self, timeout: float | None = None) -> None:
         """Wait until every message accepted by :meth:`publish` so far is delivered or has definitively failed.
@@ -875,18 +877,19 @@ class HTTPBroker(Broker):
 
     async def _route(self, delivery: _Delivery) -> None:
         """Queue ``delivery`` for a live node, or keep it in the inbox until one is up (see :meth:`_place`)."""
-        wait = self._place(delivery)
-        if wait is not None:
-            await wait
+        full = self._place(delivery)
+        if full is not None:
+            await self._wait_for_room(full, delivery)
 
-    def _place(self, delivery: _Delivery) -> Coroutine[Any, Any, None] | None:
-        """Queue ``delivery`` for a live node with room now; else keep it in the inbox, or return the wait.
+    def _place(self, delivery: _Delivery) -> _Sender | None:
+        """Queue ``delivery`` for a live node with room now, or keep it in the inbox; or the node to wait for.
 
         A queue delivery goes to a random live member with room. When every
-        live candidate's outbox is full, the returned coroutine waits for room
-        in one of them (back-pressure), unless that node has taken nothing
-        from its outbox for ``stall_timeout``: a stalled node's deliveries go
-        to the retry inbox at once, so it cannot hold up the other nodes.
+        live candidate's outbox is full, the caller waits for room in the
+        returned one (:meth:`_wait_for_room`: back-pressure), unless that node
+        has taken nothing from its outbox for ``stall_timeout``: a stalled
+        node's deliveries go to the retry inbox at once, so it cannot hold up
+        the other nodes.
         """
         nodes = self._routes.get(delivery.topic, {}).get(delivery.version, [])
         if delivery.node_id is not None:
@@ -916,7 +919,7 @@ class HTTPBroker(Broker):
         if not full:
             self._keep(delivery)
             return None
-        return self._wait_for_room(random.choice(full), delivery)
+        return random.choice(full)
 
     async def _wait_for_room(self, sender: _Sender, delivery: _Delivery) -> None:
         """Put ``delivery`` on ``sender``'s full outbox once there is room, or keep it if the node stalls."""
