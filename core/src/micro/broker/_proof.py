@@ -22,7 +22,7 @@ import hmac
 import math
 import os
 import time
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from ..errors import Unauthorized
 
@@ -35,8 +35,7 @@ _MAC_HEX = 64
 _NONCE_HEX = 32
 
 
-@dataclass(frozen=True, slots=True)
-class Proof:
+class Proof(NamedTuple):  # a tuple: built for every delivery, and much cheaper than a frozen dataclass
     """A parsed proof header whose head MAC checked out."""
 
     head: bytes
@@ -91,10 +90,11 @@ def verify_head(
         raise Unauthorized(f"malformed {HEADER} header")
     if length is None:
         raise Unauthorized("a signed delivery needs a Content-Length")
-    head = _head(node_id, int(millis_text), nonce, length)
+    millis = int(millis_text)
+    head = _head(node_id, millis, nonce, length)
     if not hmac.compare_digest(hmac.digest(secret, _HEAD + head, "sha256").hex(), head_mac):
         raise Unauthorized(f"{HEADER} does not match: the publisher uses another broker secret")
-    signed = int(millis_text) / 1000
+    signed = millis / 1000
     current = time.time() if now is None else now
     if not abs(current - signed) <= window:
         raise Unauthorized(f"{HEADER} is {current - signed:+.1f}s old, outside the auth_window of {window}s")
