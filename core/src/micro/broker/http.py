@@ -27,8 +27,8 @@ the proof. Replies:
 * ``503``: the subscriber is going away: the publisher retries elsewhere or later.
 
 **Delivery.** ``publish`` returns once the message is queued for each target
-node; it waits, for all full outboxes side by side, while a node's
-``outbox_size`` queue is full, unless that node took nothing from it for
+node with room at once, then waits while a node's ``outbox_size`` queue is
+full (back-pressure), unless that node took nothing from it for
 ``stall_timeout`` (then the message goes to the retry inbox, so a stalled node
 holds up neither publish nor the other nodes). One task per node POSTs its
 queue in order (at most ``max_concurrent_posts`` POSTs at once in all), so a
