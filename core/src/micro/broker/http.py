@@ -34,9 +34,9 @@ holds up neither publish nor the other nodes). One task per node POSTs its
 queue in order (at most ``max_concurrent_posts`` POSTs at once in all), so a
 subscriber sees one publisher's messages in publish order. A failed delivery
 goes to a bounded per-topic inbox (``inbox_size``; the oldest entry is dropped
-when full) that is retried on the next publish to the topic and every ``retry_interval``, up to
-``max_redeliveries`` times; a message for a queue group is then sent to any
-live member. A node that fails (connection error, timeout, 5xx other than 500)
+when full) that is retried on the next publish to the topic and every
+``retry_interval``, up to ``max_redeliveries`` times; a message for a queue
+group is then sent to any live member. A node that fails (connection error, timeout, 5xx other than 500)
 is skipped for a backoff that doubles with each consecutive failure (0.5s up to
 30s), so a dead node never holds up delivery to live ones. Delivery is
 at-least-once within those bounds: a handler slower than ``request_timeout``
