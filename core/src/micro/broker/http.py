@@ -26,11 +26,12 @@ the proof. Replies:
 * ``500``: the handler failed or asked for redelivery: the publisher redelivers;
 * ``503``: the subscriber is going away: the publisher retries elsewhere or later.
 
-**Delivery.** ``publish`` returns once the message is queued for each target
-node with room at once, then waits while a node's ``outbox_size`` queue is
-full (back-pressure), unless that node took nothing from it for
-``stall_timeout`` (then the message goes to the retry inbox, so a stalled node
-holds up neither publish nor the other nodes). One task per node POSTs its
+**Delivery.** ``publish`` queues the message at once for each target node
+with room, then waits while a node's ``outbox_size`` queue is full
+(back-pressure), and returns once it is queued for all. A full node that took
+nothing from its queue for ``stall_timeout`` is not waited for: the message
+goes to the retry inbox, so a stalled node holds up neither publish nor the
+other nodes. One task per node POSTs its
 queue in order (at most ``max_concurrent_posts`` POSTs at once in all), so a
 subscriber sees one publisher's messages in publish order. A failed delivery
 goes to a bounded per-topic inbox (``inbox_size``; the oldest entry is dropped
