@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 from typing import Any
 
@@ -119,3 +120,54 @@ async def test_debug_endpoints_answer_no_stranger(
             refused += 1
     figure("Debug endpoints: calls without a valid local proof refused", refused)
     await server.stop()
+
+
+async def test_a_forged_broker_delivery_is_refused(spawn: Any, unique: str, figure: Figure) -> None:
+    """curl posts to the subscriber's http broker port with the right URL and node id but no proof:
+    401, and the subscriber never sees it; a real publish still arrives."""
+    await spawn(unique)
+    async with micro.create("registry") as registry:
+        nodes = [
+            node
+            for service in await registry.get_service("micro.http.broker")
+            for node in service.nodes
+            if node.metadata.get("topic") == f"{unique}.events"
+        ]
+    assert nodes, "the subscriber's broker node is not registered"
+    node = nodes[0]
+    # The envelope a genuine delivery has (see micro.broker.http.encode), carrying {"forged": true}.
+    forged = json.dumps(
+        {
+            "topic": f"{unique}.events",
+            "header": {"Content-Type": "application/json"},
+            "body": base64.b64encode(b'{"forged": true}').decode(),
+        }
+    )
+    curl = await asyncio.create_subprocess_exec(
+        "curl",
+        "-s",
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code}",
+        "-X",
+        "POST",
+        "-H",
+        "Content-Type: application/json",
+        "--data",
+        forged,
+        f"http://{node.address}/?id={node.id}",
+        stdout=asyncio.subprocess.PIPE,
+    )
+    status, _ = await curl.communicate()
+    assert status == b"401", status
+    client = micro.create("client")
+    async with client:
+        await client.publish(f"{unique}.events", {"genuine": True})
+        for _ in range(200):
+            received = await client.call(unique, "Echo.received", {})
+            if received:
+                break
+            await asyncio.sleep(0.05)
+    assert received == [{"genuine": True}]
+    figure("http broker: a forged delivery (curl, right URL and node id, no proof) refused with", int(status))
