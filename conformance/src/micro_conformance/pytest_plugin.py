@@ -1,6 +1,6 @@
 """The pytest plugin (entry point ``pytest11``): fixtures, markers and the case report.
 
-Loaded automatically once micro-conformance is installed. It provides:
+Loaded automatically once asyncmicro-conformance is installed. It provides:
 
 * fixtures ``micro_run_id`` (one per session; ``--micro-run-id`` pins it),
   ``micro_names`` (a :class:`~micro_conformance.base.Names` unique to the test)
@@ -32,7 +32,7 @@ __all__ = ["micro_names", "micro_poll", "micro_run_id"]
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
-    group = parser.getgroup("micro-conformance")
+    group = parser.getgroup("asyncmicro-conformance")
     group.addoption("--micro-report", metavar="PATH", help="write one JSON row per contract case to PATH")
     group.addoption("--micro-run-id", metavar="ID", help="the run id that prefixes every name (default: random)")
 

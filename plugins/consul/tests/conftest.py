@@ -1,4 +1,4 @@
-"""Fixtures for the micro-consul tests: the Consul agent at ``$CONSUL_HTTP_ADDR`` (skipped, saying why, without one)."""
+"""Fixtures for the asyncmicro-consul tests: the Consul agent at ``$CONSUL_HTTP_ADDR``, else 127.0.0.1:8500."""
 
 from __future__ import annotations
 

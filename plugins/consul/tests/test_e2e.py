@@ -48,9 +48,9 @@ def _closed(url: str, default_port: int) -> str | None:
 
 
 def _missing() -> str | None:
-    for module, distribution in (("micro_redis", "micro-redis"), ("micro_rabbitmq", "micro-rabbitmq")):
+    for module, plugin in (("micro_redis", "redis"), ("micro_rabbitmq", "rabbitmq")):
         if importlib.util.find_spec(module) is None:
-            return f"{distribution} is not installed (pip install -e plugins/{distribution.removeprefix('micro-')})"
+            return f"asyncmicro-{plugin} is not installed (pip install -e plugins/{plugin})"
     if reason := _closed(REDIS_URL, 6379):
         return f"Redis not available at {reason}"
     if reason := _closed(AMQP_URL, 5672):

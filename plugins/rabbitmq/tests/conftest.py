@@ -1,4 +1,4 @@
-"""Fixtures for the micro-rabbitmq tests: a live RabbitMQ on loopback (skipped, saying why, when it is down)."""
+"""Fixtures for the asyncmicro-rabbitmq tests: a live RabbitMQ on loopback (skipped, saying why, when it is down)."""
 
 from __future__ import annotations
 
