@@ -6,7 +6,8 @@ wheel and one sdist of it, and their metadata must say:
 * the name is ``asyncmicro-*``: ``micro-core``, ``micro-nats``, ``micro-config``... on the public package index
   are unrelated packages, so a ``micro-*`` name can be neither published nor safely required;
 * no requirement names a ``micro-*`` distribution (pip would fetch that unrelated package);
-* a requirement on ``asyncmicro-core`` has a lower and an upper bound (the ``compat`` session tests both ends).
+* a requirement on ``asyncmicro-core`` has a lower and an upper bound (the ``compat`` session tests both ends);
+* the project's ``CHANGELOG.md`` has a ``## <version>`` section for the version built, and the sdist ships it.
 
 Exits 1 listing every problem; ``twine check`` covers the rest of the metadata.
 """
@@ -23,6 +24,7 @@ from pathlib import Path
 
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
+from packaging.version import InvalidVersion, Version
 
 PREFIX = "asyncmicro-"
 CORE = "asyncmicro-core"
@@ -59,6 +61,31 @@ def check(metadata: Message, where: str) -> list[str]:
     return problems
 
 
+def changelog_versions(text: str) -> set[Version]:
+    """The versions that have a ``## <version> ...`` heading."""
+    found: set[Version] = set()
+    for line in text.splitlines():
+        if line.startswith("## ") and len(line.split()) > 1:
+            try:
+                found.add(Version(line.split()[1]))
+            except InvalidVersion:
+                pass  # "## Unreleased"
+    return found
+
+
+def check_changelog(project: Path, metadata: Message, sdist: Path) -> list[str]:
+    changelog = project / "CHANGELOG.md"
+    if not changelog.is_file():
+        return [f"{project.name}: no CHANGELOG.md (every distribution keeps one)"]
+    problems = []
+    if Version(metadata["Version"]) not in changelog_versions(changelog.read_text()):
+        problems.append(f"{changelog}: no '## {metadata['Version']}' section for the version built")
+    with tarfile.open(sdist) as archive:
+        if not any(m.name.count("/") == 1 and m.name.endswith("/CHANGELOG.md") for m in archive.getmembers()):
+            problems.append(f"{sdist.name}: CHANGELOG.md is not in the sdist")
+    return problems
+
+
 def main(dist_dir: Path, projects: list[Path]) -> int:
     problems: list[str] = []
     for project in projects:
@@ -69,7 +96,9 @@ def main(dist_dir: Path, projects: list[Path]) -> int:
         if len(wheels) != 1 or len(sdists) != 1:
             problems.append(f"{project.name}: expected one wheel and one sdist of {declared}, found {wheels + sdists}")
             continue
-        problems += check(wheel_metadata(wheels[0]), wheels[0].name)
+        metadata = wheel_metadata(wheels[0])
+        problems += check(metadata, wheels[0].name)
+        problems += check_changelog(project, metadata, sdists[0])
         problems += check(sdist_metadata(sdists[0]), sdists[0].name)
         print(f"check_dists: {declared}: {wheels[0].name}, {sdists[0].name}")
     for problem in problems:
