@@ -32,7 +32,7 @@ from packaging.version import InvalidVersion, Version
 from . import _env, hookspecs
 from ._version import __version__
 from .component import Component
-from .errors import ConfigError, InvalidOption, PluginConflict, PluginNotFound
+from .errors import ConfigError, InvalidOption, MissingExtra, PluginConflict, PluginNotFound
 from .options import Options, build
 
 if TYPE_CHECKING:
@@ -473,8 +473,8 @@ class PluginManager:
             raise TypeError("pass either options= or keyword values, not both")
         try:
             instance = factory(options, **_accepted(factory, wiring))
-        except InvalidOption:
-            raise
+        except (InvalidOption, MissingExtra):
+            raise  # already name what to change: an option, or an extra to install
         except (ValueError, TypeError) as exc:
             raise InvalidOption(
                 str(exc), option="?", variable=f"{_env.variable(interface)}_* or the options given"

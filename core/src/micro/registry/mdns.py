@@ -33,10 +33,15 @@ from collections.abc import Awaitable
 from typing import Any, ClassVar
 
 import orjson
-from zeroconf import IPVersion, ServiceInfo, ServiceStateChange, Zeroconf
-from zeroconf.asyncio import AsyncServiceBrowser, AsyncServiceInfo, AsyncZeroconf
 
-from ..errors import BackendUnavailable, BadRequest, MessageTooLarge, ServiceNotFound
+from ..errors import BackendUnavailable, BadRequest, MessageTooLarge, MissingExtra, ServiceNotFound
+
+try:
+    from zeroconf import IPVersion, ServiceInfo, ServiceStateChange, Zeroconf
+    from zeroconf.asyncio import AsyncServiceBrowser, AsyncServiceInfo, AsyncZeroconf
+except ModuleNotFoundError as exc:  # an extra: the zero-config path never needs mDNS
+    raise MissingExtra("registry 'mdns'", extra="mdns", module="zeroconf") from exc
+
 from .base import Endpoint, Node, Registry, Service, Watcher
 from .options import MDNSRegistryOptions
 from .watch import Watchers, check_name, check_ttl, diff_views
