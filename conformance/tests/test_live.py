@@ -17,7 +17,7 @@ SUITE = """
 from micro_conformance.live import LiveServer
 import pytest
 
-SERVER = LiveServer("Flaky DB", "flaky://127.0.0.1:{port}", probe={probe}, hint="set FLAKY_URL")
+SERVER = LiveServer("Flaky DB", "flaky://127.0.0.1:{port}", probe={probe}, hint="set FLAKY_URL", wait=0.5)
 
 
 def pytest_collection_modifyitems(items):
@@ -112,6 +112,27 @@ def test_the_server_is_probed_once(open_port: int) -> None:
     server = LiveServer("X", f"127.0.0.1:{open_port}", probe=probe)
     assert [server.unavailable() for _ in range(3)] == [None, None, None]
     assert calls == [1]
+
+
+def test_a_server_that_answers_late_is_waited_for(closed_port: int) -> None:
+    """A probe that fails at first (a server starting, or busy) is tried again until ``wait`` runs out."""
+    answers = iter(["connection reset by peer", "connection reset by peer", None])
+    calls: list[int] = []
+
+    def probe() -> str | None:
+        calls.append(1)
+        return next(answers)
+
+    with socket.socket() as sock:  # listening: the TCP part succeeds, the probe decides
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(8)
+        server = LiveServer("X", f"127.0.0.1:{sock.getsockname()[1]}", probe=probe, wait=30, interval=0.01)
+        assert server.unavailable() is None
+    assert len(calls) == 3
+    refused = LiveServer("X", f"127.0.0.1:{closed_port}", wait=0.2, interval=0.05)
+    reason = refused.unavailable()
+    assert reason is not None
+    assert reason.startswith(f"X not available at 127.0.0.1:{closed_port}: ")
 
 
 def test_addresses() -> None:

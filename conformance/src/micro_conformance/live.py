@@ -13,7 +13,8 @@ A plugin's ``conftest.py`` names its server once, at its default address::
 ``REDIS.mark`` puts the marker ``live_server(REDIS)`` on each test (``@pytest.mark.live_server(REDIS)`` does it
 for one test, and a fixture can call ``REDIS.require()``). Before such a test runs, the server is probed, once
 per session: a TCP connection to its address, then the optional ``probe`` (a Consul agent must have a leader,
-say). When it does not answer, the test is skipped with the reason, unless the environment variable ``CI`` is
+say), tried again for up to ``wait`` seconds (a server still starting, or one busy with other suites, gets
+that long). When it does not answer, the test is skipped with the reason, unless the environment variable ``CI`` is
 true (``true``, ``1``, ``yes``, ``on``): then the test FAILS with the same reason. A backend that did not come up
 can never turn a CI run green by skipping the suite that needs it.
 """
@@ -23,6 +24,7 @@ from __future__ import annotations
 import os
 import socket
 import threading
+import time
 import urllib.parse
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -58,6 +60,7 @@ class LiveServer:
     :param probe: called after the TCP connection succeeded; returns why the server cannot be used, or ``None``.
     :param hint: how to point the suite elsewhere, appended to the reason (``"set CONSUL_HTTP_ADDR"``).
     :param timeout: seconds to wait for the TCP connection.
+    :param wait: seconds to keep trying (every ``interval``) before the server is taken as down.
     """
 
     name: str
@@ -66,6 +69,8 @@ class LiveServer:
     probe: Callable[[], str | None] | None = None
     hint: str = ""
     timeout: float = 2.0
+    wait: float = 5.0
+    interval: float = 0.25
     _checked: bool = field(default=False, init=False, repr=False)
     _reason: str | None = field(default=None, init=False, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
@@ -87,6 +92,14 @@ class LiveServer:
             return self._reason
 
     def _check(self) -> str | None:
+        deadline = time.monotonic() + self.wait
+        while True:
+            reason = self._attempt()
+            if reason is None or time.monotonic() + self.interval > deadline:
+                return reason
+            time.sleep(self.interval)
+
+    def _attempt(self) -> str | None:
         host, port = self.endpoint()
         hint = f"; {self.hint}" if self.hint else ""
         try:
