@@ -33,6 +33,8 @@ from _harness import Context, Goal, Row
 SUITES = {
     "startup": "startup",
     "selector": "selector_bench",
+    "registry": "registry_bench",
+    "registry-consul": "registry_scale",
     "rpc": "rpc",
     "scale": "scale",
     "store": "store",
@@ -56,6 +58,8 @@ GOALS: list[Goal] = [
     ),
     Goal("selector", "warm select", limit=5.0),
     Goal("selector", "registry reads per call", limit=0.0),
+    Goal("registry local", "first lookup, 1,000 services", limit=10.0),
+    Goal("registry local", "idle watcher CPU, 1,000 services", limit=2.0),
     Goal("startup", "import micro", limit=150.0),
     Goal("startup", "micro --help", limit=400.0),
 ]

@@ -1,4 +1,4 @@
-"""The broker contract (:class:`micro.broker.Broker`): cases B01-B21.
+"""The broker contract (:class:`micro.broker.Broker`): cases B01-B24.
 
 Topics and queue names start with the test's unique prefix. Deliveries are
 awaited with a deadline; checks that something does *not* arrive (cross-talk,
@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
+from collections.abc import Mapping
+from typing import Any, ClassVar
 
 import pytest
 from micro.broker import Broker, Event, Message, Subscriber
-from micro.errors import BadRequest, ConnectionClosed, MessageTooLarge, NotSupported
+from micro.errors import BadRequest, ConnectionClosed, MessageTooLarge, MicroError, NotSupported
 
-from .base import Contract, absent, requires
+from .base import Contract, absent, eventually, requires
 
 __all__ = ["BrokerContract", "Inbox"]
 
@@ -58,6 +60,9 @@ class BrokerContract(Contract[Broker]):
 
     interface = "broker"
     known_capabilities = frozenset({"queue", "ack", "nack", "ordered", "cross-process"})
+    #: Options for the instance case B24 publishes with: give it a small backlog bound (micro-redis:
+    #: ``{"max_length": 20}``) so that the slow consumer there reaches it.
+    slow_consumer_options: ClassVar[Mapping[str, Any]] = {}
 
     @pytest.fixture
     def broker(self, subject: Broker) -> Broker:
@@ -391,6 +396,45 @@ class BrokerContract(Contract[Broker]):
         await broker.publish(topic, Message(body))
         await inbox.wait(1)
         assert inbox.bodies == [body]
+
+    @requires("queue")
+    async def test_b24_a_slow_queue_member_gets_every_message_whose_publish_returned(self) -> None:
+        """Publishers faster than a queue member: each publish returns (then the message is delivered) or raises.
+
+        A bounded backlog may make publish wait, or fail with a typed error (a MicroError), but a
+        message whose publish returned must not be dropped because the consumer fell behind.
+        """
+        broker = await self.another(**self.slow_consumer_options)
+        topic, queue = self.names("t"), self.names("q")
+        received: list[bytes] = []
+
+        async def slow(event: Event) -> None:
+            received.append(event.message.body)
+            await asyncio.sleep(0.005)
+
+        subscriber = await broker.subscribe(topic, slow, queue=queue)
+        self.later(subscriber.unsubscribe)
+        confirmed: list[bytes] = []
+        refused: list[MicroError] = []
+
+        async def publisher(k: int) -> None:
+            for i in range(50):
+                body = f"{k}:{i}".encode()
+                try:
+                    await broker.publish(topic, Message(body))
+                except MicroError as exc:  # back-pressure that gave up: allowed, the message is not confirmed
+                    refused.append(exc)
+                else:
+                    confirmed.append(body)
+
+        await asyncio.wait_for(asyncio.gather(*(publisher(k) for k in range(4))), timeout=max(60.0, self.timeout))
+        assert confirmed, f"every publish failed, e.g. {refused[0]!r}"
+
+        def all_delivered() -> None:
+            missing = set(confirmed) - set(received)
+            assert not missing, f"{len(missing)} of {len(confirmed)} confirmed messages not delivered"
+
+        await eventually(all_delivered, timeout=max(30.0, self.timeout), what="every confirmed message arriving")
 
     @requires("cross-process")
     async def test_b23_separate_instances_exchange_messages(self, broker: Broker) -> None:

@@ -216,7 +216,8 @@ class RPCContract(Contract[Server]):
         assert response.metadata.get("x-reply") == "from the handler"
 
     async def test_p04_handler_errors_arrive_typed(self, served: tuple[Server, Client, Greeter]) -> None:
-        """A MicroError keeps its code and detail; any other exception is a 500; the server keeps serving."""
+        """A MicroError keeps its code and detail; any other exception is a 500 that does not carry the
+        exception's text (it may hold secrets: it belongs in the server's log); the server keeps serving."""
         server, client, _ = served
         with pytest.raises(NotFound) as missing:
             await client.call(server.options.name, "Greeter.missing", "k1")
@@ -224,7 +225,8 @@ class RPCContract(Contract[Server]):
         assert "no record for 'k1'" in missing.value.detail
         with pytest.raises(InternalError) as crashed:
             await client.call(server.options.name, "Greeter.crash", None, retries=0)
-        assert crashed.value.code == 500 and "crashed" in crashed.value.detail
+        assert crashed.value.code == 500
+        assert "the handler crashed" not in crashed.value.detail
         assert await client.call(server.options.name, "Greeter.plain", 1) == {"echo": 1}
 
     async def test_p05_unknown_endpoint_and_service(self, served: tuple[Server, Client, Greeter]) -> None:

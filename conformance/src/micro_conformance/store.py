@@ -1,4 +1,4 @@
-"""The store contract (:class:`micro.store.Store`): cases S01-S20.
+"""The store contract (:class:`micro.store.Store`): cases S01-S27.
 
 Every key a case writes starts with the test's unique prefix, and every
 listing is restricted to it, so a store shared with other data (or another run)
@@ -14,6 +14,7 @@ from typing import Any, ClassVar
 import pytest
 from micro.errors import BadRequest, NotSupported, RecordNotFound
 from micro.store import Record, Store
+from micro.store.base import MAX_PAGE, MAX_TTL
 
 from .base import Contract, absent, requires
 
@@ -387,6 +388,45 @@ class StoreContract(Contract[Store]):
         with pytest.raises(NotSupported):
             await store.write_many([Record(key, b"v")], ttl=5)
         assert await store.list(prefix=self.names.prefix) == []
+
+    # -- numeric bounds --------------------------------------------------------------------
+
+    async def test_s26_limit_and_offset_past_64_bits_raise_bad_request_naming_them(self, store: Store) -> None:
+        """limit/offset above 2**63 - 1 raise BadRequest naming the argument (not OverflowError); the max works."""
+        p = self.names.prefix
+        await self.write_all(store, [p + "a", p + "b"])
+        for name in ("limit", "offset"):
+            for value in (MAX_PAGE + 1, 2**64, 10**30):
+                paging: dict[str, Any] = {name: value}
+                with pytest.raises(BadRequest) as listed:
+                    await store.list(prefix=p, **paging)
+                with pytest.raises(BadRequest) as read:
+                    await store.read(p, prefix=True, **paging)
+                for caught in (listed, read):
+                    assert name in str(caught.value), f"BadRequest for {name}={value} does not name it: {caught.value}"
+        assert await store.list(prefix=p, limit=MAX_PAGE) == [p + "a", p + "b"]
+        assert await store.list(prefix=p, offset=MAX_PAGE, limit=MAX_PAGE) == []
+        assert [r.key for r in await store.read(p, prefix=True, limit=MAX_PAGE, offset=1)] == [p + "b"]
+        assert await store.read(p, prefix=True, offset=MAX_PAGE) == []
+
+    @requires("ttl")
+    async def test_s27_ttl_past_max_ttl_raises_bad_request_and_writes_nothing(self, store: Store) -> None:
+        """A TTL above MAX_TTL (100 years), or too big for a float, raises BadRequest naming it and writes nothing."""
+        key = self.names("k")
+        for ttl in (MAX_TTL * 2, 1e300, 2**70, 10**400):
+            with pytest.raises(BadRequest) as caught:
+                await store.write(Record(key, b"v"), ttl=ttl)
+            shown = str(ttl)[:12]
+            assert "ttl" in str(caught.value), f"BadRequest for ttl={shown} does not name it: {caught.value}"
+            with pytest.raises(BadRequest) as caught:
+                await store.write(Record(key, b"v", expiry=ttl))
+            assert "expiry" in str(caught.value), f"BadRequest for expiry={shown} does not name it: {caught.value}"
+            with pytest.raises(BadRequest):
+                await store.write_many([Record(self.names("ok"), b"v"), Record(key, b"v")], ttl=ttl)
+        assert await store.list(prefix=self.names.prefix) == []
+        await store.write(Record(key, b"v"), ttl=MAX_TTL)
+        (record,) = await store.read(key)
+        assert record.expiry is not None and MAX_TTL - 3600 < record.expiry <= MAX_TTL, f"expiry {record.expiry!r}"
 
     async def _missing(self, store: Store, key: str) -> bool:
         try:

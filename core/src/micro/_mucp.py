@@ -11,6 +11,7 @@ small and allocation-free on purpose: it runs on every call.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Final
 
@@ -27,6 +28,8 @@ __all__ = [
     "EOS",
     "ERROR",
     "ID",
+    "LOCAL_PROOF",
+    "MAX_TIMEOUT",
     "METHOD",
     "ROUTING",
     "SERVICE",
@@ -57,11 +60,13 @@ ERROR: Final = "Micro-Error"
 STREAM: Final = "Micro-Stream"
 TOPIC: Final = "Micro-Topic"
 EOS: Final = "EOS"
+#: On a request: proof that the caller runs as the server's own local user (see :mod:`micro.debug.access`).
+LOCAL_PROOF: Final = "Micro-Local-Proof"
 
 #: Routing headers, lower-cased: they describe one hop and are not copied into handler metadata,
-#: so a handler that calls on does not forward its caller's routing.
+#: so a handler that calls on does not forward its caller's routing (nor its local proof).
 ROUTING: Final[frozenset[str]] = frozenset(
-    h.lower() for h in (SERVICE, ENDPOINT, METHOD, ID, CONTENT_TYPE, ACCEPT, TIMEOUT, ERROR, STREAM)
+    h.lower() for h in (SERVICE, ENDPOINT, METHOD, ID, CONTENT_TYPE, ACCEPT, TIMEOUT, ERROR, STREAM, LOCAL_PROOF)
 ) | frozenset(("x-micro-service", "x-micro-endpoint", "x-micro-method", "x-micro-id", "x-micro-error"))
 
 
@@ -112,20 +117,49 @@ def encode_timeout(seconds: float) -> str:
     return str(max(1, int(seconds * 1e9)))
 
 
+#: The longest ``Timeout`` accepted, in seconds (a year): anything longer is a mistake or an attack, and a
+#: deadline that far out would overflow the event loop's clock arithmetic.
+MAX_TIMEOUT: Final = 366 * 24 * 3600.0
+# 2**63 ns (Go's largest Duration) has 19 digits; a header twice as long is not a duration.
+_MAX_TIMEOUT_CHARS: Final = 40
+
+
 def decode_timeout(text: str) -> float:
     """Seconds in a ``Timeout`` header: integer nanoseconds, or a duration such as ``"5s"``.
 
-    Raises :class:`~micro.errors.BadRequest` naming the header for anything else.
+    Only ASCII digits (and a unit) are accepted; the result is finite, not
+    negative and at most :data:`MAX_TIMEOUT`. Anything else (empty, hundreds of
+    digits, ``1e999``, ``nan``, ``-1``, other scripts' digits) raises
+    :class:`~micro.errors.BadRequest` naming the header; never another exception.
     """
+    problem = _timeout_problem(text)
+    if problem is None:
+        seconds = int(text) / 1e9 if text.isdigit() else parse_duration(text)
+        if math.isfinite(seconds) and 0 <= seconds <= MAX_TIMEOUT:
+            return seconds
+        problem = "out of range"
+    shown = text if len(text) <= _MAX_TIMEOUT_CHARS else text[:_MAX_TIMEOUT_CHARS] + "..."
+    raise BadRequest(
+        f"bad {TIMEOUT} header {shown!r} ({problem}): expected nanoseconds or a duration such as 5s, "
+        f"at most {int(MAX_TIMEOUT)}s"
+    )
+
+
+def _timeout_problem(text: str) -> str | None:
+    """Why ``text`` cannot be a ``Timeout`` value, or ``None`` if it parses (checked before any conversion)."""
+    if not text:
+        return "empty"
+    if len(text) > _MAX_TIMEOUT_CHARS:
+        return f"{len(text)} characters"
+    if not text.isascii():
+        return "not ASCII"
+    if text.isdigit():
+        return None
     try:
-        if text.isdigit():
-            return int(text) / 1e9
-        seconds = parse_duration(text)
+        parse_duration(text)
     except ValueError:
-        seconds = -1.0
-    if seconds < 0:
-        raise BadRequest(f"bad {TIMEOUT} header {text!r}: expected nanoseconds or a duration such as 5s")
-    return seconds
+        return "not a duration"
+    return None
 
 
 def error_from(text: str) -> RPCError:

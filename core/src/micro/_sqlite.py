@@ -18,17 +18,16 @@ import asyncio
 import contextlib
 import os
 import sqlite3
-import stat
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TypeVar
 
+from . import _private
 from .errors import BackendUnavailable, ConnectionClosed
 
-__all__ = ["Database", "data_dir", "immediate", "resolve", "retry_locked", "runtime_dir"]
+__all__ = ["Database", "data_dir", "immediate", "prepare", "resolve", "retry_locked", "runtime_dir"]
 
 T = TypeVar("T")
 
@@ -56,46 +55,57 @@ def retry_locked(fn: Callable[[], T], timeout: float) -> T:
 
 def data_dir() -> Path:
     """``$XDG_DATA_HOME/micro``, else ``~/.local/share/micro``: where persistent defaults keep their files."""
-    base = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
-    return Path(base) / "micro"
+    return _private.data_dir()
 
 
 def runtime_dir() -> Path:
-    """``$XDG_RUNTIME_DIR/micro``, else ``<tempdir>/micro-<uid>``: per-user files that need not outlive a boot."""
-    base = os.environ.get("XDG_RUNTIME_DIR")
-    if base:
-        return Path(base) / "micro"
-    uid = os.getuid() if hasattr(os, "getuid") else os.getpid()
-    return Path(tempfile.gettempdir()) / f"micro-{uid}"
+    """The user's private per-machine directory, created: see :func:`micro._private.runtime_dir`."""
+    return _private.runtime_dir()
 
 
-def _private_dir(path: Path) -> None:
-    """Create ``path`` (mode 0700) if needed; refuse one another user could write to, since locks live there."""
-    path.mkdir(mode=0o700, parents=True, exist_ok=True)
-    info = path.lstat()
-    if not stat.S_ISDIR(info.st_mode):
-        raise OSError(f"{path} is not a directory")
-    if hasattr(os, "getuid") and info.st_uid != os.getuid():
-        raise OSError(f"{path} belongs to another user (uid {info.st_uid})")
+def prepare(target: Path, *, default: bool) -> None:
+    """Make ``target``'s directory and the database file itself private before SQLite opens it.
+
+    SQLite gives its ``-wal``, ``-shm`` and ``-journal`` files the database
+    file's mode, so a database file created 0600 (``O_CREAT | O_EXCL |
+    O_NOFOLLOW``) keeps them private from the moment they exist. A ``default``
+    location is micro's own: its directory is made or checked 0700 and the
+    user's, and the file and its side files are checked likewise. A configured
+    path is the user's choice: missing directories are created 0700 and a
+    missing file 0600, and what exists is left as it is, unless other users
+    can create files beside it (a path in /tmp): then the file and its side
+    files are checked as for a default, and a directory where they could also
+    replace it (world-writable, not sticky) is refused.
+    Raises :class:`~micro._private.UnsafePath` (a ``BackendUnavailable``).
+    """
+    if default:
+        _private.private_dir(target.parent)
+        _private.private_sqlite(target)
+        return
+    if not target.parent.exists():
+        _private.private_dir(target.parent)
+    if _private.shared_parent(target):
+        _private.private_sqlite(target)
+    else:
+        _private.create_private_file(target)
 
 
-def resolve(path: str | None, address: tuple[str, ...], default: Path, *, private: bool = False) -> str:
-    """The file to open: ``path``, else ``address[0]``, else ``default``; its directory is created.
+def resolve(path: str | None, address: tuple[str, ...], default: Callable[[], Path], *, option: str) -> str:
+    """The file to open, made ready by :func:`prepare`: ``path``, else ``address[0]``, else ``default()``.
 
-    ``private`` makes a default directory 0700 and checks it is the user's own.
-    Raises :class:`~micro.errors.BackendUnavailable` if the directory cannot be made.
+    ``option`` (e.g. ``"MICRO_STORE_PATH"``) is named in errors, as the way to choose another file.
+    Raises :class:`~micro.errors.BackendUnavailable` if the file or its directory cannot be made private.
     """
     chosen = path or (address[0] if address else None)
     if chosen == ":memory:":
         return chosen
-    target = Path(os.path.expanduser(chosen)) if chosen else default
     try:
-        if chosen is None and private:
-            _private_dir(target.parent)
-        else:
-            target.parent.mkdir(parents=True, exist_ok=True)
+        target = Path(os.path.expanduser(chosen)) if chosen else default()
+        prepare(target, default=chosen is None)
+    except _private.UnsafePath as exc:
+        raise _private.UnsafePath(f"{exc} (or set {option})") from exc
     except OSError as exc:
-        raise BackendUnavailable(f"cannot create the directory for {target}: {exc}") from exc
+        raise BackendUnavailable(f"cannot create {chosen or 'the default file'}: {exc} (or set {option})") from exc
     return str(target)
 
 

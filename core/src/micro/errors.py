@@ -298,7 +298,9 @@ def _remote_class(code: int) -> type[RPCError]:
     cls = _REMOTE_CLASSES.get(code)
     if cls is None:
         base = _BY_CODE.get(code)
-        cls = RPCError if base is None else type(f"Remote{base.__name__}", (RPCError, base), {"__module__": __name__})
+        if base is None:
+            return RPCError  # not remembered: codes come from the wire, and a server may send any number of them
+        cls = type(f"Remote{base.__name__}", (RPCError, base), {"__module__": __name__})
         _REMOTE_CLASSES[code] = cls
     return cls
 
@@ -313,7 +315,7 @@ def from_wire(data: Mapping[str, Any] | str | bytes) -> RPCError:
     if isinstance(data, (str, bytes)):
         try:
             parsed = json.loads(data)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: nesting deeper than the decoder allows
             parsed = None
         if not isinstance(parsed, dict):
             text = data.decode("utf-8", "replace") if isinstance(data, bytes) else data
@@ -321,7 +323,7 @@ def from_wire(data: Mapping[str, Any] | str | bytes) -> RPCError:
         data = parsed
     try:
         code = int(data.get("code") or 500)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # OverflowError: 1e400 decodes to an infinite float
         code = 500
     return _remote_class(code)(
         str(data.get("detail") or ""),

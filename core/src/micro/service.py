@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import importlib
 import inspect
 import logging
@@ -33,10 +34,11 @@ from types import TracebackType
 from typing import Any, Literal, Self, TypeVar, cast
 
 from . import _env
+from ._private import local_secret
 from .broker.base import Broker
 from .client.base import CallWrapper, Client
 from .component import Component
-from .debug.handler import mount
+from .debug.handler import Debug, debug_options, mount
 from .errors import ConfigError, InvalidOption
 from .options import parse_duration
 from .plugins import get_manager
@@ -104,7 +106,8 @@ class Service:
     :param before_start, after_start, before_stop, after_stop: lifecycle hooks,
         run in order; more can be added with :meth:`hook`.
     :param handle_signals: whether :meth:`run` stops on SIGINT and SIGTERM.
-    :param debug: serve the built-in ``Debug`` handler (``micro debug``), tracing and counting every call.
+    :param debug: serve the built-in ``Debug`` handler (``micro debug``), tracing and counting every call;
+        who may call it is ``MICRO_DEBUG_ACCESS`` (``off`` serves none of it), see :mod:`micro.debug.access`.
     :param environ: where ``MICRO_*`` variables are read (``os.environ`` by default).
     :raises ~micro.errors.ConfigError: a bad name, option or plugin selection.
     """
@@ -196,6 +199,7 @@ class Service:
                     broker=self.broker,
                     options=server_options,
                     environ=environ,
+                    local_secret=functools.partial(local_secret, environ),
                 )
             )
         self.server: Server = server
@@ -211,8 +215,18 @@ class Service:
                 )
             )
         self.client: Client = client
-        #: The built-in ``Debug`` handler (:func:`micro.debug.handler.mount`), or ``None``.
-        self.debug = mount(self) if debug else None
+        if getattr(self.server.options, "local_only", False):
+            # A local_only service talks to the user's other services: its own calls carry the proof too.
+            from .auth.local import local_proof
+
+            self.client.wrap(local_proof(environ=environ))
+        #: The built-in ``Debug`` handler (:func:`micro.debug.handler.mount`), or ``None`` when ``debug`` is
+        #: false or ``MICRO_DEBUG_ACCESS=off``.
+        self.debug: Debug | None = None
+        if debug:
+            options = debug_options(environ)
+            if options.access != "off":
+                self.debug = mount(self, options=options)
         if wrappers:
             self.server.wrap(*wrappers)
         if subscriber_wrappers:
@@ -230,6 +244,11 @@ class Service:
     @property
     def name(self) -> str:
         return self.server.options.name
+
+    @property
+    def environ(self) -> Mapping[str, str]:
+        """Where this service reads ``MICRO_*`` variables."""
+        return self._environ
 
     @property
     def version(self) -> str:

@@ -38,7 +38,7 @@ def test_good_topic_is_returned():
     assert check_topic("go.micro.topic-1/ü") == "go.micro.topic-1/ü"
 
 
-@pytest.mark.parametrize("size", [0, -1, True, "1"])
+@pytest.mark.parametrize("size", [0, -1, True, "1", 2**30 + 1, 2**63, 10**400])
 def test_max_message_size_is_checked(size):
     with pytest.raises(InvalidOption):
         BrokerOptions(max_message_size=size)

@@ -50,6 +50,16 @@ async def test_call(service: ServiceProcess) -> None:
     assert reply == {"message": "Hello Alice", "pid": service.process.pid}
 
 
+async def test_call_reaches_the_users_own_debug_endpoints(service: ServiceProcess) -> None:
+    # micro call proves the local user, as micro debug does: the service (same user) answers Debug.stats.
+    status, out, err = await micro("call", service.name, "Debug.stats")
+    assert status == 0, err
+    assert "stats" in json.loads(out)
+    status, out, err = await micro("debug", "logs", service.name, "--json")
+    assert status == 0, err
+    assert "records" in json.loads(out)
+
+
 async def test_call_stream(service: ServiceProcess) -> None:
     status, out, err = await micro("call", "--stream", service.name, "Echo.count", '{"to": 3}')
     assert status == 0, err

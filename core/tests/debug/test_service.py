@@ -3,8 +3,10 @@
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
+from micro.auth.local import local_proof
 from micro.broker.memory import MemoryBroker
 from micro.debug.handler import Debug, TraceRequest
 from micro.debug.trace import SpanType
@@ -38,18 +40,23 @@ class Users:
 
 
 @pytest.fixture
-async def services() -> AsyncIterator[tuple[Service, Service, Debug, Debug]]:
+async def services(tmp_path: Path) -> AsyncIterator[tuple[Service, Service, Debug, Debug]]:
     registry = MemoryRegistry()
+    # The per-user secret behind the Debug endpoints' local proofs lives in the runtime dir: a private one here.
+    environ = {"XDG_RUNTIME_DIR": str(tmp_path)}
 
     def make(name: str) -> Service:
-        return Service(
+        service = Service(
             name,
             address="127.0.0.1:0",
             registry=registry,
             transport=MemoryTransport(),
             broker=MemoryBroker(),
             handle_signals=False,
+            environ=environ,
         )
+        service.wrap_call(local_proof(environ=environ))  # calls as the same local user, as `micro debug` does
+        return service
 
     orders, users = make("orders"), make("users")
     handler = Orders()

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import sys
+import time
 import zlib
 from collections.abc import AsyncIterator
 
@@ -101,6 +104,68 @@ async def test_closing_says_goodbye(pair: tuple[MDNSRegistry, MDNSRegistry], uni
             await b.get_service(unique)
 
     await eventually(gone, timeout=5)
+
+
+_KILLED_PEER = """
+import asyncio, sys
+from micro.registry import Node, Service, MDNSRegistryOptions
+from micro.registry.mdns import MDNSRegistry
+
+async def main() -> None:
+    registry = MDNSRegistry(MDNSRegistryOptions(interfaces=("127.0.0.1",), timeout=0.2))
+    service = Service(sys.argv[1], "1.0.0", nodes=[Node("n1", "127.0.0.1:8000")])
+    await registry.register(service, ttl=2)
+    print("READY", flush=True)
+    while True:  # renew as a server does, well within the TTL, until killed
+        await asyncio.sleep(0.5)
+        await registry.register(service, ttl=2)
+
+asyncio.run(main())
+"""
+
+
+@pytest.mark.multicast
+@needs_multicast
+async def test_a_peer_killed_without_goodbye_leaves_within_its_ttl(unique: str) -> None:
+    """kill -9: no goodbye packet. The node stays while it renews, and leaves about a TTL after it stops
+    (python-zeroconf's own cache keeps PTR records for at least 1,125 s, so this needs the registry's sweep)."""
+    observer = MDNSRegistry(mdns_options())
+    await observer.start()
+    peer = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", _KILLED_PEER, unique, stdout=asyncio.subprocess.PIPE
+    )
+    try:
+        assert peer.stdout is not None
+        assert await asyncio.wait_for(peer.stdout.readline(), 30) == b"READY\n"
+
+        async def seen() -> None:
+            try:
+                found = await observer.get_service(unique)
+            except ServiceNotFound as exc:
+                raise AssertionError("not seen") from exc
+            assert [n.id for s in found for n in s.nodes] == ["n1"]
+
+        await eventually(seen, timeout=10)
+        await asyncio.sleep(5)  # two and a half TTLs of renewals: still there
+        await seen()
+        peer.kill()
+        await peer.wait()
+        killed = time.monotonic()
+
+        async def gone() -> None:
+            try:
+                found = await observer.get_service(unique)
+            except ServiceNotFound:
+                return
+            raise AssertionError(f"still listed: {found}")
+
+        await eventually(gone, timeout=30)
+        assert time.monotonic() - killed < 2 + 5  # the TTL, the sweep, one unanswered question and slack
+    finally:
+        if peer.returncode is None:
+            peer.kill()
+            await peer.wait()
+        await observer.close()
 
 
 @pytest.mark.multicast

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -167,13 +169,24 @@ async def test_unknown_endpoint_is_404_naming_it_and_server_keeps_serving(stack:
     assert await client.call(stack.name, "Say.hello", {"name": "x"}) == {"message": "Hello x"}
 
 
-async def test_handler_exception_is_500_and_server_keeps_serving(stack: Stack) -> None:
+async def test_handler_exception_is_500_and_server_keeps_serving(
+    stack: Stack, caplog: pytest.LogCaptureFixture
+) -> None:
     await started(stack, Say())
     client = stack.client()
-    with pytest.raises(InternalError, match="ValueError: cannot handle this") as caught:
+    with (
+        caplog.at_level(logging.ERROR, logger="micro.server"),
+        pytest.raises(InternalError, match=r"Say.fail: internal error \(ref [0-9a-f]{12}") as caught,
+    ):
         await client.call(stack.name, "Say.fail", {"what": "this"})
     assert caught.value.code == 500
     assert caught.value.to_dict()["status"] == "Internal Server Error"
+    # the exception's text stays in the server's log, under the reference the caller got
+    assert "cannot handle" not in str(caught.value)
+    reference = re.search(r"ref ([0-9a-f]{12})", str(caught.value))
+    assert reference is not None
+    (logged,) = [r for r in caplog.records if reference.group(1) in r.getMessage()]
+    assert "ValueError: cannot handle this" in logged.getMessage()
     # typed errors keep their code
     with pytest.raises(BadRequest, match="name is required") as refused:
         await client.call(stack.name, "Say.refuse", {})

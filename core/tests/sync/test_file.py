@@ -84,6 +84,7 @@ async def test_two_processes_contending_for_one_lock_never_overlap(tmp_path: Pat
 
 
 async def test_default_file_is_in_a_private_runtime_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "run").mkdir(mode=0o700)  # XDG_RUNTIME_DIR must exist to be used, as the spec says
     monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path / "run"))
     async with FileSync() as sync:
         assert sync.path == str(tmp_path / "run" / "micro" / "sync.db")
@@ -97,7 +98,7 @@ async def test_default_dir_that_is_not_a_directory_is_backend_unavailable(
 ) -> None:
     (tmp_path / "micro").write_text("a file where the directory should be")
     monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))
-    with pytest.raises(BackendUnavailable, match="cannot create the directory"):
+    with pytest.raises(BackendUnavailable, match=r"micro is not a directory .*remove it.*MICRO_SYNC_PATH"):
         await FileSync().start()
 
 

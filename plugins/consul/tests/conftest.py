@@ -44,6 +44,11 @@ def consul_address() -> str:
     return ADDRESS
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    # Here rather than in pyproject.toml: slow tests still run in the normal test command.
+    config.addinivalue_line("markers", "slow: takes more than ten seconds (1,000 services in the agent)")
+
+
 @pytest.fixture
 def unique() -> Callable[[str], str]:
     """Names unique to this test: ``unique("orders")`` is ``"t-<hex>-orders"``."""

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
+import re
 import sys
 import time
 from collections import Counter
@@ -13,7 +15,7 @@ import orjson
 import pytest
 import redis.asyncio as redis
 from micro.broker import Event, Message, Subscriber
-from micro.errors import BackendUnavailable, ConnectionClosed, InternalError, InvalidOption, Unauthorized
+from micro.errors import BackendUnavailable, ConnectionClosed, InternalError, InvalidOption, Timeout, Unauthorized
 from micro.plugins import get_manager
 from micro_redis import RedisBroker, RedisBrokerOptions
 
@@ -81,12 +83,15 @@ async def test_a_topic_is_a_stream_of_body_and_json_header(broker: RedisBroker, 
     assert orjson.loads(fields[b"header"]) == {"Content-Type": "x/y", "É": "ü"}
 
 
-async def test_streams_are_trimmed_to_about_max_length(make: Callable[..., RedisBroker], prefix: str, raw: redis.Redis):
+async def test_a_stream_without_queue_groups_is_trimmed_to_max_length(
+    make: Callable[..., RedisBroker], prefix: str, raw: redis.Redis
+):
     broker = make(max_length=10)
     for i in range(600):
         await broker.publish("t", Message(str(i).encode()))
-    # MAXLEN ~ trims whole stream nodes (100 entries by default), so the bound is approximate.
-    assert 10 <= await raw.xlen(f"{prefix}t") <= 200
+    # No group needs anything, so the check trims to max_length, exactly, after the pipeline that outgrew it.
+    assert await raw.xlen(f"{prefix}t") == 10
+    assert broker.dropped == {}, "no queue group missed anything"
 
 
 async def test_entries_this_broker_did_not_write_are_skipped(broker: RedisBroker, prefix: str, raw: redis.Redis):
@@ -396,20 +401,33 @@ def test_options_come_from_micro_broker_variables():
         "MICRO_BROKER_MAX_LENGTH": "500",
         "MICRO_BROKER_CLAIM_IDLE": "10s",
         "MICRO_BROKER_PREFETCH": "1",
+        "MICRO_BROKER_OVERFLOW": "trim",
+        "MICRO_BROKER_OVERFLOW_TIMEOUT": "250ms",
     }
     broker = get_manager().create("broker", environ=environ)
     assert isinstance(broker, RedisBroker)
     assert (broker.options.max_length, broker.options.claim_idle, broker.options.prefetch) == (500, 10.0, 1)
+    assert (broker.options.overflow, broker.options.overflow_timeout) == ("trim", 0.25)
+    assert RedisBrokerOptions().overflow == "block", "losing confirmed messages must be asked for"
     assert broker.address == "127.0.0.1:6379/1"
 
 
 @pytest.mark.parametrize(
     ("variable", "value", "message"),
     [
-        ("MICRO_BROKER_MAX_LENGTH", "0", "integer >= 1"),
+        ("MICRO_BROKER_MAX_LENGTH", "0", "integer from 1 to"),
+        ("MICRO_BROKER_MAX_LENGTH", "99999999999999999999", "integer from 1 to 2147483647"),
+        ("MICRO_BROKER_PREFETCH", "100000", "integer from 1 to 10000"),
+        ("MICRO_BROKER_MAX_MESSAGE_SIZE", str(600 * 1024 * 1024), "integer from 1 to 536870912"),
+        ("MICRO_BROKER_POOL_SIZE", "1000000000", "integer from 1 to 1024"),
+        ("MICRO_BROKER_REQUEST_TIMEOUT", "100000000000000000000", "number of seconds from 0 to 86400"),
+        ("MICRO_BROKER_REQUEST_TIMEOUT", "0", "more than 0 seconds"),
+        ("MICRO_BROKER_OVERFLOW", "drop", "expected one of 'block', 'trim'"),
+        ("MICRO_BROKER_OVERFLOW_TIMEOUT", "-1", "number of seconds from 0 to 86400"),
+        ("MICRO_BROKER_OVERFLOW_TIMEOUT", "100000", "number of seconds from 0 to 86400"),
         ("MICRO_BROKER_PREFETCH", "many", "expected an integer"),
-        ("MICRO_BROKER_CLAIM_IDLE", "1ms", "at least 0.01"),
-        ("MICRO_BROKER_MAX_REDELIVERIES", "-1", "integer >= 0"),
+        ("MICRO_BROKER_CLAIM_IDLE", "1ms", "from 0.01 to 86400"),
+        ("MICRO_BROKER_MAX_REDELIVERIES", "-1", "integer from 0 to"),
         ("MICRO_BROKER_ADDRESS", "ftp://x", "unknown scheme"),
     ],
 )
@@ -747,12 +765,17 @@ async def test_acks_that_cannot_be_sent_by_unsubscribe_are_redelivered(make, pre
 
 
 class PipelineSpy:
-    """Wraps the broker's shared client: records how many commands each pipeline carried."""
+    """Wraps the broker's shared client: records how many publishes (XADDs) each pipeline carried.
+
+    A pipeline may also carry backlog checks (EVALSHA), which are not counted; a pipeline that carries
+    only checks is counted in ``checks_alone``, not in ``sizes``.
+    """
 
     def __init__(self, broker: RedisBroker) -> None:
         client = broker._redis  # type: ignore[attr-defined]
         assert client is not None, "start() the broker first"
         self.sizes: list[int] = []
+        self.checks_alone = 0
         #: Seconds each pipeline waits before it is sent.
         self.delay = 0.0
         make = client.pipeline
@@ -762,7 +785,11 @@ class PipelineSpy:
             execute = pipe.execute
 
             async def counted(*args: object, **options: object) -> object:
-                self.sizes.append(len(pipe.command_stack))
+                publishes = sum(1 for args, _ in pipe.command_stack if args[0] == "XADD")
+                if publishes:
+                    self.sizes.append(publishes)
+                else:
+                    self.checks_alone += 1
                 await asyncio.sleep(self.delay)
                 return await execute(*args, **options)
 
@@ -827,3 +854,205 @@ async def test_a_publish_cancelled_before_its_turn_is_not_sent(broker: RedisBrok
     await quiet()
     assert spy.sizes == [1]
     assert [fields[b"body"] for _, fields in await raw.xrange(f"{prefix}t")] == [b"sent"]
+
+
+# -- overflow: a backlog that reaches max_length -----------------------------------------------------------
+
+
+class Slow:
+    """A handler slower than the publishers: records each body, then takes ``pause`` seconds."""
+
+    def __init__(self, pause: float) -> None:
+        self.pause = pause
+        self.bodies: list[bytes] = []
+
+    async def __call__(self, event: Event) -> None:
+        self.bodies.append(event.message.body)
+        await asyncio.sleep(self.pause)
+
+
+async def caught_up(raw: redis.Redis, stream: str, group: str) -> None:
+    """The group has been given the stream's last entry and settled everything it was given."""
+    (info,) = [g for g in await raw.xinfo_groups(stream) if g["name"] == group.encode()]
+    last = (await raw.xrevrange(stream, count=1))[0][0]
+    assert (info["last-delivered-id"], info["pending"]) == (last, 0), info
+
+
+async def publish_all(broker: RedisBroker, publishers: int, each: int) -> list[bytes]:
+    """``publishers`` tasks publishing ``each`` messages as fast as they can; the bodies whose publish returned."""
+    confirmed: list[bytes] = []
+
+    async def publisher(k: int) -> None:
+        for i in range(each):
+            body = f"{k}:{i}".encode()
+            await broker.publish("t", Message(body))
+            confirmed.append(body)
+
+    await asyncio.gather(*(publisher(k) for k in range(publishers)))
+    return confirmed
+
+
+async def test_with_back_pressure_a_slow_queue_member_loses_no_confirmed_message(
+    make: Callable[..., RedisBroker], prefix: str, raw: redis.Redis
+):
+    # Issue #10: with a consumer slower than the publisher, the stream used to be trimmed at max_length
+    # and confirmed messages vanished without a log line. "block" is the default.
+    publisher, consumer = make(max_length=50, overflow_timeout=60), make(prefetch=8)
+    assert publisher.options.overflow == "block"
+    slow = Slow(0.004)
+    await consumer.subscribe("t", slow, queue="q")
+    longest = 0
+    done = asyncio.Event()
+
+    async def watch() -> None:
+        nonlocal longest
+        while not done.is_set():
+            longest = max(longest, await raw.xlen(f"{prefix}t"))
+            await asyncio.sleep(0.01)
+
+    watcher = asyncio.create_task(watch())
+    try:
+        confirmed = await publish_all(publisher, publishers=8, each=75)
+    finally:
+        done.set()
+        await watcher
+    assert len(confirmed) == 600
+    await eventually(lambda: caught_up(raw, f"{prefix}t", "q"), timeout=60)
+    missing = set(confirmed) - set(slow.bodies)
+    assert not missing, f"{len(missing)} confirmed message(s) never delivered, e.g. {sorted(missing)[:5]}"
+    assert publisher.dropped == {}
+    # The publishers waited instead: the stream stayed near max_length (checks run once per pipeline).
+    assert longest <= 2 * 50 + 8, longest
+
+
+async def test_with_back_pressure_a_full_backlog_fails_publish_with_timeout_and_publishes_nothing(
+    make: Callable[..., RedisBroker], prefix: str, raw: redis.Redis
+):
+    publisher, consumer = make(max_length=5, overflow_timeout=0.3), make(prefetch=2)
+    release = asyncio.Event()
+
+    async def stuck(event: Event) -> None:
+        await release.wait()
+
+    await consumer.subscribe("t", stuck, queue="q")
+    for i in range(5):  # the member holds 2 unsettled, 3 wait in the group: the backlog is full
+        await publisher.publish("t", Message(str(i).encode()))
+    started = time.monotonic()
+    with pytest.raises(Timeout, match=r"topic 't' waited 0.3s for room and was not sent.*max_length=5") as caught:
+        await publisher.publish("t", Message(b"too many"))
+    assert time.monotonic() - started >= 0.3
+    assert "MICRO_BROKER_OVERFLOW" in str(caught.value)
+    bodies = [fields[b"body"] for _, fields in await raw.xrange(f"{prefix}t")]
+    assert bodies == [b"0", b"1", b"2", b"3", b"4"], "the refused message (or a trim) changed the stream"
+    # overflow_timeout=0: refused after one check, without waiting.
+    instant = make(max_length=5, overflow_timeout=0)
+    with pytest.raises(Timeout):
+        await instant.publish("t", Message(b"refused at once"))
+    # Once the member settles, there is room again.
+    release.set()
+    await eventually(lambda: caught_up(raw, f"{prefix}t", "q"))
+    await publisher.publish("t", Message(b"room again"))
+    assert (await raw.xrevrange(f"{prefix}t", count=1))[0][1][b"body"] == b"room again"
+
+
+async def test_a_publish_waiting_for_room_goes_out_when_the_member_catches_up(make: Callable[..., RedisBroker]):
+    publisher, consumer = make(max_length=3, overflow_timeout=30), make(prefetch=1)
+    release = asyncio.Event()
+    inbox: list[bytes] = []
+
+    async def gated(event: Event) -> None:
+        await release.wait()
+        inbox.append(event.message.body)
+
+    await consumer.subscribe("t", gated, queue="q")
+    for i in range(3):
+        await publisher.publish("t", Message(str(i).encode()))
+    waiting = [asyncio.create_task(publisher.publish("t", Message(f"w{i}".encode()))) for i in range(3)]
+    await quiet()
+    assert not any(task.done() for task in waiting), "a publish went out although the backlog was full"
+    release.set()
+    await asyncio.wait_for(asyncio.gather(*waiting), timeout=30)
+
+    async def all_in() -> None:
+        assert inbox == [b"0", b"1", b"2", b"w0", b"w1", b"w2"]
+
+    await eventually(all_in, timeout=10)
+
+
+async def test_with_trimming_every_message_a_slow_member_misses_is_counted_and_logged(
+    make: Callable[..., RedisBroker], prefix: str, raw: redis.Redis, caplog: pytest.LogCaptureFixture
+):
+    publisher, consumer = make(max_length=50, overflow="trim"), make(prefetch=8)
+    slow = Slow(0.004)
+    await consumer.subscribe("t", slow, queue="q")
+    with caplog.at_level(logging.WARNING, logger="micro.broker"):
+        confirmed = await publish_all(publisher, publishers=8, each=75)
+        assert len(confirmed) == 600
+        await eventually(lambda: caught_up(raw, f"{prefix}t", "q"), timeout=60)
+        missing = set(confirmed) - set(slow.bodies)
+        assert missing, "the member kept up: this test needs it to fall behind"
+        assert publisher.dropped == {"t": len(missing)}
+        await publisher.close()  # says what the rate limit held back
+    told = [
+        int(match.group(1))
+        for record in caplog.records
+        if (
+            match := re.match(r"topic 't': dropped (\d+) message\(s\) no queue group had received", record.getMessage())
+        )
+    ]
+    assert told, "no log line about the dropped messages"
+    assert sum(told) == len(missing)
+    assert len(told) <= 1 + 60 / 10, "the drop log is not rate-limited"
+
+
+async def test_sequential_publishes_pay_no_round_trip_for_the_backlog_check(broker: RedisBroker):
+    await broker.subscribe("t", Inbox(), queue="q")
+    spy = PipelineSpy(broker)
+    for i in range(200):
+        await broker.publish("t", Message(str(i).encode()))
+    # The first publish to the topic waited for one check of its own (a publisher must not add to a full
+    # backlog it has not seen); after that, one pipeline per publish: checks ride along with the XADDs.
+    assert spy.checks_alone == 1
+    assert spy.sizes == [1] * 200
+
+
+async def test_unsettled_messages_trimmed_before_a_claim_are_logged(
+    make: Callable[..., RedisBroker], prefix: str, raw: redis.Redis, caplog: pytest.LogCaptureFixture
+):
+    # A member that died holding two messages; a trim from outside the broker removes them before anyone
+    # claims them. Redis 7's XAUTOCLAIM then drops them from the group quietly: the broker says so.
+    stream = f"{prefix}t"
+    await raw.xgroup_create(stream, "q", id="$", mkstream=True)
+    await raw.xadd(stream, {"body": b"a", "header": b"{}"})
+    await raw.xadd(stream, {"body": b"b", "header": b"{}"})
+    await raw.xreadgroup("q", "dead", {stream: ">"}, count=2)
+    await raw.xtrim(stream, maxlen=0)
+    broker = make(claim_idle=0.05)
+    inbox = Inbox()
+    with caplog.at_level(logging.WARNING, logger="micro.broker"):
+        await broker.subscribe("t", inbox, queue="q")
+
+        async def told() -> None:
+            assert any("2 unsettled message(s) were trimmed" in r.getMessage() for r in caplog.records)
+
+        await eventually(told)
+    assert inbox.events == []
+
+
+async def test_with_back_pressure_a_dead_members_unsettled_message_is_kept_until_claimed(
+    make: Callable[..., RedisBroker], prefix: str, raw: redis.Redis
+):
+    # The backlog counts from the oldest unsettled message: the one a dead member holds must outlive any
+    # number of publishes until another member claims it (before, MAXLEN trimmed it and the claim found nothing).
+    stream = f"{prefix}t"
+    await raw.xgroup_create(stream, "q", id="$", mkstream=True)
+    await raw.xadd(stream, {"body": b"held by the dead", "header": b"{}"})
+    await raw.xreadgroup("q", "dead", {stream: ">"}, count=1)
+    publisher, consumer = make(max_length=10, overflow_timeout=60), make(claim_idle=0.3)
+    inbox = Inbox()
+    await consumer.subscribe("t", inbox, queue="q")
+    bodies = [str(i).encode() for i in range(250)]
+    for body in bodies:
+        await publisher.publish("t", Message(body))
+    await inbox.wait(len(bodies) + 1, timeout=30)
+    assert sorted(inbox.bodies) == sorted([*bodies, b"held by the dead"])

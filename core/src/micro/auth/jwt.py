@@ -19,15 +19,16 @@ from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 
+from .._private import open_private, private_dir, write_private
 from ..errors import ConfigError, InvalidOption, InvalidToken, MissingExtra
+from ._common import LocalRules, RuleTable, check_token_request, new_account
+from .base import Account, Auth, Token
+from .options import JWTAuthOptions
 
 try:
     import jwt
 except ModuleNotFoundError as exc:  # an extra: the default auth is noop
     raise MissingExtra("auth 'jwt'", extra="jwt", module="jwt (PyJWT)") from exc
-from ._common import LocalRules, RuleTable, check_token_request, new_account
-from .base import Account, Auth, Token
-from .options import JWTAuthOptions
 
 __all__ = ["JWTAuth"]
 
@@ -127,7 +128,10 @@ class JWTAuth(LocalRules, Auth):
             return _Keys(public, private)
         if options.public_key:
             return _Keys(self._public(_pem(options.public_key, "public_key"), "public_key"), None)
-        private = self._stored_key_pair(Path(options.key_dir).expanduser() if options.key_dir else default_key_dir())
+        if options.key_dir:
+            private = self._stored_key_pair(Path(options.key_dir).expanduser(), default=False)
+        else:
+            private = self._stored_key_pair(default_key_dir(), default=True)
         return _Keys(private.public_key(), private)
 
     def _private(self, data: bytes, option: str) -> PrivateKey:
@@ -147,14 +151,18 @@ class JWTAuth(LocalRules, Auth):
     def _wrong_kind(self, key: object) -> str:
         return f"a {type(key).__name__.lstrip('_')} cannot be used for {self.options.algorithm} tokens"
 
-    def _stored_key_pair(self, directory: Path) -> PrivateKey:
+    def _stored_key_pair(self, directory: Path, *, default: bool) -> PrivateKey:
         prefix = self.options.algorithm.lower()
         private_path = directory / f"{prefix}_private.pem"
         public_path = directory / f"{prefix}_public.pem"
         try:
+            # The default directory is micro's own: made, or checked and tightened, 0700, and its key file must
+            # be the user's and not a symlink. A configured one that exists is the user's choice (a mounted
+            # secret is often a symlink); what micro creates there is private either way.
+            if default or not directory.exists():
+                private_dir(directory)
             if private_path.exists():
-                return self._private(private_path.read_bytes(), "key_dir")
-            directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+                return self._private(self._read_private(private_path, default=default), "key_dir")
             private: PrivateKey = (
                 ed25519.Ed25519PrivateKey.generate()
                 if self.options.algorithm == "EdDSA"
@@ -163,7 +171,8 @@ class JWTAuth(LocalRules, Auth):
             pem = private.private_bytes(
                 serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
             )
-            # mkstemp creates the file 0600; link() publishes it whole, and fails if another process got there first.
+            # mkstemp creates the file 0600 with O_EXCL; link() publishes it whole, and fails if another process
+            # got there first.
             handle, temporary = tempfile.mkstemp(dir=directory, prefix=".key-")
             try:
                 with os.fdopen(handle, "wb") as file:
@@ -173,13 +182,20 @@ class JWTAuth(LocalRules, Auth):
                 try:
                     os.link(temporary, private_path)
                 except FileExistsError:
-                    return self._private(private_path.read_bytes(), "key_dir")
+                    return self._private(self._read_private(private_path, default=default), "key_dir")
             finally:
                 os.unlink(temporary)
-            public_path.write_bytes(_public_bytes(private.public_key()))
+            write_private(public_path, _public_bytes(private.public_key()))
             return private
         except OSError as exc:
             raise InvalidOption(f"cannot keep keys in {str(directory)!r}: {exc}", option="key_dir") from exc
+
+    @staticmethod
+    def _read_private(path: Path, *, default: bool) -> bytes:
+        if not default:
+            return path.read_bytes()
+        with os.fdopen(open_private(path, os.O_RDONLY, create=False), "rb") as file:
+            return file.read()
 
     async def _signing_key(self) -> PrivateKey:
         keys = await self._load_keys()

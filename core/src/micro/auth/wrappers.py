@@ -32,6 +32,7 @@ __all__ = [
     "Wrapper",
     "client_wrapper",
     "current_account",
+    "rules_applied",
     "server_wrapper",
 ]
 
@@ -42,6 +43,7 @@ AUTHORIZATION: Final = "Authorization"
 _REFRESH_MARGIN: Final = 30.0
 
 _account: contextvars.ContextVar[Account | None] = contextvars.ContextVar("micro.auth.account", default=None)
+_ruled: contextvars.ContextVar[bool] = contextvars.ContextVar("micro.auth.ruled", default=False)
 
 
 class Request(Protocol):
@@ -83,6 +85,16 @@ def current_account() -> Account | None:
     return _account.get()
 
 
+def rules_applied() -> bool:
+    """Whether the call being handled was admitted by an auth that applies rules (``"rules"`` capability).
+
+    ``False`` outside a call, without :func:`server_wrapper`, and under the
+    ``noop`` auth, which admits everything. The ``Debug`` endpoints use it to
+    tell "the rules let this caller in" from "nobody checked".
+    """
+    return _ruled.get()
+
+
 def _bearer(request: Request) -> str | None:
     value = request.metadata.get(AUTHORIZATION)
     if value is None:
@@ -103,7 +115,14 @@ def server_wrapper(auth: Auth) -> Wrapper:
     :class:`~micro.errors.Unauthorized` (401, no token given) or
     :class:`~micro.errors.Forbidden` (403). The handler runs only if both pass,
     with the account available from :func:`current_account`.
+
+    The resource must be what the server is, not what the caller says: the
+    RPC server sets ``request.service`` to its own name and refuses a call
+    whose ``Micro-Service`` names another service, so a rule on
+    ``greeter:Admin.reset`` cannot be sidestepped by naming another service.
     """
+
+    enforces = "rules" in auth.capabilities
 
     def wrap(handler: Callable[[R], Awaitable[T]], /) -> Callable[[R], Awaitable[T]]:
         @functools.wraps(handler)
@@ -118,9 +137,11 @@ def server_wrapper(auth: Auth) -> Wrapper:
                 exc.id = exc.id or request.service
                 raise
             reset = _account.set(account)
+            ruled = _ruled.set(enforces)
             try:
                 return await handler(request)
             finally:
+                _ruled.reset(ruled)
                 _account.reset(reset)
 
         return authenticated

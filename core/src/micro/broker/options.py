@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Final
 
 from ..errors import InvalidOption
 from ..options import Options
 
-__all__ = ["BrokerOptions", "SubscribeOptions"]
+__all__ = ["MAX_MESSAGE_SIZE", "BrokerOptions", "SubscribeOptions"]
+
+#: The largest ``max_message_size`` a broker accepts: a whole message is held in memory (often more
+#: than once), so a bound past this is a mistake rather than a plan.
+MAX_MESSAGE_SIZE: Final = 1 << 30
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -30,8 +35,10 @@ class BrokerOptions(Options):
             raise InvalidOption(f"expected a tuple of non-empty strings, got {self.address!r}", option="address")
         if isinstance(self.max_message_size, bool) or not isinstance(self.max_message_size, int):
             raise InvalidOption(f"expected an integer, got {self.max_message_size!r}", option="max_message_size")
-        if self.max_message_size <= 0:
-            raise InvalidOption(f"must be positive, got {self.max_message_size}", option="max_message_size")
+        if not 0 < self.max_message_size <= MAX_MESSAGE_SIZE:
+            raise InvalidOption(
+                f"must be from 1 to {MAX_MESSAGE_SIZE} (1 GiB), got {self.max_message_size}", option="max_message_size"
+            )
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

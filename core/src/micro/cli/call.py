@@ -43,10 +43,14 @@ def command(
     metadata = parse_metadata(pairs)
 
     async def main() -> None:
+        from ..auth.local import local_proof
         from ..client.base import Client
         from ..plugins import create
 
         client = create("client", cls=Client)
+        # The user's own command: prove the local user, so the user's Debug endpoints and local_only
+        # services answer it (the proof is one-use, bound to the endpoint, and carries no secret).
+        client.wrap(local_proof())
         try:
             if stream:
                 async with await client.stream(

@@ -20,10 +20,13 @@ _LEVEL_STYLES = {"trace": "dim", "debug": "dim", "warning": "yellow", "error": "
 
 def _call(service: str, endpoint: str, request: dict[str, Any], address: str | None) -> Any:
     from .. import create
+    from ..auth.local import local_proof
     from ..client import Client
 
     async def main() -> Any:
         client = create("client", cls=Client)
+        # The Debug endpoints answer the service's own local user: prove it with the per-user secret.
+        client.wrap(local_proof())
         async with client:
             return await client.call(service, endpoint, request, address=address)
 

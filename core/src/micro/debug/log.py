@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, ClassVar, Final, Self
 
+from .._redact import MASK, redact, secret_name
 from ..component import Component
 from ..errors import BadRequest, InvalidOption
 from ..options import Options
@@ -259,6 +260,8 @@ _STANDARD: Final = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None
 
 
 class _Handler(logging.Handler):
+    """Copies :mod:`logging` records into a :class:`Log`, credentials masked (the log is read over RPC)."""
+
     def __init__(self, log: Log, level: int) -> None:
         super().__init__(level)
         self._log = log
@@ -269,12 +272,21 @@ class _Handler(logging.Handler):
             metadata = {"logger": record.name}
             for key, value in record.__dict__.items():
                 if key not in _STANDARD and not key.startswith("_"):
-                    metadata[key] = value if isinstance(value, str) else repr(value)
+                    text = value if isinstance(value, str) else repr(value)
+                    metadata[key] = MASK if secret_name(key) else redact(text)
             if record.exc_info:
-                metadata["exception"] = self._formatter.formatException(record.exc_info)
-            self._log.write(LogRecord(record.created, _level_name(record.levelno), record.getMessage(), metadata))
+                metadata["exception"] = redact(self._formatter.formatException(record.exc_info))
+            message = redact(record.getMessage())
+            self._log.write(LogRecord(record.created, _level_name(record.levelno), message, metadata))
         except Exception:
             self.handleError(record)
+
+
+class _MaskingFormatter(logging.Formatter):
+    """A formatter whose output (message, traceback) has credentials masked."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return redact(super().format(record))
 
 
 _READABLE: Final = "%(asctime)s %(levelname)-8s %(name)s: %(message)s"
@@ -315,7 +327,7 @@ class MemoryLog(Log):
         if self.options.stderr:
             printer = logging.StreamHandler(sys.stderr)
             printer.setLevel(self.level)
-            printer.setFormatter(logging.Formatter(_READABLE))
+            printer.setFormatter(_MaskingFormatter(_READABLE))
             handlers.append(printer)
         for handler in handlers:
             target.addHandler(handler)

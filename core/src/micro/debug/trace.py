@@ -26,6 +26,7 @@ import contextvars
 import enum
 import os
 import random
+import re
 import threading
 import time
 from collections.abc import Mapping, MutableMapping
@@ -33,6 +34,7 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, ClassVar, Final, Self
 
+from .._redact import redact
 from ..component import Component
 from ..errors import BadRequest, InvalidOption
 from ..metadata import Metadata
@@ -183,7 +185,9 @@ class Span:
         if self._tokens:
             _current.reset(self._tokens.pop())
         if exc is not None:
-            self.metadata.setdefault("error", f"{type(exc).__name__}: {exc}")
+            # Spans are read back by others (Debug.trace): an error's text is masked of credentials. A server
+            # handler's unexpected exception arrives here already replaced by an InternalError with a reference.
+            self.metadata.setdefault("error", redact(f"{type(exc).__name__}: {exc}"))
         if self._tracer is not None:
             self._tracer.finish(self)
         else:
@@ -224,17 +228,30 @@ def _lookup(metadata: Mapping[str, str], key: str) -> str | None:
     return value or None
 
 
+# What a trace or span id received from a caller may look like: W3C hex ids, Go Micro's UUIDs, and other
+# plain tokens up to 64 characters. Anything else (markup, control characters, a megabyte) is not carried.
+_ID_SHAPE: Final = re.compile(r"[0-9A-Za-z_.\-]{1,64}", re.ASCII)
+
+
+def valid_id(value: str) -> bool:
+    """Whether ``value`` may be carried as a trace or span id: 1-64 ASCII letters, digits, ``-``, ``_``, ``.``."""
+    return _ID_SHAPE.fullmatch(value) is not None
+
+
 def extract(metadata: Mapping[str, str]) -> SpanContext | None:
-    """The span context carried by ``metadata``, or ``None`` if it has no trace id.
+    """The span context carried by ``metadata``, or ``None`` if it has no (well-formed) trace id.
 
     Keys match case-insensitively (``Micro-Trace-ID`` from Go Micro works).
     A trace id without a span id gives an empty ``span_id``: the new span
-    joins the trace as a root.
+    joins the trace as a root. Ids come from the caller, so one that is not
+    :func:`valid_id` is ignored: a malformed trace id starts a new trace, a
+    malformed span id makes the span a root of its trace.
     """
     trace_id = _lookup(metadata, TRACE_ID_HEADER)
-    if trace_id is None:
+    if trace_id is None or not valid_id(trace_id):
         return None
-    return SpanContext(trace_id, _lookup(metadata, SPAN_ID_HEADER) or "")
+    span_id = _lookup(metadata, SPAN_ID_HEADER) or ""
+    return SpanContext(trace_id, span_id if valid_id(span_id) else "")
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

@@ -14,9 +14,16 @@ which python-zeroconf cannot express, so the two do not see each other.
 
 Caveats: mDNS only reaches the local link, and only where multicast is allowed
 (often not between containers or on cloud networks). A lookup right after
-start waits ``options.timeout`` for answers. A node whose process dies
-without deregistering lingers in peers' caches for its record TTL: register
-with a ``ttl`` (it becomes the TTL of the DNS records too) and refresh it.
+start waits ``options.timeout`` for answers.
+
+A node whose process dies without deregistering (kill -9, a lost host) sends
+no goodbye. Register with a ``ttl``: it becomes the TTL of the node's SRV,
+TXT and address records, and every renewal announces them again. Peers check
+the SRV records of the nodes they know once a second, and drop a node whose
+record has lapsed and that does not answer one direct question, so a dead
+node leaves within about its TTL plus a second. (python-zeroconf keeps PTR
+records for at least 1,125 seconds whatever TTL they carry, so its browser
+alone would report such a node removed only after about 19 minutes.)
 """
 
 from __future__ import annotations
@@ -35,16 +42,16 @@ from typing import Any, ClassVar
 import orjson
 
 from ..errors import BackendUnavailable, BadRequest, MessageTooLarge, MissingExtra, ServiceNotFound
-
-try:
-    from zeroconf import IPVersion, ServiceInfo, ServiceStateChange, Zeroconf
-    from zeroconf.asyncio import AsyncServiceBrowser, AsyncServiceInfo, AsyncZeroconf
-except ModuleNotFoundError as exc:  # an extra: the zero-config path never needs mDNS
-    raise MissingExtra("registry 'mdns'", extra="mdns", module="zeroconf") from exc
-
 from .base import Endpoint, Node, Registry, Service, Watcher
 from .options import MDNSRegistryOptions
 from .watch import Watchers, check_name, check_ttl, diff_views
+
+try:
+    from zeroconf import IPVersion, ServiceInfo, ServiceStateChange, Zeroconf, current_time_millis
+    from zeroconf.asyncio import AsyncServiceBrowser, AsyncServiceInfo, AsyncZeroconf
+    from zeroconf.const import _CLASS_IN, _TYPE_SRV
+except ModuleNotFoundError as exc:  # an extra: the zero-config path never needs mDNS
+    raise MissingExtra("registry 'mdns'", extra="mdns", module="zeroconf") from exc
 
 __all__ = ["MDNSRegistry", "decode_txt", "encode_txt"]
 
@@ -53,6 +60,8 @@ log = logging.getLogger(__name__)
 #: Largest TXT record accepted; what is left of an mDNS packet (8966 bytes) after the other records.
 MAX_TXT = 8000
 _CHUNK = 255
+#: Seconds between checks of the remote nodes' SRV records for lapsed ones.
+_SWEEP = 1.0
 
 
 def encode_txt(service: Service, node: Node) -> bytes:
@@ -153,6 +162,8 @@ class MDNSRegistry(Registry):
         self._own: set[str] = set()
         self._remote: dict[str, Service] = {}
         self._resolving: dict[str, asyncio.Task[None]] = {}
+        self._probing: set[str] = set()
+        self._sweeper: asyncio.Task[None] | None = None
         self._broadcasts: set[asyncio.Future[Any]] = set()
         self._view: dict[tuple[str, str], Service] = {}
         self._watchers = Watchers()
@@ -187,6 +198,7 @@ class MDNSRegistry(Registry):
             loop.call_soon_threadsafe(self._on_change, name, state_change)
 
         self._browser = AsyncServiceBrowser(zc.zeroconf, [self._type], handlers=[on_change])
+        self._sweeper = asyncio.ensure_future(self._sweep())
 
     async def close(self) -> None:
         """Withdraw this registry's nodes (goodbye packets), stop watchers and close the sockets. Idempotent."""
@@ -194,6 +206,9 @@ class MDNSRegistry(Registry):
             with contextlib.suppress(Exception):
                 await self._starting
         await self._watchers.stop_all()
+        sweeper, self._sweeper = self._sweeper, None
+        if sweeper is not None:
+            sweeper.cancel()
         for task in list(self._resolving.values()):
             task.cancel()
         self._resolving.clear()
@@ -256,7 +271,10 @@ class MDNSRegistry(Registry):
                     self._track(await zc.async_register_service(info, cooperating_responders=True))
                 else:
                     entry = found
-                    if (entry.info.text, entry.info.port, entry.record_ttl) != (info.text, info.port, rttl):
+                    changed = (entry.info.text, entry.info.port, entry.record_ttl) != (info.text, info.port, rttl)
+                    if changed or (rttl is not None and name in given):
+                        # A renewal announces the records again, so peers' copies of a TTL'd node stay fresh
+                        # while it lives and lapse within the TTL once it stops renewing.
                         self._track(await zc.async_update_service(info))
                         entry.info, entry.record_ttl = info, rttl
                     entry.service = one
@@ -371,6 +389,46 @@ class MDNSRegistry(Registry):
                 del self._resolving[name]
 
         task.add_done_callback(forget)
+
+    async def _sweep(self) -> None:
+        """Once a second: probe the remote nodes whose SRV record has lapsed from the cache."""
+        while True:
+            await asyncio.sleep(_SWEEP)
+            if self._zc is None or not self._remote:
+                continue
+            now = current_time_millis()
+            cache = self._zc.zeroconf.cache
+            for name in list(self._remote):
+                if name in self._probing or name in self._resolving:
+                    continue
+                records = cache.get_all_by_details(name, _TYPE_SRV, _CLASS_IN)
+                if not any(not record.is_expired(now) for record in records):
+                    self._probing.add(name)
+                    self._track(self._probe(name))
+
+    async def _probe(self, name: str) -> None:
+        """Ask ``name`` directly; drop it unless a fresh SRV record comes back.
+
+        A node registered without a TTL renews nothing yet still answers, so a lapsed record
+        alone is not proof that it is gone.
+        """
+        zc = self._zc
+        if zc is None:
+            return
+        info = AsyncServiceInfo(self._type, name)
+        try:
+            await info.async_request(zc.zeroconf, max(250, int(self.options.timeout * 1000)))
+        except Exception as exc:  # no answer is what this finds out; a failed question counts as none
+            log.debug("mDNS probe of %s failed: %r", name, exc)
+        finally:
+            self._probing.discard(name)
+        now = current_time_millis()
+        records = zc.zeroconf.cache.get_all_by_details(name, _TYPE_SRV, _CLASS_IN)
+        if any(not record.is_expired(now) for record in records) or self._zc is not zc:
+            return
+        if self._remote.pop(name, None) is not None:
+            log.debug("mDNS instance %s stopped answering after its records lapsed", name)
+            self._publish()
 
     async def _resolve(self, name: str) -> None:
         if self._zc is None:

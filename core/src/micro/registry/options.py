@@ -48,12 +48,21 @@ class LocalRegistryOptions(RegistryOptions):
 
     #: The database file (``MICRO_REGISTRY_PATH``).
     path: str | None = None
-    #: How often, in seconds, watchers look for changes made by other processes.
-    poll_interval: float = 0.1
+    #: How often, in seconds, watchers look for changes made by other processes (one tiny query
+    #: on a thread when nothing changed).
+    poll_interval: float = 0.05
+    #: Entries the change log keeps (``MICRO_REGISTRY_LOG_SIZE``); a watcher further behind reads
+    #: the whole registry once instead.
+    log_size: int = 10_000
+    #: Seconds the change log keeps an entry (``MICRO_REGISTRY_LOG_AGE``); same fallback.
+    log_age: float = 600.0
 
     def __post_init__(self) -> None:
         RegistryOptions.__post_init__(self)
         _positive(self.poll_interval, "poll_interval")
+        _positive(self.log_age, "log_age")
+        if not isinstance(self.log_size, int) or isinstance(self.log_size, bool) or self.log_size < 1:
+            raise InvalidOption(f"must be a positive whole number of entries, got {self.log_size!r}", option="log_size")
         if self.path is not None and not (isinstance(self.path, str) and self.path.strip()):
             raise InvalidOption("must be a non-empty file path", option="path")
 

@@ -158,6 +158,11 @@ class Watchers:
         self._items.append(watcher)
         return watcher
 
+    def discard(self, watcher: QueueWatcher) -> None:
+        """Forget ``watcher`` without stopping it (a registry whose watch failed to start)."""
+        if watcher in self._items:
+            self._items.remove(watcher)
+
     def publish(self, results: Iterable[Result]) -> None:
         """:meth:`QueueWatcher.push` each result, in order, to every watcher."""
         for result in results:

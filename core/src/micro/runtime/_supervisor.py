@@ -16,6 +16,7 @@ to STATUS_FILE (a negative code is the signal that ended it).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -24,19 +25,29 @@ import sys
 import time
 from typing import Any
 
+# Every file is created 0600 and never through a symlink: the state directory is private to its user.
+_PRIVATE = os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+
 
 def _write_json(path: str, data: dict[str, Any]) -> None:
     temporary = f"{path}.{os.getpid()}.tmp"
-    with open(temporary, "w", encoding="utf-8") as file:
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(temporary)  # left by a crash of an earlier process with this pid
+    fd = os.open(temporary, os.O_WRONLY | os.O_EXCL | _PRIVATE, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as file:
         json.dump(data, file)
     os.replace(temporary, path)
+
+
+def _open_log(log_file: str) -> int:
+    return os.open(log_file, os.O_WRONLY | os.O_APPEND | _PRIVATE, 0o600)
 
 
 def _detach_stdio(log_file: str) -> None:
     null = os.open(os.devnull, os.O_RDONLY)
     os.dup2(null, 0)
     os.close(null)
-    log = os.open(log_file, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    log = _open_log(log_file)
     os.dup2(log, 1)
     os.dup2(log, 2)
     os.close(log)
@@ -73,7 +84,7 @@ def main(argv: list[str]) -> int:
         signal.signal(stop, forward)
 
     try:
-        with open(log_file, "ab") as log:
+        with os.fdopen(_open_log(log_file), "ab") as log:
             service = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
     except OSError as exc:
         _write_json(status_file, {"supervisor": os.getpid(), "pid": None, "started": time.time(), "exit_code": 127})

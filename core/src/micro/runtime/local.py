@@ -32,6 +32,7 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar, Final
 
+from .._private import open_private, private_dir, write_private
 from ..errors import BadRequest, Conflict, InternalError, ServiceNotFound, Timeout
 from .base import Runtime, RuntimeLogs, RuntimeService, Status
 from .options import RuntimeOptions
@@ -132,11 +133,7 @@ def _read_json(path: Path) -> dict[str, Any] | None:
 
 
 def _write_json(path: Path, data: Mapping[str, Any]) -> None:
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as file:
-        json.dump(data, file)
-    os.replace(temporary, path)
+    write_private(path, json.dumps(data).encode())
 
 
 def _alive(pid: int, marker: str | None = None) -> bool:
@@ -242,6 +239,7 @@ class LocalRuntime(Runtime):
 
     def __init__(self, options: RuntimeOptions | None = None) -> None:
         super().__init__(options)
+        self._default = not self.options.directory
         self.directory = Path(self.options.directory).expanduser() if self.options.directory else default_directory()
 
     # -- files ---------------------------------------------------------------------------------------
@@ -254,13 +252,17 @@ class LocalRuntime(Runtime):
         )
 
     def _prepare(self) -> None:
+        # The default directory is micro's own: made, or checked and tightened, 0700. A configured one that
+        # exists is the user's choice; what micro makes inside it is private either way.
+        if self._default or not self.directory.exists():
+            private_dir(self.directory)
         for sub in ("services", "status", "logs"):
-            (self.directory / sub).mkdir(mode=0o700, parents=True, exist_ok=True)
+            private_dir(self.directory / sub)
 
     @contextlib.asynccontextmanager
     async def _locked(self) -> AsyncIterator[None]:
         self._prepare()
-        fd = os.open(self.directory / "lock", os.O_RDWR | os.O_CREAT, 0o600)
+        fd = open_private(self.directory / "lock", os.O_RDWR)
         try:
             deadline = time.monotonic() + _LOCK_TIMEOUT
             while True:
@@ -314,9 +316,7 @@ class LocalRuntime(Runtime):
     async def _spawn(self, state: Mapping[str, Any], *, truncate: bool) -> None:
         _, status_path, log_path = self._paths(state["name"])
         status_path.unlink(missing_ok=True)
-        with log_path.open("wb" if truncate else "ab"):
-            pass
-        os.chmod(log_path, 0o600)
+        os.close(open_private(log_path, os.O_WRONLY | (os.O_TRUNC if truncate else os.O_APPEND)))
         env = {**os.environ, "PYTHONUNBUFFERED": "1", **state["env"]}
         argv = [sys.executable, _SUPERVISOR, str(status_path), str(log_path), "--", *state["command"]]
         try:

@@ -51,7 +51,18 @@ class Request:
     (``service``, ``endpoint``, ``metadata``).
     """
 
-    __slots__ = ("body", "content_type", "endpoint", "header", "id", "kind", "metadata", "remote", "service")
+    __slots__ = (
+        "body",
+        "content_type",
+        "endpoint",
+        "header",
+        "id",
+        "kind",
+        "local",
+        "metadata",
+        "remote",
+        "service",
+    )
 
     def __init__(
         self,
@@ -65,8 +76,10 @@ class Request:
         id: str = "",
         kind: Kind = Kind.UNARY,
         remote: str = "",
+        local: bool = False,
     ) -> None:
-        #: The service the caller addressed (``Micro-Service``).
+        #: The service this server serves: its own name, never the caller's ``Micro-Service`` (a call naming
+        #: another service is refused before any wrapper runs), so auth rules check what really runs.
         self.service = service
         #: ``"Class.method"``.
         self.endpoint = endpoint
@@ -83,6 +96,9 @@ class Request:
         self.kind = kind
         #: The peer address, when the transport knows it.
         self.remote = remote
+        #: Whether the server checked (and used up) a valid local proof for this call: set only by a server
+        #: with ``local_only`` (see :mod:`micro.auth.local`); never from a header as such.
+        self.local = local
 
     @property
     def stream(self) -> bool:

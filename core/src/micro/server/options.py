@@ -45,6 +45,12 @@ class ServerOptions(Options):
     register_interval: float = 30.0
     #: Seconds ``stop()`` waits for in-flight calls before cancelling them.
     drain_timeout: float = 10.0
+    #: Answer only callers that prove they run as this service's own local user (``MICRO_SERVER_LOCAL_ONLY``):
+    #: every call must carry a local proof (:mod:`micro.auth.local`), else it is refused with 403 before any
+    #: wrapper or handler runs. For a user's own services on a shared machine.
+    local_only: bool = False
+    #: Seconds a local proof is accepted either side of the server's clock (``MICRO_SERVER_LOCAL_PROOF_WINDOW``).
+    local_proof_window: float = 30.0
 
     def __post_init__(self) -> None:
         for option in ("name", "version", "address"):
@@ -62,6 +68,13 @@ class ServerOptions(Options):
         _seconds(self.register_ttl, "register_ttl")
         _seconds(self.register_interval, "register_interval")
         _seconds(self.drain_timeout, "drain_timeout", zero=True)
+        if not isinstance(self.local_only, bool):
+            raise InvalidOption(f"must be true or false, got {self.local_only!r}", option="local_only")
+        _seconds(self.local_proof_window, "local_proof_window")
+        if self.local_proof_window > 300:
+            raise InvalidOption(
+                f"must be at most 300 seconds, got {self.local_proof_window!r}", option="local_proof_window"
+            )
         if self.register_interval >= self.register_ttl:
             raise InvalidOption(
                 f"must be shorter than register_ttl ({self.register_ttl}s), or registrations lapse between "

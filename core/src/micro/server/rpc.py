@@ -3,15 +3,23 @@
 Serving a call (see :mod:`micro._mucp` for the headers):
 
 1. The transport runs :meth:`RPCServer._serve` for each socket a client opens.
-2. The first message names the endpoint. Unknown endpoint: 404. Unknown
-   content type, undecodable body or bad ``Timeout``: 400. While stopping: 503.
+2. The first message names the endpoint. Unknown endpoint, or a ``Micro-Service``
+   naming another service: 404. Unknown content type, undecodable body or bad
+   ``Timeout``: 400. While stopping: 503.
 3. The handler runs under :func:`micro.context.serving`: the inbound metadata
    and the ``Timeout`` deadline are in the context, so calls it makes carry
    both on. Past the deadline it is cancelled and the caller gets 408.
 4. Its result is encoded with the request's codec and sent with the response
    metadata it set (:func:`micro.context.set_header`). A
-   :class:`~micro.errors.MicroError` goes back with its own code; any other
-   exception as 500 with its message. Either way the server keeps serving.
+   :class:`~micro.errors.MicroError` goes back with its own code and message
+   (secrets masked by :func:`micro._redact.redact`); any other exception is
+   logged here with a reference and goes back as a 500 that says only the
+   endpoint and that reference, never the exception's text. Either way the
+   server keeps serving.
+
+What the caller's headers decide is listed in ``docs/service.md`` ("What the
+server trusts"): routing within this server only; never who the caller is,
+which service it reaches, or what the auth rules check.
 """
 
 from __future__ import annotations
@@ -20,13 +28,17 @@ import asyncio
 import contextlib
 import inspect
 import logging
+import secrets
 import time
+import traceback
 import uuid
-from collections.abc import AsyncIterator, Coroutine, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from typing import Any, ClassVar, TypeVar
 
 from .. import _mucp
 from .._deadline import Deadline
+from .._redact import redact
+from ..auth.local import LocalProofs
 from ..broker.base import Broker, Event, check_topic
 from ..broker.base import Subscriber as BrokerSubscriber
 from ..codec import Codec, MessageType, codec_for
@@ -38,9 +50,11 @@ from ..errors import (
     ConfigError,
     ConnectionClosed,
     EndpointNotFound,
+    Forbidden,
     InternalError,
     MessageTooLarge,
     MicroError,
+    ServiceNotFound,
     Timeout,
     Unavailable,
 )
@@ -75,8 +89,51 @@ _SERVICE = _mucp.SERVICE.lower()
 _CONTENT_TYPE = _mucp.CONTENT_TYPE.lower()
 _TIMEOUT = _mucp.TIMEOUT.lower()
 _STREAM = _mucp.STREAM.lower()
+_LOCAL_PROOF = _mucp.LOCAL_PROOF.lower()
+# Longer Content-Type values are refused before the codec lookup (which echoes the value in its error).
+_MAX_CONTENT_TYPE = 256
 # Looked up once: an Enum member read through its class costs a metaclass lookup on every call.
 _UNARY = Kind.UNARY
+# Caller-sent names echoed in an error are cut to this many characters.
+_ECHO = 80
+
+
+def _shown(value: str) -> str:
+    """A caller-sent value as quoted in an error reply: repr'd (no control characters) and bounded."""
+    return repr(value if len(value) <= _ECHO else value[:_ECHO] + "...")
+
+
+def internal_error(exc: BaseException, service: str, endpoint: str) -> MicroError:
+    """The :class:`~micro.errors.MicroError` that stands for ``exc`` when a handler raised it.
+
+    A :class:`MicroError` is the handler's deliberate answer and is returned as
+    it is (its ``id`` set to ``service`` if empty). A :class:`TimeoutError` of
+    the handler's own becomes a 408. Anything else is a bug or a backend
+    failure whose text may hold anything (a connection URL with its password,
+    another caller's data): it is logged here, masked, with its traceback and
+    a random reference, and the caller gets an :class:`InternalError` naming
+    only the endpoint and that reference.
+    """
+    if isinstance(exc, MicroError):
+        if not exc.id:
+            exc.id = service
+        return exc
+    if isinstance(exc, TimeoutError):
+        return Timeout(f"{endpoint}: timed out", id=service)
+    reference = secrets.token_hex(6)
+    details = "".join(traceback.format_exception(exc))
+    # Formatted here rather than with exc_info so every handler of the record (stderr, Debug.logs) gets it masked.
+    logger.error(
+        "%s: handler %s failed (error ref %s): %s",
+        service,
+        endpoint,
+        reference,
+        redact(details.rstrip()),
+        extra={"error_ref": reference},
+    )
+    error = InternalError(f"{endpoint}: internal error (ref {reference}; details in {service}'s log)", id=service)
+    error.__cause__ = exc
+    return error
 
 
 class _Route:
@@ -92,7 +149,7 @@ class _Route:
 class _Call:
     """One call being served: what :meth:`RPCServer._route` worked out from its first message."""
 
-    __slots__ = ("call_id", "codec", "deadline", "frame", "metadata", "route", "routing", "socket")
+    __slots__ = ("call_id", "codec", "deadline", "frame", "local", "metadata", "route", "routing", "socket")
 
     def __init__(
         self,
@@ -104,6 +161,7 @@ class _Call:
         codec: Codec,
         deadline: float | None,
         call_id: str,
+        local: bool = False,
     ) -> None:
         self.socket = socket
         self.frame = frame
@@ -113,6 +171,7 @@ class _Call:
         self.codec = codec
         self.deadline = deadline
         self.call_id = call_id
+        self.local = local
 
 
 class RPCServer(Server):
@@ -125,6 +184,8 @@ class RPCServer(Server):
         by the server; components it created are closed by :meth:`stop`.
     :param wrappers: handler middleware, outermost first.
     :param subscriber_wrappers: subscriber middleware, outermost first.
+    :param local_secret: returns the per-user secret that ``local_only`` checks proofs with;
+        :func:`micro._private.local_secret` when omitted. Read on the first call, then kept.
     """
 
     options_type: ClassVar[type[ServerOptions]] = ServerOptions
@@ -139,6 +200,7 @@ class RPCServer(Server):
         broker: Broker | None = None,
         wrappers: Sequence[HandlerWrapper] = (),
         subscriber_wrappers: Sequence[SubscriberWrapper] = (),
+        local_secret: Callable[[], bytes] | None = None,
     ) -> None:
         super().__init__(options)
         self._transport = transport
@@ -162,6 +224,12 @@ class RPCServer(Server):
         self._stopping = False
         self._registered = False
         self._lock: asyncio.Lock | None = None
+        self._proofs: LocalProofs | None = None
+        if self.options.local_only:
+            from .. import _private
+
+            secret = local_secret or _private.local_secret
+            self._proofs = LocalProofs(self.options.name, secret, self.options.local_proof_window)
 
     # -- wiring ----------------------------------------------------------------------------------
 
@@ -234,21 +302,40 @@ class RPCServer(Server):
     def _chain(self, method: Method) -> HandlerFunc:
         function = method.function
         takes_request = method.takes_request
+        service, endpoint = self.options.name, method.name
+        # The innermost layer replaces a handler's unexpected exception (logged, see internal_error), so no
+        # wrapper (tracing, stats, the user's) carries its text any further; the original is its __cause__.
+        # One try per variant rather than one more layer: this runs on every call.
         if method.kind.server_streams:
             # An async generator function is called, not awaited; a coroutine returning an iterator is awaited.
             async def call(request: Request) -> Any:
-                result = function(request.body) if takes_request else function()
-                return await result if inspect.isawaitable(result) else result
+                try:
+                    result = function(request.body) if takes_request else function()
+                    return await result if inspect.isawaitable(result) else result
+                except MicroError:
+                    raise
+                except Exception as exc:
+                    raise internal_error(exc, service, endpoint) from exc
 
         elif takes_request:
 
             async def call(request: Request) -> Any:
-                return await function(request.body)
+                try:
+                    return await function(request.body)
+                except MicroError:
+                    raise
+                except Exception as exc:
+                    raise internal_error(exc, service, endpoint) from exc
 
         else:
 
             async def call(request: Request) -> Any:
-                return await function()
+                try:
+                    return await function()
+                except MicroError:
+                    raise
+                except Exception as exc:
+                    raise internal_error(exc, service, endpoint) from exc
 
         handler: HandlerFunc = call
         for wrapper in reversed(self._wrappers):
@@ -447,6 +534,9 @@ class RPCServer(Server):
             except MicroError as exc:
                 await self._send_error(socket, call_id, exc)
                 return
+            except Exception as exc:  # a bug in routing: still a typed answer, never a dropped call
+                await self._send_error(socket, call_id, internal_error(exc, self.options.name, "routing"))
+                return
             if call.route.method.kind is _UNARY:
                 await self._unary(call)
             else:
@@ -460,26 +550,57 @@ class RPCServer(Server):
         """The call a first message asks for; raises the :class:`MicroError` to answer with if it cannot be."""
         if self._stopping:
             raise Unavailable(f"{self.options.name} is shutting down", id=self.options.name)
+        service = routing.get(_SERVICE)
+        if service and service != self.options.name:
+            # This node serves one service: a call addressed to another must not run here under that name
+            # (the auth rules check the service the server is, not the one the caller says).
+            raise ServiceNotFound(
+                f"this node serves {self.options.name!r}, not {_shown(service)}", id=self.options.name
+            )
         endpoint = routing.get(_ENDPOINT) or routing.get(_METHOD) or ""
+        local = False
+        if self._proofs is not None:
+            # Before the endpoint lookup: a stranger does not even learn which endpoints exist.
+            self._check_local(routing.get(_LOCAL_PROOF), endpoint)
+            local = True
         route = self._routes.get(endpoint)
         if route is None:
             raise EndpointNotFound(
-                f"{self.options.name} has no endpoint {endpoint!r}" if endpoint else "no endpoint in request",
+                f"{self.options.name} has no endpoint {_shown(endpoint)}" if endpoint else "no endpoint in request",
                 id=self.options.name,
             )
-        codec = codec_for(routing.get(_CONTENT_TYPE))
+        content_type = routing.get(_CONTENT_TYPE)
+        if content_type is not None and len(content_type) > _MAX_CONTENT_TYPE:
+            raise BadRequest(
+                f"{_mucp.CONTENT_TYPE} header of {len(content_type)} characters (at most {_MAX_CONTENT_TYPE})",
+                id=self.options.name,
+            )
+        codec = codec_for(content_type)
         timeout = routing.get(_TIMEOUT)
-        deadline = time.monotonic() + _mucp.decode_timeout(timeout) if timeout else None
+        deadline = time.monotonic() + _mucp.decode_timeout(timeout) if timeout is not None else None
         streaming = route.method.kind is not _UNARY
         if (_STREAM in routing) != streaming:
             use = "client.stream()" if streaming else "client.call()"
             what = "a streaming" if streaming else "a unary"
             raise BadRequest(f"{endpoint} is {what} endpoint; call it with {use}", id=self.options.name)
-        return _Call(socket, frame, routing, metadata, route, codec, deadline, call_id)
+        return _Call(socket, frame, routing, metadata, route, codec, deadline, call_id, local)
+
+    def _check_local(self, proof: str | None, endpoint: str) -> None:
+        """Refuse (403) a call without a valid local proof; for ``local_only`` servers."""
+        assert self._proofs is not None
+        try:
+            verdict = "no local proof" if proof is None else self._proofs.check(proof, endpoint)
+        except (MicroError, OSError) as exc:
+            logger.error("%s: cannot read the local secret to check callers: %s", self.options.name, exc)
+            verdict = "the local secret is unavailable (see the service's log)"
+        if verdict is not None:
+            raise Forbidden(
+                f"{self.options.name} answers only its own local user (local_only): {verdict}", id=self.options.name
+            )
 
     def _request(self, call: _Call, body: Any) -> Request:
         return Request(
-            service=call.routing.get(_SERVICE) or self.options.name,
+            service=self.options.name,
             endpoint=call.route.method.name,
             content_type=call.codec.content_type,
             metadata=call.metadata,
@@ -488,6 +609,7 @@ class RPCServer(Server):
             id=call.call_id,
             kind=call.route.method.kind,
             remote=call.socket.remote,
+            local=call.local,
         )
 
     def _decode(self, codec: Codec, data: bytes, into: Any) -> Any:
@@ -509,17 +631,7 @@ class RPCServer(Server):
             raise InternalError(f"{endpoint}: cannot encode the response: {exc}", id=self.options.name) from exc
 
     def _error(self, exc: BaseException, endpoint: str) -> MicroError:
-        if isinstance(exc, MicroError):
-            if not exc.id:
-                exc.id = self.options.name
-            return exc
-        if isinstance(exc, TimeoutError):
-            return Timeout(f"{endpoint}: {exc or 'timed out'}", id=self.options.name)
-        logger.exception("%s: handler %s failed", self.options.name, endpoint, exc_info=exc)
-        return InternalError(
-            f"{endpoint}: {type(exc).__name__}: {exc}" if str(exc) else f"{endpoint}: {type(exc).__name__}",
-            id=self.options.name,
-        )
+        return internal_error(exc, self.options.name, endpoint)
 
     async def _unary(self, call: _Call) -> None:
         method = call.route.method
@@ -559,6 +671,8 @@ class RPCServer(Server):
             )
 
     async def _send_error(self, socket: Socket, call_id: str, error: MicroError, extra: Metadata | None = None) -> None:
+        # A deliberate error keeps its message, minus any credentials it quotes.
+        error.detail = redact(error.detail)
         header = {_mucp.ERROR: _mucp.error_json(error)}
         if call_id:
             header[_mucp.ID] = call_id

@@ -23,7 +23,12 @@ The rules every implementation follows, and the conformance suite checks:
 * **Bad input** raises :class:`~micro.errors.BadRequest` before anything is
   done: an empty key, a key that is not UTF-8 encodable, a value that is not
   ``bytes``, metadata that is not JSON-compatible, a TTL that is not a positive
-  finite number, a negative limit or offset.
+  finite number of seconds up to :data:`MAX_TTL` (100 years), a limit or offset
+  that is not an ``int`` from 0 to :data:`MAX_PAGE` (``2**63 - 1``, the largest
+  count a 64-bit database takes). A ``bool`` is not a number here, and a number
+  too large for a float is refused like any other out-of-range one. The error
+  names the argument, so no backend ever fails on such input with an untyped
+  ``OverflowError`` or a driver error.
 
 The helpers :func:`check_key`, :func:`check_keys`, :func:`check_pattern`, :func:`check_record`,
 :func:`check_page`, :func:`check_read`, :func:`check_list` and :func:`pack_metadata` implement those
@@ -35,10 +40,9 @@ from __future__ import annotations
 
 import abc
 import builtins
-import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Final
 
 import orjson
 
@@ -47,6 +51,8 @@ from ..errors import BadRequest, NotSupported, RecordNotFound
 from .options import StoreOptions
 
 __all__ = [
+    "MAX_PAGE",
+    "MAX_TTL",
     "KeyFilter",
     "Record",
     "Store",
@@ -61,6 +67,14 @@ __all__ = [
     "not_found",
     "pack_metadata",
 ]
+
+#: The largest ``limit`` and ``offset`` a store accepts: a signed 64-bit count, what SQLite,
+#: PostgreSQL and Redis take; a larger one would fail in the backend's driver instead.
+MAX_PAGE: Final = 2**63 - 1
+#: The longest TTL a store accepts, in seconds (100 years). Longer ones mean "forever", which
+#: is ``None``; refusing them keeps every backend's deadline arithmetic (milliseconds in
+#: 64 bits, floats of Unix time) far from overflow.
+MAX_TTL: Final = 100 * 365.25 * 86_400
 
 
 @dataclass(slots=True)
@@ -116,18 +130,34 @@ def _check_text(text: str, what: str) -> None:
 
 
 def check_ttl(ttl: object, *, what: str = "ttl") -> float | None:
-    """``ttl`` as a float, ``None`` for no expiry; :class:`~micro.errors.BadRequest` unless positive and finite."""
+    """``ttl`` as a float, ``None`` for no expiry.
+
+    :class:`~micro.errors.BadRequest` naming ``what`` unless it is an ``int`` or ``float`` (not a
+    ``bool``) with ``0 < ttl <= MAX_TTL``: NaN, infinities and ints too large for a float included.
+    """
     if ttl is None:
         return None
     if not isinstance(ttl, (int, float)) or isinstance(ttl, bool):
         raise BadRequest(f"{what} must be a number of seconds or None, not {type(ttl).__name__}")
-    if not math.isfinite(ttl) or ttl <= 0:
-        raise BadRequest(f"{what} must be a positive, finite number of seconds (None for no expiry), got {ttl!r}")
+    # One chained comparison: false for NaN and the infinities, and exact for an int of any size
+    # (float(10**400) and math.isfinite(10**400) would raise OverflowError).
+    if not 0 < ttl <= MAX_TTL:
+        raise BadRequest(
+            f"{what} must be a positive number of seconds up to {MAX_TTL:.0f} (100 years; None for no expiry),"
+            f" got {_shown(ttl)}"
+        )
     return float(ttl)
 
 
+def _shown(number: float) -> str:
+    """``number`` for an error message, cut short: a caller's ``10**400`` must not fill the log."""
+    text = repr(number)
+    return text if len(text) <= 32 else f"{text[:12]}...({len(text)} digits)"
+
+
 def check_page(limit: object, offset: object) -> None:
-    """:class:`~micro.errors.BadRequest` unless ``limit`` is ``None`` or an int >= 0 and ``offset`` an int >= 0."""
+    """:class:`~micro.errors.BadRequest` naming the argument unless ``offset`` is an int from 0 to
+    :data:`MAX_PAGE` and ``limit`` is one too, or ``None``."""
     for name, value in (("limit", limit), ("offset", offset)):
         if value is None and name == "limit":
             continue
@@ -135,6 +165,8 @@ def check_page(limit: object, offset: object) -> None:
             raise BadRequest(f"{name} must be an int, not {type(value).__name__}")
         if value < 0:
             raise BadRequest(f"{name} must not be negative, got {value}")
+        if value > MAX_PAGE:
+            raise BadRequest(f"{name} must be at most {MAX_PAGE} (2**63 - 1), got {_shown(value)}")
 
 
 def check_read(key: object, *, prefix: object, suffix: object, limit: object, offset: object) -> str:

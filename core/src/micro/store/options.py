@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
+from typing import Final
 
 from ..errors import InvalidOption
 from ..options import Options
@@ -16,9 +16,16 @@ def _name(value: object, option: str) -> None:
         raise InvalidOption(f"must be a non-empty string, got {value!r}", option=option)
 
 
+#: The longest wait, in seconds, a store option may ask for: longer is a hang by another name.
+MAX_WAIT: Final = 86_400.0
+
+
 def _positive(value: object, option: str) -> None:
-    if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value) or value <= 0:
-        raise InvalidOption(f"must be a positive number of seconds, got {value!r}", option=option)
+    # The chained comparison is false for NaN and the infinities, and exact for ints of any size.
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 < value <= MAX_WAIT:
+        raise InvalidOption(
+            f"must be a positive number of seconds up to {MAX_WAIT:g} (a day), got {value!r}", option=option
+        )
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

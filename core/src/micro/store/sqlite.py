@@ -172,7 +172,9 @@ class SQLiteStore(Store):
         """
         if self._db is not None:
             return
-        path = resolve(self.options.path, self.options.address, data_dir() / "store.db")
+        path = resolve(
+            self.options.path, self.options.address, lambda: data_dir() / "store.db", option="MICRO_STORE_PATH"
+        )
         db = Database(path, busy_timeout=self.options.busy_timeout, setup=_setup)
         self._db = db
         self._pruned = time.time()

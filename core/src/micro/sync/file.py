@@ -85,7 +85,9 @@ class FileSync(Sync):
         """
         if self._db is not None:
             return
-        path = resolve(self.options.path, self.options.address, runtime_dir() / "sync.db", private=True)
+        path = resolve(
+            self.options.path, self.options.address, lambda: runtime_dir() / "sync.db", option="MICRO_SYNC_PATH"
+        )
         db = Database(path, busy_timeout=self.options.busy_timeout, setup=_setup, synchronous="NORMAL")
         self._db = db
         try:

@@ -10,27 +10,62 @@ answers is used from then on. Empty means ``$CONSUL_HTTP_ADDR``, else
 from __future__ import annotations
 
 import math
+import re
 import urllib.parse
 from dataclasses import dataclass
+from typing import Final
 
 from micro.config import ConfigOptions
 from micro.errors import InvalidOption
 from micro.registry import RegistryOptions
 from micro.sync import SyncOptions
 
-__all__ = ["ConsulRegistryOptions", "ConsulSourceOptions", "ConsulSyncOptions", "check_address"]
+__all__ = ["ConsulRegistryOptions", "ConsulSourceOptions", "ConsulSyncOptions", "check_address", "masked"]
 
 
-def check_address(address: str) -> None:
-    """Raise :class:`~micro.errors.InvalidOption` unless ``address`` is ``host:port`` or an http(s) URL."""
+# A query parameter whose name says it holds a secret (``?token=``).
+_SECRET_PARAMETER: Final = re.compile(r"(?i)([?&;][^=&;#]*(?:pass|pwd|token|secret|auth|cred)[^=&;#]*=)[^&;#]*")
+
+
+def masked(text: str) -> str:
+    """``text``, an address as given and perhaps malformed, with whatever may be a credential replaced by ``***``.
+
+    For messages about an address that could not be used, which must not echo a
+    secret: the user information (everything before the last ``@`` after the
+    scheme, since a password may hold ``@``, ``/`` or ``:``), the value of a query
+    parameter named like a token or password, and a port that is not a number
+    (``http://:secret`` with the ``@host`` forgotten) become ``***``.
+    """
+    scheme, separator, rest = text.partition("//")
+    if not separator:
+        scheme, rest = "", text
+    if "@" in rest:
+        rest = "***@" + rest.rpartition("@")[2]
+    cut = min((i for i in (rest.find("/"), rest.find("?"), rest.find("#")) if i >= 0), default=len(rest))
+    netloc, tail = rest[:cut], rest[cut:]
+    host, colon, port = netloc.rpartition(":")
+    if colon and port and not port.isdigit() and not netloc.endswith("]"):
+        netloc = f"{host}:***"
+    return scheme + separator + netloc + _SECRET_PARAMETER.sub(r"\1***", tail)
+
+
+def check_address(address: str, *, variable: str | None = None) -> None:
+    """Raise :class:`~micro.errors.InvalidOption` unless ``address`` is ``host:port`` or an http(s) URL.
+
+    The message shows the address through :func:`masked` (never a password or
+    token, even from a malformed one) and names ``variable`` if it came from one.
+    """
     text = address if "//" in address else f"//{address}"
+    usage = f"{masked(address)!r} is not host:port or http(s)://host:port"
     try:
         parts = urllib.parse.urlsplit(text)
         port = parts.port
     except ValueError as exc:
-        raise InvalidOption(f"{address!r} is not host:port or http(s)://host:port ({exc})", option="address") from None
+        # urlsplit's message quotes the bad port, which may be a password: say what is wrong instead.
+        why = "the port is not a number from 0 to 65535" if "port" in str(exc).lower() else "it cannot be parsed"
+        raise InvalidOption(f"{usage} ({why})", option="address", variable=variable) from None
     if parts.scheme not in ("", "http", "https") or not parts.hostname or port is None:
-        raise InvalidOption(f"{address!r} is not host:port or http(s)://host:port", option="address")
+        raise InvalidOption(usage, option="address", variable=variable)
 
 
 def _seconds(value: object, option: str, *, low: float = 0.0) -> None:
@@ -43,7 +78,7 @@ def _common(address: tuple[str, ...], token: str | None, datacenter: str | None)
         raise InvalidOption("must be a tuple of addresses", option="address")
     for item in address:
         if not isinstance(item, str):
-            raise InvalidOption(f"must be a tuple of strings, got {item!r}", option="address")
+            raise InvalidOption(f"must be a tuple of strings, got a {type(item).__name__}", option="address")
         check_address(item)
     if token is not None and not isinstance(token, str):
         raise InvalidOption("must be a string", option="token")
@@ -65,11 +100,18 @@ class ConsulRegistryOptions(RegistryOptions):
     datacenter: str | None = None
     #: Seconds one blocking query of a watcher waits for a change before it is issued again.
     watch_wait: float = 30.0
+    #: HTTP connections to the agent open at once, at least 4. Every watcher of the registry shares two
+    #: blocking queries, the rest serve lookups, registrations and the watchers' reads; requests beyond
+    #: it wait for a free connection (within ``timeout``).
+    max_connections: int = 8
 
     def __post_init__(self) -> None:
         RegistryOptions.__post_init__(self)
         _common(self.address, self.token, self.datacenter)
         _seconds(self.watch_wait, "watch_wait", low=0.0)
+        connections = self.max_connections
+        if isinstance(connections, bool) or not isinstance(connections, int) or not 4 <= connections <= 1000:
+            raise InvalidOption(f"must be a whole number from 4 to 1000, got {connections!r}", option="max_connections")
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

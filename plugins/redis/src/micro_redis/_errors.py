@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import re
 from collections.abc import Iterator
+from typing import Final
 
 import redis.exceptions as rx
 from micro.errors import BackendUnavailable, Forbidden, InternalError, Unauthorized
@@ -11,8 +13,12 @@ from micro.errors import BackendUnavailable, Forbidden, InternalError, Unauthori
 __all__ = ["translated"]
 
 
+# A URL with user information, anywhere in a driver's message: the part before its last '@' is masked.
+_CREDENTIALS: Final = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)\S*@")
+
+
 def _why(exc: BaseException) -> str:
-    return str(exc) or type(exc).__name__
+    return _CREDENTIALS.sub(r"\1***@", str(exc)) or type(exc).__name__
 
 
 @contextlib.contextmanager

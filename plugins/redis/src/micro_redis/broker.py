@@ -2,8 +2,7 @@
 
 **Layout.** A topic is the stream ``<key_prefix><topic>`` (by default ``micro:broker:<topic>``)
 and a message one entry with the fields ``body`` (the bytes) and ``header`` (a JSON object).
-``publish`` is one ``XADD ... MAXLEN ~ max_length``: it returns once Redis has stored the
-message, and the stream keeps roughly the last ``max_length`` entries. The broker sends one
+``publish`` is one ``XADD``: it returns once Redis has stored the message. The broker sends one
 pipeline of publishes at a time: a publish goes out at once when none is in flight, otherwise
 with every publish that arrived meanwhile (up to 256, or about 1 MiB of bodies), in the next.
 An idle publisher thus pays one round trip, and many concurrent ones share each round trip.
@@ -63,8 +62,37 @@ all of it). ``start()``
 fails with :class:`~micro.errors.BackendUnavailable` naming the address and
 ``MICRO_BROKER_ADDRESS`` when Redis cannot be reached.
 
-**Limits.** A subscriber that falls more than ``max_length`` messages behind loses the
-oldest ones it has not read. A member that crashes leaves its (empty) consumer in the
+**Overflow.** A topic's *backlog* is what its queue groups still need: for each group, the
+entries from the oldest one it has not settled (pending, ``XPENDING``) or, with nothing pending,
+not received (after its ``last-delivered-id``) to the end of the stream; the largest over the
+groups. Everything older is trimmed (``XTRIM MINID``), since no group needs it. ``max_length``
+bounds the backlog, and ``overflow`` says what happens when it is full:
+
+* ``"block"`` (the default): publishes wait for room, first come first served, up to
+  ``overflow_timeout`` seconds, then fail with :class:`~micro.errors.Timeout` without having been
+  sent; nothing is trimmed that a group still needs, so no confirmed message is ever lost to the
+  bound. A group with no member left keeps its backlog too: publishes wait (and fail) until a
+  member catches up or the group is removed (``XGROUP DESTROY``). This is the default because the
+  alternative loses confirmed messages, and it must be asked for.
+* ``"trim"``: publishes never wait; the stream is trimmed to ``max_length`` entries, and the
+  removed ones that the group furthest behind had not received are counted in
+  :attr:`RedisBroker.dropped` and logged (a warning at most every 10 s per topic, with the count
+  since the last one). Unsettled messages trimmed away are not counted there (their handler has
+  them); if they must be delivered again (a failed handler, a crashed member), the member that
+  reads them back logs that they are gone.
+
+The check is a Lua script (``XINFO GROUPS``, ``XPENDING``, ``XTRIM``, ``XLEN``) that a publish
+pipeline carries after its ``XADD``s, in the same round trip, for each stream it publishes to when
+the last check is 0.1 s old or the stream may have outgrown ``max_length`` since; between checks,
+a publisher counts its own publishes. The first publish to a stream (``"block"``) and publishes
+waiting for room pay a check of their own (every 5-100 ms while they wait). Several publishers
+each keep their own count, so together they may exceed ``max_length`` by a pipeline or so; that
+costs memory, never a message. A topic without queue groups is trimmed to its last
+``max_length`` entries. Needs Redis 6.2 or later (``XTRIM MINID``).
+
+**Limits.** A broadcast subscriber has no state on the server, so back-pressure does not wait
+for it: one that falls more than ``max_length`` messages behind loses the oldest ones it has not
+read. A member that crashes leaves its (empty) consumer in the
 group; ``XGROUP DELCONSUMER`` removes it. One publisher's messages reach each subscriber in
 publish order, redeliveries aside.
 """
@@ -74,6 +102,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import hashlib
 import itertools
 import logging
 import os
@@ -81,12 +110,13 @@ import random
 import socket
 import uuid
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
 from typing import Any, ClassVar, Final
 
 import orjson
 from micro.broker import Broker, Event, Handler, Message, SubscribeOptions, Subscriber
 from micro.broker.base import check_publish, check_subscribe, dispatch
-from micro.errors import ConnectionClosed, MicroError
+from micro.errors import ConnectionClosed, MicroError, Timeout
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
@@ -115,6 +145,92 @@ _PIPELINE_BYTES: Final = 1 << 20
 
 # A queued publish: the stream, the entry's fields, and what the publisher awaits.
 _Publish = tuple[bytes, dict[bytes, bytes], "asyncio.Future[None]"]
+
+# A pipeline carries the backlog check of a stream it publishes to when the last one is older than this
+# (seconds), or when the stream may have outgrown max_length since. See "Overflow" in the module docstring.
+_CHECK_EVERY: Final = 0.1
+# While publishes wait for room, the stream is checked again after this long, doubling up to _MAX_POLL.
+_FIRST_POLL: Final = 0.005
+_MAX_POLL: Final = 0.1
+# A topic logs the messages its trims dropped at most this often (seconds), with the count since the last line.
+_LOG_EVERY: Final = 10.0
+# What a publisher remembers of streams it no longer publishes to is forgotten past this many streams.
+_BACKLOGS: Final = 4096
+
+# The backlog check of one stream, run by Redis after the pipeline's XADDs (so in the same round trip):
+#   1. Trim what every queue group is done with: entries older than the oldest one some group has not
+#      settled (pending) or not received yet (after its last-delivered-id). A stream without groups is
+#      trimmed to max_length (ARGV[1]): nobody the server knows of still needs the rest.
+#   2. With ARGV[2] == "trim" and more than max_length entries left: trim to max_length, counting the
+#      removed entries that the group furthest behind had not received (its last-delivered-id is older).
+# Returns {backlog, length, dropped}: entries some group still needs, the stream's length, and that count.
+# Ids rather than Redis 7's per-group "lag": entries-read is not corrected when a trim removes entries a
+# group had not read (lag stays too high from then on), and it is missing on Redis 6.2.
+_CHECK: Final = """
+local key = KEYS[1]
+local limit = tonumber(ARGV[1])
+if redis.call('EXISTS', key) == 0 then return {0, 0, 0} end
+local function older(a, b)
+  local ams, aseq = string.match(a, '^(%d+)-(%d+)$')
+  local bms, bseq = string.match(b, '^(%d+)-(%d+)$')
+  ams, bms = tonumber(ams), tonumber(bms)
+  if ams ~= bms then return ams < bms end
+  return tonumber(aseq) < tonumber(bseq)
+end
+local needed, behind = nil, nil
+for _, group in ipairs(redis.call('XINFO', 'GROUPS', key)) do
+  local info = {}
+  for i = 1, #group, 2 do info[group[i]] = group[i + 1] end
+  local delivered = info['last-delivered-id']
+  local oldest = delivered
+  if info['pending'] > 0 then
+    local first = redis.call('XPENDING', key, info['name'])[2]
+    if older(first, oldest) then oldest = first end
+  end
+  if needed == nil or older(oldest, needed) then needed = oldest end
+  if behind == nil or older(delivered, behind) then behind = delivered end
+end
+if needed == nil then
+  redis.call('XTRIM', key, 'MAXLEN', '=', limit)
+  return {0, redis.call('XLEN', key), 0}
+end
+redis.call('XTRIM', key, 'MINID', '=', needed)
+local length = redis.call('XLEN', key)
+if ARGV[2] == 'trim' and length > limit then
+  local excess = length - limit
+  local received = #redis.call('XRANGE', key, '-', behind, 'COUNT', excess)
+  redis.call('XTRIM', key, 'MAXLEN', '=', limit)
+  return {limit, limit, excess - received}
+end
+return {length, length, 0}
+"""
+_CHECK_SHA: Final = hashlib.sha1(_CHECK.encode()).hexdigest()
+
+
+@dataclass(slots=True, eq=False)
+class _Backlog:
+    """What this publisher knows of one stream's backlog, from its last check and the publishes since."""
+
+    topic: str
+    #: Entries some queue group still needs, and the stream's length, at the last check.
+    needed: int = 0
+    length: int = 0
+    #: Publishes since the last check: let in (queued or in a pipeline), and sent successfully.
+    admitted: int = 0
+    sent: int = 0
+    checked_at: float = float("-inf")
+    #: Publishes waiting for room (overflow="block"), first come first served, and the task polling for it.
+    waiters: collections.deque[tuple[asyncio.Future[None], float]] = field(default_factory=collections.deque)
+    poller: asyncio.Task[None] | None = None
+    #: Set (and replaced) by each check, for the poller to wait on.
+    checked: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def estimate(self) -> int:
+        """The backlog if none of these publishes has been consumed yet: an upper bound, for admission."""
+        return self.needed + self.sent + self.admitted
+
+    def idle(self) -> bool:
+        return not self.admitted and not self.waiters and self.poller is None
 
 
 def _encode(message: Message) -> dict[bytes, bytes]:
@@ -489,6 +605,8 @@ class _RedisSubscriber(Subscriber):
             )
         )
         next_cursor, entries = reply[0], reply[1]
+        if len(reply) > 2 and reply[2]:  # Redis 7 drops claimed ids that were trimmed and lists them here
+            self._lost_to_trim(len(reply[2]))
         if entries:
             logger.info("claimed %d idle message(s) of queue %r on topic %r", len(entries), self.queue, self.topic)
             await self._handle(await self._with_counts(entries))
@@ -512,6 +630,11 @@ class _RedisSubscriber(Subscriber):
 
     async def _handle(self, entries: list[tuple[bytes, Any, int]]) -> None:
         self._holding = {entry_id for entry_id, _, _ in entries}
+        # Read back (after a reconnect, or claimed) without fields: trimmed from the stream while unsettled,
+        # which only overflow="trim" (or a trim from outside the broker) does. Lost, so said once per batch.
+        trimmed = sum(1 for _, fields, _ in entries if not fields)
+        if trimmed:
+            self._lost_to_trim(trimmed)
         for entry_id, fields, deliveries in entries:
             if self._stopping:
                 return  # what is left is handed back to the group by _leave()
@@ -520,12 +643,23 @@ class _RedisSubscriber(Subscriber):
                 await self._deliver(entry_id, fields, deliveries)
             self._holding.discard(entry_id)
 
+    def _lost_to_trim(self, count: int) -> None:
+        logger.warning(
+            "queue %r on topic %r: %d unsettled message(s) were trimmed from the stream (max_length=%d,"
+            " overflow=%r) and cannot be delivered again",
+            self.queue,
+            self.topic,
+            count,
+            self._broker.options.max_length,
+            self._broker.options.overflow,
+        )
+
     async def _deliver(self, entry_id: bytes, fields: Any, deliveries: int) -> None:
         """Hand one entry to the handler, redelivering it as the module docstring says, and settle it."""
         limit = self._broker.options.max_redeliveries
         message = _decode(fields)
         if message is None:
-            if fields:  # an entry trimmed from the stream reads back empty; only a foreign one is worth a word
+            if fields:  # an entry trimmed from the stream reads back empty (counted and logged by _handle)
                 logger.warning("dropping entry %s of %r: not a message of this broker", entry_id, self._stream)
             self._settled(entry_id)  # unreadable, or trimmed from the stream: nothing to deliver
             return
@@ -689,6 +823,16 @@ class RedisBroker(Broker):
         # Publishes waiting for the next pipeline, in arrival order, and the task sending them.
         self._outbox: collections.deque[_Publish] = collections.deque()
         self._sender: asyncio.Task[None] | None = None
+        # Per stream published to, its backlog as last checked (most recently used last); the streams
+        # whose check is wanted in the next pipeline even without a publish (publishes wait for room).
+        self._backlogs: collections.OrderedDict[bytes, _Backlog] = collections.OrderedDict()
+        self._checks_wanted: set[bytes] = set()
+        # Messages this broker's trims dropped before every queue group received them, per topic; and
+        # the rate-limited log line about them (what it has not told yet, when it last did, the next one).
+        self._dropped: dict[str, int] = {}
+        self._untold: dict[str, int] = {}
+        self._told_at: dict[str, float] = {}
+        self._tell_later: dict[str, asyncio.TimerHandle] = {}
         # Consumer names say where a member runs, for XINFO CONSUMERS; the suffix makes each one unique.
         self._id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         #: What its connections are named in ``CLIENT LIST``: this, or this and ``:<n>`` for a subscriber's.
@@ -700,6 +844,16 @@ class RedisBroker(Broker):
         """The server, without credentials: ``127.0.0.1:6379``."""
         return self._server.address
 
+    @property
+    def dropped(self) -> dict[str, int]:
+        """Per topic, the messages this broker's trims removed before every queue group had received them.
+
+        Only ``overflow="trim"`` trims such messages; each one counted here is also in a log line
+        (at most one every 10 s per topic, with the count since the previous one). Trims made by
+        other publishers are counted by them. A copy: it does not change afterwards.
+        """
+        return dict(self._dropped)
+
     async def start(self) -> None:
         """Connect and check that the server answers. Idempotent.
 
@@ -710,7 +864,15 @@ class RedisBroker(Broker):
         async with self._starting:
             if self._redis is not None:
                 return
-            self._redis = await self._server.connect(self.client_name, retries=1)
+            client = await self._server.connect(self.client_name, retries=1)
+            try:
+                # Pipelines run the backlog check by its digest; loading it now spares the first one a NOSCRIPT.
+                with translated(self._server.where):
+                    await client.script_load(_CHECK)
+            except BaseException:
+                await client.aclose()
+                raise
+            self._redis = client
             self._state = "started"
 
     async def close(self) -> None:
@@ -724,8 +886,20 @@ class RedisBroker(Broker):
         # Subscribers that unsubscribed from inside their handler may still be finishing.
         if self._tasks:
             await asyncio.wait(list(self._tasks))
-        if self._sender is not None:  # publishes already under way are answered (each pipeline is bounded)
+        # Publishes waiting for room are not sent; those already let in are (each pipeline is bounded).
+        closed = ConnectionClosed("the redis broker closed while the publish waited for room; it was not sent")
+        for backlog in self._backlogs.values():
+            while backlog.waiters:
+                _settle(backlog.waiters.popleft()[0], closed)
+            if backlog.poller is not None:
+                backlog.poller.cancel()
+        self._checks_wanted.clear()
+        if self._sender is not None:
             await asyncio.wait({self._sender})
+        for handle in self._tell_later.values():
+            handle.cancel()
+        for topic in list(self._untold):
+            self._tell(topic)
         client, self._redis = self._redis, None
         if client is not None:
             await client.aclose()
@@ -758,28 +932,185 @@ class RedisBroker(Broker):
                 raise
 
     async def publish(self, topic: str, message: Message) -> None:
+        """Publish ``message``; see "Overflow" in the module docstring for a topic whose backlog is full.
+
+        Raises :class:`~micro.errors.Timeout` (nothing published) when ``overflow="block"`` and the
+        backlog stayed full for ``overflow_timeout``.
+        """
         topic, message = check_publish(self, topic, message)
         await self._ensure_started()
+        stream = self._stream(topic)
+        fields = _encode(message)
+        backlog = self._backlog(stream, topic)
+        if self.options.overflow == "block":
+            await self._room(stream, backlog)
+        else:
+            backlog.admitted += 1
         sent = asyncio.get_running_loop().create_future()
-        self._outbox.append((self._stream(topic), _encode(message), sent))
-        if self._sender is None:
-            self._sender = asyncio.create_task(self._send_publishes(), name="micro.broker.redis.publish")
+        self._outbox.append((stream, fields, sent))
+        self._send()
         await sent
 
-    async def _send_publishes(self) -> None:
-        """Send the queued publishes, each pipeline carrying all that queued while the previous one was out."""
+    def _send(self) -> None:
+        if self._sender is None:
+            self._sender = asyncio.create_task(self._send_publishes(), name="micro.broker.redis.publish")
+
+    def _backlog(self, stream: bytes, topic: str) -> _Backlog:
+        """The backlog of ``stream``, made on first use; the least recently used idle ones beyond a bound go."""
+        backlog = self._backlogs.get(stream)
+        if backlog is not None:
+            self._backlogs.move_to_end(stream)
+            return backlog
+        backlog = self._backlogs[stream] = _Backlog(topic)
+        excess = len(self._backlogs) - _BACKLOGS
+        if excess > 0:
+            for old in list(itertools.islice(self._backlogs, excess)):
+                if self._backlogs[old].idle():
+                    del self._backlogs[old]
+        return backlog
+
+    async def _room(self, stream: bytes, backlog: _Backlog) -> None:
+        """Let one publish in once the backlog has room (overflow="block"), first come first served.
+
+        Raises :class:`~micro.errors.Timeout` when a check made after ``overflow_timeout`` still
+        finds it full (with ``0``: the first check), and ConnectionClosed if the broker closes.
+        The first publish to a stream waits for a check in any case.
+        """
+        # The first publish to a stream waits for its first check: a publisher starting against a full
+        # backlog must not add to it (one round trip per stream, not per publish).
+        known = backlog.checked_at > float("-inf")
+        if known and not backlog.waiters and backlog.estimate() < self.options.max_length:
+            backlog.admitted += 1
+            return
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[None] = loop.create_future()
+        entry = (waiter, loop.time() + self.options.overflow_timeout)
+        backlog.waiters.append(entry)
+        if backlog.poller is None:
+            backlog.poller = asyncio.create_task(self._poll(stream, backlog), name="micro.broker.redis.room")
+        try:
+            await waiter
+        except asyncio.CancelledError:
+            if entry in backlog.waiters:
+                backlog.waiters.remove(entry)
+            elif waiter.done() and not waiter.cancelled() and waiter.exception() is None:
+                backlog.admitted -= 1  # let in as it was cancelled: give the room back
+            raise
+
+    async def _poll(self, stream: bytes, backlog: _Backlog) -> None:
+        """While publishes wait for room on ``stream``, have it checked, sooner again after each one let in."""
+        loop = asyncio.get_running_loop()
+        delay = _FIRST_POLL
+        try:
+            while backlog.waiters:
+                backlog.checked.clear()
+                waiting = len(backlog.waiters)
+                self._checks_wanted.add(stream)
+                self._send()
+                await backlog.checked.wait()
+                if not backlog.waiters:
+                    return
+                delay = _FIRST_POLL if len(backlog.waiters) < waiting else min(delay * 2, _MAX_POLL)
+                # Not past the first waiter's deadline: it must get its answer on time.
+                await asyncio.sleep(max(0.0, min(delay, backlog.waiters[0][1] - loop.time())))
+        finally:
+            backlog.poller = None
+
+    def _checked(self, stream: bytes, reply: Any, now: float, sent: int) -> None:
+        """Take in the reply of ``stream``'s check (run after ``sent`` of its XADDs went through)."""
+        backlog = self._backlogs.get(stream)
+        if backlog is None:
+            return
+        if isinstance(reply, Exception):
+            backlog.sent += sent
+            logger.debug("could not check the backlog of topic %r: %s", backlog.topic, reply)
+        else:
+            needed, length, dropped = (int(n) for n in reply)
+            backlog.needed, backlog.length, backlog.sent, backlog.checked_at = needed, length, 0, now
+            if dropped:
+                self._count_drops(backlog.topic, dropped)
         limit = self.options.max_length
+        while backlog.waiters and backlog.estimate() < limit:
+            waiter, _ = backlog.waiters.popleft()
+            if not waiter.done():
+                backlog.admitted += 1
+                waiter.set_result(None)
+        # Deadlines follow arrival order, so those past theirs are at the front.
+        while backlog.waiters and backlog.waiters[0][1] <= now:
+            waiter, _ = backlog.waiters.popleft()
+            _settle(waiter, self._full(backlog, reply if isinstance(reply, Exception) else None))
+        backlog.checked.set()
+
+    def _full(self, backlog: _Backlog, failure: Exception | None) -> Timeout:
+        why = f"the check failed: {failure}" if failure is not None else f"{backlog.needed} held"
+        return Timeout(
+            f"publish to topic {backlog.topic!r} waited {self.options.overflow_timeout:g}s for room and was not"
+            f" sent: its queue groups hold at most max_length={self.options.max_length} messages they have not"
+            f" received or settled ({why}); consumers are behind (overflow='block', see MICRO_BROKER_OVERFLOW"
+            " and MICRO_BROKER_OVERFLOW_TIMEOUT)"
+        )
+
+    def _count_drops(self, topic: str, dropped: int) -> None:
+        """Count messages a trim dropped and log them, at once or ``_LOG_EVERY`` after the topic's last line."""
+        self._dropped[topic] = self._dropped.get(topic, 0) + dropped
+        self._untold[topic] = self._untold.get(topic, 0) + dropped
+        if topic in self._tell_later:
+            return
+        loop = asyncio.get_running_loop()
+        wait = self._told_at.get(topic, float("-inf")) + _LOG_EVERY - loop.time()
+        if wait <= 0:
+            self._tell(topic)
+        else:
+            self._tell_later[topic] = loop.call_later(wait, self._tell, topic)
+
+    def _tell(self, topic: str) -> None:
+        self._tell_later.pop(topic, None)
+        count = self._untold.pop(topic, 0)
+        if not count:
+            return
+        self._told_at[topic] = asyncio.get_running_loop().time()
+        logger.warning(
+            "topic %r: dropped %d message(s) no queue group had received yet (%d in all); its stream was trimmed"
+            " to max_length=%d (overflow='trim'); consumers are behind, or MICRO_BROKER_OVERFLOW=block"
+            " makes publishers wait for them",
+            topic,
+            count,
+            self._dropped.get(topic, 0),
+            self.options.max_length,
+        )
+
+    def _due(self, stream: bytes, now: float) -> bool:
+        """Whether a pipeline publishing to ``stream`` should carry its check (see ``_CHECK_EVERY``)."""
+        backlog = self._backlogs.get(stream)
+        if backlog is None:
+            return False
+        grown = backlog.length + backlog.sent + backlog.admitted > self.options.max_length
+        return grown or now - backlog.checked_at >= _CHECK_EVERY
+
+    async def _send_publishes(self) -> None:
+        """Send the queued publishes, each pipeline carrying all that queued while the previous one was out.
+
+        After its XADDs, a pipeline carries the backlog check of each stream that is due one (see
+        ``_due``) or whose publishers wait for room: the check costs no round trip of its own.
+        """
+        options = self.options
+        loop = asyncio.get_running_loop()
         batch: list[_Publish] = []
         try:
-            while self._outbox:
+            while self._outbox or self._checks_wanted:
                 batch = []
                 size = 0
                 while self._outbox and (not batch or (len(batch) < _PIPELINE and size < _PIPELINE_BYTES)):
                     publish = self._outbox.popleft()
-                    if not publish[2].done():  # a publisher cancelled before its turn is not sent
+                    if not publish[2].done():
                         batch.append(publish)
                         size += len(publish[1][_BODY])
-                if not batch:
+                    elif (backlog := self._backlogs.get(publish[0])) is not None:
+                        backlog.admitted -= 1  # a publisher cancelled before its turn is not sent
+                now = loop.time()
+                checks = self._checks_wanted | {stream for stream, _, _ in batch if self._due(stream, now)}
+                self._checks_wanted = set()
+                if not batch and not checks:
                     continue
                 try:
                     client = self._redis
@@ -789,23 +1120,42 @@ class RedisBroker(Broker):
                         with translated(self._server.where):
                             pipe = client.pipeline(transaction=False)
                             for stream, fields, _ in batch:
-                                pipe.xadd(stream, fields, maxlen=limit, approximate=True)  # type: ignore[arg-type]
+                                # No MAXLEN: the check trims, knowing what the queue groups still need.
+                                pipe.xadd(stream, fields)  # type: ignore[arg-type]
+                            for stream in checks:
+                                pipe.evalsha(_CHECK_SHA, 1, stream, options.max_length, options.overflow)
                             replies = await pipe.execute(raise_on_error=False)
                 except Exception as exc:
-                    replies = [exc] * len(batch)
-                for (_, _, sent), reply in zip(batch, replies, strict=True):
-                    if sent.done():
+                    replies = [exc] * (len(batch) + len(checks))
+                sent: collections.Counter[bytes] = collections.Counter()
+                for (stream, _, future), reply in zip(batch, replies, strict=False):
+                    if (backlog := self._backlogs.get(stream)) is not None:
+                        backlog.admitted -= 1
+                    if not isinstance(reply, Exception):
+                        sent[stream] += 1
+                    if future.done():
                         continue
                     if isinstance(reply, Exception):
-                        sent.set_exception(self._error(reply))
+                        future.set_exception(self._error(reply))
                     else:
-                        sent.set_result(None)
+                        future.set_result(None)
+                now = loop.time()
+                unknown = False
+                for stream, reply in zip(checks, replies[len(batch) :], strict=True):
+                    unknown = unknown or (isinstance(reply, ResponseError) and str(reply).startswith("NOSCRIPT"))
+                    self._checked(stream, reply, now, sent.pop(stream, 0))
+                for stream, count in sent.items():
+                    if (backlog := self._backlogs.get(stream)) is not None:
+                        backlog.sent += count
+                if unknown:  # the server lost its scripts (restarted, SCRIPT FLUSH): load it for the next check
+                    with contextlib.suppress(MicroError):
+                        await self._call(lambda client: client.script_load(_CHECK))
         finally:
             self._sender = None
             # Only if this task was cancelled: nobody is left to send these, so their publishers must not wait.
-            for _, _, sent in [*batch, *self._outbox]:
-                if not sent.done():
-                    sent.set_exception(
+            for _, _, future in [*batch, *self._outbox]:
+                if not future.done():
+                    future.set_exception(
                         ConnectionClosed("the publish was interrupted; it may or may not have been sent")
                     )
 

@@ -20,9 +20,9 @@ This module does not import the Redis driver, so options can be built and checke
 
 from __future__ import annotations
 
-import math
+import re
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, Literal
 from urllib.parse import urlsplit
 
 from micro.broker import BrokerOptions
@@ -36,6 +36,7 @@ __all__ = [
     "RedisStoreOptions",
     "RedisSyncOptions",
     "display_address",
+    "masked",
     "server_url",
 ]
 
@@ -45,34 +46,66 @@ DEFAULT_ADDRESS: Final = "redis://127.0.0.1:6379"
 _SCHEMES: Final = frozenset({"redis", "rediss", "unix"})
 
 
+# A query parameter whose name says it holds a secret (redis-py reads ``?password=`` from the URL).
+_SECRET_PARAMETER: Final = re.compile(r"(?i)([?&;][^=&;#]*(?:pass|pwd|token|secret|auth|cred)[^=&;#]*=)[^&;#]*")
+
+
+def masked(text: str) -> str:
+    """``text``, an address as given and perhaps malformed, with whatever may be a credential replaced by ``***``.
+
+    For messages about an address that could not be used, which must not echo a
+    password: the user information (everything before the last ``@`` after the
+    scheme, since a password may hold ``@``, ``/`` or ``:``), the value of a query
+    parameter named like a password or token, and a port that is not a number
+    (``redis://:secret`` with the ``@host`` forgotten) become ``***``.
+    """
+    scheme, separator, rest = text.partition("://")
+    if not separator:
+        scheme, rest = "", text
+    if "@" in rest:
+        rest = "***@" + rest.rpartition("@")[2]
+    cut = min((i for i in (rest.find("/"), rest.find("?"), rest.find("#")) if i >= 0), default=len(rest))
+    netloc, tail = rest[:cut], rest[cut:]
+    host, colon, port = netloc.rpartition(":")
+    if colon and port and not port.isdigit() and not netloc.endswith("]"):
+        netloc = f"{host}:***"
+    return scheme + separator + netloc + _SECRET_PARAMETER.sub(r"\1***", tail)
+
+
 def server_url(address: tuple[str, ...]) -> str:
-    """The ``redis://`` URL for ``address`` (an options ``address`` tuple); :class:`InvalidOption` if unusable."""
+    """The ``redis://`` URL for ``address`` (an options ``address`` tuple); :class:`InvalidOption` if unusable.
+
+    Messages show the address through :func:`masked`: never a password, even from a malformed one.
+    """
     if not address:
         return DEFAULT_ADDRESS
     if len(address) > 1:
         raise InvalidOption(
-            f"expected one Redis server, got {len(address)}: {', '.join(address)} "
+            f"expected one Redis server, got {len(address)}: {', '.join(masked(a) for a in address)} "
             "(Redis Cluster and Sentinel are not supported)",
             option="address",
         )
     (text,) = address
+    shown = repr(masked(text.strip()))
     url = text.strip() if "://" in text else f"redis://{text.strip()}"
     try:
         parts = urlsplit(url)
         port = parts.port
     except ValueError as exc:
-        raise InvalidOption(f"{text!r} is not a Redis address: {exc}", option="address") from None
+        # urlsplit's message quotes the bad port, which may be a password: say what is wrong instead.
+        why = "its port is not a number from 0 to 65535" if "port" in str(exc).lower() else "it cannot be parsed"
+        raise InvalidOption(f"{shown} is not a Redis address: {why}", option="address") from None
     if parts.scheme not in _SCHEMES:
         raise InvalidOption(
-            f"{text!r}: unknown scheme {parts.scheme!r}; use redis://, rediss:// or unix://", option="address"
+            f"{shown}: unknown scheme {parts.scheme!r}; use redis://, rediss:// or unix://", option="address"
         )
     if parts.scheme == "unix":
         if not parts.path:
-            raise InvalidOption(f"{text!r} names no socket path (unix:///path/to/redis.sock)", option="address")
+            raise InvalidOption(f"{shown} names no socket path (unix:///path/to/redis.sock)", option="address")
     elif not parts.hostname:
-        raise InvalidOption(f"{text!r} names no host (host:port or redis://host:port)", option="address")
+        raise InvalidOption(f"{shown} names no host (host:port or redis://host:port)", option="address")
     elif port == 0:
-        raise InvalidOption(f"{text!r}: port 0 cannot be connected to", option="address")
+        raise InvalidOption(f"{shown}: port 0 cannot be connected to", option="address")
     return url
 
 
@@ -91,20 +124,39 @@ def display_address(url: str) -> str:
     return f"{where}/{database}" if database and database != "0" else where
 
 
+# Upper bounds of the numeric options: past them a value is a mistake, and some would reach Redis or the
+# driver as numbers they cannot take (a pool of 10**9 connections is allocated up front, a timeout of 1e300
+# does not fit a socket's timeval, COUNT and MAXLEN are signed 64-bit).
+_MAX_SECONDS: Final = 86_400.0
+_MAX_POOL: Final = 1024
+_MAX_PREFETCH: Final = 10_000
+_MAX_COUNT: Final = 2**31 - 1
+_MAX_BODY: Final = 512 * 1024 * 1024
+
+
 def _check(options: RedisStoreOptions | RedisBrokerOptions | RedisSyncOptions) -> None:
     server_url(options.address)
     for name in ("connect_timeout", "request_timeout"):
-        value = getattr(options, name)
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
-            raise InvalidOption(f"must be a positive number of seconds, got {value!r}", option=name)
-    _integer(options.pool_size, "pool_size", 1)
+        _seconds(getattr(options, name), name, 0, strict=True)
+    _integer(options.pool_size, "pool_size", 1, _MAX_POOL)
     if not isinstance(options.key_prefix, str):
         raise InvalidOption(f"must be a string, got {options.key_prefix!r}", option="key_prefix")
 
 
-def _integer(value: object, option: str, low: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise InvalidOption(f"must be an integer >= {low}, got {value!r}", option=option)
+def _integer(value: object, option: str, low: int, high: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise InvalidOption(f"must be an integer from {low} to {high}, got {value!r}", option=option)
+
+
+def _seconds(value: object, option: str, low: float, *, strict: bool = False) -> None:
+    """A number of seconds from ``low`` (excluded if ``strict``) to a day; NaN and infinities are refused."""
+    # The chained comparisons are false for NaN and exact for ints of any size (no float conversion).
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= _MAX_SECONDS:
+        raise InvalidOption(
+            f"must be a number of seconds from {low:g} to {_MAX_SECONDS:g}, got {value!r}", option=option
+        )
+    if strict and value == low:
+        raise InvalidOption(f"must be more than {low:g} seconds, got {value!r}", option=option)
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -131,9 +183,21 @@ class RedisBrokerOptions(BrokerOptions):
     pool_size: int = 16
     #: Each topic is the stream ``<key_prefix><topic>``.
     key_prefix: str = "micro:broker:"
-    #: Entries each topic's stream keeps (``XADD MAXLEN ~``): a subscriber that falls further
-    #: behind than this loses the oldest messages it has not read yet.
+    #: The most messages a topic holds for its queue groups: those a group has not received
+    #: yet and those it received but has not settled (acked, dropped). What happens when it is
+    #: full is ``overflow``'s choice. A topic without queue groups keeps its last ``max_length``
+    #: messages for broadcast subscribers.
     max_length: int = 10_000
+    #: When a queue group's backlog on a topic reaches ``max_length``: ``"block"`` (the default):
+    #: publish waits up to ``overflow_timeout`` for the groups to catch up, then raises
+    #: :class:`~micro.errors.Timeout` without publishing; no message is ever lost to the bound.
+    #: ``"trim"``: publish goes on and the oldest messages are removed from the stream, those no
+    #: group had received yet counted in :attr:`RedisBroker.dropped` and logged (at most every 10 s
+    #: per topic).
+    overflow: Literal["block", "trim"] = "block"
+    #: Seconds a publish waits for room when ``overflow="block"`` and the backlog is full,
+    #: before it raises :class:`~micro.errors.Timeout`; ``0`` fails at once.
+    overflow_timeout: float = 5.0
     #: Messages a subscriber reads from Redis at a time (32: with fewer, a busy consumer cannot keep up
     #: with publishers, see docs/benchmarks.md).
     prefetch: int = 32
@@ -150,17 +214,16 @@ class RedisBrokerOptions(BrokerOptions):
     def __post_init__(self) -> None:
         BrokerOptions.__post_init__(self)
         _check(self)
-        _integer(self.max_length, "max_length", 1)
-        _integer(self.prefetch, "prefetch", 1)
-        _integer(self.max_redeliveries, "max_redeliveries", 0)
-        for name in ("claim_idle", "close_timeout"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-                raise InvalidOption(f"must be a number of seconds, got {value!r}", option=name)
-        if self.claim_idle < 0.01:
-            raise InvalidOption(f"must be at least 0.01 seconds, got {self.claim_idle!r}", option="claim_idle")
-        if self.close_timeout < 0:
-            raise InvalidOption(f"must not be negative, got {self.close_timeout!r}", option="close_timeout")
+        # Redis refuses a bulk string over proto-max-bulk-len (512 MiB by default): say so at start-up.
+        _integer(self.max_message_size, "max_message_size", 1, _MAX_BODY)
+        _integer(self.max_length, "max_length", 1, _MAX_COUNT)
+        _integer(self.prefetch, "prefetch", 1, _MAX_PREFETCH)
+        _integer(self.max_redeliveries, "max_redeliveries", 0, _MAX_COUNT)
+        if self.overflow not in ("block", "trim"):
+            raise InvalidOption(f"must be 'block' or 'trim', got {self.overflow!r}", option="overflow")
+        _seconds(self.claim_idle, "claim_idle", 0.01)
+        _seconds(self.close_timeout, "close_timeout", 0)
+        _seconds(self.overflow_timeout, "overflow_timeout", 0)
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
