@@ -47,10 +47,16 @@ def _install_all(session: nox.Session) -> None:
 
 @nox.session
 def tests(session: nox.Session) -> None:
-    """Every distribution's tests; plugin suites run against the real servers on loopback."""
+    """Every distribution's tests and the reliability suite; plugin suites run against the real servers on loopback."""
     _install_all(session)
     REPORTS.mkdir(exist_ok=True)
-    suites = [ROOT / "core", *([ROOT / "conformance"] if (ROOT / "conformance").exists() else []), *PLUGINS]
+    # reliability/: the fault and hostile-input suite across the blocks and plugins (docs/reliability.md).
+    suites = [
+        ROOT / "core",
+        *([ROOT / "conformance"] if (ROOT / "conformance").exists() else []),
+        *PLUGINS,
+        ROOT / "reliability",
+    ]
     failed: list[str] = []
     for suite in suites:
         if not _has_tests(suite):
