@@ -78,7 +78,7 @@ class ServiceOptions(Options):
     register_ttl: float | None = None
     #: Seconds between renewals (``MICRO_REGISTER_INTERVAL``); half a ``register_ttl`` of 30s or less when unset.
     register_interval: float | None = None
-    #: Run :meth:`Service.run_forever` on uvloop (``MICRO_UVLOOP=1``; needs ``micro-core[uvloop]``).
+    #: Run :meth:`Service.run_forever` on uvloop (``MICRO_UVLOOP=1``; needs ``asyncmicro-core[uvloop]``).
     uvloop: bool = False
 
 
@@ -396,17 +396,17 @@ class Service:
     def run_forever(self, *, uvloop: bool | None = None) -> None:
         """:meth:`run` in a new event loop, blocking until the service stops.
 
-        :param uvloop: run on uvloop (must be installed: ``pip install micro-core[uvloop]``);
+        :param uvloop: run on uvloop (must be installed: ``pip install 'asyncmicro-core[uvloop]'``);
             ``MICRO_UVLOOP=1`` when omitted.
         """
         if uvloop is None:
             uvloop = self.options.uvloop
         if uvloop:
             try:
-                _uvloop = importlib.import_module("uvloop")  # optional: micro-core[uvloop]
+                _uvloop = importlib.import_module("uvloop")  # optional: asyncmicro-core[uvloop]
             except ImportError as exc:
                 raise ConfigError(
-                    "uvloop was requested but is not installed: pip install 'micro-core[uvloop]'"
+                    "uvloop was requested but is not installed: pip install 'asyncmicro-core[uvloop]'"
                 ) from exc
             _uvloop.run(self.run())
             return

@@ -64,7 +64,7 @@ class CodecEntry:
     """One codec a :class:`Codecs` can use: its name, where it comes from, and how to get it."""
 
     name: str
-    #: Where it comes from, for errors (``"micro-core 0.1.0"``).
+    #: Where it comes from, for errors (``"asyncmicro-core 0.1.0"``).
     origin: str
     #: Imports the class; raises :class:`~micro.errors.ConfigError` when it cannot.
     load: Callable[[], type[Codec]]
@@ -88,7 +88,7 @@ def _import(path: str) -> Callable[[], type[Codec]]:
 
 def builtin() -> list[CodecEntry]:
     """The :data:`BUILTIN` codecs as a catalogue."""
-    return [CodecEntry(name, "micro-core (built in)", _import(path)) for name, path in BUILTIN.items()]
+    return [CodecEntry(name, "asyncmicro-core (built in)", _import(path)) for name, path in BUILTIN.items()]
 
 
 class Codecs:
