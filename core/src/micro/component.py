@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import asyncio
 from types import TracebackType
-from typing import Any, ClassVar, Literal, Self
+from typing import Any, ClassVar, Literal, NoReturn, Self
 
-from .errors import ConnectionClosed
+from .errors import ConnectionClosed, MicroError
 from .options import Options
 
 __all__ = ["Component"]
@@ -27,7 +27,8 @@ class Component:
     rather than overriding :meth:`start` and :meth:`close`: the base makes both
     idempotent, runs one :meth:`_start` at a time (concurrent ``start()`` calls
     connect once), and records the state that :meth:`_check_open` and
-    :meth:`_open_for_use` enforce.
+    :meth:`_open_for_use` enforce. Driver errors that escape a hook go through
+    :meth:`_translate` (see :meth:`_fail`).
 
     **Use outside the lifecycle** (the one rule): an operation on an instance
     that was never started raises :class:`~micro.errors.ConnectionClosed`, unless
@@ -108,6 +109,24 @@ class Component:
         if self._component_state == "new" and self.starts_on_use:
             await self.start()
         self._check_open()
+
+    def _translate(self, exc: Exception) -> MicroError | None:
+        """Hook: the micro error for a driver exception a backend hook raised, or ``None`` to let it through.
+
+        Called only for exceptions that are not already a :class:`~micro.errors.MicroError`.
+        The default translates nothing; a backend maps its driver's errors here, once, rather
+        than around every call (httpx ``map_httpcore_exceptions``).
+        """
+        return None
+
+    def _fail(self, exc: Exception) -> NoReturn:
+        """Re-raise ``exc`` from a hook: a micro error as it is, anything else through :meth:`_translate`."""
+        if isinstance(exc, MicroError):
+            raise exc
+        translated = self._translate(exc)
+        if translated is None:
+            raise exc
+        raise translated from exc
 
     def _closed_error(self) -> ConnectionClosed:
         what = type(self).__name__

@@ -48,12 +48,12 @@ import abc
 import builtins
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Final, NoReturn
+from typing import Any, ClassVar, Final
 
 import orjson
 
 from ..component import Component
-from ..errors import BadRequest, MicroError, NotSupported, RecordNotFound
+from ..errors import BadRequest, NotSupported, RecordNotFound
 from .options import StoreOptions
 
 __all__ = [
@@ -502,25 +502,7 @@ class Store(Component, abc.ABC):
         for key in keys:
             await self._delete(key, database, table)
 
-    def _translate(self, exc: Exception) -> MicroError | None:
-        """Hook: the micro error for a driver exception a hook raised, or ``None`` to let it through.
-
-        Called only for exceptions that are not already a :class:`~micro.errors.MicroError`.
-        The default translates nothing; a backend maps its driver's errors here, once, rather
-        than around every call (httpx ``map_httpcore_exceptions``).
-        """
-        return None
-
     # -- shared machinery -----------------------------------------------------------------------
-
-    def _fail(self, exc: Exception) -> NoReturn:
-        """Re-raise ``exc`` from a hook: a micro error as it is, anything else through :meth:`_translate`."""
-        if isinstance(exc, MicroError):
-            raise exc
-        translated = self._translate(exc)
-        if translated is None:
-            raise exc
-        raise translated from exc
 
     def _require(self, capability: str) -> None:
         if capability not in self.capabilities:
