@@ -35,6 +35,7 @@ from typing import Any, Literal, Self, TypeVar, cast
 
 from . import _env
 from ._private import local_secret
+from ._scalars import TRUE_WORDS
 from .broker.base import Broker
 from .client.base import CallWrapper, Client
 from .component import Component
@@ -58,8 +59,6 @@ C = TypeVar("C", bound=Component)
 Hook = Callable[[], Awaitable[None] | None]
 
 HookName = Literal["before_start", "after_start", "before_stop", "after_stop"]
-
-_TRUE = frozenset(("1", "true", "yes", "on", "y", "t"))
 
 
 def build(
@@ -396,7 +395,7 @@ class Service:
             ``MICRO_UVLOOP=1`` when omitted.
         """
         if uvloop is None:
-            uvloop = (_env.selection("uvloop", self._environ).name or "").lower() in _TRUE
+            uvloop = (_env.selection("uvloop", self._environ).name or "").lower() in TRUE_WORDS
         if uvloop:
             try:
                 _uvloop = importlib.import_module("uvloop")  # optional: micro-core[uvloop]
