@@ -197,8 +197,7 @@ class _Subscription(Subscriber):
         self._channel: AbstractRobustChannel | None = None
         self._queue: AbstractRobustQueue | None = None
         self._tag: str | None = None
-        self._task: asyncio.Task[None] | None = None
-        self._stopping = False
+        self._close_timeout = opts.close_timeout
 
     @property
     def queue_name(self) -> str:
@@ -234,35 +233,34 @@ class _Subscription(Subscriber):
         except Exception as exc:
             await self._release()
             raise translate(exc, broker.address, f"subscribing to {self.topic!r}") from exc
-        self._task = asyncio.create_task(self._run(), name=f"micro.broker.rabbitmq:{self.topic}")
+        self._start_task(f"micro.broker.rabbitmq:{self.topic}")
 
     async def _deliver(self, delivery: AbstractIncomingMessage) -> None:
         # Left unacknowledged when stopping: RabbitMQ gives it back when the channel closes.
         if not self._stopping:
             self._inbox.put_nowait(delivery)
 
-    async def _run(self) -> None:
+    async def _next(self) -> AbstractIncomingMessage | None:
+        return await self._inbox.get()
+
+    async def _handle(self, delivery: AbstractIncomingMessage) -> None:
+        if _stale(delivery):
+            return  # it arrived before a reconnect: RabbitMQ has queued it again and will redeliver it
+        topic = delivery.headers.get(TOPIC) if delivery.headers else None
+        event = _RabbitMQEvent(
+            topic if isinstance(topic, str) else delivery.routing_key or self.topic,
+            _message_of(delivery),
+            delivery,
+            self,
+        )
         try:
-            while not self._stopping:
-                delivery = await self._inbox.get()
-                if delivery is None or self._stopping:
-                    break
-                if _stale(delivery):
-                    continue  # it arrived before a reconnect: RabbitMQ has queued it again and will redeliver it
-                topic = delivery.headers.get(TOPIC) if delivery.headers else None
-                event = _RabbitMQEvent(
-                    topic if isinstance(topic, str) else delivery.routing_key or self.topic,
-                    _message_of(delivery),
-                    delivery,
-                    self,
-                )
-                try:
-                    await dispatch_event(self._handler, event, auto_ack=self.options.auto_ack)
-                except Exception:
-                    # Settling failed in a way _ack/_nack did not foresee; the subscription must outlive it.
-                    logger.exception("rabbitmq: settling a message on topic %r failed", event.topic)
-        finally:
-            await self._release()
+            await dispatch_event(self._handler, event, auto_ack=self.options.auto_ack)
+        except Exception:
+            # Settling failed in a way _ack/_nack did not foresee; the subscription must outlive it.
+            logger.exception("rabbitmq: settling a message on topic %r failed", event.topic)
+
+    async def _finish(self) -> None:
+        await self._release()
 
     async def _ack(self, delivery: AbstractIncomingMessage) -> None:
         if _stale(delivery):
@@ -326,10 +324,7 @@ class _Subscription(Subscriber):
         if channel is not None and not channel.is_closed:
             await _quietly("channel close", channel.close(), timeout)
 
-    async def unsubscribe(self) -> None:
-        if self._stopping:
-            return
-        self._stopping = True
+    async def _stop_delivery(self) -> None:
         self._broker._subscribers.discard(self)
         queue, tag = self._queue, self._tag
         if queue is not None and tag is not None:
@@ -337,17 +332,8 @@ class _Subscription(Subscriber):
             self._tag = None
             await _quietly("cancel", queue.cancel(tag), self._broker.options.close_timeout)
         self._inbox.put_nowait(None)
-        task = self._task
-        if task is None:
-            await self._release()
-            return
-        if task is asyncio.current_task():
-            return  # called from our own handler: the loop ends when the handler returns
-        done, _ = await asyncio.wait({task}, timeout=self._broker.options.close_timeout)
-        if not done:
-            logger.warning("cancelling a broker handler for topic %r that did not finish in time", self.topic)
-            task.cancel()
-            await asyncio.wait({task})
+        if self._task is None:
+            await self._release()  # never got as far as its task: nothing else will
 
 
 class RabbitMQBroker(Broker):

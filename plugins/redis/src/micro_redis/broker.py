@@ -464,7 +464,6 @@ class _RedisSubscriber(Subscriber):
         self._stream = broker._stream(topic)
         self._consumer = consumer
         self._after = start_after  # broadcast: the last entry read
-        self._stopping = False
         self._reading = False
         # Entries this member has read and not settled yet (queue groups), kept claimed while it works.
         self._holding: set[bytes] = set()
@@ -475,11 +474,10 @@ class _RedisSubscriber(Subscriber):
             self._name, pool_size=1, read_timeout=self._block + broker._server.request_timeout
         )
         self._acks = _Acks(self, options.queue) if options.queue is not None else None
-        self._task: asyncio.Task[None] | None = None
+        self._close_timeout = opts.close_timeout
 
     def _start(self) -> asyncio.Task[None]:
-        self._task = asyncio.create_task(self._run(), name=f"micro.broker.redis:{self.topic}")
-        return self._task
+        return self._start_task(f"micro.broker.redis:{self.topic}")
 
     # -- the read loop ---------------------------------------------------------------------------
 
@@ -771,32 +769,12 @@ class _RedisSubscriber(Subscriber):
 
     # -- stopping ----------------------------------------------------------------------------------
 
-    async def unsubscribe(self) -> None:
-        if self._stopping:
-            return
-        self._stopping = True
+    async def _stop_delivery(self) -> None:
         self._broker._subscribers.discard(self)
-        task = self._task
-        if task is None or task is asyncio.current_task():
-            return  # from our own handler: the loop ends when the handler returns
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self._broker.options.close_timeout
-        while True:
-            # A blocking read holds nothing (the group keeps what it did not deliver), so it is cut short.
-            # The cancel is repeated because Python 3.11's asyncio.wait_for, which the driver uses while
-            # it sets a connection up, can swallow one.
-            if self._reading:
-                task.cancel()
-            left = deadline - loop.time()
-            done, _ = await asyncio.wait({task}, timeout=max(0.0, min(0.05, left) if self._reading else left))
-            if done:
-                return
-            if loop.time() >= deadline:
-                break
-        logger.warning("cancelling a broker handler for topic %r that did not finish in time", self.topic)
-        while not task.done():
-            task.cancel()
-            await asyncio.wait({task}, timeout=0.05)
+
+    def _interruptible(self) -> bool:
+        # A blocking read holds nothing (the group keeps what it did not deliver), so it is cut short.
+        return self._reading
 
 
 class RedisBroker(Broker):
