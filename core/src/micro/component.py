@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-import asyncio
 from types import TracebackType
-from typing import Any, ClassVar, Literal, NoReturn, Self
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, NoReturn, Self
 
 from .errors import ConnectionClosed, MicroError
 from .options import Options
+
+if TYPE_CHECKING:  # asyncio is imported on first start(): `micro --help` must not pay for it
+    import asyncio
 
 __all__ = ["Component"]
 
@@ -67,6 +69,8 @@ class Component:
         if self._component_state == "started":
             return
         if self._component_start_lock is None:
+            import asyncio
+
             self._component_start_lock = asyncio.Lock()
         async with self._component_start_lock:
             # Another start() may have finished while this one waited for the lock.

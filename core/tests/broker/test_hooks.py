@@ -180,3 +180,17 @@ async def test_unsubscribe_from_inside_the_handler_does_not_wait_for_itself() ->
         await asyncio.wait_for(done.wait(), 5)
         await asyncio.wait_for(subs[0]._task, 5)  # type: ignore[arg-type]
         assert subs[0] not in broker._subscriptions
+
+
+async def test_backend_name_limits_are_checked_before_the_broker_starts() -> None:
+    class Picky(Bare):
+        def _check_names(self, topic: str, message: Message | None) -> None:
+            if len(topic) > 5:
+                raise BadRequest(f"topic {topic!r} is longer than 5")
+
+    broker = Picky()
+    with pytest.raises(BadRequest, match="longer than 5"):
+        await broker.publish("toolong", Message())
+    with pytest.raises(BadRequest, match="longer than 5"):
+        await broker.subscribe("toolong", noop)
+    assert broker.calls == []  # never started: bad input opens no connection

@@ -338,6 +338,7 @@ class Broker(Component, abc.ABC):
             registry) cannot be reached.
         """
         topic, message = check_publish(self, topic, message)
+        self._check_names(topic, message)
         if self._component_state != "started":
             await self._open_for_use()
         try:
@@ -363,6 +364,7 @@ class Broker(Component, abc.ABC):
         :raises ConnectionClosed: the broker was closed.
         """
         topic, options = check_subscribe(self, topic, handler, queue, auto_ack)
+        self._check_names(topic, None)
         if self._component_state != "started":
             await self._open_for_use()
         try:
@@ -379,6 +381,13 @@ class Broker(Component, abc.ABC):
     # -- the hooks a backend implements --------------------------------------------------------
     # Arguments are checked and the broker is started. Not abstract while the network brokers
     # still override publish() and subscribe() themselves.
+
+    def _check_names(self, topic: str, message: Message | None) -> None:
+        """Hook: the backend's own limits on a topic (and a published message's header names).
+
+        Raise :class:`~micro.errors.BadRequest`. Runs after the generic checks and before the
+        broker is started, so bad input never opens a connection. The default accepts everything.
+        """
 
     async def _publish(self, topic: str, message: Message) -> None:
         """Hand ``message`` to the subscribers of ``topic`` (see :meth:`publish`)."""
