@@ -10,21 +10,31 @@ pub/sub is listed too, for scale. Publishing stops early at a time
 cap (the note then says how many of the N were sent), so a slow machine
 bounds the run instead of stretching it; a consumer that cannot catch up is
 reported as a failure, not as a rate.
+
+The http broker's fan-out line publishes to 1, 10 and 50 broadcast subscribers
+(each its own broker, so its own port, all in one worker process) and reports
+deliveries per second, and the unloaded latency of one publish until every
+subscriber has it (p50 column).
 """
 
 from __future__ import annotations
 
 import asyncio
 import socket
+import sys
 import time
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from _harness import Context, Row, unavailable
+from _harness import Context, Row, Worker, unavailable
 
 GROUP_RABBIT = "broker-rabbitmq"
 GROUP_REDIS = "broker-redis"
+GROUP_FANOUT = "broker-http fan-out"
+FANOUT = (1, 10, 50)
+#: Sequential publishes timed for the unloaded latency of one fan-out.
+LATENCY_SAMPLES = 30
 AMQP_URI = "amqp://guest:guest@127.0.0.1:5672/"
 REDIS_URL = "redis://127.0.0.1:6379/0"
 PREFETCH = 256
@@ -269,6 +279,142 @@ async def raw_redis_pubsub(n: int, cap: float) -> tuple[int, float]:
         await client.aclose()
 
 
+# -- http broker fan-out --------------------------------------------------------------------------------
+
+
+async def fanout_worker(topic: str, subscribers: int) -> None:
+    """The subscribing side: ``subscribers`` http brokers in this process, one broadcast subscription each.
+
+    Prints ``READY`` once subscribed; then, for each ``<count>`` line on stdin, prints ``DONE`` once that many
+    deliveries (in all) have arrived. Exits at the end of stdin.
+    """
+    import micro
+    from micro.broker import Broker, Event
+
+    brokers = [micro.create("broker", "http", cls=Broker) for _ in range(subscribers)]
+    seen = 0
+    target = 0
+    reached = asyncio.Event()
+
+    async def on_event(event: Event) -> None:
+        nonlocal seen
+        seen += 1
+        if seen >= target:
+            reached.set()
+
+    for broker in brokers:
+        await broker.subscribe(topic, on_event)
+    print("READY", flush=True)
+    loop = asyncio.get_running_loop()
+    try:
+        while line := await loop.run_in_executor(None, sys.stdin.readline):
+            target = int(line)
+            if seen < target:
+                reached.clear()
+                await reached.wait()
+            print("DONE", flush=True)
+    finally:
+        for broker in brokers:
+            await broker.close()
+
+
+async def http_fanout(ctx: Context, subscribers: int, n: int, cap: float) -> tuple[int, float, float]:
+    """Publish up to ``n`` messages to ``subscribers`` subscribers in a worker process, from ``PUBLISHERS``
+    tasks and for at most ``cap`` seconds; (messages, seconds until the last delivery, p50 ms of one publish
+    until all subscribers have it, unloaded)."""
+    import micro
+    from micro.broker import Broker, Message
+
+    topic = f"bench.fanout.{uuid.uuid4().hex[:8]}"
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        __file__,
+        "fanout-worker",
+        topic,
+        str(subscribers),
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        env=ctx.env,
+        start_new_session=True,
+    )
+    worker = Worker(process, "fan-out worker")  # for its stop(): SIGTERM, then SIGKILL
+    stdin, stdout = process.stdin, process.stdout
+    assert stdin is not None
+    assert stdout is not None
+    publisher = micro.create("broker", "http", cls=Broker)
+
+    async def delivered(total: int) -> None:
+        stdin.write(f"{total}\n".encode())
+        await stdin.drain()
+        line = await asyncio.wait_for(stdout.readline(), DRAIN)
+        if line.strip() != b"DONE":
+            raise RuntimeError(f"the fan-out worker said {line!r}")
+
+    try:
+        ready = await asyncio.wait_for(stdout.readline(), 60)
+        if ready.strip() != b"READY":
+            raise RuntimeError(f"the fan-out worker did not start (said {ready!r})")
+        await publisher.start()
+        # The publisher learns subscribers through a registry watch: wait until it routes to all of them.
+        routes = getattr(publisher, "_routes", {})
+        deadline = time.monotonic() + 30
+        while sum(len(nodes) for nodes in routes.get(topic, {}).values()) < subscribers:
+            if time.monotonic() > deadline:
+                raise RuntimeError("the publisher did not see every subscriber within 30s")
+            await asyncio.sleep(0.02)
+            routes = getattr(publisher, "_routes", {})
+        message = Message(BODY, {"Content-Type": "application/json"})
+        remaining, published = n, 0
+        start = time.perf_counter()
+        stop = start + cap
+
+        async def publish() -> None:
+            nonlocal remaining, published
+            while remaining > 0 and time.perf_counter() < stop:
+                remaining -= 1
+                await publisher.publish(topic, message)
+                published += 1
+
+        await asyncio.gather(*(publish() for _ in range(PUBLISHERS)))
+        await delivered(published * subscribers)
+        seconds = time.perf_counter() - start
+        latencies = []
+        for i in range(LATENCY_SAMPLES):
+            began = time.perf_counter()
+            await publisher.publish(topic, message)
+            await delivered((published + i + 1) * subscribers)
+            latencies.append(time.perf_counter() - began)
+        latencies.sort()
+        return published, seconds, latencies[len(latencies) // 2] * 1e3
+    finally:
+        await publisher.close()
+        stdin.close()
+        await worker.stop()
+
+
+async def _fanout_rows(ctx: Context) -> list[Row]:
+    deliveries = ctx.pick(3_000, 30_000)
+    cap = ctx.pick(3.0, 20.0)
+    rows: list[Row] = []
+    single: float | None = None
+    for subscribers in FANOUT:
+        name = f"micro http, {subscribers} subscriber{'s' if subscribers > 1 else ''}"
+        n = max(100, deliveries // subscribers)
+        ctx.log(f"  broker: http fan-out to {subscribers} ({n} messages)")
+        try:
+            count, seconds, p50 = await http_fanout(ctx, subscribers, n, cap)
+        except Exception as exc:
+            rows.append(unavailable(GROUP_FANOUT, name, f"{type(exc).__name__}: {exc}", "deliveries/s"))
+            continue
+        rate = count * subscribers / seconds
+        single = rate if subscribers == 1 else single
+        share = f"; {rate / single:.0%} of 1 subscriber's" if single and subscribers > 1 else ""
+        capped = "" if count == n else f" (time cap; {n} planned)"
+        note = f"{count} msgs x {subscribers} in {seconds:.2f}s{capped}{share}"
+        rows.append(Row(GROUP_FANOUT, name, rate, "deliveries/s", p50_ms=p50, note=note))
+    return rows
+
+
 async def _rate(name: str, group: str, n: int, run: Callable[[], Awaitable[tuple[int, float]]]) -> Row:
     try:
         count, seconds = await run()
@@ -327,4 +473,9 @@ async def run(ctx: Context) -> list[Row]:
         rows.append(await _rate("redis-py", GROUP_REDIS, n, lambda: raw_redis_streams(n, cap)))
         ctx.log("  broker: redis-py pub/sub")
         rows.append(await _rate("redis-py pub/sub", GROUP_REDIS, n, lambda: raw_redis_pubsub(n, cap)))
+    rows += await _fanout_rows(ctx)
     return rows
+
+
+if __name__ == "__main__" and sys.argv[1:2] == ["fanout-worker"]:
+    asyncio.run(fanout_worker(sys.argv[2], int(sys.argv[3])))

@@ -34,6 +34,7 @@ SUITES = {
     "startup": "startup",
     "selector": "selector_bench",
     "registry": "registry_bench",
+    "registry-consul": "registry_scale",
     "rpc": "rpc",
     "scale": "scale",
     "store": "store",

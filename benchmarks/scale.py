@@ -4,7 +4,8 @@ Connections: micro clients each with their own transport (one TCP connection
 each), one caller per connection (64 callers sharing the single connection in
 the first case), against the raw asyncio echo doing the same. The server's peak
 RSS is sampled while the load runs. Payloads: ``{"data": "x" * size}`` echoed
-by 16 callers over one connection.
+by 16 callers over one connection, and 1 MB by 64 callers (many large replies queued on one
+connection at once), with the server RSS sampled too.
 """
 
 from __future__ import annotations
@@ -58,12 +59,25 @@ async def connections(ctx: Context, kind: str, count: int, duration: float) -> R
     )
 
 
-async def payload(ctx: Context, kind: str, size: int, duration: float) -> Row:
-    group = f"payload {SIZES[size]}"
+async def payload(ctx: Context, kind: str, size: int, duration: float, callers: int = 16) -> Row:
+    group = f"payload {SIZES[size]}" + (f" x {callers}" if callers != 16 else "")
+    server = await Worker.start([python(), WORKER, "serve", kind], env=ctx.env, label=f"{kind} server")
     try:
-        result, _ = await measure(ctx, kind, callers=16, size=size, duration=duration, warmup=0.3)
+        idle = server.rss_mib() or 0.0
+        peak = [idle]
+        sampler = asyncio.create_task(_peak_rss(server, peak))
+        try:
+            result, _ = await measure(
+                ctx, kind, callers=callers, size=size, duration=duration, warmup=0.3, server=server
+            )
+        finally:
+            sampler.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sampler
     except Exception as exc:
         return unavailable(group, PAYLOAD_SYSTEMS[kind], f"{type(exc).__name__}: {exc}", "calls/s")
+    finally:
+        await server.stop()
     mib_s = result["rate"] * size * 2 / 2**20  # request and response
     return Row(
         group,
@@ -72,7 +86,7 @@ async def payload(ctx: Context, kind: str, size: int, duration: float) -> Row:
         "calls/s",
         p50_ms=result["p50_ms"],
         p99_ms=result["p99_ms"],
-        note=f"{mib_s:.1f} MiB/s echoed",
+        note=f"{mib_s:.1f} MiB/s echoed, server RSS {idle:.0f} MiB idle, {peak[0]:.0f} MiB peak",
     )
 
 
@@ -88,4 +102,8 @@ async def run(ctx: Context) -> list[Row]:
         for kind in ctx.pick(SYSTEMS, PAYLOAD_SYSTEMS):
             ctx.log(f"  scale: {kind}, {SIZES[size]} payload")
             rows.append(await payload(ctx, kind, size, duration))
+    # Large messages under concurrency: many big replies queued on one connection at once.
+    for kind in SYSTEMS:
+        ctx.log(f"  scale: {kind}, 1 MB payload, 64 callers")
+        rows.append(await payload(ctx, kind, 1_000_000, duration, callers=64))
     return rows

@@ -15,6 +15,12 @@ import micro
 
 
 class Echo:
+    def __init__(self) -> None:
+        self.events: list[Any] = []
+
+    async def received(self) -> list[Any]:
+        return self.events
+
     async def hello(self, req: dict[str, Any]) -> dict[str, Any]:
         return {"message": f"Hello {req.get('name')}", "pid": os.getpid()}
 
@@ -53,7 +59,13 @@ def _guarded(name: str) -> list[Any]:
 def main(name: str) -> None:
     guard = _guarded(name)
     service = micro.Service(name, drain_timeout=10.0, wrappers=guard[:1], before_start=guard[1:])
-    service.handle(Echo())
+    echo = Echo()
+    service.handle(echo)
+
+    async def on_event(event: dict[str, Any]) -> None:
+        echo.events.append(event)
+
+    service.subscribe(f"{name}.events", on_event)
     service.hook("after_start", lambda: print(f"READY {service.server.address}", flush=True))
     service.run_forever()
     print("STOPPED", flush=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 from typing import Any
 
@@ -98,3 +99,75 @@ async def test_a_tls_service_refuses_plain_connections(
     assert json.loads(reply.body)["message"] == "Hello None"
     figure("TLS required: plain dial and plain bytes refused, verified TLS call served", "yes")
     await server.stop()
+
+
+async def test_debug_endpoints_answer_no_stranger(
+    spawn: Any, unique: str, transport: Transport, figure: Figure
+) -> None:
+    """With auth at its default, Debug.logs/stats/trace answer only the service's own user (a local
+    proof); a caller without one, or with a forged one, gets an error and no data."""
+    server: ServiceProcess = await spawn(unique)
+    refused = 0
+    for endpoint in ("Debug.logs", "Debug.stats", "Debug.trace"):
+        for proof in (None, "v1.0.00.00", "garbage"):
+            header = _header(unique, endpoint, refused)
+            if proof is not None:
+                header["Micro-Local-Proof"] = proof
+            reply = await _ask(transport, server.address, header)
+            error = reply.header.get("Micro-Error")
+            assert error is not None, f"{endpoint} answered a stranger: {reply.body[:80]!r}"
+            assert json.loads(error)["code"] in (401, 403), error
+            refused += 1
+    figure("Debug endpoints: calls without a valid local proof refused", refused)
+    await server.stop()
+
+
+async def test_a_forged_broker_delivery_is_refused(spawn: Any, unique: str, figure: Figure) -> None:
+    """curl posts to the subscriber's http broker port with the right URL and node id but no proof:
+    401, and the subscriber never sees it; a real publish still arrives."""
+    await spawn(unique)
+    async with micro.create("registry") as registry:
+        nodes = [
+            node
+            for service in await registry.get_service("micro.http.broker")
+            for node in service.nodes
+            if node.metadata.get("topic") == f"{unique}.events"
+        ]
+    assert nodes, "the subscriber's broker node is not registered"
+    node = nodes[0]
+    # The envelope a genuine delivery has (see micro.broker.http.encode), carrying {"forged": true}.
+    forged = json.dumps(
+        {
+            "topic": f"{unique}.events",
+            "header": {"Content-Type": "application/json"},
+            "body": base64.b64encode(b'{"forged": true}').decode(),
+        }
+    )
+    curl = await asyncio.create_subprocess_exec(
+        "curl",
+        "-s",
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code}",
+        "-X",
+        "POST",
+        "-H",
+        "Content-Type: application/json",
+        "--data",
+        forged,
+        f"http://{node.address}/?id={node.id}",
+        stdout=asyncio.subprocess.PIPE,
+    )
+    status, _ = await curl.communicate()
+    assert status == b"401", status
+    client = micro.create("client")
+    async with client:
+        await client.publish(f"{unique}.events", {"genuine": True})
+        for _ in range(200):
+            received = await client.call(unique, "Echo.received", {})
+            if received:
+                break
+            await asyncio.sleep(0.05)
+    assert received == [{"genuine": True}]
+    figure("http broker: a forged delivery (curl, right URL and node id, no proof) refused with", int(status))

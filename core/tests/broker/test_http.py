@@ -16,7 +16,7 @@ import aiohttp
 import micro
 import orjson
 import pytest
-from micro.broker import Event, Message
+from micro.broker import Event, Message, _proof
 from micro.broker.http import BROADCAST_VERSION, SERVICE, HTTPBroker, HTTPBrokerOptions, decode, encode
 from micro.errors import (
     BackendUnavailable,
@@ -347,6 +347,13 @@ async def test_lifecycle(make, registry):
 # -- bad requests --------------------------------------------------------------------------------
 
 
+def proof(broker: HTTPBroker, node_id: str, body: bytes, secret: bytes | None = None) -> dict[str, str]:
+    """The headers of a delivery POST signed as ``broker`` (or with ``secret``) signs them."""
+    key = secret if secret is not None else broker._secret
+    assert key is not None, "the broker is not started"
+    return {_proof.HEADER: _proof.sign(key, node_id, body), "Content-Type": "application/json"}
+
+
 async def test_bad_requests_get_4xx_and_the_broker_keeps_delivering(make, registry):
     broker = make(max_message_size=16)
     collector = Collector()
@@ -355,21 +362,22 @@ async def test_bad_requests_get_4xx_and_the_broker_keeps_delivering(make, regist
     url = f"http://{broker.address}/"
     good = encode("t", Message(b"ok"))
     cases = [
-        ("POST", url, {"id": node.id}, b"{not json", 400),
-        ("POST", url, {"id": node.id}, orjson.dumps({"topic": "t", "body": "!!"}), 400),
-        ("POST", url, {"id": node.id}, encode("other", Message(b"x")), 400),
-        ("POST", url, {"id": node.id}, encode("t", Message(b"x" * 17)), 413),
-        ("POST", url, {"id": node.id}, b"x" * (1024 * 1024), 413),
-        ("POST", url, {"id": "nobody"}, good, 404),
-        ("POST", url + "elsewhere", {"id": node.id}, good, 404),
-        ("GET", url, {"id": node.id}, b"", 405),
+        ("POST", url, node.id, b"{not json", 400),
+        ("POST", url, node.id, orjson.dumps({"topic": "t", "body": "!!"}), 400),
+        ("POST", url, node.id, encode("other", Message(b"x")), 400),
+        ("POST", url, node.id, encode("t", Message(b"x" * 17)), 413),
+        ("POST", url, node.id, b"x" * (1024 * 1024), 413),
+        ("POST", url, "nobody", good, 404),
+        ("POST", url + "elsewhere", node.id, good, 404),
+        ("GET", url, node.id, b"", 405),
     ]
     async with aiohttp.ClientSession() as session:
-        for method, target, params, body, status in cases:
-            async with session.request(method, target, params=params, data=body) as response:
-                assert response.status == status, (target, body[:40])
+        for method, target, node_id, body, status in cases:
+            headers = proof(broker, node_id, body)
+            async with session.request(method, target, params={"id": node_id}, data=body, headers=headers) as reply:
+                assert reply.status == status, (target, body[:40])
                 if status != 405:
-                    error = await response.json()
+                    error = await reply.json()
                     assert error["code"] == status
         # Raw garbage on the socket is the HTTP layer's to refuse.
         reader, writer = await asyncio.open_connection(*broker.address.rsplit(":", 1))
@@ -377,8 +385,8 @@ async def test_bad_requests_get_4xx_and_the_broker_keeps_delivering(make, regist
         await writer.drain()
         assert (await asyncio.wait_for(reader.read(12), 2)).startswith(b"HTTP/1.")
         writer.close()
-        async with session.post(url, params={"id": node.id}, data=good) as response:
-            assert response.status == 204
+        async with session.post(url, params={"id": node.id}, data=good, headers=proof(broker, node.id, good)) as reply:
+            assert reply.status == 204
     await broker.publish("t", Message(b"still works"))
     await eventually(lambda: collector.bodies == [b"ok", b"still works"])
 
@@ -410,6 +418,68 @@ async def test_dead_and_hung_nodes_do_not_block_live_ones(make, registry):
         assert live.bodies == [str(i).encode() for i in range(n)]
     finally:
         hung.close()
+
+
+async def test_a_stalled_subscriber_does_not_hold_up_the_others(make):
+    """A subscriber whose handler hangs, with a full outbox, delays neither publish nor the other subscribers.
+
+    Its messages wait in the retry inbox meanwhile, and reach it, in order, once it moves again.
+    """
+    publisher = make(outbox_size=4, request_timeout=60.0)
+    release = asyncio.Event()
+    stalled_got: list[bytes] = []
+
+    async def stalled(event: Event) -> None:
+        stalled_got.append(event.message.body)
+        await release.wait()
+
+    await make().subscribe("t", stalled)
+    others = [Collector() for _ in range(3)]
+    for other in others:
+        await make().subscribe("t", other)
+    await publisher.start()
+    await eventually(lambda: known(publisher, "t") == 4)
+    n = 40
+    expected = [str(i).encode() for i in range(n)]
+
+    async def publish_all() -> None:
+        for body in expected:
+            await publisher.publish("t", Message(body))
+
+    publishing = asyncio.create_task(publish_all())
+    try:
+        # Serial fan-out waited on the stalled node's outbox: the others got outbox_size + 1 messages, then
+        # nothing until its POST timed out (request_timeout, a minute here). stall_timeout is 1s.
+        await eventually(lambda: all(len(o.events) == n for o in others), timeout=15, what="the others' messages")
+        await asyncio.wait_for(publishing, 5)
+        assert all(o.bodies == expected for o in others)
+        assert stalled_got == [b"0"]
+    finally:
+        release.set()
+        publishing.cancel()
+    await eventually(lambda: len(stalled_got) == n, timeout=10, what="the stalled subscriber to catch up")
+    assert stalled_got == expected
+
+
+async def test_a_subscriber_that_stalled_for_a_while_still_gets_one_publishers_messages_in_order(make):
+    """Messages kept in the retry inbox while a node stalled are not overtaken by later ones once it moves."""
+    publisher = make(outbox_size=2, stall_timeout=0.2, request_timeout=30.0)
+    got: list[bytes] = []
+
+    async def slow_start(event: Event) -> None:
+        got.append(event.message.body)
+        if len(got) == 1:
+            await asyncio.sleep(0.6)  # long enough to count as stalled; then it keeps up again
+
+    await make().subscribe("t", slow_start)
+    await publisher.start()
+    await eventually(lambda: known(publisher, "t") == 1)
+    expected = [str(i).encode() for i in range(60)]
+    for body in expected:
+        await publisher.publish("t", Message(body))
+        await asyncio.sleep(0.02)  # publishes keep coming while the inbox is retried
+    await eventually(lambda: len(got) >= len(expected), timeout=10, what="every message")
+    assert got == expected
 
 
 async def test_queue_message_for_a_dead_member_goes_to_a_live_one(make, registry):

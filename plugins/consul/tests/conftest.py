@@ -40,6 +40,11 @@ def consul_address() -> str:
     return os.environ["CONSUL_HTTP_ADDR"]
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    # Here rather than in pyproject.toml: slow tests still run in the normal test command.
+    config.addinivalue_line("markers", "slow: takes more than ten seconds (1,000 services in the agent)")
+
+
 def pytest_runtest_setup(item: pytest.Item) -> None:
     # Every test here talks to Consul, except those marked offline: skip before any fixture connects.
     if item.get_closest_marker("offline") is None and (reason := consul_unavailable()):

@@ -13,6 +13,7 @@ from micro.errors import BackendUnavailable, BadRequest, InvalidOption, ServiceN
 from micro.registry import Endpoint, Node, Result, Service, Value
 from micro_conformance import eventually
 from micro_consul import ConsulRegistryOptions, _tags
+from micro_consul._watch import next_index
 from micro_consul.registry import ConsulRegistry, deregister_after
 
 from .conftest import Agent
@@ -85,6 +86,38 @@ def test_bad_options_name_their_variable(variable: str, value: str, message: str
 
 
 @pytest.mark.offline
+@pytest.mark.parametrize("value", [3, 1001, True, 4.5, "8"])
+def test_max_connections_is_bounded(value: object) -> None:
+    with pytest.raises(InvalidOption, match="max_connections"):
+        ConsulRegistryOptions(max_connections=value)  # type: ignore[arg-type]
+    options = (
+        micro.get_manager()
+        .create("registry", environ={"MICRO_REGISTRY": "consul", "MICRO_REGISTRY_MAX_CONNECTIONS": "12"})
+        .options
+    )
+    assert isinstance(options, ConsulRegistryOptions)
+    assert options.max_connections == 12
+
+
+@pytest.mark.offline
+@pytest.mark.parametrize(
+    ("previous", "found", "expected"),
+    [
+        (None, 42, (42, True)),  # a first (or fresh) read
+        (42, 42, (42, False)),  # the wait ran out: nothing new
+        (42, 57, (57, True)),
+        (42, 7, (None, True)),  # backwards (a snapshot restore): read afresh, without an index
+        (None, 0, (1, True)),  # 0 would make every blocking query answer at once
+        (1, 0, (None, True)),
+    ],
+)
+def test_blocking_query_indexes_follow_consul_rules(
+    previous: int | None, found: int, expected: tuple[int | None, bool]
+) -> None:
+    assert next_index(previous, found) == expected
+
+
+@pytest.mark.offline
 def test_deregister_critical_after_follows_go_micro() -> None:
     assert deregister_after(10) == 65.0  # Consul reaps no sooner than a minute: max(ttl, 1m) + 5s
     assert deregister_after(0.5) == 65.0
@@ -121,6 +154,18 @@ async def test_a_watcher_of_an_unreachable_agent_fails_then_stops() -> None:
         await asyncio.wait_for(watcher.__anext__(), 5)
     assert watcher.stopped
     await registry.close()
+
+
+@pytest.mark.offline
+async def test_closing_the_registry_stops_watchers_whose_watch_failed() -> None:
+    registry = ConsulRegistry(ConsulRegistryOptions(address=("127.0.0.1:1",), timeout=0.5))
+    watcher = registry.watch()
+    # The failure is queued for the reader, who has not read yet.
+    await eventually(lambda: watcher.ready.is_set(), what="the failed first read")  # type: ignore[attr-defined]
+    await registry.close()
+    assert watcher.stopped
+    with pytest.raises(StopAsyncIteration):
+        await asyncio.wait_for(watcher.__anext__(), 5)
 
 
 @pytest.mark.offline
@@ -341,6 +386,68 @@ async def test_watching_everything_sees_changes_made_by_other_processes(
     finally:
         await watcher.stop()
         await asyncio.wait_for(reader, 5)
+
+
+async def test_check_changes_reach_a_watch_of_everything_and_the_listing(
+    registry: ConsulRegistry, agent: Agent, unique: Callable[[str], str], cleanup: list[str]
+) -> None:
+    """watch() and list_services read the catalog node by node: a failing check must hide its instance there too."""
+    service = Service(unique("svc"), nodes=[Node("a", "127.0.0.1:1"), Node("b", "127.0.0.1:2")])
+    cleanup.extend(sid(service, n) for n in service.nodes)
+    await registry.register(service, ttl=60)
+    seen: list[Result] = []
+    watcher = registry.watch()
+
+    async def read() -> None:
+        async for result in watcher:
+            if result.service.name == service.name:
+                seen.append(result)
+
+    def listed() -> list[str]:
+        return [n.id for s in listing for n in s.nodes if s.name == service.name]
+
+    reader = asyncio.create_task(read())
+    try:
+        await eventually(lambda: watcher.ready.is_set(), what="the watcher's first read")  # type: ignore[attr-defined]
+        # Maintenance mode adds a critical check to the instance, behind the registry's back.
+        first = sid(service, service.nodes[0])
+        await agent.put(f"/v1/agent/service/maintenance/{first}?enable=true&reason=test")
+        await eventually(lambda: [[n.id for n in r.service.nodes] for r in seen] == [["b"]], what="the update")
+        listing = await registry.list_services()
+        assert listed() == ["b"]
+        await agent.put(f"/v1/agent/service/maintenance/{first}?enable=false")
+        await eventually(lambda: [[n.id for n in r.service.nodes] for r in seen][-1:] == [["a", "b"]], what="back")
+        listing = await registry.list_services()
+        assert listed() == ["a", "b"]
+        # Check changes alone are read service by service; the removal after them must still be seen.
+        await registry.deregister(service)
+        await eventually(lambda: [r.action for r in seen] == ["update", "update", "delete"], what="the delete")
+    finally:
+        await watcher.stop()
+        await asyncio.wait_for(reader, 5)
+
+
+async def test_a_watcher_that_comes_during_a_read_still_gets_its_first_read(registry: ConsulRegistry) -> None:
+    """Watchers join at the end of a read; one created while a read runs must get a read of its own."""
+    late: list[Any] = []
+    read_catalog = registry.catalog
+
+    async def read_then_watch() -> Any:
+        found = await read_catalog()
+        if not late:
+            late.append(registry.watch())
+        return found
+
+    registry.catalog = read_then_watch  # type: ignore[method-assign]
+    first = registry.watch()
+    try:
+        await eventually(lambda: len(late) == 1, what="a watcher created during the first read")
+        # No change follows: the late watcher's own wake-up must not be dropped as already answered.
+        await eventually(lambda: late[0].ready.is_set(), what="the late watcher's first read")
+    finally:
+        await first.stop()
+        for watcher in late:
+            await watcher.stop()
 
 
 async def test_stopping_a_registry_stops_its_watchers(registry: ConsulRegistry, unique: Callable[[str], str]) -> None:

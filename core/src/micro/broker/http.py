@@ -9,30 +9,44 @@ follows the registry (a watch, so no registry round trip per publish) and
 POSTs the message to one random node of each queue version and to every node
 of the broadcast version.
 
-**Wire format.** ``POST http://<node address>/?id=<node id>`` with
-``Content-Type: application/json`` and the body
-``{"topic": "<topic>", "header": {"k": "v", ...}, "body": "<base64>"}``
+**Wire format.** ``POST http://<node address>/?id=<node id>`` (``https`` with
+``tls``) with ``Content-Type: application/json``, a ``Micro-Broker-Proof``
+header (an HMAC under the broker secret, see :mod:`micro.broker._proof`) and
+the body ``{"topic": "<topic>", "header": {"k": "v", ...}, "body": "<base64>"}``
 (keys are read case-insensitively, and a missing ``topic`` is taken from the
-``Micro-Topic`` header, as Go Micro sends it). Replies:
+``Micro-Topic`` header, as Go Micro sends it). The endpoint checks the path,
+the method, the proof's head (before reading the body), the node id, the
+announced size, then reads the body (``read_timeout``) and checks it against
+the proof. Replies:
 
 * ``204``: delivered and acked, or dropped by ``nack(requeue=False)``;
-* ``400`` malformed request, ``404`` unknown path or node id, ``405`` not a POST,
+* ``400`` malformed request, ``401`` no valid proof, ``404`` unknown path or
+  node id, ``405`` not a POST, ``408`` body not read within ``read_timeout``,
   ``413`` body over ``max_message_size``: the publisher drops the message;
 * ``500``: the handler failed or asked for redelivery: the publisher redelivers;
 * ``503``: the subscriber is going away: the publisher retries elsewhere or later.
 
-**Delivery.** ``publish`` returns once the message is queued for each target
-node (it waits while a node's ``outbox_size`` queue is full); one task per
-node POSTs its queue in order, so a subscriber sees one publisher's messages in
-publish order. A failed delivery goes to a bounded per-topic inbox
-(``inbox_size``; the oldest entry is dropped when full) that is retried on the
-next publish to the topic and every ``retry_interval``, up to
-``max_redeliveries`` times; a message for a queue group is then sent to any
-live member. A node that fails (connection error, timeout, 5xx other than 500)
+**Delivery.** ``publish`` queues the message at once for each target node
+with room, then waits while a node's ``outbox_size`` queue is full
+(back-pressure), and returns once it is queued for all. A full node that took
+nothing from its queue for ``stall_timeout`` is not waited for: the message
+goes to the retry inbox, so a stalled node holds up neither publish nor the
+other nodes. One task per node POSTs its
+queue in order (at most ``max_concurrent_posts`` POSTs at once in all), so a
+subscriber sees one publisher's messages in publish order. A failed delivery
+goes to a bounded per-topic inbox (``inbox_size``; the oldest entry is dropped
+when full) that is retried on the next publish to the topic and every
+``retry_interval``, up to ``max_redeliveries`` times; a message for a queue
+group is then sent to any live member. A node that fails (connection error, timeout, 5xx other than 500)
 is skipped for a backoff that doubles with each consecutive failure (0.5s up to
 30s), so a dead node never holds up delivery to live ones. Delivery is
 at-least-once within those bounds: a handler slower than ``request_timeout``
 may see its message again.
+
+**Security and limits.** See docs/broker.md: deliveries are signed with the
+user's local secret or ``secret``; ``tls``; ``max_connections``,
+``read_timeout`` and ``idle_timeout`` on the endpoint; node ids and addresses
+stay out of log lines (:func:`node_tag`).
 
 **Flush and close.** :meth:`HTTPBroker.flush` waits until every message
 published so far is delivered or has definitively failed; ``close`` does that
@@ -45,20 +59,23 @@ import asyncio
 import base64
 import binascii
 import contextlib
+import hashlib
 import ipaddress
 import logging
 import math
 import random
+import ssl
 import time
 import uuid
 from collections import deque
 from collections.abc import Coroutine
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import aiohttp
 import orjson
 from aiohttp import web
+from yarl import URL
 
 from ..errors import (
     BackendUnavailable,
@@ -72,9 +89,11 @@ from ..errors import (
     RPCError,
     ServiceNotFound,
     Timeout,
+    Unauthorized,
     Unavailable,
 )
 from ..registry import Node, Registry, Result, Service, Watcher
+from . import _proof
 from .base import (
     Broker,
     Event,
@@ -105,6 +124,18 @@ _BACKOFF_MAX = 30.0
 _STALE_AFTER = 1.0
 # Room for the JSON envelope and the headers around a base64 body.
 _ENVELOPE_ALLOWANCE = 64 * 1024
+# Nonces of accepted deliveries remembered per broker for replay protection (see _proof.Replays): about
+# 10 MB at most. Past it, proofs signed before the last one forgotten are refused; at this size that
+# one is still older than request_timeout's worth of traffic at far more deliveries/s than one endpoint takes.
+_REPLAY_LIMIT = 1 << 16
+
+
+def node_tag(node_id: str) -> str:
+    """What logs say instead of a node id: a short hash, enough to tell nodes apart, useless to reach one.
+
+    Node ids and addresses stay out of log lines, which ``Debug.logs`` hands to callers.
+    """
+    return "#" + hashlib.sha256(node_id.encode()).hexdigest()[:10]
 
 
 def split_address(text: str) -> tuple[str, int]:
@@ -151,6 +182,31 @@ class HTTPBrokerOptions(BrokerOptions):
     #: Seconds a running handler may take to finish when its subscriber is removed; also how long
     #: ``close()`` waits for queued deliveries, and ``flush()``'s default timeout.
     close_timeout: float = 5.0
+    #: The shared secret deliveries are signed with (HMAC-SHA256), at least 16 characters; ``None``: the
+    #: user's local secret, which every process of the user on this machine shares. Brokers of different
+    #: users or hosts need the same one.
+    secret: str | None = field(default=None, repr=False)
+    #: Seconds a signed delivery stays valid on either side of its signing time (allows for clock skew).
+    auth_window: float = 30.0
+    #: Serve the subscriber endpoint over TLS, and publish over TLS only, verifying the subscriber.
+    tls: bool = False
+    #: PEM certificate chain of the subscriber endpoint (needed with ``tls``).
+    cert_file: str | None = None
+    #: PEM private key for ``cert_file`` (if not in ``cert_file``).
+    key_file: str | None = None
+    #: PEM CA bundle that verifies subscribers' certificates when publishing; the system store if unset.
+    ca_file: str | None = None
+    #: Connections the subscriber endpoint keeps open at once; more are closed as they arrive.
+    max_connections: int = 512
+    #: Seconds the endpoint gives a client for a TLS handshake and for one request body.
+    read_timeout: float = 10.0
+    #: Seconds the endpoint keeps a connection with no request (or an unfinished request head) open.
+    idle_timeout: float = 60.0
+    #: POSTs in flight at once across all subscriber nodes when publishing.
+    max_concurrent_posts: int = 128
+    #: Seconds ``publish`` waits for room in a full outbox while its node takes nothing from it; past that
+    #: the node counts as stalled and its messages go to the retry inbox instead of holding up the others.
+    stall_timeout: float = 1.0
 
     def __post_init__(self) -> None:
         BrokerOptions.__post_init__(self)
@@ -167,12 +223,27 @@ class HTTPBrokerOptions(BrokerOptions):
         _number(self.register_interval, "register_interval", low=0, strict=True)
         _number(self.retry_interval, "retry_interval", low=0, strict=True)
         _number(self.close_timeout, "close_timeout", low=0)
+        for option in ("auth_window", "read_timeout", "idle_timeout", "stall_timeout"):
+            _number(getattr(self, option), option, low=0, strict=True)
         if self.register_ttl and self.register_interval >= self.register_ttl:
             raise InvalidOption("must be shorter than register_ttl", option="register_interval")
-        for option, low in (("inbox_size", 1), ("outbox_size", 1), ("max_redeliveries", 0)):
+        for option, low in (
+            ("inbox_size", 1),
+            ("outbox_size", 1),
+            ("max_redeliveries", 0),
+            ("max_connections", 1),
+            ("max_concurrent_posts", 1),
+        ):
             value = getattr(self, option)
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 raise InvalidOption(f"must be an integer >= {low}, got {value!r}", option=option)
+        if self.secret is not None and (not isinstance(self.secret, str) or len(self.secret.encode()) < 16):
+            # The value is not repeated: it is a secret.
+            raise InvalidOption("must be a string of at least 16 characters", option="secret")
+        if self.tls and not self.cert_file:
+            raise InvalidOption("tls is set but cert_file is not: every http broker listens", option="cert_file")
+        if self.key_file and not self.cert_file:
+            raise InvalidOption("key_file is set but cert_file is not", option="cert_file")
 
 
 # -- wire format -------------------------------------------------------------------------------
@@ -215,12 +286,19 @@ def decode(data: bytes, max_message_size: int) -> tuple[str, Message]:
     return check_topic(topic), message
 
 
-def _reply(error: MicroError | None = None) -> web.Response:
-    """``204``, or ``error`` as Go Micro's JSON error, with its code as the status."""
+def _reply(error: MicroError | None = None, close: bool = False) -> web.Response:
+    """``204``, or ``error`` as Go Micro's JSON error, with its code as the status.
+
+    ``close``: end the connection after the reply, for a request whose body was not read (rather
+    than read and discard a body nobody vouched for).
+    """
     if error is None:
         return web.Response(status=204)
     body = error.to_dict() | {"id": _ERROR_ID}
-    return web.Response(status=error.code, body=orjson.dumps(body), content_type="application/json")
+    response = web.Response(status=error.code, body=orjson.dumps(body), content_type="application/json")
+    if close:
+        response.force_close()
+    return response
 
 
 # -- publishing side ---------------------------------------------------------------------------
@@ -261,13 +339,29 @@ class _Sender:
     """The ordered queue of deliveries to one node, and the task that POSTs them."""
 
     def __init__(self, broker: HTTPBroker, node: Node) -> None:
-        self.node = node
         self.health = _Health()
         self.queue: asyncio.Queue[_Delivery] = asyncio.Queue(broker.options.outbox_size)
         #: The delivery being POSTed, taken off ``queue`` but not yet settled or kept for a retry.
         self.current: _Delivery | None = None
         self.stopping = False
-        self.task = broker._spawn(self._run(broker), f"send:{node.id}")
+        #: When the task last took a delivery off ``queue`` (made room): how a stalled node is told apart.
+        self.progress = time.monotonic()
+        #: Whether the current stall was logged already.
+        self.stalled = False
+        self.tag = node_tag(node.id)
+        self._scheme = "https" if broker.options.tls else "http"
+        self.node = node
+        self.task = broker._spawn(self._run(broker), f"send:{self.tag}")
+
+    @property
+    def node(self) -> Node:
+        return self._node
+
+    @node.setter
+    def node(self, node: Node) -> None:
+        self._node = node
+        # Built once per node rather than per POST: the URL is the same for every delivery.
+        self.url = URL(f"{self._scheme}://{node.address}{_PATH}").with_query(id=node.id)
 
     def stop(self) -> list[_Delivery]:
         """End the task and return what was still queued.
@@ -283,13 +377,24 @@ class _Sender:
             left.append(self.queue.get_nowait())
         return left
 
+    def serving(self) -> bool:
+        return not self.stopping
+
+    def full(self, now: float, stall_timeout: float) -> tuple[bool, bool]:
+        """``(full, stalled)``: whether the outbox has no room, and whether it has had none for too long."""
+        if not self.queue.full():
+            return False, False
+        return True, now - self.progress >= stall_timeout
+
     async def _run(self, broker: HTTPBroker) -> None:
         while not self.stopping:
             delivery = self.current = await self.queue.get()
+            self.progress = time.monotonic()
+            self.stalled = False
             try:
                 await broker._post(self, delivery)
             except Exception:  # a bug must not silently end delivery to this node
-                logger.exception("http broker: delivery to node %s failed unexpectedly", self.node.id)
+                logger.exception("http broker: delivery to node %s failed unexpectedly", self.tag)
                 broker._settle(delivery)
             finally:
                 self.current = None
@@ -342,6 +447,13 @@ class _HTTPSubscriber(Subscriber):
             running.cancel()
 
 
+class _Refuse(asyncio.Protocol):
+    """Closes a connection the endpoint has no room for (``max_connections``)."""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        transport.abort()  # type: ignore[attr-defined]
+
+
 class HTTPBroker(Broker):
     """Publish/subscribe over HTTP between processes, found through a registry. See the module docstring.
 
@@ -369,7 +481,12 @@ class HTTPBroker(Broker):
         self._max_request = self.options.max_message_size * 4 // 3 + _ENVELOPE_ALLOWANCE
         self._bound: str | None = None
         self._runner: web.AppRunner | None = None
+        self._listener: asyncio.Server | None = None
         self._session: aiohttp.ClientSession | None = None
+        self._secret: bytes | None = None
+        self._replays = _proof.Replays(self.options.auth_window, _REPLAY_LIMIT)
+        self._posts = asyncio.Semaphore(self.options.max_concurrent_posts)
+        self._refused_connections = 0
         self._tasks: set[asyncio.Task[None]] = set()
         # Local subscriptions, by node id.
         self._subscribers: dict[str, _HTTPSubscriber] = {}
@@ -380,6 +497,8 @@ class HTTPBroker(Broker):
         self._refreshed = -math.inf
         self._senders: dict[str, _Sender] = {}
         self._inbox: dict[str, deque[_Delivery]] = {}
+        # Per topic, the lock of a retry of its inbox in progress and how many want it (see _retry_inbox).
+        self._retrying: dict[str, tuple[asyncio.Lock, list[int]]] = {}
         # Accepted deliveries not yet settled, by seq; seqs only grow, so the first key is the oldest.
         self._seq = 0
         self._pending: dict[int, _Delivery] = {}
@@ -395,26 +514,47 @@ class HTTPBroker(Broker):
     async def start(self) -> None:
         """Listen for deliveries and start following the registry. Idempotent.
 
-        :raises BackendUnavailable: the address cannot be bound.
+        :raises BackendUnavailable: the address cannot be bound, or the user's
+            local secret is unsafe (:class:`micro._private.UnsafePath`).
+        :raises InvalidOption: with ``tls``, ``cert_file``, ``key_file`` or
+            ``ca_file`` cannot be loaded.
         """
         async with self._lifecycle:
             if self._state == "started":
                 return
-            host, port = split_address(self.options.address[0])
+            options = self.options
+            self._secret = await self._load_secret()
+            server_tls, client_tls = self._tls_contexts() if options.tls else (None, None)
+            host, port = split_address(options.address[0])
             app = web.Application(client_max_size=self._max_request)
             app.router.add_route("*", "/{tail:.*}", self._handle)
+            # keepalive_timeout also closes a connection that never completes a request head (aiohttp
+            # arms it on connect), so a slow or silent client holds a connection for idle_timeout at most.
             runner = web.AppRunner(
-                app, access_log=None, handle_signals=False, shutdown_timeout=self.options.close_timeout
+                app,
+                access_log=None,
+                handle_signals=False,
+                shutdown_timeout=options.close_timeout,
+                keepalive_timeout=options.idle_timeout,
+                # A body left unread (a refused request) is not read and discarded: the connection closes.
+                lingering_time=0,
             )
             await runner.setup()
+            # Set before listening: a connection can arrive while create_server finishes starting.
+            self._runner = runner
             try:
-                site = web.TCPSite(runner, host, port)
-                await site.start()
+                self._listener = await asyncio.get_running_loop().create_server(
+                    self._connection,
+                    host,
+                    port,
+                    ssl=server_tls,
+                    ssl_handshake_timeout=options.read_timeout if server_tls else None,
+                )
             except OSError as exc:
+                self._runner = None
                 await runner.cleanup()
                 raise BackendUnavailable(f"http broker cannot listen on {host}:{port}: {exc}") from exc
-            self._runner = runner
-            bound_host, bound_port = runner.addresses[0][:2]
+            bound_host, bound_port = self._listener.sockets[0].getsockname()[:2]
             if self.options.advertise:
                 self._bound = self.options.advertise
             else:
@@ -422,8 +562,15 @@ class HTTPBroker(Broker):
                     bound_host = "127.0.0.1"
                 self._bound = join_address(bound_host, bound_port)
             self._session = aiohttp.ClientSession(
-                timeout=aiohttp.ClientTimeout(total=self.options.request_timeout),
-                connector=aiohttp.TCPConnector(limit=0),
+                timeout=aiohttp.ClientTimeout(total=options.request_timeout),
+                # One connection per node at a time (its sender POSTs in order); _posts bounds them together.
+                # Idle connections are dropped well before a subscriber's idle_timeout would close them (a
+                # POST on a connection the server just closed fails, and counts against the node).
+                connector=aiohttp.TCPConnector(
+                    limit=0,
+                    ssl=client_tls if client_tls is not None else True,
+                    keepalive_timeout=min(15.0, options.idle_timeout / 2),
+                ),
             )
             self._state = "started"
             if self._owns_registry:
@@ -488,15 +635,61 @@ class HTTPBroker(Broker):
         self._routes.clear()
         self._watching = False
         self._refreshed = -math.inf
+        listener, self._listener = self._listener, None
+        if listener is not None:
+            listener.close()
         if self._runner is not None:
-            await self._runner.cleanup()
+            await self._runner.cleanup()  # closes the open connections too
             self._runner = None
+        if listener is not None:
+            await listener.wait_closed()
         if self._session is not None:
             await self._session.close()
             self._session = None
         self._bound = None
         if self._owns_registry:
             await self.registry.close()
+
+    async def _load_secret(self) -> bytes:
+        """The configured ``secret``, else the user's local secret (read from a private file once per start)."""
+        if self.options.secret is not None:
+            return self.options.secret.encode()
+        from .._private import local_secret
+
+        # A file read (and, the first time, a write): off the event loop.
+        return await asyncio.to_thread(local_secret)
+
+    def _tls_contexts(self) -> tuple[ssl.SSLContext, ssl.SSLContext]:
+        """``(server, client)`` TLS contexts from ``cert_file``/``key_file`` and ``ca_file``."""
+        options = self.options
+        try:
+            server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            server.minimum_version = ssl.TLSVersion.TLSv1_2
+            server.load_cert_chain(options.cert_file or "", options.key_file)
+        except (OSError, ssl.SSLError) as exc:
+            raise InvalidOption(f"cannot load the certificate or its key: {exc}", option="cert_file") from exc
+        try:
+            client = ssl.create_default_context(cafile=options.ca_file)
+        except (OSError, ssl.SSLError) as exc:
+            raise InvalidOption(f"cannot load the CA bundle: {exc}", option="ca_file") from exc
+        client.minimum_version = ssl.TLSVersion.TLSv1_2
+        return server, client
+
+    def _connection(self) -> asyncio.BaseProtocol:
+        """A protocol for a new connection to the endpoint: aiohttp's, or one that closes it when full."""
+        assert self._runner is not None
+        assert self._runner.server is not None
+        server = self._runner.server
+        if len(server.connections) < self.options.max_connections:
+            return server()
+        self._refused_connections += 1
+        if self._refused_connections == 1 or self._refused_connections % 1000 == 0:
+            logger.warning(
+                "http broker: %d connections to the subscriber endpoint refused so far: max_connections (%d) reached",
+                self._refused_connections,
+                self.options.max_connections,
+            )
+        return _Refuse()
 
     async def _ensure_started(self) -> None:
         if self._state in ("closing", "closed"):
@@ -580,12 +773,15 @@ class HTTPBroker(Broker):
             if node_id in live:
                 self._senders[node_id].node = live[node_id]
                 continue
-            # What was queued for a queue group goes back to the group; a gone broadcast node gets nothing.
-            for delivery in self._senders.pop(node_id).stop():
-                if delivery.node_id is None:
-                    self._keep(delivery)
-                else:
-                    self._settle(delivery)
+            self._requeue(self._senders.pop(node_id).stop())
+
+    def _requeue(self, deliveries: list[_Delivery]) -> None:
+        """What was queued for a node that is gone: a queue group's go back to the group, a broadcast's end."""
+        for delivery in deliveries:
+            if delivery.node_id is None:
+                self._keep(delivery)
+            else:
+                self._settle(delivery)
 
     async def _lookup(self, topic: str) -> dict[str, list[Node]]:
         if not self._watching and time.monotonic() - self._refreshed > _STALE_AFTER:
@@ -603,15 +799,25 @@ class HTTPBroker(Broker):
         topic, message = check_publish(self, topic, message)
         await self._ensure_started()
         routes = await self._lookup(topic)
-        if self._inbox.get(topic):
+        if self._inbox.get(topic) or topic in self._retrying:
             await self._retry_inbox(topic)
         payload = encode(topic, message)
+        # Every target with room gets the message at once; only then are full outboxes waited for. One
+        # after the other is as quick as side by side (they all drain meanwhile, and a stalled node's wait
+        # ends stall_timeout after its last progress, whoever waits), without a task per wait.
+        waits: list[tuple[_Sender, _Delivery]] = []
         for version, nodes in routes.items():
-            if version == BROADCAST_VERSION:
-                for node in nodes:
-                    await self._route(self._accept(topic, payload, version, node.id))
-            else:
-                await self._route(self._accept(topic, payload, version, None))
+            for node_id in [n.id for n in nodes] if version == BROADCAST_VERSION else [None]:
+                delivery = self._accept(topic, payload, version, node_id)
+                if (full := self._place(delivery)) is not None:
+                    waits.append((full, delivery))
+        for index, (sender, delivery) in enumerate(waits):
+            try:
+                await self._wait_for_room(sender, delivery)
+            except asyncio.CancelledError:
+                for _, unplaced in waits[index + 1 :]:
+                    self._keep(unplaced)  # accepted, so delivered later like any delivery not yet routed
+                raise
 
     async def flush(self, timeout: float | None = None) -> None:
         """Wait until every message accepted by :meth:`publish` so far is delivered or has definitively failed.
@@ -671,19 +877,85 @@ class HTTPBroker(Broker):
         return sender
 
     async def _route(self, delivery: _Delivery) -> None:
-        """Queue ``delivery`` for a live node, or keep it in the inbox until one is up."""
+        """Queue ``delivery`` for a live node, or keep it in the inbox until one is up (see :meth:`_place`)."""
+        full = self._place(delivery)
+        if full is not None:
+            await self._wait_for_room(full, delivery)
+
+    def _place(self, delivery: _Delivery) -> _Sender | None:
+        """Queue ``delivery`` for a live node with room now, or keep it in the inbox; or the node to wait for.
+
+        A queue delivery goes to a random live member with room. When every
+        live candidate's outbox is full, the caller waits for room in the
+        returned one (:meth:`_wait_for_room`: back-pressure), unless that node
+        has taken nothing from its outbox for ``stall_timeout``: a stalled
+        node's deliveries go to the retry inbox at once, so it cannot hold up
+        the other nodes.
+        """
         nodes = self._routes.get(delivery.topic, {}).get(delivery.version, [])
         if delivery.node_id is not None:
             nodes = [n for n in nodes if n.id == delivery.node_id]
         if not nodes:  # the broadcast subscriber, or the whole queue group, is gone: nobody to deliver to
             self._settle(delivery)
-            return
+            return None
         now = time.monotonic()
-        live = [n for n in nodes if n.id not in self._senders or self._senders[n.id].health.up(now)]
-        if not live:
+        stall_timeout = self.options.stall_timeout
+        free: list[Node] = []
+        full: list[_Sender] = []
+        for node in nodes:
+            sender = self._senders.get(node.id)
+            if sender is None:
+                free.append(node)
+            elif sender.health.up(now):
+                is_full, stalled = sender.full(now, stall_timeout)
+                if not is_full:
+                    free.append(node)
+                elif stalled:
+                    self._note_stall(sender, delivery.topic)
+                else:
+                    full.append(sender)
+        if free:
+            self._sender(random.choice(free)).queue.put_nowait(delivery)
+            return None
+        if not full:
             self._keep(delivery)
-            return
-        await self._sender(random.choice(live)).queue.put(delivery)
+            return None
+        return random.choice(full)
+
+    async def _wait_for_room(self, sender: _Sender, delivery: _Delivery) -> None:
+        """Put ``delivery`` on ``sender``'s full outbox once there is room, or keep it if the node stalls."""
+        try:
+            while True:
+                remaining = sender.progress + self.options.stall_timeout - time.monotonic()
+                if remaining <= 0 or sender.stopping:
+                    if remaining <= 0:
+                        self._note_stall(sender, delivery.topic)
+                    self._keep(delivery)
+                    return
+                try:
+                    async with asyncio.timeout(remaining):
+                        await sender.queue.put(delivery)
+                except TimeoutError:
+                    continue  # look again: the node may have taken something meanwhile
+                if not sender.serving():  # the node went away while we waited: nobody serves that outbox now
+                    self._requeue(sender.stop())
+                return
+        except asyncio.CancelledError:
+            # The publish was cancelled while waiting (a cancelled Queue.put puts nothing): what it had
+            # accepted is still delivered, or given up on, like any other delivery.
+            self._keep(delivery)
+            raise
+
+    def _note_stall(self, sender: _Sender, topic: str) -> None:
+        if not sender.stalled:
+            sender.stalled = True
+            logger.warning(
+                "http broker: subscriber node %s of topic %r took nothing from its full outbox for "
+                "stall_timeout (%ss); keeping its messages in the retry inbox meanwhile",
+                sender.tag,
+                topic,
+                self.options.stall_timeout,
+            )
 
     def _keep(self, delivery: _Delivery) -> None:
         inbox = self._inbox.setdefault(delivery.topic, deque())
@@ -703,15 +975,33 @@ class HTTPBroker(Broker):
             self._keep(delivery)
 
     async def _retry_inbox(self, topic: str) -> None:
-        inbox = self._inbox.pop(topic, None)
+        """Route ``topic``'s retry inbox again, oldest first.
+
+        One retry per topic at a time, and :meth:`publish` waits for one in
+        progress before it routes its own message, so that a message kept in
+        the inbox (its node was failing or stalled) is not overtaken by a
+        later one on the way to the same node.
+        """
+        entry = self._retrying.get(topic)
+        if entry is None:
+            entry = self._retrying[topic] = (asyncio.Lock(), [0])
+        lock, users = entry
+        users[0] += 1
         try:
-            while inbox:
-                await self._route(inbox[0])
-                inbox.popleft()
+            async with lock:
+                inbox = self._inbox.pop(topic, None)
+                try:
+                    while inbox:
+                        await self._route(inbox[0])
+                        inbox.popleft()
+                finally:
+                    # Cancelled while waiting for room in an outbox: what was not routed stays pending.
+                    while inbox:
+                        self._keep(inbox.popleft())
         finally:
-            # Cancelled while waiting for room in an outbox: what was not routed stays pending.
-            while inbox:
-                self._keep(inbox.popleft())
+            users[0] -= 1
+            if not users[0]:
+                del self._retrying[topic]
 
     async def _retry_loop(self) -> None:
         while True:
@@ -723,21 +1013,23 @@ class HTTPBroker(Broker):
     async def _post(self, sender: _Sender, delivery: _Delivery) -> None:
         """POST one delivery to ``sender``'s node and decide its fate from the reply."""
         node, health = sender.node, sender.health
-        if not health.up(time.monotonic()) or self._session is None:
+        session, secret = self._session, self._secret
+        if not health.up(time.monotonic()) or session is None or secret is None:
             self._keep(delivery)  # skipped, not tried: it does not count as an attempt
             return
         try:
-            async with self._session.post(
-                f"http://{node.address}{_PATH}",
-                params={"id": node.id},
-                data=delivery.payload,
-                headers={"Content-Type": "application/json"},
-            ) as response:
-                status = response.status
-                await response.read()
+            # The wait for a slot is not part of request_timeout: that is the node's time, not ours.
+            async with self._posts:
+                headers = {
+                    "Content-Type": "application/json",
+                    _proof.HEADER: _proof.sign(secret, node.id, delivery.payload),
+                }
+                async with session.post(sender.url, data=delivery.payload, headers=headers) as response:
+                    status = response.status
+                    await response.read()
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             health.failed(time.monotonic())
-            logger.info("http broker: node %s at %s failed (%s)", node.id, node.address, type(exc).__name__)
+            logger.info("http broker: subscriber node %s failed (%s)", sender.tag, type(exc).__name__)
             self._retry(delivery)
             return
         if status < 300:
@@ -747,7 +1039,7 @@ class HTTPBroker(Broker):
             health.failures = 0
             self._retry(delivery)
         elif status == 404:
-            logger.info("http broker: node %s no longer has the subscriber", node.id)
+            logger.info("http broker: subscriber node %s is gone", sender.tag)
             self._forget(node.id)
             if delivery.node_id is None:
                 self._retry(delivery)
@@ -757,7 +1049,14 @@ class HTTPBroker(Broker):
             health.failed(time.monotonic())
             self._retry(delivery)
         else:
-            logger.warning("http broker: node %s refused a message on %r with %d", node.id, delivery.topic, status)
+            hint = " (it does not accept this broker's proof: is the secret the same?)" if status in (401, 403) else ""
+            logger.warning(
+                "http broker: subscriber node %s refused a message on %r with %d%s",
+                sender.tag,
+                delivery.topic,
+                status,
+                hint,
+            )
             self._settle(delivery)
 
     def _forget(self, node_id: str) -> None:
@@ -779,7 +1078,7 @@ class HTTPBroker(Broker):
         node = Node(
             id=f"{SERVICE}-{uuid.uuid4().hex}",
             address=self.address,
-            metadata={"broker": "http", "topic": topic, "secure": "false"},
+            metadata={"broker": "http", "topic": topic, "secure": "true" if self.options.tls else "false"},
         )
         subscriber = _HTTPSubscriber(self, topic, options, handler, node)
         await self._register(subscriber)
@@ -804,7 +1103,7 @@ class HTTPBroker(Broker):
         try:
             await self.registry.deregister(subscriber.service())
         except MicroError as exc:
-            logger.warning("http broker: cannot deregister subscriber %s: %s", subscriber.node.id, exc)
+            logger.warning("http broker: cannot deregister subscriber %s: %s", node_tag(subscriber.node.id), exc)
 
     async def _keepalive(self) -> None:
         while True:
@@ -813,26 +1112,52 @@ class HTTPBroker(Broker):
                 try:
                     await self._register(subscriber)
                 except MicroError as exc:
-                    logger.warning("http broker: cannot refresh subscriber %s: %s", subscriber.node.id, exc)
+                    logger.warning("http broker: cannot refresh subscriber %s: %s", node_tag(subscriber.node.id), exc)
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
+        """One delivery POST: checked in the order of the module docstring, the proof before the body is read."""
         if request.path != _PATH:
             return _reply(NotFound(f"no such path {request.path!r}; deliveries go to {_PATH}"))
         if request.method != "POST":
             return _reply(RPCError(f"method {request.method} not allowed; use POST", code=405))
-        subscriber = self._subscribers.get(request.query.get("id", ""))
-        if subscriber is None:
-            return _reply(NotFound(f"no subscriber {request.query.get('id', '')!r} here"))
+        node_id = request.query.get("id", "")
+        secret = self._secret
+        if secret is None:
+            return _reply(Unavailable("the broker is not started"), close=True)
+        length = request.content_length
         try:
-            raw = await request.read()
+            proof = _proof.verify_head(
+                secret, request.headers.get(_proof.HEADER), node_id, length, self.options.auth_window
+            )
+            self._replays.admit(proof)
+        except Unauthorized as exc:
+            return _reply(exc, close=True)
+        subscriber = self._subscribers.get(node_id)
+        if subscriber is None:
+            return _reply(NotFound("no such subscriber here"), close=True)
+        if length is not None and length > self._max_request:
+            return _reply(MessageTooLarge(f"request body of {length} bytes exceeds {self._max_request}"), close=True)
+        try:
+            if request.content.is_eof():  # the usual small body came with the head: no timer needed
+                raw = await request.read()
+            else:
+                async with asyncio.timeout(self.options.read_timeout):
+                    raw = await request.read()
         except web.HTTPRequestEntityTooLarge:
-            return _reply(MessageTooLarge(f"request body exceeds {self._max_request} bytes"))
+            return _reply(MessageTooLarge(f"request body exceeds {self._max_request} bytes"), close=True)
+        except TimeoutError:
+            timeout = self.options.read_timeout
+            return _reply(Timeout(f"request body not read within read_timeout ({timeout}s)"), close=True)
+        try:
+            _proof.verify_body(secret, proof, raw)
+        except Unauthorized as exc:
+            return _reply(exc)
         try:
             topic, message = decode(raw, self.options.max_message_size)
         except (BadRequest, MessageTooLarge) as exc:
             return _reply(exc)
         if topic != subscriber.topic:
-            return _reply(BadRequest(f"subscriber {subscriber.node.id!r} is for topic {subscriber.topic!r}"))
+            return _reply(BadRequest(f"this subscriber is for topic {subscriber.topic!r}, not {topic!r}"))
         outcome = await subscriber.deliver(message)
         if outcome is None:
             return _reply(Unavailable("the subscriber is going away"))

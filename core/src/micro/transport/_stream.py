@@ -7,7 +7,7 @@ import asyncio
 import ipaddress
 import logging
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Awaitable, Mapping
 from typing import Final
 
 from ..errors import BadRequest, ConnectionClosed, Timeout
@@ -113,8 +113,13 @@ class StreamSocket(Socket, abc.ABC):
     def _release(self) -> None:
         """Forget the stream: no frame for it can arrive any more. Called once."""
 
-    def _before_recv(self) -> None:
-        """Called when :meth:`recv` is about to wait (the tcp socket opens its stream here)."""
+    def _before_recv(self) -> Awaitable[None] | None:
+        """Called when :meth:`recv` is about to wait (the tcp socket opens its stream here).
+
+        Returns something to await first when that cannot be done at once (no stream free on the
+        connection); :meth:`recv`'s ``timeout`` covers that wait too.
+        """
+        return None
 
     def _consumed(self, message: Message) -> None:
         """Called for each message :meth:`recv` hands out, for flow control."""
@@ -172,9 +177,18 @@ class StreamSocket(Socket, abc.ABC):
             return message
         if self._eof is not None:
             raise ConnectionClosed(self._eof)
-        self._before_recv()
         loop = asyncio.get_running_loop()
         deadline = None if timeout is None else loop.time() + timeout
+        pending = self._before_recv()
+        if pending is not None:
+            if deadline is None:
+                await pending
+            else:
+                try:
+                    async with asyncio.timeout_at(deadline):
+                        await pending
+                except TimeoutError:
+                    raise Timeout(f"no message received within {timeout:g}s") from None
         while not inbox:
             if self._eof is not None:
                 raise ConnectionClosed(self._eof)

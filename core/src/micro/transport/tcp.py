@@ -24,28 +24,47 @@ per call without a handshake. The wire format (also in ``docs/transport.md``):
   header, a bad preface or a frame for a stream that was never opened is a
   protocol error: the receiver sends ERROR on stream 0 with the reason and
   closes the connection; every socket on it fails with ConnectionClosed.
+* Limits (``TransportOptions``; ``docs/transport.md`` has the details): a
+  listener answers a connection beyond ``max_connections`` with ERROR and
+  closes it; it answers an OPEN beyond ``max_streams`` open streams with a
+  RESET whose reason names ``max_streams`` (a dialer waits for a free stream
+  instead, so two peers with the same setting never meet that RESET); it
+  resets a stream that carries no frame within ``first_message_timeout`` of its
+  OPEN; it sends ERROR and closes a connection whose frame (or preface) is not
+  complete ``read_timeout`` after its first byte, and one with no stream and no
+  traffic for ``idle_timeout``.
 
-Flow control is TCP's: a sender waits while the kernel and the transport
-buffers are full, and a receiver stops reading the connection while its
-sockets hold more than ``max(2 * max_message_size, 8 MiB)`` unread bytes.
+Flow control is TCP's: a sender waits, before it queues a message, while the
+transport's write buffer is over its high-water mark, so one connection holds
+at most about one message more than that; a receiver stops reading the
+connection while its sockets hold more than ``max(2 * max_message_size, 8 MiB)``
+unread bytes. A listener also stops reading a connection while 4 of its
+streams wait to write (the peer sends faster than it reads), and one that
+starts a frame while its connections' incomplete frames hold
+``max_partial_bytes`` (until they complete).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import ipaddress
+import logging
 import socket as _socket
 import ssl
 import struct
+from collections import deque
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from typing import ClassVar, Final, cast
 
 import msgpack
 
 from ..errors import BadRequest, ConnectionClosed, InvalidOption, MessageTooLarge, Timeout, Unavailable
+from ._ratelog import RateLimitedLog
 from ._stream import RESET as RESET_REASON
-from ._stream import StreamSocket, check_header, format_address, run_handler, split_address
+from ._stream import StreamSocket, check_header, format_address, logger, run_handler, split_address
 from .base import Handler, Listener, Message, Socket, Transport
 from .options import TransportOptions
 
@@ -68,7 +87,15 @@ _BIG: Final = 64 * 1024  # pending output that is flushed at once rather than at
 # the two processes then work in parallel instead of taking turns (about twice the calls per second with 64
 # callers in benchmarks/rpc.py), for one extra write per this many frames.
 _BATCH: Final = 8
+# Streams of one accepted connection waiting to write before the listener stops reading that connection.
+_WRITERS: Final = 4
 _CLOSE_GRACE: Final = 1.0
+_LINGER: Final = 5.0  # seconds a closed connection may take to hand its last frames to the peer
+_BACKLOG: Final = 100  # what asyncio.create_server uses
+# accept() failing for want of file descriptors or memory: wait this long, doubling up to _BACKOFF_MAX, and retry.
+_BACKOFF_MIN: Final = 0.05
+_BACKOFF_MAX: Final = 1.0
+_NO_RESOURCES: Final = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
 
 
 class _TCPSocket(StreamSocket):
@@ -78,10 +105,6 @@ class _TCPSocket(StreamSocket):
         super().__init__(conn.local, conn.remote)
         self._conn = conn
         self._id = stream_id
-
-    def _open(self) -> int:
-        self._id = self._conn._allocate(self)
-        return OPEN
 
     async def _write(self, message: Message | None, end: bool) -> None:
         conn = self._conn
@@ -99,19 +122,47 @@ class _TCPSocket(StreamSocket):
             if size > conn._max:
                 raise MessageTooLarge(f"message of {size} bytes exceeds max_message_size {conn._max}")
             flags |= MSG
+        # Wait *before* queueing: while the transport is paused its buffer already holds more than the peer
+        # takes, and queueing anyway piles every concurrent writer's message up in it. A bare END is not held
+        # back: it is a few bytes, and joins the frame before it when written in the same turn.
+        waited = False
+        while True:
+            if message is not None and conn._write_paused:
+                await conn._drain()
+            elif self._id == 0 and conn._reason is None and len(conn._streams) >= conn._max_streams:
+                await conn._wait_for_stream()
+            else:
+                break
+            waited = True
+        if waited and message is not None and self._send_closed is not None:
+            raise ConnectionClosed(self._send_closed)
         if self._id == 0:
-            flags |= self._open()
+            self._id = conn._allocate(self)
+            flags |= OPEN
         conn._write_frame(self._id, flags, header, body)
-        if conn._write_paused:
-            await conn._drain()
 
-    def _before_recv(self) -> None:
+    def _before_recv(self) -> Awaitable[None] | None:
         if self._id == 0 and self._send_closed is None:
-            try:
-                self._open()
-                self._conn._write_frame(self._id, OPEN, b"", b"")
-            except ConnectionClosed as exc:
-                self._fail(exc.detail)
+            conn = self._conn
+            if conn._reason is None and len(conn._streams) >= conn._max_streams:
+                return self._open_later()
+            self._open_now()
+        return None
+
+    def _open_now(self) -> None:
+        try:
+            self._id = self._conn._allocate(self)
+            self._conn._write_frame(self._id, OPEN, b"", b"")
+        except ConnectionClosed as exc:
+            self._fail(exc.detail)
+
+    async def _open_later(self) -> None:
+        conn = self._conn
+        while self._id == 0 and self._send_closed is None:
+            if conn._reason is not None or len(conn._streams) < conn._max_streams:
+                self._open_now()
+                return
+            await conn._wait_for_stream()
 
     def _finish(self, reset: bool) -> None:
         if self._id == 0:
@@ -152,9 +203,28 @@ class _Connection(asyncio.Protocol):
         self._next_id = 1
         self._last_id = 0
         self._held = 0
+        self._held_over = False  # unread messages over _high: reading stops until they are down to _low
+        self._budget_wait = False  # waiting for the listener's max_partial_bytes: reading stops meanwhile
+        self._writers_over = False  # _WRITERS streams of a listener wait to write: reading stops meanwhile
         self._reading_paused = False
         self._write_paused = False
         self._drain_waiters: list[asyncio.Future[None]] = []
+        options = owner.options
+        self._max_streams = options.max_streams
+        self._stream_waiters: list[asyncio.Future[None]] = []
+        # Streams the peer opened with a bare OPEN, by when; they must carry a frame within first_message_timeout.
+        self._bare: dict[int, float] = {}
+        self._first_timeout = options.first_message_timeout
+        # A dialer has its calls' own deadlines, and cutting its connection would fail every call on it.
+        self._read_timeout = options.read_timeout if self._is_server else float("inf")
+        # A dialer gives up its idle pooled connection first, so a listener never closes one under a live dialer.
+        self._idle_limit = options.idle_timeout if self._is_server else options.idle_timeout / 2
+        self._active = True  # traffic since the last look of the transport's sweep
+        self._idle_since = 0.0
+        # When the incomplete frame at the start of _buf began to arrive (None while _buf holds none).
+        self._partial_since: float | None = None
+        self._reserved = 0  # bytes of the listener's max_partial_bytes this connection's incomplete frame holds
+        self._budget_need = 0
         self._draining = False
         self._reason: str | None = None
         self._packer = msgpack.Packer(use_bin_type=True)
@@ -165,6 +235,7 @@ class _Connection(asyncio.Protocol):
         # so that an END written right after it joins it instead of costing a frame of its own.
         self._last: tuple[int, int, int, int, int] | None = None
         self._loop = asyncio.get_running_loop()
+        self._idle_since = self._loop.time()
         self.lost: asyncio.Future[None] = self._loop.create_future()
 
     @property
@@ -181,9 +252,12 @@ class _Connection(asyncio.Protocol):
         if raw is not None:
             with contextlib.suppress(OSError):
                 raw.setsockopt(_socket.SOL_SOCKET, _socket.SO_KEEPALIVE, 1)
+                # asyncio sets it only when the socket says proto IPPROTO_TCP; frames must not wait for ACKs.
+                raw.setsockopt(_socket.IPPROTO_TCP, _socket.TCP_NODELAY, 1)
         self.local = format_address(transport.get_extra_info("sockname"))
         self.remote = format_address(transport.get_extra_info("peername"))
         self._owner._connections.add(self)
+        self._owner._watch()
         if self._listener is None:
             transport.write(PREFACE)
         else:
@@ -210,17 +284,21 @@ class _Connection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self._reason is not None:
             return
+        self._active = True
         buf = self._buf
         if self._expect_preface:
             buf += data
             if len(buf) < len(PREFACE):
                 if not PREFACE.startswith(buf):
                     self._protocol_error("bad preface: not a micro transport client")
+                elif self._partial_since is None:
+                    self._partial_since = self._loop.time()
                 return
             if not buf.startswith(PREFACE):
                 self._protocol_error("bad preface: not a micro transport client")
                 return
             self._expect_preface = False
+            self._partial_since = None
             del buf[: len(PREFACE)]
             if not buf:
                 return
@@ -235,6 +313,15 @@ class _Connection(asyncio.Protocol):
             used = self._parse(data)
             if used < len(data) and self._reason is None:
                 buf += memoryview(data)[used:]
+        if buf and self._reason is None:
+            if used or self._partial_since is None:
+                self._partial_since = self._loop.time()  # a new frame began: its read_timeout starts now
+            if self._listener is not None:
+                self._listener._reserve(self, _SIZE.unpack_from(buf)[0] + 4 if len(buf) >= 4 else len(buf))
+        elif self._partial_since is not None:
+            self._partial_since = None
+            if self._reserved and self._listener is not None:
+                self._listener._reserve(self, 0)
 
     # -- frames in -------------------------------------------------------------------------------
 
@@ -292,7 +379,12 @@ class _Connection(asyncio.Protocol):
                     with contextlib.suppress(ConnectionClosed):
                         self._write_frame(stream_id, RESET, b"", b"the listener is closed")
                     return
+                if len(self._streams) >= self._max_streams:
+                    self._refuse_stream(stream_id)
+                    return
                 stream = self._accept(stream_id)
+                if not flags & (MSG | END | RESET):
+                    self._bare[stream_id] = self._loop.time()
             else:
                 opened = self._last_id if self._is_server else self._next_id - 1
                 if stream_id > opened:
@@ -301,6 +393,8 @@ class _Connection(asyncio.Protocol):
         elif flags & OPEN:
             self._protocol_error(f"stream {stream_id} opened twice")
             return
+        elif self._bare:
+            self._bare.pop(stream_id, None)
         if flags & ERROR:
             self._protocol_error("ERROR frames belong to stream 0")
             return
@@ -342,6 +436,21 @@ class _Connection(asyncio.Protocol):
         self._listener._accept(stream)
         return stream
 
+    def _refuse_stream(self, stream_id: int) -> None:
+        reason = f"too many streams on the connection (max_streams {self._max_streams})"
+        if self._write_paused:
+            # The peer opens stream after stream and does not read the refusals: they would pile up here.
+            self._owner._log.event(
+                "max_streams unread", logging.WARNING, f"closed the connection with {self.remote}: {reason}, unread"
+            )
+            self._protocol_error(f"{reason}, and the refusals are not read")
+            return
+        self._owner._log.event(
+            "max_streams", logging.WARNING, f"refused a stream from {self.remote}: {reason}; sent RESET"
+        )
+        with contextlib.suppress(ConnectionClosed):
+            self._write_frame(stream_id, RESET, b"", reason.encode())
+
     # -- frames out ------------------------------------------------------------------------------
 
     def _pack(self, header: dict[str, str]) -> bytes:
@@ -361,6 +470,8 @@ class _Connection(asyncio.Protocol):
     def _write_frame(self, stream_id: int, flags: int, header: bytes, body: bytes | bytearray | memoryview) -> None:
         if self._reason is not None:
             raise ConnectionClosed(self._reason)
+        if self._bare:
+            self._bare.pop(stream_id, None)  # the handler answers: the stream is in use, whatever the peer sends
         # Frames written in one turn of the event loop leave in one write (one system call), up to _BATCH of
         # them: a reply and the close that follows it, or the messages of many concurrent streams.
         out = self._out
@@ -389,26 +500,64 @@ class _Connection(asyncio.Protocol):
         out = self._out
         if not out:
             return
-        data = out[0] if len(out) == 1 else b"".join(out)
-        out.clear()
+        size = self._out_size
         self._last = None
         self._out_size = 0
         self._out_frames = 0
         transport = self._transport
-        if transport is not None and not transport.is_closing():
-            transport.write(data)
+        if transport is None or transport.is_closing():
+            out.clear()
+            return
+        if len(out) == 1:
+            transport.write(out[0])
+        elif size < _BIG:
+            transport.write(b"".join(out))
+        else:
+            # A big body is written as it is, not copied into one buffer with the frames around it; the
+            # small pieces between big ones still leave together.
+            start = 0
+            for index, part in enumerate(out):
+                if len(part) >= _BIG:
+                    if index > start:
+                        transport.write(b"".join(out[start:index]))
+                    transport.write(part)
+                    start = index + 1
+            if start < len(out):
+                transport.write(b"".join(out[start:]))
+        out.clear()
 
     async def _drain(self) -> None:
-        if not self._write_paused or self._reason is not None:
-            return
-        waiter = asyncio.get_running_loop().create_future()
-        self._drain_waiters.append(waiter)
-        await waiter
+        """Wait until the transport takes more output; raises ConnectionClosed if the connection goes."""
+        while self._write_paused and self._reason is None:
+            waiter = self._loop.create_future()
+            self._drain_waiters.append(waiter)
+            if len(self._drain_waiters) >= _WRITERS and self._is_server and not self._writers_over:
+                # The peer sends requests faster than it takes the replies: every request read now would
+                # hold its reply (and whatever the handler made) until the peer catches up.
+                self._writers_over = True
+                self._update_reading()
+            await waiter
         if self._reason is not None:
             raise ConnectionClosed(self._reason)
 
     def _wake_writers(self) -> None:
+        if self._writers_over:
+            self._writers_over = False
+            self._update_reading()
         waiters, self._drain_waiters = self._drain_waiters, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+
+    async def _wait_for_stream(self) -> None:
+        """Wait until a stream of this connection is forgotten (or the connection goes)."""
+        waiter = self._loop.create_future()
+        self._stream_waiters.append(waiter)
+        await waiter
+
+    def _wake_openers(self) -> None:
+        # Every waiter wakes and checks again: a cancelled waiter then cannot swallow the free stream.
+        waiters, self._stream_waiters = self._stream_waiters, []
         for waiter in waiters:
             if not waiter.done():
                 waiter.set_result(None)
@@ -417,20 +566,79 @@ class _Connection(asyncio.Protocol):
 
     def _hold(self, size: int) -> None:
         self._held += size
-        if self._held > self._high and not self._reading_paused and self._transport is not None:
-            self._reading_paused = True
-            self._transport.pause_reading()
+        if self._held > self._high and not self._held_over:
+            self._held_over = True
+            self._update_reading()
 
     def _unhold(self, size: int) -> None:
         self._held -= size
-        if self._reading_paused and self._held <= self._low and self._reason is None and self._transport is not None:
-            self._reading_paused = False
+        if self._held_over and self._held <= self._low:
+            self._held_over = False
+            self._update_reading()
+
+    def _set_budget_wait(self, waiting: bool) -> None:
+        self._budget_wait = waiting
+        self._update_reading()
+
+    def _update_reading(self) -> None:
+        pause = self._held_over or self._budget_wait or self._writers_over
+        if pause == self._reading_paused or self._reason is not None or self._transport is None:
+            return
+        self._reading_paused = pause
+        if pause:
+            self._transport.pause_reading()
+        else:
             self._transport.resume_reading()
+            if self._partial_since is not None:
+                self._partial_since = self._loop.time()  # read_timeout counts from when it reads again
+
+    # -- timeouts (called by the transport's sweep) ----------------------------------------------
+
+    def _check(self, now: float) -> None:
+        if self._reason is not None:
+            return
+        log = self._owner._log
+        since = self._partial_since
+        if since is not None and not self._reading_paused and now - since >= self._read_timeout:
+            what = "the preface" if self._expect_preface else "a frame"
+            problem = f"{what} was not complete within read_timeout={self._read_timeout:g}s of its first byte"
+            log.event("read_timeout", logging.WARNING, f"closed the connection with {self.remote}: {problem}")
+            self._protocol_error(problem)
+            return
+        if self._bare:
+            expired = [sid for sid, opened in self._bare.items() if now - opened >= self._first_timeout]
+            for stream_id in expired:
+                self._expire(stream_id)
+        if self._active or self._streams:
+            self._active = False
+            self._idle_since = now
+        elif now - self._idle_since >= self._idle_limit:
+            if self._is_server:
+                problem = f"idle for idle_timeout={self._idle_limit:g}s"
+                log.event("idle_timeout", logging.DEBUG, f"closed the connection with {self.remote}: {problem}")
+                self._protocol_error(problem, protocol=False)
+            else:
+                self.close(f"the connection to {self.remote} was idle for idle_timeout/2={self._idle_limit:g}s")
+
+    def _expire(self, stream_id: int) -> None:
+        self._bare.pop(stream_id, None)
+        stream = self._streams.get(stream_id)
+        if stream is None:
+            return
+        reason = f"no frame within first_message_timeout={self._first_timeout:g}s of the OPEN"
+        self._owner._log.event("first_message_timeout", logging.WARNING, f"reset a stream from {self.remote}: {reason}")
+        with contextlib.suppress(ConnectionClosed):
+            self._write_frame(stream_id, RESET, b"", reason.encode())
+        stream._reset(f"stream reset: {reason}")
 
     # -- ending ----------------------------------------------------------------------------------
 
     def _forget(self, stream_id: int) -> None:
         self._streams.pop(stream_id, None)
+        if self._bare:
+            self._bare.pop(stream_id, None)
+        if self._stream_waiters:
+            self._wake_openers()
         if self._draining and not self._streams:
             self.close("the listener is closed")
 
@@ -440,20 +648,29 @@ class _Connection(asyncio.Protocol):
         if not self._streams:
             self.close("the listener is closed")
 
-    def _protocol_error(self, problem: str) -> None:
+    def _protocol_error(self, problem: str, *, protocol: bool = True) -> None:
+        """Send ERROR with ``problem`` on stream 0 and close (``protocol=False``: a limit, not a bad peer)."""
         if self._reason is not None:
             return
         if self._transport is not None and not self._transport.is_closing():
             with contextlib.suppress(ConnectionClosed):
                 self._write_frame(0, ERROR, b"", problem.encode())
-        self.close(f"protocol error on the connection with {self.remote}: {problem}")
+        what = "protocol error on" if protocol else "closed"
+        self.close(f"{what} the connection with {self.remote}: {problem}")
 
     def close(self, reason: str) -> None:
         """Close the connection (after flushing what is written) and fail its sockets with ``reason``."""
         if self._reason is None and self._transport is not None:
             self._flush()
             self._transport.close()
+            if self._transport.get_write_buffer_size():
+                # close() waits for the peer to take what is left; one that never does must not keep the socket.
+                self._loop.call_later(_LINGER, self._abort_unless_lost)
         self._shutdown(reason)
+
+    def _abort_unless_lost(self) -> None:
+        if not self.lost.done():
+            self.abort()
 
     def abort(self) -> None:
         if self._transport is not None:
@@ -467,20 +684,38 @@ class _Connection(asyncio.Protocol):
         self._streams.clear()
         for stream in streams:
             stream._fail(reason)
+        self._bare.clear()
+        self._buf = bytearray()  # an incomplete frame is dropped now, not when the protocol object goes
+        self._out.clear()
+        self._last = None
+        self._out_size = self._out_frames = 0
         self._wake_writers()
+        self._wake_openers()
         self._owner._forget(self)
         if self._listener is not None:
             self._listener._connections.discard(self)
+            self._listener._release(self)
 
 
 class _TCPListener(Listener):
-    def __init__(self, owner: TCPTransport, handler: Handler) -> None:
+    """Accepts connections itself (not through ``loop.create_server``) to enforce ``max_connections`` and to
+    back off, with one log line per interval, when the process runs out of file descriptors."""
+
+    def __init__(self, owner: TCPTransport, handler: Handler, address: str) -> None:
         self._owner = owner
         self._handler = handler
-        self._server: asyncio.Server | None = None
+        self._configured = address
+        self._sock: _socket.socket | None = None
+        self._task: asyncio.Task[None] | None = None
         self._address = ""
         self._connections: set[_Connection] = set()
+        self._handshakes = 0
         self._closed = False
+        options = owner.options
+        self._max_connections = options.max_connections
+        self._max_partial = options.max_partial_bytes
+        self._partial = 0  # bytes reserved by the incomplete frames of this listener's connections
+        self._budget_waiters: deque[_Connection] = deque()
 
     @property
     def address(self) -> str:
@@ -491,12 +726,140 @@ class _TCPListener(Listener):
         self._owner._tasks.add(task)
         task.add_done_callback(self._owner._tasks.discard)
 
+    # -- accepting connections -------------------------------------------------------------------
+
+    def _connection(self) -> _Connection:
+        return _Connection(self._owner, self, self._configured)
+
+    async def _serve(self, sock: _socket.socket, tls: ssl.SSLContext | None) -> None:
+        loop = asyncio.get_running_loop()
+        log = self._owner._log
+        backoff = _BACKOFF_MIN
+        while True:
+            try:
+                client, _ = await loop.sock_accept(sock)
+            except OSError as exc:
+                if exc.errno in _NO_RESOURCES:
+                    # asyncio's own accept loop logs a traceback per failed accept here, many per second.
+                    log.event(
+                        "accept",
+                        logging.ERROR,
+                        f"{self._address}: cannot accept connections: {exc.strerror or exc}; "
+                        f"retrying in {backoff:g}s, up to every {_BACKOFF_MAX:g}s",
+                    )
+                    await asyncio.sleep(backoff)
+                    backoff = min(backoff * 2, _BACKOFF_MAX)
+                elif exc.errno not in (errno.ECONNABORTED, errno.EPROTO, errno.EAGAIN):
+                    log.event("accept error", logging.ERROR, f"{self._address}: accept failed: {exc}")
+                    await asyncio.sleep(_BACKOFF_MIN)
+                continue
+            backoff = _BACKOFF_MIN
+            try:
+                client.setblocking(False)
+                if len(self._connections) + self._handshakes >= self._max_connections:
+                    self._refuse(client, tls is None)
+                elif tls is None:
+                    await loop.connect_accepted_socket(self._connection, client)
+                else:
+                    self._handshakes += 1
+                    task = loop.create_task(self._handshake(client, tls))
+                    self._owner._tasks.add(task)
+                    task.add_done_callback(self._owner._tasks.discard)
+            except OSError:  # the peer is already gone
+                client.close()
+            except Exception as exc:  # whatever one connection does, the listener goes on accepting
+                client.close()
+                log.event("accept error", logging.ERROR, f"{self._address}: cannot set up a connection: {exc!r}")
+
+    async def _handshake(self, client: _socket.socket, tls: ssl.SSLContext) -> None:
+        try:
+            await asyncio.get_running_loop().connect_accepted_socket(
+                self._connection, client, ssl=tls, ssl_handshake_timeout=self._owner.options.read_timeout
+            )
+        except (OSError, TimeoutError) as exc:  # ssl.SSLError is an OSError
+            self._owner._log.event("tls", logging.DEBUG, f"{self._address}: TLS handshake failed: {exc}")
+            client.close()
+        finally:
+            self._handshakes -= 1
+
+    def _refuse(self, client: _socket.socket, plain: bool) -> None:
+        problem = f"too many connections to {self._address} (max_connections {self._max_connections})"
+        self._owner._log.event("max_connections", logging.WARNING, f"refused a connection: {problem}")
+        with contextlib.suppress(OSError):
+            if plain:  # a TLS peer could not read a plaintext frame: it sees the connection closed
+                with contextlib.suppress(BlockingIOError):
+                    client.recv(len(PREFACE))  # unread input would turn the close into a reset
+                reason = problem.encode()
+                client.send(_HEAD.pack(_FIXED + len(reason), 0, ERROR, 0) + reason)
+        client.close()
+
+    # -- the budget for incomplete frames --------------------------------------------------------
+
+    def _reserve(self, conn: _Connection, need: int) -> None:
+        """Set what ``conn``'s incomplete frame holds of ``max_partial_bytes``; over it, ``conn`` stops reading.
+
+        A connection that holds part of the budget can always finish its frame, so the budget never
+        deadlocks; one waiting connection gets its share as soon as others finish (or time out).
+        """
+        delta = need - conn._reserved
+        if conn._budget_wait:
+            conn._budget_need = need
+            return
+        if delta <= 0 or conn._reason is not None or self._fits(conn, need):
+            self._partial += delta
+            conn._reserved = need
+            if delta < 0 and self._budget_waiters:
+                self._grant()
+            return
+        conn._budget_need = need
+        self._budget_waiters.append(conn)
+        self._owner._log.event(
+            "max_partial_bytes",
+            logging.INFO,
+            f"{self._address}: incomplete frames hold {self._partial} bytes (max_partial_bytes "
+            f"{self._max_partial}); {conn.remote} waits before sending more",
+        )
+        conn._set_budget_wait(True)
+
+    def _fits(self, conn: _Connection, need: int) -> bool:
+        others = self._partial - conn._reserved
+        return others == 0 or others + need <= self._max_partial  # one frame always fits, whatever its size
+
+    def _grant(self) -> None:
+        waiters = self._budget_waiters
+        while waiters:
+            conn = waiters[0]
+            if conn._reason is not None:
+                waiters.popleft()
+                continue
+            if not self._fits(conn, conn._budget_need):
+                return
+            waiters.popleft()
+            self._partial += conn._budget_need - conn._reserved
+            conn._reserved = conn._budget_need
+            conn._set_budget_wait(False)
+
+    def _release(self, conn: _Connection) -> None:
+        """``conn`` is gone: give back its part of the budget."""
+        if conn._reserved:
+            self._partial -= conn._reserved
+            conn._reserved = 0
+        if self._budget_waiters:
+            self._grant()
+
+    # -- closing ---------------------------------------------------------------------------------
+
     async def close(self) -> None:
         if self._closed:
             return
         self._closed = True
-        if self._server is not None:
-            self._server.close()
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        if self._sock is not None:
+            self._sock.close()
         for conn in list(self._connections):
             conn.drain()
         self._owner._listeners.discard(self)
@@ -523,6 +886,12 @@ class TCPTransport(Transport):
         self._tasks: set[asyncio.Task[None]] = set()
         self._client_tls: ssl.SSLContext | None = None
         self._server_tls: ssl.SSLContext | None = None
+        self._log = RateLimitedLog(logger)
+        self._sweeper: asyncio.TimerHandle | None = None
+        options = self.options
+        shortest = min(options.idle_timeout / 2, options.first_message_timeout, options.read_timeout)
+        #: How often the timeouts are checked: a quarter of the shortest, at most once a second.
+        self._tick = min(max(shortest / 4, 0.01), 1.0)
 
     # -- dialling --------------------------------------------------------------------------------
 
@@ -530,6 +899,7 @@ class TCPTransport(Transport):
         conn = self._pool.get(address)
         if conn is None or not conn.usable:
             conn = await self._connect(address, self.options.dial_timeout if timeout is None else timeout)
+        conn._active = True  # the socket opens its stream later: the idle sweep must not close it meanwhile
         return _TCPSocket(conn, 0)
 
     async def _connect(self, address: str, timeout: float) -> _Connection:
@@ -584,17 +954,33 @@ class TCPTransport(Transport):
         host, port = split_address(address)
         tls = self._server_context() if self.options.tls else None
         loop = asyncio.get_running_loop()
-        listener = _TCPListener(self, handler)
+        listener = _TCPListener(self, handler, address)
         try:
             bind = await self._bind_host(loop, host or "0.0.0.0", port)
-            listener._server = await loop.create_server(
-                lambda: _Connection(self, listener, address), bind, port, ssl=tls
-            )
+            sock = self._listening_socket(bind, port)
         except OSError as exc:
             raise Unavailable(f"cannot listen on {address}: {exc.strerror or exc}") from exc
-        listener._address = format_address(listener._server.sockets[0].getsockname())
+        listener._sock = sock
+        listener._address = format_address(sock.getsockname())
+        listener._task = loop.create_task(listener._serve(sock, tls))
         self._listeners.add(listener)
         return listener
+
+    @staticmethod
+    def _listening_socket(host: str, port: int) -> _socket.socket:
+        family = _socket.AF_INET6 if ":" in host else _socket.AF_INET
+        sock = _socket.socket(family, _socket.SOCK_STREAM, _socket.IPPROTO_TCP)
+        try:
+            sock.setsockopt(_socket.SOL_SOCKET, _socket.SO_REUSEADDR, 1)
+            if family == _socket.AF_INET6:
+                sock.setsockopt(_socket.IPPROTO_IPV6, _socket.IPV6_V6ONLY, 1)
+            sock.bind((host, port))
+            sock.listen(_BACKLOG)
+            sock.setblocking(False)
+        except BaseException:
+            sock.close()
+            raise
+        return sock
 
     @staticmethod
     async def _bind_host(loop: asyncio.AbstractEventLoop, host: str, port: int) -> str:
@@ -645,6 +1031,20 @@ class TCPTransport(Transport):
         if self._pool.get(conn.address) is conn:
             del self._pool[conn.address]
 
+    def _watch(self) -> None:
+        """Make sure the sweep that enforces the timeouts runs while there are connections."""
+        if self._sweeper is None:
+            self._sweeper = asyncio.get_running_loop().call_later(self._tick, self._sweep)
+
+    def _sweep(self) -> None:
+        self._sweeper = None
+        if not self._connections:
+            return
+        now = asyncio.get_running_loop().time()
+        for conn in list(self._connections):
+            conn._check(now)
+        self._watch()
+
     async def close(self) -> None:
         for listener in list(self._listeners):
             await listener.close()
@@ -654,6 +1054,9 @@ class TCPTransport(Transport):
         self._connections.clear()
         for conn in conns:
             conn.close("the transport is closed")
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None
         tasks = list(self._tasks)
         for task in tasks:
             task.cancel()

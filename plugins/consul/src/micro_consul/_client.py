@@ -60,7 +60,9 @@ def wait_param(seconds: float) -> str:
 class _HTTPClient(consul.aio.HTTPClient):  # type: ignore[misc]
     """py-consul's aiohttp client, with an SSL context passed as aiohttp wants it today."""
 
-    def __init__(self, host: str, port: int, scheme: str, verify: bool | str = True, cert: Any = None) -> None:
+    def __init__(
+        self, host: str, port: int, scheme: str, verify: bool | str = True, cert: Any = None, *, limit: int = 100
+    ) -> None:
         consul.base.HTTPClient.__init__(self, host, port, scheme, verify, cert)
         tls: ssl.SSLContext | bool = False
         if scheme == "https":
@@ -69,19 +71,24 @@ class _HTTPClient(consul.aio.HTTPClient):  # type: ignore[misc]
                 tls.check_hostname = False
                 tls.verify_mode = ssl.CERT_NONE
         # No total timeout here: blocking queries last as long as their wait; Consul.call bounds every request.
-        self._session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=tls))
+        self._session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=tls, limit=limit))
 
 
 class _API(consul.aio.Consul):  # type: ignore[misc]
+    def __init__(self, *args: Any, connections: int = 100, **kwargs: Any) -> None:
+        self.connections = connections
+        super().__init__(*args, **kwargs)
+
     def http_connect(self, host: str, port: int, scheme: str, verify: bool | str = True, cert: Any = None) -> Any:
-        return _HTTPClient(host, port, scheme, verify, cert)
+        return _HTTPClient(host, port, scheme, verify, cert, limit=self.connections)
 
 
 class Consul:
     """A component's connection to Consul: which agent, which credentials, and how to call it.
 
     Nothing happens until :meth:`open`. ``variable`` is the ``MICRO_*`` variable
-    named in errors (``MICRO_REGISTRY_ADDRESS``).
+    named in errors (``MICRO_REGISTRY_ADDRESS``). ``connections`` caps the HTTP
+    connections open to the agent at once: requests beyond it wait for a free one.
     """
 
     def __init__(
@@ -92,6 +99,7 @@ class Consul:
         token: str | None,
         datacenter: str | None,
         timeout: float,
+        connections: int = 100,
     ) -> None:
         if addresses:
             self.source = variable
@@ -106,6 +114,7 @@ class Consul:
         self.token = token
         self.datacenter = datacenter
         self.timeout = timeout
+        self.connections = connections
         self._api: Any = None
 
     @property
@@ -126,7 +135,13 @@ class Consul:
             return
         failures: list[str] = []
         for endpoint in self.endpoints:
-            api = _API(host=endpoint.host, port=endpoint.port, scheme=endpoint.scheme, dc=self.datacenter)
+            api = _API(
+                host=endpoint.host,
+                port=endpoint.port,
+                scheme=endpoint.scheme,
+                dc=self.datacenter,
+                connections=self.connections,
+            )
             if self.token:
                 api.token = self.token
             self._api, self.endpoint = api, endpoint

@@ -17,6 +17,7 @@ it does not know, and reading a service Go Micro registered works: without an
 from __future__ import annotations
 
 import binascii
+import functools
 import hashlib
 import json
 import re
@@ -24,6 +25,7 @@ import zlib
 from collections.abc import Iterable, Mapping
 from typing import Any, Final
 
+from micro.errors import MicroError
 from micro.registry import Endpoint, Node, Service
 
 __all__ = ["decode", "encode", "join_address", "service_id", "split_address", "valid_meta"]
@@ -36,7 +38,9 @@ def _pack(data: bytes) -> str:
     return binascii.hexlify(zlib.compress(data)).decode("ascii")
 
 
+@functools.lru_cache(maxsize=8192)
 def _unpack(text: str) -> bytes | None:
+    # Cached: the nodes of a version share their version, endpoint and metadata tags.
     try:
         return zlib.decompress(binascii.unhexlify(text))
     except (binascii.Error, zlib.error, ValueError):
@@ -69,26 +73,32 @@ def _pairs(blobs: Iterable[bytes]) -> dict[str, str]:
     return result
 
 
-def decode(tags: Iterable[str]) -> dict[str, Any]:
+def decode(tags: Iterable[str], *, service: bool = True) -> dict[str, Any]:
     """What :func:`encode` stored: ``version``, ``endpoints``, ``metadata``, ``node_id``, ``node_metadata``.
 
     Keys whose tags are absent are missing from the result; undecodable tags are skipped.
+    ``service=False`` leaves out ``endpoints`` and ``metadata`` (the node's part only, cheaper).
     """
+    kinds = ("v", "e", "s", "n", "t") if service else ("v", "n", "t")
     found: dict[str, list[bytes]] = {}
     for tag in tags:
         kind, sep, payload = tag.partition("-")
-        if sep and kind in ("v", "e", "s", "n", "t") and (blob := _unpack(payload)) is not None:
+        if sep and kind in kinds and (blob := _unpack(payload)) is not None:
             found.setdefault(kind, []).append(blob)
     result: dict[str, Any] = {}
     if "v" in found:
         result["version"] = found["v"][0].decode("utf-8", "replace")
     if "n" in found:
         result["node_id"] = found["n"][0].decode("utf-8", "replace")
+    if not service:
+        if "t" in found:
+            result["node_metadata"] = _pairs(found["t"])
+        return result
     endpoints = []
     for blob in found.get("e", []):
         try:
             endpoints.append(Endpoint.from_dict(json.loads(blob)))
-        except (ValueError, TypeError):
+        except (ValueError, TypeError, MicroError):
             continue
     result["endpoints"] = endpoints
     if "s" in found:

@@ -100,11 +100,18 @@ class ConsulRegistryOptions(RegistryOptions):
     datacenter: str | None = None
     #: Seconds one blocking query of a watcher waits for a change before it is issued again.
     watch_wait: float = 30.0
+    #: HTTP connections to the agent open at once, at least 4. Every watcher of the registry shares two
+    #: blocking queries, the rest serve lookups, registrations and the watchers' reads; requests beyond
+    #: it wait for a free connection (within ``timeout``).
+    max_connections: int = 8
 
     def __post_init__(self) -> None:
         RegistryOptions.__post_init__(self)
         _common(self.address, self.token, self.datacenter)
         _seconds(self.watch_wait, "watch_wait", low=0.0)
+        connections = self.max_connections
+        if isinstance(connections, bool) or not isinstance(connections, int) or not 4 <= connections <= 1000:
+            raise InvalidOption(f"must be a whole number from 4 to 1000, got {connections!r}", option="max_connections")
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

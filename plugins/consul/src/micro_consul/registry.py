@@ -12,12 +12,17 @@
 * **Read.** :meth:`~ConsulRegistry.get_service` reads ``/v1/health/service``
   with ``passing`` only, so expired and unhealthy nodes are never returned.
   A version's metadata and endpoints are those of its most recently
-  registered node.
-* **Watch.** Blocking queries (``index`` + ``wait``): one on the service's
-  health for ``watch(name)``; for ``watch()``, one on the catalog's service
-  names plus one per service. Changes are diffed into create/update/delete
-  :class:`~micro.registry.Result` values. Several changes that land between
-  two answers are reported as one.
+  registered node. :meth:`~ConsulRegistry.list_services` reads the whole
+  catalog node by node (:meth:`~ConsulRegistry.catalog`), never service by
+  service.
+* **Watch.** Every watcher of a registry shares two blocking queries
+  (``index`` + ``wait``), whatever the number of services: one on the
+  services index, one on the checks index (:mod:`micro_consul._watch`).
+  When either moves, the watched services are read again (``watch(name)``:
+  those services; ``watch()``: the catalog) and the changes are diffed into
+  create/update/delete :class:`~micro.registry.Result` values. Several
+  changes that land between two reads are reported as one. The registry
+  holds at most ``max_connections`` connections to the agent.
 
 A node registered through one agent must be deregistered through the same
 agent (Consul's agent API); that is the case for a server and its registry.
@@ -27,29 +32,30 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import hashlib
 import logging
 import math
 from typing import Any, ClassVar, Final
 
 import consul.exceptions
-from micro.errors import BackendUnavailable, BadRequest, MicroError, ServiceNotFound
+from micro.errors import BadRequest, MicroError, ServiceNotFound
 from micro.registry import Node, Registry, Service, Watcher
-from micro.registry.watch import MAX_PENDING, QueueWatcher, check_name, check_ttl, diff_views
+from micro.registry.watch import check_name, check_ttl
 
 from . import _tags
+from ._catalog import Catalog, View, view
 from ._client import Consul, dumps, wait_param
+from ._watch import ConsulWatcher, Hub
 from .options import ConsulRegistryOptions
 
 __all__ = ["ConsulRegistry", "deregister_after"]
 
 logger = logging.getLogger("micro.registry.consul")
 
-#: Services fetched at once by list_services() and the all-services watcher.
-_PARALLEL: Final = 8
-
-View = dict[str, Service]  # version -> service, live nodes only
+#: Requests a catalog read or a watch round sends at once.
+_PARALLEL: Final = 4
+#: The checks that hide an instance from ``/v1/health/service?passing`` (a bexpr filter, Consul 1.4+).
+_FAILING: Final = 'Status != "passing"'
 
 
 def deregister_after(ttl: float) -> float:
@@ -62,39 +68,6 @@ def deregister_after(ttl: float) -> float:
 
 def _duration(seconds: float) -> str:
     return f"{max(1, math.ceil(seconds * 1000))}ms"
-
-
-def _view(name: str, entries: list[dict[str, Any]] | None) -> View:
-    """The live versions of ``name`` in a ``/v1/health/service`` answer (already filtered to passing)."""
-    versions: dict[str, list[tuple[int, dict[str, Any], Node]]] = {}
-    for entry in entries or []:
-        instance = entry.get("Service") or {}
-        if instance.get("Service") != name:
-            continue
-        decoded = _tags.decode(instance.get("Tags") or [])
-        host = instance.get("Address") or (entry.get("Node") or {}).get("Address") or ""
-        metadata = decoded.get("node_metadata")
-        if metadata is None:
-            metadata = {str(k): str(v) for k, v in (instance.get("Meta") or {}).items()}
-        node = Node(
-            id=decoded.get("node_id") or str(instance.get("ID") or ""),
-            address=_tags.join_address(host, int(instance.get("Port") or 0)),
-            metadata=metadata,
-        )
-        modified = int(instance.get("ModifyIndex") or 0)
-        versions.setdefault(decoded.get("version", ""), []).append((modified, decoded, node))
-    view: View = {}
-    for version, members in versions.items():
-        _, latest, _ = max(members, key=lambda m: m[0])
-        nodes = sorted((m[2] for m in members), key=lambda n: n.id)
-        view[version] = Service(
-            name=name,
-            version=version,
-            metadata=dict(latest.get("metadata", {})),
-            endpoints=list(latest.get("endpoints", [])),
-            nodes=nodes,
-        )
-    return view
 
 
 class ConsulRegistry(Registry):
@@ -112,10 +85,14 @@ class ConsulRegistry(Registry):
             token=self.options.token,
             datacenter=self.options.datacenter,
             timeout=self.options.timeout,
+            connections=self.options.max_connections,
         )
         #: Consul service ID -> digest of what was last registered for it (Go Micro's register shortcut).
         self._registered: dict[str, str] = {}
-        self._watchers: set[_ConsulWatcher] = set()
+        #: What every watcher of this registry reads from, while there is one.
+        self._hub: Hub | None = None
+        #: Every watcher not stopped yet, including those of a hub that failed (their readers get the error).
+        self._watchers: set[ConsulWatcher] = set()
         self._starting = asyncio.Lock()
 
     @property
@@ -136,6 +113,9 @@ class ConsulRegistry(Registry):
         """Stop every watcher and release the connection (registered nodes stay). Idempotent."""
         for watcher in list(self._watchers):
             await watcher.stop()
+        hub, self._hub = self._hub, None
+        if hub is not None:
+            await hub.close()
         self._registered.clear()
         await self._consul.close()
 
@@ -228,63 +208,102 @@ class ConsulRegistry(Registry):
 
     # -- reads --------------------------------------------------------------------------------
 
-    async def _health(
-        self, client: Consul, name: str, *, index: str | None = None, wait: float = 0.0
-    ) -> tuple[str, list[dict[str, Any]]]:
-        if index is None:
-            result = await client.call(f"looking up {name!r}", lambda api: api.health.service(name, passing=True))
-        else:
-            result = await client.call(
-                f"watching {name!r}",
-                lambda api: api.health.service(name, passing=True, index=index, wait=wait_param(wait)),
-                wait=wait,
-            )
-        found_index, entries = result
+    async def _health(self, client: Consul, name: str) -> tuple[str, list[dict[str, Any]]]:
+        found_index, entries = await client.call(
+            f"looking up {name!r}", lambda api: api.health.service(name, passing=True)
+        )
         return str(found_index), list(entries or [])
 
     async def get_service(self, name: str) -> list[Service]:
-        """Every version of ``name`` with passing nodes; :class:`~micro.errors.ServiceNotFound` if there is none."""
+        """Every version of ``name`` with passing nodes; :class:`~micro.errors.ServiceNotFound` if there is none.
+
+        One request (``/v1/health/service/<name>?passing``).
+        """
         check_name(name)
         client = await self._open()
-        view: View = {}
-        if "/" not in name:
-            _, entries = await self._health(client, name)
-            view = _view(name, entries)
-        if not view:
+        return self._versions(name, await self.read_view(client, name))
+
+    async def read_view(self, client: Consul, name: str) -> View:
+        """The passing versions of ``name`` (``{}`` if none): one request."""
+        if "/" in name:
+            return {}
+        _, entries = await self._health(client, name)
+        return view(name, entries)
+
+    @staticmethod
+    def _versions(name: str, found: View) -> list[Service]:
+        if not found:
             raise ServiceNotFound(f"service {name!r} not found", id="registry")
-        return [view[version] for version in sorted(view)]
+        return [found[version] for version in sorted(found)]
 
-    async def _catalog(self, client: Consul, *, index: str | None = None, wait: float = 0.0) -> tuple[str, set[str]]:
-        if index is None:
-            result = await client.call("listing services", lambda api: api.catalog.services())
-        else:
-            result = await client.call(
-                "watching the service list",
-                lambda api: api.catalog.services(index=index, wait=wait_param(wait)),
-                wait=wait,
-            )
-        found_index, names = result
-        return str(found_index), set(names or {})
+    async def _failing(self, client: Consul) -> tuple[str, set[tuple[str, str]]]:
+        """The catalog's check index and the ``(node, service ID)`` of every check that is not passing."""
+        found_index, checks = await client.call(
+            "reading failing health checks", lambda api: api.health.state("any", filter_expr=_FAILING)
+        )
+        return str(found_index), {(str(c.get("Node") or ""), str(c.get("ServiceID") or "")) for c in checks or []}
 
-    async def _views(self, client: Consul, names: set[str]) -> dict[str, View]:
+    async def catalog(self) -> Catalog:
+        """Every instance in the datacenter and whether it passes, without a request per service.
+
+        ``/v1/catalog/nodes``, ``/v1/catalog/node/<node>`` per node (a few at a
+        time), and the checks that are not passing, read before and after the
+        nodes: if they changed in between, the nodes are read again (up to 3
+        times), so an instance is not judged by checks older than it.
+        """
+        client = await self._open()
+        index, failing = await self._failing(client)
         limit = asyncio.Semaphore(_PARALLEL)
 
-        async def one(name: str) -> tuple[str, View]:
+        async def read(node: str) -> tuple[int, dict[str, Any] | None]:
             async with limit:
-                _, entries = await self._health(client, name)
-                return name, _view(name, entries)
+                found_index, found = await client.call(f"reading node {node!r}", lambda api: api.catalog.node(node))
+                return _as_int(found_index), found if isinstance(found, dict) else None
 
-        return dict(await asyncio.gather(*(one(n) for n in names if "/" not in n)))
+        for _ in range(3):
+            _, listed = await client.call("listing nodes", lambda api: api.catalog.nodes())
+            names = sorted({str(n.get("Node") or "") for n in listed or []} - {""})
+            nodes = await asyncio.gather(*(read(name) for name in names))
+            again, failing = await self._failing(client)
+            if again == index:
+                break
+            index = again
+        # A node's answer carries the catalog's services (and nodes) index: the oldest of them is what all show.
+        services_index = min((i for i, _ in nodes), default=0)
+        return Catalog.build([n for _, n in nodes], failing, services_index, _as_int(index))
 
     async def list_services(self) -> list[Service]:
-        """One entry per (name, version) with passing nodes, sorted; nodes and endpoints are filled in."""
-        client = await self._open()
-        _, names = await self._catalog(client)
-        views = await self._views(client, names)
+        """One entry per (name, version) with passing nodes, sorted; nodes and endpoints are filled in.
+
+        Reads :meth:`catalog`: a request per Consul node plus three, none per service.
+        """
+        catalog = await self.catalog()
+        views = {name: view(name, entries) for name, entries in catalog.entries.items()}
         return [views[name][version] for name in sorted(views) for version in sorted(views[name])]
 
+    # -- watch --------------------------------------------------------------------------------
+
+    async def _index(self, client: Consul, what: str, index: str | None) -> str:
+        """The index of ``what`` (``"services"`` or ``"checks"``); with ``index``, blocks until it moves on.
+
+        Every service registration, change and removal moves Consul's services
+        index, every check change its checks index; together they cover what
+        ``/v1/health/service`` returns.
+        """
+        wait = self.options.watch_wait
+        params: dict[str, Any] = {} if index is None else {"index": index, "wait": wait_param(wait)}
+        if what == "services":
+            doing = "watching the service list"
+            found, _ = await client.call(doing, lambda api: api.catalog.services(**params), wait=wait)
+        else:
+            doing = "watching health checks"
+            found, _ = await client.call(
+                doing, lambda api: api.health.state("any", filter_expr=_FAILING, **params), wait=wait
+            )
+        return str(found)
+
     def watch(self, service: str | None = None) -> Watcher:
-        """A watcher fed by blocking queries; see the module docstring.
+        """A watcher fed by blocking queries the registry's watchers share; see the module docstring.
 
         Its first read is taken in the background: writes through this
         registry wait for it, so they are always reported. A change made
@@ -294,166 +313,14 @@ class ConsulRegistry(Registry):
         if service is not None:
             check_name(service)
         asyncio.get_running_loop()
-        watcher = _ConsulWatcher(self, service)
-        self._watchers.add(watcher)
-        watcher._begin()
-        return watcher
+        hub = self._hub
+        if hub is None or hub.failed:
+            hub = self._hub = Hub(self)
+        return hub.watch(service)
 
 
-class _ConsulWatcher(QueueWatcher):
-    def __init__(self, registry: ConsulRegistry, service: str | None) -> None:
-        super().__init__(service, lambda _: registry._watchers.discard(self))
-        self._registry = registry
-        #: Set once the baseline is read (or the watcher failed).
-        self.ready = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
-
-    def _begin(self) -> None:
-        self._task = asyncio.create_task(self._run(), name=f"micro.registry.consul.watch:{self.service or '*'}")
-
-    # -- feeding ------------------------------------------------------------------------------
-
-    def overflow(self) -> BaseException:
-        return BackendUnavailable(f"watcher fell more than {MAX_PENDING} results behind; read again")
-
-    def _report(self, old: View, new: View) -> None:
-        """Queue the results that turn ``old`` into ``new``."""
-        for result in diff_views(old, new):
-            self.push(result)
-
-    async def _run(self) -> None:
-        try:
-            client = await self._registry._open()
-            if self.service is not None:
-                await self._follow(client, self.service, baseline=True, on_baseline=self.ready.set)
-            else:
-                await self._follow_all(client)
-        except asyncio.CancelledError:
-            raise
-        except MicroError as exc:
-            self.fail(exc)
-        except Exception as exc:  # a bug must end the watcher visibly, not leave its reader waiting forever
-            logger.exception("consul watcher failed")
-            self.fail(BackendUnavailable(f"consul watcher failed: {exc!r}"))
-        finally:
-            self.ready.set()
-
-    async def _retry(self, doing: str, attempt: Any) -> Any:
-        """``await attempt()``, retried with backoff while the agent is unavailable, for up to ``timeout``."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self._registry.options.timeout
-        pause = 0.05
-        while True:
-            try:
-                return await attempt()
-            except BackendUnavailable:
-                if loop.time() + pause >= deadline:
-                    raise
-                logger.debug("consul watcher: %s failed; retrying", doing)
-                await asyncio.sleep(pause)
-                pause = min(pause * 2, 1.0)
-
-    async def _follow(
-        self,
-        client: Consul,
-        name: str,
-        *,
-        baseline: bool,
-        on_baseline: Any = None,
-        state: dict[str, View] | None = None,
-    ) -> None:
-        """Report the changes of ``name`` forever; ``state[name]`` (if given) holds the last view reported."""
-        registry = self._registry
-        wait = registry.options.watch_wait
-        index, entries = await self._retry(f"reading {name!r}", lambda: registry._health(client, name))
-        view = _view(name, entries)
-        if not baseline:
-            self._report({}, view)
-        current = view
-        if state is not None:
-            state[name] = current
-        if on_baseline is not None:
-            on_baseline()
-        while True:
-            found, entries = await self._retry(
-                f"watching {name!r}", functools.partial(registry._health, client, name, index=index, wait=wait)
-            )
-            # Consul's index can go backwards (a snapshot restore): start over from 0, as its docs say.
-            index = found if _as_int(found) >= _as_int(index) else "0"
-            view = _view(name, entries)
-            self._report(current, view)
-            current = view
-            if state is not None:
-                state[name] = current
-
-    async def _follow_all(self, client: Consul) -> None:
-        registry = self._registry
-        wait = registry.options.watch_wait
-        index, names = await self._retry("listing services", lambda: registry._catalog(client))
-        state: dict[str, View] = {}
-        followers: dict[str, asyncio.Task[None]] = {}
-        try:
-            baselines = []
-            for name in sorted(names):
-                read = asyncio.Event()
-                baselines.append(read.wait())
-                followers[name] = self._spawn(client, name, baseline=True, read=read, state=state)
-            await asyncio.gather(*baselines)
-            self.ready.set()
-            while True:
-                found, now = await self._retry(
-                    "watching the service list", functools.partial(registry._catalog, client, index=index, wait=wait)
-                )
-                index = found if _as_int(found) >= _as_int(index) else "0"
-                for name in sorted(now - followers.keys()):
-                    # A name seen after the baseline: its current state is news, reported as created.
-                    followers[name] = self._spawn(client, name, baseline=False, read=asyncio.Event(), state=state)
-                for name in sorted(followers.keys() - now):
-                    task = followers.pop(name)
-                    task.cancel()
-                    # asyncio.wait, not `await task`: a cancellation of this watcher must not be mistaken for it.
-                    await asyncio.wait({task})
-                    self._report(state.pop(name, {}), {})
-        finally:
-            for task in followers.values():
-                task.cancel()
-            await asyncio.gather(*followers.values(), return_exceptions=True)
-
-    def _spawn(
-        self, client: Consul, name: str, *, baseline: bool, read: asyncio.Event, state: dict[str, View]
-    ) -> asyncio.Task[None]:
-        """A task following ``name``; its failure fails the watcher, and ``read`` is set once it has read once."""
-
-        async def follow() -> None:
-            try:
-                await self._follow(client, name, baseline=baseline, on_baseline=read.set, state=state)
-            except asyncio.CancelledError:
-                raise
-            except MicroError as exc:
-                self.fail(exc)
-            except Exception as exc:
-                logger.exception("consul watcher of %r failed", name)
-                self.fail(BackendUnavailable(f"consul watcher of {name!r} failed: {exc!r}"))
-            finally:
-                read.set()
-
-        return asyncio.create_task(follow(), name=f"micro.registry.consul.watch:{name}")
-
-    # -- stopping -----------------------------------------------------------------------------
-
-    async def stop(self) -> None:
-        if self.stopped:
-            return
-        await super().stop()
-        self.ready.set()
-        task = self._task
-        if task is not None and task is not asyncio.current_task():
-            task.cancel()
-            await asyncio.wait({task})
-
-
-def _as_int(index: str | None) -> int:
+def _as_int(index: Any) -> int:
     try:
         return int(index or 0)
-    except ValueError:
+    except (TypeError, ValueError):
         return 0
