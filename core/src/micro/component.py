@@ -64,15 +64,12 @@ class Component:
         """Connect or open what the implementation needs (its :meth:`_start`). Idempotent.
 
         Concurrent calls run :meth:`_start` once; if it raises, the instance stays
-        as it was (not started) and a later call tries again.
+        as it was (not started) and a later call tries again. A :meth:`close` that
+        is running finishes first.
         """
         if self._component_state == "started":
             return
-        if self._component_start_lock is None:
-            import asyncio
-
-            self._component_start_lock = asyncio.Lock()
-        async with self._component_start_lock:
+        async with self._component_lock():
             # Another start() may have finished while this one waited for the lock.
             if not self._component_started():
                 await self._start()
@@ -82,14 +79,30 @@ class Component:
         """Release connections, tasks and files (the implementation's :meth:`_close`). Idempotent.
 
         The instance refuses new operations from the moment ``close()`` is called,
-        before :meth:`_close` runs. Closing an instance that is not started only
-        marks it closed.
+        before :meth:`_close` runs. A :meth:`start` that is running finishes first.
+        Closing an instance that is not started only marks it closed.
         """
-        if self._component_state != "started":
+        async with self._component_lock():
+            if not self._component_started():
+                self._component_state = "closed"
+                return
             self._component_state = "closed"
-            return
-        self._component_state = "closed"
+            await self._close_steps()
+
+    async def _close_steps(self) -> None:
+        """What :meth:`close` does once the instance is marked closed: :meth:`_close`.
+
+        An interface base extends it with what every backend of that block needs first
+        (a broker ends its subscriptions before the backend's :meth:`_close`).
+        """
         await self._close()
+
+    def _component_lock(self) -> asyncio.Lock:
+        if self._component_start_lock is None:
+            import asyncio
+
+            self._component_start_lock = asyncio.Lock()
+        return self._component_start_lock
 
     def _component_started(self) -> bool:
         return self._component_state == "started"

@@ -194,3 +194,16 @@ async def test_backend_name_limits_are_checked_before_the_broker_starts() -> Non
     with pytest.raises(BadRequest, match="longer than 5"):
         await broker.subscribe("toolong", noop)
     assert broker.calls == []  # never started: bad input opens no connection
+
+
+async def test_close_drains_publishes_before_ending_subscriptions_and_refuses_new_ones_meanwhile() -> None:
+    class Draining(Bare):
+        async def _drain_published(self) -> None:
+            self.calls.append(f"drain with {sum(not s._stopping for s in self.subs)} subscribed")
+            with pytest.raises(ConnectionClosed):
+                await self.publish("t", Message())
+
+    broker = Draining()
+    await broker.subscribe("t", noop)
+    await broker.close()
+    assert broker.calls[-2:] == ["drain with 1 subscribed", "close with 0 running"]

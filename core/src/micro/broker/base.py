@@ -299,16 +299,28 @@ class Broker(Component, abc.ABC):
 
         Idempotent. A broker that delivers in the background first waits a
         bounded time for what :meth:`publish` accepted (see :meth:`flush`);
-        what is still undelivered after that is lost.
+        what is still undelivered after that is lost. ``publish`` and
+        ``subscribe`` raise :class:`~micro.errors.ConnectionClosed` from the
+        moment ``close`` begins.
         """
-        if not self._component_started():
-            await super().close()
-            return
-        self._component_state = "closed"  # refuse new publishes and subscriptions from now on
-        subscriptions = list(self._subscriptions)
-        if subscriptions:
-            await asyncio.gather(*(s.unsubscribe() for s in subscriptions))
-        await self._close()
+        await super().close()
+
+    async def _close_steps(self) -> None:
+        try:
+            await self._drain_published()
+        finally:
+            subscriptions = list(self._subscriptions)
+            if subscriptions:
+                await asyncio.gather(*(s.unsubscribe() for s in subscriptions))
+            await self._close()
+
+    async def _drain_published(self) -> None:
+        """Hook: wait (bounded) for accepted publishes to be delivered, before subscriptions end.
+
+        Runs first in :meth:`close`, once new publishes are refused. The default does nothing:
+        a broker whose :meth:`publish` hands each message over before returning has nothing
+        left to deliver.
+        """
 
     async def flush(self, timeout: float | None = None) -> None:
         """Wait until messages accepted by :meth:`publish` have been handed to the backend.
@@ -379,8 +391,7 @@ class Broker(Component, abc.ABC):
         return subscriber
 
     # -- the hooks a backend implements --------------------------------------------------------
-    # Arguments are checked and the broker is started. Not abstract while the network brokers
-    # still override publish() and subscribe() themselves.
+    # Arguments are checked and the broker is started.
 
     def _check_names(self, topic: str, message: Message | None) -> None:
         """Hook: the backend's own limits on a topic (and a published message's header names).
@@ -389,13 +400,13 @@ class Broker(Component, abc.ABC):
         broker is started, so bad input never opens a connection. The default accepts everything.
         """
 
+    @abc.abstractmethod
     async def _publish(self, topic: str, message: Message) -> None:
         """Hand ``message`` to the subscribers of ``topic`` (see :meth:`publish`)."""
-        raise NotImplementedError(f"{type(self).__name__} implements neither _publish nor publish")
 
+    @abc.abstractmethod
     async def _subscribe(self, topic: str, handler: Handler, options: SubscribeOptions) -> Subscriber:
         """A running :class:`Subscriber` calling ``handler`` for ``topic`` (see :meth:`subscribe`)."""
-        raise NotImplementedError(f"{type(self).__name__} implements neither _subscribe nor subscribe")
 
 
 def check_topic(topic: object, what: str = "topic") -> str:
