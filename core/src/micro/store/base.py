@@ -177,6 +177,8 @@ def check_page(limit: object, offset: object) -> None:
 
 def check_read(key: object, *, prefix: object, suffix: object, limit: object, offset: object) -> str:
     """Check the arguments of :meth:`Store.read`; returns the key (``""`` is allowed for a prefix/suffix read)."""
+    if prefix is False and suffix is False and limit is None and type(offset) is int and 0 <= offset <= MAX_PAGE:
+        return check_key(key)  # the plain exact read, checked without the general loops: it is the hot path
     for name, flag in (("prefix", prefix), ("suffix", suffix)):
         if not isinstance(flag, bool):
             raise BadRequest(f"{name} must be a bool, not {type(flag).__name__}")
@@ -258,7 +260,8 @@ def check_record(record: object, ttl: object = None) -> tuple[Record, float | No
             f"value of {record.key!r} must be bytes, not {type(record.value).__name__}; encode it first"
             " (for example with a micro codec)"
         )
-    pack_metadata(record.metadata, key=record.key)
+    if type(record.metadata) is not dict or record.metadata:  # {} is JSON: skip encoding it on the hot path
+        pack_metadata(record.metadata, key=record.key)
     expiry = check_ttl(record.expiry, what="record expiry")
     return record, (check_ttl(ttl) if ttl is not None else expiry)
 
