@@ -2,7 +2,8 @@
 # Make sure every backend the plugin suites talk to is listening on loopback.
 # Services this machine kind starts before a session are only started when their port is closed;
 # Consul is fetched from Debian's archive (bullseye, unpacked, never installed) and started here.
-# Sourced by .ci/run: exports CONSUL_HTTP_ADDR when a Consul agent is up.
+# Sourced by .ci/run: exports CONSUL_HTTP_ADDR when a Consul agent is up (the suites default to 127.0.0.1:8500;
+# with CI=true a backend that does not answer fails its suite, it is never skipped).
 set -u
 
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
@@ -58,7 +59,7 @@ ensure_consul() {
     mkdir -p "$dir/parts" "$dir/lists/partial" "$dir/cache/archives/partial"
     local uri
     uri=$(awk '/^URIs:/{print $2; exit}' /etc/apt/sources.list.d/debian.sources 2>/dev/null)
-    if [ -z "$uri" ]; then echo "services: consul skipped: no Debian archive URI in apt sources"; return 0; fi
+    if [ -z "$uri" ]; then echo "services: consul DOWN (the Consul suite will fail): no Debian archive URI in apt sources"; return 0; fi
     printf 'Types: deb\nURIs: %s\nSuites: bullseye\nComponents: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n' \
       "$uri" > "$dir/parts/bullseye.sources"
     local opts=(-o Dir::Etc::sourcelist=/dev/null -o Dir::Etc::sourceparts="$dir/parts"
@@ -66,7 +67,7 @@ ensure_consul() {
     if ! apt-get "${opts[@]}" update -qq >/dev/null 2>&1 \
        || ! ( cd "$dir" && apt-get "${opts[@]}" download -qq consul >/dev/null 2>&1 ) \
        || ! dpkg-deb -x "$dir"/consul_*.deb "$dir/root"; then
-      echo "services: consul skipped: could not download the consul package from Debian's bullseye suite"
+      echo "services: consul DOWN (the Consul suite will fail): could not download the consul package from Debian's bullseye suite"
       return 0
     fi
   fi
@@ -79,7 +80,7 @@ ensure_consul() {
     if [ -n "$leader" ] && [ "$leader" != '""' ]; then export CONSUL_HTTP_ADDR=127.0.0.1:8500; return 0; fi
     sleep 0.1
   done
-  echo "services: consul skipped: agent started but elected no leader (see $dir/agent.log)"
+  echo "services: consul DOWN (the Consul suite will fail): agent started but elected no leader (see $dir/agent.log)"
 }
 
 ensure_rabbitmq        # slowest to boot: start it first, wait for it last

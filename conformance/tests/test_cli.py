@@ -65,7 +65,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Path:
             [project]
             name = "micro-throwaway"
             version = "0.0.1"
-            dependencies = ["micro-core>=0.1,<0.2"]
+            dependencies = ["asyncmicro-core>=0.1,<0.2"]
 
             [project.entry-points."micro.plugins"]
             throwaway = "micro_throwaway"

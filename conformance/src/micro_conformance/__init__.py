@@ -1,4 +1,4 @@
-"""micro-conformance: the contract every implementation of a micro interface must pass.
+"""asyncmicro-conformance: the contract every implementation of a micro interface must pass.
 
 Subclass a contract in your own test suite::
 

@@ -1,4 +1,4 @@
-"""The micro plugin of micro-conformance: it adds the ``micro conformance`` sub-command."""
+"""The micro plugin of asyncmicro-conformance: it adds the ``micro conformance`` sub-command."""
 
 from __future__ import annotations
 

@@ -1,12 +1,14 @@
 """The pytest plugin (entry point ``pytest11``): fixtures, markers and the case report.
 
-Loaded automatically once micro-conformance is installed. It provides:
+Loaded automatically once asyncmicro-conformance is installed. It provides:
 
 * fixtures ``micro_run_id`` (one per session; ``--micro-run-id`` pins it),
   ``micro_names`` (a :class:`~micro_conformance.base.Names` unique to the test)
   and ``micro_poll`` (:func:`~micro_conformance.base.eventually`);
 * the markers ``micro_capability(name)`` and ``micro_absent(name)`` (see
   :func:`~micro_conformance.base.requires` and :func:`~micro_conformance.base.absent`);
+* the marker ``live_server(server)`` for tests that need a live server: skipped when it does not answer,
+  failed instead under CI (see :mod:`micro_conformance.live`);
 * ``--micro-report=PATH``: one JSON row per contract case (case id, capability,
   outcome, message), which ``micro conformance`` turns into its table.
 
@@ -26,13 +28,14 @@ from typing import Any
 
 import pytest
 
+from . import live
 from .base import ABSENT_MARKER, CAPABILITY_MARKER, Contract, Names, Unreachable, case_id, eventually, new_run_id
 
 __all__ = ["micro_names", "micro_poll", "micro_run_id"]
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
-    group = parser.getgroup("micro-conformance")
+    group = parser.getgroup("asyncmicro-conformance")
     group.addoption("--micro-report", metavar="PATH", help="write one JSON row per contract case to PATH")
     group.addoption("--micro-run-id", metavar="ID", help="the run id that prefixes every name (default: random)")
 
@@ -44,7 +47,18 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers", f"{ABSENT_MARKER}(name): run only if the implementation does not declare capability `name`"
     )
+    config.addinivalue_line(
+        "markers",
+        f"{live.LIVE_MARKER}(server): needs the live server `server` (a micro_conformance.live.LiveServer);"
+        " skipped when it does not answer, failed instead when CI is set",
+    )
     config.pluginmanager.register(_Reporter(config), "micro-conformance-reporter")
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    # Before any fixture connects: a down server is one clear skip (or CI failure), not a connection error.
+    live.require_marked(item)
 
 
 @pytest.fixture(scope="session")

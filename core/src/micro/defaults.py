@@ -1,6 +1,6 @@
 """The embedded defaults, registered as a plugin of the core through the same hooks as any other.
 
-micro-core's own ``pyproject.toml`` points its ``micro.plugins`` entry point
+The core's (asyncmicro-core's) own ``pyproject.toml`` points its ``micro.plugins`` entry point
 here, so these names are found exactly like a third-party plugin's. Factories
 are import paths: nothing below is imported until it is selected.
 """

@@ -7,7 +7,8 @@ Each class carries the HTTP-style ``code`` that goes on the wire (Go Micro's
     ├── ConfigError (ValueError)            start-up: selection and options
     │   ├── PluginNotFound
     │   ├── PluginConflict
-    │   └── InvalidOption
+    │   ├── InvalidOption
+    │   └── MissingExtra                    an optional dependency is not installed
     ├── BadRequest (ValueError)              400
     │   └── CodecError
     ├── Unauthorized                         401
@@ -60,6 +61,7 @@ __all__ = [
     "LockTimeout",
     "MessageTooLarge",
     "MicroError",
+    "MissingExtra",
     "NoneAvailable",
     "NotFound",
     "NotSupported",
@@ -128,6 +130,22 @@ class InvalidOption(ConfigError):
         self.variable = variable
         where = variable if variable else f"option {option!r}"
         super().__init__(f"{where}: {detail}", id=id)
+
+
+class MissingExtra(ConfigError):
+    """The selected implementation needs an optional dependency that is not installed.
+
+    :param what: what needs it, e.g. ``"registry 'mdns'"``.
+    :param extra: the extra of ``asyncmicro-core`` that installs it, e.g. ``"mdns"``.
+    :param module: the module that is missing, e.g. ``"zeroconf"``.
+    """
+
+    def __init__(self, what: str, *, extra: str, module: str, id: str = "") -> None:
+        self.extra = extra
+        self.module = module
+        super().__init__(
+            f"{what} needs {module}, which is not installed: pip install 'asyncmicro-core[{extra}]'", id=id
+        )
 
 
 class BadRequest(MicroError, ValueError):

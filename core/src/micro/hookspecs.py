@@ -3,9 +3,9 @@
 A plugin is a module (or object) with functions marked ``@hookimpl`` and is
 found through the entry-point group ``micro.plugins``::
 
-    # pyproject.toml of the distribution micro-redis
+    # pyproject.toml of the distribution asyncmicro-redis
     [project]
-    dependencies = ["micro-core>=0.1,<0.2"]        # the core range it supports
+    dependencies = ["asyncmicro-core>=0.1,<0.2"]     # the core range it supports
     [project.entry-points."micro.plugins"]
     redis = "micro_redis.plugin"
 

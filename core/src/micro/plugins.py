@@ -1,7 +1,7 @@
 """Finding plugins, and turning a name (or ``MICRO_<INTERFACE>``) into an instance.
 
 :class:`PluginManager` loads every distribution's ``micro.plugins`` entry
-point once, on first use, checks it against the installed micro-core version,
+point once, on first use, checks it against the installed core version (distribution ``asyncmicro-core``),
 validates its hooks, and records what each one registers. :meth:`PluginManager.create`
 then picks a factory by name, builds its options from ``MICRO_*`` variables and
 keyword arguments, and returns an instance that has done no I/O yet.
@@ -32,7 +32,7 @@ from packaging.version import InvalidVersion, Version
 from . import _env, hookspecs
 from ._version import __version__
 from .component import Component
-from .errors import ConfigError, InvalidOption, PluginConflict, PluginNotFound
+from .errors import ConfigError, InvalidOption, MissingExtra, PluginConflict, PluginNotFound
 from .options import Options, build
 
 if TYPE_CHECKING:
@@ -66,7 +66,10 @@ __all__ = [
 ]
 
 ENTRY_POINT_GROUP: Final = "micro.plugins"
-CORE_DISTRIBUTION: Final = "micro-core"
+CORE_DISTRIBUTION: Final = "asyncmicro-core"
+#: The core's name before 0.1.0 was published. On the public package index it is an unrelated
+#: package, so a plugin that still requires it makes pip replace the real core with that one.
+LEGACY_CORE_DISTRIBUTION: Final = "micro-core"
 _NAME = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
 _KINDS: Final = (*hookspecs.INTERFACES, "command")
 
@@ -79,7 +82,7 @@ class Distribution:
 
     name: str
     version: str
-    #: The micro-core specifier it declares (``">=0.1,<0.2"``), ``""`` for any, ``None`` if undeclared.
+    #: The core (``asyncmicro-core``) specifier it declares (``">=0.1,<0.2"``), ``""`` for any, ``None`` if undeclared.
     core_range: str | None = None
 
     def __str__(self) -> str:
@@ -122,15 +125,14 @@ def _core_version() -> str:
         return __version__
 
 
-def _core_range(dist: metadata.Distribution) -> str | None:
+def _core_range(dist: metadata.Distribution, core: str = CORE_DISTRIBUTION) -> str | None:
+    """The specifier ``dist`` puts on ``core`` outside any extra, ``None`` if it does not require it."""
     for line in dist.requires or ():
         try:
             req = Requirement(line)
         except InvalidRequirement:
             continue
-        if canonicalize_name(req.name) == CORE_DISTRIBUTION and (
-            req.marker is None or req.marker.evaluate({"extra": ""})
-        ):
+        if canonicalize_name(req.name) == core and (req.marker is None or req.marker.evaluate({"extra": ""})):
             return str(req.specifier)
     return None
 
@@ -200,6 +202,19 @@ class PluginManager:
             core_range="" if is_core else _core_range(dist),
         )
         plugin_name = f"{info.name}:{ep.name}"
+        if (
+            not is_core
+            and info.core_range is None
+            and (legacy := _core_range(dist, LEGACY_CORE_DISTRIBUTION)) is not None
+        ):
+            self._infos[plugin_name] = PluginInfo(
+                plugin_name,
+                info,
+                "incompatible",
+                f"requires {LEGACY_CORE_DISTRIBUTION}{legacy}, an unrelated package on the public index:"
+                f" micro's core is {CORE_DISTRIBUTION}, declare {CORE_DISTRIBUTION}{legacy} instead",
+            )
+            return
         if not is_core and info.core_range:
             try:
                 ok = Requirement(f"{CORE_DISTRIBUTION}{info.core_range}").specifier.contains(
@@ -212,7 +227,7 @@ class PluginManager:
                     plugin_name,
                     info,
                     "incompatible",
-                    f"supports micro-core{info.core_range}, but {self.core_version} is installed",
+                    f"supports {CORE_DISTRIBUTION}{info.core_range}, but {self.core_version} is installed",
                 )
                 return
         try:
@@ -458,8 +473,8 @@ class PluginManager:
             raise TypeError("pass either options= or keyword values, not both")
         try:
             instance = factory(options, **_accepted(factory, wiring))
-        except InvalidOption:
-            raise
+        except (InvalidOption, MissingExtra):
+            raise  # already name what to change: an option, or an extra to install
         except (ValueError, TypeError) as exc:
             raise InvalidOption(
                 str(exc), option="?", variable=f"{_env.variable(interface)}_* or the options given"

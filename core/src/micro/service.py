@@ -391,17 +391,17 @@ class Service:
     def run_forever(self, *, uvloop: bool | None = None) -> None:
         """:meth:`run` in a new event loop, blocking until the service stops.
 
-        :param uvloop: run on uvloop (must be installed: ``pip install micro-core[uvloop]``);
+        :param uvloop: run on uvloop (must be installed: ``pip install 'asyncmicro-core[uvloop]'``);
             ``MICRO_UVLOOP=1`` when omitted.
         """
         if uvloop is None:
             uvloop = (_env.selection("uvloop", self._environ).name or "").lower() in TRUE_WORDS
         if uvloop:
             try:
-                _uvloop = importlib.import_module("uvloop")  # optional: micro-core[uvloop]
+                _uvloop = importlib.import_module("uvloop")  # optional: asyncmicro-core[uvloop]
             except ImportError as exc:
                 raise ConfigError(
-                    "uvloop was requested but is not installed: pip install 'micro-core[uvloop]'"
+                    "uvloop was requested but is not installed: pip install 'asyncmicro-core[uvloop]'"
                 ) from exc
             _uvloop.run(self.run())
             return

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import pytest
 
-pydantic = pytest.importorskip("pydantic", reason="pydantic is an optional dependency of micro-core")
+pydantic = pytest.importorskip("pydantic", reason="pydantic is an optional dependency of asyncmicro-core")
 
 from micro.codec import Codec, codec_for  # noqa: E402
 from micro.errors import CodecError  # noqa: E402

@@ -16,7 +16,7 @@ from micro import errors, hookspecs
 from micro.plugins import Distribution, PluginManager
 
 
-def install_plugin(root: Path, dist: str, module: str, code: str, *, requires: str = "micro-core>=0.1") -> Path:
+def install_plugin(root: Path, dist: str, module: str, code: str, *, requires: str = "asyncmicro-core>=0.1") -> Path:
     """Build ``dist`` (one module ``module`` with ``code``, entry point ``micro.plugins``) and
     install it with pip into a fresh directory; returns that directory (a sys.path entry)."""
     src = root / f"src-{dist}"
@@ -103,6 +103,14 @@ def micro_register_store(register):
     register("future", "micro_future:Nothing")
 """
 
+LEGACY = """
+from micro.hookspecs import hookimpl
+
+@hookimpl
+def micro_register_store(register):
+    register("legacy", "micro_legacy:Nothing")
+"""
+
 MISSPELT = """
 from micro.hookspecs import hookimpl
 
@@ -115,15 +123,19 @@ def micro_register_stor(register):
 @pytest.fixture(scope="module")
 def sites(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("dists")
-    # The four pip runs go at once: one after another they took ~9 s, and over 25 s on a loaded machine.
-    with ThreadPoolExecutor(4) as pool:
+    # The pip runs go at once: one after another four took ~9 s, and over 25 s on a loaded machine.
+    with ThreadPoolExecutor(5) as pool:
         installs = {
             "throwaway": pool.submit(install_plugin, root, "micro-throwaway", "micro_throwaway", THROWAWAY),
             "duplicate": pool.submit(install_plugin, root, "micro-duplicate", "micro_duplicate", DUPLICATE),
             "future": pool.submit(
-                install_plugin, root, "micro-future", "micro_future", FUTURE, requires="micro-core>=99"
+                install_plugin, root, "micro-future", "micro_future", FUTURE, requires="asyncmicro-core>=99"
             ),
             "misspelt": pool.submit(install_plugin, root, "micro-misspelt", "micro_misspelt", MISSPELT),
+            # Written against the core's name before the rename: micro-core is somebody else's package.
+            "legacy": pool.submit(
+                install_plugin, root, "micro-legacy", "micro_legacy", LEGACY, requires="micro-core>=0.1,<0.2"
+            ),
         }
         return {name: install.result() for name, install in installs.items()}
 
@@ -148,7 +160,7 @@ def test_builtin_defaults_cover_every_interface() -> None:
         defaults = [p for p in manager.providers(interface) if p.default]
         assert len(defaults) == 1, interface
         assert defaults[0].distribution is not None
-        assert defaults[0].distribution.name == "micro-core"
+        assert defaults[0].distribution.name == "asyncmicro-core"
 
 
 def test_micro_plugins_json_lists_every_interface() -> None:
@@ -158,7 +170,7 @@ def test_micro_plugins_json_lists_every_interface() -> None:
     rows = json.loads(out.stdout)
     defaults = {r["interface"]: r for r in rows if r["default"]}
     assert set(defaults) == set(hookspecs.INTERFACES)
-    assert all(r["distribution"] == "micro-core" and r["status"] == "ok" for r in defaults.values())
+    assert all(r["distribution"] == "asyncmicro-core" and r["status"] == "ok" for r in defaults.values())
     assert {"distribution", "version", "interface", "name", "core_range", "status"} <= set(rows[0])
 
 
@@ -167,12 +179,12 @@ def test_unknown_name_lists_installed_names() -> None:
     assert result.returncode != 0
     assert "PluginNotFound" in result.stderr
     assert "no store named 'nope' (from MICRO_STORE)" in result.stderr
-    assert "memory (micro-core" in result.stderr
-    assert "sqlite (micro-core" in result.stderr
+    assert "memory (asyncmicro-core" in result.stderr
+    assert "sqlite (asyncmicro-core" in result.stderr
 
 
 def test_unknown_name_in_process() -> None:
-    with pytest.raises(errors.PluginNotFound, match=r"Installed: .*memory \(micro-core") as info:
+    with pytest.raises(errors.PluginNotFound, match=r"Installed: .*memory \(asyncmicro-core") as info:
         micro.create("store", environ={"MICRO_STORE": "nope"})
     assert isinstance(info.value, errors.ConfigError)
 
@@ -226,10 +238,10 @@ def test_duplicate_name_names_both_distributions(sites: dict[str, Path], monkeyp
     with pytest.raises(errors.PluginConflict) as info:
         manager.create("store", environ={"MICRO_STORE": "memory"})
     message = str(info.value)
-    assert "micro-core" in message
+    assert "asyncmicro-core" in message
     assert "micro-duplicate 1.2.3" in message
     # Other names of the same interface are unaffected.
-    assert manager.resolve("store", "sqlite").distribution.name == "micro-core"  # type: ignore[union-attr]
+    assert manager.resolve("store", "sqlite").distribution.name == "asyncmicro-core"  # type: ignore[union-attr]
 
 
 def test_duplicate_name_in_a_fresh_process(sites: dict[str, Path]) -> None:
@@ -237,7 +249,25 @@ def test_duplicate_name_in_a_fresh_process(sites: dict[str, Path]) -> None:
     assert result.returncode != 0
     assert "PluginConflict" in result.stderr
     assert "micro-duplicate 1.2.3" in result.stderr
-    assert "micro-core" in result.stderr
+    assert "asyncmicro-core" in result.stderr
+
+
+def test_plugin_requiring_the_old_core_name_is_reported_not_loaded(
+    sites: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """micro-core on the public index is an unrelated package: a plugin that requires it would make pip
+    replace the real core, so it is refused, with the name to declare instead."""
+    monkeypatch.syspath_prepend(str(sites["legacy"]))
+    manager = manager_with(sites["legacy"])
+    info = {i.name: i for i in manager.plugins()}["micro-legacy:micro_legacy"]
+    assert info.status == "incompatible"
+    assert info.reason == (
+        "requires micro-core<0.2,>=0.1, an unrelated package on the public index:"
+        " micro's core is asyncmicro-core, declare asyncmicro-core<0.2,>=0.1 instead"
+    )
+    assert "legacy" not in manager.names("store")
+    with pytest.raises(errors.PluginNotFound, match=r"Not loaded: micro-legacy 1.2.3: incompatible"):
+        manager.create("store", "legacy")
 
 
 def test_plugin_outside_core_range_is_reported_not_loaded(
@@ -248,7 +278,7 @@ def test_plugin_outside_core_range_is_reported_not_loaded(
     infos = {i.name: i for i in manager.plugins()}
     info = infos["micro-future:micro_future"]
     assert info.status == "incompatible"
-    assert "supports micro-core>=99" in info.reason
+    assert "supports asyncmicro-core>=99" in info.reason
     assert "future" not in manager.names("store")
     with pytest.raises(errors.PluginNotFound, match=r"Not loaded: micro-future 1.2.3: incompatible"):
         manager.create("store", "future")
@@ -278,8 +308,8 @@ def test_micro_plugins_shows_status_of_every_plugin(sites: dict[str, Path]) -> N
     rows = json.loads(out.stdout)
     statuses = {(r["distribution"], r["interface"], r["name"]): r["status"] for r in rows}
     assert statuses[("micro-duplicate", "store", "memory")] == "conflict"
-    assert statuses[("micro-core", "store", "memory")] == "conflict"
-    assert statuses[("micro-core", "broker", "memory")] == "ok"
+    assert statuses[("asyncmicro-core", "store", "memory")] == "conflict"
+    assert statuses[("asyncmicro-core", "broker", "memory")] == "ok"
     assert statuses[("micro-future", None, None)].startswith("incompatible")
     assert statuses[("micro-misspelt", None, None)].startswith("invalid")
 
@@ -297,7 +327,7 @@ class _Plugin:
 def test_two_defaults_conflict() -> None:
     manager = PluginManager()
     manager.register(_Plugin(other="micro.broker.memory:MemoryBroker"), "second-default")
-    with pytest.raises(errors.PluginConflict, match=r"claim to be the default: .*'http' from micro-core"):
+    with pytest.raises(errors.PluginConflict, match=r"claim to be the default: .*'http' from asyncmicro-core"):
         manager.resolve("broker")
 
 

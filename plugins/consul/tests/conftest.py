@@ -1,8 +1,7 @@
-"""Fixtures for the micro-consul tests: the Consul agent at ``$CONSUL_HTTP_ADDR`` (skipped, saying why, without one)."""
+"""Fixtures for the asyncmicro-consul tests: the Consul agent at ``$CONSUL_HTTP_ADDR``, else 127.0.0.1:8500."""
 
 from __future__ import annotations
 
-import functools
 import json
 import os
 import urllib.error
@@ -13,42 +12,41 @@ from typing import Any
 
 import aiohttp
 import pytest
+from micro_conformance.live import LiveServer
+from micro_consul._client import DEFAULT_ADDRESS
+
+#: The agent the suite runs against: the plugin's own default when CONSUL_HTTP_ADDR is unset.
+ADDRESS = os.environ.get("CONSUL_HTTP_ADDR") or DEFAULT_ADDRESS
 
 
-@functools.cache
-def consul_unavailable() -> str | None:
-    """``None`` if the agent at ``$CONSUL_HTTP_ADDR`` answers, else the reason it cannot be used (checked once)."""
-    address = os.environ.get("CONSUL_HTTP_ADDR")
-    if not address:
-        return "Consul agent not available: CONSUL_HTTP_ADDR unset (the CI download from Debian's archive failed?)"
-    url = (address if "//" in address else f"http://{address}").rstrip("/") + "/v1/status/leader"
+def _has_leader() -> str | None:
+    """``None`` if the agent has elected a leader (it cannot serve KV or sessions before), else why not."""
+    url = (ADDRESS if "//" in ADDRESS else f"http://{ADDRESS}").rstrip("/") + "/v1/status/leader"
     try:
         with urllib.request.urlopen(url, timeout=2) as response:
             leader = json.loads(response.read() or b'""')
     except (OSError, urllib.error.URLError, ValueError) as exc:
-        return f"Consul agent not available: CONSUL_HTTP_ADDR={address} does not answer ({exc})"
-    if not leader:
-        return f"Consul agent not available: CONSUL_HTTP_ADDR={address} has no cluster leader"
-    return None
+        return f"/v1/status/leader does not answer ({exc})"
+    return None if leader else "it has no cluster leader"
+
+
+CONSUL = LiveServer("Consul agent", ADDRESS, default_port=8500, probe=_has_leader, hint="set CONSUL_HTTP_ADDR")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    # Every test here talks to Consul, except those marked offline: checked before any fixture connects.
+    CONSUL.mark(items)
 
 
 @pytest.fixture(scope="session")
 def consul_address() -> str:
-    reason = consul_unavailable()
-    if reason:
-        pytest.skip(reason)
-    return os.environ["CONSUL_HTTP_ADDR"]
+    CONSUL.require()
+    return ADDRESS
 
 
 def pytest_configure(config: pytest.Config) -> None:
     # Here rather than in pyproject.toml: slow tests still run in the normal test command.
     config.addinivalue_line("markers", "slow: takes more than ten seconds (1,000 services in the agent)")
-
-
-def pytest_runtest_setup(item: pytest.Item) -> None:
-    # Every test here talks to Consul, except those marked offline: skip before any fixture connects.
-    if item.get_closest_marker("offline") is None and (reason := consul_unavailable()):
-        pytest.skip(reason)
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""micro-conformance's contracts against the Consul agent (``micro conformance registry consul`` etc. run the same)."""
+"""The conformance contracts against the Consul agent (``micro conformance registry consul`` etc. run the same)."""
 
 from __future__ import annotations
 

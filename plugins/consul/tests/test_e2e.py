@@ -5,7 +5,7 @@ exchange an event through RabbitMQ and keep records in Redis. Each hop is
 checked on the server itself: the service is in Consul's catalog while it runs
 (and gone after), a message put straight onto RabbitMQ reaches its subscriber,
 and the records are Redis keys. The greeter demo then runs unchanged on the same
-servers. Skipped, saying which, when a server or a plugin is missing.
+servers. Skipped, saying which, when a server or a plugin is missing (failed instead when CI is set).
 """
 
 from __future__ import annotations
@@ -16,9 +16,7 @@ import importlib.util
 import json
 import os
 import signal
-import socket
 import sys
-import urllib.parse
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -27,6 +25,7 @@ from typing import Any
 import micro
 import pytest
 from micro_conformance import eventually
+from micro_conformance.live import LiveServer, skip_or_fail
 from micro_consul import _tags
 
 from .conftest import Agent
@@ -37,28 +36,18 @@ AMQP_URL = os.environ.get("MICRO_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5
 REDIS_URL = os.environ.get("MICRO_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 
 
-def _closed(url: str, default_port: int) -> str | None:
-    parts = urllib.parse.urlsplit(url)
-    host, port = parts.hostname or "127.0.0.1", parts.port or default_port
-    try:
-        with socket.create_connection((host, port), timeout=1):
-            return None
-    except OSError as exc:
-        return f"{host}:{port} ({exc})"
+REDIS = LiveServer("Redis", REDIS_URL, default_port=6379, hint="set MICRO_TEST_REDIS_URL")
+RABBITMQ = LiveServer("RabbitMQ", AMQP_URL, default_port=5672, hint="set MICRO_TEST_AMQP_URL")
 
 
-def _missing() -> str | None:
-    for module, distribution in (("micro_redis", "micro-redis"), ("micro_rabbitmq", "micro-rabbitmq")):
+@pytest.fixture(autouse=True)
+def _plugins_installed() -> None:
+    for module, plugin in (("micro_redis", "redis"), ("micro_rabbitmq", "rabbitmq")):
         if importlib.util.find_spec(module) is None:
-            return f"{distribution} is not installed (pip install -e plugins/{distribution.removeprefix('micro-')})"
-    if reason := _closed(REDIS_URL, 6379):
-        return f"Redis not available at {reason}"
-    if reason := _closed(AMQP_URL, 5672):
-        return f"RabbitMQ not available at {reason}"
-    return None
+            skip_or_fail(f"asyncmicro-{plugin} is not installed (pip install -e plugins/{plugin})")
 
 
-pytestmark = pytest.mark.skipif(bool(_missing()), reason=_missing() or "")
+pytestmark = [pytest.mark.live_server(REDIS), pytest.mark.live_server(RABBITMQ)]
 
 
 @pytest.fixture

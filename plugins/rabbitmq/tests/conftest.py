@@ -1,16 +1,15 @@
-"""Fixtures for the micro-rabbitmq tests: a live RabbitMQ on loopback (skipped, saying why, when it is down)."""
+"""Fixtures for the asyncmicro-rabbitmq tests: a live RabbitMQ on loopback (skipped when down, failed under CI)."""
 
 from __future__ import annotations
 
 import os
-import socket
-import urllib.parse
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import aio_pika
 import pytest
+from micro_conformance.live import LiveServer
 from micro_rabbitmq import DEFAULT_URL, RabbitMQBrokerOptions
 from micro_rabbitmq.broker import RabbitMQBroker
 
@@ -20,21 +19,12 @@ AMQP_URL = os.environ.get("MICRO_TEST_AMQP_URL", DEFAULT_URL)
 QUEUE_EXPIRES = 60.0
 
 
-def _reachable(url: str) -> str | None:
-    parts = urllib.parse.urlsplit(url)
-    host, port = parts.hostname or "127.0.0.1", parts.port or 5672
-    try:
-        with socket.create_connection((host, port), timeout=1):
-            return None
-    except OSError as exc:
-        return f"RabbitMQ not available at {host}:{port} ({exc}); start it or set MICRO_TEST_AMQP_URL"
+RABBITMQ = LiveServer("RabbitMQ", AMQP_URL, default_port=5672, hint="start it or set MICRO_TEST_AMQP_URL")
 
 
 @pytest.fixture(scope="session")
 def amqp_url() -> str:
-    reason = _reachable(AMQP_URL)
-    if reason:
-        pytest.skip(reason)
+    RABBITMQ.require()
     return AMQP_URL
 
 

@@ -1,4 +1,4 @@
-"""micro-conformance's broker contract against RabbitMQ (``micro conformance broker rabbitmq`` runs the same)."""
+"""asyncmicro-conformance's broker contract against RabbitMQ (``micro conformance broker rabbitmq`` runs the same)."""
 
 from __future__ import annotations
 

@@ -10,8 +10,16 @@ from typing import TypeVar
 
 import pytest
 import redis.asyncio as redis
+from micro_conformance.live import LiveServer
 
 ADDRESS = "redis://127.0.0.1:6379"
+REDIS = LiveServer("Redis", ADDRESS)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    # Every test here talks to Redis (or to a process that does): one clear skip, or failure under CI, when it is down.
+    REDIS.mark(items)
+
 
 T = TypeVar("T")
 

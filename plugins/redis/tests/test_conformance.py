@@ -1,4 +1,4 @@
-"""The micro-conformance contracts against the Redis implementations, each test under its own key prefix."""
+"""The asyncmicro-conformance contracts against the Redis implementations, each test under its own key prefix."""
 
 from __future__ import annotations
 

@@ -12,7 +12,7 @@ from micro.plugins import get_manager
 
 def test_the_entry_point_registers_store_broker_and_sync():
     manager = get_manager()
-    found = {(p.interface, p.name): p for p in manager.providers() if p.plugin == "micro-redis:redis"}
+    found = {(p.interface, p.name): p for p in manager.providers() if p.plugin == "asyncmicro-redis:redis"}
     assert set(found) == {("store", "redis"), ("broker", "redis"), ("sync", "redis")}
     for provider in found.values():
         assert provider.distribution is not None

@@ -15,16 +15,20 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, ClassVar, Final
 
-import jwt
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 
 from .._private import open_private, private_dir, write_private
-from ..errors import ConfigError, InvalidOption, InvalidToken
+from ..errors import ConfigError, InvalidOption, InvalidToken, MissingExtra
 from ._common import LocalRules, RuleTable, check_token_request, new_account
 from .base import Account, Auth, Token
 from .options import JWTAuthOptions
+
+try:
+    import jwt
+except ModuleNotFoundError as exc:  # an extra: the default auth is noop
+    raise MissingExtra("auth 'jwt'", extra="jwt", module="jwt (PyJWT)") from exc
 
 __all__ = ["JWTAuth"]
 

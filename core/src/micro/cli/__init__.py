@@ -4,7 +4,7 @@ Sub-commands are imported only when they run, so ``micro --help`` stays fast.
 Built-in ones are listed in :data:`COMMANDS`, and ``micro --help`` prints their
 :data:`SUMMARIES` instead of importing them. Plugins add theirs through the
 ``micro_register_command`` hook (``micro conformance`` comes from
-micro-conformance that way); ``micro --help`` imports a plugin's command module
+asyncmicro-conformance that way); ``micro --help`` imports a plugin's command module
 for its summary, so that module should import its heavy dependencies inside the
 command.
 """

@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from ..plugins import PluginManager, get_manager
+from ..plugins import CORE_DISTRIBUTION, PluginManager, get_manager
 
 __all__ = ["command", "rows"]
 
@@ -74,9 +74,11 @@ def command(as_json: bool) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    out = Table(title=f"micro plugins (micro-core {get_manager().core_version})")
+    out = Table(title=f"micro plugins ({CORE_DISTRIBUTION} {get_manager().core_version})")
     for column in ("distribution", "version", "interface", "name", "core range", "status"):
-        out.add_column(column)
+        # Distribution names share their first letters (asyncmicro-core, asyncmicro-consul): cut short
+        # they would all read "asyncmicro-co…", so those, the interface and the core range are never shortened.
+        out.add_column(column, no_wrap=column in ("distribution", "interface", "core range"), overflow="fold")
     for row in table:
         name = row["name"] or "-"
         if row["default"]:

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from google.protobuf.message import DecodeError, EncodeError
-from google.protobuf.message import Message as ProtoMessage
+from ..errors import CodecError, MissingExtra
 
-from ..errors import CodecError
+try:
+    from google.protobuf.message import DecodeError, EncodeError
+    from google.protobuf.message import Message as ProtoMessage
+except ModuleNotFoundError as exc:  # an extra: the default codec is json
+    raise MissingExtra("codec 'proto'", extra="proto", module="google.protobuf (protobuf)") from exc
 from .base import Codec, Message, MessageType
 from .types import type_name
 

@@ -12,11 +12,10 @@ import time
 import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass
+from types import ModuleType
 from typing import Any, ClassVar, Final
 
-import yaml
-
-from ..errors import ConfigError, InvalidOption
+from ..errors import ConfigError, InvalidOption, MissingExtra
 from .base import ChangeSet, MalformedConfig, Source, SourceWatcher
 from .options import FileSourceOptions
 
@@ -42,7 +41,17 @@ def _decode_json(text: str, source: str) -> Any:
         raise MalformedConfig(f"invalid JSON: {exc.msg} (column {exc.colno})", source=source, line=exc.lineno) from None
 
 
+def _yaml(source: str) -> ModuleType:
+    """PyYAML, an extra: JSON and TOML files need nothing beyond the standard library."""
+    try:
+        import yaml
+    except ModuleNotFoundError as exc:
+        raise MissingExtra(f"config {source} (YAML)", extra="yaml", module="yaml (PyYAML)") from exc
+    return yaml
+
+
 def _decode_yaml(text: str, source: str) -> Any:
+    yaml = _yaml(source)
     try:
         return _string_keys(yaml.safe_load(text))
     except yaml.YAMLError as exc:
@@ -167,6 +176,8 @@ class FileSource(Source):
                 option="format",
             )
         self.format: str = fmt
+        if fmt == "yaml":
+            _yaml(self.source)  # at start-up, not at the first read
         self._watchers: set[_FileWatcher] = set()
 
     def _probe(self, known: tuple[int, ...] | None = None) -> _Probe:

@@ -40,14 +40,18 @@ from collections.abc import Awaitable
 from typing import Any, ClassVar
 
 import orjson
-from zeroconf import IPVersion, ServiceInfo, ServiceStateChange, Zeroconf, current_time_millis
-from zeroconf.asyncio import AsyncServiceBrowser, AsyncServiceInfo, AsyncZeroconf
-from zeroconf.const import _CLASS_IN, _TYPE_SRV
 
-from ..errors import BackendUnavailable, BadRequest, MessageTooLarge, ServiceNotFound
+from ..errors import BackendUnavailable, BadRequest, MessageTooLarge, MissingExtra, ServiceNotFound
 from .base import Endpoint, Node, Registry, Service, Watcher
 from .options import MDNSRegistryOptions
 from .watch import Watchers, check_name, check_ttl, diff_views
+
+try:
+    from zeroconf import IPVersion, ServiceInfo, ServiceStateChange, Zeroconf, current_time_millis
+    from zeroconf.asyncio import AsyncServiceBrowser, AsyncServiceInfo, AsyncZeroconf
+    from zeroconf.const import _CLASS_IN, _TYPE_SRV
+except ModuleNotFoundError as exc:  # an extra: the zero-config path never needs mDNS
+    raise MissingExtra("registry 'mdns'", extra="mdns", module="zeroconf") from exc
 
 __all__ = ["MDNSRegistry", "decode_txt", "encode_txt"]
 

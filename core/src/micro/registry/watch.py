@@ -1,6 +1,6 @@
 """Pieces registries share: a queue-backed watcher, state diffing, argument checks.
 
-Public so that plugin registries (``micro-consul``) report changes, refuse bad
+Public so that plugin registries (``asyncmicro-consul``) report changes, refuse bad
 names and ttls, and fail slow readers exactly as the built-in ones do:
 
 * :func:`check_name` and :func:`check_ttl` check the arguments of ``register``,

@@ -1,4 +1,4 @@
-"""micro-consul: Consul for micro, as the registry, config source and sync named ``consul``.
+"""asyncmicro-consul: Consul for micro, as the registry, config source and sync named ``consul``.
 
 The implementations live in :mod:`micro_consul.registry`, :mod:`micro_consul.config`
 and :mod:`micro_consul.sync`, imported only when selected; their settings are

@@ -1,4 +1,4 @@
-"""The micro plugin of micro-consul: the registry, config source and sync named ``consul``."""
+"""The micro plugin of asyncmicro-consul: the registry, config source and sync named ``consul``."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""micro-rabbitmq: the ``rabbitmq`` broker for micro (``MICRO_BROKER=rabbitmq``).
+"""asyncmicro-rabbitmq: the ``rabbitmq`` broker for micro (``MICRO_BROKER=rabbitmq``).
 
 The broker itself lives in :mod:`micro_rabbitmq.broker`, imported only when it
 is selected; its settings are :class:`RabbitMQBrokerOptions`.

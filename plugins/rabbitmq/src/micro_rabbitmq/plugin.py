@@ -1,4 +1,4 @@
-"""The micro plugin of micro-rabbitmq: it registers the broker ``rabbitmq``."""
+"""The micro plugin of asyncmicro-rabbitmq: it registers the broker ``rabbitmq``."""
 
 from __future__ import annotations
 

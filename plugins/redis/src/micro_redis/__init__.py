@@ -1,4 +1,4 @@
-"""micro-redis: a store, a broker and distributed locks for micro, on one Redis server.
+"""asyncmicro-redis: a store, a broker and distributed locks for micro, on one Redis server.
 
 Select them with ``MICRO_STORE=redis``, ``MICRO_BROKER=redis`` and ``MICRO_SYNC=redis``
 (or ``micro.create("store", "redis")``); point them at a server with
