@@ -65,7 +65,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Final
 
 from micro.broker import Broker, Event, Handler, Message, SubscribeOptions, Subscriber
 from micro.broker.base import dispatch
-from micro.errors import BadRequest, ConfigError, ConnectionClosed, MicroError
+from micro.errors import BackendUnavailable, BadRequest, ConfigError, ConnectionClosed, MicroError
 
 from ._errors import translate
 from .options import NatsBrokerOptions, display_address, server_urls
@@ -150,7 +150,7 @@ class _CoreSubscriber(Subscriber):
             logger.warning("dropping a message on topic %r: its %s header is not a JSON object", self.topic, HEADER)
             return
         limit = self._broker.options.max_deliveries
-        for delivery in range(1, limit + 1):
+        for _ in range(limit):
             # Each delivery gets its own copy, so a handler changing the header cannot affect the next.
             event = Event(self.topic, Message(message.body, message.header))
             outcome = await dispatch(self._handler, event, auto_ack=self.options.auto_ack)
@@ -279,6 +279,8 @@ class NatsBroker(Broker):
         self._prefix = self.options.subject_prefix + "."
         self._nc: Client | None = None
         self._js: JetStreamContext | None = None
+        # The last error of start()'s connection attempts, for its message.
+        self._connect_error: Exception | None = None
 
     @property
     def address(self) -> str:
@@ -294,17 +296,29 @@ class NatsBroker(Broker):
             )
 
     async def _start(self) -> None:
-        import nats
+        from nats.aio.client import Client
+        from nats.errors import NoServersError
 
         options = self.options
-        self._nc = await nats.connect(
-            self._urls,
-            name=f"micro-broker-{uuid.uuid4().hex[:12]}",
-            connect_timeout=options.connect_timeout,
-            reconnect_time_wait=0.5,
-            max_reconnect_attempts=-1,
-            error_cb=self._on_error,
-        )
+        nc = Client()
+        self._connect_error = None
+        try:
+            await nc.connect(
+                self._urls,
+                name=f"micro-broker-{uuid.uuid4().hex[:12]}",
+                connect_timeout=options.connect_timeout,  # type: ignore[arg-type]  # float seconds work
+                reconnect_time_wait=0.5,  # type: ignore[arg-type]
+                # Two tries per server, then start() fails: the driver's "for ever" (-1) would hang it.
+                max_reconnect_attempts=1,
+                error_cb=self._on_error,
+            )
+        except NoServersError as exc:
+            # The driver's own message says only "no servers available"; the last error says why.
+            why = self._connect_error or exc
+            raise BackendUnavailable(f"{self._where}: cannot connect: {why}") from exc
+        # Once connected, a broken connection is retried for ever (every reconnect_time_wait).
+        nc.options["max_reconnect_attempts"] = -1
+        self._nc = nc
         if options.jetstream:
             try:
                 self._js = self._nc.jetstream(timeout=options.request_timeout)
@@ -315,7 +329,13 @@ class NatsBroker(Broker):
                 raise
 
     async def _on_error(self, exc: Exception) -> None:
-        logger.warning("%s: %s", self._where, exc)
+        # While start() connects its failures are raised, not logged; later ones (a lost connection,
+        # a slow consumer) are logged here.
+        if self._nc is None:
+            self._connect_error = exc
+            logger.debug("%s: %s", self._where, exc)
+        else:
+            logger.warning("%s: %s", self._where, exc)
 
     async def _ensure_stream(self, js: JetStreamContext) -> None:
         """Use the stream ``stream``, creating it as the module docstring says when it is missing."""
