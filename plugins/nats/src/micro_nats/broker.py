@@ -60,13 +60,13 @@ import hashlib
 import json
 import logging
 import re
-import uuid
 from typing import TYPE_CHECKING, Any, ClassVar, Final
 
 from micro.broker import Broker, Event, Handler, Message, SubscribeOptions, Subscriber
 from micro.broker.base import dispatch
-from micro.errors import BackendUnavailable, BadRequest, ConfigError, ConnectionClosed, MicroError
+from micro.errors import BadRequest, ConfigError, ConnectionClosed, MicroError
 
+from ._client import connect
 from ._errors import translate
 from .options import NatsBrokerOptions, display_address, server_urls
 
@@ -279,8 +279,6 @@ class NatsBroker(Broker):
         self._prefix = self.options.subject_prefix + "."
         self._nc: Client | None = None
         self._js: JetStreamContext | None = None
-        # The last error of start()'s connection attempts, for its message.
-        self._connect_error: Exception | None = None
 
     @property
     def address(self) -> str:
@@ -296,29 +294,10 @@ class NatsBroker(Broker):
             )
 
     async def _start(self) -> None:
-        from nats.aio.client import Client
-        from nats.errors import NoServersError
-
         options = self.options
-        nc = Client()
-        self._connect_error = None
-        try:
-            await nc.connect(
-                self._urls,
-                name=f"micro-broker-{uuid.uuid4().hex[:12]}",
-                connect_timeout=options.connect_timeout,  # type: ignore[arg-type]  # float seconds work
-                reconnect_time_wait=0.5,  # type: ignore[arg-type]
-                # Two tries per server, then start() fails: the driver's "for ever" (-1) would hang it.
-                max_reconnect_attempts=1,
-                error_cb=self._on_error,
-            )
-        except NoServersError as exc:
-            # The driver's own message says only "no servers available"; the last error says why.
-            why = self._connect_error or exc
-            raise BackendUnavailable(f"{self._where}: cannot connect: {why}") from exc
-        # Once connected, a broken connection is retried for ever (every reconnect_time_wait).
-        nc.options["max_reconnect_attempts"] = -1
-        self._nc = nc
+        self._nc = await connect(
+            self._urls, where=self._where, connect_timeout=options.connect_timeout, role="broker", logger=logger
+        )
         if options.jetstream:
             try:
                 self._js = self._nc.jetstream(timeout=options.request_timeout)
@@ -327,15 +306,6 @@ class NatsBroker(Broker):
                 await self._nc.close()
                 self._nc, self._js = None, None
                 raise
-
-    async def _on_error(self, exc: Exception) -> None:
-        # While start() connects its failures are raised, not logged; later ones (a lost connection,
-        # a slow consumer) are logged here.
-        if self._nc is None:
-            self._connect_error = exc
-            logger.debug("%s: %s", self._where, exc)
-        else:
-            logger.warning("%s: %s", self._where, exc)
 
     async def _ensure_stream(self, js: JetStreamContext) -> None:
         """Use the stream ``stream``, creating it as the module docstring says when it is missing."""
