@@ -82,3 +82,8 @@ async def eventually(check: Callable[[], Awaitable[T]], *, timeout: float = 10.0
                 raise
         await asyncio.sleep(delay)
         delay = min(delay * 2, 0.1)
+
+
+async def delete_buckets(*buckets: str) -> None:
+    """Delete the key-value buckets ``buckets`` (those that exist)."""
+    await delete_streams(*(f"KV_{bucket}" for bucket in buckets))

@@ -1,4 +1,4 @@
-"""The asyncmicro-conformance broker contract against the NATS broker, core and JetStream.
+"""The asyncmicro-conformance contracts against the NATS broker (core and JetStream) and registry.
 
 Every test gets subjects and a stream of its own, removed afterwards.
 """
@@ -9,8 +9,9 @@ from typing import Any
 
 from micro_conformance.base import Contract
 from micro_conformance.broker import BrokerContract
+from micro_conformance.registry import RegistryContract
 
-from .conftest import delete_streams, isolated, unique
+from .conftest import delete_buckets, delete_streams, isolated, unique
 
 
 class _Isolated:
@@ -39,3 +40,17 @@ class TestNatsJetStreamBroker(_Isolated, BrokerContract):
     jetstream = True
     # B24's slow consumer falls far behind this bound: publishes fail once it is full (discard=new).
     slow_consumer_options = {"stream_max_msgs": 20}
+
+
+class TestNatsRegistry(RegistryContract):
+    name = "nats"
+    _bucket: str | None = None
+    _for_test: str | None = None
+
+    async def make(self, **options: Any) -> Any:
+        """Every instance of a test shares a bucket of its own, deleted afterwards."""
+        if self._for_test != self.names.prefix:
+            self._for_test = self.names.prefix
+            self._bucket = bucket = unique()
+            self.later(lambda: delete_buckets(bucket))
+        return await super().make(bucket=self._bucket, **options)

@@ -1,8 +1,8 @@
-"""asyncmicro-nats: a broker for micro on NATS (core subjects, and JetStream for durable queue groups).
+"""asyncmicro-nats: a broker and a registry for micro on NATS (core subjects, JetStream, key-value).
 
-Select it with ``MICRO_BROKER=nats`` (or ``micro.create("broker", "nats")``); point it at a
-server with ``MICRO_BROKER_ADDRESS=nats://host:4222``. The classes are importable from here,
-but importing this package (or its plugin hooks) does not import the NATS driver: each class
+Select them with ``MICRO_BROKER=nats`` and ``MICRO_REGISTRY=nats`` (or ``micro.create("broker",
+"nats")``); point them at a server with ``MICRO_<BLOCK>_ADDRESS=nats://host:4222``.
+The classes are importable from here, but importing this package (or its plugin hooks) does not import the NATS driver: each class
 is loaded when first used.
 """
 
@@ -13,14 +13,17 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from .broker import NatsBroker
-    from .options import NatsBrokerOptions
+    from .options import NatsBrokerOptions, NatsRegistryOptions
+    from .registry import NatsRegistry
 
-__all__ = ["NatsBroker", "NatsBrokerOptions"]
+__all__ = ["NatsBroker", "NatsBrokerOptions", "NatsRegistry", "NatsRegistryOptions"]
 
 # Even the options wait: micro imports this package whenever it loads plugin hooks.
 _LAZY = {
     "NatsBroker": ".broker",
     "NatsBrokerOptions": ".options",
+    "NatsRegistry": ".registry",
+    "NatsRegistryOptions": ".options",
 }
 
 

@@ -20,8 +20,9 @@ from urllib.parse import urlsplit
 
 from micro.broker import BrokerOptions
 from micro.errors import InvalidOption
+from micro.registry.options import RegistryOptions
 
-__all__ = ["DEFAULT_ADDRESS", "NatsBrokerOptions", "display_address", "masked", "server_urls"]
+__all__ = ["DEFAULT_ADDRESS", "NatsBrokerOptions", "NatsRegistryOptions", "display_address", "masked", "server_urls"]
 
 #: The server used when no address is given.
 DEFAULT_ADDRESS: Final = "nats://127.0.0.1:4222"
@@ -171,3 +172,27 @@ class NatsBrokerOptions(BrokerOptions):
         _integer(self.pending_msgs_limit, "pending_msgs_limit", 1, _MAX_COUNT)
         _integer(self.pending_bytes_limit, "pending_bytes_limit", 1024, 2**40)
         _seconds(self.close_timeout, "close_timeout", 0)
+
+
+_BUCKET: Final = re.compile(r"[A-Za-z0-9_-]{1,200}")
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class NatsRegistryOptions(RegistryOptions):
+    """The ``nats`` registry (``MICRO_REGISTRY=nats``); see :mod:`micro_nats.registry`.
+
+    ``timeout`` (``MICRO_REGISTRY_TIMEOUT``) bounds each request to the server.
+    """
+
+    connect_timeout: float = 5.0
+    #: The JetStream key-value bucket holding the nodes (created on start if missing).
+    bucket: str = "micro_registry"
+
+    def __post_init__(self) -> None:
+        RegistryOptions.__post_init__(self)
+        server_urls(self.address)
+        _seconds(self.connect_timeout, "connect_timeout", 0, strict=True)
+        if not isinstance(self.bucket, str) or not _BUCKET.fullmatch(self.bucket):
+            raise InvalidOption(
+                f"must be a key-value bucket name (letters, digits, '_' and '-'), got {self.bucket!r}", option="bucket"
+            )

@@ -8,3 +8,8 @@ from micro.hookspecs import Register, hookimpl
 @hookimpl
 def micro_register_broker(register: Register) -> None:
     register("nats", "micro_nats.broker:NatsBroker")
+
+
+@hookimpl
+def micro_register_registry(register: Register) -> None:
+    register("nats", "micro_nats.registry:NatsRegistry")
