@@ -2,8 +2,8 @@
 
 Select them with ``MICRO_BROKER=nats`` and ``MICRO_REGISTRY=nats`` (or ``micro.create("broker",
 "nats")``); point them at a server with ``MICRO_<BLOCK>_ADDRESS=nats://host:4222``.
-The classes are importable from here, but importing this package (or its plugin hooks) does not import the NATS driver: each class
-is loaded when first used.
+The classes are importable from here, but importing this package (or its plugin hooks)
+does not import the NATS driver: each class is loaded when first used.
 """
 
 from __future__ import annotations
