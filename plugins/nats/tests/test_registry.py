@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
-import subprocess
 import sys
 import textwrap
 import time
@@ -54,21 +54,22 @@ async def test_a_killed_service_leaves_the_registry_within_ttl_plus_slack(bucket
     await registry.start()
     watcher = registry.watch(name)
     code = textwrap.dedent(_SERVICE).format(ttl=TTL)
-    process = subprocess.Popen([sys.executable, "-c", code, ADDRESS, bucket, name], stdout=subprocess.PIPE, text=True)
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", code, ADDRESS, bucket, name, stdout=asyncio.subprocess.PIPE
+    )
     try:
         assert process.stdout is not None
         for _ in range(2):  # registered, and refreshed once
-            line = await asyncio.wait_for(asyncio.to_thread(process.stdout.readline), 30)
-            assert line.strip() == "registered"
+            line = await asyncio.wait_for(process.stdout.readline(), 30)
+            assert line.strip() == b"registered"
         assert [n.id for s in await registry.get_service(name) for n in s.nodes] == ["victim"]
         os.kill(process.pid, signal.SIGKILL)
         killed = time.monotonic()
     finally:
-        if process.poll() is None:
-            process.kill()
-        process.wait(timeout=30)
-        if process.stdout is not None:
-            process.stdout.close()
+        if process.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                process.kill()
+        await asyncio.wait_for(process.wait(), 30)
     # The watcher reports it gone, and reads no longer return it, within ttl + slack of the kill.
     actions = []
     while not actions or actions[-1] != "delete":

@@ -12,8 +12,10 @@
   nodes vanish from reads exactly ttl seconds after its last registration, and from watchers within
   a few milliseconds after that. The registry that notices an expired node deletes its key (only if
   it was not written again meanwhile). The NATS server in use needs no per-key TTL support (2.9+).
-* **Reads.** ``get_service`` and ``list_services`` read the bucket (the keys under the service's prefix,
-  or all of them), so they see every registration the server has confirmed.
+* **Reads.** ``get_service`` and ``list_services`` answer from the state the registry follows (see
+  Watch), after asking the server for the bucket's last sequence and waiting (at most ``timeout``)
+  until that state has caught up with it: one round trip, and they see every registration the
+  server had confirmed, from any process.
 * **Watch.** From ``start()`` on, the registry follows the bucket (one key-value watch) and keeps its
   state; each change of a ``(name, version)``, and each expiry, is diffed into create/update/delete
   results for every watcher. A registration of several nodes is several writes, so a watcher may see
@@ -45,6 +47,7 @@ from .options import NatsRegistryOptions, display_address, server_urls
 
 if TYPE_CHECKING:
     from nats.aio.client import Client
+    from nats.js import JetStreamContext
     from nats.js.kv import KeyValue
 
 __all__ = ["NatsRegistry"]
@@ -128,6 +131,10 @@ class NatsRegistry(Registry):
         self._published: dict[_Key, Service] = {}
         self._follower: asyncio.Task[None] | None = None
         self._bucket_watch: Any = None  # the driver's key-value watcher (untyped) that _follow reads
+        self._js: JetStreamContext | None = None
+        #: The bucket's stream sequence that _state is up to date with, and an event set whenever it moves.
+        self._seen = 0
+        self._advanced = asyncio.Event()
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = float("inf")
 
@@ -150,6 +157,9 @@ class NatsRegistry(Registry):
         )
         try:
             self._kv = kv = await self._bucket(nc)
+            self._js = nc.jetstream(timeout=self.options.timeout)
+            # Everything up to here is in the watch's first values (the latest of each key).
+            self._seen = (await self._js.stream_info(self._stream)).state.last_seq
             watcher: Any = await kv.watchall()  # the driver's watcher is untyped
             self._state, self._published = {}, {}
             while (entry := await watcher.updates(timeout=self.options.timeout)) is not None:
@@ -165,6 +175,10 @@ class NatsRegistry(Registry):
             raise
         self._nc, self._bucket_watch = nc, watcher
         self._follower = asyncio.create_task(self._follow(watcher), name="micro.registry.nats.follow")
+
+    @property
+    def _stream(self) -> str:
+        return f"KV_{self.options.bucket}"
 
     async def _bucket(self, nc: Client) -> KeyValue:
         from nats.js.api import KeyValueConfig, StorageType
@@ -199,7 +213,7 @@ class NatsRegistry(Registry):
             self._timer.cancel()
         self._timer, self._timer_at = None, float("inf")
         await self._watchers.stop_all()
-        nc, self._nc, self._kv = self._nc, None, None
+        nc, self._nc, self._kv, self._js = self._nc, None, None, None
         self._state, self._published = {}, {}
         if nc is not None:
             with contextlib.suppress(Exception):
@@ -235,6 +249,9 @@ class NatsRegistry(Registry):
             self._watchers.fail(error)
 
     def _apply(self, key: str, value: bytes | None, revision: int, operation: str | None, *, publish: bool) -> None:
+        if revision > self._seen:
+            self._seen = revision
+            self._advanced.set()
         parsed = _parse(key, value, revision) if operation is None else None
         if parsed is None:
             if operation is None:
@@ -340,39 +357,53 @@ class NatsRegistry(Registry):
         except Exception as exc:
             self._fail(exc)
 
-    async def _read(self, kv: KeyValue, keys: str) -> dict[_Key, dict[str, _Entry]]:
-        """The live entries of the bucket under ``keys`` (a key filter), read from the server."""
-        state: dict[_Key, dict[str, _Entry]] = {}
+    async def _sync(self) -> None:
+        """Wait until the followed state holds every write the server had confirmed when this was called.
+
+        One request (the bucket's last sequence), then no more than the follower's lag: reads see
+        every registration that returned before them, from any process.
+        """
+        js = self._js
+        if js is None:
+            raise self._closed_error()
         try:
-            watcher: Any = await kv.watch(keys, ignore_deletes=True)  # the driver's watcher is untyped
-            try:
-                while (entry := await watcher.updates(timeout=self.options.timeout)) is not None:
-                    if entry.operation is not None:
-                        continue
-                    parsed = _parse(entry.key, entry.value, entry.revision)
-                    if parsed is not None:
-                        state.setdefault(parsed[0], {})[parsed[1].node.id] = parsed[1]
-            finally:
-                with contextlib.suppress(Exception):
-                    await watcher.stop()
+            last = (await js.stream_info(self._stream)).state.last_seq
         except Exception as exc:
             self._fail(exc)
-        return state
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.options.timeout
+        while self._seen < last:
+            follower = self._follower
+            if follower is None or follower.done():
+                raise BackendUnavailable(
+                    f"{self._where}: the registry stopped following bucket {self.options.bucket!r}"
+                )
+            self._advanced.clear()
+            try:
+                await asyncio.wait_for(self._advanced.wait(), max(0.0, deadline - loop.time()))
+            except TimeoutError:
+                raise BackendUnavailable(
+                    f"{self._where}: bucket {self.options.bucket!r} did not catch up within "
+                    f"timeout={self.options.timeout:g}s (MICRO_REGISTRY_TIMEOUT)"
+                ) from None
 
     async def get_service(self, name: str) -> list[Service]:
         check_name(name)
-        kv = await self._ready()
-        state = await self._read(kv, f"{_enc(name)}.>")
+        await self._ready()
+        await self._sync()
         now = time.time()
-        found = [s for key in sorted(state) if (s := _snapshot(key, state[key], now)) is not None]
+        state = self._state
+        keys = sorted(key for key in state if key[0] == name)
+        found = [s for key in keys if (s := _snapshot(key, state[key], now)) is not None]
         if not found:
             raise ServiceNotFound(f"service {name!r} not found", id="registry")
         return found
 
     async def list_services(self) -> list[Service]:
-        kv = await self._ready()
-        state = await self._read(kv, ">")
+        await self._ready()
+        await self._sync()
         now = time.time()
+        state = self._state
         return [s for key in sorted(state) if (s := _snapshot(key, state[key], now)) is not None]
 
     def watch(self, service: str | None = None) -> Watcher:
