@@ -43,7 +43,7 @@ class Users:
 async def services(tmp_path: Path) -> AsyncIterator[tuple[Service, Service, Debug, Debug]]:
     registry = MemoryRegistry()
     # The per-user secret behind the Debug endpoints' local proofs lives in the runtime dir: a private one here.
-    environ = {"XDG_RUNTIME_DIR": str(tmp_path)}
+    environ = {"XDG_RUNTIME_DIR": str(tmp_path), "MICRO_TRACER_SAMPLE": "1"}  # the tests read every span
 
     def make(name: str) -> Service:
         service = Service(
