@@ -4,7 +4,6 @@ No ``from __future__ import annotations`` here: the handlers are defined around 
 at test time, and micro reads their hints when they are registered.
 """
 
-import asyncio
 import logging
 from collections.abc import AsyncIterator
 from types import ModuleType
@@ -12,50 +11,13 @@ from typing import Any
 
 import grpc
 import pytest
-from micro import context
-from micro.errors import Conflict, InvalidOption, NotFound, Unavailable
+from micro.errors import InvalidOption, Unavailable
 from micro.registry.memory import MemoryRegistry
 from micro_grpc import GRPCServer, GRPCServerOptions
 
 
-def echo_handler(pb2: ModuleType) -> object:
-    Msg = pb2.Msg
-
-    class Echo:
-        async def Say(self, req: Msg) -> Msg:
-            context.set_header("x-served-by", "micro")
-            return Msg(text=f"{req.text}|{context.get('x-user') or '-'}", n=req.n + 1)
-
-        async def Count(self, req: Msg) -> AsyncIterator[Msg]:
-            for i in range(req.n):
-                yield Msg(text=req.text, n=i)
-
-        async def Join(self, reqs: AsyncIterator[Msg]) -> Msg:
-            texts = [r.text async for r in reqs]
-            return Msg(text="+".join(texts), n=len(texts))
-
-        async def Chat(self, reqs: AsyncIterator[Msg]) -> AsyncIterator[Msg]:
-            async for r in reqs:
-                yield Msg(text=r.text.upper(), n=r.n)
-
-        async def Slow(self, req: Msg) -> Msg:
-            remaining = context.remaining()
-            await asyncio.sleep(30)
-            return Msg(text=str(remaining))
-
-        async def Fail(self, req: Msg) -> Msg:
-            if req.text == "conflict":
-                raise Conflict("already there")
-            raise NotFound(f"no such thing {req.text}")
-
-        async def Boom(self, req: Msg) -> Msg:
-            raise RuntimeError("password=hunter2 leaked")
-
-    return Echo()
-
-
 @pytest.fixture
-async def served(echo: tuple[ModuleType, ModuleType]) -> AsyncIterator[tuple[GRPCServer, Any]]:
+async def served(echo: tuple[ModuleType, ModuleType], echo_handler: Any) -> AsyncIterator[tuple[GRPCServer, Any]]:
     pb2, pb2_grpc = echo
     registry = MemoryRegistry()
     server = GRPCServer(GRPCServerOptions(name="echo.svc"), registry=registry)
@@ -167,7 +129,7 @@ async def test_unknown_methods_are_unimplemented(served):
             assert caught.value.code() == grpc.StatusCode.UNIMPLEMENTED, path
 
 
-async def test_oversized_messages_are_refused(echo):
+async def test_oversized_messages_are_refused(echo, echo_handler):
     pb2, pb2_grpc = echo
     server = GRPCServer(GRPCServerOptions(name="echo.small", max_message_size=1024), registry=MemoryRegistry())
     server.handle(echo_handler(pb2))
@@ -190,7 +152,7 @@ async def test_the_node_says_it_speaks_grpc(served):
     assert "transport" not in node.metadata
 
 
-async def test_a_busy_port_is_an_error_not_a_shared_listener(served, echo):
+async def test_a_busy_port_is_an_error_not_a_shared_listener(served, echo, echo_handler):
     server, _ = served
     pb2, _ = echo
     second = GRPCServer(GRPCServerOptions(name="echo.two", address=server.address), registry=MemoryRegistry())
