@@ -13,13 +13,13 @@ Bytes that do not parse raise :class:`~micro.errors.CodecError` (a 400, ``INVALI
 from __future__ import annotations
 
 from collections.abc import Callable
+from enum import Enum
 from typing import Any
 
-from google.protobuf import json_format
 from google.protobuf.message import DecodeError
 from google.protobuf.message import Message as ProtoMessage
 from micro.codec.json import JSONCodec
-from micro.codec.types import ShapeError, convert
+from micro.codec.types import ShapeError, convert, plain
 from micro.errors import CodecError, MicroError
 
 __all__ = ["Marshal", "is_message_class", "json_marshal", "proto_marshal", "typed_marshal"]
@@ -81,16 +81,39 @@ def _plain_of(message: Any) -> dict[str, Any]:
     return out
 
 
+def _tree(value: Any) -> Any:
+    """``value`` as nested dicts, lists and scalars, which a generated message's constructor takes as they are
+    (nested messages from dicts, repeated fields from lists, maps from dicts); ``None`` fields left unset."""
+    cls = type(value)
+    if cls is str or cls is int or cls is float or cls is bool or cls is bytes:
+        return value
+    if isinstance(value, dict):
+        return {k: _tree(v) for k, v in value.items() if v is not None}
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return [_tree(v) for v in value]
+    if isinstance(value, Enum):
+        return value.value
+    try:
+        fields = plain(value, binary=True)
+    except TypeError as exc:
+        raise CodecError(str(exc)) from exc
+    if fields is value:
+        return value
+    return _tree(fields)
+
+
 def typed_marshal(tp: Any, cls: Any) -> Marshal:
     """For a dataclass or model ``tp`` carried as the generated message class ``cls``."""
     parse = cls.FromString
 
     def encode(value: Any) -> bytes:
-        message = cls()
         try:
-            json_format.Parse(_JSON.marshal(value), message)
-        except json_format.ParseError as exc:
+            tree = _tree(value)
+            message = cls(**tree) if isinstance(tree, dict) else None
+        except (TypeError, ValueError, AttributeError) as exc:
             raise CodecError(f"cannot carry {type(value).__name__} as {cls.DESCRIPTOR.name}: {exc}") from exc
+        if message is None:
+            raise CodecError(f"cannot carry {type(value).__name__} as {cls.DESCRIPTOR.name}: not a record")
         data: bytes = message.SerializeToString()
         return data
 

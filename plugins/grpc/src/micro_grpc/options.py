@@ -26,8 +26,10 @@ class GRPCServerOptions(ServerOptions):
     #: Largest message, in bytes, received or sent (``MICRO_SERVER_MAX_MESSAGE_SIZE``); bigger ones fail with
     #: ``RESOURCE_EXHAUSTED``.
     max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE
-    #: Calls open at once on one HTTP/2 connection (``MICRO_SERVER_MAX_CONCURRENT_STREAMS``).
-    max_concurrent_streams: int = 100
+    #: Calls open at once on one HTTP/2 connection (``MICRO_SERVER_MAX_CONCURRENT_STREAMS``). Streams a
+    #: client just finished still count for a moment, so a busy client with fewer calls than this can meet it
+    #: (its next call fails with ``UNAVAILABLE``, which micro's client retries); hence the margin.
+    max_concurrent_streams: int = 1000
     #: Calls running at once on the whole server (``MICRO_SERVER_MAX_CONCURRENT_RPCS``); more are refused with
     #: ``RESOURCE_EXHAUSTED`` rather than queued without bound.
     max_concurrent_rpcs: int = 1000
