@@ -13,12 +13,13 @@ from micro.plugins import get_manager
 def test_the_entry_point_registers_server_client_and_command():
     manager = get_manager()
     found = {(p.interface, p.name): p for p in manager.providers() if p.plugin == "asyncmicro-grpc:grpc"}
-    assert set(found) == {("server", "grpc"), ("client", "grpc"), ("command", "proto")}
+    assert set(found) == {("server", "grpc"), ("client", "grpc"), ("command", "proto"), ("codec", "proto-rpc")}
     for provider in found.values():
         assert provider.distribution is not None
         assert provider.distribution.core_range == "<0.2,>=0.1"
     assert manager.factory(found["server", "grpc"]) is micro_grpc.GRPCServer
     assert manager.factory(found["client", "grpc"]) is micro_grpc.GRPCClient
+    assert manager.factory(found["codec", "proto-rpc"]) is micro_grpc.ProtoRPCCodec
 
 
 def test_selected_by_environment():

@@ -164,3 +164,30 @@ async def test_a_busy_port_is_an_error_not_a_shared_listener(served, echo, echo_
 def test_local_only_is_refused_with_the_option_name():
     with pytest.raises(InvalidOption, match="local_only"):
         GRPCServerOptions(local_only=True)
+
+
+async def test_caller_metadata_does_not_decide_the_service(echo, echo_handler):
+    pb2, pb2_grpc = echo
+    seen: list[tuple[str, str]] = []
+
+    def record(next_: Any) -> Any:
+        async def handler(request: Any) -> Any:
+            seen.append((request.service, request.endpoint))
+            return await next_(request)
+
+        return handler
+
+    server = GRPCServer(GRPCServerOptions(name="echo.trust"), registry=MemoryRegistry())
+    server.handle(echo_handler(pb2))
+    server.wrap(record)
+    await server.start()
+    try:
+        async with grpc.aio.insecure_channel(server.address) as channel:
+            stub = pb2_grpc.EchoStub(channel)
+            claims = (("micro-service", "billing"), ("micro-endpoint", "Billing.refund"))
+            await stub.Say(pb2.Msg(text="x"), metadata=claims, timeout=10)
+            # Another package prefix reaches the same endpoint of this server, never another service.
+            await channel.unary_unary("/billing.Echo/Say")(pb2.Msg(text="y").SerializeToString(), timeout=10)
+    finally:
+        await server.stop()
+    assert seen == [("echo.trust", "Echo.Say"), ("echo.trust", "Echo.Say")]

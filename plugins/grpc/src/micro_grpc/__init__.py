@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from .client import GRPCClient
     from .options import GRPCClientOptions, GRPCServerOptions
     from .proto import proto_of
+    from .protorpc import ProtoRPCCodec
     from .server import GRPCServer
     from .status import from_status, to_status
 
@@ -23,6 +24,7 @@ __all__ = [
     "GRPCClientOptions",
     "GRPCServer",
     "GRPCServerOptions",
+    "ProtoRPCCodec",
     "from_status",
     "proto_of",
     "to_status",
@@ -37,6 +39,7 @@ _LAZY = {
     "from_status": ".status",
     "to_status": ".status",
     "proto_of": ".proto",
+    "ProtoRPCCodec": ".protorpc",
 }
 
 

@@ -18,3 +18,8 @@ def micro_register_client(register: Register) -> None:
 @hookimpl
 def micro_register_command(register: Register) -> None:
     register("proto", "micro_grpc.cli:command")
+
+
+@hookimpl
+def micro_register_codec(register: Register) -> None:
+    register("proto-rpc", "micro_grpc.protorpc:ProtoRPCCodec")
