@@ -1,9 +1,11 @@
-"""A stub grpcio-tools generated calls micro handlers over the grpc server: every call kind, errors, deadlines.
+"""A stub grpcio-tools generated calls micro handlers over the grpc server: every call kind, errors, deadlines,
+limits; and the client's channel bound.
 
 No ``from __future__ import annotations`` here: the handlers are defined around message classes generated
 at test time, and micro reads their hints when they are registered.
 """
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from types import ModuleType
@@ -13,7 +15,7 @@ import grpc
 import pytest
 from micro.errors import InvalidOption, Unavailable
 from micro.registry.memory import MemoryRegistry
-from micro_grpc import GRPCServer, GRPCServerOptions
+from micro_grpc import GRPCClient, GRPCClientOptions, GRPCServer, GRPCServerOptions
 
 
 @pytest.fixture
@@ -191,3 +193,35 @@ async def test_caller_metadata_does_not_decide_the_service(echo, echo_handler):
     finally:
         await server.stop()
     assert seen == [("echo.trust", "Echo.Say"), ("echo.trust", "Echo.Say")]
+
+
+async def test_calls_beyond_max_concurrent_rpcs_are_refused_not_queued(echo, echo_handler):
+    pb2, pb2_grpc = echo
+    server = GRPCServer(GRPCServerOptions(name="echo.busy", max_concurrent_rpcs=1), registry=MemoryRegistry())
+    server.handle(echo_handler(pb2))
+    await server.start()
+    try:
+        async with grpc.aio.insecure_channel(server.address) as channel:
+            stub = pb2_grpc.EchoStub(channel)
+            slow = stub.Slow(pb2.Msg(), timeout=30)
+            for _ in range(200):  # bounded wait until the slow call holds the only slot
+                if server._inflight:
+                    break
+                await asyncio.sleep(0.02)
+            assert server._inflight
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                await stub.Say(pb2.Msg(text="x"), timeout=10)
+            assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            slow.cancel()
+    finally:
+        await server.stop()
+
+
+async def test_client_channels_beyond_max_channels_are_closed():
+
+    client = GRPCClient(GRPCClientOptions(max_channels=2))
+    for port in (1, 2, 3):
+        client._channel(f"127.0.0.1:{port}")
+    assert list(client._channels) == ["127.0.0.1:2", "127.0.0.1:3"]
+    await client.close()
+    assert not client._channels

@@ -139,6 +139,7 @@ class GRPCClient(RPCClient):
         super().__init__(options, **parts)
         self._channels: OrderedDict[str, grpc.aio.Channel] = OrderedDict()
         self._narrowed: _GRPCNodes | None = None
+        self._closing: set[asyncio.Task[None]] = set()
 
     @property
     def selector(self) -> Selector:
@@ -160,7 +161,10 @@ class GRPCClient(RPCClient):
         self._channels[address] = channel
         while len(self._channels) > self.options.max_channels:
             _, oldest = self._channels.popitem(last=False)
-            asyncio.get_running_loop().create_task(oldest.close(grace=1.0))
+            # Calls still on it get a second; the task is kept so the loop's weak reference does not drop it.
+            task = asyncio.get_running_loop().create_task(oldest.close(grace=1.0))
+            self._closing.add(task)
+            task.add_done_callback(self._closing.discard)
         return channel
 
     async def close(self) -> None:
@@ -168,6 +172,8 @@ class GRPCClient(RPCClient):
         self._channels.clear()
         for channel in channels:
             await channel.close()
+        if self._closing:
+            await asyncio.gather(*self._closing, return_exceptions=True)
         await super().close()
 
     @staticmethod
