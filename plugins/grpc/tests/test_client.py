@@ -174,6 +174,12 @@ class Shapes:
     async def anything(self, value: Any) -> Any:
         return {"got": value}
 
+    async def drip(self, p: Point) -> AsyncIterator[Point]:
+        context.set_header("x-drip", "on")
+        yield Point(0, 0)
+        await asyncio.sleep(30)
+        yield Point(1, 1)
+
 
 @pytest.fixture
 async def shapes() -> AsyncIterator[GRPCClient]:
@@ -209,3 +215,13 @@ async def test_untyped_endpoints_carry_json(shapes):
     with pytest.raises(NotSupported):
         await shapes.call("shapes", "Shapes.nothing", {})
     assert not issubclass(NotSupported, EndpointNotFound)
+
+
+async def test_a_stream_past_its_deadline_raises_timeout(shapes):
+    stream = await shapes.stream("shapes", "Shapes.drip", Point(1, 1), response_type=Point, timeout=0.5)
+    assert await stream.recv() == Point(0, 0)
+    with pytest.raises(Timeout):
+        await stream.recv()
+    with pytest.raises(ConnectionClosed):
+        await stream.recv()
+    assert not stream.done

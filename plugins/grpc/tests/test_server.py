@@ -7,13 +7,14 @@ at test time, and micro reads their hints when they are registered.
 
 import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator
 from types import ModuleType
 from typing import Any
 
 import grpc
 import pytest
-from micro.errors import InvalidOption, Unavailable
+from micro.errors import InvalidOption, Timeout, Unavailable
 from micro.registry.memory import MemoryRegistry
 from micro_grpc import GRPCClient, GRPCClientOptions, GRPCServer, GRPCServerOptions
 
@@ -225,3 +226,12 @@ async def test_client_channels_beyond_max_channels_are_closed():
     assert list(client._channels) == ["127.0.0.1:2", "127.0.0.1:3"]
     await client.close()
     assert not client._channels
+
+
+async def test_the_servers_own_deadline_is_a_timeout_saying_so():
+    # The server's deadline scope, not only grpcio's, ends a handler past the call's deadline, with a 408 saying why.
+    server = GRPCServer(GRPCServerOptions(name="echo.deadline"))
+    started = time.monotonic()
+    with pytest.raises(Timeout, match=r"Echo\.Slow: deadline exceeded"):
+        await server._grpc_within(started + 0.2, "Echo.Slow", asyncio.sleep(30))
+    assert time.monotonic() - started < 10

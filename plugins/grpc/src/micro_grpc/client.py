@@ -296,12 +296,14 @@ class GRPCStream(Stream):
                 trailers = await self._call.trailing_metadata()
                 self._metadata.update(inbound(trailers))
                 if code != grpc.StatusCode.OK:
+                    self._closed = True
                     raise from_status(
                         code, await self._call.details(), dict(trailers or ()), service=self._request.service
                     )
                 self._done = True
                 raise ConnectionClosed("the server ended the stream")
         except grpc.aio.AioRpcError as exc:
+            self._closed = True  # a failed stream is over: later calls raise ConnectionClosed
             self._metadata.update(inbound(exc.trailing_metadata()))
             raise _error(exc, self._request) from None
         if self._response is None:

@@ -188,14 +188,14 @@ class GRPCServer(RPCServer):
     async def _grpc_within(self, deadline: float | None, endpoint: str, work: Awaitable[Any]) -> Any:
         if deadline is None:
             return await work
-        async with asyncio.timeout(deadline - time.monotonic()) as scope:
-            try:
+        scope = asyncio.timeout(deadline - time.monotonic())
+        try:
+            async with scope:  # the cancellation becomes TimeoutError on leaving the block, so try goes outside
                 return await work
-            except TimeoutError as exc:
-                if scope.expired():
-                    raise Timeout(f"{endpoint}: deadline exceeded", id=self.options.name) from exc
-                raise
-        raise AssertionError("unreachable")  # pragma: no cover
+        except TimeoutError as exc:
+            if scope.expired():
+                raise Timeout(f"{endpoint}: deadline exceeded", id=self.options.name) from exc
+            raise
 
     def _grpc_unary(self, method: Method, marshals: _Endpoint) -> Callable[[Any, Any], Awaitable[bytes]]:
         """A unary or client-streaming call: one response."""
