@@ -10,7 +10,7 @@ from typing import Any
 import grpc
 import pytest
 from micro import context
-from micro.errors import ConnectionClosed, EndpointNotFound, Forbidden, NotFound, NotSupported, Timeout
+from micro.errors import ConnectionClosed, Forbidden, NotFound, NotSupported, Timeout
 from micro.registry.base import Node, Service
 from micro.registry.memory import MemoryRegistry
 from micro.selector.cache import RandomSelector
@@ -212,9 +212,14 @@ async def test_micro_to_micro_with_dataclasses(shapes):
 
 async def test_untyped_endpoints_carry_json(shapes):
     assert await shapes.call("shapes", "Shapes.anything", [1, "two"]) == {"got": [1, "two"]}
-    with pytest.raises(NotSupported):
+
+
+async def test_an_unknown_method_of_a_micro_server_is_not_found(shapes):
+    # The server answers UNIMPLEMENTED (gRPC's convention) carrying micro's 404: the same error as over mucp.
+    with pytest.raises(NotFound, match="has no method '/Shapes/nothing'") as caught:
         await shapes.call("shapes", "Shapes.nothing", {})
-    assert not issubclass(NotSupported, EndpointNotFound)
+    assert caught.value.code == 404
+    assert caught.value.id == "shapes"
 
 
 async def test_a_stream_past_its_deadline_raises_timeout(shapes):

@@ -130,6 +130,8 @@ async def test_unknown_methods_are_unimplemented(served):
             with pytest.raises(grpc.aio.AioRpcError) as caught:
                 await channel.unary_unary(path)(b"", timeout=10)
             assert caught.value.code() == grpc.StatusCode.UNIMPLEMENTED, path
+            assert dict(caught.value.trailing_metadata())["micro-error-code"] == "404"
+            assert caught.value.details() == f"echo.svc has no method {path!r}"
 
 
 async def test_oversized_messages_are_refused(echo, echo_handler):

@@ -33,7 +33,7 @@ import grpc
 from google.protobuf import descriptor_pb2, descriptor_pool
 from micro._redact import redact
 from micro.context import serving
-from micro.errors import InternalError, MicroError, Timeout, Unavailable
+from micro.errors import EndpointNotFound, InternalError, MicroError, Timeout, Unavailable
 from micro.metadata import Metadata
 from micro.registry.base import Service
 from micro.server.base import Request
@@ -52,6 +52,8 @@ logger = logging.getLogger("micro.server.grpc")
 
 #: The ``content_type`` handler wrappers see on a gRPC call.
 CONTENT_TYPE = "application/grpc+proto"
+# Caller-sent method paths quoted in an error are cut to this many characters.
+_ECHO = 80
 
 
 class _Endpoint:
@@ -66,12 +68,12 @@ class _Endpoint:
 
 
 class _Router(grpc.GenericRpcHandler):  # type: ignore[misc]
-    """Finds the endpoint for a gRPC method path; ``None`` lets grpcio answer ``UNIMPLEMENTED``."""
+    """Finds the endpoint for a gRPC method path (an ``UNIMPLEMENTED`` answer for a method the server lacks)."""
 
     def __init__(self, server: GRPCServer) -> None:
         self._server = server
 
-    def service(self, handler_call_details: Any) -> grpc.RpcMethodHandler | None:
+    def service(self, handler_call_details: Any) -> grpc.RpcMethodHandler:
         return self._server._lookup(handler_call_details.method)
 
 
@@ -125,14 +127,14 @@ class GRPCServer(RPCServer):
             return typed_marshal(tp, self._classes[rpc[2] if request else rpc[3]])
         return json_marshal(tp)
 
-    def _lookup(self, path: str) -> grpc.RpcMethodHandler | None:
+    def _lookup(self, path: str) -> grpc.RpcMethodHandler:
         service, _, name = path[1:].rpartition("/")
         endpoint = f"{service.rpartition('.')[2]}.{name}"
         found = self._endpoints.get(endpoint)
         if found is None:
             route = self._routes.get(endpoint)
             if route is None:
-                return None
+                return self._grpc_unknown(path)
             method = route.method
             found = _Endpoint(
                 self._marshal(method, method.request_type, True), self._marshal(method, method.response_type, False)
@@ -140,6 +142,18 @@ class GRPCServer(RPCServer):
             found.handler = self._method_handler(method, found)
             self._endpoints[endpoint] = found
         return found.handler
+
+    def _grpc_unknown(self, path: str) -> grpc.RpcMethodHandler:
+        """The answer to a method this server lacks: ``UNIMPLEMENTED``, as gRPC clients expect, carrying
+        micro's 404 so a micro client raises the same not-found error as over mucp. One shape serves every
+        call kind (they differ only in the client's API); built per call, so unknown paths cache nothing."""
+        shown = repr(path if len(path) <= _ECHO else path[:_ECHO] + "...")
+        error = EndpointNotFound(f"{self.options.name} has no method {shown}", id=self.options.name)
+
+        async def unknown(received: Any, context: Any) -> None:
+            await self._grpc_abort(context, error, None, status=grpc.StatusCode.UNIMPLEMENTED)
+
+        return grpc.stream_stream_rpc_method_handler(unknown)
 
     def _method_handler(self, method: Method, marshals: _Endpoint) -> grpc.RpcMethodHandler:
         kind = method.kind
@@ -268,14 +282,16 @@ class GRPCServer(RPCServer):
             if aclose is not None:
                 await aclose()
 
-    async def _grpc_abort(self, context: Any, error: MicroError, headers: Metadata | None) -> None:
+    async def _grpc_abort(
+        self, context: Any, error: MicroError, headers: Metadata | None, *, status: grpc.StatusCode | None = None
+    ) -> None:
         # A deliberate error keeps its message, minus any credentials it quotes.
         error.detail = redact(error.detail)
         trailers = outbound(headers)
         trailers.append((ERROR_CODE, str(error.code)))
         if error.id.isascii() and error.id.isprintable():
             trailers.append((ERROR_ID, error.id))
-        await context.abort(to_status(error), error.detail, tuple(trailers))
+        await context.abort(status or to_status(error), error.detail, tuple(trailers))
 
     # -- description -----------------------------------------------------------------------------
 
