@@ -223,7 +223,7 @@ async def test_an_unknown_method_of_a_micro_server_is_not_found(shapes):
 
 
 async def test_a_stream_past_its_deadline_raises_timeout(shapes):
-    stream = await shapes.stream("shapes", "Shapes.drip", Point(1, 1), response_type=Point, timeout=0.5)
+    stream = await shapes.stream("shapes", "Shapes.drip", Point(1, 1), response_type=Point, timeout=2.0)
     assert await stream.recv() == Point(0, 0)
     with pytest.raises(Timeout):
         await stream.recv()

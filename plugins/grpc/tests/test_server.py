@@ -207,7 +207,7 @@ async def test_calls_beyond_max_concurrent_rpcs_are_refused_not_queued(echo, ech
         async with grpc.aio.insecure_channel(server.address) as channel:
             stub = pb2_grpc.EchoStub(channel)
             slow = stub.Slow(pb2.Msg(), timeout=30)
-            for _ in range(200):  # bounded wait until the slow call holds the only slot
+            for _ in range(1000):  # bounded wait (20 s on a loaded machine) until the slow call holds the only slot
                 if server._inflight:
                     break
                 await asyncio.sleep(0.02)
