@@ -1,0 +1,12 @@
+"""The micro plugin of asyncmicro-etcd: the registry, config source and sync named ``etcd``."""
+
+from __future__ import annotations
+
+from micro.hookspecs import Register, hookimpl
+
+__all__ = ["micro_register_registry"]
+
+
+@hookimpl
+def micro_register_registry(register: Register) -> None:
+    register("etcd", "micro_etcd.registry:EtcdRegistry")
