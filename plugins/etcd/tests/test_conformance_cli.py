@@ -9,7 +9,7 @@ import uuid
 
 import pytest
 
-INTERFACES = ["registry"]
+INTERFACES = ["registry", "sync"]
 
 
 def options(interface: str, run: str) -> list[str]:

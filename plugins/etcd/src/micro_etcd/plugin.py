@@ -4,9 +4,14 @@ from __future__ import annotations
 
 from micro.hookspecs import Register, hookimpl
 
-__all__ = ["micro_register_registry"]
+__all__ = ["micro_register_registry", "micro_register_sync"]
 
 
 @hookimpl
 def micro_register_registry(register: Register) -> None:
     register("etcd", "micro_etcd.registry:EtcdRegistry")
+
+
+@hookimpl
+def micro_register_sync(register: Register) -> None:
+    register("etcd", "micro_etcd.sync:EtcdSync")
