@@ -9,7 +9,7 @@ import uuid
 
 import pytest
 
-INTERFACES = ["registry", "sync"]
+INTERFACES = ["registry", "config", "sync"]
 
 
 def options(interface: str, run: str) -> list[str]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from micro.hookspecs import Register, hookimpl
 
-__all__ = ["micro_register_registry", "micro_register_sync"]
+__all__ = ["micro_register_config", "micro_register_registry", "micro_register_sync"]
 
 
 @hookimpl
@@ -15,3 +15,8 @@ def micro_register_registry(register: Register) -> None:
 @hookimpl
 def micro_register_sync(register: Register) -> None:
     register("etcd", "micro_etcd.sync:EtcdSync")
+
+
+@hookimpl
+def micro_register_config(register: Register) -> None:
+    register("etcd", "micro_etcd.config:EtcdSource")
