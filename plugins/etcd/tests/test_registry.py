@@ -10,7 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from micro.errors import BackendUnavailable, InvalidOption, ServiceNotFound
+from micro.errors import BackendUnavailable, InvalidOption, MessageTooLarge, ServiceNotFound
 from micro.registry import Node, Service
 from micro_etcd._client import Etcd, prefix_end
 from micro_etcd.options import EtcdRegistryOptions
@@ -150,3 +150,17 @@ def test_etcd_endpoints_is_the_fallback(monkeypatch: pytest.MonkeyPatch) -> None
     client = Etcd((), variable="MICRO_REGISTRY_ADDRESS", timeout=1)
     assert [shown for _, shown in client.bases] == ["127.0.0.2:2379", "127.0.0.3:2379"]
     assert "ETCD_ENDPOINTS" in client.where()
+
+
+@pytest.mark.parametrize("size", [1_600_000, 2_100_000])
+async def test_a_description_over_etcds_request_limit_is_message_too_large(
+    etcd_address: str, unique: Callable[[str], str], size: int
+) -> None:
+    """etcd refuses requests over 1.5 MiB, its gateway over 2 MiB: both are MessageTooLarge, nothing registered."""
+    name = unique("huge")
+    huge = Service(name, "1", metadata={"blob": "x" * size}, nodes=[Node("n1", "127.0.0.1:1")])
+    async with registry(etcd_address) as reg:
+        with pytest.raises(MessageTooLarge, match=r"too large|larger than max"):
+            await reg.register(huge, ttl=10)
+        with pytest.raises(ServiceNotFound):
+            await reg.get_service(name)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import io
 import json
 import os
 import ssl
@@ -83,6 +84,15 @@ class KeyValue:
             mod_revision=_int(data.get("mod_revision")),
             lease=_int(data.get("lease")),
         )
+
+
+_JSON: Final = {"Content-Type": "application/json"}
+
+
+def _payload(body: dict[str, Any]) -> bytes | io.BytesIO:
+    # aiohttp warns that a large bytes body blocks the loop while it is sent; a file-like body is streamed.
+    raw = json.dumps(body, separators=(",", ":")).encode("utf-8")
+    return io.BytesIO(raw) if len(raw) > 512 * 1024 else raw
 
 
 def _int(value: object) -> int:
@@ -180,7 +190,7 @@ class Etcd:
         session = self._session_or_fail()
         try:
             async with asyncio.timeout(self.timeout):
-                async with session.post(f"{self.base}/v3/{path}", json=body) as response:
+                async with session.post(f"{self.base}/v3/{path}", data=_payload(body), headers=_JSON) as response:
                     text = await response.text()
                     status = response.status
         except TimeoutError as exc:
