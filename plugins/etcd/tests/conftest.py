@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import socket
+import subprocess
+import time
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 from micro_conformance.live import LiveServer
@@ -47,3 +52,47 @@ def unique() -> Callable[[str], str]:
     """Names unique to this test: ``unique("orders")`` is ``"t-<hex>-orders"``."""
     run = uuid.uuid4().hex[:10]
     return lambda label: f"t-{run}-{label}"
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@pytest.fixture
+def private_etcd(tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """An etcd server of this test's own on free loopback ports, which the test may kill: (address, process)."""
+    binary = shutil.which("etcd")
+    if binary is None:
+        ETCD.require()  # a missing etcd binary is a missing backend: skipped, or failed under CI
+        pytest.skip("no etcd binary on PATH (install Debian's etcd-server) to start a private server")
+    client, peer = _free_port(), _free_port()
+    address = f"127.0.0.1:{client}"
+    with (tmp_path / "etcd.log").open("wb") as log:
+        process = subprocess.Popen(
+            [binary, "--name", "t", "--data-dir", str(tmp_path / "data"), "--logger=zap", "--log-level", "warn",
+             "--listen-client-urls", f"http://{address}", "--advertise-client-urls", f"http://{address}",
+             "--listen-peer-urls", f"http://127.0.0.1:{peer}",
+             "--initial-advertise-peer-urls", f"http://127.0.0.1:{peer}",
+             "--initial-cluster", f"t=http://127.0.0.1:{peer}"],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://{address}/health", timeout=1) as response:
+                    if json.loads(response.read()).get("health") == "true":
+                        break
+            except (OSError, ValueError):
+                pass
+            if process.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"the private etcd did not start: {(tmp_path / 'etcd.log').read_text()[-2000:]}")
+            time.sleep(0.1)
+        yield address, process
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.wait(10)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import signal
+import subprocess
 from collections.abc import AsyncIterator, Callable
 
 import pytest
@@ -90,3 +92,18 @@ async def test_unreachable_server_names_address_and_variable() -> None:
     source = EtcdSource(EtcdSourceOptions(address=("127.0.0.1:1",), timeout=2))
     with pytest.raises(BackendUnavailable, match=r"127\.0\.0\.1:1 \(MICRO_CONFIG_ADDRESS\)"):
         await source.read()
+
+
+async def test_a_watcher_reports_a_lost_server(private_etcd: tuple[str, subprocess.Popen[bytes]]) -> None:
+    """kill -9 of the server under a waiting config watcher: __anext__ raises BackendUnavailable, not a hang."""
+    address, server = private_etcd
+    async with EtcdSource(EtcdSourceOptions(address=(address,), timeout=2)) as source:
+        watcher = await source.watch()
+        try:
+            waiting = asyncio.ensure_future(anext(watcher))
+            await asyncio.sleep(0.2)
+            server.send_signal(signal.SIGKILL)
+            with pytest.raises(BackendUnavailable, match=address):
+                await asyncio.wait_for(waiting, 15)
+        finally:
+            await watcher.stop()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -164,3 +165,19 @@ async def test_a_description_over_etcds_request_limit_is_message_too_large(
             await reg.register(huge, ttl=10)
         with pytest.raises(ServiceNotFound):
             await reg.get_service(name)
+
+
+async def test_a_watcher_fails_when_etcd_goes_away(private_etcd: tuple[str, subprocess.Popen[bytes]]) -> None:
+    """kill -9 of the server under a waiting watcher: __anext__ raises BackendUnavailable, and the watcher stops."""
+    address, server = private_etcd
+    async with registry(address, timeout=2) as reg:
+        await reg.register(Service("before", "1", nodes=[Node("n1", "127.0.0.1:1")]))
+        watcher = reg.watch()
+        await reg.register(Service("seen", "1", nodes=[Node("n1", "127.0.0.1:1")]))
+        assert (await asyncio.wait_for(anext(watcher), 10)).service.name == "seen"
+        waiting = asyncio.ensure_future(anext(watcher))
+        await asyncio.sleep(0.2)
+        server.send_signal(signal.SIGKILL)
+        with pytest.raises(BackendUnavailable, match=address):
+            await asyncio.wait_for(waiting, 15)
+        assert watcher.stopped
