@@ -113,3 +113,4 @@ ensure_etcd
 wait_port 5672 60 || echo "services: rabbitmq did not start"
 for p in 6379 5672 4222 5432 2379; do port_open $p && echo "services: 127.0.0.1:$p up" || echo "services: 127.0.0.1:$p DOWN"; done
 echo "services: consul ${CONSUL_HTTP_ADDR:-not available}"
+echo "services: etcd $(curl -sf http://127.0.0.1:2379/version 2>/dev/null || echo 'not available')"

@@ -288,7 +288,7 @@ class Etcd:
         the translated error.
         """
         session = self._session_or_fail()
-        request: dict[str, Any] = {"key": b64(key), "start_revision": str(start_revision), "prev_kv": True}
+        request: dict[str, Any] = {"key": b64(key), "start_revision": str(start_revision)}
         if end is not None:
             request["range_end"] = b64(end)
         timeout = aiohttp.ClientTimeout(total=None, connect=self.timeout, sock_read=None)
