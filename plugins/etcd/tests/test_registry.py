@@ -181,3 +181,35 @@ async def test_a_watcher_fails_when_etcd_goes_away(private_etcd: tuple[str, subp
         with pytest.raises(BackendUnavailable, match=address):
             await asyncio.wait_for(waiting, 15)
         assert watcher.stopped
+
+
+async def test_concurrent_registrations_of_one_node_leave_it_on_the_lease_renewed(
+    etcd_address: str, unique: Callable[[str], str]
+) -> None:
+    """Racing register() calls for one node (a changed ttl each) end with the key on the lease the registry renews."""
+    name = unique("race")
+    async with registry(etcd_address) as reg:
+        versions = [Service(name, "1", nodes=[Node("n1", "127.0.0.1:1")]) for _ in range(10)]
+        await asyncio.gather(*(reg.register(s, ttl=10 + i) for i, s in enumerate(versions)))
+        client = await reg._client()
+        key = f"{PREFIX}{name}/1/n1"
+        _, (kv,) = await client.range(key, None, "test")
+        assert kv.lease == reg._written[key].id, "the key is on a lease the registry no longer renews"
+        await reg.deregister(versions[0])
+        assert await client.keepalive(kv.lease, "test") == 0
+        assert reg._node_locks == {}, "a node's lock outlived its last user"
+
+
+async def test_a_node_deleted_elsewhere_is_written_again_on_reregister(
+    etcd_address: str, unique: Callable[[str], str]
+) -> None:
+    """The re-register shortcut checks the key is still on its lease: a key deleted behind its back comes back."""
+    name = unique("deleted")
+    service = Service(name, "1", nodes=[Node("n1", "127.0.0.1:1")])
+    async with registry(etcd_address) as reg:
+        await reg.register(service, ttl=30)
+        client = await reg._client()
+        await client.delete(f"{PREFIX}{name}/1/n1", None, "as another process's deregister would")
+        await reg.register(service, ttl=30)
+        assert [n.id for n in (await reg.get_service(name))[0].nodes] == ["n1"]
+        await reg.deregister(service)

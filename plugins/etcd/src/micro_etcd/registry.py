@@ -10,9 +10,10 @@
   default election timeout) and checks for lapsed leases every 500 ms, so an
   unrefreshed node disappears between ``ttl`` and ``max(ceil(ttl), 2 s) + 0.5 s``
   after its last registration. Registering an unchanged node again with the
-  same ttl only renews its lease (one keep-alive request, no write, nothing for
-  watchers); a changed node or ttl is written with a new lease and the old one
-  is revoked. A node whose lease lapsed meanwhile is written again in full.
+  same ttl only renews its lease (a keep-alive, and a transaction that checks
+  the key is still on that lease: no write, nothing for watchers); a changed
+  node or ttl is written with a new lease and the old one is revoked. A node
+  whose lease lapsed, or whose key was deleted elsewhere, is written again.
 * **Read.** :meth:`~EtcdRegistry.get_service` is one range read of the
   service's folder; a version's metadata and endpoints are those of its most
   recently written node. :meth:`~EtcdRegistry.list_services` reads the whole
@@ -39,14 +40,14 @@ import json
 import logging
 import math
 import urllib.parse
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable
 from typing import Any, ClassVar, Final
 
 from micro.errors import BackendUnavailable, MicroError, ServiceNotFound
 from micro.registry import Node, Registry, Service, Watcher
 from micro.registry.watch import QueueWatcher, check_name, check_ttl, diff_views
 
-from ._client import Etcd, KeyValue, prefix_end
+from ._client import Etcd, KeyValue, b64, prefix_end
 from .options import EtcdRegistryOptions
 
 __all__ = ["EtcdRegistry", "lease_seconds"]
@@ -195,6 +196,21 @@ class EtcdRegistry(Registry):
         #: Node key -> what this instance last wrote there (the re-register shortcut, and the lease to revoke).
         self._written: dict[str, _Lease] = {}
         self._watchers: set[EtcdWatcher] = set()
+        #: Node key -> [its lock, how many calls use it]: writes of one node run one at a time, or two racing
+        #: registrations could leave the key on one lease while ``_written`` records (and renews) the other.
+        self._node_locks: dict[str, tuple[asyncio.Lock, list[int]]] = {}
+
+    @contextlib.asynccontextmanager
+    async def _exclusive(self, key: str) -> AsyncIterator[None]:
+        lock, users = self._node_locks.setdefault(key, (asyncio.Lock(), [0]))
+        users[0] += 1
+        try:
+            async with lock:
+                yield
+        finally:
+            users[0] -= 1
+            if not users[0]:
+                del self._node_locks[key]
 
     @property
     def address(self) -> str:
@@ -252,13 +268,15 @@ class EtcdRegistry(Registry):
         key = self._key(service.name, service.version, node.id)
         value = _dumps(service.replace(nodes=[node]).to_dict())
         doing = f"registering {service.name!r} node {node.id!r}"
-        written = self._written.get(key)
-        if (
-            written is not None
-            and (written.value, written.seconds) == (value, seconds)
-            and (seconds is None or await client.keepalive(written.id, doing) > 0)
-        ):
-            return  # unchanged and (if it expires) renewed: nothing for watchers to see
+        async with self._exclusive(key):
+            await self._write_node(client, key, value, seconds, doing)
+
+    async def _write_node(self, client: Etcd, key: str, value: str, seconds: int | None, doing: str) -> None:
+        written = self._written.pop(key, None)  # put back only once the key is known to hold it
+        unchanged = written is not None and (written.value, written.seconds) == (value, seconds)
+        if written is not None and unchanged and written.id and await self._renew(client, key, written.id, doing):
+            self._written[key] = written
+            return  # unchanged and renewed: nothing for watchers to see
         lease = 0 if seconds is None else await client.grant(seconds, doing)
         try:
             await client.put(key, value, doing, lease=lease)
@@ -272,6 +290,15 @@ class EtcdRegistry(Registry):
             # The key moved to the new lease (or to none): the old one holds nothing now.
             await client.revoke(written.id, doing)
 
+    @staticmethod
+    async def _renew(client: Etcd, key: str, lease: int, doing: str) -> bool:
+        """Renew ``lease`` and check ``key`` is still on it (it may have been deleted behind this registry's back)."""
+        on_lease = {"key": b64(key), "target": "LEASE", "result": "EQUAL", "lease": str(lease)}
+        ttl, (still_there, _) = await asyncio.gather(
+            client.keepalive(lease, doing), client.txn([on_lease], [], [], doing)
+        )
+        return ttl > 0 and bool(still_there)
+
     async def deregister(self, service: Service) -> None:
         """Delete the nodes of ``service``; nodes that are not registered are ignored."""
         name = check_name(service.name)
@@ -281,10 +308,11 @@ class EtcdRegistry(Registry):
         async def remove(node: Node) -> None:
             key = self._key(name, service.version, node.id)
             doing = f"deregistering {name!r} node {node.id!r}"
-            written = self._written.pop(key, None)
-            await client.delete(key, None, doing)
-            if written is not None and written.id:
-                await client.revoke(written.id, doing)
+            async with self._exclusive(key):
+                written = self._written.pop(key, None)
+                await client.delete(key, None, doing)
+                if written is not None and written.id:
+                    await client.revoke(written.id, doing)
 
         await asyncio.gather(*(remove(node) for node in service.nodes))
 
