@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator, Callable
 
 import pytest
 from micro.config import ChangeSet, Config, MalformedConfig
-from micro.errors import BackendUnavailable, BadRequest
+from micro.errors import BackendUnavailable, BadRequest, InvalidOption
 from micro_etcd._client import prefix_end
 from micro_etcd.config import MAX_OPERATIONS, EtcdSource
 from micro_etcd.options import EtcdSourceOptions
@@ -107,3 +107,15 @@ async def test_a_watcher_reports_a_lost_server(private_etcd: tuple[str, subproce
                 await asyncio.wait_for(waiting, 15)
         finally:
             await watcher.stop()
+
+
+@pytest.mark.offline
+def test_options_refuse_the_whole_keyspace_and_name_the_option() -> None:
+    assert EtcdSourceOptions(prefix="/app/config").prefix == "app/config/"
+    with pytest.raises(InvalidOption, match="prefix"):
+        EtcdSourceOptions(prefix="")
+    with pytest.raises(InvalidOption, match="timeout"):
+        EtcdSourceOptions(timeout=-1)
+    with pytest.raises(InvalidOption, match=r"\*\*\*@") as caught:
+        EtcdSourceOptions(address=("https://user:hunter2@etcd:2379",))
+    assert "hunter2" not in str(caught.value)
