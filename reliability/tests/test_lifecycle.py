@@ -84,6 +84,8 @@ REGISTRIES = {
     "mdns": ({"MICRO_REGISTRY": "mdns", "MICRO_REGISTRY_INTERFACES": "127.0.0.1"}, None, 3.0),
     # Consul marks a TTL check critical on its own schedule.
     "consul": ({"MICRO_REGISTRY": "consul"}, ("Consul", 8500), 10.0),
+    # etcd leases are whole seconds (2 s at least) and expire on the server's own clock.
+    "etcd": ({"MICRO_REGISTRY": "etcd"}, ("etcd", 2379), 3.0),
 }
 
 
