@@ -36,6 +36,7 @@ from .base import (
     case_id,
     new_run_id,
 )
+from .rules import rule_for
 from .testing import eventually
 
 __all__ = ["micro_names", "micro_poll", "micro_run_id"]
@@ -115,13 +116,22 @@ def _describe(item: pytest.Item) -> dict[str, Any] | None:
 
 
 def rule_of(item: pytest.Item) -> str | None:
-    """``"[S10] <first line of the case's docstring>"`` for a contract case, else ``None``."""
+    """What a failure of a contract case reports it broke, else ``None`` (not a contract case).
+
+    ``"[S29] rule store.expiry: <the rule>\ncase: <first line of the case's docstring>"``;
+    a case no rule lists (a contract subclass's own) gives its docstring alone.
+    """
     cls = getattr(item, "cls", None)
     if not (isinstance(cls, type) and issubclass(cls, Contract)):
         return None
     name = getattr(item, "originalname", None) or item.name
     doc = (getattr(getattr(item, "obj", None), "__doc__", None) or "").strip().splitlines()
-    return f"[{case_id(name) or name}] {doc[0].strip() if doc else name}"
+    case = case_id(name) or name
+    title = doc[0].strip() if doc else name
+    rule = rule_for(cls.interface, case)
+    if rule is None:
+        return f"[{case}] {title}"
+    return f"[{case}] rule {rule.id}: {rule.text}\ncase: {title}"
 
 
 @pytest.hookimpl(wrapper=True)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+from collections.abc import Awaitable, Callable
 from typing import Any, ClassVar
 
 import pytest
@@ -441,7 +442,7 @@ class StoreContract(Contract[Store]):
         unstarted = await self.make()
         self.later(unstarted.close)
         record = Record(key, b"v")
-        operations = {
+        operations: dict[str, Callable[[Store], Awaitable[Any]]] = {
             "read": lambda s: s.read(key),
             "write": lambda s: s.write(record),
             "delete": lambda s: s.delete(key),
@@ -495,10 +496,10 @@ class StoreContract(Contract[Store]):
             ("database", lambda: store.read(key, database="")),
             ("database", lambda: store.write(Record(key, b"w"), database="")),
             ("database", lambda: store.delete(key, database="")),
-            ("prefix", lambda: store.read(key, prefix="yes")),
-            ("suffix", lambda: store.read(key, suffix=1)),
-            ("prefix", lambda: store.list(prefix=None)),
-            ("suffix", lambda: store.list(suffix=3)),
+            ("prefix", lambda: store.read(key, prefix="yes")),  # type: ignore[arg-type]
+            ("suffix", lambda: store.read(key, suffix=1)),  # type: ignore[arg-type]
+            ("prefix", lambda: store.list(prefix=None)),  # type: ignore[arg-type]
+            ("suffix", lambda: store.list(suffix=3)),  # type: ignore[arg-type]
             ("key", lambda: store.delete("")),
             ("keys", lambda: store.read_many(key)),
             ("keys", lambda: store.delete_many(key)),

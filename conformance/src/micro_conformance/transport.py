@@ -359,12 +359,14 @@ class TransportContract(Contract[Transport]):
         assert seen == [(listener.address, socket.local)], f"server side saw {seen}, client {socket.local!r}"
 
     async def test_t22_listen_without_an_address_uses_the_address_option(self) -> None:
-        """listen(None, ...) binds the `address` option."""
-        configured = await self.another(address=self.listen_address)
+        """listen(None, ...) binds the `address` option: that host and that port."""
+        probe = await self.serve(await self.another())
+        host, _, port = probe.address.rpartition(":")
+        await probe.close()  # frees the port for the configured instance (port 0 would prove nothing)
+        configured = await self.another(address=f"{host}:{port}")
         listener = await configured.listen(None, echo)
         self.later(listener.close)
-        host = self.listen_address.rpartition(":")[0]
-        assert listener.address.rpartition(":")[0] == host, f"listen(None) bound {listener.address!r}"
+        assert listener.address == f"{host}:{port}", f"listen(None) bound {listener.address!r}, not {host}:{port}"
         socket = await self.connect(listener)
         await socket.send(Message({}, b"x"))
         assert (await self.recv(socket)).body == b"x"
