@@ -134,12 +134,16 @@ RULES: tuple[Rule, ...] = _rules(
         "Empty names, nodes without id or address, repeated ids, a negative ttl: BadRequest.",
     ),
     ("registry.concurrency", "R10", "Every method is safe to call from several tasks at once."),
-    ("registry.ttl", "R11 R12", "With 'ttl', a node not registered again within its ttl disappears; ttl=0 never does."),
+    (
+        "registry.ttl",
+        "R11 R12 R18",
+        "With 'ttl', a node not registered again within its ttl disappears (a delete to watchers); ttl=0 never does.",
+    ),
     ("registry.ttl-absent", "R13", "Without 'ttl', register(ttl>0) raises NotSupported."),
     (
         "registry.watch",
-        "R14 R15 R18 R19",
-        "With 'watch', changes after watch() arrive in order, filtered, not replayed; expiry is a delete.",
+        "R14 R15 R19",
+        "With 'watch', changes after watch() arrive in order, filtered, not replayed; a heartbeat is no change.",
     ),
     (
         "registry.watch-stop",
