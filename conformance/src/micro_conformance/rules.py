@@ -227,14 +227,13 @@ RULES: tuple[Rule, ...] = _rules(
     ("codec.envelope", "K15", "With 'envelope', the frame carries id, endpoint and error."),
     # -- config sources (micro.config.base) -----------------------------------------------------------
     ("config.read", "C01 C02 C03", "read() returns the data with a checksum of it; reads without change agree."),
-    ("config.change", "C04", "A read after a change sees it."),
+    ("config.change", "C04 C09", "A read after a change, or a write(), sees exactly the new data."),
     (
         "config.watch",
         "C05 C06 C07 C12",
         "With 'watch', changes (not the first reading) arrive; stop() and close() end watchers.",
     ),
     ("config.watch-absent", "C08", "Without 'watch', watch() raises NotSupported."),
-    ("config.write", "C09", "With 'write', write() replaces the data."),
     ("config.write-absent", "C10", "Without 'write', write() raises NotSupported."),
     ("config.malformed", "C11", "Malformed content raises and loads nothing."),
     # -- auth (micro.auth.base) -----------------------------------------------------------------------

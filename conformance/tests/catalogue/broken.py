@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import dataclasses
 import importlib
 import os
 import random
@@ -26,6 +27,7 @@ from micro.broker import Event, Message
 from micro.broker.memory import MemoryBroker
 from micro.codec.json import JSONCodec
 from micro.config import ChangeSet
+from micro.config.base import SourceWatcher
 from micro.config.memory import MemorySource
 from micro.errors import (
     BadRequest,
@@ -922,6 +924,95 @@ class CodecWithoutValuesAcceptsThem(CatalogueCodec):
     capabilities = frozenset({"typed"})
 
 
+class CodecRefusesMemoryview(CatalogueCodec):
+    def unmarshal(self, data, into=None):
+        if isinstance(data, memoryview):
+            raise CodecError("expected bytes")
+        return super().unmarshal(data, into)
+
+
+def _whole_floats_to_ints(value: Any) -> Any:
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, list):
+        return [_whole_floats_to_ints(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _whole_floats_to_ints(v) for k, v in value.items()}
+    return value
+
+
+class CodecWholeFloatsBecomeInts(CatalogueCodec):
+    def unmarshal(self, data, into=None):
+        decoded = super().unmarshal(data, into)
+        return _whole_floats_to_ints(decoded) if into is None else decoded
+
+
+class CodecTypedGivesDicts(CatalogueCodec):
+    def unmarshal(self, data, into=None):
+        if into is not None and dataclasses.is_dataclass(into):
+            return super().unmarshal(data, None)
+        return super().unmarshal(data, into)
+
+
+class CodecClaimsBinary(CatalogueCodec):
+    capabilities = frozenset({"values", "typed", "binary"})
+
+
+class CodecClaimsEnvelope(CatalogueCodec):
+    capabilities = frozenset({"values", "typed", "envelope"})
+
+
+class SourceWithoutWriteWrites(MemorySource):
+    capabilities = frozenset({"watch"})
+
+
+class AuthLeaksSecret(JWTAuth):
+    async def inspect(self, token):
+        return dataclasses.replace(await super().inspect(token), secret="s3cret-leaked")
+
+
+class AuthNeverRevokes(JWTAuth):
+    async def revoke(self, rule):
+        return None
+
+
+class AuthWithoutTokensEnforcesThem(JWTAuth):
+    capabilities = frozenset({"rules"})
+
+
+class AuthWithoutRulesEnforcesThem(JWTAuth):
+    capabilities = frozenset({"tokens"})
+
+
+class FirstReadingWatcher(SourceWatcher):
+    """Delivers the reading at watch() time first, then the real changes."""
+
+    def __init__(self, source: MemorySource, inner: SourceWatcher) -> None:
+        self.source, self.inner, self.first = source, inner, True
+
+    async def __anext__(self):
+        if self.first:
+            self.first = False
+            return await self.source.read()
+        return await self.inner.__anext__()
+
+    async def stop(self):
+        await self.inner.stop()
+
+
+class SourceReplaysFirstReading(MemorySource):
+    async def watch(self):
+        return FirstReadingWatcher(self, await super().watch())
+
+
+class AuthNonPositiveExpiryIsDefault(JWTAuth):
+    async def token(self, **kw):
+        expiry = kw.get("expiry")
+        if isinstance(expiry, (int, float)) and expiry <= 0:
+            del kw["expiry"]
+        return await super().token(**kw)
+
+
 class SourceNamesNoSource(MemorySource):
     async def read(self):
         changeset = await super().read()
@@ -1095,10 +1186,22 @@ CATALOGUE: list[Entry] = [
     Entry("transport.addresses", "remote-is-local", TRANSPORT, "memory", transport_with(SwappedAddressSocket)),
     Entry("codec.content-type", "bare-content-type", CODEC, "json", CodecBareContentType),
     Entry("codec.errors", "raises-type-error", CODEC, "json", CodecRaisesTypeError),
+    Entry("codec.round-trip", "refuses-memoryview", CODEC, "json", CodecRefusesMemoryview),
+    Entry("codec.values", "whole-floats-become-ints", CODEC, "json", CodecWholeFloatsBecomeInts),
+    Entry("codec.typed", "typed-gives-dicts", CODEC, "json", CodecTypedGivesDicts),
+    Entry("codec.binary", "claims-binary", CODEC, "json", CodecClaimsBinary),
+    Entry("codec.envelope", "claims-envelope", CODEC, "json", CodecClaimsEnvelope),
     Entry("codec.values-absent", "encodes-values-without-declaring-it", CODEC, "json", CodecWithoutValuesAcceptsThem),
     Entry("config.read", "says-no-source", CONFIG, "memory", SourceNamesNoSource),
     Entry("config.change", "first-read-forever", CONFIG, "memory", SourceFirstReadForever),
+    Entry("config.watch", "replays-the-first-reading", CONFIG, "memory", SourceReplaysFirstReading),
     Entry("config.watch-absent", "watches-without-declaring-it", CONFIG, "memory", SourceWithoutWatchWatches),
+    Entry("config.write-absent", "writes-without-declaring-it", CONFIG, "memory", SourceWithoutWriteWrites),
+    Entry("auth.tokens", "inspect-leaks-the-secret", AUTH, "jwt", AuthLeaksSecret),
+    Entry("auth.rules", "never-revokes", AUTH, "jwt", AuthNeverRevokes),
+    Entry("auth.tokens-absent", "enforces-tokens-without-declaring-them", AUTH, "jwt", AuthWithoutTokensEnforcesThem),
+    Entry("auth.rules-absent", "enforces-rules-without-declaring-them", AUTH, "jwt", AuthWithoutRulesEnforcesThem),
+    Entry("auth.bad-input", "non-positive-expiry-is-the-default", AUTH, "jwt", AuthNonPositiveExpiryIsDefault),
     Entry("auth.generate", "drops-the-provider", AUTH, "jwt", AuthDropsProvider),
     Entry("auth.expiry", "accepts-expired-tokens", AUTH, "jwt", AuthAcceptsExpired, {"timeout": 2.5}),
     Entry(
