@@ -25,13 +25,14 @@ HERE = Path(__file__).resolve().parent / "catalogue"
 sys.path.insert(0, str(HERE))
 from broken import CATALOGUE, Entry, class_name  # noqa: E402  (a plain module beside the tests, not a package)
 
+#: The first test runs the whole catalogue (about two minutes, more on a loaded machine).
+pytestmark = pytest.mark.timeout(900)
 RULE = {rule.id: rule for rule in RULES}
 #: Interfaces whose every rule must have a broken implementation in the catalogue.
 COMPLETE = ("store", "broker", "registry", "sync", "transport", "codec", "config", "auth")
 #: Rules of those interfaces that no built-in can be broken for yet, and why.
 UNCOVERED = {
     "transport.tls": "T17 cannot tell TLS from plain text yet: a transport ignoring tls=True would pass it",
-    "codec.concurrency": "K07 encodes one value in every thread, so a codec with shared state passes it",
     "codec.raw": "the JSON codec cannot claim 'raw' without failing the round-trip cases too",
     "config.malformed": "the memory source cannot be corrupted (C11 needs a corrupt() hook)",
     "auth.namespace": "breaking it needs the JWT keys outside the implementation",

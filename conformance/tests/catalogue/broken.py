@@ -954,6 +954,15 @@ class CodecTypedGivesDicts(CatalogueCodec):
         return super().unmarshal(data, into)
 
 
+class CodecSharesItsBuffer(CatalogueCodec):
+    """Keeps its output on the instance between encoding and returning it."""
+
+    def marshal(self, value):
+        self._out = super().marshal(value)
+        time.sleep(0.0005)  # another thread may encode meanwhile, and overwrite _out
+        return self._out
+
+
 class CodecClaimsBinary(CatalogueCodec):
     capabilities = frozenset({"values", "typed", "binary"})
 
@@ -1189,6 +1198,7 @@ CATALOGUE: list[Entry] = [
     Entry("codec.round-trip", "refuses-memoryview", CODEC, "json", CodecRefusesMemoryview),
     Entry("codec.values", "whole-floats-become-ints", CODEC, "json", CodecWholeFloatsBecomeInts),
     Entry("codec.typed", "typed-gives-dicts", CODEC, "json", CodecTypedGivesDicts),
+    Entry("codec.concurrency", "shares-its-buffer", CODEC, "json", CodecSharesItsBuffer),
     Entry("codec.binary", "claims-binary", CODEC, "json", CodecClaimsBinary),
     Entry("codec.envelope", "claims-envelope", CODEC, "json", CodecClaimsEnvelope),
     Entry("codec.values-absent", "encodes-values-without-declaring-it", CODEC, "json", CodecWithoutValuesAcceptsThem),
