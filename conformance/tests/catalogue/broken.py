@@ -1,5 +1,8 @@
 """Deliberately broken implementations: one per rule of micro_conformance.rules.
 
+Their own attributes start with ``_bk_`` so that they never shadow a private name of the
+implementation they derive from.
+
 Each is an embedded default with one defect, written against the public
 interface only (it overrides public methods and calls ``super()``), so it keeps
 breaking the same rule however the default is implemented inside. ``CATALOGUE``
@@ -77,62 +80,62 @@ class Entry:
 class StoreTracksStart(MemoryStore):
     """Knows whether it is started, through the public start()/close() only."""
 
-    _up = False
+    _bk_up = False
 
     async def start(self):
         await super().start()
-        self._up = True
+        self._bk_up = True
 
     async def close(self):
-        self._up = False
+        self._bk_up = False
         await super().close()
 
 
 class StoreCloseTwiceFails(MemoryStore):
-    _closed = False
+    _bk_closed = False
 
     async def start(self):
-        self._closed = False
+        self._bk_closed = False
         await super().start()
 
     async def close(self):
-        if self._closed:
+        if self._bk_closed:
             raise ConnectionClosed("this store is already closed")
-        self._closed = True
+        self._bk_closed = True
         await super().close()
 
 
 class StoreStartsItself(StoreTracksStart):
-    async def _wake(self):
-        if not self._up:
+    async def _bk_wake(self):
+        if not self._bk_up:
             await self.start()
 
     async def read(self, key, **kw):
-        await self._wake()
+        await self._bk_wake()
         return await super().read(key, **kw)
 
     async def write(self, record, **kw):
-        await self._wake()
+        await self._bk_wake()
         return await super().write(record, **kw)
 
     async def delete(self, key, **kw):
-        await self._wake()
+        await self._bk_wake()
         return await super().delete(key, **kw)
 
     async def list(self, **kw):
-        await self._wake()
+        await self._bk_wake()
         return await super().list(**kw)
 
     async def read_many(self, keys, **kw):
-        await self._wake()
+        await self._bk_wake()
         return await super().read_many(keys, **kw)
 
     async def write_many(self, records, **kw):
-        await self._wake()
+        await self._bk_wake()
         return await super().write_many(records, **kw)
 
     async def delete_many(self, keys, **kw):
-        await self._wake()
+        await self._bk_wake()
         return await super().delete_many(keys, **kw)
 
 
@@ -179,22 +182,22 @@ class StoreIgnoresLimit(MemoryStore):
 
 class StoreIgnoresTableWithDatabase(MemoryStore):
     @staticmethod
-    def _drop_table(kw: dict[str, Any]) -> dict[str, Any]:
+    def _bk_drop_table(kw: dict[str, Any]) -> dict[str, Any]:
         if kw.get("database") is not None:
             kw = {**kw, "table": None}
         return kw
 
     async def read(self, key, **kw):
-        return await super().read(key, **self._drop_table(kw))
+        return await super().read(key, **self._bk_drop_table(kw))
 
     async def write(self, record, **kw):
-        return await super().write(record, **self._drop_table(kw))
+        return await super().write(record, **self._bk_drop_table(kw))
 
     async def delete(self, key, **kw):
-        return await super().delete(key, **self._drop_table(kw))
+        return await super().delete(key, **self._bk_drop_table(kw))
 
     async def list(self, **kw):
-        return await super().list(**self._drop_table(kw))
+        return await super().list(**self._bk_drop_table(kw))
 
 
 class StoreSharesReadRecords(MemoryStore):
@@ -202,17 +205,17 @@ class StoreSharesReadRecords(MemoryStore):
 
     def __init__(self, options=None):
         super().__init__(options)
-        self._handed: dict[tuple[Any, ...], Record] = {}
+        self._bk_handed: dict[tuple[Any, ...], Record] = {}
 
     async def read(self, key, **kw):
         records = await super().read(key, **kw)
         if len(records) == 1 and not kw.get("prefix") and not kw.get("suffix"):
             fresh = records[0]
             ident = (key, kw.get("database"), kw.get("table"))
-            handed = self._handed.get(ident)
+            handed = self._bk_handed.get(ident)
             if handed is not None and handed.value == fresh.value and handed.expiry is None and fresh.expiry is None:
                 return [handed]
-            self._handed[ident] = fresh
+            self._bk_handed[ident] = fresh
         return records
 
 
@@ -231,17 +234,17 @@ class StoreStringifiesMetadata(MemoryStore):
 
 
 class StoreDropsContendedWrites(MemoryStore):
-    _busy = False
+    _bk_busy = False
 
     async def write(self, record, **kw):
-        if self._busy:
+        if self._bk_busy:
             return None
-        self._busy = True
+        self._bk_busy = True
         try:
             await asyncio.sleep(0)
             return await super().write(record, **kw)
         finally:
-            self._busy = False
+            self._bk_busy = False
 
 
 class StoreReadManyDeduplicates(MemoryStore):
@@ -262,17 +265,17 @@ class StoreDeletesBatchesOneByOne(MemoryStore):
 class StoreListsExpiredBySuffix(MemoryStore):
     def __init__(self, options=None):
         super().__init__(options)
-        self._expiring: set[str] = set()
+        self._bk_expiring: set[str] = set()
 
     async def write(self, record, *, ttl=None, **kw):
         await super().write(record, ttl=ttl, **kw)
         if ttl is not None or record.expiry is not None:
-            self._expiring.add(record.key)
+            self._bk_expiring.add(record.key)
 
     async def list(self, *, prefix="", suffix="", **kw):
         keys = await super().list(prefix=prefix, suffix=suffix, **kw)
         if suffix and not prefix and not kw:
-            keys = sorted({*keys, *(k for k in self._expiring if k.endswith(suffix))})
+            keys = sorted({*keys, *(k for k in self._bk_expiring if k.endswith(suffix))})
         return keys
 
 
@@ -288,18 +291,18 @@ class StoreBoasts(MemoryStore):
 
 
 class BrokerDropsAfterClose(MemoryBroker):
-    _closed = False
+    _bk_closed = False
 
     async def start(self):
-        self._closed = False
+        self._bk_closed = False
         await super().start()
 
     async def close(self):
-        self._closed = True
+        self._bk_closed = True
         await super().close()
 
     async def publish(self, topic, message):
-        if self._closed:
+        if self._bk_closed:
             return None
         return await super().publish(topic, message)
 
@@ -314,7 +317,7 @@ class BrokerUpcasesHeaders(MemoryBroker):
 class BrokerReorders(MemoryBroker):
     def __init__(self, options=None):
         super().__init__(options)
-        self._later: set[asyncio.Task[None]] = set()
+        self._bk_later: set[asyncio.Task[None]] = set()
 
     async def publish(self, topic, message):
         probe = f"{topic}.probe" if isinstance(topic, str) and topic else topic
@@ -326,8 +329,8 @@ class BrokerReorders(MemoryBroker):
                 await MemoryBroker.publish(self, topic, message)
 
         task = asyncio.ensure_future(later())
-        self._later.add(task)
-        task.add_done_callback(self._later.discard)
+        self._bk_later.add(task)
+        task.add_done_callback(self._bk_later.discard)
 
 
 class BrokerFansOutToTwo(MemoryBroker):
@@ -335,10 +338,10 @@ class BrokerFansOutToTwo(MemoryBroker):
 
     def __init__(self, options=None):
         super().__init__(options)
-        self._active: dict[str, list[object]] = collections.defaultdict(list)
+        self._bk_active: dict[str, list[object]] = collections.defaultdict(list)
 
     async def close(self):
-        self._active.clear()
+        self._bk_active.clear()
         await super().close()
 
     async def subscribe(self, topic, handler, *, queue=None, auto_ack=True):
@@ -347,16 +350,16 @@ class BrokerFansOutToTwo(MemoryBroker):
         token = object()
 
         async def first_two(event: Event) -> None:
-            if token in (self._active.get(topic) or [])[:2]:
+            if token in (self._bk_active.get(topic) or [])[:2]:
                 await handler(event)
 
         subscriber = await super().subscribe(topic, first_two, queue=queue, auto_ack=auto_ack)
-        self._active[topic].append(token)
+        self._bk_active[topic].append(token)
         inner = subscriber.unsubscribe
 
         async def unsubscribe() -> None:
             with contextlib.suppress(ValueError):
-                self._active[topic].remove(token)
+                self._bk_active[topic].remove(token)
             await inner()
 
         subscriber.unsubscribe = unsubscribe  # type: ignore[method-assign]
@@ -368,13 +371,13 @@ class BrokerUnsubscribesLate(MemoryBroker):
 
     def __init__(self, options=None):
         super().__init__(options)
-        self._later: set[asyncio.Task[None]] = set()
-        self._inner: list[Callable[[], Awaitable[None]]] = []
+        self._bk_later: set[asyncio.Task[None]] = set()
+        self._bk_inner: list[Callable[[], Awaitable[None]]] = []
 
     async def close(self):
-        for inner in self._inner:
+        for inner in self._bk_inner:
             await inner()
-        self._inner.clear()
+        self._bk_inner.clear()
         await super().close()
 
     async def subscribe(self, topic, handler, *, queue=None, auto_ack=True):
@@ -382,7 +385,7 @@ class BrokerUnsubscribesLate(MemoryBroker):
         if queue is not None:
             return subscriber
         inner = subscriber.unsubscribe
-        self._inner.append(inner)
+        self._bk_inner.append(inner)
 
         async def unsubscribe() -> None:
             async def later() -> None:
@@ -390,8 +393,8 @@ class BrokerUnsubscribesLate(MemoryBroker):
                 await inner()
 
             task = asyncio.ensure_future(later())
-            self._later.add(task)
-            task.add_done_callback(self._later.discard)
+            self._bk_later.add(task)
+            task.add_done_callback(self._bk_later.discard)
 
         subscriber.unsubscribe = unsubscribe  # type: ignore[method-assign]
         return subscriber
@@ -446,14 +449,14 @@ class BrokerWithoutAckAcceptsIt(MemoryBroker):
 
 class BrokerAllowsSpacesInTopics(MemoryBroker):
     @staticmethod
-    def _topic(topic):
+    def _bk_topic(topic):
         return "-".join(topic.split()) if isinstance(topic, str) and topic.strip() else topic
 
     async def publish(self, topic, message):
-        return await super().publish(self._topic(topic), message)
+        return await super().publish(self._bk_topic(topic), message)
 
     async def subscribe(self, topic, handler, *, queue=None, auto_ack=True):
-        return await super().subscribe(self._topic(topic), handler, queue=queue, auto_ack=auto_ack)
+        return await super().subscribe(self._bk_topic(topic), handler, queue=queue, auto_ack=auto_ack)
 
 
 class BrokerShedsLoad(MemoryBroker):
@@ -461,27 +464,27 @@ class BrokerShedsLoad(MemoryBroker):
 
     def __init__(self, options=None):
         super().__init__(options)
-        self._backlog: collections.Counter[str] = collections.Counter()
-        self._grouped: set[str] = set()
+        self._bk_backlog: collections.Counter[str] = collections.Counter()
+        self._bk_grouped: set[str] = set()
 
     async def subscribe(self, topic, handler, *, queue=None, auto_ack=True):
         if queue is None or not callable(handler):
             return await super().subscribe(topic, handler, queue=queue, auto_ack=auto_ack)
-        self._grouped.add(topic)
+        self._bk_grouped.add(topic)
 
         async def counted(event: Event) -> None:
             try:
                 await handler(event)
             finally:
-                self._backlog[topic] -= 1
+                self._bk_backlog[topic] -= 1
 
         return await super().subscribe(topic, counted, queue=queue, auto_ack=auto_ack)
 
     async def publish(self, topic, message):
-        if topic in self._grouped:
-            if self._backlog[topic] >= 40:
+        if topic in self._bk_grouped:
+            if self._bk_backlog[topic] >= 40:
                 return None
-            self._backlog[topic] += 1
+            self._bk_backlog[topic] += 1
         return await super().publish(topic, message)
 
 
@@ -502,18 +505,18 @@ class RegistryKeepsGhosts(MemoryRegistry):
 
     def __init__(self, options=None):
         super().__init__(options)
-        self._deregistered: set[str] = set()
+        self._bk_deregistered: set[str] = set()
 
     async def deregister(self, service):
         await super().deregister(service)
         if isinstance(service, Service):
-            self._deregistered.add(service.name)
+            self._bk_deregistered.add(service.name)
 
     async def get_service(self, name):
         try:
             return await super().get_service(name)
         except ServiceNotFound:
-            if name in self._deregistered:
+            if name in self._bk_deregistered:
                 return [Service(name, "")]
             raise
 
@@ -523,17 +526,17 @@ class RegistryEmptyForUnknown(MemoryRegistry):
 
     def __init__(self, options=None):
         super().__init__(options)
-        self._known: set[str] = set()
+        self._bk_known: set[str] = set()
 
     async def register(self, service, *, ttl=None):
         await super().register(service, ttl=ttl)
-        self._known.add(service.name)
+        self._bk_known.add(service.name)
 
     async def get_service(self, name):
         try:
             return await super().get_service(name)
         except ServiceNotFound:
-            if name in self._known:
+            if name in self._bk_known:
                 raise
             return []
 
@@ -551,23 +554,23 @@ class RegistrySharesResults(MemoryRegistry):
 
     def __init__(self, options=None):
         super().__init__(options)
-        self._generation = 0
-        self._handed: dict[str, tuple[int, float, list[Service]]] = {}
+        self._bk_generation = 0
+        self._bk_handed: dict[str, tuple[int, float, list[Service]]] = {}
 
     async def register(self, service, *, ttl=None):
-        self._generation += 1
+        self._bk_generation += 1
         await super().register(service, ttl=ttl)
 
     async def deregister(self, service):
-        self._generation += 1
+        self._bk_generation += 1
         await super().deregister(service)
 
     async def get_service(self, name):
-        handed = self._handed.get(name)
-        if handed is not None and handed[0] == self._generation and time.monotonic() - handed[1] < 0.05:
+        handed = self._bk_handed.get(name)
+        if handed is not None and handed[0] == self._bk_generation and time.monotonic() - handed[1] < 0.05:
             return handed[2]
         found = await super().get_service(name)
-        self._handed[name] = (self._generation, time.monotonic(), found)
+        self._bk_handed[name] = (self._bk_generation, time.monotonic(), found)
         return found
 
 
@@ -579,17 +582,17 @@ class RegistryNegativeTTLIsForever(MemoryRegistry):
 
 
 class RegistryDropsContendedRegistrations(MemoryRegistry):
-    _busy = False
+    _bk_busy = False
 
     async def register(self, service, *, ttl=None):
-        if self._busy:
+        if self._bk_busy:
             return
-        self._busy = True
+        self._bk_busy = True
         try:
             await asyncio.sleep(0)
             await super().register(service, ttl=ttl)
         finally:
-            self._busy = False
+            self._bk_busy = False
 
 
 class RegistryRefreshDoesNotExtend(MemoryRegistry):
@@ -654,18 +657,18 @@ class RegistryWithoutWatchWatches(MemoryRegistry):
 
 
 class RegistryNeedsStart(MemoryRegistry):
-    _up = False
+    _bk_up = False
 
     async def start(self):
         await super().start()
-        self._up = True
+        self._bk_up = True
 
     async def close(self):
-        self._up = False
+        self._bk_up = False
         await super().close()
 
     async def register(self, service, *, ttl=None):
-        if not self._up:
+        if not self._bk_up:
             raise ConnectionClosed("registry not started")
         await super().register(service, ttl=ttl)
 
@@ -676,18 +679,18 @@ class RegistryNeedsStart(MemoryRegistry):
 class SyncReentrant(MemorySync):
     def __init__(self, options=None):
         super().__init__(options)
-        self._mine: set[str] = set()
+        self._bk_mine: set[str] = set()
 
     async def try_lock(self, id, *, ttl=30.0):
-        if id in self._mine:
+        if id in self._bk_mine:
             return True
         won = await super().try_lock(id, ttl=ttl)
         if won:
-            self._mine.add(id)
+            self._bk_mine.add(id)
         return won
 
     async def unlock(self, id):
-        self._mine.discard(id)
+        self._bk_mine.discard(id)
         await super().unlock(id)
 
 
@@ -715,34 +718,34 @@ class SyncShieldsLock(MemorySync):
 
 
 class SyncCloseKeepsLocks(MemorySync):
-    _closed = False
+    _bk_closed = False
 
     async def start(self):
-        self._closed = False
+        self._bk_closed = False
         await super().start()
 
     async def close(self):
-        self._closed = True  # but the locks stay held and the leaders keep leading
+        self._bk_closed = True  # but the locks stay held and the leaders keep leading
 
     async def try_lock(self, id, *, ttl=30.0):
-        if self._closed:
+        if self._bk_closed:
             raise ConnectionClosed("closed")
         return await super().try_lock(id, ttl=ttl)
 
 
 class SyncStartsItself(MemorySync):
-    _up = False
+    _bk_up = False
 
     async def start(self):
         await super().start()
-        self._up = True
+        self._bk_up = True
 
     async def close(self):
-        self._up = False
+        self._bk_up = False
         await super().close()
 
     async def try_lock(self, id, *, ttl=30.0):
-        if not self._up:
+        if not self._bk_up:
             await self.start()
         return await super().try_lock(id, ttl=ttl)
 
@@ -757,18 +760,18 @@ class SyncNegativeWaitIsZero(MemorySync):
 class SyncLeaderNeverLearns(MemorySync):
     def __init__(self, options=None):
         super().__init__(options)
-        self._elections: set[str] = set()
+        self._bk_elections: set[str] = set()
 
     async def leader(self, id, *, ttl=30.0, wait=None):
         if isinstance(id, str):
-            self._elections.add(id)
+            self._bk_elections.add(id)
         return await super().leader(id, ttl=ttl, wait=wait)
 
     async def refresh(self, id, *, ttl=30.0):
         try:
             await super().refresh(id, ttl=ttl)
         except LockHeld:
-            if id not in self._elections:
+            if id not in self._bk_elections:
                 raise
 
 
@@ -841,21 +844,21 @@ class UntypedTimeoutSocket(Wrapped):
 class SharedRecvSocket(Wrapped):
     """Concurrent recv() calls all get the message the first of them receives."""
 
-    _pending: asyncio.Future[Frame] | None = None
+    _bk_pending: asyncio.Future[Frame] | None = None
 
     async def recv(self, *, timeout=None):
-        if self._pending is None or self._pending.done():
-            self._pending = asyncio.ensure_future(self.inner.recv(timeout=timeout))
-        return await asyncio.shield(self._pending)
+        if self._bk_pending is None or self._bk_pending.done():
+            self._bk_pending = asyncio.ensure_future(self.inner.recv(timeout=timeout))
+        return await asyncio.shield(self._bk_pending)
 
 
 class CloseOnceSocket(Wrapped):
-    _closed = False
+    _bk_closed = False
 
     async def close(self):
-        if self._closed:
+        if self._bk_closed:
             raise ConnectionClosed("socket already closed")
-        self._closed = True
+        self._bk_closed = True
         await self.inner.close()
 
 
@@ -958,9 +961,9 @@ class CodecSharesItsBuffer(CatalogueCodec):
     """Keeps its output on the instance between encoding and returning it."""
 
     def marshal(self, value):
-        self._out = super().marshal(value)
+        self._bk_out = super().marshal(value)
         time.sleep(0.0005)  # another thread may encode meanwhile, and overwrite _out
-        return self._out
+        return self._bk_out
 
 
 class CodecClaimsBinary(CatalogueCodec):
@@ -1029,12 +1032,12 @@ class SourceNamesNoSource(MemorySource):
 
 
 class SourceFirstReadForever(MemorySource):
-    _first: ChangeSet | None = None
+    _bk_first: ChangeSet | None = None
 
     async def read(self):
-        if self._first is None:
-            self._first = await super().read()
-        return self._first
+        if self._bk_first is None:
+            self._bk_first = await super().read()
+        return self._bk_first
 
 
 class SourceWithoutWatchWatches(MemorySource):
