@@ -87,6 +87,8 @@ HEADER: Final = "Micro-Header"
 _FETCH_WAIT: Final = 0.5
 _FIRST_BACKOFF: Final = 0.05
 _MAX_BACKOFF: Final = 2.0
+# Messages a core subscriber takes from the driver ahead of its handler.
+_INBOX: Final = 256
 _TOKEN: Final = re.compile(r"[^\s.*>]+")
 _UNSAFE: Final = re.compile(r"[^A-Za-z0-9_-]")
 
@@ -97,18 +99,19 @@ def _headers(message: Message) -> dict[str, str] | None:
     return {HEADER: json.dumps(dict(message.header), ensure_ascii=True, separators=(",", ":"))}
 
 
-def _decode(msg: Msg) -> Message | None:
-    """The message in ``msg``, or ``None`` if its ``Micro-Header`` is not a JSON object of strings."""
+def _decode(msg: Msg) -> tuple[bytes, dict[str, str]] | None:
+    """The body and header in ``msg`` (a :class:`Message` is built from them per delivery), or ``None`` if
+    its ``Micro-Header`` is not a JSON object of strings."""
     text = (msg.headers or {}).get(HEADER)
     if text is None:
-        return Message(msg.data)
+        return msg.data, {}
     try:
         header = json.loads(text)
     except ValueError:
         return None
     if not isinstance(header, dict) or not all(isinstance(v, str) for v in header.values()):
         return None
-    return Message(msg.data, header)
+    return msg.data, header
 
 
 def _consumer_name(topic: str, queue: str) -> str:
@@ -120,24 +123,24 @@ def _consumer_name(topic: str, queue: str) -> str:
 class _CoreSubscriber(Subscriber):
     """A core NATS subscription (a queue subscription for a queue group); redeliveries stay in it."""
 
-    def __init__(
-        self, broker: NatsBroker, topic: str, options: SubscribeOptions, handler: Handler, sub: Subscription
-    ) -> None:
+    def __init__(self, broker: NatsBroker, topic: str, options: SubscribeOptions, handler: Handler) -> None:
         super().__init__(topic, options)
         self._broker = broker
         self._handler = handler
-        self._sub = sub
+        self._sub: Subscription | None = None
+        # Filled by the driver's callback, which waits while it is full: the driver's own pending
+        # limits (pending_msgs_limit, pending_bytes_limit) then bound what is held.
+        self._inbox: asyncio.Queue[Msg] = asyncio.Queue(_INBOX)
         self._waiting = False
         self._close_timeout = broker.options.close_timeout
 
-    async def _next(self) -> Msg | None:
-        import nats.errors
+    async def _received(self, msg: Msg) -> None:
+        await self._inbox.put(msg)
 
+    async def _next(self) -> Msg | None:
         self._waiting = True
         try:
-            return await self._sub.next_msg(timeout=None)
-        except (nats.errors.ConnectionClosedError, nats.errors.BadSubscriptionError):
-            return None
+            return await self._inbox.get()
         finally:
             self._waiting = False
 
@@ -145,23 +148,25 @@ class _CoreSubscriber(Subscriber):
         return self._waiting
 
     async def _handle(self, item: Msg) -> None:
-        message = _decode(item)
-        if message is None:
+        decoded = _decode(item)
+        if decoded is None:
             logger.warning("dropping a message on topic %r: its %s header is not a JSON object", self.topic, HEADER)
             return
+        body, header = decoded
         limit = self._broker.options.max_deliveries
         for _ in range(limit):
-            # Each delivery gets its own copy, so a handler changing the header cannot affect the next.
-            event = Event(self.topic, Message(message.body, message.header))
+            # Each delivery gets its own Message, so a handler changing the header cannot affect the next.
+            event = Event(self.topic, Message(body, header))
             outcome = await dispatch(self._handler, event, auto_ack=self.options.auto_ack)
             if outcome != "requeue" or self._stopping:
                 return
-        await self._broker._dead_letter(self.topic, message, limit)
+        await self._broker._dead_letter(self.topic, Message(body, header), limit)
 
     async def _stop_delivery(self) -> None:
         # Unsubscribing from a connection that is already closed is not an error: nothing is delivered anyway.
-        with contextlib.suppress(Exception):
-            await self._sub.unsubscribe()
+        if self._sub is not None:
+            with contextlib.suppress(Exception):
+                await self._sub.unsubscribe()
 
 
 class _JetStreamMember(Subscriber):
@@ -180,6 +185,7 @@ class _JetStreamMember(Subscriber):
         self._handler = handler
         self._psub = psub
         self._batch: collections.deque[Msg] = collections.deque()
+        self._keeper: asyncio.TimerHandle | None = None
         self._close_timeout = broker.options.close_timeout
 
     async def _next(self) -> Msg | None:
@@ -211,21 +217,24 @@ class _JetStreamMember(Subscriber):
             deliveries = item.metadata.num_delivered
         except Exception:  # not a JetStream message: nothing to settle
             deliveries = 1
-        message = _decode(item)
-        if message is None:
+        decoded = _decode(item)
+        if decoded is None:
             logger.warning("dropping a message on topic %r: its %s header is not a JSON object", self.topic, HEADER)
             await self._settle(item, "term")
             return
+        message = Message(*decoded)
         if deliveries > options.max_deliveries:  # members died holding it: no handler gets it again
             await self._broker._dead_letter(self.topic, message, deliveries - 1)
             await self._settle(item, "ack")
             return
-        event = Event(self.topic, Message(message.body, message.header))
-        keeper = asyncio.create_task(self._keep(item), name="micro.broker.nats.in-progress")
+        event = Event(self.topic, Message(*decoded))
+        # A timer rather than a task per message: most handlers finish long before it fires.
+        loop = asyncio.get_running_loop()
+        self._keeper = loop.call_later(options.ack_wait / 3, self._keep, item)
         try:
             outcome = await dispatch(self._handler, event, auto_ack=self.options.auto_ack)
         finally:
-            keeper.cancel()
+            self._keeper.cancel()
         if outcome == "ack":
             await self._settle(item, "ack")
         elif outcome == "drop":
@@ -237,13 +246,12 @@ class _JetStreamMember(Subscriber):
         else:
             await self._settle(item, "nak")
 
-    async def _keep(self, item: Msg) -> None:
+    def _keep(self, item: Msg) -> None:
         """Tell the server, every third of ``ack_wait``, that the handler is still working on ``item``."""
-        every = self._broker.options.ack_wait / 3
-        while True:
-            await asyncio.sleep(every)
-            with contextlib.suppress(Exception):
-                await item.in_progress()
+        task = asyncio.create_task(item.in_progress(), name="micro.broker.nats.in-progress")
+        task.add_done_callback(lambda t: t.cancelled() or t.exception())
+        loop = asyncio.get_running_loop()
+        self._keeper = loop.call_later(self._broker.options.ack_wait / 3, self._keep, item)
 
     async def _settle(self, item: Msg, how: str) -> None:
         try:
@@ -375,16 +383,18 @@ class NatsBroker(Broker):
                 self, topic, options, handler, await self._join(self._js, subject, topic, options.queue)
             )
         else:
-            sub = await nc.subscribe(
+            core = _CoreSubscriber(self, topic, options, handler)
+            core._sub = await nc.subscribe(
                 subject,
                 queue=options.queue or "",
+                cb=core._received,
                 pending_msgs_limit=self.options.pending_msgs_limit,
                 pending_bytes_limit=self.options.pending_bytes_limit,
             )
             # The subscription is registered with the server once the client's buffer is flushed:
             # a publish after subscribe() returns must find it.
             await nc.flush(timeout=max(1, round(self.options.request_timeout)))
-            subscriber = _CoreSubscriber(self, topic, options, handler, sub)
+            subscriber = core
         subscriber._start_task(f"micro.broker.nats:{topic}")
         return subscriber
 
