@@ -202,6 +202,21 @@ async def test_topics_that_are_not_subjects_are_refused(make: Any) -> None:
             await broker.subscribe(topic, _ignore)
 
 
+async def test_a_topic_too_long_for_a_subject_is_a_bad_request_and_the_connection_survives(make: Any) -> None:
+    """A topic past the subject bound is refused before it reaches the server, which would drop the connection."""
+    broker = await make()
+    with pytest.raises(BadRequest, match="at most"):
+        await broker.publish("t" * 5000, Message(b"x"))
+    got: list[bytes] = []
+
+    async def keep(event: Event) -> None:
+        got.append(event.message.body)
+
+    await broker.subscribe("short", keep)
+    await broker.publish("short", Message(b"still connected"))
+    await eventually(lambda: _true(got), timeout=10)
+
+
 async def _ignore(event: Event) -> None:
     pass
 

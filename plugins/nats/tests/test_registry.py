@@ -127,3 +127,19 @@ async def test_unreachable_server_fails_quickly_and_names_the_variable() -> None
 def test_a_bad_bucket_name_names_the_option() -> None:
     with pytest.raises(InvalidOption, match="bucket"):
         NatsRegistryOptions(bucket="a.b")
+
+
+async def test_a_name_too_long_for_a_key_is_a_bad_request_and_the_connection_survives(bucket: str) -> None:
+    """A name past the key bound is refused before it reaches the server, which would drop the connection."""
+    from micro.errors import BadRequest
+
+    registry = NatsRegistry(NatsRegistryOptions(address=(ADDRESS,), bucket=bucket))
+    await registry.start()
+    try:
+        with pytest.raises(BadRequest, match="at most"):
+            await registry.register(Service("x" * 5000, nodes=[Node("n1", "127.0.0.1:1")]))
+        service = Service(f"svc-{unique()}", nodes=[Node("n1", "127.0.0.1:1")])
+        await registry.register(service)
+        assert [n.id for s in await registry.get_service(service.name) for n in s.nodes] == ["n1"]
+    finally:
+        await registry.close()

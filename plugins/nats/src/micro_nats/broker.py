@@ -87,6 +87,8 @@ HEADER: Final = "Micro-Header"
 _FETCH_WAIT: Final = 0.5
 _FIRST_BACKOFF: Final = 0.05
 _MAX_BACKOFF: Final = 2.0
+# The longest subject (prefix included) the broker sends, well under the server's max_control_line.
+_MAX_SUBJECT: Final = 1024
 # Messages a core subscriber takes from the driver ahead of its handler.
 _INBOX: Final = 256
 _TOKEN: Final = re.compile(r"[^\s.*>]+")
@@ -296,6 +298,9 @@ class NatsBroker(Broker):
         return translate(exc, self._where)
 
     def _check_names(self, topic: str, message: Message | None) -> None:
+        # The server closes a connection whose protocol line exceeds max_control_line (4 KiB by default).
+        if len(topic.encode()) + len(self._prefix) > _MAX_SUBJECT:
+            raise BadRequest(f"topic is {len(topic.encode())} bytes; with subject_prefix at most {_MAX_SUBJECT} in all")
         if not all(_TOKEN.fullmatch(token) for token in topic.split(".")):
             raise BadRequest(
                 f"topic {topic!r} is not a NATS subject: use dot-separated tokens, none empty, without '*' or '>'"

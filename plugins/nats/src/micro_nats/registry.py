@@ -37,7 +37,7 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Final
 
-from micro.errors import BackendUnavailable, MicroError, ServiceNotFound
+from micro.errors import BackendUnavailable, BadRequest, MicroError, ServiceNotFound
 from micro.registry import Endpoint, Node, Registry, Service, Watcher
 from micro.registry.watch import Watchers, check_name, check_ttl, diff
 
@@ -55,6 +55,8 @@ __all__ = ["NatsRegistry"]
 logger = logging.getLogger("micro.registry")
 
 _Key = tuple[str, str]
+#: The longest bucket key (encoded name, version and node id), well under the server's max_control_line.
+_MAX_KEY: Final = 1024
 # Seconds between a node's expiry and the watchers hearing of it, at most (timer slack).
 _LATE: Final = 0.005
 
@@ -69,7 +71,13 @@ def _dec(token: str) -> str:
 
 
 def _key(name: str, version: str, node: str) -> str:
-    return f"{_enc(name)}.{_enc(version)}.{_enc(node)}"
+    key = f"{_enc(name)}.{_enc(version)}.{_enc(node)}"
+    # The server closes a connection whose protocol line exceeds max_control_line (4 KiB by default).
+    if len(key) > _MAX_KEY:
+        raise BadRequest(
+            f"service {name!r:.64}: name, version and node id take {len(key)} bytes encoded; at most {_MAX_KEY}"
+        )
+    return key
 
 
 @dataclass(slots=True)
@@ -332,6 +340,7 @@ class NatsRegistry(Registry):
     async def register(self, service: Service, *, ttl: float | None = None) -> None:
         service.validate()
         lifetime = check_ttl(ttl, self.options.ttl)
+        keys = [_key(service.name, service.version, node.id) for node in service.nodes]
         kv = await self._ready()
         expires = None if lifetime is None else time.time() + lifetime
         header: dict[str, Any] = {"name": service.name, "version": service.version, "metadata": dict(service.metadata)}
@@ -339,11 +348,8 @@ class NatsRegistry(Registry):
         try:
             await asyncio.gather(
                 *(
-                    kv.put(
-                        _key(service.name, service.version, node.id),
-                        json.dumps({"node": node.to_dict(), "service": header, "expires": expires}).encode(),
-                    )
-                    for node in service.nodes
+                    kv.put(key, json.dumps({"node": node.to_dict(), "service": header, "expires": expires}).encode())
+                    for key, node in zip(keys, service.nodes, strict=True)
                 )
             )
         except Exception as exc:
@@ -351,9 +357,10 @@ class NatsRegistry(Registry):
 
     async def deregister(self, service: Service) -> None:
         name = check_name(service.name)
+        keys = [_key(name, service.version, node.id) for node in service.nodes]
         kv = await self._ready()
         try:
-            await asyncio.gather(*(kv.delete(_key(name, service.version, node.id)) for node in service.nodes))
+            await asyncio.gather(*(kv.delete(key) for key in keys))
         except Exception as exc:
             self._fail(exc)
 
