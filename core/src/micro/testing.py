@@ -192,9 +192,10 @@ class _CapturingBroker(MemoryBroker):
         super().__init__(options)
         self._on_publish = on_publish
 
-    async def publish(self, topic: str, message: BrokerMessage) -> None:
+    async def _publish(self, topic: str, message: BrokerMessage) -> None:
+        # The hook runs once the message passed the broker's checks: only what is delivered is captured.
         self._on_publish(topic, message)
-        await super().publish(topic, message)
+        await super()._publish(topic, message)
 
 
 class Harness:
