@@ -292,6 +292,9 @@ class Harness:
             await component.close()
 
     async def __aenter__(self) -> Harness:
+        # The shared blocks start now, so a handler may use the store before any service runs.
+        for component in (self.registry, self.broker, self.transport, self.store):
+            await component.start()
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
