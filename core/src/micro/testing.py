@@ -225,7 +225,6 @@ class Harness:
         self.store: MemoryStore = MemoryStore()
         self.services: list[Service] = []
         self._waiters: list[Waiter] = []
-        self._handled: list[Handled] = []
         self._client: Client | None = None
         self._owned: list[Component] = []
         self._unclaimed: list[_Observer] = []
@@ -407,7 +406,6 @@ class Harness:
         self._published.append(Published(topic, dict(message.header), bytes(message.body), self.codecs))
 
     def _note(self, handled: Handled) -> None:
-        self._handled.append(handled)
         for waiter in tuple(self._waiters):
             waiter._offer(handled)
 
