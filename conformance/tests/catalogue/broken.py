@@ -495,7 +495,14 @@ class BrokerShedsLoad(MemoryBroker):
 
 
 class BrokerClaimsCrossProcess(MemoryBroker):
+    """Claims "cross-process", yet each instance keeps to itself (a space of its own, as memory brokers
+    had before they shared one per event loop): not even two instances in one process meet."""
+
     capabilities = frozenset({"queue", "ack", "nack", "ordered", "cross-process"})
+
+    def __init__(self, options=None, **kwargs):
+        super().__init__(options, **kwargs)
+        self.options = dataclasses.replace(self.options, space=f"alone-{id(self)}")
 
 
 # -- registry --------------------------------------------------------------------------------------
