@@ -70,7 +70,8 @@ class Server:
         variable if the server does not answer within ``connect_timeout``,
         :class:`~micro.errors.Unauthorized` if it refuses the credentials.
         """
-        return await self._open(asyncpg.connect(self.dsn, **self._arguments(name)))
+        conn: asyncpg.Connection = await self._open(asyncpg.connect(self.dsn, **self._arguments(name)))
+        return conn
 
     async def pool(self, name: str, size: int) -> asyncpg.Pool:
         """A pool of up to ``size`` connections (one opened now, to check the server answers)."""
@@ -81,7 +82,7 @@ class Server:
         try:
             async with asyncio.timeout(self.connect_timeout):
                 return await opening
-        except TimeoutError as exc:
+        except TimeoutError:
             raise BackendUnavailable(f"{self.where}: no answer within {self.connect_timeout:g}s") from None
         except (ValueError, asyncpg.exceptions.ClientConfigurationError) as exc:
             # asyncpg's parser may quote the DSN it refused; the message goes through redact().

@@ -145,7 +145,11 @@ class PostgresStoreOptions(StoreOptions):
     def __post_init__(self) -> None:
         StoreOptions.__post_init__(self)
         _check(self)
-        if isinstance(self.pool_size, bool) or not isinstance(self.pool_size, int) or not 1 <= self.pool_size <= _MAX_POOL:
+        if (
+            isinstance(self.pool_size, bool)
+            or not isinstance(self.pool_size, int)
+            or not 1 <= self.pool_size <= _MAX_POOL
+        ):
             raise InvalidOption(f"must be an integer from 1 to {_MAX_POOL}, got {self.pool_size!r}", option="pool_size")
         if (
             not isinstance(self.schema, str)

@@ -223,12 +223,16 @@ class PostgresStore(Store):
     async def _create_schema(self, pool: asyncpg.Pool) -> None:
         async with pool.acquire() as conn, conn.transaction():
             # CREATE ... IF NOT EXISTS still fails when two sessions run it at once: serialise them.
-            await conn.execute("SELECT pg_advisory_xact_lock($1)", _lock_id(f"micro_postgres.store:{self.options.schema}"))
+            await conn.execute(
+                "SELECT pg_advisory_xact_lock($1)", _lock_id(f"micro_postgres.store:{self.options.schema}")
+            )
             await conn.execute(f"CREATE SCHEMA IF NOT EXISTS {quote(self.options.schema)}")
 
     async def _create(self, table: _Table) -> None:
         async with self._client().acquire() as conn, conn.transaction():
-            await conn.execute("SELECT pg_advisory_xact_lock($1)", _lock_id(f"micro_postgres.store:{self.options.schema}"))
+            await conn.execute(
+                "SELECT pg_advisory_xact_lock($1)", _lock_id(f"micro_postgres.store:{self.options.schema}")
+            )
             await conn.execute(f"CREATE SCHEMA IF NOT EXISTS {quote(self.options.schema)}")
             exists = await conn.fetchval("SELECT to_regclass($1) IS NOT NULL", table.qualified)
             if not exists:
@@ -377,5 +381,3 @@ class PostgresStore(Store):
                 continue
             if removed:
                 log.debug("%s: swept %d expired records", self._server.where, removed)
-
-
