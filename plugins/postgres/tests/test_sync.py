@@ -69,14 +69,7 @@ async def test_a_lost_session_frees_its_locks_at_once(pair: tuple[PostgresSync, 
     a, b = pair
     leader = await a.leader("lead", ttl=3)
     await a.lock("forever", ttl=None)
-    conn = await asyncpg.connect(ADDRESS)
-    try:
-        killed = await conn.fetchval(
-            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = $1", a.owner
-        )
-    finally:
-        await conn.close()
-    assert killed == 1
+    assert await kill(a.owner) == 1
 
     async def free() -> None:
         assert await b.try_lock("forever", ttl=30)
@@ -86,6 +79,49 @@ async def test_a_lost_session_frees_its_locks_at_once(pair: tuple[PostgresSync, 
     with pytest.raises(LockHeld):
         await a.unlock("forever")  # a reconnected: the lock is b's now
     assert await b.try_lock("lead", ttl=30)
+
+
+async def kill(owner: str) -> int:
+    """Terminate, server-side, the connection whose application_name is ``owner``; returns how many."""
+    conn = await asyncpg.connect(ADDRESS)
+    try:
+        return int(
+            await conn.fetchval(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = $1", owner
+            )
+        )
+    finally:
+        await conn.close()
+
+
+async def test_after_a_lost_session_the_former_holder_can_take_its_lock_again(
+    pair: tuple[PostgresSync, PostgresSync],
+) -> None:
+    a, _ = pair
+    await a.lock("job", ttl=None)
+    assert await kill(a.owner) == 1
+
+    async def retaken() -> None:
+        assert await a.try_lock("job", ttl=30), "a still believed it held a lock its lost session had released"
+
+    await eventually(retaken)
+    await a.unlock("job")
+
+
+async def test_a_cancelled_unlock_still_releases(pair: tuple[PostgresSync, PostgresSync]) -> None:
+    a, b = pair
+    for _ in range(5):
+        await a.lock("job", ttl=None)
+        unlocking = asyncio.ensure_future(a.unlock("job"))
+        await asyncio.sleep(0)  # the unlock has started
+        unlocking.cancel()
+        await asyncio.gather(unlocking, return_exceptions=True)
+
+        async def free() -> None:
+            assert await b.try_lock("job", ttl=30)
+
+        await eventually(free)
+        await b.unlock("job")
 
 
 async def test_close_releases_before_returning(prefix: str) -> None:

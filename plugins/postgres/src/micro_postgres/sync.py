@@ -22,6 +22,9 @@ instance's :attr:`~micro.sync.Sync.owner`, so ``pg_stat_activity`` names every h
   to its connection, so two instances given the same ``owner`` still cannot release each
   other's locks (``LockHeld``). A refresh also checks, in ``pg_locks``, that the session
   still holds the lock, so a leader whose connection was replaced learns it has lost.
+* **Cancellation.** A cancelled :meth:`~micro.sync.Sync.try_lock` whose statement won gives
+  the lock back, and a cancelled :meth:`~micro.sync.Sync.unlock` still releases it: both
+  finish in a task of their own that :meth:`~micro.sync.Sync.close` waits for.
 * **Waiting** :meth:`~micro.sync.Sync.lock` polls with jittered backoff up to
   :attr:`~micro.sync.SyncOptions.poll_interval` (a blocking ``pg_advisory_lock`` would
   hold the instance's one connection).
@@ -131,7 +134,7 @@ class PostgresSync(Sync):
     # -- the hooks -------------------------------------------------------------------------------
 
     async def _try_lock(self, name: str, ttl: float | None) -> bool:
-        if name in self._held:
+        if name in self._held and not self._lost():
             return False  # the server would grant it again (advisory locks are re-entrant); the contract says no
         attempt = asyncio.ensure_future(self._acquire(name, ttl))
         try:
@@ -156,10 +159,12 @@ class PostgresSync(Sync):
     async def _unlock(self, name: str) -> None:
         if name in self._held:
             self._forget(name)
-            async with self._io:
-                conn = await self._connection()
-                if await conn.fetchval("SELECT pg_advisory_unlock($1)", lock_id(name)):
-                    return
+            self._releasing.add(name)
+            # Shielded and tracked: a cancelled unlock still releases, rather than leave the session holding it.
+            release = asyncio.ensure_future(self._release(name))
+            self._track(release)
+            if await asyncio.shield(release):
+                return
         await self._not_ours(name, "unlock")
 
     async def _refresh(self, name: str, ttl: float | None) -> None:
@@ -174,6 +179,10 @@ class PostgresSync(Sync):
         await self._not_ours(name, "refresh")
 
     # -- machinery -------------------------------------------------------------------------------
+
+    def _lost(self) -> bool:
+        """Whether the instance's connection was lost (and with it, on the server, every lock it held)."""
+        return self._conn is not None and self._conn.is_closed()
 
     async def _connection(self) -> asyncpg.Connection:
         """The instance's connection, opened again if it was lost (whose locks the server released)."""
@@ -232,13 +241,24 @@ class PostgresSync(Sync):
         self._in_flight.add(future)
         future.add_done_callback(self._in_flight.discard)
 
-    async def _release_quietly(self, name: str) -> None:
+    async def _release(self, name: str) -> bool:
+        """Release ``name`` on the server if it is still waiting in :attr:`_releasing`; whether it was released.
+
+        ``True`` also when there is nothing left to do (a new acquisition released it first); ``False`` when
+        the session no longer held it (its connection was lost, so the server released it already).
+        """
         conn = self._conn
         if conn is None or conn.is_closed():
-            return  # no session, no lock
+            self._releasing.discard(name)
+            return False
+        async with self._io:
+            if name not in self._releasing:
+                return True
+            self._releasing.discard(name)
+            if conn is not self._conn or conn.is_closed():
+                return False
+            return bool(await conn.fetchval("SELECT pg_advisory_unlock($1)", lock_id(name)))
+
+    async def _release_quietly(self, name: str) -> None:
         with contextlib.suppress(asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError):
-            async with self._io:
-                # Taken again meanwhile (which released it first), or the connection replaced: nothing to do.
-                if name in self._releasing and conn is self._conn:
-                    self._releasing.discard(name)
-                    await conn.execute("SELECT pg_advisory_unlock($1)", lock_id(name))
+            await self._release(name)
