@@ -206,7 +206,7 @@ async def run(ctx: Context) -> list[Row]:
     async def raw_asyncpg() -> list[Row]:
         import asyncpg
 
-        pool = await asyncpg.create_pool(POSTGRES_URL, min_size=POSTGRES_POOL, max_size=POSTGRES_POOL)
+        pool = await asyncpg.create_pool(POSTGRES_URL, min_size=1, max_size=POSTGRES_POOL)  # as micro-postgres opens it
         name = f"bench_raw_{uuid.uuid4().hex[:8]}"
         try:
             await pool.execute(f"CREATE TABLE {name} (key bytea PRIMARY KEY, value bytea NOT NULL)")

@@ -289,15 +289,23 @@ class PostgresStore(Store):
         if not keys:
             return []
         t = self._table(database, table)
+        encoded = [key.encode() for key in keys]
         try:
-            rows = await self._client().fetch(t.read_many, [key.encode() for key in keys])
+            rows = await self._client().fetch(t.read_many, encoded)
         except (asyncpg.UndefinedTableError, asyncpg.InvalidSchemaNameError):
             return [None] * len(keys)
+        # Rows come back in no particular order; the hot loop below is _record inlined.
         found = {row[0]: row for row in rows}
+        loads = orjson.loads
         result: builtins.list[Record | None] = []
-        for key in keys:
-            row = found.get(key.encode())
-            result.append(None if row is None else _record(key, row[1], row[2], row[3]))
+        append = result.append
+        for key, raw in zip(keys, encoded, strict=True):
+            row = found.get(raw)
+            if row is None:
+                append(None)
+            else:
+                _, value, metadata, ttl = row
+                append(Record(key, value, {} if metadata is None else loads(metadata), ttl))
         return result
 
     # -- writing ---------------------------------------------------------------------------------
