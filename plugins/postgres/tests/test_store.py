@@ -7,7 +7,15 @@ from collections.abc import AsyncIterator
 
 import asyncpg
 import pytest
-from micro.errors import BackendUnavailable, BadRequest, InternalError, RecordNotFound
+from micro.errors import (
+    BackendUnavailable,
+    BadRequest,
+    Forbidden,
+    InternalError,
+    InvalidOption,
+    RecordNotFound,
+    Unauthorized,
+)
 from micro.store import Record
 from micro_postgres import PostgresStore, PostgresStoreOptions
 from micro_postgres.store import table_name
@@ -152,3 +160,31 @@ async def test_a_missing_database_is_reported_without_the_password() -> None:
     with pytest.raises(InternalError, match="no_such_db_x") as caught:
         await store.start()
     assert "s3cret" not in str(caught.value)
+
+
+async def test_an_unknown_role_is_unauthorized_without_the_password() -> None:
+    address = "postgresql://micro_no_such_role:s3cret@127.0.0.1:5432/test"
+    store = PostgresStore(PostgresStoreOptions(address=(address,)))
+    with pytest.raises(Unauthorized, match="MICRO_STORE_ADDRESS") as caught:
+        await store.start()
+    assert "s3cret" not in str(caught.value)
+
+
+async def test_an_address_the_driver_refuses_is_an_invalid_option_without_the_password() -> None:
+    store = PostgresStore(PostgresStoreOptions(address=("postgresql://u:s3cret@127.0.0.1:5432/test?sslmode=bogus",)))
+    with pytest.raises(InvalidOption, match="sslmode") as caught:
+        await store.start()
+    assert "s3cret" not in str(caught.value)
+
+
+async def test_a_role_that_may_not_create_the_schema_is_forbidden(raw: asyncpg.Connection, schema: str) -> None:
+    role = f"micro_test_{schema[-12:]}"
+    await raw.execute(f'CREATE ROLE "{role}" LOGIN')
+    try:
+        store = PostgresStore(
+            PostgresStoreOptions(address=(f"postgresql://{role}@127.0.0.1:5432/test",), schema=schema)
+        )
+        with pytest.raises(Forbidden, match="permission denied"):
+            await store.start()
+    finally:
+        await raw.execute(f'DROP ROLE "{role}"')

@@ -177,15 +177,21 @@ class PostgresStore(Store):
         """Connect, check the server answers, create the schema if missing and start the sweeper.
 
         Raises :class:`~micro.errors.BackendUnavailable` naming the address and
-        ``MICRO_STORE_ADDRESS`` if it does not within ``connect_timeout``, and
-        :class:`~micro.errors.Unauthorized` if it refuses the credentials.
+        ``MICRO_STORE_ADDRESS`` if it does not within ``connect_timeout``,
+        :class:`~micro.errors.Unauthorized` if it refuses the credentials, and
+        :class:`~micro.errors.Forbidden` if the role may not create the schema.
         """
         pool = await self._server.pool(self.client_name, self.options.pool_size)
         try:
             await self._create_schema(pool)
-        except BaseException:
+        except BaseException as exc:
             await pool.close()
-            raise
+            # start() does not pass through the base's translation: a role that may not create the schema
+            # gets Forbidden here, not the driver's exception.
+            micro = self._translate(exc) if isinstance(exc, Exception) else None
+            if micro is None:
+                raise
+            raise micro from None
         self._pool = pool
         self._sweeper = asyncio.get_running_loop().create_task(self._sweep_forever(), name="micro-postgres-sweeper")
 
