@@ -110,6 +110,8 @@ class _Table:
     read: str
     write: str
     write_many: str
+    #: write_many for records without metadata or TTL: two arrays fewer to send, no deadline per row.
+    write_many_plain: str
     delete: str
     delete_many: str
     read_many: str
@@ -134,6 +136,11 @@ def _statements(schema: str, name: str) -> _Table:
             f"INSERT INTO {t} (key, rkey, value, metadata, expires_at)"
             " SELECT k, r, v, m, now() + s * interval '1 second'"
             " FROM unnest($1::bytea[], $2::bytea[], $3::bytea[], $4::bytea[], $5::float8[]) AS u(k, r, v, m, s)"
+            f"{upsert}"
+        ),
+        write_many_plain=(
+            f"INSERT INTO {t} (key, rkey, value, metadata, expires_at)"
+            " SELECT k, r, v, NULL, NULL FROM unnest($1::bytea[], $2::bytea[], $3::bytea[]) AS u(k, r, v)"
             f"{upsert}"
         ),
         delete=f"DELETE FROM {t} WHERE key = $1",
@@ -330,10 +337,14 @@ class PostgresStore(Store):
         # writes in order would.
         latest = {record.key: (record, ttl) for record, ttl in records}
         keys = [key.encode() for key in latest]
+        rkeys = [key[::-1] for key in keys]
         values = [record.value for record, _ in latest.values()]
+        if not any(ttl is not None or record.metadata for record, ttl in latest.values()):
+            await self._writing(t, t.write_many_plain, keys, rkeys, values)
+            return
         metadata = [pack_metadata(r.metadata, key=r.key) if r.metadata else None for r, _ in latest.values()]
         ttls = [ttl for _, ttl in latest.values()]
-        await self._writing(t, t.write_many, keys, [k[::-1] for k in keys], values, metadata, ttls)
+        await self._writing(t, t.write_many, keys, rkeys, values, metadata, ttls)
 
     async def _delete(self, key: str, database: str, table: str) -> None:
         t = self._table(database, table)
