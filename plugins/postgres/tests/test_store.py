@@ -188,3 +188,14 @@ async def test_a_role_that_may_not_create_the_schema_is_forbidden(raw: asyncpg.C
             await store.start()
     finally:
         await raw.execute(f'DROP ROLE "{role}"')
+
+
+async def test_a_plain_batch_clears_the_metadata_and_expiry_it_replaces(store: PostgresStore) -> None:
+    await store.write(Record("k", b"old", {"m": 1}), ttl=60)
+    await store.write_many([Record("k", b"new"), Record("j", b"new")])  # the statement for plain records
+    (record,) = await store.read("k")
+    assert (record.value, record.metadata, record.expiry) == (b"new", {}, None)
+    await store.write_many([Record("k", b"again", {"m": 2}), Record("j", b"again")], ttl=60)  # the full one
+    (record,) = await store.read("k")
+    assert (record.value, record.metadata) == (b"again", {"m": 2})
+    assert record.expiry is not None
