@@ -19,8 +19,9 @@ instance's :attr:`~micro.sync.Sync.owner`, so ``pg_stat_activity`` names every h
 * **Releasing and refreshing** a lock this instance does not hold raise
   :class:`~micro.errors.LockHeld` naming the holder's ``application_name`` if another
   session holds it, :class:`~micro.errors.LockNotFound` otherwise. A session lock belongs
-  to its connection, so two instances given the same ``owner`` still cannot release each
-  other's locks (``LockHeld``). A refresh also checks, in ``pg_locks``, that the session
+  to its connection: two instances given the same ``owner`` in one process (and event loop)
+  release and refresh each other's locks by asking the holding instance; in two processes
+  they cannot (``LockHeld``, naming that same owner). A refresh also checks, in ``pg_locks``, that the session
   still holds the lock, so a leader whose connection was replaced learns it has lost.
 * **Cancellation.** A cancelled :meth:`~micro.sync.Sync.try_lock` whose statement won gives
   the lock back, and a cancelled :meth:`~micro.sync.Sync.unlock` still releases it: both
@@ -42,6 +43,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import weakref
 from typing import Any, ClassVar, Final
 
 import asyncpg
@@ -82,6 +84,11 @@ class PostgresSync(Sync):
     options_type: ClassVar[type[PostgresSyncOptions]] = PostgresSyncOptions
     options: PostgresSyncOptions
 
+    #: Started instances by (server, owner): an instance given the same ``owner`` as another in this
+    #: process releases and refreshes the locks that one's session holds (a session lock cannot be
+    #: released from another connection).
+    _peers: ClassVar[dict[tuple[str, str], weakref.WeakSet[PostgresSync]]] = {}
+
     def __init__(self, options: PostgresSyncOptions | None = None) -> None:
         super().__init__(options)
         self._server = Server.of(self.options, "sync")
@@ -96,6 +103,7 @@ class PostgresSync(Sync):
         self._releasing: set[str] = set()
         # Releases still running: close() waits for them.
         self._in_flight: set[asyncio.Future[Any]] = set()
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     @property
     def address(self) -> str:
@@ -110,12 +118,19 @@ class PostgresSync(Sync):
         and :class:`~micro.errors.Unauthorized` if it refuses the credentials.
         """
         self._conn = await self._server.connect(self.owner)
+        self._loop = asyncio.get_running_loop()
+        self._peers.setdefault(self._peer_key, weakref.WeakSet()).add(self)
 
     async def _close(self) -> None:
         """Release every lock of the session, then close the connection (the base has resigned its leaderships).
 
         Best effort: if the server cannot be reached, closing the connection releases them anyway.
         """
+        peers = self._peers.get(self._peer_key)
+        if peers is not None:
+            peers.discard(self)
+            if not peers:
+                del self._peers[self._peer_key]
         self._forget_all()
         if self._in_flight:
             await asyncio.wait(list(self._in_flight), timeout=self.options.request_timeout)
@@ -165,9 +180,15 @@ class PostgresSync(Sync):
             self._track(release)
             if await asyncio.shield(release):
                 return
+        elif (peer := self._peer_holding(name)) is not None:
+            await peer._unlock(name)
+            return
         await self._not_ours(name, "unlock")
 
     async def _refresh(self, name: str, ttl: float | None) -> None:
+        if name not in self._held and (peer := self._peer_holding(name)) is not None:
+            await peer._refresh(name, ttl)
+            return
         if name in self._held:
             async with self._io:
                 conn = await self._connection()
@@ -180,6 +201,18 @@ class PostgresSync(Sync):
 
     # -- machinery -------------------------------------------------------------------------------
 
+    @property
+    def _peer_key(self) -> tuple[str, str]:
+        return self._server.dsn, self.owner
+
+    def _peer_holding(self, name: str) -> PostgresSync | None:
+        """Another started instance of this process and event loop, with this owner, whose session holds ``name``."""
+        loop = asyncio.get_running_loop()
+        for peer in list(self._peers.get(self._peer_key, ())):
+            if peer is not self and peer._loop is loop and name in peer._held and not peer._lost():
+                return peer
+        return None
+
     def _lost(self) -> bool:
         """Whether the instance's connection was lost (and with it, on the server, every lock it held)."""
         return self._conn is not None and self._conn.is_closed()
@@ -191,6 +224,8 @@ class PostgresSync(Sync):
         if self._conn.is_closed():
             self._forget_all()
             self._conn = await self._server.connect(self.owner)
+        self._loop = asyncio.get_running_loop()
+        self._peers.setdefault(self._peer_key, weakref.WeakSet()).add(self)
         return self._conn
 
     async def _holder(self, conn: asyncpg.Connection, name: str) -> tuple[str, bool] | None:
