@@ -58,6 +58,10 @@ GOALS: list[Goal] = [
         Goal(f"store {p}", "micro-redis", "redis.asyncio", ratio=0.9)
         for p in ("write", "read", "write batch", "read batch")
     ),
+    *(
+        Goal(f"store {p}", "micro-postgres", "asyncpg", ratio=0.8)
+        for p in ("write", "read", "write batch", "read batch")
+    ),
     Goal("selector", "warm select", limit=5.0),
     Goal("selector", "registry reads per call", limit=0.0),
     Goal("registry local", "first lookup, 1,000 services", limit=10.0),

@@ -1,9 +1,11 @@
-"""Store: N writes then N reads, single and batched, through micro's stores and raw ``redis.asyncio``.
+"""Store: N writes then N reads, single and batched, through micro's stores, raw ``redis.asyncio`` and raw ``asyncpg``.
 
 Single operations run from ``CONCURRENCY`` tasks (a service handling
 concurrent requests); batched ones use ``write_many``/``read_many`` in
-batches of ``BATCH`` (a pipeline of SETs and one MGET for raw redis). Each
-phase stops at its deadline and reports the rate of what it completed.
+batches of ``BATCH`` (a pipeline of SETs and one MGET for raw redis; one
+``INSERT ... SELECT FROM unnest ... ON CONFLICT`` and one ``= ANY`` select for raw
+asyncpg, the statements a careful hand-written store would send). Each phase stops
+at its deadline and reports the rate of what it completed.
 """
 
 from __future__ import annotations
@@ -19,6 +21,9 @@ from _harness import Context, Row, unavailable
 
 GROUP = "store"
 REDIS_URL = "redis://127.0.0.1:6379/0"
+POSTGRES_URL = "postgresql://127.0.0.1:5432/test"
+#: Connections of both PostgreSQL clients (micro-postgres's default pool size).
+POSTGRES_POOL = 10
 CONCURRENCY = 16
 BATCH = 100
 VALUE = b'{"user":"u-12345","cart":[1,2,3],"total":19.99}'
@@ -108,6 +113,37 @@ def redis_phases(client: Any, prefix: str) -> Phases:
     return Phases(write, read, write_many, read_many)
 
 
+def asyncpg_phases(pool: Any, table: str) -> Phases:
+    """Raw asyncpg on a table shaped like micro-postgres's, without its TTL, metadata or suffix columns."""
+    upsert = f"INSERT INTO {table} (key, value) VALUES ($1, $2) ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value"
+    select = f"SELECT value FROM {table} WHERE key = $1"
+    upsert_many = (
+        f"INSERT INTO {table} (key, value) SELECT * FROM unnest($1::bytea[], $2::bytea[])"
+        " ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value"
+    )
+    select_many = f"SELECT key, value FROM {table} WHERE key = ANY($1::bytea[])"
+
+    async def write(i: int) -> None:
+        await pool.execute(upsert, f"k{i}".encode(), VALUE)
+
+    async def read(i: int) -> None:
+        value = await pool.fetchval(select, f"k{i}".encode())
+        if value != VALUE:
+            raise AssertionError(f"wrong value for k{i}: {value!r}")
+
+    async def write_many(b: int) -> None:
+        keys = [f"b{b * BATCH + j}".encode() for j in range(BATCH)]
+        await pool.execute(upsert_many, keys, [VALUE] * BATCH)
+
+    async def read_many(b: int) -> None:
+        keys = [f"b{b * BATCH + j}".encode() for j in range(BATCH)]
+        found = {row[0]: row[1] for row in await pool.fetch(select_many, keys)}
+        if found.get(keys[-1]) is None:
+            raise AssertionError(f"missing record b{b * BATCH + BATCH - 1}")
+
+    return Phases(write, read, write_many, read_many)
+
+
 async def measure(name: str, phases: Phases, n: int, deadline: float) -> list[Row]:
     rows = []
     for phase, op in phases.ops.items():
@@ -131,6 +167,7 @@ async def run(ctx: Context) -> list[Row]:
     deadline = ctx.pick(2.0, 8.0)
     table = f"bench_{uuid.uuid4().hex[:8]}"
     redis_down = None if _up(6379) else "Redis is not reachable on 127.0.0.1:6379"
+    postgres_down = None if _up(5432) else "PostgreSQL is not reachable on 127.0.0.1:5432"
 
     async def micro_store(name: str, **options: Any) -> list[Row]:
         if name not in micro.get_manager().names("store"):
@@ -138,7 +175,7 @@ async def run(ctx: Context) -> list[Row]:
         store = micro.create("store", name, cls=Store, **options)
         await store.start()
         try:
-            label = "micro-redis" if name == "redis" else f"micro {name}"
+            label = f"micro-{name}" if name in ("redis", "postgres") else f"micro {name}"
             return await measure(label, micro_phases(store, table), n, deadline)
         finally:
             try:
@@ -159,9 +196,30 @@ async def run(ctx: Context) -> list[Row]:
                 await client.delete(*keys[i : i + 1000])
             await client.aclose()
 
+    async def micro_postgres() -> list[Row]:
+        schema = f"bench_{uuid.uuid4().hex[:8]}"
+        try:
+            return await micro_store("postgres", address=(POSTGRES_URL,), schema=schema, pool_size=POSTGRES_POOL)
+        finally:
+            await _drop_postgres(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+
+    async def raw_asyncpg() -> list[Row]:
+        import asyncpg
+
+        pool = await asyncpg.create_pool(POSTGRES_URL, min_size=1, max_size=POSTGRES_POOL)  # as micro-postgres opens it
+        name = f"bench_raw_{uuid.uuid4().hex[:8]}"
+        try:
+            await pool.execute(f"CREATE TABLE {name} (key bytea PRIMARY KEY, value bytea NOT NULL)")
+            return await measure("asyncpg", asyncpg_phases(pool, name), n, deadline)
+        finally:
+            await pool.execute(f"DROP TABLE IF EXISTS {name}")
+            await pool.close()
+
     systems: list[tuple[str, str | None, Callable[[], Awaitable[list[Row]]]]] = [
         ("micro-redis", redis_down, lambda: micro_store("redis", address=("127.0.0.1:6379",))),
         ("redis.asyncio", redis_down, raw_redis),
+        ("micro-postgres", postgres_down, micro_postgres),
+        ("asyncpg", postgres_down, raw_asyncpg),
         ("micro memory", None, lambda: micro_store("memory")),
         ("micro sqlite", None, lambda: micro_store("sqlite", path=str(ctx.scratch / "bench-store.db"))),
     ]
@@ -193,3 +251,13 @@ def _up(port: int) -> bool:
             return True
     except OSError:
         return False
+
+
+async def _drop_postgres(statement: str) -> None:
+    import asyncpg
+
+    conn = await asyncpg.connect(POSTGRES_URL)
+    try:
+        await conn.execute(statement)
+    finally:
+        await conn.close()

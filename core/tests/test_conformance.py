@@ -89,6 +89,11 @@ class TestRoundRobinSelector(SelectorContract):
     strategy = "roundrobin"
 
 
+class TestLeastConnSelector(SelectorContract):
+    name = "leastconn"
+    strategy = "leastconn"
+
+
 class TestJSONCodec(CodecContract):
     name = "json"
 

@@ -31,15 +31,21 @@ class SelectorContract(Contract[Selector]):
     #: The registry the selector reads, built with ``micro.create("registry", registry_name)``.
     registry_name: ClassVar[str] = "memory"
     #: The selector's own strategy when ``select`` gets none: checked if known, else only node validity is.
-    strategy: ClassVar[Literal["random", "roundrobin"] | None] = None
+    strategy: ClassVar[Literal["random", "roundrobin", "leastconn"] | None] = None
 
     _registry: Registry | None = None
 
     @classmethod
     def adapt(cls, implementation: type) -> type[Self]:
         from micro.selector.cache import RandomSelector, RoundRobinSelector
+        from micro.selector.leastconn import LeastConnSelector
 
-        for known, strategy in ((RoundRobinSelector, "roundrobin"), (RandomSelector, "random")):
+        known_strategies = (
+            (RoundRobinSelector, "roundrobin"),
+            (RandomSelector, "random"),
+            (LeastConnSelector, "leastconn"),
+        )
+        for known, strategy in known_strategies:
             if issubclass(implementation, known):
                 return type(cls.__name__, (cls,), {"strategy": strategy})
         return cls
@@ -118,6 +124,12 @@ class SelectorContract(Contract[Selector]):
             counts = Counter(self.draws(await selector.select(service.name), 300))
             assert set(counts) == {"a", "b", "c"}, f"300 random picks missed a node: {dict(counts)}"
             assert max(counts.values()) < 200, f"random picks are lopsided: {dict(counts)}"
+        elif self.strategy == "leastconn":
+            # Calls never marked stay in flight, so each round of three picks takes every node once.
+            pick = await selector.select(service.name)
+            for _ in range(4):
+                picks = self.draws(pick, 3)
+                assert sorted(picks) == ["a", "b", "c"], f"leastconn picked a busier node over an idle one: {picks}"
         else:
             pytest.skip("the contract was not told the selector's default strategy (set `strategy`)")
 

@@ -70,6 +70,7 @@ def micro_register_runtime(register: Register) -> None:
 def micro_register_selector(register: Register) -> None:
     register("random", "micro.selector.cache:RandomSelector", default=True)
     register("roundrobin", "micro.selector.cache:RoundRobinSelector")
+    register("leastconn", "micro.selector.leastconn:LeastConnSelector")
 
 
 @hookimpl

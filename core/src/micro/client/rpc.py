@@ -288,8 +288,15 @@ class RPCClient(Client):
                         error = exc
                         continue
                     except asyncio.CancelledError:
-                        if selector is not None and deadline is not None and time.monotonic() >= deadline:
-                            selector.mark(service, node, Timeout(f"{node.address} did not answer in time"))
+                        if selector is not None:
+                            if deadline is not None and time.monotonic() >= deadline:
+                                selector.mark(service, node, Timeout(f"{node.address} did not answer in time"))
+                            else:
+                                selector.release(service, node)  # no outcome, but no longer in flight
+                        raise
+                    except BaseException:
+                        if selector is not None:
+                            selector.release(service, node)
                         raise
                     if selector is not None:
                         selector.mark(service, node, None)

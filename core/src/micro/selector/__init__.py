@@ -1,7 +1,8 @@
 """Node selection: the :class:`Selector` interface, filters and strategies.
 
 The built-in selectors (``random``, ``roundrobin``) live in
-:mod:`micro.selector.cache` and are built with ``micro.create("selector")``.
+:mod:`micro.selector.cache`, ``leastconn`` in :mod:`micro.selector.leastconn`; all are
+built with ``micro.create("selector", name)``.
 """
 
 from __future__ import annotations

@@ -124,6 +124,14 @@ class Selector(Component, abc.ABC):
         appears later. Never raises; synchronous, so it is safe in ``finally``.
         """
 
+    def release(self, service: str, node: Node) -> None:
+        """A call to ``node`` of ``service`` ended without an outcome to :meth:`mark` (it was cancelled).
+
+        Selectors that count calls in flight (``leastconn``) stop counting it; the
+        others ignore it. A caller that took a node from ``next()`` reports every call
+        with exactly one of :meth:`mark` and :meth:`release`. Never raises.
+        """
+
     @abc.abstractmethod
     def reset(self, service: str) -> None:
         """Forget every mark of ``service``: demoted nodes are used again immediately. Never raises."""
