@@ -46,9 +46,18 @@ ensure_nats() {
 }
 
 ensure_postgres() {
-  port_open 5432 && return 0
-  pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | head -1)" main start >/dev/null 2>&1 || true
-  wait_port 5432 15 || echo "services: postgres did not start"
+  if ! port_open 5432; then
+    pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | head -1)" main start >/dev/null 2>&1 || true
+    wait_port 5432 15 || { echo "services: postgres did not start"; return 0; }
+  fi
+  # micro-postgres's tests connect as this user to the database "test" (trust auth on loopback).
+  command -v psql >/dev/null && id postgres >/dev/null 2>&1 || return 0
+  local me
+  me=$(id -un)
+  su postgres -s /bin/sh -c "psql -tAc \"SELECT 1 FROM pg_roles WHERE rolname='$me'\"" 2>/dev/null | grep -q 1 \
+    || su postgres -s /bin/sh -c "createuser -s '$me'" >/dev/null 2>&1 || true
+  su postgres -s /bin/sh -c "psql -tAc \"SELECT 1 FROM pg_database WHERE datname='test'\"" 2>/dev/null | grep -q 1 \
+    || su postgres -s /bin/sh -c "createdb -O '$me' test" >/dev/null 2>&1 || true
 }
 
 ensure_consul() {
