@@ -18,10 +18,19 @@ from types import TracebackType
 from typing import ClassVar, Self
 
 from ..component import Component
+from ..errors import ConnectionClosed
 from ..transport.base import Socket
 from .options import TunnelOptions
 
-__all__ = ["Link", "Session", "Tunnel", "TunnelListener"]
+__all__ = ["Link", "LinkLost", "Session", "Tunnel", "TunnelListener"]
+
+
+class LinkLost(ConnectionClosed):
+    """The link under a session died (its socket closed, or no frame within ``link_timeout``).
+
+    Raised by a session's ``send`` and ``recv`` once its link is gone; dial again for a new session,
+    which uses another link or the same peer once it is re-linked.
+    """
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +51,10 @@ class Link:
     channels: frozenset[str]
     #: Sessions open on the link.
     sessions: int
+    #: The last keepalive round trip, in seconds (smoothed); ``None`` until the first pong.
+    delay: float | None = None
+    #: Bytes per second carried both ways, averaged over the last keepalive intervals.
+    rate: float = 0.0
 
 
 class Session(Socket, abc.ABC):

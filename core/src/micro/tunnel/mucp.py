@@ -13,7 +13,13 @@ Every frame is a transport message whose ``Micro-Tunnel`` header says what it is
 ``data``     one session message: msgpack ``[header, body]``, AES-GCM sealed on encrypted links
 ``eos``      the sender will send nothing more on the session (half-close)
 ``close``    the sender closed the session
+``ping``     keepalive, every ``keepalive`` seconds, with the sender's clock in ``Micro-Tunnel-Time``
+``pong``     the answer to a ping, echoing ``Micro-Tunnel-Time`` (the sender's round trip is the link delay)
 ==========  ========================================================================
+
+A link that brings no frame for ``link_timeout`` seconds is closed; its
+sessions fail with :class:`~micro.tunnel.LinkLost`, and the node that dialled
+the link re-links at once and then with exponential backoff.
 
 The HMACs (SHA-256, keyed by the token) cover both nonces and both ids, so
 neither a replayed handshake nor a peer with another token gets a link. The
@@ -55,7 +61,7 @@ from ..errors import (
 )
 from ..transport._stream import StreamSocket, check_header
 from ..transport.base import Message, Socket, Transport
-from .base import Link, Session, Tunnel, TunnelListener
+from .base import Link, LinkLost, Session, Tunnel, TunnelListener
 from .options import TunnelOptions
 
 __all__ = ["MUCPTunnel"]
@@ -71,6 +77,7 @@ CHANNEL: Final = "Micro-Tunnel-Channel"
 CHANNELS: Final = "Micro-Tunnel-Channels"
 SESSION: Final = "Micro-Tunnel-Session"
 ERROR: Final = "Micro-Tunnel-Error"
+TIME: Final = "Micro-Tunnel-Time"
 
 
 def _mac(token: str, role: str, dialer_nonce: str, listener_nonce: str, dialer: str, listener: str) -> str:
@@ -105,6 +112,18 @@ class _Link:
         self.pending: dict[str, asyncio.Future[None]] = {}
         self.closed = False
         self._tasks: set[asyncio.Task[None]] = set()
+        #: Why the link died under its sessions (they then raise LinkLost); None while it is up.
+        self.lost: str | None = None
+        now = asyncio.get_running_loop().time()
+        #: When the last frame came from the peer (loop time), for the keepalive watchdog.
+        self.heard = now
+        #: Bytes both ways since the last watchdog tick, and that tick's time, for ``rate``.
+        self.bytes = 0
+        self.since = now
+        self.delay: float | None = None
+        self.rate = 0.0
+        #: The link's own transport (outbound links), closed with it.
+        self.dialer: Transport | None = None
 
     def info(self) -> Link:
         return Link(
@@ -115,11 +134,16 @@ class _Link:
             encrypted=self.key is not None,
             channels=self.channels,
             sessions=len(self.sessions),
+            delay=self.delay,
+            rate=self.rate,
         )
 
     async def send(self, kind: str, header: Mapping[str, str] | None = None, body: bytes = b"") -> None:
         if self.closed:
+            if self.lost is not None:
+                raise LinkLost(self.lost)
             raise ConnectionClosed(f"the link to tunnel {self.node} is down")
+        self.bytes += len(body)
         await self.socket.send(Message({TYPE: kind, **(header or {})}, body))
 
     def post(self, kind: str, header: Mapping[str, str]) -> None:
@@ -147,16 +171,21 @@ class _Link:
             raise InvalidTag
         return self.key.decrypt(data[:12], data[12:], None)
 
-    def drop(self, reason: str) -> None:
-        """The link is gone: fail its sessions and the dials waiting on it."""
+    def drop(self, reason: str, *, lost: bool = False) -> None:
+        """The link is gone: fail its sessions and the dials waiting on it.
+
+        ``lost`` means it died under them (rather than the tunnel closing): they raise :class:`LinkLost`.
+        """
         if self.closed:
             return
         self.closed = True
+        if lost:
+            self.lost = reason
         for session in list(self.sessions.values()):
             session._fail(reason)
         for waiter in self.pending.values():
             if not waiter.done():
-                waiter.set_exception(ConnectionClosed(reason))
+                waiter.set_exception(LinkLost(reason) if lost else ConnectionClosed(reason))
         self.pending.clear()
         for task in self._tasks:
             task.cancel()
@@ -180,6 +209,25 @@ class _Session(StreamSocket, Session):
     @property
     def link(self) -> str:
         return self._link.id
+
+    def _lost(self, exc: ConnectionClosed) -> ConnectionClosed:
+        # A session whose link died says so with its own type, so callers can tell it from a peer's close.
+        lost = self._link.lost
+        if lost is not None and not isinstance(exc, LinkLost) and str(exc) == lost:
+            return LinkLost(f"session {self._id} on channel {self._channel!r}: {lost}")
+        return exc
+
+    async def send(self, message: Message) -> None:
+        try:
+            await super().send(message)
+        except ConnectionClosed as exc:
+            raise self._lost(exc) from None
+
+    async def recv(self, *, timeout: float | None = None) -> Message:
+        try:
+            return await super().recv(timeout=timeout)
+        except ConnectionClosed as exc:
+            raise self._lost(exc) from None
 
     async def _write(self, message: Message | None, end: bool) -> None:
         if message is not None:
@@ -274,6 +322,8 @@ class MUCPTunnel(Tunnel):
         self._tasks: set[asyncio.Task[None]] = set()
         self._changed: asyncio.Event | None = None
         self._rejected: set[str] = set()
+        #: Set when an outbound link drops, to wake the re-linker at once.
+        self._dropped: asyncio.Event | None = None
 
     @property
     def id(self) -> str:
@@ -298,6 +348,7 @@ class MUCPTunnel(Tunnel):
         if self._server is not None:
             return
         self._changed = asyncio.Event()
+        self._dropped = asyncio.Event()
         if self._owns_transport:
             await self.transport.start()
         self._server = await self.transport.listen(self.options.address, self._serve)
@@ -306,11 +357,12 @@ class MUCPTunnel(Tunnel):
                 await self._link_to(node)
             except (Unavailable, Timeout) as exc:
                 logger.warning(
-                    "tunnel %s: cannot link to %s yet (%s); retrying every %gs",
+                    "tunnel %s: cannot link to %s yet (%s); retrying in %gs, backing off to %gs",
                     self._id,
                     node,
                     exc,
                     self.options.reconnect,
+                    self.options.reconnect_max,
                 )
             except BaseException:  # a wrong token or a bad address: a configuration error, so fail now
                 await self.close()
@@ -332,6 +384,8 @@ class MUCPTunnel(Tunnel):
         for link in list(self._links.values()):
             link.drop("the tunnel is closed")
             await link.socket.close()
+            if link.dialer is not None:
+                await link.dialer.close()
         self._links.clear()
         self._outbound.clear()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -351,9 +405,30 @@ class MUCPTunnel(Tunnel):
 
     # -- links -----------------------------------------------------------------------------------
 
+    def _dialer(self) -> Transport:
+        """A transport of the same kind and options as ours, for one outbound link.
+
+        A pooling transport (tcp) shares one connection per address: a link declared dead by the keepalive
+        would leave its silent connection in the pool and the next link would reuse it. Each link dials
+        through its own instance instead, closed with the link, so a dead link's connection goes with it.
+        """
+        transport = self.transport
+        try:
+            return type(transport)(transport.options)
+        except TypeError:  # a transport that needs more than its options: share it
+            return transport
+
     async def _link_to(self, address: str) -> None:
         timeout = self.options.dial_timeout
-        socket = await self.transport.dial(address, timeout=timeout)
+        dialer = self._dialer()
+        if dialer is not self.transport:
+            await dialer.start()
+        try:
+            socket = await dialer.dial(address, timeout=timeout)
+        except BaseException:
+            if dialer is not self.transport:
+                await dialer.close()
+            raise
         try:
             mine = secrets.token_hex(16)
             await socket.send(
@@ -376,11 +451,15 @@ class MUCPTunnel(Tunnel):
                 raise Unauthorized(f"tunnel at {address} refused the link: {ready.get(ERROR, 'no reason given')}")
         except BaseException:
             await socket.close()
+            if dialer is not self.transport:
+                await dialer.close()
             raise
         encrypted = self.options.encrypt or verify.get(ENCRYPT) == "1"
         link = _Link(
             self, socket, node=peer, outbound=True, key=_key(self.options.token, mine, theirs) if encrypted else None
         )
+        if dialer is not self.transport:
+            link.dialer = dialer
         self._links[link.id] = link
         self._outbound[address] = link
         self._spawn(self._run(link))
@@ -425,38 +504,98 @@ class MUCPTunnel(Tunnel):
     async def _run(self, link: _Link) -> None:
         """Serve a registered link until it closes, then forget it."""
         reason = "the link closed"
+        lost = False
+        watchdog = asyncio.get_running_loop().create_task(self._watch(link))
+        loop = asyncio.get_running_loop()
         try:
             await self._announce(link)
             self._notify()
             while True:
                 message = await link.socket.recv()
+                link.heard = loop.time()
+                link.bytes += len(message.body)
                 await self._dispatch(link, message)
         except ConnectionClosed as exc:
-            reason = f"the link to tunnel {link.node} was lost: {exc}"
+            lost = self._server is not None  # not our own close()
+            reason = link.lost or f"the link to tunnel {link.node} was lost: {exc}"
         finally:
+            watchdog.cancel()
             self._links.pop(link.id, None)
             for address, outbound in list(self._outbound.items()):
                 if outbound is link:
                     del self._outbound[address]
-            link.drop(reason)
+                    if self._dropped is not None:
+                        self._dropped.set()
+            link.drop(reason, lost=lost)
             await link.socket.close()
+            if link.dialer is not None:
+                await link.dialer.close()
             self._notify()
+            if lost:
+                logger.warning("tunnel %s: %s", self._id, reason)
+
+    async def _watch(self, link: _Link) -> None:
+        """Ping the peer every ``keepalive`` seconds; close the link when it has been silent too long."""
+        loop = asyncio.get_running_loop()
+        keepalive, limit = self.options.keepalive, self.options.link_timeout
+        while not link.closed:
+            await asyncio.sleep(keepalive)
+            now = loop.time()
+            silent = now - link.heard
+            if silent > limit:
+                # Closing the socket ends the recv in _run, which fails the sessions with this reason.
+                link.lost = (
+                    f"the link to tunnel {link.node} is dead: nothing heard for {silent:.1f}s "
+                    f"(link_timeout is {limit:g}s)"
+                )
+                await link.socket.close()
+                return
+            elapsed = now - link.since
+            if elapsed > 0:
+                sample = link.bytes / elapsed
+                link.rate = sample if link.rate == 0.0 else 0.5 * link.rate + 0.5 * sample
+            link.bytes, link.since = 0, now
+            link.post("ping", {TIME: repr(now)})
 
     async def _relink(self) -> None:
+        """Keep every configured node linked: at once after a drop, then with exponential backoff and jitter."""
+        loop = asyncio.get_running_loop()
+        first, most = self.options.reconnect, self.options.reconnect_max
+        wait = dict.fromkeys(self.options.nodes, first)
+        due = dict.fromkeys(self.options.nodes, loop.time() + first)
+        linked = {node for node in self.options.nodes if node in self._outbound}
+        dropped = self._dropped
+        assert dropped is not None
         while True:
-            await asyncio.sleep(self.options.reconnect)
+            now = loop.time()
             for node in self.options.nodes:
                 if node in self._outbound:
+                    linked.add(node)
+                    continue
+                if node in linked:  # it just dropped: try again now, and back off from there
+                    linked.discard(node)
+                    wait[node], due[node] = first, now
+                if now < due[node]:
                     continue
                 try:
                     await self._link_to(node)
                     self._rejected.discard(node)
+                    linked.add(node)
+                    continue
                 except Unauthorized as exc:
-                    if node not in self._rejected:  # say it once, not every few seconds
+                    if node not in self._rejected:  # say it once, not on every attempt
                         logger.error("tunnel %s: %s", self._id, exc)
                         self._rejected.add(node)
                 except (Unavailable, Timeout) as exc:
                     logger.debug("tunnel %s: cannot link to %s: %s", self._id, node, exc)
+                due[node] = loop.time() + wait[node] * random.uniform(0.8, 1.2)
+                wait[node] = min(wait[node] * 2, most)
+            waiting = [due[node] for node in self.options.nodes if node not in self._outbound]
+            dropped.clear()
+            pause = max(0.0, min(waiting) - loop.time()) if waiting else None
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(pause):
+                    await dropped.wait()
 
     def links(self) -> list[Link]:
         return [link.info() for link in self._links.values() if not link.closed]
@@ -513,6 +652,13 @@ class MUCPTunnel(Tunnel):
                     waiter.set_result(None)
                 else:
                     waiter.set_exception(NotFound(header.get(ERROR, "the peer refused the session")))
+        elif kind == "ping":
+            link.post("pong", {TIME: header.get(TIME, "")})
+        elif kind == "pong":
+            with contextlib.suppress(ValueError):
+                rtt = asyncio.get_running_loop().time() - float(header.get(TIME, ""))
+                if 0 <= rtt < 3600:
+                    link.delay = rtt if link.delay is None else 0.75 * link.delay + 0.25 * rtt
         elif kind == "announce":
             text = header.get(CHANNELS, "")
             link.channels = frozenset(c for c in text.split(",") if c)
