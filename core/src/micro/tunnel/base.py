@@ -15,14 +15,26 @@ import abc
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from types import TracebackType
-from typing import ClassVar, Self
+from typing import ClassVar, Literal, Self
 
 from ..component import Component
 from ..errors import ConnectionClosed
 from ..transport.base import Socket
 from .options import TunnelOptions
 
-__all__ = ["Link", "LinkLost", "Session", "Tunnel", "TunnelListener"]
+__all__ = ["MODES", "Link", "LinkLost", "Mode", "Session", "Tunnel", "TunnelListener"]
+
+#: How a session reaches listeners (Go Micro's ``tunnel.Mode``):
+#:
+#: ``unicast``
+#:     one peer that listens on the channel; a two-way conversation.
+#: ``multicast``
+#:     every peer that announced a listener on the channel, as each message is sent; one-way, dialler to listeners.
+#: ``broadcast``
+#:     every linked peer, announced or not (a peer delivers it to its listener on the channel, or drops it);
+#:     one-way, dialler to listeners.
+Mode = Literal["unicast", "multicast", "broadcast"]
+MODES: tuple[Mode, ...] = ("unicast", "multicast", "broadcast")
 
 
 class LinkLost(ConnectionClosed):
@@ -73,7 +85,13 @@ class Session(Socket, abc.ABC):
     @property
     @abc.abstractmethod
     def link(self) -> str:
-        """The id of the link that carries it."""
+        """The id of the link that carries it (``""`` for the dialler's side of a multicast or broadcast)."""
+
+    @property
+    def mode(self) -> Mode:
+        """How it was dialled. Multicast and broadcast sessions are one-way: the dialler's side cannot
+        ``recv`` and a listener's side cannot ``send`` (both raise :class:`~micro.errors.NotSupported`)."""
+        return "unicast"
 
 
 class TunnelListener(abc.ABC):
@@ -164,8 +182,14 @@ class Tunnel(Component, abc.ABC):
         """The links that are up now."""
 
     @abc.abstractmethod
-    async def dial(self, channel: str, *, link: str | None = None, timeout: float | None = None) -> Session:
-        """A session on ``channel`` to a peer that listens on it.
+    async def dial(
+        self, channel: str, *, link: str | None = None, timeout: float | None = None, mode: Mode = "unicast"
+    ) -> Session:
+        """A session on ``channel`` to a peer that listens on it (``mode="unicast"``, the default).
+
+        With ``mode="multicast"`` or ``"broadcast"`` (see :data:`Mode`) it returns at once: each message sent
+        goes to every peer listening on the channel at that moment (multicast), or to every linked peer
+        (broadcast); a message nobody listens for is dropped. ``link`` and ``timeout`` apply to unicast only.
 
         :param link: use this link (an id from :meth:`links`, or the peer's node id)
             instead of any link whose peer announced ``channel``.
@@ -173,7 +197,7 @@ class Tunnel(Component, abc.ABC):
         :raises ~micro.errors.NoneAvailable: no linked peer listens on ``channel`` in time.
         :raises ~micro.errors.NotFound: the chosen link is unknown, or its peer refused (no listener there).
         :raises ~micro.errors.Timeout: the peer did not answer in time.
-        :raises ~micro.errors.BadRequest: an empty channel name or one with a comma.
+        :raises ~micro.errors.BadRequest: an empty channel name or one with a comma, or an unknown mode.
         """
 
     @abc.abstractmethod

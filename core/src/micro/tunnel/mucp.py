@@ -13,6 +13,8 @@ Every frame is a transport message whose ``Micro-Tunnel`` header says what it is
 ``data``     one session message: msgpack ``[header, body]``, AES-GCM sealed on encrypted links
 ``eos``      the sender will send nothing more on the session (half-close)
 ``close``    the sender closed the session
+``cast``     one multicast or broadcast message (``Micro-Tunnel-Mode``) on ``Micro-Tunnel-Channel``, sealed
+             like ``data``; the first one of a session id opens it at a listener, ``eos`` ends it
 ``ping``     keepalive, every ``keepalive`` seconds, with the sender's clock in ``Micro-Tunnel-Time``
 ``pong``     the answer to a ping, echoing ``Micro-Tunnel-Time`` (the sender's round trip is the link delay)
 ==========  ========================================================================
@@ -55,13 +57,14 @@ from ..errors import (
     MicroError,
     NoneAvailable,
     NotFound,
+    NotSupported,
     Timeout,
     Unauthorized,
     Unavailable,
 )
 from ..transport._stream import StreamSocket, check_header
 from ..transport.base import Message, Socket, Transport
-from .base import Link, LinkLost, Session, Tunnel, TunnelListener
+from .base import MODES, Link, LinkLost, Mode, Session, Tunnel, TunnelListener
 from .options import TunnelOptions
 
 __all__ = ["MUCPTunnel"]
@@ -78,6 +81,9 @@ CHANNELS: Final = "Micro-Tunnel-Channels"
 SESSION: Final = "Micro-Tunnel-Session"
 ERROR: Final = "Micro-Tunnel-Error"
 TIME: Final = "Micro-Tunnel-Time"
+MODE: Final = "Micro-Tunnel-Mode"
+#: Closed cast sessions a link remembers, so later messages of theirs are dropped rather than reopened.
+MUTED: Final = 4096
 
 
 def _mac(token: str, role: str, dialer_nonce: str, listener_nonce: str, dialer: str, listener: str) -> str:
@@ -89,6 +95,15 @@ def _key(token: str, dialer_nonce: str, listener_nonce: str) -> AESGCM:
     salt = (dialer_nonce + listener_nonce).encode()
     derived = HKDF(algorithm=hashes.SHA256(), length=32, salt=salt, info=b"micro tunnel v1").derive(token.encode())
     return AESGCM(derived)
+
+
+def _pack(message: Message) -> bytes:
+    """A session message as the msgpack ``[header, body]`` that ``data`` and ``cast`` frames carry."""
+    header = check_header(message.header)
+    body = message.body
+    if not isinstance(body, (bytes, bytearray, memoryview)):
+        raise BadRequest(f"message body must be bytes, not {type(body).__name__}")
+    return msgpack.packb([header, bytes(body)], use_bin_type=True)  # type: ignore[no-any-return]
 
 
 def _check_channel(channel: str) -> str:
@@ -122,6 +137,8 @@ class _Link:
         self.since = now
         self.delay: float | None = None
         self.rate = 0.0
+        #: Cast sessions closed here before their dialler ended them, oldest first (bounded).
+        self.muted: dict[str, None] = {}
         #: The link's own transport (outbound links), closed with it.
         self.dialer: Transport | None = None
 
@@ -171,6 +188,11 @@ class _Link:
             raise InvalidTag
         return self.key.decrypt(data[:12], data[12:], None)
 
+    def mute(self, sid: str) -> None:
+        self.muted[sid] = None
+        if len(self.muted) > MUTED:
+            del self.muted[next(iter(self.muted))]
+
     def drop(self, reason: str, *, lost: bool = False) -> None:
         """The link is gone: fail its sessions and the dials waiting on it.
 
@@ -192,11 +214,19 @@ class _Link:
 
 
 class _Session(StreamSocket, Session):
-    def __init__(self, link: _Link, id: str, channel: str) -> None:
+    def __init__(self, link: _Link, id: str, channel: str, mode: Mode = "unicast") -> None:
         super().__init__(link.socket.local, link.socket.remote)
         self._link = link
         self._id = id
         self._channel = channel
+        self._mode: Mode = mode
+        if mode != "unicast":  # a listener's side of a one-way session: nothing of ours will follow
+            self._send_closed = f"a {mode} session is one-way, from the dialler to its listeners"
+            self._local_done = True
+
+    @property
+    def mode(self) -> Mode:
+        return self._mode
 
     @property
     def id(self) -> str:
@@ -218,6 +248,8 @@ class _Session(StreamSocket, Session):
         return exc
 
     async def send(self, message: Message) -> None:
+        if self._mode != "unicast":
+            raise NotSupported(f"cannot send on {self!r}: a {self._mode} session is one-way, dialler to listeners")
         try:
             await super().send(message)
         except ConnectionClosed as exc:
@@ -231,23 +263,87 @@ class _Session(StreamSocket, Session):
 
     async def _write(self, message: Message | None, end: bool) -> None:
         if message is not None:
-            header = check_header(message.header)
-            body = message.body
-            if not isinstance(body, (bytes, bytearray, memoryview)):
-                raise BadRequest(f"message body must be bytes, not {type(body).__name__}")
-            payload = msgpack.packb([header, bytes(body)], use_bin_type=True)
-            await self._link.send("data", {SESSION: self._id}, self._link.seal(payload))
+            await self._link.send("data", {SESSION: self._id}, self._link.seal(_pack(message)))
         if end:
             await self._link.send("eos", {SESSION: self._id})
 
     def _finish(self, reset: bool) -> None:
-        self._link.post("close" if reset else "eos", {SESSION: self._id})
+        if self._mode == "unicast":
+            self._link.post("close" if reset else "eos", {SESSION: self._id})
+        else:  # the dialler of a cast session keeps sending: drop the rest rather than open it again
+            self._link.mute(self._id)
 
     def _release(self) -> None:
         self._link.sessions.pop(self._id, None)
 
     def __repr__(self) -> str:
         return f"<Session {self._channel} {self._id} via {self._link.node}>"
+
+
+class _CastSession(Session):
+    """The dialler's side of a multicast or broadcast session: each message goes to the links chosen at send time."""
+
+    def __init__(self, tunnel: MUCPTunnel, channel: str, mode: Mode) -> None:
+        self._tunnel = tunnel
+        self._id = str(uuid.uuid4())
+        self._channel = channel
+        self._mode: Mode = mode
+        #: The links sent on, so each hears the end of the session.
+        self._reached: dict[str, _Link] = {}
+        self._closed = False
+
+    @property
+    def id(self) -> str:
+        return self._id
+
+    @property
+    def channel(self) -> str:
+        return self._channel
+
+    @property
+    def link(self) -> str:
+        return ""
+
+    @property
+    def mode(self) -> Mode:
+        return self._mode
+
+    @property
+    def local(self) -> str:
+        return self._tunnel.address
+
+    @property
+    def remote(self) -> str:
+        return f"{self._mode}:{self._channel}"
+
+    async def send(self, message: Message) -> None:
+        if self._closed:
+            raise ConnectionClosed(f"the {self._mode} session on {self._channel!r} is closed")
+        payload = _pack(message)
+        header = {SESSION: self._id, CHANNEL: self._channel, MODE: self._mode}
+        for link in self._tunnel._targets(self._channel, self._mode):
+            try:
+                await link.send("cast", header, link.seal(payload))
+            except ConnectionClosed:
+                continue  # that link died: its peer misses this message, the others still get it
+            self._reached[link.id] = link
+
+    async def recv(self, *, timeout: float | None = None) -> Message:
+        raise NotSupported(f"cannot recv on a {self._mode} session: it is one-way, from the dialler to its listeners")
+
+    async def close_send(self) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        for link in self._reached.values():
+            link.post("eos", {SESSION: self._id})
+        self._reached.clear()
+
+    def __repr__(self) -> str:
+        return f"<Session {self._mode} {self._channel} {self._id}>"
 
 
 class _Listener(TunnelListener):
@@ -627,6 +723,28 @@ class MUCPTunnel(Tunnel):
                 link.post("close", {SESSION: sid})
                 return
             session._deliver(Message(inner, bytes(body)))
+        elif kind == "cast":
+            session = link.sessions.get(sid)
+            if session is None:
+                if sid in link.muted:
+                    return
+                channel, mode = header.get(CHANNEL, ""), header.get(MODE, "")
+                listener = self._listeners.get(channel)
+                if listener is None or not sid or mode not in ("multicast", "broadcast"):
+                    return  # nobody here listens: a broadcast reaches every node, and is dropped where unheard
+                session = _Session(link, sid, channel, "multicast" if mode == "multicast" else "broadcast")
+                link.sessions[sid] = session
+                if not listener.offer(session):
+                    link.sessions.pop(sid, None)
+                    return
+            try:
+                inner, body = msgpack.unpackb(link.unseal(message.body), raw=False)
+                inner = check_header(inner)
+            except (InvalidTag, ValueError, TypeError, BadRequest, msgpack.UnpackException) as exc:
+                logger.warning("tunnel %s: dropping a bad frame from %s: %r", self._id, link.node, exc)
+                session._fail("the peer sent a frame that does not decrypt or decode")
+                return
+            session._deliver(Message(inner, bytes(body)))
         elif kind == "eos":
             if (session := link.sessions.get(sid)) is not None:
                 session._end()
@@ -692,10 +810,22 @@ class MUCPTunnel(Tunnel):
         candidates = [item for item in live if channel in item.channels]
         return random.choice(candidates) if candidates else None
 
-    async def dial(self, channel: str, *, link: str | None = None, timeout: float | None = None) -> Session:
+    def _targets(self, channel: str, mode: Mode) -> list[_Link]:
+        live = [link for link in self._links.values() if not link.closed]
+        if mode == "broadcast":
+            return live
+        return [link for link in live if channel in link.channels]
+
+    async def dial(
+        self, channel: str, *, link: str | None = None, timeout: float | None = None, mode: Mode = "unicast"
+    ) -> Session:
         _check_channel(channel)
+        if mode not in MODES:
+            raise BadRequest(f"bad tunnel mode {mode!r}: one of {', '.join(MODES)} is needed")
         if self._server is None:
             raise ConnectionClosed("the tunnel is not connected")
+        if mode != "unicast":
+            return _CastSession(self, channel, mode)
         seconds = self.options.dial_timeout if timeout is None else timeout
         loop = asyncio.get_running_loop()
         deadline = loop.time() + seconds
