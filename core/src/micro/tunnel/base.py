@@ -181,6 +181,10 @@ class Tunnel(Component, abc.ABC):
     def links(self) -> list[Link]:
         """The links that are up now."""
 
+    def reachable(self, channel: str) -> bool:
+        """Whether a unicast :meth:`dial` of ``channel`` would find a listener now (here or on a linked peer)."""
+        return any(channel in link.channels for link in self.links())
+
     @abc.abstractmethod
     async def dial(
         self, channel: str, *, link: str | None = None, timeout: float | None = None, mode: Mode = "unicast"
@@ -190,6 +194,8 @@ class Tunnel(Component, abc.ABC):
         With ``mode="multicast"`` or ``"broadcast"`` (see :data:`Mode`) it returns at once: each message sent
         goes to every peer listening on the channel at that moment (multicast), or to every linked peer
         (broadcast); a message nobody listens for is dropped. ``link`` and ``timeout`` apply to unicast only.
+
+        A channel this tunnel listens on itself is served locally (loopback), without a link.
 
         :param link: use this link (an id from :meth:`links`, or the peer's node id)
             instead of any link whose peer announced ``channel``.

@@ -280,6 +280,54 @@ class _Session(StreamSocket, Session):
         return f"<Session {self._channel} {self._id} via {self._link.node}>"
 
 
+class _LocalSession(StreamSocket, Session):
+    """One end of a unicast session between a dialler and a listener of the same tunnel (no link involved)."""
+
+    def __init__(self, tunnel: MUCPTunnel, id: str, channel: str) -> None:
+        super().__init__(tunnel.address, tunnel.address)
+        self._tunnel = tunnel
+        self._id = id
+        self._channel = channel
+        self.peer: _LocalSession | None = None
+
+    @property
+    def id(self) -> str:
+        return self._id
+
+    @property
+    def channel(self) -> str:
+        return self._channel
+
+    @property
+    def link(self) -> str:
+        return "local"
+
+    async def _write(self, message: Message | None, end: bool) -> None:
+        peer = self.peer
+        assert peer is not None
+        if message is not None:
+            header = check_header(message.header)
+            body = message.body
+            if not isinstance(body, (bytes, bytearray, memoryview)):
+                raise BadRequest(f"message body must be bytes, not {type(body).__name__}")
+            peer._deliver(Message(dict(header), bytes(body)))  # copies, as a link would
+        if end:
+            peer._end()
+
+    def _finish(self, reset: bool) -> None:
+        if self.peer is not None:
+            if reset:
+                self.peer._reset()
+            else:
+                self.peer._end()
+
+    def _release(self) -> None:
+        self._tunnel._local.discard(self)
+
+    def __repr__(self) -> str:
+        return f"<Session {self._channel} {self._id} local>"
+
+
 class _CastSession(Session):
     """The dialler's side of a multicast or broadcast session: each message goes to the links chosen at send time."""
 
@@ -350,14 +398,14 @@ class _Listener(TunnelListener):
     def __init__(self, tunnel: MUCPTunnel, channel: str) -> None:
         self._tunnel = tunnel
         self._channel = channel
-        self._queue: asyncio.Queue[_Session | None] = asyncio.Queue()
+        self._queue: asyncio.Queue[Session | None] = asyncio.Queue()
         self._closed = False
 
     @property
     def channel(self) -> str:
         return self._channel
 
-    def offer(self, session: _Session) -> bool:
+    def offer(self, session: Session) -> bool:
         if self._closed:
             return False
         self._queue.put_nowait(session)
@@ -418,6 +466,8 @@ class MUCPTunnel(Tunnel):
         self._tasks: set[asyncio.Task[None]] = set()
         self._changed: asyncio.Event | None = None
         self._rejected: set[str] = set()
+        #: Unicast sessions between our own dialler and listener, failed when the tunnel closes.
+        self._local: set[_LocalSession] = set()
         #: Set when an outbound link drops, to wake the re-linker at once.
         self._dropped: asyncio.Event | None = None
 
@@ -432,7 +482,12 @@ class MUCPTunnel(Tunnel):
     @property
     def transport(self) -> Transport:
         if self._transport is None:
-            self._transport = self._parts.make(Transport, _tcp)
+            from .transport import TunnelTransport
+
+            made = self._parts.make(Transport, _tcp)
+            # With MICRO_TRANSPORT=tunnel the wiring would hand the tunnel a transport over itself; its links
+            # need a real one, so they use the built-in tcp transport then.
+            self._transport = _tcp() if isinstance(made, TunnelTransport) else made
         return self._transport
 
     def __repr__(self) -> str:
@@ -484,6 +539,9 @@ class MUCPTunnel(Tunnel):
                 await link.dialer.close()
         self._links.clear()
         self._outbound.clear()
+        for local in list(self._local):
+            local._fail("the tunnel is closed")
+        self._local.clear()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks.clear()
         if self._owns_transport and self._transport is not None:
@@ -696,6 +754,11 @@ class MUCPTunnel(Tunnel):
     def links(self) -> list[Link]:
         return [link.info() for link in self._links.values() if not link.closed]
 
+    def reachable(self, channel: str) -> bool:
+        return channel in self._listeners or any(
+            channel in link.channels for link in self._links.values() if not link.closed
+        )
+
     # -- frames ----------------------------------------------------------------------------------
 
     async def _announce(self, link: _Link) -> None:
@@ -810,6 +873,16 @@ class MUCPTunnel(Tunnel):
         candidates = [item for item in live if channel in item.channels]
         return random.choice(candidates) if candidates else None
 
+    def _loopback(self, listener: _Listener) -> Session:
+        """A session to our own listener on the channel: cheaper than any link, so preferred (as Go Micro does)."""
+        sid = str(uuid.uuid4())
+        mine, theirs = _LocalSession(self, sid, listener.channel), _LocalSession(self, sid, listener.channel)
+        mine.peer, theirs.peer = theirs, mine
+        if not listener.offer(theirs):
+            raise NotFound(f"tunnel {self._id} does not listen on {listener.channel!r}")
+        self._local.update((mine, theirs))
+        return mine
+
     def _targets(self, channel: str, mode: Mode) -> list[_Link]:
         live = [link for link in self._links.values() if not link.closed]
         if mode == "broadcast":
@@ -826,6 +899,8 @@ class MUCPTunnel(Tunnel):
             raise ConnectionClosed("the tunnel is not connected")
         if mode != "unicast":
             return _CastSession(self, channel, mode)
+        if link is None and (here := self._listeners.get(channel)) is not None:
+            return self._loopback(here)
         seconds = self.options.dial_timeout if timeout is None else timeout
         loop = asyncio.get_running_loop()
         deadline = loop.time() + seconds
