@@ -449,7 +449,7 @@ class MUCPTunnel(Tunnel):
         with the tunnel (one that is passed in is only used).
     """
 
-    capabilities: ClassVar[frozenset[str]] = frozenset({"encrypt"})
+    capabilities: ClassVar[frozenset[str]] = frozenset({"encrypt", "multicast"})
 
     def __init__(
         self, options: TunnelOptions | None = None, *, transport: Transport | None = None, make: Make | None = None
