@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Make sure every backend the plugin suites talk to is listening on loopback.
 # Services this machine kind starts before a session are only started when their port is closed;
-# Consul is fetched from Debian's archive (bullseye, unpacked, never installed) and started here.
+# Consul is fetched from Debian's archive (bullseye, unpacked, never installed) and started here; etcd is
+# installed from Debian (etcd-server) and started on a temporary data directory.
 # Sourced by .ci/run: exports CONSUL_HTTP_ADDR when a Consul agent is up (the suites default to 127.0.0.1:8500;
 # with CI=true a backend that does not answer fails its suite, it is never skipped).
 set -u
@@ -83,11 +84,33 @@ ensure_consul() {
   echo "services: consul DOWN (the Consul suite will fail): agent started but elected no leader (see $dir/agent.log)"
 }
 
+ensure_etcd() {
+  # Never pre-started on any machine kind: installed from Debian (etcd-server, 3.4) and run on a fresh data dir.
+  if port_open 2379; then return 0; fi
+  command -v etcd >/dev/null || apt_install etcd-server
+  if ! command -v etcd >/dev/null; then echo "services: etcd DOWN (the etcd suite will fail): apt could not install etcd-server"; return 0; fi
+  local dir
+  dir=$(mktemp -d /tmp/micro-ci-etcd.XXXXXX)
+  etcd --name ci --data-dir "$dir/data" --logger=zap --log-level warn \
+    --listen-client-urls http://127.0.0.1:2379 --advertise-client-urls http://127.0.0.1:2379 \
+    --listen-peer-urls http://127.0.0.1:2380 --initial-advertise-peer-urls http://127.0.0.1:2380 \
+    --initial-cluster ci=http://127.0.0.1:2380 > "$dir/etcd.log" 2>&1 &
+  echo $! > "$dir/pid"
+  local i
+  for i in $(seq 1 150); do
+    curl -sf http://127.0.0.1:2379/health 2>/dev/null | grep -q '"true"' && return 0
+    sleep 0.1
+  done
+  echo "services: etcd DOWN (the etcd suite will fail): started but not healthy (see $dir/etcd.log)"
+}
+
 ensure_rabbitmq        # slowest to boot: start it first, wait for it last
 ensure_redis
 ensure_nats
 ensure_postgres
 ensure_consul
+ensure_etcd
 wait_port 5672 60 || echo "services: rabbitmq did not start"
-for p in 6379 5672 4222 5432; do port_open $p && echo "services: 127.0.0.1:$p up" || echo "services: 127.0.0.1:$p DOWN"; done
+for p in 6379 5672 4222 5432 2379; do port_open $p && echo "services: 127.0.0.1:$p up" || echo "services: 127.0.0.1:$p DOWN"; done
 echo "services: consul ${CONSUL_HTTP_ADDR:-not available}"
+echo "services: etcd $(curl -sf http://127.0.0.1:2379/version 2>/dev/null || echo 'not available')"

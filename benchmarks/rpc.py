@@ -23,6 +23,10 @@ KINDS = {
     "raw": "raw asyncio echo",
     "grpc": "grpcio-aio",
     "aiohttp": "aiohttp",
+    # asyncmicro-grpc's server with micro's grpc client, then with grpcio's bytes client (as "grpcio-aio" uses):
+    # the second isolates the server's cost over the raw grpc.aio echo.
+    "micro-grpc": "micro over gRPC",
+    "micro-grpc-server": "micro gRPC server, grpcio client",
 }
 
 

@@ -5,7 +5,8 @@
 prints one JSON line (see :class:`_harness.Load`). KIND is ``micro`` (``micro-nodebug``: the
 service without its Debug handler's trace and stats wrappers), ``raw``
 (length-prefixed asyncio echo), ``grpc`` (``grpc.aio`` unary, identity
-serializers) or ``aiohttp`` (JSON POST).
+serializers), ``aiohttp`` (JSON POST), ``micro-grpc`` (the micro service served by asyncmicro-grpc,
+called with micro's grpc client) or ``micro-grpc-server`` (the same server, called as ``grpc`` is).
 
 Every system answers two calls: ``echo`` of a small JSON object, and ``blob``
 of ``{"data": "x" * size}`` for the payload sweep. The micro handler is typed
@@ -161,6 +162,12 @@ async def serve_micro_nodebug() -> None:
     await serve_micro(debug=False)
 
 
+async def serve_micro_grpc() -> None:
+    # The same service and handler as "micro", served by asyncmicro-grpc's server (MICRO_SERVER=grpc).
+    os.environ["MICRO_SERVER"] = "grpc"
+    await serve_micro()
+
+
 SERVERS: dict[str, Callable[[], Awaitable[None]]] = {
     "micro": serve_micro,
     # Without the Debug handler's trace and stats wrappers: what they cost per call.
@@ -168,6 +175,8 @@ SERVERS: dict[str, Callable[[], Awaitable[None]]] = {
     "raw": serve_raw,
     "grpc": serve_grpc,
     "aiohttp": serve_aiohttp,
+    "micro-grpc": serve_micro_grpc,
+    "micro-grpc-server": serve_micro_grpc,
 }
 
 
@@ -302,6 +311,64 @@ async def clients_grpc(address: str, callers: int, connections: int, size: int) 
     return [make(stubs[i % connections]) for i in range(callers)], close
 
 
+async def clients_micro_grpc(address: str, callers: int, connections: int, size: int) -> tuple[list[Call], Any]:
+    from micro.registry.base import Node, Service
+    from micro.registry.memory import MemoryRegistry
+    from micro.selector.cache import RandomSelector
+    from micro_grpc import GRPCClient
+
+    # micro's grpc client end to end; the node is registered here so the load is the calls, not the registry.
+    registry = MemoryRegistry()
+    await registry.register(
+        Service(name=SERVICE, nodes=[Node(id="bench", address=address, metadata={"protocol": "grpc"})])
+    )
+    client = GRPCClient(selector=RandomSelector(registry=registry))
+    await client.start()
+    if size <= 0:
+        endpoint, request, rtype = "Bench.echo", Small(**SMALL), Small
+    else:
+        endpoint, request, rtype = "Bench.blob", Blob("x" * size), Blob
+
+    async def call() -> None:
+        reply = await client.call(SERVICE, endpoint, request, response_type=rtype)
+        if type(reply) is not rtype:
+            raise AssertionError(f"got {type(reply).__name__}")
+
+    async def close() -> None:
+        await client.close()
+
+    return [call] * callers, close
+
+
+async def clients_grpc_to_micro(address: str, callers: int, connections: int, size: int) -> tuple[list[Call], Any]:
+    import grpc
+    from micro_grpc.client import marshals
+
+    # grpcio's own bytes-in, bytes-out client (as "grpc" uses) against micro's grpc server: the server's cost.
+    value: Any = Small(**SMALL) if size <= 0 else Blob("x" * size)
+    path = "/bench.Bench/echo" if size <= 0 else "/bench.Bench/blob"
+    payload = marshals(type(value), type(value))[0].encode(value)
+    options = [("grpc.max_receive_message_length", 8 * 2**20), ("grpc.max_send_message_length", 8 * 2**20)]
+    channels = [
+        grpc.aio.insecure_channel(address, options=[*options, ("bench.channel", i)]) for i in range(connections)
+    ]
+    stubs = [channel.unary_unary(path) for channel in channels]
+
+    def make(stub: Any) -> Call:
+        async def call() -> None:
+            reply = await stub(payload)
+            if len(reply) != len(payload):
+                raise AssertionError("short echo")
+
+        return call
+
+    async def close() -> None:
+        for channel in channels:
+            await channel.close()
+
+    return [make(stubs[i % connections]) for i in range(callers)], close
+
+
 async def clients_aiohttp(address: str, callers: int, connections: int, size: int) -> tuple[list[Call], Any]:
     import aiohttp
 
@@ -328,6 +395,8 @@ CLIENTS = {
     "raw": clients_raw,
     "grpc": clients_grpc,
     "aiohttp": clients_aiohttp,
+    "micro-grpc": clients_micro_grpc,
+    "micro-grpc-server": clients_grpc_to_micro,
 }
 
 

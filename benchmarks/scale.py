@@ -1,8 +1,10 @@
-"""Scale: throughput and server memory with 1, 100 and 1,000 connections; cost against payload size.
+"""Scale: throughput and server memory with 1, 100 and 1,000 connections; callers; cost against payload size.
 
 Connections: micro clients each with their own transport (one TCP connection
 each), one caller per connection (64 callers sharing the single connection in
-the first case), against the raw asyncio echo doing the same. The server's peak
+the first case), against the raw asyncio echo doing the same. Callers: 1, 8, 64 and 512 concurrent callers
+sharing one connection (how the per-call cost grows with the calls in flight: more live objects,
+more garbage collections). The server's peak
 RSS is sampled while the load runs. Payloads: ``{"data": "x" * size}`` echoed
 by 16 callers over one connection, and 1 MB by 64 callers (many large replies queued on one
 connection at once), with the server RSS sampled too.
@@ -19,6 +21,7 @@ from rpc import WORKER, measure
 SYSTEMS = {"micro": "micro", "raw": "raw asyncio echo"}
 PAYLOAD_SYSTEMS = {"micro": "micro", "raw": "raw asyncio echo", "grpc": "grpcio-aio"}
 SIZES = {100: "100 B", 10_000: "10 KB", 1_000_000: "1 MB"}
+CALLERS = (1, 8, 64, 512)
 
 
 async def _peak_rss(server: Worker, peak: list[float]) -> None:
@@ -56,6 +59,24 @@ async def connections(ctx: Context, kind: str, count: int, duration: float) -> R
         p50_ms=result["p50_ms"],
         p99_ms=result["p99_ms"],
         note=f"server RSS {idle:.0f} MiB idle, {peak[0]:.0f} MiB peak",
+    )
+
+
+async def callers(ctx: Context, kind: str, count: int, duration: float) -> Row:
+    """``count`` concurrent callers over one connection, small messages."""
+    group = f"scale {count} caller{'s' if count != 1 else ''}"
+    try:
+        result, rss = await measure(ctx, kind, callers=count, connections=1, duration=duration, warmup=0.3)
+    except Exception as exc:
+        return unavailable(group, SYSTEMS[kind], f"{type(exc).__name__}: {exc}", "calls/s")
+    return Row(
+        group,
+        SYSTEMS[kind],
+        result["rate"],
+        "calls/s",
+        p50_ms=result["p50_ms"],
+        p99_ms=result["p99_ms"],
+        note="1 connection" + (f", server RSS {rss:.0f} MiB after" if rss is not None else ""),
     )
 
 
@@ -98,6 +119,10 @@ async def run(ctx: Context) -> list[Row]:
         for kind in SYSTEMS:
             ctx.log(f"  scale: {kind}, {count} connections")
             rows.append(await connections(ctx, kind, count, duration))
+    for count in ctx.pick((1, 512), CALLERS):
+        for kind in SYSTEMS:
+            ctx.log(f"  scale: {kind}, {count} callers on one connection")
+            rows.append(await callers(ctx, kind, count, duration))
     for size in ctx.pick((1_000_000,), tuple(SIZES)):
         for kind in ctx.pick(SYSTEMS, PAYLOAD_SYSTEMS):
             ctx.log(f"  scale: {kind}, {SIZES[size]} payload")

@@ -61,6 +61,11 @@ SCENARIOS = [
         class QuietTTLStore(MemoryStore):
             capabilities = frozenset({"bulk"})
 
+            # The base refuses a TTL the store does not declare; this one goes round it.
+            async def write(self, record, *, database=None, table=None, ttl=None):
+                db, tb = self._scope(database, table)
+                await self._write(record, ttl if ttl is not None else record.expiry, db, tb)
+
         class TestBroken(StoreContract):
             async def make(self, **options):
                 return QuietTTLStore()

@@ -45,6 +45,10 @@ def _slots_of(loop: asyncio.AbstractEventLoop) -> dict[int, set[Deadline]]:
     return slots
 
 
+# asyncio's BaseEventLoop.time: time.monotonic(), the clock deadlines are given in.
+_MONOTONIC_TIME: Final = asyncio.BaseEventLoop.time
+
+
 def _expire(loop: asyncio.AbstractEventLoop, slot: int) -> None:
     scopes = _slots.get(loop, {}).pop(slot, None)
     if scopes:
@@ -80,9 +84,15 @@ class Deadline:
             raise RuntimeError("Deadline must be used inside a task")
         self._task = task
         loop = task.get_loop()
-        slots = _slots_of(loop)
-        # Map the monotonic deadline onto the loop's clock (uvloop's may differ), then round it up.
-        slot = math.ceil((loop.time() + (self._when - time.monotonic())) / GRANULARITY)
+        last, slots = _last
+        if last is None or last() is not loop:
+            slots = _slots_of(loop)
+        when = self._when
+        if type(loop).time is not _MONOTONIC_TIME:
+            # Map the monotonic deadline onto the loop's clock (uvloop's may differ). asyncio's own loops
+            # use time.monotonic() itself: nothing to map.
+            when = loop.time() + (when - time.monotonic())
+        slot = math.ceil(when / GRANULARITY)
         scopes = slots.get(slot)
         if scopes is None:
             scopes = slots[slot] = set()

@@ -70,6 +70,13 @@ ROUTING: Final[frozenset[str]] = frozenset(
 ) | frozenset(("x-micro-service", "x-micro-endpoint", "x-micro-method", "x-micro-id", "x-micro-error"))
 
 
+# The routing headers as micro and Go Micro spell them, to their lower-case names (X-Micro-* are folded by parse).
+_SPELLED: Final[dict[str, str]] = {
+    name: name.lower()
+    for name in (SERVICE, ENDPOINT, METHOD, ID, CONTENT_TYPE, ACCEPT, TIMEOUT, ERROR, STREAM, LOCAL_PROOF)
+}
+
+
 def parse(headers: Mapping[str, str]) -> tuple[dict[str, str], Metadata]:
     """Split a message's headers in one pass: routing headers keyed by lower-case name, and the rest.
 
@@ -80,6 +87,10 @@ def parse(headers: Mapping[str, str]) -> tuple[dict[str, str], Metadata]:
     routing: dict[str, str] = {}
     rest: list[tuple[str, str]] = []
     for key, value in headers.items():
+        folded = _SPELLED.get(key)
+        if folded is not None:  # micro's own spelling of a routing header: one lookup, no lower-casing
+            routing[folded] = value
+            continue
         folded = key.lower()
         if folded in ROUTING:
             if folded.startswith("x-"):

@@ -6,9 +6,11 @@ subclass (``RedisStoreOptions(StoreOptions)``). :func:`build` turns the strings
 read from the environment into those typed fields, so a plugin never parses an
 environment variable itself.
 
-Conversions from a string, by the field's annotation:
+Conversions from a string, by the field's annotation, with the spellings of
+:mod:`micro._scalars` (the same everywhere in micro):
 
-* ``str``; ``int``; ``bool`` (``1/0``, ``true/false``, ``yes/no``, ``on/off``);
+* ``str``; ``int`` (decimal); ``bool`` (``1/0``, ``true/false``, ``t/f``, ``yes/no``,
+  ``y/n``, ``on/off``, any case; an empty value is false);
 * ``float``, which also takes Go-style durations (``"250ms"``, ``"5s"``, ``"2m"``,
   ``"1h"``) and means seconds;
 * ``tuple[str, ...]`` from a comma-separated list (``MICRO_REGISTRY_ADDRESS=a:1,b:2``);
@@ -22,12 +24,12 @@ them in ``__post_init__`` and raises :class:`~micro.errors.InvalidOption`.
 from __future__ import annotations
 
 import dataclasses
-import re
 import types
 import typing
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
+from ._scalars import parse_bool, parse_duration, parse_int
 from .errors import InvalidOption
 
 __all__ = ["Options", "build", "parse_duration"]
@@ -42,22 +44,6 @@ class Options:
     def replace(self: OptionsT, **changes: Any) -> OptionsT:
         """A copy with ``changes`` applied (and checked again)."""
         return dataclasses.replace(self, **changes)
-
-
-_DURATION = re.compile(r"^\s*(-?\d+(?:\.\d+)?)\s*(ns|us|µs|ms|s|m|h)?\s*$")
-_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
-
-
-def parse_duration(text: str) -> float:
-    """Seconds in ``text``: a plain number of seconds or a Go-style ``"250ms"``, ``"5s"``, ``"2m"``."""
-    match = _DURATION.match(text)
-    if match is None:
-        raise ValueError(f"expected a number of seconds or a duration such as 5s or 250ms, got {text!r}")
-    return float(match.group(1)) * _UNITS[match.group(2)]
-
-
-_TRUE = {"1", "true", "yes", "on", "y", "t"}
-_FALSE = {"0", "false", "no", "off", "n", "f", ""}
 
 
 def _convert(text: str, annotation: Any) -> Any:
@@ -81,17 +67,10 @@ def _convert(text: str, annotation: Any) -> Any:
     if annotation is str or annotation is Any:
         return text
     if annotation is bool:
-        folded = text.strip().lower()
-        if folded in _TRUE:
-            return True
-        if folded in _FALSE:
-            return False
-        raise ValueError(f"expected a boolean (true/false, 1/0, yes/no), got {text!r}")
+        # An empty variable is false: MICRO_X_FLAG= switches a flag off.
+        return parse_bool(text) if text.strip() else False
     if annotation is int:
-        try:
-            return int(text.strip())
-        except ValueError:
-            raise ValueError(f"expected an integer, got {text!r}") from None
+        return parse_int(text)
     if annotation is float:
         return parse_duration(text)
     if origin in (tuple, list, frozenset, set):

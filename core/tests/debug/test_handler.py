@@ -1,17 +1,32 @@
+import asyncio
 import time
 
+import micro
 import pytest
 from micro.client.base import Request as CallRequest
 from micro.client.base import Response
 from micro.debug.handler import Debug, LogsRequest, TraceRequest
 from micro.debug.log import LogRecord, MemoryLog
 from micro.debug.stats import MemoryStats, Stat
-from micro.debug.trace import SPAN_ID_HEADER, TRACE_ID_HEADER, MemoryTracer, Span, SpanType, current_span
+from micro.debug.trace import (
+    SPAN_ID_HEADER,
+    TRACE_ID_HEADER,
+    MemoryTracer,
+    Span,
+    SpanType,
+    TracerOptions,
+    current_span,
+    keep,
+    sampled_trace_id,
+)
 from micro.debug.wrappers import stats_handler, trace_call, trace_handler
-from micro.errors import BadRequest, NotSupported
+from micro.errors import BadRequest, InvalidOption, NotSupported
 from micro.metadata import Metadata
 from micro.registry.base import Node
 from micro.server.base import Request
+
+#: Record every call (the default samples 10%): for tests that read back every span.
+EVERY = TracerOptions(sample=1.0)
 
 
 def inbound(endpoint: str = "Greeter.hello", metadata: Metadata | None = None) -> Request:
@@ -71,7 +86,7 @@ async def test_missing_parts_are_not_supported():
 
 
 async def test_trace_crosses_a_call_from_client_wrapper_to_server_wrapper():
-    tracer_a, tracer_b = MemoryTracer(), MemoryTracer()
+    tracer_a, tracer_b = MemoryTracer(EVERY), MemoryTracer(EVERY)
     sent: list[CallRequest] = []
 
     async def network(request: CallRequest) -> Response:
@@ -106,7 +121,7 @@ async def test_trace_crosses_a_call_from_client_wrapper_to_server_wrapper():
 
 
 async def test_call_wrapper_continues_a_trace_from_metadata_without_a_current_span():
-    tracer = MemoryTracer()
+    tracer = MemoryTracer(EVERY)
 
     async def send(request: CallRequest) -> Response:
         return Response(None, metadata=Metadata())
@@ -117,7 +132,7 @@ async def test_call_wrapper_continues_a_trace_from_metadata_without_a_current_sp
 
 
 async def test_failures_are_recorded_by_both_wrappers():
-    tracer, stats = MemoryTracer(), MemoryStats()
+    tracer, stats = MemoryTracer(EVERY), MemoryStats()
 
     async def ok(request: Request) -> str:
         return "fine"
@@ -134,3 +149,108 @@ async def test_failures_are_recorded_by_both_wrappers():
     assert "error" not in spans[0].metadata
     assert spans[1].metadata["error"] == "BadRequest: no"
     assert spans[0].trace_id != spans[1].trace_id
+
+
+# -- sampling: every error and slow call, a fraction of the rest, the same choice in every service ----------
+
+KEPT_AT_HALF = "10000000" + "0" * 24  # first 8 hex digits 0x10000000: 1/16 of the id space, kept at 0.5
+DROPPED_AT_HALF = "f0000000" + "0" * 24
+
+
+def test_keep_follows_the_trace_id_so_every_service_agrees():
+    assert keep(KEPT_AT_HALF, 0.5)
+    assert not keep(DROPPED_AT_HALF, 0.5)
+    assert keep(DROPPED_AT_HALF, 1.0)
+    assert not keep(KEPT_AT_HALF, 0.0)
+    # Go Micro's UUIDs start with 8 hex digits too; other shapes are hashed, deterministically
+    assert keep("10000000-aaaa-bbbb-cccc-dddddddddddd", 0.5)
+    assert keep("t-1", 0.3) == keep("t-1", 0.3)
+    kept = sum(keep(f"x{i}", 0.25) for i in range(4000))
+    assert 700 < kept < 1300  # about a quarter
+
+
+def test_a_new_sampled_trace_id_is_one_keep_keeps():
+    ids = [sampled_trace_id(0.2) for _ in range(2000)]
+    chosen = [i for i in ids if i is not None]
+    assert 200 < len(chosen) < 600  # about a fifth
+    assert all(len(i) == 32 and keep(i, 0.2) for i in chosen)
+    assert sampled_trace_id(0.0) is None
+
+
+async def test_an_unsampled_call_runs_without_a_span_and_is_not_recorded():
+    tracer = MemoryTracer(TracerOptions(sample=0.5))
+    seen: list[Span | None] = []
+
+    async def ok(request: Request) -> str:
+        seen.append(current_span())
+        return "fine"
+
+    metadata = Metadata({TRACE_ID_HEADER: DROPPED_AT_HALF, SPAN_ID_HEADER: "00f067aa0ba902b7"})
+    assert await trace_handler(tracer)(ok)(inbound(metadata=metadata)) == "fine"
+    assert seen == [None]
+    assert await tracer.read() == []
+
+    await trace_handler(tracer)(ok)(inbound(metadata=Metadata({TRACE_ID_HEADER: KEPT_AT_HALF})))
+    (span,) = await tracer.read()
+    assert span.trace_id == KEPT_AT_HALF
+    assert seen[-1] is span
+
+
+async def test_errors_and_slow_calls_are_recorded_whatever_the_sample():
+    tracer = MemoryTracer(TracerOptions(sample=0.0, slow=0.05))
+
+    async def broken(request: Request) -> str:
+        raise BadRequest("no")
+
+    async def slow(request: Request) -> str:
+        await asyncio.sleep(0.06)
+        return "late"
+
+    async def quick(request: Request) -> str:
+        return "fine"
+
+    parent = Metadata({TRACE_ID_HEADER: DROPPED_AT_HALF, SPAN_ID_HEADER: "00f067aa0ba902b7"})
+    with pytest.raises(BadRequest):
+        await trace_handler(tracer)(broken)(inbound(metadata=parent))
+    assert await trace_handler(tracer)(slow)(inbound()) == "late"
+    assert await trace_handler(tracer)(quick)(inbound()) == "fine"
+    failed, late = await tracer.read()
+    assert (failed.trace_id, failed.parent, failed.type) == (DROPPED_AT_HALF, "00f067aa0ba902b7", SpanType.INBOUND)
+    assert failed.metadata["error"] == "BadRequest: no"
+    assert failed.metadata["recorded"] == "error"
+    assert late.metadata["recorded"] == "slow"
+    assert late.duration >= 0.05
+    assert late.parent is None
+    assert len(late.trace_id) == 32
+
+
+async def test_an_unsampled_outbound_call_keeps_the_ids_it_received_and_records_only_failures():
+    tracer = MemoryTracer(TracerOptions(sample=0.0))
+    sent: list[CallRequest] = []
+
+    async def send(request: CallRequest) -> Response:
+        sent.append(request)
+        return Response(None, metadata=Metadata())
+
+    async def refuse(request: CallRequest) -> Response:
+        raise BadRequest("refused")
+
+    carried = Metadata({TRACE_ID_HEADER: DROPPED_AT_HALF, SPAN_ID_HEADER: "00f067aa0ba902b7"})
+    await trace_call(tracer)(send)(outbound(carried))
+    assert sent[0].metadata[TRACE_ID_HEADER] == DROPPED_AT_HALF  # the ids keep flowing
+    assert sent[0].metadata[SPAN_ID_HEADER] == "00f067aa0ba902b7"
+    assert await tracer.read() == []
+    with pytest.raises(BadRequest):
+        await trace_call(tracer)(refuse)(outbound(Metadata(carried)))
+    (span,) = await tracer.read()
+    assert (span.trace_id, span.parent, span.type) == (DROPPED_AT_HALF, "00f067aa0ba902b7", SpanType.OUTBOUND)
+    assert span.metadata["error"] == "BadRequest: refused"
+
+
+def test_sampling_options_are_checked_and_read_from_the_environment():
+    tracer = micro.create("tracer", environ={"MICRO_TRACER_SAMPLE": "0.25", "MICRO_TRACER_SLOW": "250ms"})
+    assert (tracer.options.sample, tracer.options.slow) == (0.25, 0.25)
+    with pytest.raises(InvalidOption, match="sample"):
+        TracerOptions(sample=1.5)
+    with pytest.raises(InvalidOption, match="slow"):
+        TracerOptions(slow=-1.0)

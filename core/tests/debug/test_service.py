@@ -9,7 +9,7 @@ import pytest
 from micro.auth.local import local_proof
 from micro.broker.memory import MemoryBroker
 from micro.debug.handler import Debug, TraceRequest
-from micro.debug.trace import SpanType
+from micro.debug.trace import SPAN_ID_HEADER, TRACE_ID_HEADER, SpanType
 from micro.errors import BadRequest
 from micro.registry.memory import MemoryRegistry
 from micro.service import Service
@@ -40,10 +40,13 @@ class Users:
 
 
 @pytest.fixture
-async def services(tmp_path: Path) -> AsyncIterator[tuple[Service, Service, Debug, Debug]]:
+async def services(
+    tmp_path: Path, request: pytest.FixtureRequest
+) -> AsyncIterator[tuple[Service, Service, Debug, Debug]]:
     registry = MemoryRegistry()
     # The per-user secret behind the Debug endpoints' local proofs lives in the runtime dir: a private one here.
-    environ = {"XDG_RUNTIME_DIR": str(tmp_path)}
+    # Every span is recorded unless a test asks for a sample rate (indirect parametrization).
+    environ = {"XDG_RUNTIME_DIR": str(tmp_path), "MICRO_TRACER_SAMPLE": getattr(request, "param", "1")}
 
     def make(name: str) -> Service:
         service = Service(
@@ -89,6 +92,27 @@ async def test_a_span_started_in_a_reaches_b_with_the_same_trace_id(services):
     assert (inbound_b["name"], inbound_b["trace_id"]) == ("Users.get", trace_id)
     assert inbound_b["parent"] == outbound_a["id"]
     assert spans_b == (await debug_b.trace(TraceRequest(id=trace_id)))["spans"]
+
+
+@pytest.mark.parametrize("services", ["0.1"], indirect=True)
+async def test_a_sampled_trace_is_complete_in_both_services_and_an_unsampled_one_absent(services):
+    orders, _, debug_a, debug_b = services
+    kept, dropped = "00000001" + "a" * 24, "ffffffff" + "a" * 24  # kept, and not, at the default 0.1
+    for trace_id in (kept, dropped):
+        metadata = {TRACE_ID_HEADER: trace_id, SPAN_ID_HEADER: "00f067aa0ba902b7"}
+        await orders.client.call("orders", "Orders.create", {"id": "o1"}, metadata=metadata)
+
+    spans_a = (await debug_a.trace(TraceRequest(id=kept)))["spans"]
+    inbound_a = next(s for s in spans_a if s["name"] == "Orders.create")
+    outbound_a = next(s for s in spans_a if s["name"] == "users Users.get")
+    (inbound_b,) = (await debug_b.trace(TraceRequest(id=kept)))["spans"]
+    caller = next(s for s in spans_a if s["name"] == "orders Orders.create")  # the test's call, made by A's client
+    assert caller["parent"] == "00f067aa0ba902b7"
+    assert inbound_a["parent"] == caller["id"]
+    assert outbound_a["parent"] == inbound_a["id"]
+    assert inbound_b["parent"] == outbound_a["id"]
+    assert (await debug_a.trace(TraceRequest(id=dropped)))["spans"] == []
+    assert (await debug_b.trace(TraceRequest(id=dropped)))["spans"] == []
 
 
 def test_debug_can_be_turned_off():

@@ -98,6 +98,7 @@ def test_micro_run_starts_a_service_that_micro_call_reaches(micro_cli, tmp_path)
     name = f"greeter-{os.getpid()}-{time.monotonic_ns()}"
     source = write_service(tmp_path / "greeter", GREETER.replace("NAME", name))
     micro_cli.env["MICRO_REGISTRY_PATH"] = str(tmp_path / "registry.db")  # service and CLI share it
+    micro_cli.env["MICRO_TRACER_SAMPLE"] = "1"  # the one Say.hello call is read back from the trace
     micro_cli("run", str(source), "--name", name)
 
     deadline = time.monotonic() + 30

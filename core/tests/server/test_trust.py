@@ -19,7 +19,7 @@ from micro.auth.base import Access, Resource, Rule
 from micro.auth.jwt import JWTAuth
 from micro.auth.options import JWTAuthOptions
 from micro.auth.wrappers import server_wrapper
-from micro.debug.trace import SPAN_ID_HEADER, TRACE_ID_HEADER, MemoryTracer
+from micro.debug.trace import SPAN_ID_HEADER, TRACE_ID_HEADER, MemoryTracer, TracerOptions
 from micro.debug.wrappers import trace_handler
 from micro.errors import BadRequest, Forbidden, InternalError, NotFound
 from micro.transport import Message as Frame
@@ -221,7 +221,7 @@ async def test_a_deliberate_error_keeps_its_message_with_credentials_masked(stac
 
 
 async def test_a_hostile_value_never_reaches_the_reply_nor_another_callers_trace(stack: Stack) -> None:
-    tracer = MemoryTracer()
+    tracer = MemoryTracer(TracerOptions(sample=1.0))  # every call recorded: all three spans are read back
     server = stack.server(Orders(), Admin())
     server.wrap(trace_handler(tracer))
     await server.start()

@@ -282,13 +282,14 @@ async def test_default_bulk_helpers_loop_over_single_operations(tmp_path: Path) 
 
     class Plain(Store):
         capabilities = frozenset({"ttl"})
-        read = inner.read  # type: ignore[assignment]
-        write = inner.write  # type: ignore[assignment]
-        delete = inner.delete  # type: ignore[assignment]
-        list = inner.list  # type: ignore[assignment]
+        _read = inner._read
+        _read_matching = inner._read_matching
+        _write = inner._write
+        _delete = inner._delete
+        _list = inner._list
 
     plain = Plain()
-    async with inner:
+    async with inner, plain:
         await plain.write_many([rec("a"), rec("b")], ttl=50)
         got = await plain.read_many(["b", "x"])
         assert got[0] is not None

@@ -63,7 +63,7 @@ def test_selected_by_name_with_options_from_the_environment() -> None:
     assert isinstance(sync, ConsulSync)
     assert (sync.options.root, sync.options.prefix, sync.options.session_ttl) == ("locks/", "orders/", 30.0)
     assert sync.owner == "worker-1"
-    assert sync._key("a/b") == "locks/orders%2Fa%2Fb"
+    assert sync._key(sync._name("a/b")) == "locks/orders%2Fa%2Fb"
     assert ConsulSync(ConsulSyncOptions(prefix="", root="r"))._key("..") == "r/%2E%2E"
 
 

@@ -27,10 +27,11 @@ semantics pinned down where Go's implementations disagree:
 from __future__ import annotations
 
 import abc
+import asyncio
 import logging
 import re
 from collections.abc import Awaitable, Callable, Mapping
-from typing import ClassVar, Literal, TypeAlias
+from typing import Any, ClassVar, Literal, TypeAlias
 
 from ..component import Component
 from ..errors import BadRequest, MessageTooLarge, NotSupported
@@ -136,12 +137,30 @@ class Event:
 Handler: TypeAlias = Callable[[Event], Awaitable[None]]
 
 
-class Subscriber(abc.ABC):
-    """A live subscription, returned by :meth:`Broker.subscribe`."""
+class Subscriber:
+    """A live subscription, returned by :meth:`Broker.subscribe`.
+
+    **Hooks.** The base owns the subscription's task and how it stops. A backend
+    gives :meth:`_next` (the next delivery, ``None`` when there is none any more)
+    and :meth:`_handle` (run the handler on it and settle it), and the base's
+    :meth:`_run` loops over them; a backend with its own reading strategy
+    overrides :meth:`_run` instead. :meth:`unsubscribe` is concrete: it calls the
+    backend's :meth:`_stop_delivery`, then waits for the task for at most
+    :attr:`_close_timeout` seconds and cancels it past that, with a warning.
+    """
+
+    #: Seconds a running handler may take to finish when the subscriber stops, before it is
+    #: cancelled; a backend sets it from its options (``close_timeout``).
+    _close_timeout: float = 5.0
+    #: The broker's set of live subscriptions this one leaves when it stops (set by :meth:`Broker.subscribe`).
+    _listed_in: set[Subscriber] | None = None
 
     def __init__(self, topic: str, options: SubscribeOptions) -> None:
         self._topic = topic
         self._options = options
+        #: Set once :meth:`unsubscribe` has been called: no new delivery starts after that.
+        self._stopping = False
+        self._task: asyncio.Task[None] | None = None
 
     @property
     def topic(self) -> str:
@@ -156,7 +175,43 @@ class Subscriber(abc.ABC):
     def options(self) -> SubscribeOptions:
         return self._options
 
-    @abc.abstractmethod
+    def _start_task(self, name: str) -> asyncio.Task[None]:
+        """Start :meth:`_run` as the subscription's task (named ``name`` for debugging)."""
+        self._task = asyncio.get_running_loop().create_task(self._run(), name=name)
+        return self._task
+
+    async def _run(self) -> None:
+        """The subscription's task: :meth:`_handle` each of :meth:`_next` until stopped, then :meth:`_finish`."""
+        try:
+            while not self._stopping:
+                item = await self._next()
+                if item is None or self._stopping:
+                    break
+                await self._handle(item)
+        finally:
+            await self._finish()
+
+    async def _next(self) -> Any:
+        """Hook: the next delivery, waiting for one; ``None`` once there will be none (stopped, closed)."""
+        raise NotImplementedError(f"{type(self).__name__} implements neither _next nor its own _run")
+
+    async def _handle(self, item: Any) -> None:
+        """Hook: run the handler on ``item`` and settle it (usually through :func:`dispatch`)."""
+        raise NotImplementedError(f"{type(self).__name__} implements neither _handle nor its own _run")
+
+    async def _finish(self) -> None:
+        """Hook: release what the subscription holds once its task ends. The default does nothing."""
+
+    async def _stop_delivery(self) -> None:
+        """Hook: stop new deliveries and leave the broker's books (called once, by :meth:`unsubscribe`).
+
+        It runs before the base waits for the task, so it must wake a :meth:`_next` that is waiting.
+        """
+
+    def _interruptible(self) -> bool:
+        """Hook: whether the task is only waiting for the server now, holding nothing, so it may be cancelled."""
+        return False
+
     async def unsubscribe(self) -> None:
         """Stop delivery to this subscriber. Idempotent; never raises for a closed broker.
 
@@ -166,6 +221,33 @@ class Subscriber(abc.ABC):
         inside the handler does not wait for itself. Messages that were queued
         for a queue group stay with the group's remaining members.
         """
+        if self._stopping:
+            return
+        self._stopping = True
+        if self._listed_in is not None:
+            self._listed_in.discard(self)
+        await self._stop_delivery()
+        task = self._task
+        if task is None or task is asyncio.current_task():
+            return  # never started, or called from our own handler: the loop ends when the handler returns
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._close_timeout
+        while True:
+            # A task that only waits for the server holds nothing, so it is cut short. The cancel is
+            # repeated because a driver's asyncio.wait_for (Python 3.11) can swallow one.
+            interrupt = self._interruptible()
+            if interrupt:
+                task.cancel()
+            left = deadline - loop.time()
+            done, _ = await asyncio.wait({task}, timeout=max(0.0, min(0.05, left) if interrupt else left))
+            if done:
+                return
+            if loop.time() >= deadline:
+                break
+        logger.warning("cancelling a broker handler for topic %r that did not finish in time", self.topic)
+        while not task.done():
+            task.cancel()
+            await asyncio.wait({task}, timeout=0.05)
 
     def __repr__(self) -> str:
         queue = f" queue={self.queue!r}" if self.queue else ""
@@ -176,11 +258,21 @@ class Broker(Component, abc.ABC):
     """Publish/subscribe on named topics; see the module docstring for the semantics.
 
     An instance is safe to share between tasks of one event loop.
+
+    **Hooks.** :meth:`publish` and :meth:`subscribe` are concrete: they check the
+    arguments (:func:`check_publish`, :func:`check_subscribe`, capabilities
+    included), start a never-started broker and refuse a closed one (the lifecycle
+    rule of :class:`~micro.component.Component`, with :attr:`starts_on_use`),
+    translate driver errors (``_translate``) and keep the books of live
+    subscriptions, which :meth:`close` unsubscribes before the backend's
+    ``_close`` runs. A backend implements :meth:`_publish` and :meth:`_subscribe`,
+    its ``_start``/``_close``, and a :class:`Subscriber` with its hooks.
     """
 
     interface: ClassVar[str] = "broker"
     options_type: ClassVar[type[BrokerOptions]] = BrokerOptions
     options: BrokerOptions
+    starts_on_use: ClassVar[bool] = True
 
     #: What the implementation supports beyond publish/subscribe/broadcast:
     #: ``"queue"`` (queue groups), ``"ack"`` (``auto_ack=False`` is honoured),
@@ -192,23 +284,43 @@ class Broker(Component, abc.ABC):
 
     def __init__(self, options: BrokerOptions | None = None) -> None:
         super().__init__(options)
+        self._subscriptions: set[Subscriber] = set()
 
     @property
     @abc.abstractmethod
     def address(self) -> str:
         """Where the broker is: the server it talks to, or the address it listens on once started."""
 
-    @abc.abstractmethod
     async def start(self) -> None:
         """Connect (Go's ``Connect``). Idempotent. Raises :class:`~micro.errors.BackendUnavailable`."""
+        await super().start()
 
-    @abc.abstractmethod
     async def close(self) -> None:
         """Disconnect (Go's ``Disconnect``): unsubscribe everything, then release connections.
 
         Idempotent. A broker that delivers in the background first waits a
         bounded time for what :meth:`publish` accepted (see :meth:`flush`);
-        what is still undelivered after that is lost.
+        what is still undelivered after that is lost. ``publish`` and
+        ``subscribe`` raise :class:`~micro.errors.ConnectionClosed` from the
+        moment ``close`` begins.
+        """
+        await super().close()
+
+    async def _close_steps(self) -> None:
+        try:
+            await self._drain_published()
+        finally:
+            subscriptions = list(self._subscriptions)
+            if subscriptions:
+                await asyncio.gather(*(s.unsubscribe() for s in subscriptions))
+            await self._close()
+
+    async def _drain_published(self) -> None:
+        """Hook: wait (bounded) for accepted publishes to be delivered, before subscriptions end.
+
+        Runs first in :meth:`close`, once new publishes are refused. The default does nothing:
+        a broker whose :meth:`publish` hands each message over before returning has nothing
+        left to deliver.
         """
 
     async def flush(self, timeout: float | None = None) -> None:
@@ -223,7 +335,6 @@ class Broker(Component, abc.ABC):
         process exits.
         """
 
-    @abc.abstractmethod
     async def publish(self, topic: str, message: Message) -> None:
         """Send ``message`` to the subscribers of ``topic``.
 
@@ -239,8 +350,15 @@ class Broker(Component, abc.ABC):
         :raises BackendUnavailable: the broker (or, for the http broker, the
             registry) cannot be reached.
         """
+        topic, message = check_publish(self, topic, message)
+        self._check_names(topic, message)
+        if self._component_state != "started":
+            await self._open_for_use()
+        try:
+            await self._publish(topic, message)
+        except Exception as exc:
+            self._fail(exc)
 
-    @abc.abstractmethod
     async def subscribe(
         self, topic: str, handler: Handler, *, queue: str | None = None, auto_ack: bool = True
     ) -> Subscriber:
@@ -258,6 +376,38 @@ class Broker(Component, abc.ABC):
             the broker lacks the ``"queue"`` or ``"ack"`` capability.
         :raises ConnectionClosed: the broker was closed.
         """
+        topic, options = check_subscribe(self, topic, handler, queue, auto_ack)
+        self._check_names(topic, None)
+        if self._component_state != "started":
+            await self._open_for_use()
+        try:
+            subscriber = await self._subscribe(topic, handler, options)
+        except Exception as exc:
+            self._fail(exc)
+        if not self._component_started():  # closed while the backend subscribed
+            await subscriber.unsubscribe()
+            raise self._closed_error()
+        subscriber._listed_in = self._subscriptions
+        self._subscriptions.add(subscriber)
+        return subscriber
+
+    # -- the hooks a backend implements --------------------------------------------------------
+    # Arguments are checked and the broker is started.
+
+    def _check_names(self, topic: str, message: Message | None) -> None:
+        """Hook: the backend's own limits on a topic (and a published message's header names).
+
+        Raise :class:`~micro.errors.BadRequest`. Runs after the generic checks and before the
+        broker is started, so bad input never opens a connection. The default accepts everything.
+        """
+
+    @abc.abstractmethod
+    async def _publish(self, topic: str, message: Message) -> None:
+        """Hand ``message`` to the subscribers of ``topic`` (see :meth:`publish`)."""
+
+    @abc.abstractmethod
+    async def _subscribe(self, topic: str, handler: Handler, options: SubscribeOptions) -> Subscriber:
+        """A running :class:`Subscriber` calling ``handler`` for ``topic`` (see :meth:`subscribe`)."""
 
 
 def check_topic(topic: object, what: str = "topic") -> str:

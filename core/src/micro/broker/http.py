@@ -81,7 +81,6 @@ from ..component import Make, Parts
 from ..errors import (
     BackendUnavailable,
     BadRequest,
-    ConnectionClosed,
     InvalidOption,
     MessageTooLarge,
     MicroError,
@@ -102,8 +101,6 @@ from .base import (
     Message,
     Outcome,
     Subscriber,
-    check_publish,
-    check_subscribe,
     check_topic,
     dispatch,
 )
@@ -411,7 +408,7 @@ class _HTTPSubscriber(Subscriber):
         self._handler = handler
         self.node = node
         self.version = options.queue if options.queue is not None else BROADCAST_VERSION
-        self.stopping = False
+        self._close_timeout = broker.options.close_timeout
         self._lock = asyncio.Lock()
         self._running: asyncio.Task[Any] | None = None
 
@@ -423,7 +420,7 @@ class _HTTPSubscriber(Subscriber):
     async def deliver(self, message: Message) -> Outcome | None:
         """Run the handler (one message at a time, in arrival order); ``None`` if unsubscribed meanwhile."""
         async with self._lock:
-            if self.stopping:
+            if self._stopping:
                 return None
             self._running = asyncio.current_task()
             try:
@@ -431,16 +428,23 @@ class _HTTPSubscriber(Subscriber):
             finally:
                 self._running = None
 
-    async def unsubscribe(self) -> None:
-        if self.stopping:
-            return
-        self.stopping = True
+    async def _stop_delivery(self) -> None:
         await self._broker._remove(self)
+
+    async def unsubscribe(self) -> None:
+        # Deliveries run in the server's request tasks, not in a task of the subscriber's own, so
+        # this waits for the handler (the lock) rather than for the base's subscription task.
+        if self._stopping:
+            return
+        self._stopping = True
+        if self._listed_in is not None:
+            self._listed_in.discard(self)
+        await self._stop_delivery()
         running = self._running
         if running is None or running is asyncio.current_task():
             return
         try:
-            async with asyncio.timeout(self._broker.options.close_timeout):
+            async with asyncio.timeout(self._close_timeout):
                 async with self._lock:
                     pass
         except TimeoutError:
@@ -480,8 +484,8 @@ class HTTPBroker(Broker):
         super().__init__(options)
         self._owns_registry = registry is None
         self.registry = registry if registry is not None else Parts(make).make(Registry, _local)
-        self._state = "new"
-        self._lifecycle = asyncio.Lock()
+        # Set once close() has ended the subscriptions: the retry loop stops resending then.
+        self._torn_down = False
         self._max_request = self.options.max_message_size * 4 // 3 + _ENVELOPE_ALLOWANCE
         self._bound: str | None = None
         self._runner: web.AppRunner | None = None
@@ -515,110 +519,92 @@ class HTTPBroker(Broker):
 
     # -- lifecycle ------------------------------------------------------------------------------
 
-    async def start(self) -> None:
-        """Listen for deliveries and start following the registry. Idempotent.
+    async def _start(self) -> None:
+        """Listen for deliveries and start following the registry.
 
         :raises BackendUnavailable: the address cannot be bound, or the user's
             local secret is unsafe (:class:`micro._private.UnsafePath`).
         :raises InvalidOption: with ``tls``, ``cert_file``, ``key_file`` or
             ``ca_file`` cannot be loaded.
         """
-        async with self._lifecycle:
-            if self._state == "started":
-                return
-            options = self.options
-            self._secret = await self._load_secret()
-            server_tls, client_tls = self._tls_contexts() if options.tls else (None, None)
-            host, port = split_address(options.address[0])
-            app = web.Application(client_max_size=self._max_request)
-            app.router.add_route("*", "/{tail:.*}", self._handle)
-            # keepalive_timeout also closes a connection that never completes a request head (aiohttp
-            # arms it on connect), so a slow or silent client holds a connection for idle_timeout at most.
-            runner = web.AppRunner(
-                app,
-                access_log=None,
-                handle_signals=False,
-                shutdown_timeout=options.close_timeout,
-                keepalive_timeout=options.idle_timeout,
-                # A body left unread (a refused request) is not read and discarded: the connection closes.
-                lingering_time=0,
+        options = self.options
+        self._secret = await self._load_secret()
+        server_tls, client_tls = self._tls_contexts() if options.tls else (None, None)
+        host, port = split_address(options.address[0])
+        app = web.Application(client_max_size=self._max_request)
+        app.router.add_route("*", "/{tail:.*}", self._handle)
+        # keepalive_timeout also closes a connection that never completes a request head (aiohttp
+        # arms it on connect), so a slow or silent client holds a connection for idle_timeout at most.
+        runner = web.AppRunner(
+            app,
+            access_log=None,
+            handle_signals=False,
+            shutdown_timeout=options.close_timeout,
+            keepalive_timeout=options.idle_timeout,
+            # A body left unread (a refused request) is not read and discarded: the connection closes.
+            lingering_time=0,
+        )
+        await runner.setup()
+        # Set before listening: a connection can arrive while create_server finishes starting.
+        self._runner = runner
+        try:
+            self._listener = await asyncio.get_running_loop().create_server(
+                self._connection,
+                host,
+                port,
+                ssl=server_tls,
+                ssl_handshake_timeout=options.read_timeout if server_tls else None,
             )
-            await runner.setup()
-            # Set before listening: a connection can arrive while create_server finishes starting.
-            self._runner = runner
-            try:
-                self._listener = await asyncio.get_running_loop().create_server(
-                    self._connection,
-                    host,
-                    port,
-                    ssl=server_tls,
-                    ssl_handshake_timeout=options.read_timeout if server_tls else None,
-                )
-            except OSError as exc:
-                self._runner = None
-                await runner.cleanup()
-                raise BackendUnavailable(f"http broker cannot listen on {host}:{port}: {exc}") from exc
-            bound_host, bound_port = self._listener.sockets[0].getsockname()[:2]
-            if self.options.advertise:
-                self._bound = self.options.advertise
-            else:
-                if ipaddress.ip_address(bound_host).is_unspecified:
-                    bound_host = "127.0.0.1"
-                self._bound = join_address(bound_host, bound_port)
-            self._session = aiohttp.ClientSession(
-                timeout=aiohttp.ClientTimeout(total=options.request_timeout),
-                # One connection per node at a time (its sender POSTs in order); _posts bounds them together.
-                # Idle connections are dropped well before a subscriber's idle_timeout would close them (a
-                # POST on a connection the server just closed fails, and counts against the node).
-                connector=aiohttp.TCPConnector(
-                    limit=0,
-                    ssl=client_tls if client_tls is not None else True,
-                    keepalive_timeout=min(15.0, options.idle_timeout / 2),
-                ),
-            )
-            self._state = "started"
-            if self._owns_registry:
-                with contextlib.suppress(MicroError):
-                    await self.registry.start()
-            watcher = self._open_watcher()
-            try:
-                await self._refresh()  # after opening the watch, so that no change falls in between
-                self._watching = watcher is not None
-            except BackendUnavailable as exc:
-                logger.warning("http broker: %s; will read the registry again on publish", exc)
-            if watcher is not None:
-                self._spawn(self._follow(watcher), "watch")
-            self._spawn(self._retry_loop(), "retry")
-            if self.options.register_ttl:
-                self._spawn(self._keepalive(), "keepalive")
+        except OSError as exc:
+            self._runner = None
+            await runner.cleanup()
+            raise BackendUnavailable(f"http broker cannot listen on {host}:{port}: {exc}") from exc
+        bound_host, bound_port = self._listener.sockets[0].getsockname()[:2]
+        if self.options.advertise:
+            self._bound = self.options.advertise
+        else:
+            if ipaddress.ip_address(bound_host).is_unspecified:
+                bound_host = "127.0.0.1"
+            self._bound = join_address(bound_host, bound_port)
+        self._session = aiohttp.ClientSession(
+            timeout=aiohttp.ClientTimeout(total=options.request_timeout),
+            # One connection per node at a time (its sender POSTs in order); _posts bounds them together.
+            # Idle connections are dropped well before a subscriber's idle_timeout would close them (a
+            # POST on a connection the server just closed fails, and counts against the node).
+            connector=aiohttp.TCPConnector(
+                limit=0,
+                ssl=client_tls if client_tls is not None else True,
+                keepalive_timeout=min(15.0, options.idle_timeout / 2),
+            ),
+        )
+        self._torn_down = False
+        if self._owns_registry:
+            with contextlib.suppress(MicroError):
+                await self.registry.start()
+        watcher = self._open_watcher()
+        try:
+            await self._refresh()  # after opening the watch, so that no change falls in between
+            self._watching = watcher is not None
+        except BackendUnavailable as exc:
+            logger.warning("http broker: %s; will read the registry again on publish", exc)
+        if watcher is not None:
+            self._spawn(self._follow(watcher), "watch")
+        self._spawn(self._retry_loop(), "retry")
+        if self.options.register_ttl:
+            self._spawn(self._keepalive(), "keepalive")
 
-    async def close(self) -> None:
-        """Deliver what is queued, unsubscribe everything (deregistering the nodes) and stop the server.
+    async def _drain_published(self) -> None:
+        """Deliver what is queued, for at most ``close_timeout``, before the subscriptions end.
 
-        Waits at most ``close_timeout`` for the messages already accepted by
-        :meth:`publish` (as :meth:`flush` does, so this broker's own
-        subscribers get them too), then drops what is left with a warning
-        that says how many deliveries were dropped. ``publish`` and
-        ``subscribe`` raise :class:`~micro.errors.ConnectionClosed` from the
-        moment ``close`` begins. Idempotent.
+        As :meth:`flush` does, so this broker's own subscribers get it too; what is left after
+        that is dropped by :meth:`_close` with a warning that says how many deliveries were dropped.
         """
-        async with self._lifecycle:
-            if self._state != "started":
-                self._state = "closed"
-                return
-            self._state = "closing"
-            try:
-                with contextlib.suppress(Timeout):
-                    await self.flush(self.options.close_timeout)
-            finally:
-                await self._teardown()
+        with contextlib.suppress(Timeout):
+            await self.flush(self.options.close_timeout)
 
-    async def _teardown(self) -> None:
-        """Unsubscribe everything, end the tasks, drop what is still queued, stop the server."""
-        subscribers = list(self._subscribers.values())
-        if subscribers:
-            await asyncio.gather(*(s.unsubscribe() for s in subscribers))
-        self._state = "closed"
+    async def _close(self) -> None:
+        """End the tasks, drop what is still queued, stop the server (the base has unsubscribed everything)."""
+        self._torn_down = True
         tasks = list(self._tasks)
         for task in tasks:
             task.cancel()
@@ -694,12 +680,6 @@ class HTTPBroker(Broker):
                 self.options.max_connections,
             )
         return _Refuse()
-
-    async def _ensure_started(self) -> None:
-        if self._state in ("closing", "closed"):
-            raise ConnectionClosed("the http broker is closed; start() it again to use it")
-        if self._state == "new":
-            await self.start()
 
     def _spawn(self, coro: Coroutine[Any, Any, None], what: str) -> asyncio.Task[None]:
         task = asyncio.create_task(coro, name=f"micro.broker.http:{what}")
@@ -799,9 +779,7 @@ class HTTPBroker(Broker):
 
     # -- publishing -----------------------------------------------------------------------------
 
-    async def publish(self, topic: str, message: Message) -> None:
-        topic, message = check_publish(self, topic, message)
-        await self._ensure_started()
+    async def _publish(self, topic: str, message: Message) -> None:
         routes = await self._lookup(topic)
         if self._inbox.get(topic) or topic in self._retrying:
             await self._retry_inbox(topic)
@@ -1011,7 +989,7 @@ class HTTPBroker(Broker):
         while True:
             await asyncio.sleep(self.options.retry_interval)
             for topic in list(self._inbox):
-                if self._state != "closed":
+                if not self._torn_down:
                     await self._retry_inbox(topic)
 
     async def _post(self, sender: _Sender, delivery: _Delivery) -> None:
@@ -1070,15 +1048,11 @@ class HTTPBroker(Broker):
 
     # -- subscribing ----------------------------------------------------------------------------
 
-    async def subscribe(
-        self, topic: str, handler: Handler, *, queue: str | None = None, auto_ack: bool = True
-    ) -> Subscriber:
+    async def _subscribe(self, topic: str, handler: Handler, options: SubscribeOptions) -> Subscriber:
         """Register a node for ``topic`` in the registry and deliver what is POSTed to it.
 
         :raises BackendUnavailable: the registry cannot be reached.
         """
-        topic, options = check_subscribe(self, topic, handler, queue, auto_ack)
-        await self._ensure_started()
         node = Node(
             id=f"{SERVICE}-{uuid.uuid4().hex}",
             address=self.address,

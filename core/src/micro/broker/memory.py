@@ -18,8 +18,8 @@ from collections import deque
 from dataclasses import dataclass
 from typing import ClassVar
 
-from ..errors import ConnectionClosed, InvalidOption
-from .base import Broker, Event, Handler, Message, Subscriber, check_publish, check_subscribe, dispatch
+from ..errors import InvalidOption
+from .base import Broker, Event, Handler, Message, Subscriber, dispatch
 from .options import BrokerOptions, SubscribeOptions
 
 __all__ = ["MemoryBroker", "MemoryBrokerOptions"]
@@ -87,8 +87,8 @@ class _Mailbox:
     async def get(self, member: _MemorySubscriber) -> _Delivery | None:
         """The next item, or ``None`` once the mailbox is closed or ``member`` is stopping."""
         async with self._changed:
-            await self._changed.wait_for(lambda: self.closed or member.stopping or bool(self._items))
-            if self.closed or member.stopping:
+            await self._changed.wait_for(lambda: self.closed or member._stopping or bool(self._items))
+            if self.closed or member._stopping:
                 return None
             item = self._items.popleft()
             self._changed.notify_all()
@@ -121,41 +121,25 @@ class _MemorySubscriber(Subscriber):
         self._broker = broker
         self._handler = handler
         self._group = group
-        self.stopping = False
-        self._task: asyncio.Task[None] | None = None
+        self._close_timeout = broker.options.close_timeout
 
-    def _start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name=f"micro.broker.memory:{self.topic}")
+    async def _next(self) -> _Delivery | None:
+        return await self._group.mailbox.get(self)
 
-    async def _run(self) -> None:
-        mailbox = self._group.mailbox
-        options = self._broker.options
-        while (item := await mailbox.get(self)) is not None:
-            event = Event(self.topic, item.message)
-            outcome = await dispatch(self._handler, event, auto_ack=self.options.auto_ack)
-            if outcome != "requeue":
-                continue
-            if item.redeliveries < options.max_redeliveries:
-                item.redeliveries += 1
-                await mailbox.requeue(item)
-            else:
-                logger.warning(
-                    "dropping a message on topic %r after %d redeliveries", self.topic, options.max_redeliveries
-                )
-
-    async def unsubscribe(self) -> None:
-        if self.stopping:
+    async def _handle(self, item: _Delivery) -> None:
+        event = Event(self.topic, item.message)
+        outcome = await dispatch(self._handler, event, auto_ack=self.options.auto_ack)
+        if outcome != "requeue":
             return
-        self.stopping = True
+        limit = self._broker.options.max_redeliveries
+        if item.redeliveries < limit:
+            item.redeliveries += 1
+            await self._group.mailbox.requeue(item)
+        else:
+            logger.warning("dropping a message on topic %r after %d redeliveries", self.topic, limit)
+
+    async def _stop_delivery(self) -> None:
         await self._broker._remove(self)
-        task = self._task
-        if task is None or task is asyncio.current_task():
-            return  # called from our own handler: the loop ends when the handler returns
-        done, _ = await asyncio.wait({task}, timeout=self._broker.options.close_timeout)
-        if not done:
-            logger.warning("cancelling a broker handler for topic %r that did not finish in time", self.topic)
-            task.cancel()
-            await asyncio.wait({task})
 
 
 class MemoryBroker(Broker):
@@ -169,42 +153,18 @@ class MemoryBroker(Broker):
         super().__init__(options)
         # topic -> group key -> group; a broadcast subscriber has a group of its own.
         self._topics: dict[str, dict[str, _Group]] = {}
-        self._subscribers: set[_MemorySubscriber] = set()
         self._ids = itertools.count()
-        self._state = "new"
 
     @property
     def address(self) -> str:
         return "memory"
 
-    async def start(self) -> None:
-        self._state = "started"
-
-    async def close(self) -> None:
-        if self._state == "closed":
-            return
-        self._state = "closed"
-        subscribers = list(self._subscribers)
-        if subscribers:
-            await asyncio.gather(*(s.unsubscribe() for s in subscribers))
-
-    def _ensure_open(self) -> None:
-        if self._state == "closed":
-            raise ConnectionClosed("the memory broker is closed; start() it again to use it")
-        self._state = "started"
-
-    async def publish(self, topic: str, message: Message) -> None:
-        topic, message = check_publish(self, topic, message)
-        self._ensure_open()
+    async def _publish(self, topic: str, message: Message) -> None:
         for group in list(self._topics.get(topic, {}).values()):
             # Each group gets its own copy, so one handler changing the header cannot affect another.
             await group.mailbox.put(_Delivery(Message(message.body, message.header)))
 
-    async def subscribe(
-        self, topic: str, handler: Handler, *, queue: str | None = None, auto_ack: bool = True
-    ) -> Subscriber:
-        topic, options = check_subscribe(self, topic, handler, queue, auto_ack)
-        self._ensure_open()
+    async def _subscribe(self, topic: str, handler: Handler, options: SubscribeOptions) -> Subscriber:
         groups = self._topics.setdefault(topic, {})
         key = f"queue:{options.queue}" if options.queue is not None else f"subscriber:{next(self._ids)}"
         group = groups.get(key)
@@ -212,12 +172,10 @@ class MemoryBroker(Broker):
             group = groups[key] = _Group(key, self.options.queue_size)
         subscriber = _MemorySubscriber(self, topic, options, handler, group)
         group.members.add(subscriber)
-        self._subscribers.add(subscriber)
-        subscriber._start()
+        subscriber._start_task(f"micro.broker.memory:{topic}")
         return subscriber
 
     async def _remove(self, subscriber: _MemorySubscriber) -> None:
-        self._subscribers.discard(subscriber)
         group = subscriber._group
         group.members.discard(subscriber)
         last = not group.members

@@ -249,13 +249,17 @@ class RPCClient(Client):
         try:
             async with scope:  # the deadline and the retries in one coroutine: this runs for every call
                 service = request.service
+                started = self._started
                 if address:
                     choose, selector = _fixed(address), None
                 else:
                     selector = self.selector
-                    await self._ensure(selector)
+                    if id(selector) not in started:  # checked here: awaiting _ensure costs a coroutine per call
+                        await self._ensure(selector)
                     choose = await selector.select(service)
-                await self._ensure(self.transport)
+                transport = self.transport
+                if id(transport) not in started:
+                    await self._ensure(transport)
                 error: MicroError | None = None
                 for attempt in range(attempts):
                     if attempt:

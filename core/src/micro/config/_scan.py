@@ -11,8 +11,8 @@ import typing
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from .._scalars import parse_bool, parse_float, parse_int
 from ..errors import ConfigError
-from ._values import parse_scalar
 
 __all__ = ["convert"]
 
@@ -110,11 +110,8 @@ def _bool(value: Any, path: str) -> bool:
     if isinstance(value, bool):
         return value
     if isinstance(value, str):
-        folded = value.strip().lower()
-        if folded in ("1", "t", "true", "yes", "y", "on"):
-            return True
-        if folded in ("0", "f", "false", "no", "n", "off"):
-            return False
+        with contextlib.suppress(ValueError):
+            return parse_bool(value)
     if isinstance(value, int) and value in (0, 1):
         return bool(value)
     raise _fail(path, "a boolean", value)
@@ -128,9 +125,8 @@ def _int(value: Any, path: str) -> int:
     if isinstance(value, float) and value.is_integer():
         return int(value)
     if isinstance(value, str):
-        parsed = parse_scalar(value.strip())
-        if isinstance(parsed, int) and not isinstance(parsed, bool):
-            return parsed
+        with contextlib.suppress(ValueError):
+            return parse_int(value)
     raise _fail(path, "an integer", value)
 
 
@@ -140,9 +136,8 @@ def _float(value: Any, path: str) -> float:
     if isinstance(value, (int, float)):
         return float(value)
     if isinstance(value, str):
-        parsed = parse_scalar(value.strip())
-        if isinstance(parsed, (int, float)) and not isinstance(parsed, bool):
-            return float(parsed)
+        with contextlib.suppress(ValueError):
+            return parse_float(value)
     raise _fail(path, "a number", value)
 
 

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import copy
-import re
 from collections.abc import Iterator, Mapping
 from typing import Any, Final
+
+from .._scalars import guess_scalar
 
 __all__ = ["MISSING", "diff", "flatten", "lookup", "merge", "nest", "parse_scalar", "split_path"]
 
@@ -23,27 +24,8 @@ class _Missing:
 #: What :func:`lookup` returns for a path that does not exist.
 MISSING: Final = _Missing()
 
-_INT = re.compile(r"^[+-]?\d+$")
-_FLOAT = re.compile(r"^[+-]?(?:\d+\.\d*|\.\d+|\d+)(?:[eE][+-]?\d+)?$")
-# strconv.ParseBool's spellings; "1" and "0" never get here because integers are tried first.
-_TRUE: Final = frozenset({"t", "T", "true", "TRUE", "True"})
-_FALSE: Final = frozenset({"f", "F", "false", "FALSE", "False"})
-
-
-def parse_scalar(text: str) -> int | bool | float | str:
-    """``text`` as Go Micro's env source reads it: an int, else a bool (``strconv.ParseBool``), else a float, else text.
-
-    Only plain decimal spellings count, so ``"1_000"``, ``"nan"`` and ``" 5"`` stay strings.
-    """
-    if _INT.match(text):
-        return int(text)
-    if text in _TRUE:
-        return True
-    if text in _FALSE:
-        return False
-    if _FLOAT.match(text):
-        return float(text)
-    return text
+#: Kept under its old name for the config sources; see :func:`micro._scalars.guess_scalar`.
+parse_scalar = guess_scalar
 
 
 def split_path(path: str | None) -> list[str]:

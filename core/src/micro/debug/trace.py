@@ -13,6 +13,12 @@ metadata under ``Micro-Trace-Id`` and ``Micro-Span-Id``:
 New trace ids are 32 hex digits and span ids 16, as in W3C trace context; ids
 that arrive in other shapes (Go Micro sends UUIDs) are carried as they are.
 
+The server and client trace wrappers (:mod:`micro.debug.wrappers`) record a
+span for every call of a sampled trace (``sample``, 10% by default, decided
+from the trace id by :func:`keep` so all services agree), and for every call
+that fails or takes ``slow`` seconds or more whatever the sample. Ids travel in
+metadata either way.
+
 :class:`MemoryTracer` (``MICRO_TRACER=memory``, the default) keeps the last
 ``size`` finished spans for ``micro debug trace``.
 """
@@ -24,11 +30,13 @@ import builtins
 import collections
 import contextvars
 import enum
+import math
 import os
 import random
 import re
 import threading
 import time
+import zlib
 from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass, field
 from types import TracebackType
@@ -52,6 +60,8 @@ __all__ = [
     "current_span",
     "extract",
     "inject",
+    "keep",
+    "sampled_trace_id",
 ]
 
 TRACE_ID_HEADER: Final = "Micro-Trace-Id"
@@ -95,6 +105,36 @@ os.register_at_fork(after_in_child=_random.seed)
 def _new_trace_id() -> str:
     """32 hex digits: a W3C trace-context trace id."""
     return _random.getrandbits(128).to_bytes(16).hex()  # randbytes() is the same, through a slower Python wrapper
+
+
+# The sampling decision reads a trace id's first 8 hex digits as a number in [0, 2**32).
+_SPACE: Final = 1 << 32
+_HEX: Final = frozenset("0123456789abcdefABCDEF")
+
+
+def keep(trace_id: str, rate: float) -> bool:
+    """Whether the trace ``trace_id`` is recorded in full at sample rate ``rate`` (0 to 1).
+
+    A function of the id alone, so every service a trace crosses makes the same
+    choice without a sampling flag on the wire: a kept trace shows complete in
+    the waterfall. The first 8 hex digits of the id (W3C ids, Go Micro's UUIDs)
+    are the number compared; other shapes of id are hashed (CRC-32).
+    """
+    if rate >= 1.0:
+        return True
+    if rate <= 0.0:
+        return False
+    head = trace_id[:8]
+    value = int(head, 16) if len(head) == 8 and _HEX.issuperset(head) else zlib.crc32(trace_id.encode())
+    return value < rate * _SPACE
+
+
+def sampled_trace_id(rate: float) -> str | None:
+    """A new trace id that :func:`keep` keeps at ``rate``, with probability ``rate``; otherwise ``None``."""
+    if rate < 1.0 and _random.random() >= rate:
+        return None
+    top = _random.randrange(max(1, min(_SPACE, math.ceil(rate * _SPACE))))
+    return f"{top:08x}{_random.getrandbits(96):024x}"
 
 
 def _new_span_id() -> str:
@@ -260,10 +300,20 @@ class TracerOptions(Options):
 
     #: How many finished spans the ring buffer keeps.
     size: int = 1024
+    #: The fraction of traces (0 to 1) whose calls the trace wrappers record in full (``MICRO_TRACER_SAMPLE``).
+    #: The choice follows the trace id (see :func:`keep`), so a kept trace is kept in every service.
+    sample: float = 0.1
+    #: Seconds: a call at least this slow is recorded even when its trace is not sampled
+    #: (``MICRO_TRACER_SLOW``, ``250ms`` style accepted). A call that fails is always recorded.
+    slow: float = 0.1
 
     def __post_init__(self) -> None:
         if self.size < 1:
             raise InvalidOption(f"must be at least 1, got {self.size}", option="size")
+        if not 0.0 <= self.sample <= 1.0:  # also refuses NaN
+            raise InvalidOption(f"must be a fraction from 0 to 1, got {self.sample}", option="sample")
+        if not 0.0 <= self.slow < math.inf:
+            raise InvalidOption(f"must be a finite number of seconds, at least 0, got {self.slow}", option="slow")
 
 
 class Tracer(Component, abc.ABC):

@@ -51,6 +51,10 @@ class ServerOptions(Options):
     local_only: bool = False
     #: Seconds a local proof is accepted either side of the server's clock (``MICRO_SERVER_LOCAL_PROOF_WINDOW``).
     local_proof_window: float = 30.0
+    #: The garbage collector's young-generation threshold (``gc.set_threshold``'s first value) set when the
+    #: server starts, if the process's is lower (``MICRO_SERVER_GC_THRESHOLD``); 0 leaves the collector alone.
+    #: Python's 700 makes a server with hundreds of calls in flight collect ~20 times per 1,000 calls.
+    gc_threshold: int = 10_000
 
     def __post_init__(self) -> None:
         for option in ("name", "version", "address"):
@@ -71,6 +75,8 @@ class ServerOptions(Options):
         if not isinstance(self.local_only, bool):
             raise InvalidOption(f"must be true or false, got {self.local_only!r}", option="local_only")
         _seconds(self.local_proof_window, "local_proof_window")
+        if type(self.gc_threshold) is not int or self.gc_threshold < 0:
+            raise InvalidOption(f"must be a whole number, at least 0, got {self.gc_threshold!r}", option="gc_threshold")
         if self.local_proof_window > 300:
             raise InvalidOption(
                 f"must be at most 300 seconds, got {self.local_proof_window!r}", option="local_proof_window"

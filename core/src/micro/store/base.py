@@ -30,10 +30,16 @@ The rules every implementation follows, and the conformance suite checks:
   names the argument, so no backend ever fails on such input with an untyped
   ``OverflowError`` or a driver error.
 
-The helpers :func:`check_key`, :func:`check_keys`, :func:`check_pattern`, :func:`check_record`,
-:func:`check_page`, :func:`check_read`, :func:`check_list` and :func:`pack_metadata` implement those
-checks so that every backend reports bad input with the same error and message; :class:`KeyFilter`
-does the filtering, ordering and paging for a backend that cannot do it in its own queries.
+**Hooks.** The public methods of :class:`Store` are concrete: they check the arguments (with
+:func:`check_key`, :func:`check_read`, :func:`check_list`, :func:`check_record` and friends), fill
+in the scope, refuse a TTL without the ``"ttl"`` capability, apply the lifecycle rule of
+:class:`~micro.component.Component` (``ConnectionClosed`` before ``start()`` and after
+``close()``), raise :class:`~micro.errors.RecordNotFound` for an exact miss and translate
+driver errors through :meth:`Store._translate`. A backend implements only the protected hooks
+(``_read``, ``_read_matching``, ``_write``, ``_delete``, ``_list``, and optionally the ``_*_many``
+batch hooks and ``_start``/``_close``), which receive checked arguments and a concrete
+``(database, table)``. :class:`KeyFilter` does the filtering, ordering and paging for a backend
+that cannot do it in its own queries.
 """
 
 from __future__ import annotations
@@ -171,6 +177,8 @@ def check_page(limit: object, offset: object) -> None:
 
 def check_read(key: object, *, prefix: object, suffix: object, limit: object, offset: object) -> str:
     """Check the arguments of :meth:`Store.read`; returns the key (``""`` is allowed for a prefix/suffix read)."""
+    if prefix is False and suffix is False and limit is None and type(offset) is int and 0 <= offset <= MAX_PAGE:
+        return check_key(key)  # the plain exact read, checked without the general loops: it is the hot path
     for name, flag in (("prefix", prefix), ("suffix", suffix)):
         if not isinstance(flag, bool):
             raise BadRequest(f"{name} must be a bool, not {type(flag).__name__}")
@@ -252,7 +260,8 @@ def check_record(record: object, ttl: object = None) -> tuple[Record, float | No
             f"value of {record.key!r} must be bytes, not {type(record.value).__name__}; encode it first"
             " (for example with a micro codec)"
         )
-    pack_metadata(record.metadata, key=record.key)
+    if type(record.metadata) is not dict or record.metadata:  # {} is JSON: skip encoding it on the hot path
+        pack_metadata(record.metadata, key=record.key)
     expiry = check_ttl(record.expiry, what="record expiry")
     return record, (check_ttl(ttl) if ttl is not None else expiry)
 
@@ -265,6 +274,10 @@ class Store(Component, abc.ABC):
     :class:`~micro.errors.ConnectionClosed`. Each method documents what a cancelled call leaves behind; where it says
     "may", an implementation talking to a server cannot know whether the server
     applied a request it had already sent.
+
+    The public methods enforce the contract and call one protected hook each; see
+    the module docstring. A backend implements the five abstract hooks; the batch
+    hooks default to one key at a time.
     """
 
     interface: ClassVar[str] = "store"
@@ -284,7 +297,9 @@ class Store(Component, abc.ABC):
     def __init__(self, options: StoreOptions | None = None) -> None:
         super().__init__(options)
 
-    @abc.abstractmethod
+    # -- the public contract -------------------------------------------------------------------
+    # Each method checks everything, then awaits exactly one hook: no other await on the way.
+
     async def read(
         self,
         key: str,
@@ -311,8 +326,21 @@ class Store(Component, abc.ABC):
         Each record's ``expiry`` is the time it has left, ``None`` if it never
         expires. Raises :class:`~micro.errors.BadRequest` for bad input.
         """
+        key = check_read(key, prefix=prefix, suffix=suffix, limit=limit, offset=offset)
+        db, tb = self._scope(database, table)
+        if self._component_state != "started":
+            self._check_open()
+        try:
+            if prefix or suffix:
+                wanted = KeyFilter.for_read(key, prefix=prefix, suffix=suffix, limit=limit, offset=offset)
+                return await self._read_matching(wanted, db, tb)
+            record = await self._read(key, db, tb)
+        except Exception as exc:
+            self._fail(exc)
+        if record is None:
+            raise not_found(key, db, tb)
+        return [record]
 
-    @abc.abstractmethod
     async def write(
         self,
         record: Record,
@@ -334,8 +362,17 @@ class Store(Component, abc.ABC):
         store without the ``"ttl"`` capability; nothing is written then. A
         cancelled write may have been applied.
         """
+        record, effective = check_record(record, ttl)
+        db, tb = self._scope(database, table)
+        if effective is not None:
+            self._require("ttl")
+        if self._component_state != "started":
+            self._check_open()
+        try:
+            await self._write(record, effective, db, tb)
+        except Exception as exc:
+            self._fail(exc)
 
-    @abc.abstractmethod
     async def delete(self, key: str, *, database: str | None = None, table: str | None = None) -> None:
         """Remove the record at ``key`` (Go Micro ``Delete``).
 
@@ -343,8 +380,15 @@ class Store(Component, abc.ABC):
         either way), so ``delete`` is idempotent. A cancelled delete may have
         been applied.
         """
+        check_key(key)
+        db, tb = self._scope(database, table)
+        if self._component_state != "started":
+            self._check_open()
+        try:
+            await self._delete(key, db, tb)
+        except Exception as exc:
+            self._fail(exc)
 
-    @abc.abstractmethod
     async def list(
         self,
         *,
@@ -363,6 +407,14 @@ class Store(Component, abc.ABC):
         Nothing matching gives ``[]``, never an error. Expired records are not
         listed.
         """
+        wanted = check_list(prefix, suffix, limit, offset)
+        db, tb = self._scope(database, table)
+        if self._component_state != "started":
+            self._check_open()
+        try:
+            return await self._list(wanted, db, tb)
+        except Exception as exc:
+            self._fail(exc)
 
     async def read_many(
         self, keys: Sequence[str], *, database: str | None = None, table: str | None = None
@@ -373,15 +425,13 @@ class Store(Component, abc.ABC):
         duplicate entries. All keys are checked before any is read.
         """
         checked = check_keys(keys)
-        found: builtins.list[Record | None] = []
-        for key in checked:
-            try:
-                (record,) = await self.read(key, database=database, table=table)
-            except RecordNotFound:
-                found.append(None)
-            else:
-                found.append(record)
-        return found
+        db, tb = self._scope(database, table)
+        if self._component_state != "started":
+            self._check_open()
+        try:
+            return await self._read_many(checked, db, tb)
+        except Exception as exc:
+            self._fail(exc)
 
     async def write_many(
         self,
@@ -396,19 +446,67 @@ class Store(Component, abc.ABC):
         Every record is checked before any is written, so bad input writes
         nothing. ``ttl`` applies to every record, as in :meth:`write`.
         """
-        batch = builtins.list(records)
-        for record in batch:
-            check_record(record, ttl)
-        if ttl is not None or any(r.expiry is not None for r in batch):
+        checked = [check_record(record, ttl) for record in builtins.list(records)]
+        db, tb = self._scope(database, table)
+        if any(effective is not None for _, effective in checked):
             self._require("ttl")
-        for record in batch:
-            await self.write(record, database=database, table=table, ttl=ttl)
+        if self._component_state != "started":
+            self._check_open()
+        try:
+            await self._write_many(checked, db, tb)
+        except Exception as exc:
+            self._fail(exc)
 
     async def delete_many(self, keys: Sequence[str], *, database: str | None = None, table: str | None = None) -> None:
         """:meth:`delete` each key; missing keys are ignored. All keys are checked first."""
         checked = check_keys(keys)
-        for key in checked:
-            await self.delete(key, database=database, table=table)
+        db, tb = self._scope(database, table)
+        if self._component_state != "started":
+            self._check_open()
+        try:
+            await self._delete_many(checked, db, tb)
+        except Exception as exc:
+            self._fail(exc)
+
+    # -- the hooks a backend implements --------------------------------------------------------
+    # Arguments are checked, the scope is concrete and the store is started. Raise micro errors,
+    # or let driver errors out for _translate to map.
+
+    @abc.abstractmethod
+    async def _read(self, key: str, database: str, table: str) -> Record | None:
+        """The live record at ``key``, or ``None`` (the base raises :class:`~micro.errors.RecordNotFound`)."""
+
+    @abc.abstractmethod
+    async def _read_matching(self, wanted: KeyFilter, database: str, table: str) -> builtins.list[Record]:
+        """The live records ``wanted`` selects: sorted by key and paged (:meth:`KeyFilter.select` does both)."""
+
+    @abc.abstractmethod
+    async def _write(self, record: Record, ttl: float | None, database: str, table: str) -> None:
+        """Store a copy of ``record``, expiring ``ttl`` seconds from now (``None``: never)."""
+
+    @abc.abstractmethod
+    async def _delete(self, key: str, database: str, table: str) -> None:
+        """Remove ``key`` if present; a missing key is not an error."""
+
+    @abc.abstractmethod
+    async def _list(self, wanted: KeyFilter, database: str, table: str) -> builtins.list[str]:
+        """The keys of the live records ``wanted`` selects: sorted and paged."""
+
+    async def _read_many(self, keys: builtins.list[str], database: str, table: str) -> builtins.list[Record | None]:
+        """The record (or ``None``) at each of ``keys``, in order. The default reads one key at a time."""
+        return [await self._read(key, database, table) for key in keys]
+
+    async def _write_many(self, records: builtins.list[tuple[Record, float | None]], database: str, table: str) -> None:
+        """Write each ``(record, ttl)`` in order. The default writes one at a time (not atomic)."""
+        for record, ttl in records:
+            await self._write(record, ttl, database, table)
+
+    async def _delete_many(self, keys: builtins.list[str], database: str, table: str) -> None:
+        """Remove each of ``keys``. The default deletes one at a time (not atomic)."""
+        for key in keys:
+            await self._delete(key, database, table)
+
+    # -- shared machinery -----------------------------------------------------------------------
 
     def _require(self, capability: str) -> None:
         if capability not in self.capabilities:

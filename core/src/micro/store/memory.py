@@ -10,25 +10,12 @@ from __future__ import annotations
 
 import builtins
 import time
-from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import ClassVar
 
 import orjson
 
-from ..errors import ConnectionClosed
-from .base import (
-    KeyFilter,
-    Record,
-    Store,
-    check_key,
-    check_keys,
-    check_list,
-    check_read,
-    check_record,
-    not_found,
-    pack_metadata,
-)
+from .base import KeyFilter, Record, Store, pack_metadata
 from .options import StoreOptions
 
 __all__ = ["MemoryStore"]
@@ -59,106 +46,47 @@ class MemoryStore(Store):
     def __init__(self, options: StoreOptions | None = None) -> None:
         super().__init__(options)
         self._tables: dict[tuple[str, str], _Table] = {}
-        self._open = False
 
-    async def start(self) -> None:
-        self._open = True
-
-    async def close(self) -> None:
-        self._open = False
-
-    async def read(
-        self,
-        key: str,
-        *,
-        database: str | None = None,
-        table: str | None = None,
-        prefix: bool = False,
-        suffix: bool = False,
-        limit: int | None = None,
-        offset: int = 0,
-    ) -> builtins.list[Record]:
-        key = check_read(key, prefix=prefix, suffix=suffix, limit=limit, offset=offset)
-        db, tb = self._scope(database, table)
-        entries = self._table(db, tb)
+    async def _read(self, key: str, database: str, table: str) -> Record | None:
         now = time.monotonic()
-        if not (prefix or suffix):
-            entry = _live(entries, key, now)
-            if entry is None:
-                raise not_found(key, db, tb)
-            return [entry.record(key, now)]
-        wanted = KeyFilter.for_read(key, prefix=prefix, suffix=suffix, limit=limit, offset=offset)
+        entry = _live(self._table(database, table), key, now)
+        return None if entry is None else entry.record(key, now)
+
+    async def _read_matching(self, wanted: KeyFilter, database: str, table: str) -> builtins.list[Record]:
+        entries = self._table(database, table)
+        now = time.monotonic()
         return [entries[k].record(k, now) for k in wanted.select(_prune(entries, now))]
 
-    async def write(
-        self,
-        record: Record,
-        *,
-        database: str | None = None,
-        table: str | None = None,
-        ttl: float | None = None,
-    ) -> None:
-        record, effective = check_record(record, ttl)
-        db, tb = self._scope(database, table)
-        self._table(db, tb)[record.key] = _entry(record, effective, time.monotonic())
+    async def _write(self, record: Record, ttl: float | None, database: str, table: str) -> None:
+        self._table(database, table)[record.key] = _entry(record, ttl, time.monotonic())
 
-    async def delete(self, key: str, *, database: str | None = None, table: str | None = None) -> None:
-        check_key(key)
-        db, tb = self._scope(database, table)
-        self._table(db, tb).pop(key, None)
+    async def _delete(self, key: str, database: str, table: str) -> None:
+        self._table(database, table).pop(key, None)
 
-    async def list(
-        self,
-        *,
-        database: str | None = None,
-        table: str | None = None,
-        prefix: str = "",
-        suffix: str = "",
-        limit: int | None = None,
-        offset: int = 0,
-    ) -> builtins.list[str]:
-        wanted = check_list(prefix, suffix, limit, offset)
-        db, tb = self._scope(database, table)
-        return wanted.select(_prune(self._table(db, tb), time.monotonic()))
+    async def _list(self, wanted: KeyFilter, database: str, table: str) -> builtins.list[str]:
+        return wanted.select(_prune(self._table(database, table), time.monotonic()))
 
-    async def read_many(
-        self, keys: Sequence[str], *, database: str | None = None, table: str | None = None
-    ) -> builtins.list[Record | None]:
-        checked = check_keys(keys)
-        db, tb = self._scope(database, table)
-        entries = self._table(db, tb)
+    async def _read_many(self, keys: builtins.list[str], database: str, table: str) -> builtins.list[Record | None]:
+        entries = self._table(database, table)
         now = time.monotonic()
         found: builtins.list[Record | None] = []
-        for key in checked:
+        for key in keys:
             entry = _live(entries, key, now)
             found.append(None if entry is None else entry.record(key, now))
         return found
 
-    async def write_many(
-        self,
-        records: Iterable[Record],
-        *,
-        database: str | None = None,
-        table: str | None = None,
-        ttl: float | None = None,
-    ) -> None:
-        checked = [check_record(record, ttl) for record in builtins.list(records)]
-        db, tb = self._scope(database, table)
-        entries = self._table(db, tb)
+    async def _write_many(self, records: builtins.list[tuple[Record, float | None]], database: str, table: str) -> None:
+        entries = self._table(database, table)
         now = time.monotonic()
-        for record, effective in checked:
-            entries[record.key] = _entry(record, effective, now)
+        for record, ttl in records:
+            entries[record.key] = _entry(record, ttl, now)
 
-    async def delete_many(self, keys: Sequence[str], *, database: str | None = None, table: str | None = None) -> None:
-        checked = check_keys(keys)
-        db, tb = self._scope(database, table)
-        entries = self._table(db, tb)
-        for key in checked:
+    async def _delete_many(self, keys: builtins.list[str], database: str, table: str) -> None:
+        entries = self._table(database, table)
+        for key in keys:
             entries.pop(key, None)
 
     def _table(self, database: str, table: str) -> _Table:
-        if not self._open:
-            raise ConnectionClosed("the memory store is not started: await store.start() or use async with")
         return self._tables.setdefault((database, table), {})
 
 

@@ -23,25 +23,13 @@ from __future__ import annotations
 import builtins
 import sqlite3
 import time
-from collections.abc import Iterable, Sequence
 from typing import Any, ClassVar, Final
 
 import orjson
 
 from .._sqlite import Database, data_dir, immediate, resolve
 from ..errors import ConnectionClosed
-from .base import (
-    KeyFilter,
-    Record,
-    Store,
-    check_key,
-    check_keys,
-    check_list,
-    check_read,
-    check_record,
-    not_found,
-    pack_metadata,
-)
+from .base import KeyFilter, Record, Store, pack_metadata
 from .options import SQLiteStoreOptions
 
 __all__ = ["SQLiteStore"]
@@ -164,14 +152,12 @@ class SQLiteStore(Store):
         """The file in use, once started."""
         return None if self._db is None else self._db.path
 
-    async def start(self) -> None:
-        """Open (creating if needed) the file and its schema. Idempotent.
+    async def _start(self) -> None:
+        """Open (creating if needed) the file and its schema.
 
         Raises :class:`~micro.errors.BackendUnavailable` if the file cannot be
         opened, is not a SQLite database, or was written by a newer micro.
         """
-        if self._db is not None:
-            return
         path = resolve(
             self.options.path, self.options.address, lambda: data_dir() / "store.db", option="MICRO_STORE_PATH"
         )
@@ -185,106 +171,59 @@ class SQLiteStore(Store):
             await db.close()
             raise
 
-    async def close(self) -> None:
-        """Close the file once the operations already running have finished. Idempotent."""
+    async def _close(self) -> None:
+        """Close the file once the operations already running have finished."""
         db, self._db = self._db, None
         if db is not None:
             await db.close()
 
-    async def read(
-        self,
-        key: str,
-        *,
-        database: str | None = None,
-        table: str | None = None,
-        prefix: bool = False,
-        suffix: bool = False,
-        limit: int | None = None,
-        offset: int = 0,
-    ) -> builtins.list[Record]:
-        key = check_read(key, prefix=prefix, suffix=suffix, limit=limit, offset=offset)
-        db, tb = self._scope(database, table)
-        if not (prefix or suffix):
+    async def _read(self, key: str, database: str, table: str) -> Record | None:
+        def exact(conn: sqlite3.Connection) -> Record | None:
+            now = time.time()
+            row = conn.execute(
+                "SELECT key, value, metadata, expires FROM micro_store"
+                f" WHERE db = ? AND tbl = ? AND key = ? AND {_LIVE}",
+                (database, table, key, now),
+            ).fetchone()
+            return None if row is None else _record(row, now)
 
-            def exact(conn: sqlite3.Connection) -> builtins.list[Record]:
-                now = time.time()
-                row = conn.execute(
-                    "SELECT key, value, metadata, expires FROM micro_store"
-                    f" WHERE db = ? AND tbl = ? AND key = ? AND {_LIVE}",
-                    (db, tb, key, now),
-                ).fetchone()
-                if row is None:
-                    raise not_found(key, db, tb)
-                return [_record(row, now)]
+        return await self._database().run(exact)
 
-            return await self._database().run(exact)
-
-        wanted = KeyFilter.for_read(key, prefix=prefix, suffix=suffix, limit=limit, offset=offset)
-
+    async def _read_matching(self, wanted: KeyFilter, database: str, table: str) -> builtins.list[Record]:
         def matching(conn: sqlite3.Connection) -> builtins.list[Record]:
             now = time.time()
-            where, params = _selection(wanted, now, db, tb)
+            where, params = _selection(wanted, now, database, table)
             rows = conn.execute(f"SELECT key, value, metadata, expires FROM micro_store WHERE {where}", params)
             return [_record(row, now) for row in rows]
 
         return await self._database().run(matching)
 
-    async def write(
-        self,
-        record: Record,
-        *,
-        database: str | None = None,
-        table: str | None = None,
-        ttl: float | None = None,
-    ) -> None:
-        record, effective = check_record(record, ttl)
-        db, tb = self._scope(database, table)
-
+    async def _write(self, record: Record, ttl: float | None, database: str, table: str) -> None:
         def write(conn: sqlite3.Connection) -> None:
             now = time.time()
-            conn.execute(_INSERT, _row(record, effective, now, db, tb))
+            conn.execute(_INSERT, _row(record, ttl, now, database, table))
             self._prune(conn, now)
 
         await self._database().run(write)
 
-    async def delete(self, key: str, *, database: str | None = None, table: str | None = None) -> None:
-        check_key(key)
-        db, tb = self._scope(database, table)
-
+    async def _delete(self, key: str, database: str, table: str) -> None:
         def delete(conn: sqlite3.Connection) -> None:
-            conn.execute("DELETE FROM micro_store WHERE db = ? AND tbl = ? AND key = ?", (db, tb, key))
+            conn.execute("DELETE FROM micro_store WHERE db = ? AND tbl = ? AND key = ?", (database, table, key))
 
         await self._database().run(delete)
 
-    async def list(
-        self,
-        *,
-        database: str | None = None,
-        table: str | None = None,
-        prefix: str = "",
-        suffix: str = "",
-        limit: int | None = None,
-        offset: int = 0,
-    ) -> builtins.list[str]:
-        wanted = check_list(prefix, suffix, limit, offset)
-        db, tb = self._scope(database, table)
-
+    async def _list(self, wanted: KeyFilter, database: str, table: str) -> builtins.list[str]:
         def keys(conn: sqlite3.Connection) -> builtins.list[str]:
-            where, params = _selection(wanted, time.time(), db, tb)
+            where, params = _selection(wanted, time.time(), database, table)
             return [key for (key,) in conn.execute(f"SELECT key FROM micro_store WHERE {where}", params)]
 
         return await self._database().run(keys)
 
-    async def read_many(
-        self, keys: Sequence[str], *, database: str | None = None, table: str | None = None
-    ) -> builtins.list[Record | None]:
-        checked = check_keys(keys)
-        db, tb = self._scope(database, table)
-
+    async def _read_many(self, keys: builtins.list[str], database: str, table: str) -> builtins.list[Record | None]:
         def read(conn: sqlite3.Connection) -> builtins.list[Record | None]:
             now = time.time()
             found: dict[str, Record] = {}
-            wanted = sorted(set(checked))
+            wanted = sorted(set(keys))
             # One read transaction: every key is read from the same snapshot.
             conn.execute("BEGIN")
             try:
@@ -294,50 +233,39 @@ class SQLiteStore(Store):
                     rows = conn.execute(
                         "SELECT key, value, metadata, expires FROM micro_store"
                         f" WHERE db = ? AND tbl = ? AND key IN ({marks}) AND {_LIVE}",
-                        (db, tb, *chunk, now),
+                        (database, table, *chunk, now),
                     )
                     for row in rows:
                         found[row[0]] = _record(row, now)
             finally:
                 conn.execute("COMMIT")
-            return [found.get(key) for key in checked]
+            return [found.get(key) for key in keys]
 
         return await self._database().run(read)
 
-    async def write_many(
-        self,
-        records: Iterable[Record],
-        *,
-        database: str | None = None,
-        table: str | None = None,
-        ttl: float | None = None,
-    ) -> None:
-        checked = [check_record(record, ttl) for record in builtins.list(records)]
-        db, tb = self._scope(database, table)
-
+    async def _write_many(self, records: builtins.list[tuple[Record, float | None]], database: str, table: str) -> None:
         def write(conn: sqlite3.Connection) -> None:
             now = time.time()
             with immediate(conn):
-                conn.executemany(_INSERT, [_row(record, effective, now, db, tb) for record, effective in checked])
+                conn.executemany(_INSERT, [_row(record, ttl, now, database, table) for record, ttl in records])
             self._prune(conn, now)
 
         await self._database().run(write)
 
-    async def delete_many(self, keys: Sequence[str], *, database: str | None = None, table: str | None = None) -> None:
-        checked = check_keys(keys)
-        db, tb = self._scope(database, table)
-
+    async def _delete_many(self, keys: builtins.list[str], database: str, table: str) -> None:
         def delete(conn: sqlite3.Connection) -> None:
             with immediate(conn):
                 conn.executemany(
-                    "DELETE FROM micro_store WHERE db = ? AND tbl = ? AND key = ?", [(db, tb, k) for k in checked]
+                    "DELETE FROM micro_store WHERE db = ? AND tbl = ? AND key = ?", [(database, table, k) for k in keys]
                 )
 
         await self._database().run(delete)
 
     def _database(self) -> Database:
+        # The base refuses calls before start() and after close(); a hook still running when close()
+        # takes the handle away finds it gone here.
         if self._db is None:
-            raise ConnectionClosed("the sqlite store is not started: await store.start() or use async with")
+            raise ConnectionClosed(f"the {type(self).__name__} is closed")
         return self._db
 
     def _prune(self, conn: sqlite3.Connection, now: float) -> None:

@@ -110,11 +110,15 @@ class Sync(Component, abc.ABC):
 
     Operations need a started instance (``await sync.start()`` or ``async
     with``); before that, and after :meth:`close`, they raise
-    :class:`~micro.errors.ConnectionClosed`. Implementations provide
-    :meth:`try_lock`, :meth:`unlock` and :meth:`refresh`; :meth:`lock` polls
-    :meth:`try_lock` with backoff unless overridden, and :meth:`leader` is
-    built on all of them. An implementation's :meth:`close` must call
-    ``await super().close()`` first.
+    :class:`~micro.errors.ConnectionClosed`.
+
+    **Hooks.** The public methods are concrete: they check the id, TTL and wait,
+    add :attr:`SyncOptions.prefix`, apply the lifecycle rule and translate driver
+    errors (``_translate``). A backend implements :meth:`_try_lock`,
+    :meth:`_unlock` and :meth:`_refresh` on the prefixed *name*, optionally
+    :meth:`_lock` (the default polls :meth:`_try_lock` with backoff), and its
+    ``_start``/``_close``; :meth:`leader` is built on all of them. :meth:`close`
+    resigns this instance's leaderships before the backend's ``_close`` runs.
     """
 
     interface: ClassVar[str] = "sync"
@@ -130,6 +134,8 @@ class Sync(Component, abc.ABC):
         self.owner: str = self.options.owner or _new_owner()
         self._leaders: set[Leader] = set()
 
+    # -- the public contract -------------------------------------------------------------------
+
     async def lock(self, id: str, *, ttl: float | None = DEFAULT_TTL, wait: float | None = DEFAULT_WAIT) -> None:
         """Take the lock ``id`` for ``ttl`` seconds, waiting up to ``wait`` seconds for it (Go Micro ``Lock``).
 
@@ -139,22 +145,17 @@ class Sync(Component, abc.ABC):
         forever. Waiters are not served in order. Cancelling a waiting call
         leaves the lock untouched.
         """
-        check_id(id)
-        check_ttl(ttl)
+        name = self._name(id)
+        ttl = check_ttl(ttl)
         wait = check_wait(wait)
-        loop = asyncio.get_running_loop()
-        deadline = None if wait is None else loop.time() + wait
-        delay = min(_FIRST_POLL, self.options.poll_interval)
-        while not await self.try_lock(id, ttl=ttl):
-            now = loop.time()
-            if deadline is not None and now >= deadline:
-                raise LockTimeout(f"lock {id!r} is held by another owner; gave up after {wait:g}s")
-            # Jitter keeps contenders that started together from polling in lockstep.
-            pause = random.uniform(delay / 2, delay)
-            await asyncio.sleep(pause if deadline is None else min(pause, deadline - now))
-            delay = min(delay * 2, self.options.poll_interval)
+        self._check_open()
+        try:
+            acquired = await self._lock(name, ttl, wait)
+        except Exception as exc:
+            self._fail(exc)
+        if not acquired:
+            raise LockTimeout(f"lock {id!r} is held by another owner; gave up after {wait or 0:g}s")
 
-    @abc.abstractmethod
     async def try_lock(self, id: str, *, ttl: float | None = DEFAULT_TTL) -> bool:
         """Take the lock ``id`` for ``ttl`` seconds if nobody holds it (Dapr ``TryLock``).
 
@@ -162,8 +163,14 @@ class Sync(Component, abc.ABC):
         (this owner included) already does; never waits, and never raises
         because the lock is held. ``ttl=None``: held until unlocked.
         """
+        name = self._name(id)
+        ttl = check_ttl(ttl)
+        self._check_open()
+        try:
+            return await self._try_lock(name, ttl)
+        except Exception as exc:
+            self._fail(exc)
 
-    @abc.abstractmethod
     async def unlock(self, id: str) -> None:
         """Release the lock ``id`` held by this owner (Go Micro ``Unlock``).
 
@@ -171,8 +178,13 @@ class Sync(Component, abc.ABC):
         taken, released, or lapsed) and :class:`~micro.errors.LockHeld` if
         another owner does; the lock is then left as it is.
         """
+        name = self._name(id)
+        self._check_open()
+        try:
+            await self._unlock(name)
+        except Exception as exc:
+            self._fail(exc)
 
-    @abc.abstractmethod
     async def refresh(self, id: str, *, ttl: float | None = DEFAULT_TTL) -> None:
         """Extend the lock ``id`` held by this owner to lapse ``ttl`` seconds from now.
 
@@ -180,6 +192,13 @@ class Sync(Component, abc.ABC):
         and :class:`~micro.errors.LockHeld` as :meth:`unlock` does: a lock that
         has lapsed cannot be refreshed, only taken again.
         """
+        name = self._name(id)
+        ttl = check_ttl(ttl)
+        self._check_open()
+        try:
+            await self._refresh(name, ttl)
+        except Exception as exc:
+            self._fail(exc)
 
     async def leader(self, id: str, *, ttl: float = DEFAULT_TTL, wait: float | None = None) -> Leader:
         """Campaign for leadership of ``id`` until elected, and return the :class:`Leader` (Go Micro ``Leader``).
@@ -200,11 +219,58 @@ class Sync(Component, abc.ABC):
         return leader
 
     async def close(self) -> None:
-        """Resign every leadership of this instance. Implementations then release their locks."""
-        for leader in list(self._leaders):
-            # One failing resignation must not keep the others, or the close, from happening.
-            with contextlib.suppress(MicroError):
-                await leader.resign()
+        """Resign every leadership of this instance, then release its locks (the backend's ``_close``). Idempotent."""
+        if self._component_started():
+            for leader in list(self._leaders):
+                # One failing resignation must not keep the others, or the close, from happening.
+                with contextlib.suppress(MicroError):
+                    await leader.resign()
+        await super().close()
+
+    # -- the hooks a backend implements --------------------------------------------------------
+    # ``name`` is the checked id with SyncOptions.prefix in front; ttl and wait are checked, and
+    # the instance is started. Errors name the lock by ``name``.
+
+    async def _lock(self, name: str, ttl: float | None, wait: float | None) -> bool:
+        """Take ``name``, waiting up to ``wait`` seconds (``None``: forever); ``False`` if it is still held then.
+
+        At least one attempt is made, even with ``wait=0``; the base raises :class:`LockTimeout` for ``False``.
+
+        The default polls :meth:`_try_lock` with jittered backoff up to
+        :attr:`SyncOptions.poll_interval`, checking before each attempt that the
+        instance is still open. A backend that can wait for a release overrides it.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = None if wait is None else loop.time() + wait
+        delay = min(_FIRST_POLL, self.options.poll_interval)
+        while not await self._try_lock(name, ttl):
+            now = loop.time()
+            if deadline is not None and now >= deadline:
+                return False
+            # Jitter keeps contenders that started together from polling in lockstep.
+            pause = random.uniform(delay / 2, delay)
+            await asyncio.sleep(pause if deadline is None else min(pause, deadline - now))
+            delay = min(delay * 2, self.options.poll_interval)
+            self._check_open()
+        return True
+
+    @abc.abstractmethod
+    async def _try_lock(self, name: str, ttl: float | None) -> bool:
+        """Take ``name`` for ``ttl`` seconds if nobody holds it; ``False`` if someone (this owner too) does.
+
+        A cancelled call must not leave the lock held (see the module docstring).
+        """
+
+    @abc.abstractmethod
+    async def _unlock(self, name: str) -> None:
+        """Release ``name`` if this owner holds it; :class:`LockNotFound` / :class:`LockHeld` otherwise."""
+
+    @abc.abstractmethod
+    async def _refresh(self, name: str, ttl: float | None) -> None:
+        """Extend this owner's hold on ``name`` to ``ttl`` from now; errors as :meth:`_unlock`."""
+
+    def _name(self, id: object) -> str:
+        return self.options.prefix + check_id(id)
 
 
 class Leader:

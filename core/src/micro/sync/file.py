@@ -25,7 +25,7 @@ from typing import ClassVar, Final
 
 from .._sqlite import Database, immediate, resolve, runtime_dir
 from ..errors import ConnectionClosed, LockHeld, LockNotFound
-from .base import DEFAULT_TTL, Sync, check_id, check_ttl
+from .base import Sync
 from .options import FileSyncOptions
 
 __all__ = ["FileSync"]
@@ -77,14 +77,12 @@ class FileSync(Sync):
         """The file in use, once started."""
         return None if self._db is None else self._db.path
 
-    async def start(self) -> None:
-        """Open (creating if needed) the lock file. Idempotent.
+    async def _start(self) -> None:
+        """Open (creating if needed) the lock file.
 
         Raises :class:`~micro.errors.BackendUnavailable` if it cannot be opened,
         or if the default directory belongs to another user.
         """
-        if self._db is not None:
-            return
         path = resolve(
             self.options.path, self.options.address, lambda: runtime_dir() / "sync.db", option="MICRO_SYNC_PATH"
         )
@@ -97,12 +95,11 @@ class FileSync(Sync):
             await db.close()
             raise
 
-    async def close(self) -> None:
-        """Resign leaderships, release every lock this owner holds, and close the file. Idempotent."""
-        if self._db is None:
-            return
-        await super().close()
+    async def _close(self) -> None:
+        """Release every lock this owner holds, and close the file."""
         db, self._db = self._db, None
+        if db is None:
+            return
         owner = self.owner
 
         def release_all(conn: sqlite3.Connection) -> None:
@@ -113,14 +110,12 @@ class FileSync(Sync):
         finally:
             await db.close()
 
-    async def try_lock(self, id: str, *, ttl: float | None = DEFAULT_TTL) -> bool:
-        key = self._key(id)
-        ttl = check_ttl(ttl)
+    async def _try_lock(self, name: str, ttl: float | None) -> bool:
         owner = self.owner
 
         def acquire(conn: sqlite3.Connection) -> bool:
             now = time.time()
-            cursor = conn.execute(_ACQUIRE, (key, owner, None if ttl is None else now + ttl, now))
+            cursor = conn.execute(_ACQUIRE, (name, owner, None if ttl is None else now + ttl, now))
             return cursor.rowcount == 1
 
         db = self._database()
@@ -129,30 +124,27 @@ class FileSync(Sync):
             return await asyncio.shield(attempt)
         except asyncio.CancelledError:
             # The upsert runs to completion on the worker thread; if it won, give the lock back.
-            attempt.add_done_callback(self._give_back(db, key))
+            attempt.add_done_callback(self._give_back(db, name))
             raise
 
-    async def unlock(self, id: str) -> None:
-        key = self._key(id)
+    async def _unlock(self, name: str) -> None:
         owner = self.owner
 
         def release(conn: sqlite3.Connection) -> None:
             with immediate(conn):
-                _held_by(conn, key, owner, "unlock")
-                conn.execute("DELETE FROM micro_locks WHERE id = ?", (key,))
+                _held_by(conn, name, owner, "unlock")
+                conn.execute("DELETE FROM micro_locks WHERE id = ?", (name,))
 
         await self._database().run(release)
 
-    async def refresh(self, id: str, *, ttl: float | None = DEFAULT_TTL) -> None:
-        key = self._key(id)
-        ttl = check_ttl(ttl)
+    async def _refresh(self, name: str, ttl: float | None) -> None:
         owner = self.owner
 
         def extend(conn: sqlite3.Connection) -> None:
             with immediate(conn):
-                _held_by(conn, key, owner, "refresh")
+                _held_by(conn, name, owner, "refresh")
                 expires = None if ttl is None else time.time() + ttl
-                conn.execute("UPDATE micro_locks SET expires = ? WHERE id = ?", (expires, key))
+                conn.execute("UPDATE micro_locks SET expires = ? WHERE id = ?", (expires, name))
 
         await self._database().run(extend)
 
@@ -179,10 +171,9 @@ class FileSync(Sync):
         if not future.cancelled():
             future.exception()  # retrieved, so a failure is not reported as "never retrieved"; the TTL covers it
 
-    def _key(self, id: str) -> str:
-        return self.options.prefix + check_id(id)
-
     def _database(self) -> Database:
+        # The base refuses calls before start() and after close(); a hook still running when close()
+        # takes the handle away finds it gone here.
         if self._db is None:
-            raise ConnectionClosed("the file sync is not started: await sync.start() or use async with")
+            raise ConnectionClosed(f"the {type(self).__name__} is closed")
         return self._db

@@ -15,8 +15,8 @@ import time
 from dataclasses import dataclass
 from typing import ClassVar, Final
 
-from ..errors import ConnectionClosed, LockHeld, LockNotFound, LockTimeout
-from .base import DEFAULT_TTL, DEFAULT_WAIT, Sync, check_id, check_ttl, check_wait
+from ..errors import LockHeld, LockNotFound
+from .base import Sync
 from .options import SyncOptions
 
 __all__ = ["MemorySync"]
@@ -84,27 +84,13 @@ class MemorySync(Sync):
 
     options_type: ClassVar[type[SyncOptions]] = SyncOptions
 
-    def __init__(self, options: SyncOptions | None = None) -> None:
-        super().__init__(options)
-        self._open = False
-
-    async def start(self) -> None:
-        self._open = True
-
-    async def close(self) -> None:
-        """Resign leaderships and release every lock this owner holds. Idempotent."""
-        if not self._open:
-            return
-        await super().close()
-        self._open = False
+    async def _close(self) -> None:
+        """Release every lock this owner holds."""
         with _TABLE.mutex:
             for key in [k for k, hold in _TABLE.holds.items() if hold.owner == self.owner]:
                 _TABLE.release(key)
 
-    async def lock(self, id: str, *, ttl: float | None = DEFAULT_TTL, wait: float | None = DEFAULT_WAIT) -> None:
-        key = self._key(id)
-        ttl = check_ttl(ttl)
-        wait = check_wait(wait)
+    async def _lock(self, name: str, ttl: float | None, wait: float | None) -> bool:
         loop = asyncio.get_running_loop()
         deadline = None if wait is None else loop.time() + wait
         while True:
@@ -112,14 +98,14 @@ class MemorySync(Sync):
             waiter = (loop, future)
             with _TABLE.mutex:
                 self._check_open()
-                acquired, lapses_in = _TABLE.acquire(key, self.owner, ttl)
+                acquired, lapses_in = _TABLE.acquire(name, self.owner, ttl)
                 if acquired:
-                    return
-                _TABLE.waiters.setdefault(key, set()).add(waiter)
+                    return True
+                _TABLE.waiters.setdefault(name, set()).add(waiter)
             try:
                 now = loop.time()
                 if deadline is not None and now >= deadline:
-                    raise LockTimeout(f"lock {id!r} is held by another owner; gave up after {wait:g}s")
+                    return False
                 timeout = min(
                     (t for t in (lapses_in, None if deadline is None else deadline - now) if t is not None),
                     default=None,
@@ -132,38 +118,23 @@ class MemorySync(Sync):
                     pass
             finally:
                 with _TABLE.mutex:
-                    waiters = _TABLE.waiters.get(key)
+                    waiters = _TABLE.waiters.get(name)
                     if waiters is not None:
                         waiters.discard(waiter)
                         if not waiters:
-                            del _TABLE.waiters[key]
+                            del _TABLE.waiters[name]
 
-    async def try_lock(self, id: str, *, ttl: float | None = DEFAULT_TTL) -> bool:
-        key = self._key(id)
-        ttl = check_ttl(ttl)
+    async def _try_lock(self, name: str, ttl: float | None) -> bool:
         with _TABLE.mutex:
-            self._check_open()
-            acquired, _ = _TABLE.acquire(key, self.owner, ttl)
+            acquired, _ = _TABLE.acquire(name, self.owner, ttl)
             return acquired
 
-    async def unlock(self, id: str) -> None:
-        key = self._key(id)
+    async def _unlock(self, name: str) -> None:
         with _TABLE.mutex:
-            self._check_open()
-            _TABLE.held_by(key, self.owner, "unlock")
-            _TABLE.release(key)
+            _TABLE.held_by(name, self.owner, "unlock")
+            _TABLE.release(name)
 
-    async def refresh(self, id: str, *, ttl: float | None = DEFAULT_TTL) -> None:
-        key = self._key(id)
-        ttl = check_ttl(ttl)
+    async def _refresh(self, name: str, ttl: float | None) -> None:
         with _TABLE.mutex:
-            self._check_open()
-            hold = _TABLE.held_by(key, self.owner, "refresh")
+            hold = _TABLE.held_by(name, self.owner, "refresh")
             hold.expires = None if ttl is None else time.monotonic() + ttl
-
-    def _key(self, id: str) -> str:
-        return self.options.prefix + check_id(id)
-
-    def _check_open(self) -> None:
-        if not self._open:
-            raise ConnectionClosed("the memory sync is not started: await sync.start() or use async with")

@@ -38,9 +38,8 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, Final
 
 import consul.exceptions
-from micro.errors import ConnectionClosed, LockHeld, LockNotFound, LockTimeout, MicroError
+from micro.errors import LockHeld, LockNotFound, MicroError
 from micro.sync import Sync
-from micro.sync.base import DEFAULT_TTL, DEFAULT_WAIT, check_id, check_ttl, check_wait
 
 from ._client import Consul, dumps, wait_param
 from .options import ConsulSyncOptions
@@ -102,7 +101,6 @@ class ConsulSync(Sync):
         self._renewer: asyncio.Task[None] | None = None
         self._background: set[asyncio.Task[Any]] = set()
         self._open = False
-        self._starting = asyncio.Lock()
         self._replacing = asyncio.Lock()
 
     @property
@@ -117,29 +115,23 @@ class ConsulSync(Sync):
 
     # -- lifecycle ------------------------------------------------------------------------------
 
-    async def start(self) -> None:
-        """Connect and create this instance's session. Idempotent.
+    async def _start(self) -> None:
+        """Connect and create this instance's session.
 
         Raises :class:`~micro.errors.BackendUnavailable` naming the address and
         ``MICRO_SYNC_ADDRESS`` if no agent answers within ``timeout``.
         """
-        async with self._starting:
-            if self._open:
-                return
-            await self._consul.open()
-            try:
-                self._session = await self._create_session()
-            except BaseException:
-                await self._consul.close()
-                raise
-            self._renewer = asyncio.create_task(self._renew(), name="micro.sync.consul:session")
-            self._open = True
+        await self._consul.open()
+        try:
+            self._session = await self._create_session()
+        except BaseException:
+            await self._consul.close()
+            raise
+        self._renewer = asyncio.create_task(self._renew(), name="micro.sync.consul:session")
+        self._open = True
 
-    async def close(self) -> None:
-        """Resign leaderships, then destroy the session: Consul deletes every lock it holds. Idempotent."""
-        if not self._open:
-            return
-        await super().close()
+    async def _close(self) -> None:
+        """Destroy the session: Consul deletes every lock it holds (the base has resigned the leaderships)."""
         self._open = False
         renewer, self._renewer = self._renewer, None
         if renewer is not None:
@@ -196,13 +188,8 @@ class ConsulSync(Sync):
                 logger.warning("could not renew the Consul session: %s", exc)
                 pause = min(interval, 1.0)  # keep trying more often while the agent is away
 
-    def _check_open(self) -> Consul:
-        if not self._open:
-            raise ConnectionClosed("the consul sync is not started: await sync.start() or use async with")
-        return self._consul
-
-    def _key(self, id: str) -> str:
-        segment = urllib.parse.quote(self.options.prefix + check_id(id), safe="")
+    def _key(self, name: str) -> str:
+        segment = urllib.parse.quote(name, safe="")
         if segment in (".", ".."):
             segment = segment.replace(".", "%2E")  # a path segment of dots would be resolved away in the URL
         return self.options.root + segment
@@ -228,31 +215,29 @@ class ConsulSync(Sync):
 
     # -- the interface --------------------------------------------------------------------------
 
-    async def try_lock(self, id: str, *, ttl: float | None = DEFAULT_TTL) -> bool:
-        key = self._key(id)
-        ttl = check_ttl(ttl)
-        self._check_open()
+    async def _try_lock(self, name: str, ttl: float | None) -> bool:
+        key = self._key(name)
         attempt = asyncio.ensure_future(self._acquire(key, ttl))
         try:
             return await asyncio.shield(attempt)
         except asyncio.CancelledError:
             # The transaction may still commit: if it does, give the lock back rather than hold it unknowingly.
-            attempt.add_done_callback(lambda done: self._release_if_won(done, id))
+            attempt.add_done_callback(lambda done: self._release_if_won(done, name))
             raise
 
-    def _release_if_won(self, attempt: asyncio.Future[bool], id: str) -> None:
+    def _release_if_won(self, attempt: asyncio.Future[bool], name: str) -> None:
         if attempt.cancelled() or attempt.exception() is not None or not attempt.result() or not self._open:
             return
-        task = asyncio.ensure_future(self._release_quietly(id))
+        task = asyncio.ensure_future(self._release_quietly(name))
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
-    async def _release_quietly(self, id: str) -> None:
+    async def _release_quietly(self, name: str) -> None:
         with contextlib.suppress(MicroError):
-            await self.unlock(id)
+            await self._unlock(name)
 
     async def _acquire(self, key: str, ttl: float | None) -> bool:
-        client = self._check_open()
+        client = self._consul
         for _ in range(_ROUNDS):
             _, entry = await self._get(client, key)
             session = await self._current_session()
@@ -272,18 +257,16 @@ class ConsulSync(Sync):
             # Otherwise another contender changed the key between our read and the transaction: look again.
         return False
 
-    async def lock(self, id: str, *, ttl: float | None = DEFAULT_TTL, wait: float | None = DEFAULT_WAIT) -> None:
-        """Take the lock, waiting on the key with blocking queries; see :meth:`micro.sync.Sync.lock`."""
-        key = self._key(id)
-        ttl = check_ttl(ttl)
-        wait = check_wait(wait)
-        client = self._check_open()
+    async def _lock(self, name: str, ttl: float | None, wait: float | None) -> bool:
+        """Take the lock, waiting on the key with blocking queries rather than polling."""
+        key = self._key(name)
+        client = self._consul
         loop = asyncio.get_running_loop()
         deadline = None if wait is None else loop.time() + wait
-        while not await self.try_lock(id, ttl=ttl):
+        while not await self._try_lock(name, ttl):
             now = loop.time()
             if deadline is not None and now >= deadline:
-                raise LockTimeout(f"lock {id!r} is held by another owner; gave up after {wait:g}s")
+                return False
             index, entry = await self._get(client, key)
             if entry is None:
                 continue  # released meanwhile
@@ -298,33 +281,34 @@ class ConsulSync(Sync):
                 await asyncio.sleep(0.001)  # lapsing this instant: try again without a blocking query
                 continue
             await self._get(client, key, index=index, wait=block)
+            self._check_open()
+        return True
 
-    async def unlock(self, id: str) -> None:
-        key = self._key(id)
-        client = self._check_open()
+    async def _unlock(self, name: str) -> None:
+        key = self._key(name)
+        client = self._consul
         for _ in range(_ROUNDS):
-            entry = await self._mine(client, key, id, "unlock")
+            entry = await self._mine(client, key, name, "unlock")
             outcome = await client.txn(
                 f"releasing lock {key!r}",
                 [{"KV": {"Verb": "delete-cas", "Key": key, "Index": entry["ModifyIndex"]}}],
             )
             if outcome.ok:
                 return
-        raise LockHeld(f"cannot unlock lock {id!r}: it keeps changing underneath")
+        raise LockHeld(f"cannot unlock lock {name!r}: it keeps changing underneath")
 
-    async def refresh(self, id: str, *, ttl: float | None = DEFAULT_TTL) -> None:
-        key = self._key(id)
-        ttl = check_ttl(ttl)
-        client = self._check_open()
+    async def _refresh(self, name: str, ttl: float | None) -> None:
+        key = self._key(name)
+        client = self._consul
         for _ in range(_ROUNDS):
-            entry = await self._mine(client, key, id, "refresh")
+            entry = await self._mine(client, key, name, "refresh")
             outcome = await client.txn(
                 f"refreshing lock {key!r}",
                 [{"KV": {"Verb": "cas", "Key": key, "Value": self._value(ttl), "Index": entry["ModifyIndex"]}}],
             )
             if outcome.ok:
                 return
-        raise LockHeld(f"cannot refresh lock {id!r}: it keeps changing underneath")
+        raise LockHeld(f"cannot refresh lock {name!r}: it keeps changing underneath")
 
     async def _mine(self, client: Consul, key: str, id: str, what: str) -> dict[str, Any]:
         """The live entry of ``key`` held by this owner, or the error :meth:`unlock` raises."""

@@ -49,7 +49,7 @@ import re
 import socket
 import uuid
 from collections.abc import Mapping
-from typing import Any, ClassVar, Final, Literal
+from typing import Any, ClassVar, Final
 
 import aio_pika
 import aiormq.exceptions
@@ -60,7 +60,7 @@ from aio_pika.abc import (
     AbstractRobustExchange,
     AbstractRobustQueue,
 )
-from micro.broker import Broker, Event, Handler, Message, SubscribeOptions, Subscriber, check_publish, check_subscribe
+from micro.broker import Broker, Event, Handler, Message, SubscribeOptions, Subscriber
 from micro.broker import dispatch as dispatch_event
 from micro.errors import BackendUnavailable, BadRequest, ConnectionClosed, MicroError
 
@@ -197,8 +197,7 @@ class _Subscription(Subscriber):
         self._channel: AbstractRobustChannel | None = None
         self._queue: AbstractRobustQueue | None = None
         self._tag: str | None = None
-        self._task: asyncio.Task[None] | None = None
-        self._stopping = False
+        self._close_timeout = opts.close_timeout
 
     @property
     def queue_name(self) -> str:
@@ -234,35 +233,34 @@ class _Subscription(Subscriber):
         except Exception as exc:
             await self._release()
             raise translate(exc, broker.address, f"subscribing to {self.topic!r}") from exc
-        self._task = asyncio.create_task(self._run(), name=f"micro.broker.rabbitmq:{self.topic}")
+        self._start_task(f"micro.broker.rabbitmq:{self.topic}")
 
     async def _deliver(self, delivery: AbstractIncomingMessage) -> None:
         # Left unacknowledged when stopping: RabbitMQ gives it back when the channel closes.
         if not self._stopping:
             self._inbox.put_nowait(delivery)
 
-    async def _run(self) -> None:
+    async def _next(self) -> AbstractIncomingMessage | None:
+        return await self._inbox.get()
+
+    async def _handle(self, delivery: AbstractIncomingMessage) -> None:
+        if _stale(delivery):
+            return  # it arrived before a reconnect: RabbitMQ has queued it again and will redeliver it
+        topic = delivery.headers.get(TOPIC) if delivery.headers else None
+        event = _RabbitMQEvent(
+            topic if isinstance(topic, str) else delivery.routing_key or self.topic,
+            _message_of(delivery),
+            delivery,
+            self,
+        )
         try:
-            while not self._stopping:
-                delivery = await self._inbox.get()
-                if delivery is None or self._stopping:
-                    break
-                if _stale(delivery):
-                    continue  # it arrived before a reconnect: RabbitMQ has queued it again and will redeliver it
-                topic = delivery.headers.get(TOPIC) if delivery.headers else None
-                event = _RabbitMQEvent(
-                    topic if isinstance(topic, str) else delivery.routing_key or self.topic,
-                    _message_of(delivery),
-                    delivery,
-                    self,
-                )
-                try:
-                    await dispatch_event(self._handler, event, auto_ack=self.options.auto_ack)
-                except Exception:
-                    # Settling failed in a way _ack/_nack did not foresee; the subscription must outlive it.
-                    logger.exception("rabbitmq: settling a message on topic %r failed", event.topic)
-        finally:
-            await self._release()
+            await dispatch_event(self._handler, event, auto_ack=self.options.auto_ack)
+        except Exception:
+            # Settling failed in a way _ack/_nack did not foresee; the subscription must outlive it.
+            logger.exception("rabbitmq: settling a message on topic %r failed", event.topic)
+
+    async def _finish(self) -> None:
+        await self._release()
 
     async def _ack(self, delivery: AbstractIncomingMessage) -> None:
         if _stale(delivery):
@@ -326,28 +324,15 @@ class _Subscription(Subscriber):
         if channel is not None and not channel.is_closed:
             await _quietly("channel close", channel.close(), timeout)
 
-    async def unsubscribe(self) -> None:
-        if self._stopping:
-            return
-        self._stopping = True
-        self._broker._subscribers.discard(self)
+    async def _stop_delivery(self) -> None:
         queue, tag = self._queue, self._tag
         if queue is not None and tag is not None:
             # Stop deliveries now; the channel itself closes once the handler in progress has settled its event.
             self._tag = None
             await _quietly("cancel", queue.cancel(tag), self._broker.options.close_timeout)
         self._inbox.put_nowait(None)
-        task = self._task
-        if task is None:
-            await self._release()
-            return
-        if task is asyncio.current_task():
-            return  # called from our own handler: the loop ends when the handler returns
-        done, _ = await asyncio.wait({task}, timeout=self._broker.options.close_timeout)
-        if not done:
-            logger.warning("cancelling a broker handler for topic %r that did not finish in time", self.topic)
-            task.cancel()
-            await asyncio.wait({task})
+        if self._task is None:
+            await self._release()  # never got as far as its task: nothing else will
 
 
 class RabbitMQBroker(Broker):
@@ -363,9 +348,6 @@ class RabbitMQBroker(Broker):
         self._connection: AbstractRobustConnection | None = None
         self._channel: AbstractRobustChannel | None = None
         self._exchange: AbstractRobustExchange | None = None
-        self._subscribers: set[_Subscription] = set()
-        self._state: Literal["new", "started", "closed"] = "new"
-        self._starting = asyncio.Lock()
         self._delivery_mode = (
             aio_pika.DeliveryMode.PERSISTENT if self.options.durable else aio_pika.DeliveryMode.NOT_PERSISTENT
         )
@@ -382,8 +364,8 @@ class RabbitMQBroker(Broker):
         """The aio-pika connection while started (for diagnostics; do not close it)."""
         return self._connection
 
-    async def start(self) -> None:
-        """Connect, open the publishing channel and declare the exchange. Idempotent.
+    async def _start(self) -> None:
+        """Connect, open the publishing channel and declare the exchange.
 
         Tries each URL of ``address`` in order. Raises
         :class:`~micro.errors.BackendUnavailable` if none answers within
@@ -391,20 +373,15 @@ class RabbitMQBroker(Broker):
         refuses the credentials, and :class:`~micro.errors.InvalidOption` if the
         exchange exists with another durability.
         """
-        async with self._starting:
-            if self._connection is not None:
-                self._state = "started"
-                return
-            connection = await self._connect()
-            try:
-                async with asyncio.timeout(self.options.connect_timeout):
-                    channel: AbstractRobustChannel = await connection.channel(publisher_confirms=self.options.confirm)
-                    exchange = await self._declare_exchange(channel)
-            except Exception as exc:
-                await _quietly("connection close", connection.close(), self.options.close_timeout)
-                raise translate(exc, self.address, f"declaring the exchange {self.options.exchange!r}") from exc
-            self._connection, self._channel, self._exchange = connection, channel, exchange
-            self._state = "started"
+        connection = await self._connect()
+        try:
+            async with asyncio.timeout(self.options.connect_timeout):
+                channel: AbstractRobustChannel = await connection.channel(publisher_confirms=self.options.confirm)
+                exchange = await self._declare_exchange(channel)
+        except Exception as exc:
+            await _quietly("connection close", connection.close(), self.options.close_timeout)
+            raise translate(exc, self.address, f"declaring the exchange {self.options.exchange!r}") from exc
+        self._connection, self._channel, self._exchange = connection, channel, exchange
 
     async def _connect(self) -> AbstractRobustConnection:
         failures: list[MicroError] = []
@@ -435,30 +412,25 @@ class RabbitMQBroker(Broker):
         )
         return exchange
 
-    async def close(self) -> None:
-        """Unsubscribe everything, then close the connection. Idempotent; never raises."""
-        if self._state == "closed":
-            return
-        self._state = "closed"
-        subscribers = list(self._subscribers)
-        if subscribers:
-            await asyncio.gather(*(s.unsubscribe() for s in subscribers))
+    async def _close(self) -> None:
+        """Close the connection, once the base has unsubscribed everything. Never raises."""
         connection, self._connection = self._connection, None
         self._channel = self._exchange = None
         if connection is not None:
             await _quietly("connection close", connection.close(), self.options.close_timeout)
 
-    async def _ensure_open(self) -> AbstractRobustConnection:
-        if self._state == "closed":
-            raise ConnectionClosed("the rabbitmq broker is closed; start() it again to use it")
-        if self._connection is None:
-            await self.start()
+    def _check_names(self, topic: str, message: Message | None) -> None:
+        _check_short(topic, "topic")
+        for key in message.header if message is not None else ():
+            _check_short(key, "header name")
+
+    def _open_connection(self) -> AbstractRobustConnection:
         connection = self._connection
-        if connection is None:  # closed while starting
+        if connection is None:  # closed meanwhile
             raise ConnectionClosed("the rabbitmq broker is closed; start() it again to use it")
         return connection
 
-    async def publish(self, topic: str, message: Message) -> None:
+    async def _publish(self, topic: str, message: Message) -> None:
         """Publish to the exchange with ``topic`` as routing key; see :meth:`micro.broker.Broker.publish`.
 
         With ``confirm`` it returns once RabbitMQ confirmed the message. A lost
@@ -466,11 +438,7 @@ class RabbitMQBroker(Broker):
         was lost with the connection may then arrive twice); after that, or if
         RabbitMQ rejects the message, it raises :class:`~micro.errors.BackendUnavailable`.
         """
-        topic, message = check_publish(self, topic, message)
-        _check_short(topic, "topic")
-        for key in message.header:
-            _check_short(key, "header name")
-        await self._ensure_open()
+        self._open_connection()
         amqp_message = aio_pika.Message(
             message.body,
             headers=dict(message.header),
@@ -496,7 +464,7 @@ class RabbitMQBroker(Broker):
             except aiormq.exceptions.DeliveryError as exc:
                 raise BackendUnavailable(f"rabbitmq at {self.address} refused a message on {topic!r}: {exc}") from exc
             except TRANSIENT as exc:
-                if self._state == "closed":
+                if not self._component_started():
                     raise ConnectionClosed("the rabbitmq broker was closed while publishing") from exc
                 if loop.time() + pause >= deadline:
                     raise translate(exc, self.address, f"publishing to {topic!r}") from exc
@@ -509,25 +477,16 @@ class RabbitMQBroker(Broker):
             except aiormq.exceptions.AMQPError as exc:
                 raise translate(exc, self.address, f"publishing to {topic!r}") from exc
 
-    async def subscribe(
-        self, topic: str, handler: Handler, *, queue: str | None = None, auto_ack: bool = True
-    ) -> Subscriber:
+    async def _subscribe(self, topic: str, handler: Handler, options: SubscribeOptions) -> Subscriber:
         """Consume ``topic`` from a queue of its own, or from the group's shared queue; see the module docstring.
 
         Raises :class:`~micro.errors.InvalidOption` if the group's queue exists with
         other settings (durability, dead-letter exchange, expiry).
         """
-        topic, options = check_subscribe(self, topic, handler, queue, auto_ack)
-        _check_short(topic, "topic")
-        connection = await self._ensure_open()
+        connection = self._open_connection()
         subscription = _Subscription(self, topic, options, handler)
-        self._subscribers.add(subscription)
-        try:
-            await subscription._open(connection)
-        except BaseException:
-            self._subscribers.discard(subscription)
-            raise
-        if self._state == "closed":  # closed while we were subscribing
+        await subscription._open(connection)
+        if not self._component_started():  # closed while we were subscribing
             await subscription.unsubscribe()
             raise ConnectionClosed("the rabbitmq broker was closed while subscribing")
         return subscription

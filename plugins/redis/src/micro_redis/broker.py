@@ -115,7 +115,7 @@ from typing import Any, ClassVar, Final
 
 import orjson
 from micro.broker import Broker, Event, Handler, Message, SubscribeOptions, Subscriber
-from micro.broker.base import check_publish, check_subscribe, dispatch
+from micro.broker.base import dispatch
 from micro.errors import ConnectionClosed, MicroError, Timeout
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -464,7 +464,6 @@ class _RedisSubscriber(Subscriber):
         self._stream = broker._stream(topic)
         self._consumer = consumer
         self._after = start_after  # broadcast: the last entry read
-        self._stopping = False
         self._reading = False
         # Entries this member has read and not settled yet (queue groups), kept claimed while it works.
         self._holding: set[bytes] = set()
@@ -475,11 +474,10 @@ class _RedisSubscriber(Subscriber):
             self._name, pool_size=1, read_timeout=self._block + broker._server.request_timeout
         )
         self._acks = _Acks(self, options.queue) if options.queue is not None else None
-        self._task: asyncio.Task[None] | None = None
+        self._close_timeout = opts.close_timeout
 
     def _start(self) -> asyncio.Task[None]:
-        self._task = asyncio.create_task(self._run(), name=f"micro.broker.redis:{self.topic}")
-        return self._task
+        return self._start_task(f"micro.broker.redis:{self.topic}")
 
     # -- the read loop ---------------------------------------------------------------------------
 
@@ -771,32 +769,9 @@ class _RedisSubscriber(Subscriber):
 
     # -- stopping ----------------------------------------------------------------------------------
 
-    async def unsubscribe(self) -> None:
-        if self._stopping:
-            return
-        self._stopping = True
-        self._broker._subscribers.discard(self)
-        task = self._task
-        if task is None or task is asyncio.current_task():
-            return  # from our own handler: the loop ends when the handler returns
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self._broker.options.close_timeout
-        while True:
-            # A blocking read holds nothing (the group keeps what it did not deliver), so it is cut short.
-            # The cancel is repeated because Python 3.11's asyncio.wait_for, which the driver uses while
-            # it sets a connection up, can swallow one.
-            if self._reading:
-                task.cancel()
-            left = deadline - loop.time()
-            done, _ = await asyncio.wait({task}, timeout=max(0.0, min(0.05, left) if self._reading else left))
-            if done:
-                return
-            if loop.time() >= deadline:
-                break
-        logger.warning("cancelling a broker handler for topic %r that did not finish in time", self.topic)
-        while not task.done():
-            task.cancel()
-            await asyncio.wait({task}, timeout=0.05)
+    def _interruptible(self) -> bool:
+        # A blocking read holds nothing (the group keeps what it did not deliver), so it is cut short.
+        return self._reading
 
 
 class RedisBroker(Broker):
@@ -816,9 +791,6 @@ class RedisBroker(Broker):
         # already waiting, who go back to the end of the line) and bounded by request_timeout, so under
         # many concurrent publishers some publish failed with "No connection available"; this queue is FIFO.
         self._slots = asyncio.Semaphore(self.options.pool_size)
-        self._state = "new"
-        self._starting = asyncio.Lock()
-        self._subscribers: set[_RedisSubscriber] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         # Publishes waiting for the next pipeline, in arrival order, and the task sending them.
         self._outbox: collections.deque[_Publish] = collections.deque()
@@ -854,35 +826,25 @@ class RedisBroker(Broker):
         """
         return dict(self._dropped)
 
-    async def start(self) -> None:
-        """Connect and check that the server answers. Idempotent.
+    async def _start(self) -> None:
+        """Connect and check that the server answers.
 
         Raises :class:`~micro.errors.BackendUnavailable` naming the address and
         ``MICRO_BROKER_ADDRESS`` if it does not within ``connect_timeout``, and
         :class:`~micro.errors.Unauthorized` if it refuses the credentials.
         """
-        async with self._starting:
-            if self._redis is not None:
-                return
-            client = await self._server.connect(self.client_name, retries=1)
-            try:
-                # Pipelines run the backlog check by its digest; loading it now spares the first one a NOSCRIPT.
-                with translated(self._server.where):
-                    await client.script_load(_CHECK)
-            except BaseException:
-                await client.aclose()
-                raise
-            self._redis = client
-            self._state = "started"
+        client = await self._server.connect(self.client_name, retries=1)
+        try:
+            # Pipelines run the backlog check by its digest; loading it now spares the first one a NOSCRIPT.
+            with translated(self._server.where):
+                await client.script_load(_CHECK)
+        except BaseException:
+            await client.aclose()
+            raise
+        self._redis = client
 
-    async def close(self) -> None:
-        """Unsubscribe everything (handing unsettled queue messages back), then disconnect. Idempotent."""
-        if self._state == "closed":
-            return
-        self._state = "closed"
-        subscribers = list(self._subscribers)
-        if subscribers:
-            await asyncio.gather(*(s.unsubscribe() for s in subscribers))
+    async def _close(self) -> None:
+        """Disconnect, once the base has unsubscribed everything (handing unsettled queue messages back)."""
         # Subscribers that unsubscribed from inside their handler may still be finishing.
         if self._tasks:
             await asyncio.wait(list(self._tasks))
@@ -904,12 +866,11 @@ class RedisBroker(Broker):
         if client is not None:
             await client.aclose()
 
-    async def _ensure_started(self) -> Redis:
-        if self._state == "closed":
-            raise ConnectionClosed("the redis broker is closed; start() it again to use it")
+    def _client(self) -> Redis:
+        # The base starts the broker on first use and refuses it once closed; close() takes the
+        # client away only after that, so a call still running then finds it gone here.
         if self._redis is None:
-            await self.start()
-        assert self._redis is not None
+            raise ConnectionClosed("the redis broker is closed")
         return self._redis
 
     def _stream(self, topic: str) -> bytes:
@@ -931,14 +892,13 @@ class RedisBroker(Broker):
             if "BUSYGROUP" not in str(exc):  # it exists already: join it
                 raise
 
-    async def publish(self, topic: str, message: Message) -> None:
+    async def _publish(self, topic: str, message: Message) -> None:
         """Publish ``message``; see "Overflow" in the module docstring for a topic whose backlog is full.
 
         Raises :class:`~micro.errors.Timeout` (nothing published) when ``overflow="block"`` and the
         backlog stayed full for ``overflow_timeout``.
         """
-        topic, message = check_publish(self, topic, message)
-        await self._ensure_started()
+        self._client()
         stream = self._stream(topic)
         fields = _encode(message)
         backlog = self._backlog(stream, topic)
@@ -1167,19 +1127,16 @@ class RedisBroker(Broker):
         except Exception as translated_exc:
             return translated_exc
 
-    async def subscribe(
-        self, topic: str, handler: Handler, *, queue: str | None = None, auto_ack: bool = True
-    ) -> Subscriber:
-        topic, options = check_subscribe(self, topic, handler, queue, auto_ack)
-        client = await self._ensure_started()
+    async def _subscribe(self, topic: str, handler: Handler, options: SubscribeOptions) -> Subscriber:
+        client = self._client()
         stream = self._stream(topic)
         start_after = b"0-0"
         if options.queue is not None:
             await self._create_group(stream, options.queue)
         else:
             start_after = await self._last_id(client, stream)
-        if self._state == "closed":  # closed while we talked to Redis
-            raise ConnectionClosed("the redis broker is closed; start() it again to use it")
+        if not self._component_started():  # closed while we talked to Redis
+            raise self._closed_error()
         subscriber = _RedisSubscriber(
             self,
             topic,
@@ -1188,7 +1145,6 @@ class RedisBroker(Broker):
             consumer=f"{self._id}:{next(self._serial)}",
             start_after=start_after,
         )
-        self._subscribers.add(subscriber)
         task = subscriber._start()
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)

@@ -61,27 +61,18 @@ import random
 import struct
 import time
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from typing import Any, ClassVar, Final, TypeAlias, cast
 
 import orjson
-from micro.errors import BadRequest, ConnectionClosed, InternalError, Unavailable
+from micro.errors import BadRequest, ConnectionClosed, InternalError, MicroError, Unavailable
 from micro.store import Record, Store
-from micro.store.base import (
-    KeyFilter,
-    check_key,
-    check_keys,
-    check_list,
-    check_read,
-    check_record,
-    not_found,
-    pack_metadata,
-)
+from micro.store.base import KeyFilter, pack_metadata
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
 from ._client import Server
-from ._errors import translated
+from ._errors import translate
 from .options import RedisStoreOptions
 
 __all__ = ["RedisStore"]
@@ -197,7 +188,6 @@ class RedisStore(Store):
         self._server = Server.of(self.options, "store")
         self._where = self._server.where
         self._redis: Redis | None = None
-        self._starting = asyncio.Lock()
         self._prefix = self.options.key_prefix.encode()
         self._scopes: dict[tuple[str, str], bytes] = {}
         #: The name its connections give Redis (``CLIENT LIST``).
@@ -208,23 +198,24 @@ class RedisStore(Store):
         """The server, without credentials: ``127.0.0.1:6379``."""
         return self._server.address
 
-    async def start(self) -> None:
-        """Connect and check the server answers. Idempotent.
+    async def _start(self) -> None:
+        """Connect and check the server answers.
 
         Raises :class:`~micro.errors.BackendUnavailable` naming the address and
         ``MICRO_STORE_ADDRESS`` if it does not within ``connect_timeout``, and
         :class:`~micro.errors.Unauthorized` if it refuses the credentials.
         """
-        async with self._starting:
-            if self._redis is None:
-                # Every store command is harmless to repeat, so one lost connection costs no error.
-                self._redis = await self._server.connect(self.client_name, retries=1)
+        # Every store command is harmless to repeat, so one lost connection costs no error.
+        self._redis = await self._server.connect(self.client_name, retries=1)
 
-    async def close(self) -> None:
-        """Close the connections. Idempotent; the records stay on the server."""
+    async def _close(self) -> None:
+        """Close the connections; the records stay on the server."""
         client, self._redis = self._redis, None
         if client is not None:
             await client.aclose()
+
+    def _translate(self, exc: Exception) -> MicroError | None:
+        return translate(exc, self._where)
 
     # -- keys ------------------------------------------------------------------------------------
 
@@ -241,99 +232,69 @@ class RedisStore(Store):
         return self._prefix + f"{_quote(database)}:{_quote(table)}".encode()
 
     def _client(self) -> Redis:
+        # The base refuses calls before start() and after close(); a hook still running when close()
+        # takes the client away finds it gone here.
         if self._redis is None:
-            raise ConnectionClosed("the redis store is not started: await store.start() or use async with")
+            raise ConnectionClosed("the RedisStore is closed")
         return self._redis
 
     # -- reading ---------------------------------------------------------------------------------
 
-    async def read(
-        self,
-        key: str,
-        *,
-        database: str | None = None,
-        table: str | None = None,
-        prefix: bool = False,
-        suffix: bool = False,
-        limit: int | None = None,
-        offset: int = 0,
-    ) -> builtins.list[Record]:
-        key = check_read(key, prefix=prefix, suffix=suffix, limit=limit, offset=offset)
-        db, tb = self._scope(database, table)
+    async def _read(self, key: str, database: str, table: str) -> Record | None:
         client = self._client()
-        scope = self._table_key(db, tb)
-        if not (prefix or suffix):
-            with translated(self._where):
-                try:
-                    data = cast("bytes | None", await client.get(scope + key.encode()))
-                except ResponseError as exc:
-                    if str(exc).startswith("WRONGTYPE"):
-                        raise self._foreign(key, db, tb, _NOT_A_STRING) from exc
-                    raise
-            if data is None:
-                raise not_found(key, db, tb)
-            return [self._decode(key, data, db, tb)]
-        wanted = KeyFilter.for_read(key, prefix=prefix, suffix=suffix, limit=limit, offset=offset)
-        batch_key = self._batch_key(db, tb)
+        try:
+            data = cast("bytes | None", await client.get(self._table_key(database, table) + key.encode()))
+        except ResponseError as exc:
+            if str(exc).startswith("WRONGTYPE"):
+                raise self._foreign(key, database, table, _NOT_A_STRING) from exc
+            raise
+        return None if data is None else self._decode(key, data, database, table)
+
+    async def _read_matching(self, wanted: KeyFilter, database: str, table: str) -> builtins.list[Record]:
+        client = self._client()
+        scope = self._table_key(database, table)
+        batch_key = self._batch_key(database, table)
         for attempt in range(_ATTEMPTS):
-            with translated(self._where):
-                before = await client.get(batch_key)
-                page = await self._scan(client, scope, wanted)
-                # The counter rides in the same MGET, so it is read at the same instant as the records.
-                *values, after = cast(_Replies, await client.mget([scope + k.encode() for k in page] + [batch_key]))
-                missing = [k for k, v in zip(page, values, strict=True) if v is None]
-                if missing:
-                    await self._check_strings(client, scope, missing, db, tb)
+            before = await client.get(batch_key)
+            page = await self._scan(client, scope, wanted)
+            # The counter rides in the same MGET, so it is read at the same instant as the records.
+            *values, after = cast(_Replies, await client.mget([scope + k.encode() for k in page] + [batch_key]))
+            missing = [k for k, v in zip(page, values, strict=True) if v is None]
+            if missing:
+                await self._check_strings(client, scope, missing, database, table)
             # A batch landing during the scan, or a record vanishing (deleted, expired) between the scan
             # and the fetch, would leave the page wrong: take it again.
             if before == after and not missing:
-                return [self._decode(k, v, db, tb) for k, v in zip(page, values, strict=True) if v is not None]
+                return [self._decode(k, v, database, table) for k, v in zip(page, values, strict=True) if v is not None]
             await self._pause(attempt)
-        raise self._busy(db, tb)
+        raise self._busy(database, table)
 
-    async def list(
-        self,
-        *,
-        database: str | None = None,
-        table: str | None = None,
-        prefix: str = "",
-        suffix: str = "",
-        limit: int | None = None,
-        offset: int = 0,
-    ) -> builtins.list[str]:
-        wanted = check_list(prefix, suffix, limit, offset)
-        db, tb = self._scope(database, table)
+    async def _list(self, wanted: KeyFilter, database: str, table: str) -> builtins.list[str]:
         client = self._client()
-        batch_key = self._batch_key(db, tb)
+        batch_key = self._batch_key(database, table)
         for attempt in range(_ATTEMPTS):
-            with translated(self._where):
-                before = await client.get(batch_key)
-                keys = await self._scan(client, self._table_key(db, tb), wanted)
-                after = await client.get(batch_key)
+            before = await client.get(batch_key)
+            keys = await self._scan(client, self._table_key(database, table), wanted)
+            after = await client.get(batch_key)
             if before == after:
                 return keys
             await self._pause(attempt)
-        raise self._busy(db, tb)
+        raise self._busy(database, table)
 
-    async def read_many(
-        self, keys: Sequence[str], *, database: str | None = None, table: str | None = None
-    ) -> builtins.list[Record | None]:
-        checked = check_keys(keys)
-        db, tb = self._scope(database, table)
+    async def _read_many(self, keys: builtins.list[str], database: str, table: str) -> builtins.list[Record | None]:
         client = self._client()
-        if not checked:
+        if not keys:
             return []
-        scope = self._table_key(db, tb)
-        with translated(self._where):
-            values = cast(_Replies, await client.mget([scope + key.encode() for key in checked]))
+        scope = self._table_key(database, table)
+        values = cast(_Replies, await client.mget([scope + key.encode() for key in keys]))
         found: builtins.list[Record | None] = []
-        for key, data in zip(checked, values, strict=True):
+        for key, data in zip(keys, values, strict=True):
             if data is None:
                 found.append(None)
             elif data[:1] == _PLAIN:  # inline of _record's first case: the batch's hot path
                 found.append(Record(key, data[1:]))
             else:
-                found.append(self._decode(key, data, db, tb))
+                found.append(self._decode(key, data, database, table))
         return found
 
     async def _check_strings(self, client: Redis, scope: bytes, keys: Sequence[str], database: str, table: str) -> None:
@@ -385,59 +346,36 @@ class RedisStore(Store):
 
     # -- writing ---------------------------------------------------------------------------------
 
-    async def write(
-        self,
-        record: Record,
-        *,
-        database: str | None = None,
-        table: str | None = None,
-        ttl: float | None = None,
-    ) -> None:
-        record, effective = check_record(record, ttl)
-        db, tb = self._scope(database, table)
+    async def _write(self, record: Record, ttl: float | None, database: str, table: str) -> None:
         client = self._client()
-        name = self._table_key(db, tb) + record.key.encode()
+        name = self._table_key(database, table) + record.key.encode()
         # execute_command rather than set(): set() sorts through a dozen options on every call, a few
         # percent of a write here (redis-py leaves execute_command untyped).
-        if effective is None:
-            envelope = _envelope(record, None)
-            with translated(self._where):
-                await client.execute_command("SET", name, envelope)  # type: ignore[no-untyped-call]
+        if ttl is None:
+            await client.execute_command("SET", name, _envelope(record, None))  # type: ignore[no-untyped-call]
         else:
-            ms = _milliseconds(effective, record.key)
-            envelope = _envelope(record, ms)
-            with translated(self._where):
-                await client.execute_command("SET", name, envelope, "PX", ms)  # type: ignore[no-untyped-call]
+            ms = _milliseconds(ttl, record.key)
+            await client.execute_command("SET", name, _envelope(record, ms), "PX", ms)  # type: ignore[no-untyped-call]
 
-    async def write_many(
-        self,
-        records: Iterable[Record],
-        *,
-        database: str | None = None,
-        table: str | None = None,
-        ttl: float | None = None,
-    ) -> None:
-        checked = [check_record(record, ttl) for record in builtins.list(records)]
-        db, tb = self._scope(database, table)
+    async def _write_many(self, records: builtins.list[tuple[Record, float | None]], database: str, table: str) -> None:
         client = self._client()
-        if not checked:
+        if not records:
             return
-        scope = self._table_key(db, tb)
-        expiring = [(r, None if t is None else _milliseconds(t, r.key)) for r, t in checked]
-        with translated(self._where):
-            async with client.pipeline(transaction=True) as pipe:
-                if all(ms is None for _, ms in expiring):
-                    # One MSET; the dict keeps the later of two duplicate keys, as SETs in order would.
-                    pipe.mset({scope + record.key.encode(): _envelope(record, None) for record, _ in expiring})
-                else:
-                    for record, ms in expiring:
-                        name = scope + record.key.encode()
-                        if ms is None:
-                            pipe.set(name, _envelope(record, None))
-                        else:
-                            pipe.set(name, _envelope(record, ms), px=ms)
-                self._queue_batch_mark(pipe, db, tb)
-                await pipe.execute()
+        scope = self._table_key(database, table)
+        expiring = [(r, None if t is None else _milliseconds(t, r.key)) for r, t in records]
+        async with client.pipeline(transaction=True) as pipe:
+            if all(ms is None for _, ms in expiring):
+                # One MSET; the dict keeps the later of two duplicate keys, as SETs in order would.
+                pipe.mset({scope + record.key.encode(): _envelope(record, None) for record, _ in expiring})
+            else:
+                for record, ms in expiring:
+                    name = scope + record.key.encode()
+                    if ms is None:
+                        pipe.set(name, _envelope(record, None))
+                    else:
+                        pipe.set(name, _envelope(record, ms), px=ms)
+            self._queue_batch_mark(pipe, database, table)
+            await pipe.execute()
 
     def _queue_batch_mark(self, pipe: Any, database: str, table: str) -> None:
         counter = self._batch_key(database, table)
@@ -446,22 +384,15 @@ class RedisStore(Store):
         # stops taking batches should not leave it behind for good.
         pipe.expire(counter, _COUNTER_TTL)
 
-    async def delete(self, key: str, *, database: str | None = None, table: str | None = None) -> None:
-        check_key(key)
-        db, tb = self._scope(database, table)
-        client = self._client()
-        with translated(self._where):
-            await client.delete(self._table_key(db, tb) + key.encode())
+    async def _delete(self, key: str, database: str, table: str) -> None:
+        await self._client().delete(self._table_key(database, table) + key.encode())
 
-    async def delete_many(self, keys: Sequence[str], *, database: str | None = None, table: str | None = None) -> None:
-        checked = check_keys(keys)
-        db, tb = self._scope(database, table)
+    async def _delete_many(self, keys: builtins.list[str], database: str, table: str) -> None:
         client = self._client()
-        if not checked:
+        if not keys:
             return
-        scope = self._table_key(db, tb)
-        with translated(self._where):
-            async with client.pipeline(transaction=True) as pipe:
-                pipe.delete(*(scope + key.encode() for key in dict.fromkeys(checked)))
-                self._queue_batch_mark(pipe, db, tb)
-                await pipe.execute()
+        scope = self._table_key(database, table)
+        async with client.pipeline(transaction=True) as pipe:
+            pipe.delete(*(scope + key.encode() for key in dict.fromkeys(keys)))
+            self._queue_batch_mark(pipe, database, table)
+            await pipe.execute()

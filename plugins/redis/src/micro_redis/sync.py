@@ -38,7 +38,6 @@ from typing import Any, ClassVar, Final
 
 from micro.errors import ConnectionClosed, LockHeld, LockNotFound, MicroError
 from micro.sync import Sync
-from micro.sync.base import DEFAULT_TTL, check_id, check_ttl
 from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -106,7 +105,6 @@ class RedisSync(Sync):
         super().__init__(options)
         self._server = Server.of(self.options, "sync")
         self._redis: Redis | None = None
-        self._starting = asyncio.Lock()
         self._scripts: dict[str, AsyncScript] = {}
         #: The name its connections give Redis (``CLIENT LIST``).
         self.client_name = f"micro-sync-{uuid.uuid4().hex[:8]}"
@@ -121,32 +119,28 @@ class RedisSync(Sync):
         """The server, without credentials: ``127.0.0.1:6379``."""
         return self._server.address
 
-    async def start(self) -> None:
-        """Connect and check the server answers. Idempotent.
+    async def _start(self) -> None:
+        """Connect and check the server answers.
 
         Raises :class:`~micro.errors.BackendUnavailable` naming the address and
         ``MICRO_SYNC_ADDRESS`` if it does not within ``connect_timeout``, and
         :class:`~micro.errors.Unauthorized` if it refuses the credentials.
         """
-        async with self._starting:
-            if self._redis is not None:
-                return
-            client = await self._server.connect(self.client_name)
-            self._scripts = {
-                name: client.register_script(text)
-                for name, text in (("acquire", _ACQUIRE), ("settle", _SETTLE), ("give_back", _GIVE_BACK))
-            }
-            self._redis = client
+        client = await self._server.connect(self.client_name)
+        self._scripts = {
+            name: client.register_script(text)
+            for name, text in (("acquire", _ACQUIRE), ("settle", _SETTLE), ("give_back", _GIVE_BACK))
+        }
+        self._redis = client
 
-    async def close(self) -> None:
-        """Resign leaderships, release the locks this instance holds, and disconnect. Idempotent.
+    async def _close(self) -> None:
+        """Release the locks this instance holds, and disconnect (the base has resigned its leaderships).
 
         Releasing is best effort: a lock that cannot be released because Redis is
         unreachable lapses after its TTL.
         """
         if self._redis is None:
             return
-        await super().close()
         for key in list(self._held):
             with contextlib.suppress(MicroError):
                 await self._settle(key, "release", None)
@@ -162,10 +156,8 @@ class RedisSync(Sync):
         client, self._redis = self._redis, None
         await client.aclose()
 
-    async def try_lock(self, id: str, *, ttl: float | None = DEFAULT_TTL) -> bool:
-        key = self._key(id)
-        ttl = check_ttl(ttl)
-        self._client()
+    async def _try_lock(self, name: str, ttl: float | None) -> bool:
+        key = self._key(name)
         holder = f"{self.owner}|{secrets.token_hex(_TOKEN_LENGTH // 2)}"
         attempt = asyncio.ensure_future(self._run("acquire", key, holder, _milliseconds(ttl)))
         try:
@@ -179,17 +171,13 @@ class RedisSync(Sync):
             self._held.add(key)
         return bool(won)
 
-    async def unlock(self, id: str) -> None:
-        key = self._key(id)
-        self._client()
+    async def _unlock(self, name: str) -> None:
+        key = self._key(name)
         await self._settle(key, "release", None)
         self._held.discard(key)
 
-    async def refresh(self, id: str, *, ttl: float | None = DEFAULT_TTL) -> None:
-        key = self._key(id)
-        ttl = check_ttl(ttl)
-        self._client()
-        await self._settle(key, "refresh", ttl)
+    async def _refresh(self, name: str, ttl: float | None) -> None:
+        await self._settle(self._key(name), "refresh", ttl)
 
     async def _settle(self, key: str, action: str, ttl: float | None) -> None:
         """Release or refresh ``key`` for this owner; raises what :meth:`unlock` raises."""
@@ -234,10 +222,12 @@ class RedisSync(Sync):
         with contextlib.suppress(MicroError):
             await self._run("give_back", key, holder)
 
-    def _key(self, id: str) -> str:
-        return self.options.key_prefix + self.options.prefix + check_id(id)
+    def _key(self, name: str) -> str:
+        return self.options.key_prefix + name
 
     def _client(self) -> Redis:
+        # The base refuses calls before start() and after close(); close() itself still releases
+        # through here until it drops the client.
         if self._redis is None:
-            raise ConnectionClosed("the redis sync is not started: await sync.start() or use async with")
+            raise ConnectionClosed(f"the {type(self).__name__} is closed")
         return self._redis

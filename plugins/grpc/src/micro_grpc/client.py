@@ -1,0 +1,329 @@
+"""The ``grpc`` client: calls gRPC servers by registry name, micro's or anyone's (``MICRO_CLIENT=grpc``).
+
+The endpoint names the gRPC method: ``"helloworld.Greeter.SayHello"`` calls
+``/helloworld.Greeter/SayHello``, and ``"Greeter.Hello"`` calls ``/Greeter/Hello``, which a micro
+``grpc`` server answers whatever the package. Nodes are picked among the service's nodes whose
+registry metadata says ``protocol: grpc`` (a grpc server registers so; register a server not written
+with micro with that metadata). Retries, backoff, deadlines, context metadata and call wrappers are
+the ``mucp`` client's (:class:`~micro.client.RPCClient`); only the attempt itself speaks gRPC:
+
+* requests and responses are encoded by their types (:mod:`micro_grpc.marshal`): ``protoc``-generated
+  classes as themselves, dataclasses and models as their generated messages, anything else as JSON;
+* the deadline goes out as the gRPC timeout, the metadata as text metadata; the trailing metadata comes
+  back as the response metadata;
+* a failed call raises the typed error for its status (:mod:`micro_grpc.status`).
+
+One channel is kept per node address, at most ``max_channels`` (the least recently used is closed).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import OrderedDict
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar
+
+import grpc
+from micro.client.base import NO_REQUEST, Request, Response, Stream
+from micro.client.rpc import RPCClient
+from micro.errors import BadRequest, ConnectionClosed, NoneAvailable
+from micro.metadata import Metadata
+from micro.registry.base import Endpoint, Node, Registry, Service
+from micro.selector.base import Filter, Next, Selector, Strategy
+from micro.server.handler import describe
+
+from ._meta import inbound, outbound
+from .marshal import Marshal, is_message_class, json_marshal, proto_marshal, typed_marshal
+from .options import GRPCClientOptions
+from .proto import describe_endpoints, message_classes
+from .status import from_status
+
+__all__ = ["GRPCClient", "GRPCStream", "grpc_nodes"]
+
+CONTENT_TYPE = "application/grpc+proto"
+
+
+def grpc_nodes(services: list[Service]) -> list[Service]:
+    """The selector filter: only nodes that say ``protocol: grpc``."""
+    kept = []
+    for service in services:
+        nodes = [n for n in service.nodes if n.metadata.get("protocol") == "grpc"]
+        if nodes:
+            kept.append(service.replace(nodes=nodes))
+    return kept
+
+
+class _GRPCNodes(Selector):
+    """The client's selector, narrowed to gRPC nodes."""
+
+    def __init__(self, inner: Selector) -> None:
+        super().__init__(inner.options)
+        self.inner = inner
+
+    @property
+    def registry(self) -> Registry:
+        return self.inner.registry
+
+    async def start(self) -> None:
+        await self.inner.start()
+
+    async def close(self) -> None:
+        await self.inner.close()
+
+    async def select(self, service: str, *, filters: Sequence[Filter] = (), strategy: Strategy | None = None) -> Next:
+        return await self.inner.select(service, filters=(grpc_nodes, *filters), strategy=strategy)
+
+    def mark(self, service: str, node: Node, error: BaseException | None) -> None:
+        self.inner.mark(service, node, error)
+
+    def reset(self, service: str) -> None:
+        self.inner.reset(service)
+
+
+def path_of(endpoint: str) -> str:
+    """The gRPC method path for a micro endpoint name: ``"pkg.Svc.Method"`` -> ``"/pkg.Svc/Method"``."""
+    service, _, method = endpoint.rpartition(".")
+    if not service or not method:
+        raise BadRequest(f"endpoint {endpoint!r} must name a gRPC service and method, as Service.Method")
+    return f"/{service}/{method}"
+
+
+_described: dict[Any, Marshal] = {}
+
+
+def _described_marshal(tp: Any) -> Marshal | None:
+    """The generated-message marshal for a dataclass or model, or ``None`` if it has no proto3 form."""
+    try:
+        return _described[tp]
+    except KeyError:
+        pass
+    except TypeError:  # unhashable annotation
+        return None
+    value = describe(tp, "request")
+    described = describe_endpoints("micro.client", [(Endpoint("T.t", request=value, response=value), False, False)])
+    rpc = described.rpcs.get("T.t")
+    found = typed_marshal(tp, message_classes(described)[rpc[2]]) if rpc is not None else None
+    if found is not None:
+        _described[tp] = found
+    return found
+
+
+def marshals(request_type: Any, response_type: Any) -> tuple[Marshal, Marshal]:
+    """The request and response marshals for a call, chosen as the ``grpc`` server chooses them."""
+    sides = []
+    protobuf = is_message_class(request_type) or is_message_class(response_type)
+    pair = None if protobuf else (_described_marshal(request_type), _described_marshal(response_type))
+    for index, tp in enumerate((request_type, response_type)):
+        if is_message_class(tp):
+            sides.append(proto_marshal(tp))
+        elif pair is not None and pair[0] is not None and pair[1] is not None:
+            sides.append(pair[index])  # type: ignore[arg-type]
+        else:
+            sides.append(json_marshal(tp))
+    return sides[0], sides[1]
+
+
+def _error(exc: grpc.aio.AioRpcError, request: Request) -> Exception:
+    trailers = {k: v for k, v in (exc.trailing_metadata() or ()) if isinstance(v, str)}
+    return from_status(exc.code(), exc.details(), trailers, service=request.service)
+
+
+class GRPCClient(RPCClient):
+    """Calls gRPC servers (``MICRO_CLIENT=grpc``); the constructor is :class:`~micro.client.RPCClient`'s."""
+
+    options_type: ClassVar[type[GRPCClientOptions]] = GRPCClientOptions
+    options: GRPCClientOptions
+
+    def __init__(self, options: GRPCClientOptions | None = None, **parts: Any) -> None:
+        super().__init__(options, **parts)
+        self._channels: OrderedDict[str, grpc.aio.Channel] = OrderedDict()
+        self._narrowed: _GRPCNodes | None = None
+        self._closing: set[asyncio.Task[None]] = set()
+
+    @property
+    def selector(self) -> Selector:
+        inner = super().selector
+        if self._narrowed is None or self._narrowed.inner is not inner:
+            self._narrowed = _GRPCNodes(inner)
+        return self._narrowed
+
+    def _channel(self, address: str) -> grpc.aio.Channel:
+        channel = self._channels.get(address)
+        if channel is not None:
+            self._channels.move_to_end(address)
+            return channel
+        size = self.options.max_message_size
+        channel = grpc.aio.insecure_channel(
+            address,
+            options=[("grpc.max_send_message_length", size), ("grpc.max_receive_message_length", size)],
+        )
+        self._channels[address] = channel
+        while len(self._channels) > self.options.max_channels:
+            _, oldest = self._channels.popitem(last=False)
+            # Calls still on it get a second; the task is kept so the loop's weak reference does not drop it.
+            task = asyncio.get_running_loop().create_task(oldest.close(grace=1.0))
+            self._closing.add(task)
+            task.add_done_callback(self._closing.discard)
+        return channel
+
+    async def close(self) -> None:
+        channels = list(self._channels.values())
+        self._channels.clear()
+        for channel in channels:
+            await channel.close()
+        if self._closing:
+            await asyncio.gather(*self._closing, return_exceptions=True)
+        await super().close()
+
+    @staticmethod
+    def _timeout(request: Request) -> float | None:
+        return None if request.deadline is None else max(0.0, request.deadline - time.monotonic())
+
+    def _node(self, request: Request) -> Node:
+        if request.node is None:
+            raise NoneAvailable(f"no node chosen for {request.service}")
+        return request.node
+
+    async def _attempt(self, request: Request) -> Response:
+        """One attempt of a unary call, over gRPC."""
+        node = self._node(request)
+        request_marshal, response_marshal = marshals(type(request.body), request.response_type)
+        payload = request_marshal.encode(request.body)
+        method = self._channel(node.address).unary_unary(path_of(request.endpoint))
+        call = method(payload, timeout=self._timeout(request), metadata=outbound(request.metadata))
+        try:
+            data = await call
+            trailers = await call.trailing_metadata()
+        except grpc.aio.AioRpcError as exc:
+            raise _error(exc, request) from None
+        return Response(response_marshal.decode(data), metadata=inbound(trailers), content_type=CONTENT_TYPE, node=node)
+
+    async def stream(
+        self,
+        service: str,
+        endpoint: str,
+        request: Any = NO_REQUEST,
+        *,
+        response_type: Any = None,
+        timeout: float | None = None,
+        metadata: Mapping[str, str] | None = None,
+        address: str | None = None,
+        content_type: str | None = None,
+    ) -> Stream:
+        path_of(endpoint)
+        call = Request(
+            service=service,
+            endpoint=endpoint,
+            body=request,
+            content_type=CONTENT_TYPE,
+            metadata=self._metadata(metadata),
+            response_type=response_type,
+            stream=True,
+            deadline=self._deadline(timeout, self.options.stream_timeout),
+        )
+        response = await self._attempts(call, self._open, self.options.retries + 1, self._backoff, address)
+        stream = response.body
+        assert isinstance(stream, GRPCStream)
+        return stream
+
+    async def _open_stream(self, request: Request) -> Response:
+        """Open a streaming call; every gRPC call kind is one HTTP/2 stream, so one shape serves all three."""
+        node = self._node(request)
+        method = self._channel(node.address).stream_stream(path_of(request.endpoint))
+        call = method(timeout=self._timeout(request), metadata=outbound(request.metadata))
+        stream = GRPCStream(call, request)
+        try:
+            if request.body is not NO_REQUEST:
+                await stream.send(request.body)
+                await stream.close_send()
+        except BaseException:
+            await stream.close()
+            raise
+        return Response(stream, metadata=stream.metadata, content_type=CONTENT_TYPE, node=node)
+
+
+class GRPCStream(Stream):
+    """A streaming call over gRPC; requests are encoded by their own type, responses into ``response_type``."""
+
+    def __init__(self, call: Any, request: Request) -> None:
+        self._call = call
+        self._request = request
+        self._metadata = Metadata()
+        self._done = False
+        self._closed = False
+        self._sending = True
+        # Chosen on the first recv, with the type of the first request sent (the server chooses from both).
+        self._response: Marshal | None = None
+        self._first: Any = None
+        self._marshals: dict[type, Marshal] = {}
+
+    @property
+    def request(self) -> Request:
+        return self._request
+
+    @property
+    def metadata(self) -> Metadata:
+        return self._metadata
+
+    @property
+    def done(self) -> bool:
+        return self._done
+
+    async def send(self, message: Any) -> None:
+        if not self._sending or self._closed or self._done:
+            raise ConnectionClosed(f"stream to {self._request.service} {self._request.endpoint} is closed for sending")
+        kind = type(message)
+        if self._first is None:
+            self._first = kind
+        marshal = self._marshals.get(kind)
+        if marshal is None:
+            marshal = self._marshals[kind] = marshals(kind, self._request.response_type)[0]
+        try:
+            await self._call.write(marshal.encode(message))
+        except grpc.aio.AioRpcError as exc:
+            raise _error(exc, self._request) from None
+        except asyncio.InvalidStateError as exc:
+            raise ConnectionClosed(f"the server ended the stream: {exc}") from None
+
+    async def recv(self) -> Any:
+        if self._closed or self._done:
+            raise ConnectionClosed(f"stream to {self._request.service} {self._request.endpoint} has ended")
+        try:
+            data = await self._call.read()
+            if data is grpc.aio.EOF:
+                code = await self._call.code()
+                trailers = await self._call.trailing_metadata()
+                self._metadata.update(inbound(trailers))
+                if code != grpc.StatusCode.OK:
+                    self._closed = True
+                    raise from_status(
+                        code, await self._call.details(), dict(trailers or ()), service=self._request.service
+                    )
+                self._done = True
+                raise ConnectionClosed("the server ended the stream")
+        except grpc.aio.AioRpcError as exc:
+            self._closed = True  # a failed stream is over: later calls raise ConnectionClosed
+            self._metadata.update(inbound(exc.trailing_metadata()))
+            raise _error(exc, self._request) from None
+        if self._response is None:
+            response_type = self._request.response_type
+            first = self._first if self._first is not None else response_type
+            self._response = marshals(first, response_type)[1]
+        return self._response.decode(data)
+
+    async def close_send(self) -> None:
+        if self._sending and not self._closed:
+            self._sending = False
+            try:
+                await self._call.done_writing()
+            except grpc.aio.AioRpcError as exc:
+                raise _error(exc, self._request) from None
+
+    async def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self._call.cancel()
+
+    def __repr__(self) -> str:
+        return f"<GRPCStream {self._request.service} {self._request.endpoint}>"

@@ -1,0 +1,428 @@
+"""The ``grpc`` server: micro handler classes served over gRPC, on grpcio's asyncio API.
+
+A handler method ``Greeter.Hello`` answers the gRPC method ``/<package>.Greeter/Hello`` for any package
+(the one of a user's ``.proto``, or the micro service name that ``micro proto`` generates); the
+handler kinds map to gRPC's one for one (unary, server, client and bidirectional streams). What the
+server does for each call, as the ``mucp`` server does (:mod:`micro.server.rpc`):
+
+* only this server's own endpoints are reached: nothing the caller sends names another service;
+* the gRPC deadline becomes the handler's context deadline (:func:`micro.context.remaining`), and the
+  call's text metadata its context metadata; headers the handler sets (:func:`micro.context.set_header`)
+  go back as trailing metadata;
+* a :class:`~micro.errors.MicroError` goes back with the status of :mod:`micro_grpc.status`, its detail
+  masked by :func:`micro._redact.redact`; any other exception is logged with a reference and goes back
+  as ``INTERNAL`` naming only the endpoint and that reference
+  (:func:`micro.server.rpc.internal_error`);
+* messages are limited to ``max_message_size``, calls to ``max_concurrent_streams`` per connection and
+  ``max_concurrent_rpcs`` in all; while stopping, new calls get ``UNAVAILABLE``.
+
+Besides the handlers it serves ``grpc.health.v1.Health`` (``SERVING`` while running, ``NOT_SERVING`` once
+stopping) and server reflection, both optional. Registration, subscribers, wrappers and the drain on
+:meth:`stop` are the ``mucp`` server's; the registered node says ``protocol: grpc``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, ClassVar
+
+import grpc
+from google.protobuf import descriptor_pb2, descriptor_pool
+from micro._redact import redact
+from micro.context import serving
+from micro.errors import EndpointNotFound, InternalError, MicroError, Timeout, Unavailable
+from micro.metadata import Metadata
+from micro.registry.base import Service
+from micro.server.base import Request
+from micro.server.handler import Kind, Method
+from micro.server.rpc import RPCServer, internal_error
+
+from ._meta import inbound, outbound
+from .marshal import Marshal, is_message_class, json_marshal, proto_marshal, typed_marshal
+from .options import GRPCServerOptions
+from .proto import Described, describe_endpoints, message_classes
+from .status import ERROR_CODE, ERROR_ID, to_status
+
+__all__ = ["CONTENT_TYPE", "GRPCServer"]
+
+logger = logging.getLogger("micro.server.grpc")
+
+#: The ``content_type`` handler wrappers see on a gRPC call.
+CONTENT_TYPE = "application/grpc+proto"
+# Caller-sent method paths quoted in an error are cut to this many characters.
+_ECHO = 80
+
+
+class _Endpoint:
+    """What serving one endpoint needs besides its route: the request and response marshals."""
+
+    __slots__ = ("handler", "request", "response")
+
+    def __init__(self, request: Marshal, response: Marshal) -> None:
+        self.request = request
+        self.response = response
+        self.handler: grpc.RpcMethodHandler | None = None
+
+
+class _Router(grpc.GenericRpcHandler):  # type: ignore[misc]
+    """Finds the endpoint for a gRPC method path (an ``UNIMPLEMENTED`` answer for a method the server lacks)."""
+
+    def __init__(self, server: GRPCServer) -> None:
+        self._server = server
+
+    def service(self, handler_call_details: Any) -> grpc.RpcMethodHandler:
+        return self._server._lookup(handler_call_details.method)
+
+
+class GRPCServer(RPCServer):
+    """Serves handlers over gRPC (``MICRO_SERVER=grpc``); the constructor is :class:`~micro.server.RPCServer`'s.
+
+    The transport it would take is not used: gRPC brings its own HTTP/2 listener.
+    """
+
+    options_type: ClassVar[type[GRPCServerOptions]] = GRPCServerOptions
+    options: GRPCServerOptions
+
+    def __init__(self, options: GRPCServerOptions | None = None, **parts: Any) -> None:
+        super().__init__(options, **parts)
+        self._grpc: grpc.aio.Server | None = None
+        self._bound: str | None = None
+        self._endpoints: dict[str, _Endpoint] = {}
+        self._described: Described | None = None
+        self._classes: dict[str, Any] = {}
+        self._health: Any = None
+
+    # -- handlers --------------------------------------------------------------------------------
+
+    def handle(
+        self, handler: object, *, name: str | None = None, metadata: dict[str, str] | None = None
+    ) -> list[Method]:
+        methods = super().handle(handler, name=name, metadata=metadata)
+        self._described = None
+        self._endpoints.clear()
+        return methods
+
+    def described(self) -> Described:
+        """The generated proto description of the endpoints whose types are dataclasses or models."""
+        if self._described is None:
+            self._described = describe_endpoints(
+                self.options.name,
+                [
+                    (m.endpoint(), m.kind.client_streams, m.kind.server_streams)
+                    for m in self._methods.values()
+                    if not (is_message_class(m.request_type) or is_message_class(m.response_type))
+                ],
+            )
+            self._classes = message_classes(self._described)
+        return self._described
+
+    def _marshal(self, method: Method, tp: Any, request: bool) -> Marshal:
+        if is_message_class(tp):
+            return proto_marshal(tp)
+        rpc = self.described().rpcs.get(method.name)
+        if rpc is not None:
+            return typed_marshal(tp, self._classes[rpc[2] if request else rpc[3]])
+        return json_marshal(tp)
+
+    def _lookup(self, path: str) -> grpc.RpcMethodHandler:
+        service, _, name = path[1:].rpartition("/")
+        endpoint = f"{service.rpartition('.')[2]}.{name}"
+        found = self._endpoints.get(endpoint)
+        if found is None:
+            route = self._routes.get(endpoint)
+            if route is None:
+                return self._grpc_unknown(path)
+            method = route.method
+            found = _Endpoint(
+                self._marshal(method, method.request_type, True), self._marshal(method, method.response_type, False)
+            )
+            found.handler = self._method_handler(method, found)
+            self._endpoints[endpoint] = found
+        return found.handler
+
+    def _grpc_unknown(self, path: str) -> grpc.RpcMethodHandler:
+        """The answer to a method this server lacks: ``UNIMPLEMENTED``, as gRPC clients expect, carrying
+        micro's 404 so a micro client raises the same not-found error as over mucp. One shape serves every
+        call kind (they differ only in the client's API); built per call, so unknown paths cache nothing."""
+        shown = repr(path if len(path) <= _ECHO else path[:_ECHO] + "...")
+        error = EndpointNotFound(f"{self.options.name} has no method {shown}", id=self.options.name)
+
+        async def unknown(received: Any, context: Any) -> None:
+            await self._grpc_abort(context, error, None, status=grpc.StatusCode.UNIMPLEMENTED)
+
+        return grpc.stream_stream_rpc_method_handler(unknown)
+
+    def _method_handler(self, method: Method, marshals: _Endpoint) -> grpc.RpcMethodHandler:
+        kind = method.kind
+        if kind is Kind.UNARY:
+            return grpc.unary_unary_rpc_method_handler(self._grpc_unary(method, marshals))
+        if kind is Kind.SERVER_STREAM:
+            return grpc.unary_stream_rpc_method_handler(self._grpc_streaming(method, marshals))
+        if kind is Kind.CLIENT_STREAM:
+            return grpc.stream_unary_rpc_method_handler(self._grpc_unary(method, marshals))
+        return grpc.stream_stream_rpc_method_handler(self._grpc_streaming(method, marshals))
+
+    # -- serving ---------------------------------------------------------------------------------
+
+    def _grpc_request(
+        self, method: Method, marshals: _Endpoint, received: Any, context: Any
+    ) -> tuple[Request, float | None]:
+        if self._stopping:
+            raise Unavailable(f"{self.options.name} is shutting down", id=self.options.name)
+        metadata = inbound(context.invocation_metadata())
+        remaining = context.time_remaining()
+        deadline = time.monotonic() + remaining if remaining is not None else None
+        decode = marshals.request.decode
+        if method.kind.client_streams:
+            body: Any = _decoded(received, decode)
+        else:
+            body = decode(received) if method.takes_request else None
+        request = Request(
+            service=self.options.name,
+            endpoint=method.name,
+            content_type=CONTENT_TYPE,
+            metadata=metadata,
+            header=dict(metadata),
+            body=body,
+            kind=method.kind,
+            remote=context.peer() or "",
+        )
+        return request, deadline
+
+    def _grpc_encode(self, marshal: Marshal, value: Any, endpoint: str) -> bytes:
+        try:
+            return marshal.encode(value)
+        except MicroError as exc:
+            # The handler returned something the endpoint's type cannot carry: the server's fault.
+            raise InternalError(f"{endpoint}: cannot encode the response: {exc}", id=self.options.name) from exc
+
+    async def _grpc_within(self, deadline: float | None, endpoint: str, work: Awaitable[Any]) -> Any:
+        if deadline is None:
+            return await work
+        scope = asyncio.timeout(deadline - time.monotonic())
+        try:
+            async with scope:  # the cancellation becomes TimeoutError on leaving the block, so try goes outside
+                return await work
+        except TimeoutError as exc:
+            if scope.expired():
+                raise Timeout(f"{endpoint}: deadline exceeded", id=self.options.name) from exc
+            raise
+
+    def _grpc_unary(self, method: Method, marshals: _Endpoint) -> Callable[[Any, Any], Awaitable[bytes]]:
+        """A unary or client-streaming call: one response."""
+        endpoint = method.name
+
+        async def serve(received: Any, context: Any) -> bytes:
+            task = self._track()
+            headers: Metadata | None = None
+            try:
+                try:
+                    request, deadline = self._grpc_request(method, marshals, received, context)
+                    with serving(request.metadata, deadline) as headers:
+                        result = await self._grpc_within(deadline, endpoint, self._routes[endpoint].call(request))
+                    payload = self._grpc_encode(marshals.response, result, endpoint)
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:
+                    error = internal_error(exc, self.options.name, endpoint)
+                else:
+                    if headers:
+                        context.set_trailing_metadata(outbound(headers))
+                    return payload
+                await self._grpc_abort(context, error, headers)
+                raise AssertionError("unreachable")  # pragma: no cover
+            finally:
+                self._untrack(task)
+
+        return serve
+
+    def _grpc_streaming(self, method: Method, marshals: _Endpoint) -> Callable[[Any, Any], Awaitable[None]]:
+        """A server-streaming or bidirectional call: responses written as the handler yields them."""
+        endpoint = method.name
+
+        async def serve(received: Any, context: Any) -> None:
+            task = self._track()
+            headers: Metadata | None = None
+            try:
+                try:
+                    request, deadline = self._grpc_request(method, marshals, received, context)
+                    with serving(request.metadata, deadline) as headers:
+                        await self._grpc_within(deadline, endpoint, self._grpc_write_all(request, marshals, context))
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:
+                    error = internal_error(exc, self.options.name, endpoint)
+                else:
+                    if headers:
+                        context.set_trailing_metadata(outbound(headers))
+                    return
+                await self._grpc_abort(context, error, headers)
+            finally:
+                self._untrack(task)
+
+        return serve
+
+    async def _grpc_write_all(self, request: Request, marshals: _Endpoint, context: Any) -> None:
+        endpoint = request.endpoint
+        result = await self._routes[endpoint].call(request)
+        if not hasattr(result, "__aiter__"):
+            raise InternalError(
+                f"{endpoint}: a streaming handler must return an async iterator, not {type(result).__name__}",
+                id=self.options.name,
+            )
+        iterator: AsyncIterator[Any] = aiter(result)
+        try:
+            async for item in iterator:
+                await context.write(self._grpc_encode(marshals.response, item, endpoint))
+        finally:
+            aclose = getattr(iterator, "aclose", None)
+            if aclose is not None:
+                await aclose()
+
+    async def _grpc_abort(
+        self, context: Any, error: MicroError, headers: Metadata | None, *, status: grpc.StatusCode | None = None
+    ) -> None:
+        # A deliberate error keeps its message, minus any credentials it quotes.
+        error.detail = redact(error.detail)
+        trailers = outbound(headers)
+        trailers.append((ERROR_CODE, str(error.code)))
+        if error.id.isascii() and error.id.isprintable():
+            trailers.append((ERROR_ID, error.id))
+        await context.abort(status or to_status(error), error.detail, tuple(trailers))
+
+    # -- description -----------------------------------------------------------------------------
+
+    @property
+    def address(self) -> str:
+        if self.options.advertise:
+            return self.options.advertise
+        return self._bound or self.options.address
+
+    def service(self) -> Service:
+        service = super().service()
+        for node in service.nodes:
+            node.metadata.pop("transport", None)
+            node.metadata["server"] = "grpc"
+            node.metadata["protocol"] = "grpc"
+            node.metadata["max_message_size"] = str(self.options.max_message_size)
+        return service
+
+    def grpc_services(self) -> list[str]:
+        """Full names of the gRPC services the handlers answer as (those reflection lists)."""
+        names = {full for full, _, _, _ in self.described().rpcs.values()}
+        for method in self._methods.values():
+            if is_message_class(method.request_type):
+                handler, _, name = method.name.rpartition(".")
+                found = method.request_type.DESCRIPTOR.file.services_by_name.get(handler)
+                if found is not None and name in found.methods_by_name:
+                    names.add(found.full_name)
+        return sorted(names)
+
+    def _pool(self) -> descriptor_pool.DescriptorPool:
+        """The descriptors reflection answers from: the generated file, and each ``.proto`` file in use."""
+        pool = self.described().pool()
+        added = {self.described().file.name}
+
+        def add(file: Any) -> None:
+            if file.name in added:
+                return
+            for dependency in file.dependencies:
+                add(dependency)
+            proto = descriptor_pb2.FileDescriptorProto()
+            file.CopyToProto(proto)
+            pool.Add(proto)
+            added.add(file.name)
+
+        from grpc_health.v1 import health_pb2
+        from grpc_reflection.v1alpha import reflection_pb2
+
+        for file in (health_pb2.DESCRIPTOR, reflection_pb2.DESCRIPTOR):
+            add(file)
+        for method in self._methods.values():
+            for tp in (method.request_type, method.response_type):
+                if is_message_class(tp):
+                    add(tp.DESCRIPTOR.file)
+        return pool
+
+    # -- lifecycle -------------------------------------------------------------------------------
+
+    async def _listen(self) -> None:
+        from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+        from grpc_reflection.v1alpha import reflection
+
+        options = self.options
+        server = grpc.aio.server(
+            options=[
+                ("grpc.max_receive_message_length", options.max_message_size),
+                ("grpc.max_send_message_length", options.max_message_size),
+                ("grpc.max_concurrent_streams", options.max_concurrent_streams),
+                # Without this a second server binds a port already in use and steals half its calls.
+                ("grpc.so_reuseport", 0),
+            ],
+            maximum_concurrent_rpcs=options.max_concurrent_rpcs,
+        )
+        self._grpc = server
+        names = self.grpc_services()
+        if options.health:
+            self._health = health.aio.HealthServicer()
+            health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
+        if options.reflection:
+            listed = [*names, reflection.SERVICE_NAME]
+            if options.health:
+                listed.append(health_pb2.DESCRIPTOR.services_by_name["Health"].full_name)
+            reflection.enable_server_reflection(listed, server, pool=self._pool())
+        server.add_generic_rpc_handlers((_Router(self),))
+        try:
+            port = server.add_insecure_port(options.address)
+        except RuntimeError as exc:
+            raise Unavailable(f"cannot listen on {options.address} (option address): {exc}", id=options.name) from exc
+        await server.start()
+        host = options.address.rpartition(":")[0]
+        self._bound = f"{host}:{port}"
+        if self._health is not None:
+            for name in ("", *names):
+                await self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
+
+    async def start(self) -> None:
+        async with self._guard():
+            if self._running:
+                return
+            self._stopping = False
+            try:
+                await self._listen()
+                if self._subscriptions:
+                    await self.broker.start()
+                    for subscription in self._subscriptions:
+                        self._broker_subscribers.append(await self._attach(subscription))
+                await self.registry.start()
+                await self._register_first()
+            except BaseException:
+                await self._teardown()
+                raise
+            self._running = True
+            self._register_task = asyncio.get_running_loop().create_task(self._keep_registered())
+            logger.info("%s serving gRPC on %s (node %s)", self.options.name, self.address, self.node_id)
+
+    async def _drain(self) -> None:
+        if self._health is not None:
+            await self._health.enter_graceful_shutdown()
+        if self._grpc is not None:
+            # New calls are refused from here; running ones get drain_timeout, then grpcio cancels them.
+            await self._grpc.stop(self.options.drain_timeout)
+        await super()._drain()
+
+    async def _teardown(self) -> None:
+        if self._grpc is not None:
+            await self._grpc.stop(None)
+            self._grpc = None
+        self._bound = None
+        self._health = None
+        await super()._teardown()
+
+
+async def _decoded(received: AsyncIterator[bytes], decode: Callable[[bytes], Any]) -> AsyncIterator[Any]:
+    async for data in received:
+        yield decode(data)

@@ -1,0 +1,239 @@
+"""A stub grpcio-tools generated calls micro handlers over the grpc server: every call kind, errors, deadlines,
+limits; and the client's channel bound.
+
+No ``from __future__ import annotations`` here: the handlers are defined around message classes generated
+at test time, and micro reads their hints when they are registered.
+"""
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator
+from types import ModuleType
+from typing import Any
+
+import grpc
+import pytest
+from micro.errors import InvalidOption, Timeout, Unavailable
+from micro.registry.memory import MemoryRegistry
+from micro_grpc import GRPCClient, GRPCClientOptions, GRPCServer, GRPCServerOptions
+
+
+@pytest.fixture
+async def served(echo: tuple[ModuleType, ModuleType], echo_handler: Any) -> AsyncIterator[tuple[GRPCServer, Any]]:
+    pb2, pb2_grpc = echo
+    registry = MemoryRegistry()
+    server = GRPCServer(GRPCServerOptions(name="echo.svc"), registry=registry)
+    server.handle(echo_handler(pb2))
+    await server.start()
+    channel = grpc.aio.insecure_channel(server.address)
+    try:
+        yield server, pb2_grpc.EchoStub(channel)
+    finally:
+        await channel.close()
+        await server.stop()
+
+
+async def test_unary_with_metadata_both_ways(served, echo):
+    _, stub = served
+    pb2, _ = echo
+    call = stub.Say(pb2.Msg(text="hi", n=1), metadata=(("x-user", "ann"),), timeout=10)
+    reply = await call
+    assert (reply.text, reply.n) == ("hi|ann", 2)
+    assert ("x-served-by", "micro") in tuple(await call.trailing_metadata())
+    assert await call.code() == grpc.StatusCode.OK
+
+
+async def test_server_stream(served, echo):
+    _, stub = served
+    pb2, _ = echo
+    got = [(m.text, m.n) async for m in stub.Count(pb2.Msg(text="x", n=3), timeout=10)]
+    assert got == [("x", 0), ("x", 1), ("x", 2)]
+
+
+async def test_client_stream(served, echo):
+    _, stub = served
+    pb2, _ = echo
+
+    async def requests() -> AsyncIterator[Any]:
+        for text in ("a", "b", "c"):
+            yield pb2.Msg(text=text)
+
+    reply = await stub.Join(requests(), timeout=10)
+    assert (reply.text, reply.n) == ("a+b+c", 3)
+
+
+async def test_bidirectional_stream(served, echo):
+    _, stub = served
+    pb2, _ = echo
+    call = stub.Chat(timeout=10)
+    answers = []
+    for i, text in enumerate(("one", "two")):
+        await call.write(pb2.Msg(text=text, n=i))
+        answer = await call.read()
+        answers.append((answer.text, answer.n))
+    await call.done_writing()
+    assert await call.read() == grpc.aio.EOF
+    assert answers == [("ONE", 0), ("TWO", 1)]
+
+
+async def test_deadline_exceeded(served, echo):
+    _, stub = served
+    pb2, _ = echo
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await stub.Slow(pb2.Msg(), timeout=0.5)
+    assert caught.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+
+
+async def test_typed_errors_come_out_as_their_status(served, echo):
+    _, stub = served
+    pb2, _ = echo
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await stub.Fail(pb2.Msg(text="gizmo"), timeout=10)
+    assert caught.value.code() == grpc.StatusCode.NOT_FOUND
+    assert caught.value.details() == "no such thing gizmo"
+    trailers = dict(caught.value.trailing_metadata())
+    assert trailers["micro-error-code"] == "404"
+    assert trailers["micro-error-id"] == "echo.svc"
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await stub.Fail(pb2.Msg(text="conflict"), timeout=10)
+    assert caught.value.code() == grpc.StatusCode.ALREADY_EXISTS
+
+
+async def test_internal_errors_go_out_as_a_reference_without_their_text(served, echo, caplog):
+    _, stub = served
+    pb2, _ = echo
+    with caplog.at_level(logging.ERROR, logger="micro.server"), pytest.raises(grpc.aio.AioRpcError) as caught:
+        await stub.Boom(pb2.Msg(), timeout=10)
+    assert caught.value.code() == grpc.StatusCode.INTERNAL
+    detail = caught.value.details()
+    assert "hunter2" not in detail
+    assert "RuntimeError" not in detail
+    assert "Echo.Boom: internal error (ref " in detail
+    reference = detail.split("ref ")[1].split(";")[0]
+    assert any(reference in record.getMessage() for record in caplog.records)
+
+
+async def test_undecodable_request_is_invalid_argument(served):
+    server, _ = served
+    async with grpc.aio.insecure_channel(server.address) as channel:
+        say = channel.unary_unary("/echo.v1.Echo/Say")
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await say(b"\xff\xff\xff", timeout=10)
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+async def test_unknown_methods_are_unimplemented(served):
+    server, _ = served
+    async with grpc.aio.insecure_channel(server.address) as channel:
+        for path in ("/echo.v1.Echo/Nope", "/echo.v1.Other/Say", "/x"):
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                await channel.unary_unary(path)(b"", timeout=10)
+            assert caught.value.code() == grpc.StatusCode.UNIMPLEMENTED, path
+            assert dict(caught.value.trailing_metadata())["micro-error-code"] == "404"
+            assert caught.value.details() == f"echo.svc has no method {path!r}"
+
+
+async def test_oversized_messages_are_refused(echo, echo_handler):
+    pb2, pb2_grpc = echo
+    server = GRPCServer(GRPCServerOptions(name="echo.small", max_message_size=1024), registry=MemoryRegistry())
+    server.handle(echo_handler(pb2))
+    await server.start()
+    try:
+        async with grpc.aio.insecure_channel(server.address) as channel:
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                await pb2_grpc.EchoStub(channel).Say(pb2.Msg(text="x" * 4096), timeout=10)
+        assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    finally:
+        await server.stop()
+
+
+async def test_the_node_says_it_speaks_grpc(served):
+    server, _ = served
+    [found] = await server.registry.get_service("echo.svc")
+    [node] = found.nodes
+    assert node.metadata["protocol"] == "grpc"
+    assert node.address == server.address
+    assert "transport" not in node.metadata
+
+
+async def test_a_busy_port_is_an_error_not_a_shared_listener(served, echo, echo_handler):
+    server, _ = served
+    pb2, _ = echo
+    second = GRPCServer(GRPCServerOptions(name="echo.two", address=server.address), registry=MemoryRegistry())
+    second.handle(echo_handler(pb2))
+    with pytest.raises(Unavailable, match="cannot listen on"):
+        await second.start()
+
+
+def test_local_only_is_refused_with_the_option_name():
+    with pytest.raises(InvalidOption, match="local_only"):
+        GRPCServerOptions(local_only=True)
+
+
+async def test_caller_metadata_does_not_decide_the_service(echo, echo_handler):
+    pb2, pb2_grpc = echo
+    seen: list[tuple[str, str]] = []
+
+    def record(next_: Any) -> Any:
+        async def handler(request: Any) -> Any:
+            seen.append((request.service, request.endpoint))
+            return await next_(request)
+
+        return handler
+
+    server = GRPCServer(GRPCServerOptions(name="echo.trust"), registry=MemoryRegistry())
+    server.handle(echo_handler(pb2))
+    server.wrap(record)
+    await server.start()
+    try:
+        async with grpc.aio.insecure_channel(server.address) as channel:
+            stub = pb2_grpc.EchoStub(channel)
+            claims = (("micro-service", "billing"), ("micro-endpoint", "Billing.refund"))
+            await stub.Say(pb2.Msg(text="x"), metadata=claims, timeout=10)
+            # Another package prefix reaches the same endpoint of this server, never another service.
+            await channel.unary_unary("/billing.Echo/Say")(pb2.Msg(text="y").SerializeToString(), timeout=10)
+    finally:
+        await server.stop()
+    assert seen == [("echo.trust", "Echo.Say"), ("echo.trust", "Echo.Say")]
+
+
+async def test_calls_beyond_max_concurrent_rpcs_are_refused_not_queued(echo, echo_handler):
+    pb2, pb2_grpc = echo
+    server = GRPCServer(GRPCServerOptions(name="echo.busy", max_concurrent_rpcs=1), registry=MemoryRegistry())
+    server.handle(echo_handler(pb2))
+    await server.start()
+    try:
+        async with grpc.aio.insecure_channel(server.address) as channel:
+            stub = pb2_grpc.EchoStub(channel)
+            slow = stub.Slow(pb2.Msg(), timeout=30)
+            for _ in range(1000):  # bounded wait (20 s on a loaded machine) until the slow call holds the only slot
+                if server._inflight:
+                    break
+                await asyncio.sleep(0.02)
+            assert server._inflight
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                await stub.Say(pb2.Msg(text="x"), timeout=10)
+            assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            slow.cancel()
+    finally:
+        await server.stop()
+
+
+async def test_client_channels_beyond_max_channels_are_closed():
+
+    client = GRPCClient(GRPCClientOptions(max_channels=2))
+    for port in (1, 2, 3):
+        client._channel(f"127.0.0.1:{port}")
+    assert list(client._channels) == ["127.0.0.1:2", "127.0.0.1:3"]
+    await client.close()
+    assert not client._channels
+
+
+async def test_the_servers_own_deadline_is_a_timeout_saying_so():
+    # The server's deadline scope, not only grpcio's, ends a handler past the call's deadline, with a 408 saying why.
+    server = GRPCServer(GRPCServerOptions(name="echo.deadline"))
+    started = time.monotonic()
+    with pytest.raises(Timeout, match=r"Echo\.Slow: deadline exceeded"):
+        await server._grpc_within(started + 0.2, "Echo.Slow", asyncio.sleep(30))
+    assert time.monotonic() - started < 10
