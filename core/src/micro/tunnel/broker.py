@@ -17,14 +17,14 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Final
 
-from ..broker.base import Broker, Handler, Message, Subscriber, check_publish, check_subscribe
+from ..broker.base import Broker, Handler, Message, Subscriber
 from ..broker.memory import MemoryBroker
-from ..broker.options import BrokerOptions
+from ..broker.options import BrokerOptions, SubscribeOptions
 from ..component import Make
 from ..errors import ConnectionClosed, MicroError
 from ..transport.base import Message as Frame
 from . import shared
-from .base import Session, Tunnel, TunnelListener
+from .base import LinkLost, Session, Tunnel, TunnelListener
 
 __all__ = ["CHANNEL", "TunnelBroker"]
 
@@ -99,17 +99,12 @@ class TunnelBroker(Broker):
         self._given = tunnel
         self._make = make
         self._hub: _Hub | None = None
-        self._subscribers: list[Subscriber] = []
-        self._closed = False
 
     @property
     def address(self) -> str:
         return self._hub.tunnel.address if self._hub is not None else ""
 
-    async def start(self) -> None:
-        if self._hub is not None:
-            return
-        self._closed = False
+    async def _start(self) -> None:
         if self._given is not None:
             await self._given.connect()
             tunnel = self._given
@@ -126,14 +121,11 @@ class TunnelBroker(Broker):
         hub.users += 1
         self._hub = hub
 
-    async def close(self) -> None:
+    async def _close(self) -> None:
+        # The base has unsubscribed this broker's subscriptions already.
         hub, self._hub = self._hub, None
-        self._closed = True
         if hub is None:
             return
-        for subscriber in self._subscribers:
-            await subscriber.unsubscribe()
-        self._subscribers.clear()
         hub.users -= 1
         if hub.users == 0:
             _HUBS.pop(id(hub.tunnel), None)
@@ -147,30 +139,17 @@ class TunnelBroker(Broker):
         if hub.tunnel is not self._given:
             await shared.release(hub.tunnel)
 
-    async def _running(self) -> _Hub:
-        if self._hub is None:
-            if self._closed:
-                raise ConnectionClosed("the tunnel broker is closed")
-            await self.start()  # first use starts it
-        assert self._hub is not None
-        return self._hub
-
-    async def publish(self, topic: str, message: Message) -> None:
-        topic, message = check_publish(self, topic, message)
-        hub = await self._running()
+    async def _publish(self, topic: str, message: Message) -> None:
+        hub = self._hub
+        assert hub is not None
         await hub.local.publish(topic, message)
-        try:
-            await hub.send(topic, message)
-        except ConnectionClosed:
-            if self._hub is None:
-                raise
-            # A link that died while sending: its peer misses this message, as a cast does.
+        with contextlib.suppress(LinkLost):
+            await hub.send(topic, message)  # a link that died while sending: its peer misses this one
 
-    async def subscribe(
-        self, topic: str, handler: Handler, *, queue: str | None = None, auto_ack: bool = True
-    ) -> Subscriber:
-        topic, options = check_subscribe(self, topic, handler, queue, auto_ack)
-        hub = await self._running()
+    async def _subscribe(self, topic: str, handler: Handler, options: SubscribeOptions) -> Subscriber:
+        hub = self._hub
+        assert hub is not None
         subscriber = await hub.local.subscribe(topic, handler, auto_ack=options.auto_ack)
-        self._subscribers.append(subscriber)
+        # This broker keeps the books of it (and unsubscribes it on close), not the shared in-process one.
+        hub.local._subscriptions.discard(subscriber)
         return subscriber

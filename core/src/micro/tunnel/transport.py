@@ -143,16 +143,14 @@ class TunnelTransport(Transport):
         """The tunnel in use once started."""
         return self._tunnel
 
-    async def start(self) -> None:
-        if self._tunnel is not None:
-            return
+    async def _start(self) -> None:
         if self._given is not None:
             await self._given.connect()
             self._tunnel = self._given
         else:
             self._tunnel = await shared.acquire(self._make(Tunnel) if self._make is not None else _mucp())
 
-    async def close(self) -> None:
+    async def _close(self) -> None:
         for listener in list(self._listeners):
             await listener._abort()
         self._listeners.clear()
