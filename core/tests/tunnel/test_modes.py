@@ -4,7 +4,7 @@ import asyncio
 
 import micro
 import pytest
-from micro.errors import BadRequest, ConnectionClosed, NotSupported
+from micro.errors import BadRequest, ConnectionClosed, NotFound, NotSupported
 from micro.transport.base import Message, Transport
 from micro.tunnel.mucp import MUCPTunnel
 from micro.tunnel.options import TunnelOptions
@@ -141,3 +141,27 @@ async def test_a_closed_cast_session_is_not_reopened_by_later_messages(pair):
     fresh = await listener.accept(timeout=5)
     assert fresh.id == other.id
     assert (await fresh.recv(timeout=5)).body == b"three"
+
+
+async def test_sessions_past_max_sessions_are_refused_naming_the_option():
+    transport = micro.create("transport", "memory", cls=Transport)
+    b = MUCPTunnel(TunnelOptions(id="b", address="127.0.0.1:0", max_sessions=2), transport=transport)
+    await b.connect()
+    a = MUCPTunnel(TunnelOptions(id="a", address="127.0.0.1:0", nodes=(b.address,)), transport=transport)
+    await a.connect()
+    try:
+        listener = await b.listen("x")
+        await until(lambda: any("x" in link.channels for link in a.links()), "the announce")
+        held = [await a.dial("x", timeout=5) for _ in range(2)]
+        with pytest.raises(NotFound, match="max_sessions"):
+            await a.dial("x", timeout=5)
+        cast = await a.dial("x", mode="multicast")
+        await cast.send(Message({}, b"dropped"))
+        await held[0].close()
+        await until(lambda: b.links()[0].sessions < 2, "the close to arrive")
+        assert (await a.dial("x", timeout=5)).channel == "x"  # room again
+        assert listener.channel == "x"
+    finally:
+        await a.close()
+        await b.close()
+        await transport.close()

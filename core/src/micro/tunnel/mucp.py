@@ -795,6 +795,16 @@ class MUCPTunnel(Tunnel):
                 listener = self._listeners.get(channel)
                 if listener is None or not sid or mode not in ("multicast", "broadcast"):
                     return  # nobody here listens: a broadcast reaches every node, and is dropped where unheard
+                if len(link.sessions) >= self.options.max_sessions:
+                    logger.warning(
+                        "tunnel %s: dropping a %s session from %s: max_sessions (%d) reached",
+                        self._id,
+                        mode,
+                        link.node,
+                        self.options.max_sessions,
+                    )
+                    link.mute(sid)
+                    return
                 session = _Session(link, sid, channel, "multicast" if mode == "multicast" else "broadcast")
                 link.sessions[sid] = session
                 if not listener.offer(session):
@@ -819,6 +829,11 @@ class MUCPTunnel(Tunnel):
             listener = self._listeners.get(channel)
             if listener is None or not sid or sid in link.sessions:
                 await link.send("refuse", {SESSION: sid, ERROR: f"tunnel {self._id} does not listen on {channel!r}"})
+                return
+            if len(link.sessions) >= self.options.max_sessions:
+                limit = self.options.max_sessions
+                error = f"tunnel {self._id} has {limit} sessions open on this link (max_sessions is {limit})"
+                await link.send("refuse", {SESSION: sid, ERROR: error})
                 return
             session = _Session(link, sid, channel)
             link.sessions[sid] = session

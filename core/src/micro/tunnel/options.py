@@ -37,6 +37,9 @@ class TunnelOptions(Options):
     #: closed and its sessions fail with :class:`~micro.tunnel.LinkLost`. It is noticed within
     #: ``link_timeout + keepalive`` seconds of the last frame.
     link_timeout: float = 5.0
+    #: Sessions one peer may have open on a link at once (``MICRO_TUNNEL_MAX_SESSIONS``); past it, its ``open``
+    #: is refused (the dialler gets ``NotFound`` naming this option) and new multicast sessions are dropped.
+    max_sessions: int = 1024
 
     def __post_init__(self) -> None:
         if not self.token:
@@ -47,6 +50,8 @@ class TunnelOptions(Options):
             value = getattr(self, name)
             if not value > 0:
                 raise InvalidOption(f"must be a positive number of seconds, got {value!r}", option=name)
+        if isinstance(self.max_sessions, bool) or not isinstance(self.max_sessions, int) or self.max_sessions < 1:
+            raise InvalidOption(f"must be a positive integer, got {self.max_sessions!r}", option="max_sessions")
         if self.reconnect_max < self.reconnect:
             raise InvalidOption(
                 f"must be at least reconnect ({self.reconnect:g}s), got {self.reconnect_max!r}", option="reconnect_max"
