@@ -21,6 +21,7 @@ __all__ = ["acquire", "release"]
 @dataclass
 class _Entry:
     tunnel: Tunnel
+    loop: asyncio.AbstractEventLoop
     users: int = 0
     ready: asyncio.Lock = field(default_factory=asyncio.Lock)
 
@@ -34,10 +35,11 @@ async def acquire(made: Tunnel) -> Tunnel:
 
     ``made`` must be new and unstarted; when a shared one is returned instead it is simply dropped.
     """
-    key = (id(asyncio.get_running_loop()), made.options, type(made).__qualname__)
+    loop = asyncio.get_running_loop()
+    key = (id(loop), made.options, type(made).__qualname__)
     entry = _TUNNELS.get(key)
-    if entry is None:
-        entry = _TUNNELS[key] = _Entry(made)
+    if entry is None or entry.loop is not loop:  # none yet, or one left by a loop that ended (its id reused)
+        entry = _TUNNELS[key] = _Entry(made, loop)
     entry.users += 1
     try:
         async with entry.ready:
