@@ -15,14 +15,19 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from .base import Contract, Names, absent, case_id, create, eventually, requires
+    from .base import Contract, ContractViolation, Names, absent, case_id, create, requires
+    from .testing import eventually
 
-__all__ = ["Contract", "Names", "absent", "case_id", "create", "eventually", "requires"]
+__all__ = ["Contract", "ContractViolation", "Names", "absent", "case_id", "create", "eventually", "requires"]
 
 
 def __getattr__(name: str) -> Any:
     # The micro plugin (micro_conformance.plugin) is imported whenever micro loads its
     # plugins, so this package must not import pytest until a contract is asked for.
+    if name == "eventually":
+        from . import testing
+
+        return testing.eventually
     if name in __all__:
         from . import base
 

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import inspect
 import itertools
 import re
 import uuid
@@ -44,10 +43,13 @@ from micro.component import Component
 from micro.errors import ConfigError, Unavailable
 from micro.plugins import PluginManager, get_manager
 
+from .testing import eventually
+
 __all__ = [
     "ABSENT_MARKER",
     "CAPABILITY_MARKER",
     "Contract",
+    "ContractViolation",
     "Names",
     "Unreachable",
     "absent",
@@ -66,6 +68,16 @@ C = TypeVar("C", bound=Component)
 CAPABILITY_MARKER: Final = "micro_capability"
 #: Marker of a test that runs only when the capability is *not* declared.
 ABSENT_MARKER: Final = "micro_absent"
+
+
+class ContractViolation(AssertionError):
+    """A contract case failed; the message starts with the case id and the rule it checks.
+
+    ``[S10] limit and offset page through the sorted result ...: <what went wrong>``:
+    raised by the pytest plugin in place of whatever the case raised (kept as
+    ``__cause__``), so every failure names the rule it broke, whether the case's
+    assertion failed or the implementation raised something unexpected.
+    """
 
 
 class Unreachable(Exception):
@@ -102,9 +114,6 @@ def new_run_id() -> str:
 
 _counter = itertools.count(1)
 
-#: What a check raises while its condition does not hold yet (``pytest.raises`` raises ``Failed``).
-_NOT_YET: Final = (AssertionError, pytest.fail.Exception)
-
 
 @dataclass(frozen=True)
 class Names:
@@ -124,43 +133,6 @@ class Names:
 
     def __call__(self, label: str = "x") -> str:
         return self.prefix + label
-
-
-async def eventually(
-    check: Callable[[], Any],
-    *,
-    timeout: float = 5.0,
-    interval: float = 0.005,
-    what: str = "",
-) -> Any:
-    """Call ``check`` until it holds, and return its result; fail after ``timeout`` seconds.
-
-    ``check`` holds when it returns anything but ``False`` without raising
-    :class:`AssertionError` or failing a ``pytest.raises`` (so ``lambda: len(got) == 3``
-    and a function full of ``assert`` statements both work). Other exceptions
-    propagate at once.
-    Polls back off from ``interval`` to 0.1 s. At the deadline, raises
-    :class:`AssertionError` with ``what`` and the last assertion's message.
-    """
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    delay = interval
-    while True:
-        last: BaseException | None = None
-        try:
-            result = check()
-            if inspect.isawaitable(result):
-                result = await result
-        except _NOT_YET as exc:
-            last = exc
-        else:
-            if result is not False:
-                return result
-        if loop.time() >= deadline:
-            detail = f": {last}" if last is not None and str(last) else ""
-            raise AssertionError(f"{what or 'condition'} did not hold within {timeout:g}s{detail}") from last
-        await asyncio.sleep(delay)
-        delay = min(delay * 2, 0.1)
 
 
 def create(

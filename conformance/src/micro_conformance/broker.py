@@ -1,4 +1,4 @@
-"""The broker contract (:class:`micro.broker.Broker`): cases B01-B24.
+"""The broker contract (:class:`micro.broker.Broker`): cases B01-B28.
 
 Topics and queue names start with the test's unique prefix. Deliveries are
 awaited with a deadline; checks that something does *not* arrive (cross-talk,
@@ -436,6 +436,88 @@ class BrokerContract(Contract[Broker]):
 
         await eventually(all_delivered, timeout=max(30.0, self.timeout), what="every confirmed message arriving")
 
+    # -- delivery after unsubscribe, settlement, logging -------------------------------------
+
+    async def test_b25_no_handler_call_starts_after_unsubscribe_returns(self, broker: Broker) -> None:
+        """With messages still in flight, no handler call begins once unsubscribe() has returned."""
+        topic = self.names("t")
+        calls: list[bool] = []
+        unsubscribed = False
+
+        async def handler(event: Event) -> None:
+            calls.append(unsubscribed)
+
+        subscriber = await self.subscribe(broker, topic, handler)  # type: ignore[arg-type]
+        sending = asyncio.ensure_future(self.publish_all(broker, topic, [b"%d" % i for i in range(200)]))
+        self.later(lambda: _finish(sending))
+        await self.eventually(lambda: len(calls) >= 5, "the first deliveries")
+        await subscriber.unsubscribe()
+        unsubscribed = True
+        await sending
+        await self.quiet()
+        late = calls.count(True)
+        assert late == 0, f"{late} handler call(s) started after unsubscribe() returned"
+
+    @requires("ack")
+    @requires("nack")
+    async def test_b26_a_handler_that_returns_without_settling_gets_the_message_again(self, broker: Broker) -> None:
+        """With auto_ack=False, returning without ack() or nack() counts as nack(requeue=True): it comes back."""
+        topic = self.names("t")
+        seen: list[bytes] = []
+
+        async def handler(event: Event) -> None:
+            seen.append(event.message.body)
+            if seen.count(event.message.body) > 1:
+                await event.ack()
+
+        await self.subscribe(broker, topic, handler, auto_ack=False)  # type: ignore[arg-type]
+        await broker.publish(topic, Message(b"unsettled"))
+        await self.eventually(lambda: seen.count(b"unsettled") >= 2, "the redelivery of an unsettled message")
+        await self.quiet()
+        assert seen.count(b"unsettled") == 2, f"delivered {seen.count(b'unsettled')} times after being acked"
+
+    @requires("nack")
+    async def test_b27_redelivery_of_a_failing_message_is_bounded(self, broker: Broker) -> None:
+        """A message whose handler always raises is redelivered a bounded number of times, then dropped."""
+        topic = self.names("t")
+        seen: list[int] = []
+
+        async def handler(event: Event) -> None:
+            seen.append(1)
+            raise RuntimeError("always fails (conformance check)")
+
+        await self.subscribe(broker, topic, handler)  # type: ignore[arg-type]
+        await broker.publish(topic, Message(b"poison"))
+        await self.eventually(lambda: len(seen) >= 2, "a redelivery")
+        last = -1
+
+        def settled() -> bool:
+            nonlocal last
+            steady, last = len(seen) == last, len(seen)
+            return steady
+
+        await self.eventually(settled, "redeliveries of a failing message stopping")
+        await self.quiet()
+        assert len(seen) == last, f"the failing message is still being redelivered ({len(seen)} deliveries)"
+
+    async def test_b28_handler_exceptions_are_logged_on_the_micro_broker_logger(
+        self, broker: Broker, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        """A handler's exception is logged (with its traceback) on the micro.broker logger or a child of it."""
+        caplog.set_level("ERROR", logger="micro.broker")
+        topic, inbox = self.names("t"), self.inbox(fail=1)
+        await self.subscribe(broker, topic, inbox)
+        await broker.publish(topic, Message(b"boom"))
+        await inbox.wait(1)
+
+        def logged() -> None:
+            records = [r for r in caplog.records if r.name == "micro.broker" or r.name.startswith("micro.broker.")]
+            assert any(r.exc_info and "deliberate failure" in str(r.exc_info[1]) for r in records), (
+                f"no log record with the handler's exception on micro.broker: {[r.getMessage() for r in records]}"
+            )
+
+        await self.eventually(logged, "the handler's exception being logged")
+
     @requires("cross-process")
     async def test_b23_separate_instances_exchange_messages(self, broker: Broker) -> None:
         """With "cross-process", a message published on one instance reaches a subscriber on another."""
@@ -456,3 +538,9 @@ class BrokerContract(Contract[Broker]):
         await broker.publish(topic, Message(b"real"))
         await inbox.wait_for(b"real")
         assert inbox.events[-1].topic == topic
+
+
+async def _finish(task: asyncio.Future[None]) -> None:
+    if not task.done():
+        task.cancel()
+    await asyncio.gather(task, return_exceptions=True)

@@ -190,14 +190,22 @@ class CodecContract(Contract[Codec]):
         assert codec.unmarshal(codec.marshal(value), into) == value
 
     async def test_k07_one_instance_serves_concurrent_tasks(self, codec: Codec) -> None:
-        """A codec is stateless: concurrent encodes and decodes in threads do not interfere."""
-        value, into = self.sample()
+        """A codec is stateless: threads encoding and decoding different values at once each get their own."""
+        sample, into = self.sample()
 
-        def work() -> bool:
+        def value_for(thread: int) -> Any:
+            if "values" in self.declared:
+                return {"thread": thread, "text": "é" * thread}
+            if "raw" in self.declared:
+                return bytes([thread]) * (thread + 1)
+            return sample  # a proto sample: one value, still checked under concurrency
+
+        def work(thread: int) -> bool:
+            value = value_for(thread)
             return all(codec.unmarshal(codec.marshal(value), into) == value for _ in range(50))
 
-        results = await asyncio.gather(*(asyncio.to_thread(work) for _ in range(4)))
-        assert all(results)
+        results = await asyncio.gather(*(asyncio.to_thread(work, thread) for thread in range(4)))
+        assert all(results), f"threads got each other's values: {results}"
 
     # -- values ----------------------------------------------------------------------------
 

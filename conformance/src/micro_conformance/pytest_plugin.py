@@ -29,7 +29,18 @@ from typing import Any
 import pytest
 
 from . import live
-from .base import ABSENT_MARKER, CAPABILITY_MARKER, Contract, Names, Unreachable, case_id, eventually, new_run_id
+from .base import (
+    ABSENT_MARKER,
+    CAPABILITY_MARKER,
+    Contract,
+    ContractViolation,
+    Names,
+    Unreachable,
+    case_id,
+    new_run_id,
+)
+from .rules import rule_for
+from .testing import eventually
 
 __all__ = ["micro_names", "micro_poll", "micro_run_id"]
 
@@ -116,6 +127,38 @@ def _describe(item: pytest.Item) -> dict[str, Any] | None:
         "duration": 0.0,
         "impl": "",
     }
+
+
+def rule_of(item: pytest.Item) -> str | None:
+    """What a failure of a contract case reports it broke, else ``None`` (not a contract case).
+
+    ``"[S29] rule store.expiry: <the rule>\ncase: <first line of the case's docstring>"``;
+    a case no rule lists (a contract subclass's own) gives its docstring alone.
+    """
+    cls = getattr(item, "cls", None)
+    if not (isinstance(cls, type) and issubclass(cls, Contract)):
+        return None
+    name = getattr(item, "originalname", None) or item.name
+    doc = (getattr(getattr(item, "obj", None), "__doc__", None) or "").strip().splitlines()
+    case = case_id(name) or name
+    title = doc[0].strip() if doc else name
+    rule = rule_for(cls.interface, case)
+    if rule is None:
+        return f"[{case}] {title}"
+    return f"[{case}] rule {rule.id}: {rule.text}\ncase: {title}"
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Generator[None, None, None]:
+    """A failing contract case raises :class:`ContractViolation` naming its rule, whatever it raised."""
+    try:
+        return (yield)
+    except (Exception, pytest.fail.Exception) as exc:
+        rule = rule_of(item)
+        if rule is None or isinstance(exc, (Unreachable, ContractViolation)):
+            raise
+        detail = str(exc).strip() or "(no message)"
+        raise ContractViolation(f"{rule}\nbroken: {type(exc).__name__}: {detail}") from exc
 
 
 @pytest.hookimpl(wrapper=True)

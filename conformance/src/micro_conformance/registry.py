@@ -1,4 +1,4 @@
-"""The registry contract (:class:`micro.registry.Registry`): cases R01-R17.
+"""The registry contract (:class:`micro.registry.Registry`): cases R01-R21.
 
 Service names start with the test's unique prefix, and listings are filtered by
 it, so a registry shared with running services is tested safely. Capabilities:
@@ -12,10 +12,10 @@ import contextlib
 from typing import ClassVar
 
 import pytest
-from micro.errors import BadRequest, NotSupported, ServiceNotFound
+from micro.errors import BadRequest, ConnectionClosed, NotSupported, ServiceNotFound, Unavailable
 from micro.registry import Endpoint, Node, Registry, Result, Service, Value, Watcher
 
-from .base import Contract, absent, eventually, requires
+from .base import Contract, Unreachable, absent, eventually, requires
 
 __all__ = ["RegistryContract", "WatchLog"]
 
@@ -321,6 +321,66 @@ class RegistryContract(Contract[Registry]):
         async with registry.watch() as scoped:
             pass
         assert scoped.stopped
+
+    @requires("ttl")
+    @requires("watch")
+    async def test_r18_expiry_is_reported_as_delete(self, registry: Registry) -> None:
+        """A version whose last node expires is reported to watchers as a delete carrying that node."""
+        service = self.service("svc", "n1")
+        log = await self.watch(registry, service.name)
+        await self.register(registry, service, ttl=self.ttl)
+        await eventually(
+            lambda: [a for a, _, _ in log.actions()] == ["create", "delete"],
+            timeout=self.ttl + self.ttl_slack + self.timeout,
+            what="a create then a delete for the expiring node",
+        )
+        assert log.actions() == [("create", service.name, ["n1"]), ("delete", service.name, ["n1"])]
+
+    @requires("watch")
+    async def test_r19_reregistering_an_unchanged_service_reports_nothing(self, registry: Registry) -> None:
+        """A heartbeat (registering the same service again) is no change: watchers see nothing for it."""
+        service = self.service("svc", "n1")
+        log = await self.watch(registry, service.name)
+        await self.register(registry, service)
+        await self.eventually(lambda: len(log.results) >= 1, "the create result")
+        for _ in range(3):
+            await registry.register(service)
+        await registry.register(self.service("svc", "n1", "n2"))
+        await self.eventually(lambda: len(log.results) >= 2, "the update that added n2")
+        await self.quiet()
+        assert log.actions() == [("create", service.name, ["n1"]), ("update", service.name, ["n1", "n2"])]
+
+    @requires("watch")
+    async def test_r20_close_stops_every_watcher_and_the_registry_starts_again(self) -> None:
+        """close() stops the registry's watchers (a waiting reader ends); close repeats safely; start() works again."""
+        registry = await self.another()
+        watcher = registry.watch(self.names("svc"))
+        everything = registry.watch()
+        pending = asyncio.ensure_future(watcher.__anext__())
+        await asyncio.sleep(0)
+        await registry.close()
+        await registry.close()
+        assert watcher.stopped and everything.stopped, "close() left a watcher running"
+        with pytest.raises(StopAsyncIteration):
+            await asyncio.wait_for(pending, timeout=self.timeout)
+        await self.start(registry)
+        service = self.service("svc", "n1")
+        await self.register(registry, service)
+        assert await self.nodes(registry, service.name) == ["n1"]
+
+    async def test_r21_a_registry_never_started_starts_on_first_use(self) -> None:
+        """register() and get_service() on a registry whose start() was never awaited work."""
+        registry = await self.make()
+        self.later(registry.close)
+        service = self.service("svc", "n1")
+        try:
+            await registry.register(service)
+        except ConnectionClosed:
+            raise  # refusing to start on first use is the defect this case looks for, not an outage
+        except Unavailable as exc:
+            raise Unreachable(f"{type(registry).__name__} could not start on first use: {exc}") from exc
+        self.later(lambda: registry.deregister(service))
+        assert await self.nodes(registry, service.name) == ["n1"]
 
     @absent("watch")
     async def test_r17_watch_without_capability_raises_not_supported(self, registry: Registry) -> None:

@@ -1,4 +1,4 @@
-"""The store contract (:class:`micro.store.Store`): cases S01-S27.
+"""The store contract (:class:`micro.store.Store`): cases S01-S35.
 
 Every key a case writes starts with the test's unique prefix, and every
 listing is restricted to it, so a store shared with other data (or another run)
@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import math
+from collections.abc import Awaitable, Callable
 from typing import Any, ClassVar
 
 import pytest
-from micro.errors import BadRequest, NotSupported, RecordNotFound
+from micro.errors import BadRequest, ConnectionClosed, NotSupported, RecordNotFound
 from micro.store import Record, Store
 from micro.store.base import MAX_PAGE, MAX_TTL
 
@@ -171,9 +172,10 @@ class StoreContract(Contract[Store]):
         assert await store.list(prefix=p + "nope") == []
 
     async def test_s13_unusual_keys_round_trip(self, store: Store) -> None:
-        """Keys with slashes, spaces, dots, percent signs, quotes and non-ASCII text are kept exactly."""
+        """Keys with slashes, spaces, SQL/glob/regex wildcards, NUL and non-ASCII text are kept and matched exactly."""
         p = self.names.prefix
         keys = [p + k for k in ("a/b/c", "with space", "dot.dot", "100%", "quote'\"", "日本語", "emoji-🎉", "_%")]
+        keys += [p + k for k in ("g*b", "g?b", "g[b]", "g\\b", "g\x00b", "g^b$", "g.+")]
         await self.write_all(store, keys)
         assert await store.list(prefix=p) == sorted(keys)
         for key in keys:
@@ -181,6 +183,10 @@ class StoreContract(Contract[Store]):
         # Characters that are wildcards in SQL LIKE or glob patterns must match only themselves.
         assert [r.key for r in await store.read(p + "_", prefix=True)] == [p + "_%"]
         assert await store.list(prefix=p + "%") == []
+        # ... and so must glob (Redis MATCH, fnmatch) and regular-expression characters.
+        for special in ("g*", "g?", "g[", "g\\", "g^", "g."):
+            assert await store.list(prefix=p + special) == [k for k in sorted(keys) if k.startswith(p + special)]
+        assert [k for k in await store.list(suffix="*b") if k.startswith(p)] == [p + "g*b"]
 
     # -- scoping ---------------------------------------------------------------------------
 
@@ -427,6 +433,150 @@ class StoreContract(Contract[Store]):
         await store.write(Record(key, b"v"), ttl=MAX_TTL)
         (record,) = await store.read(key)
         assert record.expiry is not None and MAX_TTL - 3600 < record.expiry <= MAX_TTL, f"expiry {record.expiry!r}"
+
+    # -- lifecycle, scope and arguments ----------------------------------------------------
+
+    async def test_s28_use_before_start_and_after_close_raises_connection_closed(self) -> None:
+        """Every operation on a store never started, or closed, raises ConnectionClosed and touches nothing."""
+        key = self.names("k")
+        unstarted = await self.make()
+        self.later(unstarted.close)
+        record = Record(key, b"v")
+        operations: dict[str, Callable[[Store], Awaitable[Any]]] = {
+            "read": lambda s: s.read(key),
+            "write": lambda s: s.write(record),
+            "delete": lambda s: s.delete(key),
+            "list": lambda s: s.list(prefix=self.names.prefix),
+            "read_many": lambda s: s.read_many([key]),
+            "write_many": lambda s: s.write_many([record]),
+            "delete_many": lambda s: s.delete_many([key]),
+        }
+        for name, call in operations.items():
+            with pytest.raises(ConnectionClosed):
+                await call(unstarted)
+                pytest.fail(f"{name}() on a store never started did not raise ConnectionClosed")
+        closed = await self.another()
+        self.clean_up(closed)
+        await closed.write(Record(key, b"kept"))
+        await closed.close()
+        for name, call in operations.items():
+            with pytest.raises(ConnectionClosed):
+                await call(closed)
+                pytest.fail(f"{name}() on a closed store did not raise ConnectionClosed")
+        await closed.start()
+        assert [r.value for r in await closed.read(key)] == [b"kept"], "a write after close() changed the store"
+
+    @requires("ttl")
+    async def test_s29_an_expired_record_is_invisible_to_every_operation(self, store: Store) -> None:
+        """Once expired, a record is gone from exact, prefix and suffix reads, list, read_many and its table."""
+        p = self.names.prefix
+        key, other = self.names("short.x"), self.names("long.x")
+        await store.write(Record(key, b"v"), ttl=self.ttl)
+        await store.write(Record(other, b"v"), ttl=600)
+        await self.eventually(lambda: self._missing(store, key), "the record expiring")
+        assert [r.key for r in await store.read(p, prefix=True)] == [other], "a prefix read returned it"
+        assert [r.key for r in await store.read("short.x", suffix=True) if r.key.startswith(p)] == [], (
+            "a suffix read returned it"
+        )
+        assert [r.key for r in await store.read(p, prefix=True, suffix=False, limit=5)] == [other]
+        assert await store.list(prefix=p) == [other], "list() returned it"
+        assert [k for k in await store.list(suffix="short.x") if k.startswith(p)] == [], "list(suffix=) returned it"
+        found = [None if r is None else r.key for r in await store.read_many([key, other])]
+        assert found == [None, other], f"read_many() returned the expired record: {found}"
+        await store.delete(key)  # deleting what expired is deleting a missing key: no error
+
+    async def test_s30_bad_scope_and_arguments_raise_bad_request_naming_them(self, store: Store) -> None:
+        """An empty database or table, non-bool prefix/suffix flags, non-str patterns, bad key lists: BadRequest."""
+        key = self.names("k")
+        await store.write(Record(key, b"v"))
+        named: list[tuple[str, Any]] = [
+            ("table", lambda: store.read(key, table="")),
+            ("table", lambda: store.write(Record(key, b"w"), table="")),
+            ("table", lambda: store.list(table="")),
+            ("database", lambda: store.read(key, database="")),
+            ("database", lambda: store.write(Record(key, b"w"), database="")),
+            ("database", lambda: store.delete(key, database="")),
+            ("prefix", lambda: store.read(key, prefix="yes")),  # type: ignore[arg-type]
+            ("suffix", lambda: store.read(key, suffix=1)),  # type: ignore[arg-type]
+            ("prefix", lambda: store.list(prefix=None)),  # type: ignore[arg-type]
+            ("suffix", lambda: store.list(suffix=3)),  # type: ignore[arg-type]
+            ("key", lambda: store.delete("")),
+            ("keys", lambda: store.read_many(key)),
+            ("keys", lambda: store.delete_many(key)),
+        ]
+        for argument, call in named:
+            with pytest.raises(BadRequest) as caught:
+                await call()
+            assert argument in str(caught.value), f"BadRequest does not name {argument!r}: {caught.value}"
+        with pytest.raises(BadRequest):
+            await store.delete_many([key, ""])
+        for record in (
+            Record(key, bytearray(b"w")),  # type: ignore[arg-type]
+            Record(key, b"w", metadata=["not", "a", "dict"]),  # type: ignore[arg-type]
+            Record(key, b"w", metadata={1: "int key"}),  # type: ignore[dict-item]
+        ):
+            with pytest.raises(BadRequest):
+                await store.write(record)
+        assert [r.value for r in await store.read(key)] == [b"v"], "a refused call changed the record"
+
+    async def test_s31_naming_the_default_scope_is_the_same_as_none(self, store: Store) -> None:
+        """database=/table= equal to the store's defaults name the same records as leaving them out."""
+        key = self.names("k")
+        database, table = store.options.database, store.options.table
+        await store.write(Record(key, b"v"), database=database, table=table)
+        assert [r.value for r in await store.read(key)] == [b"v"]
+        assert await store.list(prefix=self.names.prefix) == [key]
+        await store.delete(key)
+        assert await store.list(prefix=self.names.prefix, database=database, table=table) == []
+
+    @requires("ttl")
+    async def test_s32_a_record_read_back_can_be_written_again_with_its_time_left(self, store: Store) -> None:
+        """A record read from the store, expiry included, can be written back; it keeps at most its time left."""
+        key, table = self.names("k"), self.names("copy")
+        self.clean_up(store, table=table)
+        await store.write(Record(key, b"v", metadata={"m": 1}), ttl=100)
+        (read,) = await store.read(key)
+        await store.write(read, table=table)
+        (copy,) = await store.read(key, table=table)
+        assert (copy.value, copy.metadata) == (b"v", {"m": 1})
+        assert copy.expiry is not None and 0 < copy.expiry <= 100, f"copy's expiry is {copy.expiry!r}"
+
+    async def test_s33_batches_of_any_size_and_empty_ones(self, store: Store) -> None:
+        """write_many/read_many/delete_many take 1200 keys in one call, and empty batches do nothing."""
+        p = self.names.prefix
+        keys = [f"{p}{i:04d}" for i in range(1200)]
+        await store.write_many([Record(k, k.encode()) for k in keys])
+        found = await store.read_many(keys)
+        assert [None if r is None else r.value for r in found] == [k.encode() for k in keys]
+        assert await store.list(prefix=p) == keys
+        assert await store.read_many([]) == []
+        await store.write_many([])
+        await store.delete_many([])
+        await store.delete_many(keys)
+        assert await store.list(prefix=p) == []
+
+    async def test_s34_metadata_reads_back_as_json_would(self, store: Store) -> None:
+        """Metadata comes back as JSON would return it: a tuple is read back as a list."""
+        key = self.names("k")
+        await store.write(Record(key, b"v", metadata={"t": (1, 2), "n": [(3,)]}))
+        (record,) = await store.read(key)
+        assert record.metadata == {"t": [1, 2], "n": [[3]]}
+
+    @requires("ttl")
+    async def test_s35_write_many_applies_its_ttl_to_every_record(self, store: Store) -> None:
+        """write_many(records, ttl=) gives every record that TTL; of two records with one key the later wins."""
+        a, b = self.names("a"), self.names("b")
+        await store.write_many([Record(a, b"1"), Record(b, b"x"), Record(a, b"2")], ttl=self.ttl)
+        (record,) = await store.read(a)
+        assert record.value == b"2"
+        for key in (a, b):
+            (record,) = await store.read(key)
+            assert record.expiry is not None and 0 < record.expiry <= self.ttl, f"{key}: expiry {record.expiry!r}"
+
+        async def expired() -> bool:
+            return await store.list(prefix=self.names.prefix) == []
+
+        await self.eventually(expired, "the batch expiring")
 
     async def _missing(self, store: Store, key: str) -> bool:
         try:

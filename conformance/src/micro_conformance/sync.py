@@ -1,4 +1,4 @@
-"""The sync contract (:class:`micro.sync.Sync`): cases Y01-Y15.
+"""The sync contract (:class:`micro.sync.Sync`): cases Y01-Y22.
 
 Two owners are two instances (:meth:`~micro_conformance.base.Contract.another`),
 which must share one backend: for a file- or server-backed sync, make every
@@ -9,6 +9,7 @@ unique prefix. The interface defines no capabilities yet.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import math
 from typing import ClassVar
@@ -166,8 +167,7 @@ class SyncContract(Contract[Sync]):
         assert not waiting.done(), "lock() returned while another owner held the lock"
         await other.unlock(id)
         await asyncio.wait_for(waiting, timeout=self.timeout)
-        with pytest.raises(LockHeld):
-            await other.unlock(id)
+        assert await other.try_lock(id, ttl=10) is False, "the waiter returned without holding the lock"
         await sync.unlock(id)
 
     async def test_y10_cancelled_lock_leaves_nothing_held(self, sync: Sync) -> None:
@@ -181,10 +181,12 @@ class SyncContract(Contract[Sync]):
         with pytest.raises(asyncio.CancelledError):
             await waiting
         await other.unlock(id)
+        # A lock() that went on in the background would take the lock at its next poll: give it time to.
+        await asyncio.sleep(max(self.quiet_period, 0.3))
         assert not await self._held_elsewhere(sync, id), "a cancelled lock() left the lock held"
 
     async def test_y11_close_releases_the_instances_locks(self, sync: Sync) -> None:
-        """close() releases every lock the instance holds; operations after close raise ConnectionClosed."""
+        """close() releases every lock the instance holds, and repeats safely."""
         id = self.names("lock")
         owner = await self.another()
         await owner.lock(id, ttl=30, wait=1)
@@ -192,18 +194,20 @@ class SyncContract(Contract[Sync]):
         await owner.close()
         assert await sync.try_lock(id, ttl=10) is True, "close() left the instance's lock held"
         await sync.unlock(id)
-        with pytest.raises(ConnectionClosed):
-            await owner.try_lock(self.names("after"), ttl=10)
 
     async def test_y12_unstarted_instance_refuses(self) -> None:
-        """An instance that was never started raises ConnectionClosed rather than locking."""
+        """An instance never started, or closed, raises ConnectionClosed rather than locking."""
         unstarted = await self.make()
         self.later(unstarted.close)
         with pytest.raises(ConnectionClosed):
             await unstarted.try_lock(self.names("lock"), ttl=10)
+        closed = await self.another()
+        await closed.close()
+        with pytest.raises(ConnectionClosed):
+            await closed.try_lock(self.names("after"), ttl=10)
 
     async def test_y13_bad_input_raises_bad_request(self, sync: Sync) -> None:
-        """An empty id, a ttl that is not positive and finite, and a negative or NaN wait raise BadRequest."""
+        """An empty id, a ttl not positive and finite, a wait negative, NaN or not a number: BadRequest."""
         with pytest.raises(BadRequest):
             await sync.try_lock("", ttl=10)
         with pytest.raises(BadRequest):
@@ -213,9 +217,15 @@ class SyncContract(Contract[Sync]):
                 await sync.try_lock(self.names("lock"), ttl=ttl)  # type: ignore[arg-type]
             with pytest.raises(BadRequest):
                 await sync.lock(self.names("lock"), ttl=ttl, wait=0)  # type: ignore[arg-type]
-        for wait in (-1, math.nan):
+        for wait in (-1, math.nan, "5s"):
             with pytest.raises(BadRequest):
-                await sync.lock(self.names("lock"), ttl=10, wait=wait)
+                await sync.lock(self.names("lock"), ttl=10, wait=wait)  # type: ignore[arg-type]
+        with pytest.raises(BadRequest):
+            await sync.leader("")
+        with pytest.raises(BadRequest):
+            await sync.leader(self.names("lock"), ttl=None)  # type: ignore[arg-type]
+        with pytest.raises(BadRequest):
+            await sync.refresh(self.names("lock"), ttl=0)
         assert not await self._held_elsewhere(sync, self.names("lock"))
 
     async def test_y14_exactly_one_leader_and_resign_hands_over(self, sync: Sync) -> None:
@@ -248,6 +258,92 @@ class SyncContract(Contract[Sync]):
         assert await self._held_elsewhere(sync, id)
         await leader.resign()
         assert not await self._held_elsewhere(sync, id), "resign() did not release the election's lock"
+
+    async def test_y16_a_lock_without_ttl_is_held_until_unlocked(self, sync: Sync) -> None:
+        """ttl=None holds the lock past any ttl the contract uses, until its owner unlocks it."""
+        id = self.names("lock")
+        await sync.lock(id, ttl=None, wait=1)
+        await asyncio.sleep(self.ttl * 2)  # past the ttls the other cases use: it must still be held
+        assert await self._held_elsewhere(sync, id), "a lock taken with ttl=None lapsed"
+        await sync.unlock(id)
+        assert not await self._held_elsewhere(sync, id)
+
+    async def test_y17_instances_with_one_owner_share_locks_and_owners_default_unique(self) -> None:
+        """Two instances given the same `owner` are one owner; instances without one are distinct owners."""
+        owner = self.names("owner")
+        one, two = await self.another(owner=owner), await self.another(owner=owner)
+        assert one.owner == two.owner == owner
+        id = self.names("lock")
+        await one.lock(id, ttl=10, wait=1)
+        assert await two.try_lock(id, ttl=10) is False, "locks must not be re-entrant, even across instances"
+        await two.unlock(id)  # the same owner may release it
+        assert not await self._held_elsewhere(one, id)
+        a, b = await self.another(), await self.another()
+        assert a.owner and b.owner and a.owner != b.owner, f"default owners {a.owner!r} and {b.owner!r}"
+
+    async def test_y18_prefixes_separate_lock_spaces(self) -> None:
+        """Instances with different `prefix` options never contend for the same id."""
+        one = await self.another(prefix=self.names("app1/"))
+        two = await self.another(prefix=self.names("app2/"))
+        id = "lock"
+        await one.lock(id, ttl=10, wait=1)
+        assert await two.try_lock(id, ttl=10) is True, "a lock in one prefix blocked the same id in another"
+        await one.unlock(id)
+        await two.unlock(id)
+
+    async def test_y19_a_leader_learns_when_its_lock_is_taken_away(self, sync: Sync) -> None:
+        """If the election's lock is released behind the leader's back and taken, the leader's lost is set."""
+        id = self.names("election")
+        leader = await sync.leader(id, ttl=self.ttl)
+        self.later(leader.resign)
+        await sync.unlock(id)  # behind the leader's back
+        other = await self.another()
+        assert await other.try_lock(id, ttl=30) is True
+        await asyncio.wait_for(leader.wait_lost(), self.timeout)
+        assert not leader.is_leader
+        await leader.resign()  # not an error: the lock is someone else's now
+        assert await self._held_elsewhere(sync, id), "resign() released a lock another owner holds"
+        await other.unlock(id)
+
+    async def test_y20_close_resigns_leaderships(self) -> None:
+        """close() ends the instance's leaderships: lost is set and another candidate is elected."""
+        id = self.names("election")
+        owner = await self.another()
+        leader = await owner.leader(id, ttl=30)
+        await owner.close()
+        assert leader.lost.is_set() and not leader.is_leader, "close() left the leadership standing"
+        successor = await (await self.another()).leader(id, ttl=30, wait=self.timeout)
+        self.later(successor.resign)
+        assert successor.is_leader
+
+    async def test_y21_leader_as_a_context_manager_resigns_on_exit(self, sync: Sync) -> None:
+        """`async with await sync.leader(id)` resigns when the block ends, even on an exception."""
+        id = self.names("election")
+        with contextlib.suppress(LookupError):
+            async with await sync.leader(id, ttl=30) as leader:
+                assert leader.is_leader
+                raise LookupError("leaving the block by an exception")
+        assert leader.lost.is_set()
+        assert not await self._held_elsewhere(sync, id), "the block ended but the election's lock is still held"
+
+    async def test_y22_a_cancelled_try_lock_leaves_nothing_held(self, sync: Sync) -> None:
+        """A try_lock() cancelled at any point, its outcome unknown to the caller, never leaves the lock held."""
+        id = self.names("lock")
+        for _ in range(20):
+            attempt = asyncio.ensure_future(sync.try_lock(id, ttl=30))
+            await asyncio.sleep(0)  # let it start, so it may be cancelled while its outcome is unknown
+            attempt.cancel()
+            try:
+                won = await attempt
+            except asyncio.CancelledError:
+                won = False
+            if won:
+                await sync.unlock(id)
+
+        async def free() -> bool:
+            return not await self._held_elsewhere(sync, id)
+
+        await self.eventually(free, "the lock being free after cancelled try_lock() calls")
 
 
 async def _resign(campaign: asyncio.Future[Leader]) -> None:

@@ -1,4 +1,4 @@
-"""The transport contract (:class:`micro.transport.Transport`): cases T01-T17.
+"""The transport contract (:class:`micro.transport.Transport`): cases T01-T25.
 
 Every case listens on ``listen_address`` (loopback, port 0) with the
 implementation under test and dials it from a second instance, so the two ends
@@ -291,6 +291,135 @@ class TransportContract(Contract[Transport]):
             mine = [m for m in got if m.header.get("from") == name]
             assert [int(m.header["n"]) for m in mine] == list(range(50))
             assert all(m.body == name.encode() + body for m in mine), "a message arrived mixed with another"
+
+    async def test_t18_cancelling_recv_loses_no_message(self, transport: Transport) -> None:
+        """A recv cancelled while it waits loses no message: the next recv gets the next one sent."""
+        socket = await self.connect(await self.serve(transport))
+        waiting = asyncio.ensure_future(socket.recv(timeout=self.timeout))
+        await asyncio.sleep(0.01)
+        waiting.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await waiting
+        await socket.send(Message({}, b"kept"))
+        assert (await self.recv(socket)).body == b"kept", "a message was lost to a cancelled recv"
+
+    async def test_t19_a_reused_send_buffer_does_not_change_what_was_sent(self, transport: Transport) -> None:
+        """send() keeps the body it was given: refilling the caller's bytearray afterwards changes nothing sent."""
+        socket = await self.connect(await self.serve(transport))
+        buffer = bytearray(b"first")
+        await socket.send(Message({}, buffer))  # type: ignore[arg-type]
+        buffer[:] = b"SECOND"
+        await socket.send(Message({}, buffer))  # type: ignore[arg-type]
+        assert [(await self.recv(socket)).body for _ in range(2)] == [b"first", b"SECOND"]
+
+    async def test_t20_closing_a_listener_refuses_new_sockets_and_lets_running_ones_finish(
+        self, transport: Transport
+    ) -> None:
+        """After Listener.close() new sockets are refused, while a handler already running still replies."""
+        proceed = asyncio.Event()
+
+        async def wait_then_reply(socket: Socket) -> None:
+            message = await socket.recv()
+            await proceed.wait()
+            await socket.send(message)
+
+        listener = await self.serve(transport, wait_then_reply)
+        client = await self.another()
+        socket = await self.connect(listener, client)
+        await socket.send(Message({}, b"in flight"))
+        await asyncio.sleep(0.02)  # let the handler start (the checks below hold either way)
+        await listener.close()
+
+        async def refused() -> None:
+            with pytest.raises(Unavailable):
+                late = await client.dial(listener.address, timeout=self.timeout)
+                try:
+                    await late.send(Message({}, b"late"))
+                    await late.recv(timeout=self.timeout)
+                finally:
+                    await late.close()
+
+        await self.eventually(refused, "a new socket to a closed listener being refused")
+        proceed.set()
+        assert (await self.recv(socket)).body == b"in flight", "closing the listener cut a running socket short"
+
+    async def test_t21_local_and_remote_name_both_ends(self, transport: Transport) -> None:
+        """socket.remote of a dialled socket is the listener's address; the server side sees the reverse pair."""
+        seen: list[tuple[str, str]] = []
+
+        async def record(socket: Socket) -> None:
+            seen.append((socket.local, socket.remote))
+            await echo(socket)
+
+        listener = await self.serve(transport, record)
+        socket = await self.connect(listener)
+        await socket.send(Message({}, b"x"))
+        await self.recv(socket)
+        assert socket.remote == listener.address
+        assert seen == [(listener.address, socket.local)], f"server side saw {seen}, client {socket.local!r}"
+
+    async def test_t22_listen_without_an_address_uses_the_address_option(self) -> None:
+        """listen(None, ...) binds the `address` option: that host and that port."""
+        probe = await self.serve(await self.another())
+        host, _, port = probe.address.rpartition(":")
+        await probe.close()  # frees the port for the configured instance (port 0 would prove nothing)
+        configured = await self.another(address=f"{host}:{port}")
+        listener = await configured.listen(None, echo)
+        self.later(listener.close)
+        assert listener.address == f"{host}:{port}", f"listen(None) bound {listener.address!r}, not {host}:{port}"
+        socket = await self.connect(listener)
+        await socket.send(Message({}, b"x"))
+        assert (await self.recv(socket)).body == b"x"
+
+    async def test_t23_concurrent_receivers_each_get_different_messages(self, transport: Transport) -> None:
+        """Several tasks in recv() on one socket: each message goes to exactly one of them."""
+        socket = await self.connect(await self.serve(transport))
+        count = 20
+        receivers = [asyncio.ensure_future(self.recv(socket)) for _ in range(count)]
+        await asyncio.sleep(0.01)
+        for i in range(count):
+            await socket.send(Message({}, str(i).encode()))
+        got = await asyncio.gather(*receivers)
+        assert sorted(int(m.body) for m in got) == list(range(count)), "a message was duplicated or lost"
+
+    async def test_t24_closing_the_transport_cancels_its_handlers(self) -> None:
+        """Transport.close() cancels the handlers its listeners run and refuses new sockets."""
+        server = await self.another()
+        cancelled = asyncio.Event()
+        started = asyncio.Event()
+
+        async def forever(socket: Socket) -> None:
+            await socket.recv()
+            started.set()
+            try:
+                await asyncio.Event().wait()
+            except asyncio.CancelledError:
+                cancelled.set()
+                raise
+
+        listener = await server.listen(self.listen_address, forever)
+        socket = await self.connect(listener)
+        await socket.send(Message({}, b"x"))
+        await asyncio.wait_for(started.wait(), self.timeout)
+        await server.close()
+        await self.eventually(cancelled.is_set, "the running handler being cancelled")
+        with pytest.raises(ConnectionClosed):
+            await self.recv(socket)
+
+    async def test_t25_a_waiting_recv_is_woken_when_the_peer_closes(self, transport: Transport) -> None:
+        """A recv already waiting when the peer's handler returns raises ConnectionClosed: nothing waits forever."""
+        release = asyncio.Event()
+
+        async def close_on_signal(socket: Socket) -> None:
+            await release.wait()
+
+        socket = await self.connect(await self.serve(transport, close_on_signal))
+        pending = asyncio.ensure_future(socket.recv())
+        await asyncio.sleep(0.01)
+        assert not pending.done(), f"recv returned before anything was sent: {pending}"
+        release.set()
+        with pytest.raises(ConnectionClosed):
+            await asyncio.wait_for(pending, self.timeout)
 
     @requires("tls")
     async def test_t17_tls_round_trip(self) -> None:
