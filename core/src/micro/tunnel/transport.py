@@ -49,17 +49,19 @@ def _size(message: Message) -> int:
 class _Socket(Socket):
     """A session with the transport's message size limit, tracked so that closing the transport closes it."""
 
-    def __init__(self, owner: TunnelTransport, session: Session) -> None:
+    def __init__(self, owner: TunnelTransport, session: Session, local: str, remote: str) -> None:
         self._owner = owner
         self._session = session
+        self._local = local
+        self._remote = remote
 
     @property
     def local(self) -> str:
-        return self._session.local
+        return self._local
 
     @property
     def remote(self) -> str:
-        return self._session.remote
+        return self._remote
 
     async def send(self, message: Message) -> None:
         limit = self._owner.options.max_message_size
@@ -98,7 +100,7 @@ class _Listener(Listener):
 
     async def _accept(self) -> None:
         async for session in self._listener:
-            socket = self._owner._track(session)
+            socket = self._owner._track(session, self._address, self._owner._caller(session))
             task = asyncio.get_running_loop().create_task(run_handler(self._handler, socket))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
@@ -167,8 +169,15 @@ class TunnelTransport(Transport):
         assert self._tunnel is not None
         return self._tunnel
 
-    def _track(self, session: Session) -> _Socket:
-        socket = _Socket(self, session)
+    def _caller(self, session: Session) -> str:
+        """The dialling end's name, as it sees itself: its node (the authenticated peer, or us) and the session."""
+        tunnel = self._tunnel
+        assert tunnel is not None
+        node = next((link.node for link in tunnel.links() if link.id == session.link), tunnel.id)
+        return f"{node}:{session.id}"
+
+    def _track(self, session: Session, local: str, remote: str) -> _Socket:
+        socket = _Socket(self, session, local, remote)
         self._sockets.add(socket)
         return socket
 
@@ -186,7 +195,7 @@ class TunnelTransport(Transport):
                 )
             await asyncio.sleep(0.02)
         session = await tunnel.dial(address, timeout=max(0.0, deadline - loop.time()))
-        return self._track(session)
+        return self._track(session, f"{tunnel.id}:{session.id}", address)
 
     async def listen(self, address: str | None, handler: Handler) -> Listener:
         address = self.options.address if address is None else address
