@@ -31,12 +31,15 @@ from _harness import Context, Row, Worker, unavailable
 
 GROUP_RABBIT = "broker-rabbitmq"
 GROUP_REDIS = "broker-redis"
+GROUP_NATS = "broker-nats"
+GROUP_JETSTREAM = "broker-nats jetstream"
 GROUP_FANOUT = "broker-http fan-out"
 FANOUT = (1, 10, 50)
 #: Sequential publishes timed for the unloaded latency of one fan-out.
 LATENCY_SAMPLES = 30
 AMQP_URI = "amqp://guest:guest@127.0.0.1:5672/"
 REDIS_URL = "redis://127.0.0.1:6379/0"
+NATS_URL = "nats://127.0.0.1:4222"
 PREFETCH = 256
 PUBLISHERS = 32
 #: Seconds the consumer may lag behind the last publish before the run counts as failed.
@@ -158,11 +161,11 @@ async def faststream_rabbit(n: int, cap: float) -> tuple[int, float]:
         await broker.stop()
 
 
-async def micro_broker(plugin: str, address: str, n: int, cap: float) -> tuple[int, float]:
+async def micro_broker(plugin: str, address: str, n: int, cap: float, **options: Any) -> tuple[int, float]:
     import micro
     from micro.broker import Broker, Event, Message
 
-    broker = micro.create("broker", plugin, cls=Broker, address=(address,))
+    broker = micro.create("broker", plugin, cls=Broker, address=(address,), **options)
     await broker.start()
     topic = f"bench.{uuid.uuid4().hex[:8]}"
     try:
@@ -188,6 +191,112 @@ async def micro_broker(plugin: str, address: str, n: int, cap: float) -> tuple[i
                 await client.delete(f"{broker.options.key_prefix}{topic}")  # type: ignore[attr-defined]
             finally:
                 await client.aclose()
+
+
+# -- NATS ---------------------------------------------------------------------------------------------
+
+
+def _nats_names() -> dict[str, Any]:
+    """A subject prefix and a stream of this run's own (the stream is deleted afterwards)."""
+    run = uuid.uuid4().hex[:8]
+    return {"subject_prefix": f"bench{run}", "stream": f"BENCH_{run}"}
+
+
+async def _drop_stream(name: str) -> None:
+    import nats
+
+    nc = await nats.connect(NATS_URL)
+    try:
+        await nc.jetstream().delete_stream(name)
+    except Exception:
+        pass  # never created
+    finally:
+        await nc.close()
+
+
+async def micro_nats(n: int, cap: float, *, jetstream: bool) -> tuple[int, float]:
+    """micro-nats: a queue-group subscriber; JetStream: confirmed publishes, a durable consumer with acks."""
+    names = _nats_names()
+    try:
+        return await micro_broker("nats", NATS_URL, n, cap, jetstream=jetstream, **names)
+    finally:
+        await _drop_stream(names["stream"])
+
+
+async def raw_nats_core(n: int, cap: float) -> tuple[int, float]:
+    """What micro-nats does without JetStream, by hand: a queue subscription, ``publish`` with a header."""
+    import nats
+
+    nc = await nats.connect(NATS_URL)
+    subject = f"bench{uuid.uuid4().hex[:8]}.t"
+    try:
+        counter = Counter(n)
+        sub = await nc.subscribe(subject, queue="bench", pending_msgs_limit=65_536)
+        await nc.flush()
+
+        async def consume() -> None:
+            while True:
+                await sub.next_msg(timeout=None)
+                counter.hit()
+
+        consumer = asyncio.create_task(consume())
+        headers = {"Micro-Header": '{"Content-Type":"application/json"}'}
+
+        async def publish() -> None:
+            await nc.publish(subject, BODY, headers=headers)
+
+        try:
+            return await drive(publish, counter, n, cap, DRAIN)
+        finally:
+            consumer.cancel()
+            await asyncio.wait({consumer}, timeout=5)
+    finally:
+        await nc.close()
+
+
+async def raw_nats_jetstream(n: int, cap: float) -> tuple[int, float]:
+    """What micro-nats does with JetStream, by hand: ``js.publish`` (awaiting the PubAck), a durable pull
+    consumer fetching 32 at a time, each message acked."""
+    import nats
+    from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, RetentionPolicy
+
+    names = _nats_names()
+    nc = await nats.connect(NATS_URL)
+    subject = f"{names['subject_prefix']}.t"
+    stop = False
+    try:
+        js = nc.jetstream()
+        await js.add_stream(name=names["stream"], subjects=[f"{names['subject_prefix']}.>"],
+                            retention=RetentionPolicy.INTEREST)  # fmt: skip
+        config = ConsumerConfig(durable_name="bench", ack_policy=AckPolicy.EXPLICIT,
+                                deliver_policy=DeliverPolicy.NEW, filter_subject=subject)  # fmt: skip
+        psub = await js.pull_subscribe(subject, durable="bench", stream=names["stream"], config=config)
+        counter = Counter(n)
+
+        async def consume() -> None:
+            while not stop:
+                try:
+                    messages = await psub.fetch(32, timeout=0.5)
+                except nats.errors.TimeoutError:
+                    continue
+                for message in messages:
+                    counter.hit()
+                    await message.ack()
+
+        consumer = asyncio.create_task(consume())
+        headers = {"Micro-Header": '{"Content-Type":"application/json"}'}
+
+        async def publish() -> None:
+            await js.publish(subject, BODY, headers=headers, stream=names["stream"])
+
+        try:
+            return await drive(publish, counter, n, cap, DRAIN)
+        finally:
+            stop = True
+            await _finish(consumer)
+    finally:
+        await nc.close()
+        await _drop_stream(names["stream"])
 
 
 # -- Redis --------------------------------------------------------------------------------------------
@@ -473,6 +582,29 @@ async def run(ctx: Context) -> list[Row]:
         rows.append(await _rate("redis-py", GROUP_REDIS, n, lambda: raw_redis_streams(n, cap)))
         ctx.log("  broker: redis-py pub/sub")
         rows.append(await _rate("redis-py pub/sub", GROUP_REDIS, n, lambda: raw_redis_pubsub(n, cap)))
+    if not _up(4222):
+        rows += [unavailable(GROUP_NATS, s, "NATS is not reachable on 127.0.0.1:4222", "msg/s") for s in
+                 ("micro-nats", "nats-py")]  # fmt: skip
+        rows += [unavailable(GROUP_JETSTREAM, s, "NATS is not reachable on 127.0.0.1:4222", "msg/s") for s in
+                 ("micro-nats jetstream", "nats-py jetstream")]  # fmt: skip
+    else:
+        reason = _registered("nats")
+        ctx.log("  broker: micro-nats")
+        rows.append(
+            unavailable(GROUP_NATS, "micro-nats", reason, "msg/s")
+            if reason
+            else await _rate("micro-nats", GROUP_NATS, n, lambda: micro_nats(n, cap, jetstream=False))
+        )
+        ctx.log("  broker: nats-py")
+        rows.append(await _rate("nats-py", GROUP_NATS, n, lambda: raw_nats_core(n, cap)))
+        ctx.log("  broker: micro-nats jetstream")
+        rows.append(
+            unavailable(GROUP_JETSTREAM, "micro-nats jetstream", reason, "msg/s")
+            if reason
+            else await _rate("micro-nats jetstream", GROUP_JETSTREAM, n, lambda: micro_nats(n, cap, jetstream=True))
+        )
+        ctx.log("  broker: nats-py jetstream")
+        rows.append(await _rate("nats-py jetstream", GROUP_JETSTREAM, n, lambda: raw_nats_jetstream(n, cap)))
     rows += await _fanout_rows(ctx)
     return rows
 

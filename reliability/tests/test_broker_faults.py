@@ -2,7 +2,9 @@
 
 The server ends the connections the way an operator or a failover would: Redis with
 ``CLIENT KILL`` on every connection of the broker under test, RabbitMQ with
-``rabbitmqctl close_connection``. Publishing goes on throughout; a publish that raised is
+``rabbitmqctl close_connection``. NATS (micro-nats with JetStream) has its monitoring endpoint off
+here, so its connection is cut on the client's side instead: the broker's socket is aborted under it,
+which the server sees as a dropped connection. Publishing goes on throughout; a publish that raised is
 the caller's to retry and is not counted, every publish that returned must reach the
 queue-group subscriber at least once.
 """
@@ -14,6 +16,7 @@ import os
 import shutil
 import subprocess
 import time
+import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -59,9 +62,26 @@ async def _cut_rabbitmq(broker: Any) -> int:
     return await asyncio.to_thread(_cut_rabbitmq_sync, broker)
 
 
+async def _cut_nats(broker: Any) -> int:
+    # No monitoring endpoint (connz/kick) on the server here: abort the client's socket under it.
+    nc = broker._nc
+    if nc is None or nc._transport is None:
+        return 0
+    nc._transport._io_writer.transport.abort()
+    return 1
+
+
+_NATS_RUN = uuid.uuid4().hex[:8]
+
 BROKERS: dict[str, tuple[tuple[str, int], dict[str, Any], Callable[[Any], Awaitable[int]]]] = {
     "redis": (("Redis", 6379), {}, _cut_redis),
     "rabbitmq": (("RabbitMQ", 5672), {"reconnect_interval": 0.2}, _cut_rabbitmq),
+    # JetStream: core NATS is at most once by design. A stream of this run's own (empty once acked).
+    "nats": (
+        ("NATS", 4222),
+        {"jetstream": True, "ack_wait": 1.0, "stream": f"RELIABILITY_{_NATS_RUN}", "subject_prefix": f"rel{_NATS_RUN}"},
+        _cut_nats,
+    ),
 }
 
 

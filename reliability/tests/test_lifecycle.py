@@ -86,6 +86,8 @@ REGISTRIES = {
     "consul": ({"MICRO_REGISTRY": "consul"}, ("Consul", 8500), 10.0),
     # etcd leases are whole seconds (2 s at least) and expire on the server's own clock.
     "etcd": ({"MICRO_REGISTRY": "etcd"}, ("etcd", 2379), 3.0),
+    # NATS key-value: readers leave a node out once its expiry time (in the value) has passed.
+    "nats": ({"MICRO_REGISTRY": "nats"}, ("NATS", 4222), 1.0),
 }
 
 

@@ -9,7 +9,7 @@ from micro.network import Network, Peer, Route
 from micro.network.mucp import MUCPNetwork
 from micro.network.options import NetworkOptions
 from micro.registry.base import Node, Service
-from micro.registry.memory import MemoryRegistry
+from micro.registry.memory import MemoryRegistry, MemoryRegistryOptions
 
 Factory = Callable[..., MUCPNetwork]
 
@@ -20,7 +20,9 @@ async def make() -> AsyncIterator[Factory]:
 
     def factory(id: str, **options) -> MUCPNetwork:
         options.setdefault("interval", 0.05)
-        network = MUCPNetwork(NetworkOptions(id=id, **options), registry=MemoryRegistry())
+        # Each node a machine of its own: memory registries on one loop share a space unless told apart.
+        registry = MemoryRegistry(MemoryRegistryOptions(space=id))
+        network = MUCPNetwork(NetworkOptions(id=id, **options), registry=registry)
         made.append(network)
         return network
 

@@ -39,7 +39,8 @@ def service_dir(tmp_path: Path) -> Path:
 
 @pytest.fixture
 async def runtime(tmp_path: Path) -> AsyncIterator[LocalRuntime]:
-    runtime = LocalRuntime(RuntimeOptions(directory=str(tmp_path / "state"), grace=2.0))
+    # restart="never": these tests watch how one run ends; test_reliable.py covers the restart policy
+    runtime = LocalRuntime(RuntimeOptions(directory=str(tmp_path / "state"), grace=2.0, restart="never"))
     yield runtime
     # never leave a process behind, whatever the test did
     for service in await runtime.read():

@@ -233,7 +233,11 @@ def test_resolve_command_variants(tmp_path, monkeypatch):
     plain = write_service(tmp_path / "plain", "")
     assert resolve_command(str(plain)) == ([python, "main.py"], str(plain))
     assert resolve_command(str(plain / "main.py")) == ([python, str(plain / "main.py")], str(plain))
+    write_service(tmp_path / "some", "", "__init__.py")  # found in the current directory, as python -m would
     assert resolve_command("some.module") == ([python, "-m", "some.module"], str(tmp_path))
+    assert resolve_command("json.tool")[0] == [python, "-m", "json.tool"]  # found by the interpreter
+    with pytest.raises(BadRequest, match="importable module"):
+        resolve_command("no_such_package_xyz.module")
     assert resolve_command("", "echo 'a b'", ["c"]) == (["echo", "a b", "c"], str(tmp_path))
     with pytest.raises(BadRequest, match="empty"):
         resolve_command("", "")

@@ -6,6 +6,12 @@ group has a bounded mailbox, and every subscriber runs one task that takes
 messages from its mailbox in order. Members of a queue group share the group's
 mailbox, so each message is taken by exactly one of them. ``publish`` waits
 while a mailbox is full.
+
+Every memory broker on one event loop shares one set of topics (as the memory
+transport shares one address table), so two Services built from
+``MICRO_BROKER=memory`` in one process hear each other. Closing a broker
+removes only its own subscribers. Brokers given different ``space`` names
+(``MICRO_BROKER_SPACE``) are separate worlds.
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ import asyncio
 import itertools
 import logging
 import math
+import weakref
 from collections import deque
 from dataclasses import dataclass
 from typing import ClassVar
@@ -39,9 +46,14 @@ class MemoryBrokerOptions(BrokerOptions):
     #: Seconds a running handler may take to finish when its subscriber is removed,
     #: before it is cancelled.
     close_timeout: float = 5.0
+    #: Which set of topics this broker shares with the others on its event loop
+    #: (``MICRO_BROKER_SPACE``); brokers in different spaces never hear each other.
+    space: str = "default"
 
     def __post_init__(self) -> None:
         BrokerOptions.__post_init__(self)
+        if not isinstance(self.space, str) or not self.space:
+            raise InvalidOption(f"must be a non-empty string, got {self.space!r}", option="space")
         for name, low in (("queue_size", 1), ("max_redeliveries", 0)):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
@@ -113,6 +125,29 @@ class _Group:
         self.members: set[_MemorySubscriber] = set()
 
 
+class _Space:
+    """The topics every memory broker on one event loop publishes to and subscribes on."""
+
+    __slots__ = ("ids", "topics")
+
+    def __init__(self) -> None:
+        # topic -> group key -> group; a broadcast subscriber has a group of its own.
+        self.topics: dict[str, dict[str, _Group]] = {}
+        self.ids = itertools.count()
+
+
+# One set of spaces per loop: asyncio's primitives belong to one loop, and a loop is what "in process" means here.
+_SPACES: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, _Space]] = weakref.WeakKeyDictionary()
+
+
+def _space(name: str) -> _Space:
+    spaces = _SPACES.setdefault(asyncio.get_running_loop(), {})
+    space = spaces.get(name)
+    if space is None:
+        space = spaces[name] = _Space()
+    return space
+
+
 class _MemorySubscriber(Subscriber):
     def __init__(
         self, broker: MemoryBroker, topic: str, options: SubscribeOptions, handler: Handler, group: _Group
@@ -151,24 +186,23 @@ class MemoryBroker(Broker):
 
     def __init__(self, options: MemoryBrokerOptions | None = None) -> None:
         super().__init__(options)
-        # topic -> group key -> group; a broadcast subscriber has a group of its own.
-        self._topics: dict[str, dict[str, _Group]] = {}
-        self._ids = itertools.count()
 
     @property
     def address(self) -> str:
         return "memory"
 
     async def _publish(self, topic: str, message: Message) -> None:
-        for group in list(self._topics.get(topic, {}).values()):
+        for group in list(_space(self.options.space).topics.get(topic, {}).values()):
             # Each group gets its own copy, so one handler changing the header cannot affect another.
             await group.mailbox.put(_Delivery(Message(message.body, message.header)))
 
     async def _subscribe(self, topic: str, handler: Handler, options: SubscribeOptions) -> Subscriber:
-        groups = self._topics.setdefault(topic, {})
-        key = f"queue:{options.queue}" if options.queue is not None else f"subscriber:{next(self._ids)}"
+        space = _space(self.options.space)
+        groups = space.topics.setdefault(topic, {})
+        key = f"queue:{options.queue}" if options.queue is not None else f"subscriber:{next(space.ids)}"
         group = groups.get(key)
         if group is None:
+            # A queue group's mailbox has the size of the broker that made it; later members join it as it is.
             group = groups[key] = _Group(key, self.options.queue_size)
         subscriber = _MemorySubscriber(self, topic, options, handler, group)
         group.members.add(subscriber)
@@ -180,10 +214,11 @@ class MemoryBroker(Broker):
         group.members.discard(subscriber)
         last = not group.members
         if last:
-            groups = self._topics.get(subscriber.topic, {})
+            topics = _space(self.options.space).topics
+            groups = topics.get(subscriber.topic, {})
             if groups.get(group.key) is group:
                 del groups[group.key]
             if not groups:
-                self._topics.pop(subscriber.topic, None)
+                topics.pop(subscriber.topic, None)
         # The last member takes the group's pending messages with it; otherwise they stay for the others.
         await group.mailbox.wake(close=last)

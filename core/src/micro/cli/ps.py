@@ -29,9 +29,9 @@ def command(as_json: bool) -> None:
     from rich.table import Table
 
     table = Table(box=None, header_style="bold")
-    for column in ("NAME", "VERSION", "STATUS", "PID", "EXIT", "STARTED", "SOURCE"):
+    for column in ("NAME", "VERSION", "STATUS", "PID", "EXIT", "RESTARTS", "STARTED", "SOURCE"):
         table.add_column(column)
-    colours = {"running": "green", "stopped": "yellow", "error": "red"}
+    colours = {"running": "green", "restarting": "magenta", "stopped": "yellow", "error": "red"}
     for s in services:
         status = s.status.value if s.status else "?"
         started = datetime.datetime.fromtimestamp(s.started).strftime("%Y-%m-%d %H:%M:%S") if s.started else ""
@@ -41,6 +41,7 @@ def command(as_json: bool) -> None:
             f"[{colours.get(status, 'white')}]{status}[/]",
             str(s.pid or ""),
             "" if s.exit_code is None else str(s.exit_code),
+            str(s.restarts),
             started,
             s.source,
         )

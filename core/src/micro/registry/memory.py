@@ -1,18 +1,41 @@
-"""An in-process registry: for tests and single-process systems (Go Micro ``registry/memory.go``)."""
+"""An in-process registry: for tests and single-process systems (Go Micro ``registry/memory.go``).
+
+Every memory registry on one event loop shares one table of services (as the
+memory transport shares one address table), so two Services built from
+``MICRO_REGISTRY=memory`` in one process find each other. Closing a registry
+withdraws the nodes it registered and stops its own watchers, nothing else.
+Registries given different ``space`` names (``MICRO_REGISTRY_SPACE``) are
+separate worlds: simulated machines, or tests that must not meet.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import time
+import weakref
 from dataclasses import dataclass, field
 from typing import ClassVar
 
-from ..errors import ServiceNotFound
+from ..errors import InvalidOption, ServiceNotFound
 from .base import Endpoint, Node, Registry, Service, Watcher
 from .options import RegistryOptions
-from .watch import Watchers, check_name, check_ttl, diff
+from .watch import QueueWatcher, Watchers, check_name, check_ttl, diff
 
-__all__ = ["MemoryRegistry"]
+__all__ = ["MemoryRegistry", "MemoryRegistryOptions"]
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class MemoryRegistryOptions(RegistryOptions):
+    """Settings of the ``memory`` registry."""
+
+    #: Which table of services this registry shares with the others on its event loop
+    #: (``MICRO_REGISTRY_SPACE``); registries in different spaces never see each other.
+    space: str = "default"
+
+    def __post_init__(self) -> None:
+        RegistryOptions.__post_init__(self)
+        if not isinstance(self.space, str) or not self.space:
+            raise InvalidOption(f"must be a non-empty string, got {self.space!r}", option="space")
 
 
 @dataclass(slots=True)
@@ -23,33 +46,16 @@ class _Version:
     nodes: dict[str, tuple[Node, float | None]] = field(default_factory=dict)
 
 
-class MemoryRegistry(Registry):
-    """Services held in this object; nothing is shared with other instances or processes.
+class _Space:
+    """The services every memory registry on one event loop shares, and their watchers."""
 
-    Nodes registered with a ttl are invisible from the moment it lapses, and
-    watchers hear of it (``update`` or ``delete``) within a few milliseconds.
-    """
-
-    capabilities: ClassVar[frozenset[str]] = frozenset({"ttl", "watch"})
-
-    def __init__(self, options: RegistryOptions | None = None) -> None:
-        super().__init__(options)
+    def __init__(self) -> None:
         self._services: dict[str, dict[str, _Version]] = {}
         self._watchers = Watchers()
         #: What watchers were last told about each version, so every change is reported exactly once.
         self._published: dict[tuple[str, str], Service] = {}
         self._reaper: asyncio.TimerHandle | None = None
         self._reap_at = float("inf")
-
-    async def close(self) -> None:
-        """Stop every watcher and forget every service. Idempotent."""
-        if self._reaper is not None:
-            self._reaper.cancel()
-            self._reaper = None
-            self._reap_at = float("inf")
-        self._services.clear()
-        self._published.clear()
-        await self._watchers.stop_all()
 
     # -- state ----------------------------------------------------------------------------------
 
@@ -112,11 +118,9 @@ class MemoryRegistry(Registry):
             self._published[key] = current
         self._watchers.publish([result])
 
-    # -- the interface --------------------------------------------------------------------------
+    # -- the operations -------------------------------------------------------------------------
 
-    async def register(self, service: Service, *, ttl: float | None = None) -> None:
-        service.validate()
-        lifetime = check_ttl(ttl, self.options.ttl)
+    def register(self, service: Service, lifetime: float | None) -> None:
         now = time.monotonic()
         name, version = service.name, service.version
         self._drop_expired(name, version, now)
@@ -137,8 +141,8 @@ class MemoryRegistry(Registry):
             self._schedule_reap(expires)
         self._publish(name, version, now)
 
-    async def deregister(self, service: Service) -> None:
-        name = check_name(service.name)
+    def deregister(self, service: Service) -> None:
+        name = service.name
         version = service.version
         now = time.monotonic()
         entry = self._services.get(name, {}).get(version)
@@ -153,15 +157,14 @@ class MemoryRegistry(Registry):
         self._drop_expired(name, version, now)
         self._publish(name, version, now)
 
-    async def get_service(self, name: str) -> list[Service]:
-        check_name(name)
+    def get_service(self, name: str) -> list[Service]:
         now = time.monotonic()
         found = [s for v in sorted(self._services.get(name, {})) if (s := self._snapshot(name, v, now)) is not None]
         if not found:
             raise ServiceNotFound(f"service {name!r} not found", id="registry")
         return found
 
-    async def list_services(self) -> list[Service]:
+    def list_services(self) -> list[Service]:
         now = time.monotonic()
         return [
             s
@@ -170,8 +173,84 @@ class MemoryRegistry(Registry):
             if (s := self._snapshot(name, version, now)) is not None
         ]
 
+    def watch(self, service: str | None) -> QueueWatcher:
+        return self._watchers.add(service)
+
+
+# One space per loop: the reaper is a timer of one loop, and a loop is what "in process" means here.
+_SPACES: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, _Space]] = weakref.WeakKeyDictionary()
+
+
+class MemoryRegistry(Registry):
+    """Services shared by every memory registry on the running event loop; nothing leaves the process.
+
+    Nodes registered with a ttl are invisible from the moment it lapses, and
+    watchers hear of it (``update`` or ``delete``) within a few milliseconds.
+    """
+
+    capabilities: ClassVar[frozenset[str]] = frozenset({"ttl", "watch"})
+    options_type: ClassVar[type[RegistryOptions]] = MemoryRegistryOptions
+    options: MemoryRegistryOptions
+
+    def __init__(self, options: RegistryOptions | None = None) -> None:
+        super().__init__(options)
+        self._space: _Space | None = None
+        #: (name, version) -> node ids this registry registered and has not deregistered, withdrawn on close.
+        self._mine: dict[tuple[str, str], set[str]] = {}
+        # Weak: a watcher that stopped leaves the space's list and may go; stopping it again is harmless.
+        self._watching: weakref.WeakSet[QueueWatcher] = weakref.WeakSet()
+
+    def _world(self) -> _Space:
+        # Bound on first use, to the loop that uses it first.
+        if self._space is None:
+            spaces = _SPACES.setdefault(asyncio.get_running_loop(), {})
+            space = spaces.get(self.options.space)
+            if space is None:
+                space = spaces[self.options.space] = _Space()
+            self._space = space
+        return self._space
+
+    @property
+    def _watchers(self) -> Watchers:
+        """Every watcher of this registry's space (tests fail them to play a broken backend)."""
+        return self._world()._watchers
+
+    async def close(self) -> None:
+        """Withdraw the nodes this registry registered and stop its watchers. Idempotent."""
+        mine, self._mine = self._mine, {}
+        if self._space is not None:
+            for (name, version), ids in mine.items():
+                self._space.deregister(Service(name, version, nodes=[Node(i, "-") for i in ids]))
+        for watcher in tuple(self._watching):
+            await watcher.stop()
+
+    async def register(self, service: Service, *, ttl: float | None = None) -> None:
+        service.validate()
+        lifetime = check_ttl(ttl, self.options.ttl)
+        self._world().register(service, lifetime)
+        if service.nodes:
+            self._mine.setdefault((service.name, service.version), set()).update(n.id for n in service.nodes)
+
+    async def deregister(self, service: Service) -> None:
+        check_name(service.name)
+        self._world().deregister(service)
+        ids = self._mine.get((service.name, service.version))
+        if ids is not None:
+            ids.difference_update(n.id for n in service.nodes)
+            if not ids:
+                del self._mine[(service.name, service.version)]
+
+    async def get_service(self, name: str) -> list[Service]:
+        check_name(name)
+        return self._world().get_service(name)
+
+    async def list_services(self) -> list[Service]:
+        return self._world().list_services()
+
     def watch(self, service: str | None = None) -> Watcher:
         if service is not None:
             check_name(service)
-        asyncio.get_running_loop()  # fail here, not in the first push, when called without a loop
-        return self._watchers.add(service)
+        space = self._world()  # fails here, not in the first push, when called without a loop
+        watcher = space.watch(service)
+        self._watching.add(watcher)
+        return watcher

@@ -26,6 +26,8 @@ class Status(enum.StrEnum):
     """Where a service's process is."""
 
     RUNNING = "running"
+    #: Ended with another code or signal and waits to be started again (the restart policy).
+    RESTARTING = "restarting"
     #: Exited with code 0, or ended by SIGTERM or SIGINT.
     STOPPED = "stopped"
     #: Exited with another code or signal, or could not be started.
@@ -49,6 +51,8 @@ class RuntimeService:
     exit_code: int | None = None
     #: When it was last started, seconds since the epoch.
     started: float | None = None
+    #: How many times the restart policy has started it again since it was created or updated.
+    restarts: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -60,6 +64,7 @@ class RuntimeService:
             "pid": self.pid,
             "exit_code": self.exit_code,
             "started": self.started,
+            "restarts": self.restarts,
         }
 
 

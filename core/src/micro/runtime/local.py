@@ -19,6 +19,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
+import importlib.machinery
+import importlib.util
 import json
 import os
 import re
@@ -77,7 +79,11 @@ def default_name(source: str) -> str:
 
 
 def resolve_command(
-    source: str, command: str | Sequence[str] | None = None, args: Sequence[str] = ()
+    source: str,
+    command: str | Sequence[str] | None = None,
+    args: Sequence[str] = (),
+    *,
+    env: Mapping[str, str] | None = None,
 ) -> tuple[list[str], str]:
     """The argument vector and working directory that run ``source`` (or ``command``).
 
@@ -86,7 +92,10 @@ def resolve_command(
     * a ``.py`` file: ``python <file>`` in its directory;
     * a dotted module path: ``python -m <module>`` in the current directory.
 
-    Raises :class:`BadRequest` when ``source`` is none of these (and no command is given).
+    Raises :class:`BadRequest` when ``source`` is none of these (and no command is given): a path
+    that does not exist, or a module whose top-level package is found neither by this interpreter
+    nor in the current directory or ``env``'s ``PYTHONPATH``. Found out here, a missing source never
+    becomes a service that dies at once.
     """
     python = sys.executable
     path = Path(source).expanduser() if source else None
@@ -110,9 +119,27 @@ def resolve_command(
     if path.suffix == ".py" and path.is_file():
         path = path.resolve()
         return [python, str(path), *args], str(path.parent)
+    if not path.exists() and (path.suffix == ".py" or os.sep in source or "/" in source):
+        raise BadRequest(f"source {source!r} does not exist: it is neither a file nor a directory")
     if _MODULE.match(source) and not path.exists():
+        if not _module_exists(source.partition(".")[0], env):
+            raise BadRequest(f"source {source!r} is neither a file, a directory nor an importable module")
         return [python, "-m", source, *args], str(Path.cwd())
     raise BadRequest(f"source {source!r} is neither a directory, a .py file nor a module path")
+
+
+def _module_exists(top: str, env: Mapping[str, str] | None) -> bool:
+    """Whether ``python -m`` in the current directory, with ``env``, would find the package ``top``.
+
+    Looks without importing: this interpreter's finders (editable installs included), then the
+    places ``python -m`` adds, the current directory and ``PYTHONPATH``.
+    """
+    with contextlib.suppress(ImportError, ValueError):
+        if importlib.util.find_spec(top) is not None:
+            return True
+    pythonpath = (env or {}).get("PYTHONPATH", os.environ.get("PYTHONPATH", ""))
+    places = [os.getcwd(), *filter(None, pythonpath.split(os.pathsep))]
+    return importlib.machinery.PathFinder.find_spec(top, places) is not None
 
 
 def _absolute(source: str) -> str:
@@ -196,7 +223,8 @@ class _Logs(RuntimeLogs):
         self._offset = end
         *lines, self._partial = data.split(b"\n")
         if self._count is not None:
-            lines = lines[len(lines) - self._count :] if self._count else []
+            # All of them when there are fewer than asked for (a negative start would cut from the end).
+            lines = lines[max(0, len(lines) - self._count) :] if self._count else []
         self._lines.extend(line.decode("utf-8", "replace") for line in lines)
 
     def _more(self) -> None:
@@ -295,7 +323,7 @@ class LocalRuntime(Runtime):
                 status_data = _read_json(status_path) or status_data
         exit_code = status_data.get("exit_code")
         if running:
-            status = Status.RUNNING
+            status = Status.RESTARTING if status_data.get("restarting") else Status.RUNNING
         elif exit_code is not None:
             status = Status.STOPPED if exit_code in _STOP_CODES else Status.ERROR
         else:  # the supervisor died without a word: SIGKILL or a crash
@@ -309,6 +337,7 @@ class LocalRuntime(Runtime):
             pid=status_data.get("pid"),
             exit_code=exit_code,
             started=status_data.get("started"),
+            restarts=int(status_data.get("restarts") or 0),
         )
 
     # -- processes ----------------------------------------------------------------------------------
@@ -318,7 +347,8 @@ class LocalRuntime(Runtime):
         status_path.unlink(missing_ok=True)
         os.close(open_private(log_path, os.O_WRONLY | (os.O_TRUNC if truncate else os.O_APPEND)))
         env = {**os.environ, "PYTHONUNBUFFERED": "1", **state["env"]}
-        argv = [sys.executable, _SUPERVISOR, str(status_path), str(log_path), "--", *state["command"]]
+        policy = state.get("restart") or self._policy()
+        argv = [sys.executable, _SUPERVISOR, str(status_path), str(log_path), policy, "--", *state["command"]]
         try:
             done = await asyncio.to_thread(
                 subprocess.run,
@@ -341,6 +371,13 @@ class LocalRuntime(Runtime):
             raise BadRequest(f"cannot start {state['name']!r}: {report[6:]}")
         if not report.startswith("ok "):
             raise InternalError(f"the supervisor of {state['name']!r} failed: {' '.join(output) or done.returncode}")
+
+    def _policy(self) -> str:
+        """The supervisor's POLICY argument for these options (see :mod:`micro.runtime._supervisor`)."""
+        o = self.options
+        if o.restart == "never":
+            return "never"
+        return f"{o.restart},{o.restart_delay!r},{o.restart_max_delay!r},{o.restart_limit}"
 
     async def _stop(self, name: str) -> None:
         status_path = self._paths(name)[1]
@@ -380,9 +417,9 @@ class LocalRuntime(Runtime):
         env: Mapping[str, str] | None = None,
     ) -> RuntimeService:
         name = _check_name(service.name)
-        argv, cwd = resolve_command(service.source, command, args)
-        source = _absolute(service.source)
         environment = {str(k): str(v) for k, v in (env or {}).items()}
+        argv, cwd = resolve_command(service.source, command, args, env=environment)
+        source = _absolute(service.source)
         async with self._locked():
             existing = _read_json(self._paths(name)[0])
             if existing is not None and self._describe(existing).status is Status.RUNNING:
@@ -397,6 +434,7 @@ class LocalRuntime(Runtime):
                 "args": list(args),
                 "cwd": cwd,
                 "env": environment,
+                "restart": self._policy(),
                 "created": time.time(),
             }
             _write_json(self._paths(name)[0], state)
@@ -429,7 +467,7 @@ class LocalRuntime(Runtime):
             if isinstance(service, RuntimeService):
                 state.update(version=service.version, metadata=dict(service.metadata))
                 if service.source and not state.get("explicit_command"):
-                    argv, cwd = resolve_command(service.source, None, state.get("args", ()))
+                    argv, cwd = resolve_command(service.source, None, state.get("args", ()), env=state.get("env"))
                     state.update(source=_absolute(service.source), command=argv, cwd=cwd)
                 _write_json(self._paths(name)[0], state)
             await self._stop(name)
