@@ -214,6 +214,23 @@ RULES: tuple[Rule, ...] = _rules(
     ("transport.bad-input", "T15", "Bad addresses and headers raise BadRequest."),
     ("transport.addresses", "T21", "socket.local and socket.remote name the two ends."),
     ("transport.tls", "T17", "With 'tls', configured peers exchange messages over TLS."),
+    # -- tunnel (micro.tunnel.base) ------------------------------------------------------------------
+    ("tunnel.lifecycle", "U01", "connect() binds a real address and connect() and close() repeat safely."),
+    ("tunnel.links", "U02 U11", "Linked tunnels list each other's link (id, node, direction) and measure its delay."),
+    (
+        "tunnel.sessions",
+        "U03 U06 U07",
+        "Unicast sessions carry messages intact both ways, separately, with half-close.",
+    ),
+    (
+        "tunnel.channels",
+        "U04 U05 U08",
+        "Dials reach only announced channels; bad names, double listens and closed listeners are refused.",
+    ),
+    ("tunnel.token", "U09", "A tunnel with another token gets no link: connect() raises Unauthorized."),
+    ("tunnel.lost-link", "U10", "A session whose link dies raises LinkLost."),
+    ("tunnel.encrypt", "U12", "With 'encrypt', links report that they are encrypted."),
+    ("tunnel.modes", "U13 U14", "With 'multicast', multicast and broadcast reach the right listeners, one way."),
     # -- codec (micro.codec.base) ---------------------------------------------------------------------
     ("codec.content-type", "K01", "content_type is a well-formed media type, unique among codecs."),
     ("codec.errors", "K02 K05", "What cannot be encoded or decoded raises CodecError, naming the type."),

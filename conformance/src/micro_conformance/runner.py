@@ -40,6 +40,7 @@ CONTRACTS: Final[dict[str, str]] = {
     "store": "micro_conformance.store:StoreContract",
     "sync": "micro_conformance.sync:SyncContract",
     "transport": "micro_conformance.transport:TransportContract",
+    "tunnel": "micro_conformance.tunnel:TunnelContract",
 }
 
 #: How one implementation fared: every case passed or was skipped; some case failed; its backend

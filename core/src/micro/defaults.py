@@ -20,6 +20,7 @@ def micro_register_auth(register: Register) -> None:
 def micro_register_broker(register: Register) -> None:
     register("http", "micro.broker.http:HTTPBroker", default=True)
     register("memory", "micro.broker.memory:MemoryBroker")
+    register("tunnel", "micro.tunnel.broker:TunnelBroker")
 
 
 @hookimpl
@@ -104,6 +105,7 @@ def micro_register_tracer(register: Register) -> None:
 def micro_register_transport(register: Register) -> None:
     register("tcp", "micro.transport.tcp:TCPTransport", default=True)
     register("memory", "micro.transport.memory:MemoryTransport")
+    register("tunnel", "micro.tunnel.transport:TunnelTransport")
 
 
 @hookimpl

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .base import Link, Session, Tunnel, TunnelListener
+from .base import MODES, Link, LinkLost, Mode, Session, Tunnel, TunnelListener
 from .options import TunnelOptions
 
-__all__ = ["Link", "Session", "Tunnel", "TunnelListener", "TunnelOptions"]
+__all__ = ["MODES", "Link", "LinkLost", "Mode", "Session", "Tunnel", "TunnelListener", "TunnelOptions"]

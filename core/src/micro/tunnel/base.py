@@ -15,13 +15,34 @@ import abc
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from types import TracebackType
-from typing import ClassVar, Self
+from typing import ClassVar, Literal, Self
 
 from ..component import Component
+from ..errors import ConnectionClosed
 from ..transport.base import Socket
 from .options import TunnelOptions
 
-__all__ = ["Link", "Session", "Tunnel", "TunnelListener"]
+__all__ = ["MODES", "Link", "LinkLost", "Mode", "Session", "Tunnel", "TunnelListener"]
+
+#: How a session reaches listeners (Go Micro's ``tunnel.Mode``):
+#:
+#: ``unicast``
+#:     one peer that listens on the channel; a two-way conversation.
+#: ``multicast``
+#:     every peer that announced a listener on the channel, as each message is sent; one-way, dialler to listeners.
+#: ``broadcast``
+#:     every linked peer, announced or not (a peer delivers it to its listener on the channel, or drops it);
+#:     one-way, dialler to listeners.
+Mode = Literal["unicast", "multicast", "broadcast"]
+MODES: tuple[Mode, ...] = ("unicast", "multicast", "broadcast")
+
+
+class LinkLost(ConnectionClosed):
+    """The link under a session died (its socket closed, or no frame within ``link_timeout``).
+
+    Raised by a session's ``send`` and ``recv`` once its link is gone; dial again for a new session,
+    which uses another link or the same peer once it is re-linked.
+    """
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +63,10 @@ class Link:
     channels: frozenset[str]
     #: Sessions open on the link.
     sessions: int
+    #: The last keepalive round trip, in seconds (smoothed); ``None`` until the first pong.
+    delay: float | None = None
+    #: Bytes per second carried both ways, averaged over the last keepalive intervals.
+    rate: float = 0.0
 
 
 class Session(Socket, abc.ABC):
@@ -60,7 +85,13 @@ class Session(Socket, abc.ABC):
     @property
     @abc.abstractmethod
     def link(self) -> str:
-        """The id of the link that carries it."""
+        """The id of the link that carries it (``""`` for the dialler's side of a multicast or broadcast)."""
+
+    @property
+    def mode(self) -> Mode:
+        """How it was dialled. Multicast and broadcast sessions are one-way: the dialler's side cannot
+        ``recv`` and a listener's side cannot ``send`` (both raise :class:`~micro.errors.NotSupported`)."""
+        return "unicast"
 
 
 class TunnelListener(abc.ABC):
@@ -150,9 +181,21 @@ class Tunnel(Component, abc.ABC):
     def links(self) -> list[Link]:
         """The links that are up now."""
 
+    def reachable(self, channel: str) -> bool:
+        """Whether a unicast :meth:`dial` of ``channel`` would find a listener now (here or on a linked peer)."""
+        return any(channel in link.channels for link in self.links())
+
     @abc.abstractmethod
-    async def dial(self, channel: str, *, link: str | None = None, timeout: float | None = None) -> Session:
-        """A session on ``channel`` to a peer that listens on it.
+    async def dial(
+        self, channel: str, *, link: str | None = None, timeout: float | None = None, mode: Mode = "unicast"
+    ) -> Session:
+        """A session on ``channel`` to a peer that listens on it (``mode="unicast"``, the default).
+
+        With ``mode="multicast"`` or ``"broadcast"`` (see :data:`Mode`) it returns at once: each message sent
+        goes to every peer listening on the channel at that moment (multicast), or to every linked peer
+        (broadcast); a message nobody listens for is dropped. ``link`` and ``timeout`` apply to unicast only.
+
+        A channel this tunnel listens on itself is served locally (loopback), without a link.
 
         :param link: use this link (an id from :meth:`links`, or the peer's node id)
             instead of any link whose peer announced ``channel``.
@@ -160,7 +203,7 @@ class Tunnel(Component, abc.ABC):
         :raises ~micro.errors.NoneAvailable: no linked peer listens on ``channel`` in time.
         :raises ~micro.errors.NotFound: the chosen link is unknown, or its peer refused (no listener there).
         :raises ~micro.errors.Timeout: the peer did not answer in time.
-        :raises ~micro.errors.BadRequest: an empty channel name or one with a comma.
+        :raises ~micro.errors.BadRequest: an empty channel name or one with a comma, or an unknown mode.
         """
 
     @abc.abstractmethod
