@@ -48,11 +48,15 @@ async def client() -> Any:
 
 
 async def _closed_by_server(reader: asyncio.StreamReader, timeout: float) -> bool:
+    """Whether the server ends the connection within ``timeout``: an EOF, or a reset (a socket closed
+    with our preface still unread in its buffer is reset by the kernel rather than shut down)."""
     try:
         while await asyncio.wait_for(reader.read(65536), timeout):
             pass
-    except (TimeoutError, OSError):
+    except TimeoutError:
         return False
+    except ConnectionError:
+        return True
     return True
 
 
