@@ -2,11 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import os
-import secrets
-import signal
-
 import click
 
 __all__ = ["command"]
@@ -16,6 +11,12 @@ __all__ = ["command"]
 @click.option("--address", help="host:port to listen on (MICRO_WEB_ADDRESS; default 127.0.0.1:8082, 0 for any port).")
 def command(address: str | None) -> None:
     """Serve a dashboard of the services in the registry: endpoints, calls, logs, stats and traces."""
+    # Imported here: `micro --help` loads this module, and must stay light (core/tests/cli/test_help.py).
+    import asyncio
+    import os
+    import secrets
+    import signal
+
     from aiohttp import web
     from micro.auth.local import local_proof
     from micro.client.base import Client
