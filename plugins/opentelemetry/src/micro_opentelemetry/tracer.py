@@ -41,6 +41,7 @@ from micro._redact import redact
 from micro.debug.middleware import Middleware
 from micro.debug.trace import Span, SpanContext, SpanType, Tracer, TracerOptions, current_span
 from micro.errors import ConfigError, MicroError
+from micro.metadata import Metadata
 from opentelemetry import context as otel_context
 from opentelemetry import propagate
 from opentelemetry import trace as otel_trace
@@ -79,7 +80,7 @@ class _Carrier(Getter[Mapping[str, str]], Setter[MutableMapping[str, str]]):
 
     def get(self, carrier: Mapping[str, str], key: str) -> list[str] | None:
         value = carrier.get(key)
-        if value is None and not hasattr(carrier, "folded"):
+        if value is None and not isinstance(carrier, Metadata):  # Metadata already matches keys case-insensitively
             folded = key.lower()
             value = next((v for k, v in carrier.items() if k.lower() == folded), None)
         return None if value is None else [value]
@@ -194,7 +195,8 @@ class OpenTelemetryTracer(Tracer):
         self._tracer: otel_trace.Tracer | None = None
         self._service = ""
         self._lock = threading.Lock()
-        self._spans: collections.deque[Span] = collections.deque(maxlen=self.options.size)
+        # Recorded spans as they finished; SDK spans are converted to core spans only when read.
+        self._spans: collections.deque[Span | ReadableSpan] = collections.deque(maxlen=self.options.size)
 
     # -- the provider -----------------------------------------------------------------------------
 
@@ -290,19 +292,19 @@ class OpenTelemetryTracer(Tracer):
 
     async def read(self, *, trace_id: str | None = None) -> list[Span]:
         with self._lock:
-            spans = list(self._spans)
-        return [s for s in spans if trace_id is None or s.trace_id == trace_id]
+            kept = list(self._spans)
+        spans = [s if isinstance(s, Span) else _core_span(s) for s in kept]
+        return [s for s in spans if s is not None and (trace_id is None or s.trace_id == trace_id)]
 
-    def _keep(self, span: Span) -> None:
+    def _keep(self, span: Span | ReadableSpan) -> None:
         with self._lock:
             self._spans.append(span)
 
     def _record(self, span: otel_trace.Span) -> None:
         """Keep a finished, recorded span for ``micro debug trace`` (an unsampled one has nothing to show)."""
         if isinstance(span, ReadableSpan):
-            core = _core_span(span)
-            if core is not None:
-                self._keep(core)
+            with self._lock:
+                self._spans.append(span)
 
     # -- the middleware ---------------------------------------------------------------------------
 
