@@ -204,3 +204,37 @@ async def test_a_foreign_traceparent_is_continued_and_a_malformed_one_ignored(tm
         (span,) = await _spans(exporter, 1)
         assert span.parent is None  # not continued: a new trace
         assert f"{span.context.trace_id:032x}" != trace_id
+
+
+async def test_spans_started_with_the_micro_api_are_opentelemetry_spans(exporter):
+    from micro.debug.trace import SpanType, current_span
+    from opentelemetry import trace
+
+    tracer = OpenTelemetryTracer()
+    async with tracer:
+        with tracer.start_span("checkout", metadata={"cart": "7"}) as outer:
+            assert current_span() is outer
+            # The OpenTelemetry API inside a micro span: its child.
+            with (
+                tracer.start_span("charge", type=SpanType.OUTBOUND) as inner,
+                trace.get_tracer("app").start_as_current_span("sql"),
+            ):
+                pass
+            with pytest.raises(ValueError, match="declined"), tracer.start_span("refund"):
+                raise ValueError("declined")
+        spans = {s.name: s for s in exporter.get_finished_spans()}
+        assert set(spans) == {"checkout", "charge", "sql", "refund"}
+        assert spans["checkout"].parent is None
+        assert spans["checkout"].attributes == {"cart": "7"}
+        assert spans["charge"].parent is not None
+        assert spans["charge"].parent.span_id == spans["checkout"].context.span_id
+        assert spans["charge"].kind is SpanKind.CLIENT
+        assert spans["sql"].parent is not None
+        assert spans["sql"].parent.span_id == spans["charge"].context.span_id
+        assert spans["refund"].status.status_code is StatusCode.ERROR
+        assert f"{spans['charge'].context.span_id:016x}" == inner.id
+        assert inner.trace_id == outer.trace_id == f"{spans['checkout'].context.trace_id:032x}"
+        assert inner.parent == outer.id
+        read = {s.name: s for s in await tracer.read(trace_id=outer.trace_id)}
+        assert set(read) == {"checkout", "charge", "refund"}  # the spans of this tracer
+        assert read["refund"].metadata["error"].startswith("ValueError")
