@@ -36,11 +36,13 @@ class Users:
         return {"name": "user " + request["id"]}
 
 
-@pytest.fixture
+@pytest.fixture(params=["memory", "http"])
 async def services(
-    tmp_path: Path, exporter: InMemorySpanExporter
+    request: pytest.FixtureRequest, tmp_path: Path, exporter: InMemorySpanExporter
 ) -> AsyncIterator[tuple[Service, Service, asyncio.Queue[dict[str, str]]]]:
-    registry, broker = MemoryRegistry(), MemoryBroker()
+    registry = MemoryRegistry()
+    # One in-process broker, or the default http broker: one per service, messages over loopback HTTP.
+    shared = MemoryBroker() if request.param == "memory" else None
     environ = {"MICRO_TRACER": "opentelemetry", "XDG_RUNTIME_DIR": str(tmp_path)}
 
     def make(name: str) -> Service:
@@ -49,12 +51,13 @@ async def services(
             address="127.0.0.1:0",
             registry=registry,
             transport=MemoryTransport(),
-            broker=broker,
+            broker=shared,
             handle_signals=False,
             environ=environ,
         )
 
     orders, users = make("orders"), make("users")
+    assert type(users.broker).__name__ == {"memory": "MemoryBroker", "http": "HTTPBroker"}[request.param]
     orders.handle(Orders(orders))
     users.handle(Users())
     created: asyncio.Queue[dict[str, str]] = asyncio.Queue()

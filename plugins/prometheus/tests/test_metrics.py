@@ -67,9 +67,13 @@ def _stats(service: Service) -> PrometheusStats:
     return stats
 
 
-@pytest.fixture
-async def services(tmp_path: Path) -> AsyncIterator[tuple[Service, Service, asyncio.Queue[Any]]]:
-    registry, broker = MemoryRegistry(), MemoryBroker()
+@pytest.fixture(params=["memory", "http"])
+async def services(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> AsyncIterator[tuple[Service, Service, asyncio.Queue[Any]]]:
+    registry = MemoryRegistry()
+    # One in-process broker, or the default http broker: one per service, messages over loopback HTTP.
+    shared = MemoryBroker() if request.param == "memory" else None
     environ = {
         "MICRO_STATS": "prometheus",
         "MICRO_STATS_ADDRESS": "127.0.0.1:0",
@@ -82,12 +86,13 @@ async def services(tmp_path: Path) -> AsyncIterator[tuple[Service, Service, asyn
             address="127.0.0.1:0",
             registry=registry,
             transport=MemoryTransport(),
-            broker=broker,
+            broker=shared,
             handle_signals=False,
             environ=environ,
         )
 
     orders, users = make("orders"), make("users")
+    assert type(users.broker).__name__ == {"memory": "MemoryBroker", "http": "HTTPBroker"}[request.param]
     orders.handle(Orders(orders))
     users.handle(Users())
     created: asyncio.Queue[Any] = asyncio.Queue()
