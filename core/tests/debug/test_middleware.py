@@ -168,3 +168,42 @@ async def test_a_client_without_publish_wrappers_says_so() -> None:
 
     with pytest.raises(NotSupported):
         Bare().wrap_publish()
+
+
+class _NoPublishWrappers:
+    """A Mountable whose client runs no publish middleware (the Client base's wrap_publish)."""
+
+    name = "bare"
+    environ: dict[str, str] = {}
+
+    def __init__(self) -> None:
+        self.added: list[str] = []
+
+    def handle(self, handler: object, *, name: str | None = None) -> object:
+        return []
+
+    def wrap(self, *wrappers: Any) -> None:
+        self.added += ["handler"] * len(wrappers)
+
+    def wrap_call(self, *wrappers: Any) -> None:
+        self.added += ["call"] * len(wrappers)
+
+    def wrap_subscriber(self, *wrappers: Any) -> None:
+        self.added += ["subscriber"] * len(wrappers)
+
+    def wrap_publish(self, *wrappers: Any) -> None:
+        raise NotSupported("Bare does not support publish wrappers")
+
+    def hook(self, when: Any, function: Any) -> object:
+        return function
+
+
+def test_mount_on_a_client_without_publish_wrappers_warns_and_serves(caplog: pytest.LogCaptureFixture) -> None:
+    events: Events = []
+    tracer = HookedTracer()
+    tracer.events = events
+    service = _NoPublishWrappers()
+    with caplog.at_level("WARNING", logger="micro.debug"):
+        mount(service, tracer=tracer, stats=MemoryStats(), options=DebugOptions(access="open"))
+    assert service.added == ["handler", "handler", "call", "subscriber"]  # tracer's + stats_handler, ...
+    assert "bare: publishes are not traced or counted" in caplog.text
