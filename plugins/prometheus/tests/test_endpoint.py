@@ -57,6 +57,12 @@ async def test_openmetrics_when_the_scraper_asks_for_it(stats):
     assert answer.endswith(b"# EOF\n")
 
 
+async def test_a_malformed_accept_header_gets_the_text_format(stats):
+    answer = await request(stats, b"GET /metrics HTTP/1.1\r\nAccept: application/openmetrics-text; version=abc\r\n\r\n")
+    assert answer.startswith(b"HTTP/1.1 200 OK")
+    assert b"Content-Type: text/plain" in answer
+
+
 @pytest.mark.parametrize(
     ("raw", "status"),
     [

@@ -192,7 +192,10 @@ class PrometheusStats(MemoryStats):
 
         For serving them from an HTTP server of your own (``MICRO_STATS_ADDRESS=`` empty).
         """
-        encoder, content_type = choose_encoder(accept)
+        try:
+            encoder, content_type = choose_encoder(accept)
+        except (TypeError, ValueError):  # prometheus_client trips on some malformed headers ("version=abc")
+            encoder, content_type = choose_encoder("")
         return encoder(self.registry), content_type
 
     # -- lifecycle --------------------------------------------------------------------------------
@@ -260,7 +263,11 @@ class PrometheusStats(MemoryStats):
         if target.split("?", 1)[0] not in ("/metrics", "/"):
             return "404 Not Found", "text/plain", b"metrics are at /metrics\n"
         accept = next((line.split(":", 1)[1].strip() for line in lines[1:] if line.lower().startswith("accept:")), "")
-        body, content_type = self.exposition(accept)
+        try:
+            body, content_type = self.exposition(accept)
+        except Exception:  # a collector that fails must not take the listener down; the log says why
+            _log.exception("metrics exposition failed")
+            return "500 Internal Server Error", "text/plain", b"metrics unavailable\n"
         return "200 OK", content_type, body
 
     # -- the middleware ---------------------------------------------------------------------------
