@@ -241,3 +241,39 @@ async def test_spans_started_with_the_micro_api_are_opentelemetry_spans(exporter
         read = {s.name: s for s in await tracer.read(trace_id=outer.trace_id)}
         assert set(read) == {"checkout", "charge", "refund"}  # the spans of this tracer
         assert read["refund"].metadata["error"].startswith("ValueError")
+
+
+async def test_services_on_the_built_in_tracer_share_the_trace(tmp_path, exporter):
+    """Micro-Trace-Id both ways: a fleet moving to OpenTelemetry one service at a time keeps one trace."""
+    registry = MemoryRegistry()
+
+    def make(name: str, environ: dict[str, str]) -> Service:
+        service = Service(
+            name,
+            address="127.0.0.1:0",
+            registry=registry,
+            transport=MemoryTransport(),
+            broker=MemoryBroker(),
+            handle_signals=False,
+            environ={"XDG_RUNTIME_DIR": str(tmp_path), "MICRO_DEBUG_ACCESS": "open", **environ},
+        )
+        service.handle(Users())
+        return service
+
+    # The same sample everywhere, as a fleet configures it: a Micro-Trace-Id trace is recorded where keep() says so.
+    users = make("users", {"MICRO_TRACER": "opentelemetry", "MICRO_TRACER_SAMPLE": "1"})
+    legacy = make("legacy", {"MICRO_TRACER_SAMPLE": "1"})  # the built-in memory tracer
+    async with users, legacy:
+        await legacy.client.call("users", "Users.get", {"id": "u"})
+        (served,) = [s for s in await _spans(exporter, 1) if s.kind is SpanKind.SERVER]
+        (sent,) = [s for s in await legacy.debug._tracer.read() if s.type.value == "outbound"]  # type: ignore[union-attr]
+        assert f"{served.context.trace_id:032x}" == sent.trace_id
+        assert served.parent is not None
+        assert f"{served.parent.span_id:016x}" == sent.id
+        exporter.clear()
+
+        await users.client.call("legacy", "Users.get", {"id": "u"})
+        (call,) = [s for s in await _spans(exporter, 1) if s.kind is SpanKind.CLIENT]
+        (received,) = [s for s in await legacy.debug._tracer.read(trace_id=f"{call.context.trace_id:032x}")]  # type: ignore[union-attr]
+        assert received.type.value == "inbound"
+        assert received.parent == f"{call.context.span_id:016x}"

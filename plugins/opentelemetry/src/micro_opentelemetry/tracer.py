@@ -16,7 +16,9 @@ While a handler or subscriber runs, its span is the current OpenTelemetry span, 
 a call or publish made there (and any span the user's code starts, with this
 tracer or with the OpenTelemetry API) is its child. Propagation goes through the
 global propagator (W3C trace context and baggage unless ``OTEL_PROPAGATORS`` says
-otherwise); the propagator parses what a caller sends and ignores a malformed header.
+otherwise); the propagator parses what a caller sends and ignores a malformed header. micro's own
+``Micro-Trace-Id``/``Micro-Span-Id`` go along (the same ids in hex) and are read when no
+``traceparent`` came, so services on the built-in tracer share the trace.
 
 Which provider records the spans, in order: the ``provider=`` given; the global
 SDK provider if the process set one (``opentelemetry-instrument``, or the
@@ -39,7 +41,18 @@ from typing import TYPE_CHECKING, Any, ClassVar, Final
 
 from micro._redact import redact
 from micro.debug.middleware import Middleware
-from micro.debug.trace import Span, SpanContext, SpanType, Tracer, TracerOptions, current_span
+from micro.debug.trace import (
+    SPAN_ID_HEADER,
+    TRACE_ID_HEADER,
+    Span,
+    SpanContext,
+    SpanType,
+    Tracer,
+    TracerOptions,
+    current_span,
+    extract,
+    keep,
+)
 from micro.errors import ConfigError, MicroError
 from micro.metadata import Metadata
 from opentelemetry import context as otel_context
@@ -119,7 +132,31 @@ def _fail(span: otel_trace.Span, exc: BaseException) -> None:
         span.set_status(Status(StatusCode.ERROR, type(exc).__qualname__))
 
 
-def _hex_context(context: SpanContext) -> otel_context.Context | None:
+def _extract(carrier: Mapping[str, str], rate: float) -> otel_context.Context:
+    """The parent context a call or message carries: W3C trace context (through the global propagator), else
+    micro's own ``Micro-Trace-Id``/``Micro-Span-Id`` when they are W3C-shaped (a caller on the built-in tracer),
+    sampled as the built-in tracer decides (:func:`~micro.debug.trace.keep` at ``rate``), so both record the
+    same traces."""
+    context = propagate.extract(carrier, getter=_carrier)
+    if otel_trace.get_current_span(context).get_span_context().is_valid:
+        return context
+    received = extract(carrier)
+    if received is not None:
+        return _hex_context(received, keep(received.trace_id, rate)) or context
+    return context
+
+
+def _inject(carrier: MutableMapping[str, str], span: otel_trace.Span, context: otel_context.Context) -> None:
+    """Put ``span``'s context into ``carrier``: W3C trace context, and micro's own headers for services on the
+    built-in tracer (which then record under the same trace id)."""
+    propagate.inject(carrier, context=context, setter=_carrier)
+    ids = span.get_span_context()
+    if ids.is_valid:
+        carrier[TRACE_ID_HEADER] = f"{ids.trace_id:032x}"
+        carrier[SPAN_ID_HEADER] = f"{ids.span_id:016x}"
+
+
+def _hex_context(context: SpanContext, sampled: bool) -> otel_context.Context | None:
     """An OpenTelemetry parent for a core :class:`SpanContext` (ids from ``Micro-Trace-Id``), if hex-shaped."""
     try:
         trace_id = int(context.trace_id, 16) if len(context.trace_id) == 32 else 0
@@ -128,7 +165,8 @@ def _hex_context(context: SpanContext) -> otel_context.Context | None:
         return None
     if not trace_id or not span_id:
         return None
-    remote = otel_trace.SpanContext(trace_id, span_id, is_remote=True, trace_flags=otel_trace.TraceFlags(1))
+    flags = otel_trace.TraceFlags(otel_trace.TraceFlags.SAMPLED if sampled else otel_trace.TraceFlags.DEFAULT)
+    remote = otel_trace.SpanContext(trace_id, span_id, is_remote=True, trace_flags=flags)
     return otel_trace.set_span_in_context(otel_trace.NonRecordingSpan(remote))
 
 
@@ -255,7 +293,8 @@ class OpenTelemetryTracer(Tracer):
         if isinstance(parent, _BridgedSpan) and parent.otel is not None:
             parent_context = otel_trace.set_span_in_context(parent.otel)
         elif isinstance(parent, (Span, SpanContext)):
-            parent_context = _hex_context(parent.context if isinstance(parent, Span) else parent)
+            ids = parent.context if isinstance(parent, Span) else parent
+            parent_context = _hex_context(ids, keep(ids.trace_id, self.options.sample))
         elif parent is None:
             core = current_span()
             if isinstance(core, _BridgedSpan) and core.otel is not None:
@@ -324,7 +363,7 @@ class OpenTelemetryTracer(Tracer):
         )
 
     def _handler_wrapper(self, service: str) -> Any:
-        resolve, record = self._resolve, self._record
+        resolve, record, rate = self._resolve, self._record, self.options.sample
 
         def wrapper(next: HandlerFunc) -> HandlerFunc:
             async def handler(request: ServerRequest) -> Any:
@@ -337,7 +376,7 @@ class OpenTelemetryTracer(Tracer):
                 }
                 if request.remote:
                     attributes["network.peer.address"] = request.remote
-                parent = propagate.extract(request.metadata, getter=_carrier)
+                parent = _extract(request.metadata, rate)
                 span = resolve().start_span(
                     f"{rpc_service}/{method}", context=parent, kind=SpanKind.SERVER, attributes=attributes
                 )
@@ -376,7 +415,7 @@ class OpenTelemetryTracer(Tracer):
                         attributes["server.port"] = int(port)
                 span = resolve().start_span(f"{rpc_service}/{method}", kind=SpanKind.CLIENT, attributes=attributes)
                 context = otel_trace.set_span_in_context(span)
-                propagate.inject(request.metadata, context=context, setter=_carrier)
+                _inject(request.metadata, span, context)
                 token = otel_context.attach(context)
                 try:
                     return await next(request)
@@ -411,7 +450,7 @@ class OpenTelemetryTracer(Tracer):
                     f"publish {publication.topic}", kind=SpanKind.PRODUCER, attributes=attributes
                 )
                 context = otel_trace.set_span_in_context(span)
-                propagate.inject(publication.header, context=context, setter=_carrier)
+                _inject(publication.header, span, context)
                 try:
                     await next(publication)
                 except BaseException as exc:
@@ -426,7 +465,7 @@ class OpenTelemetryTracer(Tracer):
         return wrapper
 
     def _subscriber_wrapper(self, service: str) -> Any:
-        resolve, record = self._resolve, self._record
+        resolve, record, rate = self._resolve, self._record, self.options.sample
 
         def wrapper(next: SubscriberFunc) -> SubscriberFunc:
             async def subscriber(message: Message) -> None:
@@ -442,7 +481,7 @@ class OpenTelemetryTracer(Tracer):
                 message_id = message.header.get("Micro-Id")
                 if message_id:
                     attributes["messaging.message.id"] = message_id
-                parent = propagate.extract(message.header, getter=_carrier)
+                parent = _extract(message.header, rate)
                 span = resolve().start_span(
                     f"process {message.topic}", context=parent, kind=SpanKind.CONSUMER, attributes=attributes
                 )
