@@ -43,8 +43,8 @@ def test_default_service_imports_only_what_it_selected(tmp_path: Path) -> None:
     dotted paths, which a plugin may mark as the default); their implementations load on selection.
     """
     env = {k: v for k, v in os.environ.items() if not k.startswith("MICRO_")}
-    env["XDG_RUNTIME_DIR"] = str(tmp_path)  # the local registry's file, not the user's
-    env["XDG_STATE_HOME"] = str(tmp_path)
+    for name in ("XDG_RUNTIME_DIR", "XDG_DATA_HOME", "XDG_STATE_HOME", "XDG_CONFIG_HOME"):
+        env[name] = str(tmp_path)  # the local registry's file and the local secret, not the user's
     out = subprocess.run(
         [sys.executable, "-c", _SERVICE], capture_output=True, text=True, timeout=120, check=True, env=env
     )
