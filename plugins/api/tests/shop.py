@@ -1,0 +1,125 @@
+"""The service the tests call through the gateway, and how a test starts the gateway in this process."""
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+from micro import context
+from micro.errors import Conflict, Forbidden, NotFound
+from micro_api import APIOptions, Gateway
+from micro_api.server import bind, config
+
+
+@dataclass
+class Item:
+    name: str
+    price: float = 0.0
+    tags: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Order:
+    items: list[Item]
+    note: str | None = None
+
+
+@dataclass
+class Total:
+    count: int
+    sum: float
+
+
+@dataclass
+class Who:
+    user: str
+    token: str
+    proof: str
+
+
+@dataclass
+class Count:
+    to: int
+
+
+@dataclass
+class Wait:
+    seconds: float
+
+
+class Shop:
+    """A typed handler with every call kind, and endpoints that fail in known ways."""
+
+    async def price(self, req: Item) -> Item:
+        return Item(name=req.name.upper(), price=req.price * 2, tags=[*req.tags, "priced"])
+
+    async def total(self, req: Order) -> Total:
+        return Total(count=len(req.items), sum=sum(i.price for i in req.items))
+
+    async def whoami(self, req: Count) -> Who:
+        context.set_header("x-served-by", "shop")
+        return Who(
+            user=context.get("x-user") or "",
+            token=context.get("authorization") or "",
+            proof=context.get("micro-local-proof") or context.get("x-micro-local-proof") or "",
+        )
+
+    async def missing(self, req: Item) -> Item:
+        raise NotFound(f"no item {req.name}")
+
+    async def taken(self, req: Item) -> Item:
+        raise Conflict(f"{req.name} is taken")
+
+    async def secret(self, req: Item) -> Item:
+        raise Forbidden("not for you")
+
+    async def boom(self, req: Item) -> Item:
+        raise RuntimeError("password=hunter2 leaked")
+
+    async def wait(self, req: Wait) -> Wait:
+        await asyncio.sleep(req.seconds)
+        return req
+
+    async def count(self, req: Count) -> AsyncIterator[int]:
+        for i in range(req.to):
+            yield i
+
+    async def explode(self, req: Count) -> AsyncIterator[int]:
+        for i in range(req.to):
+            yield i
+        raise Conflict("stream broke")
+
+    async def add(self, reqs: AsyncIterator[Item]) -> Total:
+        items = [r async for r in reqs]
+        return Total(count=len(items), sum=sum(i.price for i in items))
+
+    async def chat(self, reqs: AsyncIterator[Item]) -> AsyncIterator[Item]:
+        async for r in reqs:
+            yield Item(name=r.name[::-1], price=r.price + 1)
+
+
+def unique_name(prefix: str = "shop") -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:10]}"
+
+
+@dataclass
+class Running:
+    url: str
+    gateway: Gateway
+
+
+async def start_gateway(options: APIOptions) -> tuple[Running, "asyncio.Task[None]", object]:
+    import uvicorn
+
+    gateway = Gateway(options)
+    server = uvicorn.Server(config(gateway))
+    sock = bind(options.address)
+    host, port = sock.getsockname()[:2]
+    task = asyncio.create_task(server.serve(sockets=[sock]))
+    task.add_done_callback(lambda _: sock.close())
+    async with asyncio.timeout(30):
+        while not server.started:
+            if task.done():
+                task.result()
+            await asyncio.sleep(0.01)
+    return Running(f"http://{host}:{port}", gateway), task, server
