@@ -47,6 +47,10 @@ class Wait:
     seconds: float
 
 
+#: The ``Shop.tick`` streams running now.
+TICKING: set[str] = set()
+
+
 class Shop:
     """A typed handler with every call kind, and endpoints that fail in known ways."""
 
@@ -83,6 +87,17 @@ class Shop:
     async def count(self, req: Count) -> AsyncIterator[int]:
         for i in range(req.to):
             yield i
+
+    async def tick(self, req: Count) -> AsyncIterator[int]:
+        """One number every 10 ms; while it runs, its id is in :data:`TICKING`."""
+        key = uuid.uuid4().hex
+        TICKING.add(key)
+        try:
+            for i in range(req.to):
+                yield i
+                await asyncio.sleep(0.01)
+        finally:
+            TICKING.discard(key)
 
     async def explode(self, req: Count) -> AsyncIterator[int]:
         for i in range(req.to):
