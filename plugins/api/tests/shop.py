@@ -1,6 +1,7 @@
 """The service the tests call through the gateway, and how a test starts the gateway in this process."""
 
 import asyncio
+import math
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -138,3 +139,46 @@ async def start_gateway(options: APIOptions) -> tuple[Running, "asyncio.Task[Non
                 task.result()
             await asyncio.sleep(0.01)
     return Running(f"http://{host}:{port}", gateway), task, server
+
+
+@dataclass
+class Query:
+    text: str
+    limit: int | None = None
+    filters: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class Hits:
+    items: list[Item]
+    total: int
+
+
+class Catalogue:
+    """A well-behaved service for schemathesis: every input is either served or refused with a 4xx."""
+
+    async def search(self, req: Query) -> Hits:
+        limit = 3 if req.limit is None else max(0, min(req.limit, 3))
+        items = [Item(name=f"{req.text}-{i}", tags=sorted(req.filters)) for i in range(limit)]
+        return Hits(items=items, total=len(items))
+
+    async def echo(self, req: Item) -> Item:
+        return req
+
+    async def total(self, req: Order) -> Total:
+        prices = math.fsum(i.price for i in req.items) if all(math.isfinite(i.price) for i in req.items) else 0.0
+        return Total(count=len(req.items), sum=prices if math.isfinite(prices) else 0.0)
+
+    async def ping(self) -> str:
+        return "pong"
+
+    async def count(self, req: Count) -> AsyncIterator[int]:
+        for i in range(max(0, min(req.to, 5))):
+            yield i
+
+    async def add(self, reqs: AsyncIterator[Item]) -> int:
+        return len([r async for r in reqs])
+
+    async def chat(self, reqs: AsyncIterator[Item]) -> AsyncIterator[Item]:
+        async for r in reqs:
+            yield r

@@ -171,15 +171,8 @@ def document(services: Iterable[Service], *, title: str = "micro API", version: 
                 "operationId": f"{service_name}.{name}",
                 "tags": [service_name],
                 "summary": f"{name} of {service_name}",
-                "parameters": [
-                    {
-                        "name": "Timeout",
-                        "in": "header",
-                        "required": False,
-                        "description": "seconds the call may take ('5s', '250ms'); only lowers the gateway's limit",
-                        "schema": {"type": "string"},
-                    }
-                ],
+                "description": "Request headers are the call's metadata (Authorization reaches the service); "
+                "a Timeout header ('5s', '250ms') may lower the call's deadline.",
                 "responses": _error_responses(),
             }
             if kind == "bidi_stream":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import socket
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -88,4 +89,11 @@ def serve(
     host, port = sock.getsockname()[:2]
     if ready is not None:
         ready(f"[{host}]:{port}" if ":" in host else f"{host}:{port}")
-    server.run(sockets=[sock])
+    # uvicorn handles SIGINT/SIGTERM while it serves, then raises the signal again for the handler that
+    # was there before: make that one a no-op, so a stop by signal is a clean exit (status 0).
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: None)
+    try:
+        server.run(sockets=[sock])
+    finally:
+        sock.close()
