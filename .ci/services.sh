@@ -113,6 +113,8 @@ ensure_etcd() {
   echo "services: etcd DOWN (the etcd suite will fail): started but not healthy (see $dir/etcd.log)"
 }
 
+# curl: the health checks below, and micro-api's tests call the gateway with it (a client nobody here wrote).
+command -v curl >/dev/null || apt_install curl || echo "services: curl could not be installed (micro-api's curl test will fail)"
 ensure_rabbitmq        # slowest to boot: start it first, wait for it last
 ensure_redis
 ensure_nats

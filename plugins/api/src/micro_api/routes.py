@@ -51,7 +51,7 @@ def split_path(path: str, namespace: str = "") -> tuple[str, str | None, str]:
 
     :raises ~micro.errors.EndpointNotFound: a path of another shape (404).
     """
-    parts = path.strip("/").split("/")
+    parts = path[1:].split("/") if path.startswith("/") else []
     if len(parts) not in (2, 3) or not all(parts):
         raise EndpointNotFound(
             f"no endpoint at {path!r}: paths are /<service>/<Handler>/<method> or /<service>/<method>", id=GATEWAY
