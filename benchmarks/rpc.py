@@ -27,6 +27,9 @@ KINDS = {
     # the second isolates the server's cost over the raw grpc.aio echo.
     "micro-grpc": "micro over gRPC",
     "micro-grpc-server": "micro gRPC server, grpcio client",
+    # The micro service behind asyncmicro-api's gateway (its own process), called with aiohttp's client and the
+    # same JSON body as "aiohttp": HTTP in, micro RPC out.
+    "micro-api": "micro api gateway",
 }
 
 

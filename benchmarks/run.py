@@ -51,6 +51,7 @@ GOALS: list[Goal] = [
     Goal("rpc", "micro + uvloop", "raw asyncio echo + uvloop", ratio=0.5),
     Goal("rpc", "micro over gRPC", "grpcio-aio", ratio=0.9),
     Goal("rpc", "micro gRPC server, grpcio client", "grpcio-aio", ratio=0.9),
+    Goal("rpc", "micro api gateway", "aiohttp", ratio=1.0),
     Goal("broker-rabbitmq", "micro-rabbitmq", "aio-pika", ratio=0.8),
     Goal("broker-rabbitmq", "micro-rabbitmq", "faststream", ratio=1.1),
     Goal("broker-redis", "micro-redis", "redis-py", ratio=0.8),
