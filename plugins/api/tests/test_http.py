@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 import httpx
 import pytest
@@ -198,3 +199,16 @@ async def test_cors_allows_the_configured_origins(api: Running, service: str) ->
             f"/{service}/Shop/price", json={"name": "x"}, headers={"Origin": "https://a.example"}
         )
         assert response.headers["access-control-allow-origin"] == "https://a.example"
+
+
+async def test_a_request_head_over_64_kib_is_431(api: Running) -> None:
+    host, port = api.url.removeprefix("http://").rsplit(":", 1)
+    for size, status in ((10_000, b"200"), (100_000, b"431"), (2_000_000, b"431")):
+        reader, writer = await asyncio.open_connection(host, int(port))
+        writer.write(b"GET /health HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * size + b"\r\n\r\n")
+        with contextlib.suppress(ConnectionError):  # the gateway may close before reading it all
+            await writer.drain()
+        async with asyncio.timeout(20):
+            head = await reader.readuntil(b"\r\n")
+        assert head.split()[1] == status, (size, head)
+        writer.close()

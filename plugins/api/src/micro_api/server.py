@@ -33,24 +33,26 @@ def config(gateway: Gateway) -> Any:
     """The ``uvicorn.Config`` for ``gateway``: its limits, no access log, the lifespan starting the gateway."""
     import uvicorn
 
+    from ._http import LimitedHttpToolsProtocol
+
     options = gateway.options
     host, port = split_address(options.address)
     return uvicorn.Config(
         application(gateway),
         host=host,
         port=port,
-        http="httptools",
+        http=LimitedHttpToolsProtocol,  # httptools, with a bound on the request head
         ws="websockets-sansio",  # not the legacy implementation websockets deprecates
         lifespan="on",
         access_log=False,
         log_level="warning",
         server_header=False,
+        proxy_headers=False,  # X-Forwarded-* from a caller decide nothing here
         limit_concurrency=options.max_connections,
         timeout_keep_alive=max(1, round(options.idle_timeout)),
         ws_max_size=options.max_body_size,
         ws_ping_interval=options.ping_interval,
         ws_ping_timeout=options.ping_interval,
-        h11_max_incomplete_event_size=64 * 1024,  # headers; the body has max_body_size
         timeout_graceful_shutdown=5,
     )
 
