@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ast
 import dataclasses
+import importlib
 import inspect
 import re
 import textwrap
@@ -137,6 +138,27 @@ def render() -> str:
             out += ["| variable | type | default | meaning |", "|---|---|---|---|"]
             out += list(_options_rows(selector, options_type))
             out.append("")
+    # Commands with settings of their own (``micro api``): the click command names its options class
+    # (``options_type``) and the prefix of its variables (``options_prefix = "api"``: ``MICRO_API_*``).
+    for provider in manager.providers("command"):
+        if not isinstance(provider.factory, str):
+            continue
+        module, _, attribute = provider.factory.partition(":")
+        try:
+            command = getattr(importlib.import_module(module), attribute)
+        except Exception:  # reported by `micro plugins`; a command is not an interface to document here
+            continue
+        options_type = getattr(command, "options_type", None)
+        prefix = getattr(command, "options_prefix", None)
+        if options_type is None or prefix is None or not dataclasses.is_dataclass(options_type):
+            continue
+        out += [f"## command `micro {provider.name}`", ""]
+        summary = _cell((inspect.getdoc(options_type) or "").split("\n\n")[0])
+        if summary:
+            out += [summary, ""]
+        out += ["| variable | type | default | meaning |", "|---|---|---|---|"]
+        out += list(_options_rows(_env.variable(prefix), options_type))
+        out.append("")
     return "\n".join(out).rstrip() + "\n"
 
 

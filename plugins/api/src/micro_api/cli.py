@@ -7,6 +7,8 @@ import sys
 
 import click
 
+from .options import APIOptions
+
 __all__ = ["command"]
 
 
@@ -57,3 +59,8 @@ def command(address: str | None, print_openapi: bool) -> None:
         serve(options, ready=ready)
     except OSError as exc:
         raise click.ClickException(f"cannot listen on {options.address}: {exc}") from None
+
+
+# Read by the configuration reference (docs/_tools/reference.py): this command's MICRO_<prefix>_* variables.
+command.options_type = APIOptions  # type: ignore[attr-defined]
+command.options_prefix = "api"  # type: ignore[attr-defined]

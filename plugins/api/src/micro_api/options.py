@@ -50,7 +50,7 @@ class APIOptions(Options):
     max_body_size: int = 1024 * 1024
     #: Connections (and requests in flight) served at once (``MICRO_API_MAX_CONNECTIONS``); more get a 503.
     max_connections: int = 1000
-    #: WebSockets open at once (``MICRO_API_MAX_WEBSOCKETS``); more are closed with 1013 (try again later).
+    #: WebSockets open at once (``MICRO_API_MAX_WEBSOCKETS``); more are refused (the handshake gets HTTP 403).
     max_websockets: int = 100
     #: Seconds an idle keep-alive connection stays open (``MICRO_API_IDLE_TIMEOUT``).
     idle_timeout: float = 5.0
