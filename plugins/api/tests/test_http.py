@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 
 import httpx
 import pytest
@@ -212,3 +213,40 @@ async def test_a_request_head_over_64_kib_is_431(api: Running) -> None:
             head = await reader.readuntil(b"\r\n")
         assert head.split()[1] == status, (size, head)
         writer.close()
+
+
+@pytest.mark.api_options(max_connections=2)
+async def test_connections_over_the_limit_get_503(api: Running) -> None:
+    host, port = api.url.removeprefix("http://").rsplit(":", 1)
+    held = [await asyncio.open_connection(host, int(port)) for _ in range(2)]
+    try:
+        async with httpx.AsyncClient(base_url=api.url, timeout=30) as http:
+            async with asyncio.timeout(20):
+                while True:  # the held connections are counted once the server has accepted them
+                    response = await http.get("/health")
+                    if response.status_code == 503:
+                        break
+                    await asyncio.sleep(0.05)
+    finally:
+        for _, writer in held:
+            writer.close()
+    async with httpx.AsyncClient(base_url=api.url, timeout=30) as http, asyncio.timeout(20):
+        while (await http.get("/health")).status_code != 200:  # noqa: ASYNC110 - polled: served again once they are gone
+            await asyncio.sleep(0.05)
+
+
+@pytest.mark.api_options(idle_timeout=1.0)
+async def test_an_idle_keep_alive_connection_is_closed(api: Running) -> None:
+    host, port = api.url.removeprefix("http://").rsplit(":", 1)
+    reader, writer = await asyncio.open_connection(host, int(port))
+    writer.write(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+    await writer.drain()
+    async with asyncio.timeout(20):
+        head = await reader.readuntil(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200")
+        await reader.readexactly(int(re.search(rb"content-length: (\d+)", head.lower()).group(1)))  # type: ignore[union-attr]
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        assert await reader.read() == b""  # the server closed it
+    assert loop.time() - started < 15
+    writer.close()
