@@ -375,19 +375,20 @@ class Gateway:
                 await send(
                     {"type": "http.response.body", "body": b"data: " + _dumps(first) + b"\n\n", "more_body": True}
                 )
-                try:
-                    async for item in stream:
-                        chunk = b"data: " + _dumps(item) + b"\n\n"
-                        await send({"type": "http.response.body", "body": chunk, "more_body": True})
-                except MicroError as exc:
-                    _, error = status_of(exc)
-                    chunk = b"event: error\ndata: " + _dumps(error) + b"\n\n"
+                async for item in stream:
+                    chunk = b"data: " + _dumps(item) + b"\n\n"
                     await send({"type": "http.response.body", "body": chunk, "more_body": True})
                 await send({"type": "http.response.body", "body": b""})
             except asyncio.CancelledError:
                 if not gone.is_set():
                     raise
                 sending.uncancel()
+            except Exception as exc:  # the head is sent: from here an error can only be an event
+                _, error = status_of(exc)
+                with contextlib.suppress(Exception):  # the client may be gone
+                    chunk = b"event: error\ndata: " + _dumps(error) + b"\n\n"
+                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                    await send({"type": "http.response.body", "body": b""})
             finally:
                 watcher.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
