@@ -250,3 +250,20 @@ async def test_an_idle_keep_alive_connection_is_closed(api: Running) -> None:
         assert await reader.read() == b""  # the server closed it
     assert loop.time() - started < 15
     writer.close()
+
+
+async def test_a_service_without_an_endpoint_list_is_called_as_the_path_says(api: Running, service: str) -> None:
+    # A Go service may register no endpoint descriptions: the gateway then calls what the path names, and
+    # the service answers for itself. Here the Shop service's entry is registered again without its list.
+    import micro
+    from micro.registry import Registry
+
+    registry = micro.create("registry", cls=Registry)
+    async with registry:
+        entry = (await registry.get_service(service))[0]
+        await registry.register(entry.replace(endpoints=[]), ttl=60)
+        assert (await registry.get_service(service))[0].endpoints == []
+        response = await post(api, f"/{service}/Shop/price", {"name": "x"})
+        assert response.status_code == 200, response.text
+        assert response.json()["name"] == "X"
+        is_error(await post(api, f"/{service}/Shop/nothing", {}), 404, service)  # the service's own 404
