@@ -54,6 +54,7 @@ GOALS: list[Goal] = [
     # 64 concurrent 1 MB calls on one connection (issue #17; server memory within 2x is in the rows' notes).
     Goal("payload 1 MB x 64", "micro", "raw asyncio echo", ratio=0.8),
     Goal("payload 1 MB x 64", "micro + uvloop", "raw asyncio echo + uvloop", ratio=0.8),
+    Goal("rpc", "micro api gateway", "aiohttp", ratio=1.0),
     Goal("broker-rabbitmq", "micro-rabbitmq", "aio-pika", ratio=0.8),
     Goal("broker-rabbitmq", "micro-rabbitmq", "faststream", ratio=1.1),
     Goal("broker-redis", "micro-redis", "redis-py", ratio=0.8),
