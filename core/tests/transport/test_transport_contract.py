@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 
 import pytest
-from micro.errors import BadRequest, ConnectionClosed, Unavailable
+from micro.errors import BadRequest, ConnectionClosed, MessageTooLarge, Unavailable
 from micro.transport import Message, Socket, Transport
 
 
@@ -56,3 +56,65 @@ async def test_a_handler_exception_is_logged(
     with pytest.raises(ConnectionClosed):
         await socket.recv(timeout=5)
     assert any("handler bug" in (r.exc_text or "") or r.exc_info for r in caplog.records)
+
+
+async def test_send_last_is_the_last_message_then_the_end(transport: Transport, client: Transport) -> None:
+    """send_last: the peer gets the message, then ConnectionClosed; sending again is refused; the reply arrives."""
+    received: list[bytes] = []
+
+    async def handler(socket: Socket) -> None:
+        with contextlib.suppress(ConnectionClosed):
+            while True:
+                received.append((await socket.recv()).body)
+        await socket.send_last(Message({"n": "1"}, b"reply"))
+
+    listener = await transport.listen("127.0.0.1:0", handler)
+    socket = await client.dial(listener.address)
+    await socket.send(Message({}, b"a"))
+    await socket.send_last(Message({"k": "v"}, b"b"))
+    with pytest.raises(ConnectionClosed):
+        await socket.send(Message({}, b"after send_last"))
+    with pytest.raises(ConnectionClosed):
+        await socket.send_last(Message({}, b"after send_last"))
+    reply = await socket.recv(timeout=5)
+    assert (reply.header, reply.body) == ({"n": "1"}, b"reply")
+    with pytest.raises(ConnectionClosed):
+        await socket.recv(timeout=5)
+    assert received == [b"a", b"b"]
+    await socket.close()
+
+
+async def test_send_last_too_large_sends_nothing_and_keeps_the_socket(transport: Transport, client: Transport) -> None:
+    """After MessageTooLarge from send_last nothing was sent and the socket is not half-closed."""
+    listener = await transport.listen("127.0.0.1:0", echo)
+    socket = await client.dial(listener.address)
+    with pytest.raises(MessageTooLarge):
+        await socket.send_last(Message({}, b"x" * (transport.options.max_message_size + 1)))
+    await socket.send_last(Message({}, b"fits"))
+    assert (await socket.recv(timeout=5)).body == b"fits"
+    with pytest.raises(ConnectionClosed):
+        await socket.recv(timeout=5)
+    await socket.close()
+
+
+async def test_the_default_send_last_is_send_then_close_send() -> None:
+    """A Socket that does not override send_last still half-closes after the message."""
+    calls: list[str] = []
+
+    class Recording(Socket):
+        local = remote = "here"  # type: ignore[assignment]
+
+        async def send(self, message: Message) -> None:
+            calls.append(f"send {message.body.decode()}")
+
+        async def recv(self, *, timeout: float | None = None) -> Message:
+            raise ConnectionClosed("nothing")
+
+        async def close_send(self) -> None:
+            calls.append("close_send")
+
+        async def close(self) -> None:
+            calls.append("close")
+
+    await Recording().send_last(Message({}, b"m"))
+    assert calls == ["send m", "close_send"]

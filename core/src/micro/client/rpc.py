@@ -374,8 +374,7 @@ class RPCClient(Client):
         header = self._header(request, codec, call_id)
         socket = await self._dial(request)
         try:
-            await socket.send(Frame(header, payload))
-            await socket.close_send()  # the tcp transport sends the request and its end as one frame
+            await socket.send_last(Frame(header, payload))  # the tcp transport: one frame, request and end
             frame = await socket.recv()
         finally:
             await socket.close()

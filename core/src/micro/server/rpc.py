@@ -706,8 +706,8 @@ class RPCServer(Server):
         if response_headers:
             header.update(response_headers)
         try:
-            await socket.send(Frame(header, payload))
-            await socket.close_send()  # with the caller's end already in, the call is over: no close frame follows
+            # With the caller's end already in, the call is over: no close frame follows.
+            await socket.send_last(Frame(header, payload))
         except MessageTooLarge as exc:
             await self._send_error(
                 socket, call_id, MessageTooLarge(f"{method.name}: response too large: {exc}", id=self.options.name)
@@ -722,8 +722,7 @@ class RPCServer(Server):
         if extra:
             header.update(extra)
         with contextlib.suppress(ConnectionClosed):
-            await socket.send(Frame(header, b""))
-            await socket.close_send()
+            await socket.send_last(Frame(header, b""))
 
     # -- streams ---------------------------------------------------------------------------------
 

@@ -169,6 +169,16 @@ class StreamSocket(Socket, abc.ABC):
             raise ConnectionClosed(self._send_closed)
         await self._write(message, False)
 
+    async def send_last(self, message: Message) -> None:
+        # One _write for the message and the end (one MSG|END frame on tcp) instead of a send and a close_send.
+        if self._send_closed is not None:
+            raise ConnectionClosed(self._send_closed)
+        await self._write(message, True)
+        if self._send_closed is None:
+            self._send_closed = SEND_CLOSED
+        self._local_done = True
+        self._check_done()
+
     async def recv(self, *, timeout: float | None = None) -> Message:
         inbox = self._inbox
         if inbox:

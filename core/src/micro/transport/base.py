@@ -98,6 +98,17 @@ class Socket(abc.ABC):
         after the last message. Idempotent; does nothing after :meth:`close`.
         """
 
+    async def send_last(self, message: Message) -> None:
+        """:meth:`send` then :meth:`close_send`: ``message`` is the last one this side sends.
+
+        Raises as :meth:`send` does (after :class:`~micro.errors.MessageTooLarge`
+        nothing was sent and the socket is not half-closed). Transports override
+        it to send both in one step (the tcp transport writes one frame); this
+        default is the two calls.
+        """
+        await self.send(message)
+        await self.close_send()
+
     @abc.abstractmethod
     async def close(self) -> None:
         """Close both directions and release the stream. Idempotent; never raises.
