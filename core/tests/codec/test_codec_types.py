@@ -176,3 +176,36 @@ def test_union_tries_each_arm() -> None:
     assert convert(3, int | str) == 3
     with pytest.raises(ShapeError, match=re.escape("expected int | str, got float")):
         convert(1.5, int | str)
+
+
+@dataclass
+class Scalars:
+    name: str
+    count: int
+    ratio: float
+    ok: bool
+    tags: list[str] = field(default_factory=list)
+    ids: frozenset[int] = frozenset()
+
+
+def test_scalar_fields_and_sequences_of_exact_scalars_convert_as_before() -> None:
+    """Values exactly of a scalar type are taken as they are; anything else is coerced or refused as before."""
+    tags = ["a", "b"]
+    value = convert({"name": "n", "count": 1, "ratio": 2, "ok": True, "tags": tags, "ids": [1, 2]}, Scalars)
+    assert value == Scalars("n", 1, 2.0, True, ["a", "b"], frozenset({1, 2}))
+    assert type(value.ratio) is float
+    assert value.tags is not tags  # a new list, as the item-by-item conversion built
+    assert convert(("x", "y"), list[str]) == ["x", "y"]
+    for payload, message, where in [
+        ({"name": 1, "count": 1, "ratio": 1.0, "ok": True}, "expected str", [".name"]),
+        ({"name": "n", "count": True, "ratio": 1.0, "ok": True}, "expected int", [".count"]),
+        ({"name": "n", "count": 1, "ratio": 1.0, "ok": 1}, "expected bool", [".ok"]),
+        ({"name": "n", "count": 1, "ratio": 1.0, "ok": True, "tags": ["a", 2]}, "expected str", ["[1]", ".tags"]),
+        ({"name": "n", "count": 1, "ratio": 1.0, "ok": True, "ids": [1, [2]]}, "expected int", ["[1]", ".ids"]),
+    ]:
+        with pytest.raises(ShapeError, match=message) as caught:
+            convert(payload, Scalars)
+        assert caught.value.segments == where
+    with pytest.raises(ShapeError, match="expected int") as caught:
+        convert([True], list[int])  # bool is not an int here, exactly as before
+    assert caught.value.segments == ["[0]"]

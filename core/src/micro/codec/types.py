@@ -226,6 +226,10 @@ def _str(value: Any) -> str:
     raise ShapeError(f"expected str, {_got(value)}")
 
 
+# A scalar converter and the one type it returns unchanged: a value exactly of it needs no call.
+_EXACT: Final[dict[Converter, type]] = {_str: str, _int: int, _float: float, _bool: bool}
+
+
 def _bytes(value: Any) -> bytes:
     if type(value) is bytes:
         return value
@@ -368,6 +372,9 @@ def _container(tp: Any, build: type, item: Converter | None) -> Converter:
     expected = type_name(build)
     if item is _identity:
         item = None
+    # Items of a scalar type taken as they are when exactly of it (no call per item); anything else goes through
+    # the item converter, which coerces or raises as before.
+    exact = _EXACT.get(item) if item is not None else None
 
     def sequence(value: Any) -> Any:
         if not isinstance(value, (list, tuple, set, frozenset)):
@@ -379,6 +386,17 @@ def _container(tp: Any, build: type, item: Converter | None) -> Converter:
                 return build(value)
             except TypeError:  # unhashable items for a set
                 raise ShapeError(f"expected {expected} of hashable items") from None
+        if exact is not None:
+            for element in value:
+                if type(element) is not exact:
+                    break
+            else:
+                if build is list:
+                    return list(value)
+                try:
+                    return build(value)
+                except TypeError:
+                    raise ShapeError(f"expected {expected} of hashable items") from None
         out = []
         for index, element in enumerate(value):
             try:
@@ -447,8 +465,8 @@ def _hints(cls: type) -> dict[str, Any]:
 
 
 def _dataclass(cls: type) -> Converter:
-    # (name, converter or None for "as is", required)
-    spec: list[tuple[str, Converter | None, bool]] = []
+    # (name, converter or None for "as is", required, the scalar type a value is taken as is when exactly of it)
+    spec: list[tuple[str, Converter | None, bool, type | None]] = []
 
     def build(value: Any) -> Any:
         if type(value) is not dict:
@@ -456,10 +474,12 @@ def _dataclass(cls: type) -> Converter:
                 return value
             raise ShapeError(f"expected an object, {_got(value)}")
         kwargs = {}
-        for name, conv, required in spec:
+        for name, conv, required, exact in spec:
             if name in value:
                 if conv is None:
                     kwargs[name] = value[name]
+                elif exact is not None and type(value[name]) is exact:
+                    kwargs[name] = value[name]  # what conv would return, without calling it
                 else:
                     try:
                         kwargs[name] = conv(value[name])
@@ -484,7 +504,7 @@ def _dataclass(cls: type) -> Converter:
                 continue
             conv = converter(hints.get(f.name, Any))
             required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
-            spec.append((f.name, None if conv is _identity else conv, required))
+            spec.append((f.name, None if conv is _identity else conv, required, _EXACT.get(conv)))
     except BaseException:
         _cache.pop(cls, None)
         raise
