@@ -568,7 +568,12 @@ class RPCServer(Server):
             first = await socket.recv()
         except MicroError:
             return
-        task = self._track()
+        # _track and _untrack inlined: this runs for every call served.
+        task = asyncio.current_task()
+        inflight = self._inflight
+        if task is not None:
+            inflight.add(task)
+            self._idle.clear()
         try:
             routing, metadata = _mucp.parse(first.header)
             call_id = routing.get(_ID, "")
@@ -587,7 +592,10 @@ class RPCServer(Server):
         except ConnectionClosed:
             pass  # the caller went away; there is nobody to answer
         finally:
-            self._untrack(task)
+            if task is not None:
+                inflight.discard(task)
+                if not inflight:
+                    self._idle.set()
 
     def _route(self, socket: Socket, frame: Frame, routing: dict[str, str], metadata: Metadata, call_id: str) -> _Call:
         """The call a first message asks for; raises the :class:`MicroError` to answer with if it cannot be."""
