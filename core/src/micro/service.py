@@ -225,12 +225,11 @@ class Service:
 
             self.client.wrap(local_proof(environ=environ))
         #: The built-in ``Debug`` handler (:func:`micro.debug.handler.mount`), or ``None`` when ``debug`` is
-        #: false or ``MICRO_DEBUG_ACCESS=off``.
+        #: false. With ``MICRO_DEBUG_ACCESS=off`` it is not served, but logs, traces and stats are still
+        #: recorded (by the selected log, tracer and stats) and readable here, in-process.
         self.debug: Debug | None = None
         if debug:
-            options = debug_options(environ)
-            if options.access != "off":
-                self.debug = mount(self, options=options, make=make)
+            self.debug = mount(self, options=debug_options(environ), make=make)
         if wrappers:
             self.server.wrap(*wrappers)
         if subscriber_wrappers:
