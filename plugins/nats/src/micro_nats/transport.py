@@ -26,18 +26,19 @@ not ``max_payload`` bounds what a socket carries. Flags: ``OPEN`` (a dialler's f
 sent to the listener's subject), ``MSG``, ``END`` (half-close), ``RESET`` (close; data is the
 reason, ``REFUSED`` with it when the listener is closed), ``MORE``, and ``PING``/``PONG``
 (keepalive; no ``seq``). A dialler sends every message to the listener's subject with its inbox as
-the reply subject, which is how the listener tells its sockets apart; the listener sends to that
-inbox with its own socket's inbox as the reply subject.
+the reply subject (``<inbox>.o`` for the OPEN), which is how the listener tells its sockets apart;
+the listener sends to that inbox with its own socket's inbox as the reply subject.
 
 **Failure.** The NATS server answers a message sent to a subject nobody subscribes to with a
 "no responders" status on its reply subject: a dial (which first asks the listener, unless this
 transport heard from it within the last second) to a name nobody listens on fails with
-:class:`~micro.errors.Unavailable` at once, and a socket whose peer's transport is gone fails on
-its next message. A socket that has heard nothing from its peer for ``keepalive`` seconds pings it:
-a peer process that died (SIGKILL included: the NATS server drops its subscriptions when its
-connection goes) is noticed within about ``keepalive`` seconds, and a peer that does not answer
-three pings in a row is given up. Either way the socket fails with
-:class:`~micro.errors.ConnectionClosed`; nothing waits forever.
+:class:`~micro.errors.Unavailable` at once, as does the first ``recv`` of a socket whose OPEN found
+nobody (the listener never saw it, so a retry is safe); a socket whose peer went after that fails
+with :class:`~micro.errors.ConnectionClosed` on its next message. A socket that has heard nothing
+from its peer for ``keepalive`` seconds pings it: a peer process that died (SIGKILL included: the
+NATS server drops its subscriptions when its connection goes) is noticed within about two
+``keepalive`` periods, and a peer that does not answer three pings in a row is given up. Either
+way the socket fails with :class:`~micro.errors.ConnectionClosed`; nothing waits forever.
 
 **Limits** (``NatsTransportOptions``; ``docs/transport.md``): ``max_message_size`` (also what a
 receiver reassembles: more resets the socket), ``max_connections`` (distinct dialling transports a
@@ -98,6 +99,8 @@ _SLACK: Final = 64
 _FRESH: Final = 1.0
 #: Pings in a row a socket sends without an answer before it gives its peer up.
 _MISSED: Final = 3
+#: Suffix of the reply subject of a dialled socket's first message.
+_OPENING: Final = ".o"
 # A listen name: no whitespace and no wildcards; dots are fine (they only add subject tokens).
 _HOST: Final = re.compile(r"[^\s*>]+")
 
@@ -214,8 +217,11 @@ class _NatsSocket(StreamSocket):
             raise ConnectionClosed("the transport is closed")
         seq = self._send_seq
         self._send_seq = (seq + 1) % _SEQ_MOD
+        # The OPEN names a reply subject of its own: a "no responders" for it means the listener never
+        # saw this socket (refused: Unavailable, safe to retry), one for a later message that it is gone.
+        reply = self._inbox_subject + _OPENING if flags & OPEN else self._inbox_subject
         try:
-            await nc.publish(self._to, _HEAD.pack(flags, seq) + data, reply=self._inbox_subject)
+            await nc.publish(self._to, _HEAD.pack(flags, seq) + data, reply=reply)
         except Exception as exc:  # the driver's: closed, reconnect buffer full
             self._fail(f"cannot send through NATS: {exc or type(exc).__name__}")
             raise ConnectionClosed(f"cannot send through NATS: {exc or type(exc).__name__}") from exc
@@ -323,9 +329,9 @@ class _NatsSocket(StreamSocket):
         self._drop_partial()
         super()._fail(reason)
 
-    def _vanished(self) -> None:
-        """NATS said nobody subscribes to the peer's subject any more."""
-        if self._dialled and self._recv_seq == 0 and self._listener is None:
+    def _vanished(self, opening: bool) -> None:
+        """NATS said nobody subscribes to the peer's subject; ``opening``: when our OPEN was sent."""
+        if opening:
             self._refused = f"nothing listens on {self._remote} (nats transport: no responders)"
         self._fail(f"the peer is gone ({self._remote} has no subscriber in NATS)")
 
@@ -375,6 +381,8 @@ class _NatsListener(Listener):
         flags, seq = _HEAD.unpack_from(data)
         owner = self._owner
         key = msg.reply
+        if flags & OPEN:
+            key = key.removesuffix(_OPENING)
         if flags & PING:
             if key.startswith(owner._inbox_root):  # an accepted socket's keepalive
                 socket = self._sockets.get(key)
@@ -461,6 +469,17 @@ class _NatsListener(Listener):
             await self._unsubscribe()
 
 
+async def _subscribed(nc: Client, seconds: float) -> None:
+    """Return once the server has the subscription just made, so a dial right after it finds the listener.
+
+    ``flush()`` alone does not promise that: nats-py writes its PING ahead of commands still queued
+    (the SUB), so the PONG can come back first. The second round trip's PING follows the SUB.
+    """
+    timeout = max(1, round(seconds))
+    await nc.flush(timeout=timeout)
+    await nc.flush(timeout=timeout)
+
+
 def _peer_of(key: str, root: str) -> str | None:
     """The dialling transport's id in an inbox subject ``<root><id>.<n>``."""
     if not key.startswith(root):
@@ -508,8 +527,8 @@ class NatsTransport(Transport):
             self._urls, where=self._where, connect_timeout=self.options.connect_timeout, role="transport", logger=logger
         )
         try:
-            self._inbox_sub = await nc.subscribe(f"{self._my_inbox}*", cb=self._inbox_received)
-            await nc.flush(timeout=max(1, round(self.options.connect_timeout)))
+            self._inbox_sub = await nc.subscribe(f"{self._my_inbox}>", cb=self._inbox_received)
+            await _subscribed(nc, self.options.connect_timeout)
         except Exception as exc:
             await nc.close()
             raise Unavailable(f"{self._where}: cannot subscribe: {exc}") from exc
@@ -574,7 +593,7 @@ class NatsTransport(Transport):
         return socket
 
     def _forget(self, socket: _NatsSocket) -> None:
-        n = socket._inbox_subject.rpartition(".")[2]
+        n = socket._inbox_subject[len(self._my_inbox) :]
         if self._sockets.get(n) is socket:
             del self._sockets[n]
         if socket._listener is not None:
@@ -588,7 +607,7 @@ class NatsTransport(Transport):
             await nc.publish(to, _HEAD.pack(flags, seq) + data)
 
     async def _inbox_received(self, msg: Msg) -> None:
-        n = msg.subject.rpartition(".")[2]
+        n, _, tag = msg.subject[len(self._my_inbox) :].partition(".")
         socket = self._sockets.get(n)
         if socket is None:
             # A socket that is gone: tell the peer, unless this is a status or its own RESET.
@@ -598,7 +617,7 @@ class NatsTransport(Transport):
             return
         headers = msg.headers
         if headers and headers.get("Status") == "503":
-            socket._vanished()
+            socket._vanished(opening=tag == _OPENING[1:])
             return
         data = msg.data
         if len(data) < _HEAD.size:
@@ -710,7 +729,7 @@ class NatsTransport(Transport):
         listener = _NatsListener(self, address, subject, handler)
         try:
             listener._sub = await nc.subscribe(subject, cb=listener._received)
-            await nc.flush(timeout=max(1, round(self.options.dial_timeout)))
+            await _subscribed(nc, self.options.dial_timeout)
         except Exception as exc:
             raise Unavailable(f"cannot listen on {address}: {self._where}: {exc}") from exc
         self._listeners[subject] = listener
