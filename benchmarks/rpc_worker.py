@@ -168,6 +168,20 @@ async def serve_micro_grpc() -> None:
     await serve_micro()
 
 
+#: The nats transport's settings for both ends of the "micro-nats" rows (the NATS server of the broker rows).
+NATS_TRANSPORT = {
+    "MICRO_TRANSPORT": "nats",
+    "MICRO_TRANSPORT_SERVERS": "nats://127.0.0.1:4222",
+    "MICRO_TRANSPORT_SUBJECT_PREFIX": "bench.transport",
+}
+
+
+async def serve_micro_nats() -> None:
+    # The same service and handler as "micro", listening on a NATS subject (MICRO_TRANSPORT=nats).
+    os.environ.update(NATS_TRANSPORT)
+    await serve_micro()
+
+
 SERVERS: dict[str, Callable[[], Awaitable[None]]] = {
     "micro": serve_micro,
     # Without the Debug handler's trace and stats wrappers: what they cost per call.
@@ -177,6 +191,7 @@ SERVERS: dict[str, Callable[[], Awaitable[None]]] = {
     "aiohttp": serve_aiohttp,
     "micro-grpc": serve_micro_grpc,
     "micro-grpc-server": serve_micro_grpc,
+    "micro-nats": serve_micro_nats,
 }
 
 
@@ -283,6 +298,11 @@ async def clients_micro(address: str, callers: int, connections: int, size: int)
         await selector.close()
 
     return [make(clients[i % connections]) for i in range(callers)], close
+
+
+async def clients_micro_nats(address: str, callers: int, connections: int, size: int) -> tuple[list[Call], Any]:
+    os.environ.update(NATS_TRANSPORT)
+    return await clients_micro(address, callers, connections, size)
 
 
 async def clients_grpc(address: str, callers: int, connections: int, size: int) -> tuple[list[Call], Any]:
@@ -397,6 +417,7 @@ CLIENTS = {
     "aiohttp": clients_aiohttp,
     "micro-grpc": clients_micro_grpc,
     "micro-grpc-server": clients_grpc_to_micro,
+    "micro-nats": clients_micro_nats,
 }
 
 
