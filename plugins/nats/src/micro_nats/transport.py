@@ -99,6 +99,8 @@ _SLACK: Final = 64
 _FRESH: Final = 1.0
 #: Pings in a row a socket sends without an answer before it gives its peer up.
 _MISSED: Final = 3
+#: Bytes a socket queues for its flusher before ``send`` waits for it.
+_OUT_HIGH: Final = 1024 * 1024
 #: Suffix of the reply subject of a dialled socket's first message.
 _OPENING: Final = ".o"
 # A listen name: no whitespace and no wildcards; dots are fine (they only add subject tokens).
@@ -159,7 +161,11 @@ class _NatsSocket(StreamSocket):
         self._opened = not dialled  # a dialled socket's first message carries OPEN
         self._send_seq = 0
         self._recv_seq = 0
-        self._lock = asyncio.Lock()
+        #: Frames waiting for the flusher (``[flags, data]``), their bytes, the flusher, and who waits for it.
+        self._out: list[list[Any]] = []
+        self._out_bytes = 0
+        self._flusher: asyncio.Task[None] | None = None
+        self._waiting: asyncio.Future[None] | None = None
         self._partial = bytearray()
         self._partial_since = 0.0
         self._unread = 0
@@ -189,27 +195,76 @@ class _NatsSocket(StreamSocket):
         return _HSIZE.pack(len(packed)) + packed + body
 
     async def _write(self, message: Message | None, end: bool) -> None:
-        data = self._encode(message) if message is not None else b""
-        owner = self._owner
-        nc = owner._nc
+        data = self._encode(message) if message is not None else None
+        nc = self._owner._nc
         if nc is None or nc.is_closed:
             raise ConnectionClosed("the transport is closed")
-        chunk = owner._chunk
-        async with self._lock:
-            if message is not None and self._closed:
-                raise ConnectionClosed(self._send_closed or "the socket is closed")
-            base = (OPEN if not self._opened else 0) | (MSG if message is not None else 0)
-            self._opened = True
-            parts = [data[i : i + chunk] for i in range(0, len(data), chunk)] or [b""]
-            last = len(parts) - 1
-            for index, part in enumerate(parts):
-                flags = base if index == 0 else MSG
-                if index < last:
-                    flags |= MORE
-                elif end:
-                    flags |= END
-                await self._publish(flags, part)
+        if message is not None and self._closed:
+            raise ConnectionClosed(self._send_closed or "the socket is closed")
         self._active = time.monotonic()
+        if data is None:
+            self._queue_end(END, b"")
+            return
+        chunk = self._owner._chunk
+        base = self._opening() | MSG
+        parts = [data[i : i + chunk] for i in range(0, len(data), chunk)]
+        last = len(parts) - 1
+        for index, part in enumerate(parts):  # queued in one go: concurrent senders never interleave parts
+            flags = base if index == 0 else MSG
+            if index < last:
+                flags |= MORE
+            elif end:
+                flags |= END
+            self._queue(flags, part)
+        # Back-pressure: NATS's own (the driver's buffer) reaches us through the flusher; wait while it lags.
+        while self._out_bytes > _OUT_HIGH and self._flusher is not None:
+            await self._drained()
+
+    def _opening(self) -> int:
+        """OPEN for a dialled socket's first frame, 0 after it."""
+        if self._opened:
+            return 0
+        self._opened = True
+        return OPEN
+
+    def _queue(self, flags: int, data: bytes) -> None:
+        """Queue a frame; the queue leaves at the end of this loop turn, so an END joins the frame before it."""
+        self._out.append([flags, data])
+        self._out_bytes += len(data)
+        if self._flusher is None:
+            self._flusher = self._owner._spawn(self._flush())
+
+    def _queue_end(self, flags: int, data: bytes) -> None:
+        """Queue END (or RESET): joined to the last queued message frame when there is one."""
+        out = self._out
+        if flags == END and out and not out[-1][0] & (END | RESET | MORE):
+            out[-1][0] |= END
+        else:
+            self._queue(self._opening() | flags, data)
+
+    async def _flush(self) -> None:
+        """Publish the queue in order (one flusher per socket at a time), until it stays empty."""
+        try:
+            # A task's first step runs after the current loop turn: whatever that turn queued (an END
+            # after the message, more messages) leaves with it.
+            while self._out:
+                batch, self._out = self._out, []
+                for flags, data in batch:
+                    self._out_bytes -= len(data)
+                    await self._publish(flags, data)
+        except ConnectionClosed:
+            self._out.clear()
+            self._out_bytes = 0
+        finally:
+            self._flusher = None
+            waiter, self._waiting = self._waiting, None
+            if waiter is not None and not waiter.done():
+                waiter.set_result(None)
+
+    async def _drained(self) -> None:
+        if self._waiting is None:
+            self._waiting = asyncio.get_running_loop().create_future()
+        await asyncio.shield(self._waiting)
 
     async def _publish(self, flags: int, data: bytes) -> None:
         nc = self._owner._nc
@@ -229,24 +284,16 @@ class _NatsSocket(StreamSocket):
     def _before_recv(self) -> None:
         # A dialled socket read before anything was sent: open the stream now so the handler starts.
         if not self._opened and self._send_closed is None:
-            self._opened = True
-            self._owner._spawn(self._open_only())
+            self._queue(self._opening(), b"")
         return None
-
-    async def _open_only(self) -> None:
-        async with self._lock:
-            with contextlib.suppress(ConnectionClosed):
-                await self._publish(OPEN, b"")
 
     def _finish(self, reset: bool) -> None:
         if not self._opened:
             return  # the peer never heard of this socket
-        self._owner._spawn(self._send_end(RESET if reset else END, b"the peer closed the stream" if reset else b""))
-
-    async def _send_end(self, flags: int, reason: bytes) -> None:
-        async with self._lock:
-            with contextlib.suppress(ConnectionClosed):
-                await self._publish(flags, reason)
+        if reset:
+            self._queue_end(RESET, b"the peer closed the stream")
+        else:
+            self._queue_end(END, b"")
 
     def _release(self) -> None:
         self._owner._forget(self)
@@ -317,7 +364,7 @@ class _NatsSocket(StreamSocket):
         """Reset the stream on both sides for ``reason`` (a broken stream is never delivered on)."""
         self._drop_partial()
         if self._opened and not self._local_done:
-            self._owner._spawn(self._send_end(RESET, reason.encode()))
+            self._queue_end(RESET, reason.encode())
         self._fail(reason)
 
     def _drop_partial(self) -> None:
@@ -569,11 +616,12 @@ class NatsTransport(Transport):
         self._alive.clear()
         self._inbox_sub = None
 
-    def _spawn(self, coro: Any, *, handler: bool = False) -> None:
+    def _spawn(self, coro: Any, *, handler: bool = False) -> asyncio.Task[Any]:
         task = asyncio.get_running_loop().create_task(coro)
         bucket = self._handlers if handler else self._tasks
         bucket.add(task)
         task.add_done_callback(bucket.discard)
+        return task
 
     def _client(self) -> Client:
         nc = self._nc
