@@ -66,7 +66,7 @@ from micro.broker import Broker, Event, Handler, Message, SubscribeOptions, Subs
 from micro.broker.base import dispatch
 from micro.errors import BadRequest, ConfigError, ConnectionClosed, MicroError
 
-from ._client import connect
+from ._client import connect, subscribed
 from ._errors import translate
 from .options import NatsBrokerOptions, display_address, server_urls
 
@@ -396,9 +396,8 @@ class NatsBroker(Broker):
                 pending_msgs_limit=self.options.pending_msgs_limit,
                 pending_bytes_limit=self.options.pending_bytes_limit,
             )
-            # The subscription is registered with the server once the client's buffer is flushed:
-            # a publish after subscribe() returns must find it.
-            await nc.flush(timeout=max(1, round(self.options.request_timeout)))
+            # A publish after subscribe() returns must find the subscription on the server.
+            await subscribed(nc, self.options.request_timeout)
             subscriber = core
         subscriber._start_task(f"micro.broker.nats:{topic}")
         return subscriber

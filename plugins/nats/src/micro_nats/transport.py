@@ -69,7 +69,7 @@ from micro.errors import BadRequest, ConnectionClosed, InvalidOption, MessageToo
 from micro.transport import Handler, Listener, Message, Socket, Transport, TransportOptions
 from micro.transport._stream import StreamSocket, check_header, run_handler, split_address
 
-from ._client import connect
+from ._client import connect, subscribed
 from .options import _seconds, check_subject, display_address, server_urls
 
 if TYPE_CHECKING:
@@ -516,17 +516,6 @@ class _NatsListener(Listener):
             await self._unsubscribe()
 
 
-async def _subscribed(nc: Client, seconds: float) -> None:
-    """Return once the server has the subscription just made, so a dial right after it finds the listener.
-
-    ``flush()`` alone does not promise that: nats-py writes its PING ahead of commands still queued
-    (the SUB), so the PONG can come back first. The second round trip's PING follows the SUB.
-    """
-    timeout = max(1, round(seconds))
-    await nc.flush(timeout=timeout)
-    await nc.flush(timeout=timeout)
-
-
 def _peer_of(key: str, root: str) -> str | None:
     """The dialling transport's id in an inbox subject ``<root><id>.<n>``."""
     if not key.startswith(root):
@@ -575,7 +564,7 @@ class NatsTransport(Transport):
         )
         try:
             self._inbox_sub = await nc.subscribe(f"{self._my_inbox}>", cb=self._inbox_received)
-            await _subscribed(nc, self.options.connect_timeout)
+            await subscribed(nc, self.options.connect_timeout)
         except Exception as exc:
             await nc.close()
             raise Unavailable(f"{self._where}: cannot subscribe: {exc}") from exc
@@ -777,7 +766,7 @@ class NatsTransport(Transport):
         listener = _NatsListener(self, address, subject, handler)
         try:
             listener._sub = await nc.subscribe(subject, cb=listener._received)
-            await _subscribed(nc, self.options.dial_timeout)
+            await subscribed(nc, self.options.dial_timeout)
         except Exception as exc:
             raise Unavailable(f"cannot listen on {address}: {self._where}: {exc}") from exc
         self._listeners[subject] = listener
