@@ -27,7 +27,10 @@ sent to the listener's subject), ``MSG``, ``END`` (half-close), ``RESET`` (close
 reason, ``REFUSED`` with it when the listener is closed), ``MORE``, and ``PING``/``PONG``
 (keepalive; no ``seq``). A dialler sends every message to the listener's subject with its inbox as
 the reply subject (``<inbox>.o`` for the OPEN), which is how the listener tells its sockets apart;
-the listener sends to that inbox with its own socket's inbox as the reply subject.
+the listener sends to that inbox with its own socket's inbox as the reply subject. A socket's frames
+queue and leave after the loop turn that wrote them, in order, and an END (or a close) written in
+the same turn joins the message before it: a unary call is one ``OPEN|MSG|END`` and one
+``MSG|END``, two NATS messages.
 
 **Failure.** The NATS server answers a message sent to a subject nobody subscribes to with a
 "no responders" status on its reply subject: a dial (which first asks the listener, unless this
