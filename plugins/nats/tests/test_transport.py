@@ -361,3 +361,15 @@ async def test_closing_the_transport_tells_the_peer(make: Any) -> None:
     await asyncio.wait_for(ended.wait(), 5)
     with pytest.raises(ConnectionClosed):
         await socket.send(Message({}, b"after close"))
+
+
+async def test_the_transport_is_usable_again_after_close(make: Any) -> None:
+    """As the Transport interface says (and tcp and memory do): close() ends everything, the next use reconnects."""
+    server = await make()
+    client = await make()
+    await client.close()
+    await server.close()
+    listener = await server.listen(None, echo)
+    socket = await client.dial(listener.address, timeout=5)
+    await socket.send(Message({}, b"again"))
+    assert (await socket.recv(timeout=5)).body == b"again"

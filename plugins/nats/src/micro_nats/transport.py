@@ -721,7 +721,8 @@ class NatsTransport(Transport):
         if not host or port == 0:
             raise BadRequest(f"invalid address {address!r}: a nats transport address is name:port with a port above 0")
         if self._component_state != "started":
-            await self._open_for_use()
+            # As every transport: usable again after close() (Transport's contract), connecting anew.
+            await self.start()
         nc = self._client()
         subject = f"{self._listen_root}{host}.{port}"
         seconds = self.options.dial_timeout if timeout is None else timeout
@@ -751,7 +752,8 @@ class NatsTransport(Transport):
         if port != 0 and not host:
             raise BadRequest(f"invalid address {address!r}: listening on a port needs a name before it (name:port)")
         if self._component_state != "started":
-            await self._open_for_use()
+            # As every transport: usable again after close() (Transport's contract), connecting anew.
+            await self.start()
         nc = self._client()
         if port == 0:
             address = f"{self._id}:{next(self._ports)}"
