@@ -373,3 +373,34 @@ async def test_the_transport_is_usable_again_after_close(make: Any) -> None:
     socket = await client.dial(listener.address, timeout=5)
     await socket.send(Message({}, b"again"))
     assert (await socket.recv(timeout=5)).body == b"again"
+
+
+async def test_garbage_on_the_listeners_subject_leaves_it_serving(make: Any, prefix: str, raw: Any) -> None:
+    """Junk from anyone on NATS (short payloads, a malformed message, a forged stream, no reply subject)
+    ends at most the socket it names; the listener keeps serving others and nothing hangs."""
+    server = await make()
+    listener = await server.listen(None, echo)
+    host, _, port = listener.address.rpartition(":")
+    subject = f"{prefix}.l.{host}.{port}"
+    inbox = f"{prefix}.i.nats-000000000000"  # looks like a transport's inbox: the listener accepts its OPEN
+    answers: list[bytes] = []
+
+    async def collect(msg: Any) -> None:
+        answers.append(msg.data)
+
+    await raw.subscribe(f"{inbox}.>", cb=collect)
+    await raw.publish(subject, b"")  # no reply subject, nothing
+    await raw.publish(subject, b"\x03", reply=f"{inbox}.a")  # too short for a frame
+    # OPEN|MSG|END whose message is not msgpack: the socket is reset, nothing delivered to the handler.
+    await raw.publish(subject, bytes([0x07]) + (0).to_bytes(4, "big") + b"\xff\xff\xff\xff junk", reply=f"{inbox}.b")
+    # A frame for a stream that was never opened: answered with RESET.
+    await raw.publish(subject, bytes([0x02]) + (5).to_bytes(4, "big") + b"\x00\x00\x00\x00x", reply=f"{inbox}.c")
+    await raw.flush()
+    client = await make()
+    socket = await client.dial(listener.address, timeout=5)
+    await socket.send(Message({}, b"still serving"))
+    assert (await socket.recv(timeout=5)).body == b"still serving"
+    await asyncio.sleep(0.2)
+    assert answers, "the malformed message and the forged frame got no answer"
+    assert all(answer and answer[0] & 0x08 for answer in answers), answers  # only RESETs came back
+    assert any(b"malformed" in answer for answer in answers), answers
