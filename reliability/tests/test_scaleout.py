@@ -3,10 +3,10 @@
 ``contrib/greeter/demo.py`` (what ``nox -s demo`` runs) starts the greeter in a process of its own and
 calls, streams and publishes to it from another, both configured only by ``MICRO_*`` variables:
 ``MICRO_REGISTRY=etcd MICRO_BROKER=nats MICRO_STORE=postgres``, and the same with
-``MICRO_TRANSPORT=nats``, where the greeter opens no port at all. The greeter itself keeps no state,
-so a second pair of processes checks the store: one writes through ``MICRO_STORE=postgres``, the
-other reads it. Every name (etcd prefix, subjects, stream, schema) is the test's own and removed
-afterwards. A backend or plugin that is missing is a skip here and a failure under ``CI=true``.
+``MICRO_TRANSPORT=nats``, where the greeter opens no port at all. The greeter keeps the greetings it
+receives in the store, so the demo's last step reads them back from PostgreSQL; a second pair of
+processes checks the store alone: one writes through ``MICRO_STORE=postgres``, the other reads it.
+Every name (etcd prefix, subjects, stream, schema) is the test's own and removed afterwards. A backend or plugin that is missing is a skip here and a failure under ``CI=true``.
 """
 
 from __future__ import annotations
@@ -58,7 +58,8 @@ def backends() -> dict[str, str]:
     }
 
 
-async def _cleanup(env: dict[str, str]) -> None:
+async def _cleanup(env: dict[str, str]) -> int:
+    """Check no node is left in etcd, drop the stream and the schema; the store records the schema held."""
     import asyncpg
     import nats
     from micro_etcd._client import Etcd, prefix_end
@@ -78,12 +79,18 @@ async def _cleanup(env: dict[str, str]) -> None:
             pass
     finally:
         await nc.close()
+    schema = env["MICRO_STORE_SCHEMA"]
     conn = await asyncpg.connect(POSTGRES)
     try:
-        await conn.execute(f'DROP SCHEMA IF EXISTS "{env["MICRO_STORE_SCHEMA"]}" CASCADE')
+        tables = await conn.fetch("SELECT tablename FROM pg_tables WHERE schemaname = $1", schema)
+        records = 0
+        for row in tables:
+            records += await conn.fetchval(f'SELECT count(*) FROM "{schema}"."{row[0]}"')
+        await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
     finally:
         await conn.close()
     assert left == [], f"the greeter left {len(left)} node(s) in etcd after stopping"
+    return int(records)
 
 
 async def _run(args: list[str], env: dict[str, str], timeout: float = 90) -> tuple[int, str]:
@@ -106,11 +113,13 @@ async def test_the_demo_runs_on_etcd_nats_and_postgres(backends: dict[str, str],
     if transport == "nats":
         env["MICRO_TRANSPORT_SERVERS"] = NATS
         env["MICRO_TRANSPORT_SUBJECT_PREFIX"] = f"{backends['MICRO_BROKER_SUBJECT_PREFIX']}.t"
+    records = -1
     try:
         code, out = await _run([sys.executable, str(REPO / "contrib" / "greeter" / "demo.py")], env)
     finally:
-        await _cleanup(backends)
+        records = await _cleanup(backends)
     assert code == 0, out
+    assert records == 1, f"the greeter should have kept Bob's greeting in PostgreSQL, found {records} record(s)"
     assert "-> 'Hello Alice'" in out, out
     assert "-> received [1, 2, 3]" in out, out
     assert "BadRequest" in out, out
