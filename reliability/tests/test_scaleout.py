@@ -6,7 +6,8 @@ calls, streams and publishes to it from another, both configured only by ``MICRO
 ``MICRO_TRANSPORT=nats``, where the greeter opens no port at all. The greeter keeps the greetings it
 receives in the store, so the demo's last step reads them back from PostgreSQL; a second pair of
 processes checks the store alone: one writes through ``MICRO_STORE=postgres``, the other reads it.
-Every name (etcd prefix, subjects, stream, schema) is the test's own and removed afterwards. A backend or plugin that is missing is a skip here and a failure under ``CI=true``.
+Every name (etcd prefix, subjects, stream, schema) is the test's own and removed afterwards. A
+backend or plugin that is missing is a skip here and a failure under ``CI=true``.
 """
 
 from __future__ import annotations
