@@ -404,3 +404,56 @@ async def test_garbage_on_the_listeners_subject_leaves_it_serving(make: Any, pre
     assert answers, "the malformed message and the forged frame got no answer"
     assert all(answer and answer[0] & 0x08 for answer in answers), answers  # only RESETs came back
     assert any(b"malformed" in answer for answer in answers), answers
+
+
+_CLIENT = """
+import asyncio, sys
+from micro.transport import Message
+from micro_nats.transport import NatsTransport, NatsTransportOptions
+
+async def main():
+    transport = NatsTransport(NatsTransportOptions(servers=(sys.argv[1],), subject_prefix=sys.argv[2]))
+    socket = await transport.dial(sys.argv[3], timeout=10)
+    await socket.send(Message({}, b"hello, then silence"))
+    print("sent", flush=True)
+    await asyncio.Event().wait()
+
+asyncio.run(main())
+"""
+
+
+async def test_a_killed_dialler_ends_the_handlers_waiting_recv(make: Any, prefix: str) -> None:
+    """SIGKILL the dialling process: the handler waiting in recv() gets ConnectionClosed (keepalive), not a hang."""
+    got = asyncio.Event()
+    ended: list[float] = []
+
+    async def wait(socket: Socket) -> None:
+        await socket.recv()
+        got.set()
+        with contextlib.suppress(ConnectionClosed):
+            await socket.recv()
+            ended.append(-1.0)  # a message that nobody sent: fails the assertion below
+            return
+        ended.append(time.monotonic())
+
+    server = await make(keepalive=0.2)
+    listener = await server.listen(None, wait)
+    code = textwrap.dedent(_CLIENT)
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", code, ADDRESS, prefix, listener.address, stdout=asyncio.subprocess.PIPE
+    )
+    try:
+        assert process.stdout is not None
+        assert (await asyncio.wait_for(process.stdout.readline(), 30)).strip() == b"sent"
+        await asyncio.wait_for(got.wait(), 10)
+        os.kill(process.pid, signal.SIGKILL)
+        killed = time.monotonic()
+        for _ in range(200):
+            if ended:
+                break
+            await asyncio.sleep(0.05)
+        assert ended, "the handler was still waiting 10 s after its peer was killed"
+        assert ended[0] > 0, "the handler received a message nobody sent"
+        assert ended[0] - killed < 10
+    finally:
+        await _reap(process)
