@@ -41,6 +41,7 @@ from typing import Any, Literal, Self, TypeVar
 
 from . import _env
 from ._private import local_secret
+from .auth.base import Auth
 from .broker.base import Broker
 from .client.base import CallWrapper, Client
 from .component import Component
@@ -113,6 +114,12 @@ class Service:
     :param register_interval: seconds between renewals; ``MICRO_REGISTER_INTERVAL`` (30s, or half
         of a ``register_ttl`` of 30s or less).
     :param drain_timeout: seconds :meth:`stop` waits for in-flight calls (10s).
+    :param auth: the auth that guards this service (``MICRO_AUTH``; ``noop``, the default, guards nothing).
+        An auth that checks tokens or applies rules (``jwt``) is enforced on every call the server handles
+        (:func:`micro.auth.server_wrapper`, refusing with ``Unauthorized`` or ``Forbidden``; deny-by-default
+        with ``MICRO_AUTH_DENY_BY_DEFAULT=true``), and signs this service's own calls with its account
+        (``MICRO_AUTH_ID``/``MICRO_AUTH_SECRET``, :func:`micro.auth.client_wrapper`). Built by the wiring, it
+        keeps its accounts and rules in the configured store (``MICRO_STORE``), shared by every instance.
     :param server, client, broker, registry, selector, transport: use these
         instead of creating them. The service starts them all, but closes only
         the ones it created.
@@ -144,6 +151,7 @@ class Service:
         registry: Registry | None = None,
         selector: Selector | None = None,
         transport: Transport | None = None,
+        auth: Auth | None = None,
         wrappers: Sequence[HandlerWrapper] = (),
         subscriber_wrappers: Sequence[SubscriberWrapper] = (),
         call_wrappers: Sequence[CallWrapper] = (),
@@ -224,6 +232,9 @@ class Service:
             from .auth.local import local_proof
 
             self.client.wrap(local_proof(environ=environ))
+        #: The auth enforced on this service's calls (see the ``auth`` parameter).
+        self.auth: Auth = auth if auth is not None else create(Auth)
+        self._enforce_auth(self.auth)
         #: The built-in ``Debug`` handler (:func:`micro.debug.handler.mount`), or ``None`` when ``debug`` is
         #: false or ``MICRO_DEBUG_ACCESS=off``.
         self.debug: Debug | None = None
@@ -240,6 +251,21 @@ class Service:
         self._started = False
         self._stopped: asyncio.Event | None = None
         self._lock: asyncio.Lock | None = None
+
+    def _enforce_auth(self, auth: Auth) -> None:
+        # Added before the Debug guard and the caller's wrappers, so it is the outermost: nothing runs for a
+        # call the auth refuses.
+        from .auth.wrappers import client_wrapper, server_wrapper
+
+        if not auth.capabilities & {"tokens", "rules"}:
+            if auth.options.deny_by_default:
+                raise ConfigError(
+                    f"MICRO_AUTH_DENY_BY_DEFAULT needs an auth that applies rules (MICRO_AUTH=jwt); "
+                    f"the {auth.name or type(auth).__name__!r} auth lets every call in"
+                )
+            return
+        self.server.wrap(server_wrapper(auth, deny_by_default=auth.options.deny_by_default))
+        self.client.wrap(client_wrapper(auth))
 
     def _own(self, component: C) -> C:
         self._owned.append(component)
@@ -323,6 +349,7 @@ class Service:
                 return
             await self._run_hooks("before_start")
             try:
+                await self.auth.start()
                 await self.server.start()
                 await self.client.start()
             except BaseException:
