@@ -1,4 +1,4 @@
-"""Two jwt auth instances wired to the same PostgreSQL store (``MICRO_STORE=postgres``) share accounts, rules and keys."""
+"""Two jwt auths wired to one PostgreSQL store (``MICRO_STORE=postgres``) share accounts, rules and keys."""
 
 from __future__ import annotations
 
