@@ -46,7 +46,7 @@ from .broker.base import Broker
 from .client.base import CallWrapper, Client
 from .component import Component
 from .debug.handler import Debug, debug_options, mount
-from .errors import ConfigError
+from .errors import BackendUnavailable, ConfigError
 from .options import Options
 from .options import build as build_options
 from .plugins import PluginManager, get_manager
@@ -56,7 +56,10 @@ from .server.base import HandlerWrapper, Server, SubscriberWrapper
 from .server.handler import Method, Subscription
 from .transport.base import Transport
 
-__all__ = ["Hook", "Service", "ServiceOptions", "service_options"]
+__all__ = ["EXIT_STARTUP", "Hook", "Service", "ServiceOptions", "serve", "service_options"]
+
+#: The exit status of :func:`serve` when the service cannot start on this configuration.
+EXIT_STARTUP = 3
 
 logger = logging.getLogger("micro.service")
 
@@ -447,3 +450,32 @@ class Service:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         await self.stop()
+
+
+def serve(build: Callable[[], Service], *, uvloop: bool | None = None) -> None:
+    """A program's main: ``build()`` the service and :meth:`~Service.run_forever`, reporting a start-up failure
+    as a person can act on it.
+
+    A bad implementation name, a bad option (both :class:`~micro.errors.ConfigError`, whose message names the
+    ``MICRO_*`` variable and lists what is installed) or a backend that does not answer at start-up
+    (:class:`~micro.errors.BackendUnavailable`) prints one line on stderr and exits with status
+    :data:`EXIT_STARTUP` (3); the traceback is printed too only when ``MICRO_LOG_LEVEL=debug``. Any other
+    error propagates as usual. Use :meth:`Service.run_forever` directly to handle them yourself::
+
+        if __name__ == "__main__":
+            serve(make_service)
+    """
+    import sys
+    import traceback
+
+    service: Service | None = None
+    try:
+        service = build()
+        service.run_forever(uvloop=uvloop)
+    except (ConfigError, BackendUnavailable) as exc:
+        environ = service.environ if service is not None else os.environ
+        if environ.get(_env.variable("log", "level"), "").strip().lower() in ("debug", "trace"):
+            traceback.print_exception(exc)
+        where = f"{service.name}: " if service is not None else ""
+        print(f"{where}cannot start: {type(exc).__name__}: {exc}", file=sys.stderr)
+        raise SystemExit(EXIT_STARTUP) from None

@@ -41,6 +41,10 @@ class Echo:
         async for req in reqs:
             yield {"echo": req}
 
+    async def fail(self, req: dict[str, Any]) -> dict[str, Any]:
+        """An unexpected error: the caller gets a 500."""
+        raise RuntimeError("something broke inside")
+
     async def received(self) -> list[Any]:
         return self.events
 

@@ -33,6 +33,10 @@ COMMANDS: Final[dict[str, str]] = {
     "logs": "micro.cli.logs:command",
     "ps": "micro.cli.ps:command",
     "run": "micro.cli.run:command",
+    "new": "micro.cli.new:command",
+    "store": "micro.cli.store:command",
+    "config": "micro.cli.config:command",
+    "subscribe": "micro.cli.subscribe:command",
 }
 
 #: The first paragraph of each built-in command's help, which ``micro --help`` shows (shortened to fit).
@@ -49,6 +53,10 @@ SUMMARIES: Final[dict[str, str]] = {
     "logs": "Print the service NAME's stdout and stderr.",
     "ps": "List the services started with `micro run`.",
     "run": "Start SOURCE in the background and print its name and pid.",
+    "new": "Create a service package NAME: handler, tests, pyproject and README.",
+    "store": "Read, write, list and delete records of the configured store.",
+    "config": "Get and set values of the configured config source.",
+    "subscribe": "Print each message published on TOPIC as one JSON line, as it arrives.",
 }
 
 

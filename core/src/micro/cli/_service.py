@@ -92,10 +92,13 @@ def local_failure(error: BaseException) -> None:
     sys.exit(EXIT_CONFIG)
 
 
-def print_table(headers: Sequence[str], rows: Iterable[Sequence[str]], *, width: int | None = None) -> None:
-    """Print ``rows`` under ``headers`` as plain columns that fit ``width`` (the terminal, at most 80 when piped).
+def print_table(
+    headers: Sequence[str], rows: Iterable[Sequence[str]], *, width: int | None = None, keep: Sequence[str] = ()
+) -> None:
+    """Print ``rows`` under ``headers`` as plain columns that fit ``width`` (the terminal's; 80 when piped).
 
-    The widest columns are shortened first, their cells cut with ``…``, so the table never wraps.
+    The widest columns are shortened first, their cells cut with ``…``, so a row never wraps; the columns
+    named in ``keep`` are never shortened.
     """
     table = [list(headers), *([str(cell) for cell in row] for row in rows)]
     if width is None:
@@ -103,9 +106,10 @@ def print_table(headers: Sequence[str], rows: Iterable[Sequence[str]], *, width:
     widths = [max(len(row[i]) for row in table) for i in range(len(headers))]
     gap = 2
     while sum(widths) + gap * (len(widths) - 1) > width:
-        widest = max(range(len(widths)), key=lambda i: widths[i])
-        if widths[widest] <= 8:
+        candidates = [i for i in range(len(widths)) if headers[i] not in keep and widths[i] > 8]
+        if not candidates:
             break
+        widest = max(candidates, key=lambda i: widths[i])
         widths[widest] -= 1
 
     def cell(text: str, size: int) -> str:
