@@ -152,7 +152,7 @@ async def test_store_refuses_the_memory_store_and_reports_an_unreachable_one() -
     assert "BackendUnavailable" in err
     assert "MICRO_STORE_ADDRESS" in err
     assert "Traceback" not in err
-    status, out, err = await micro(
+    status, _, err = await micro(
         "--debug", "store", "list", env={"MICRO_STORE": "redis", "MICRO_STORE_ADDRESS": "redis://127.0.0.1:1"}
     )
     assert status == 3
@@ -219,7 +219,8 @@ async def test_subscribe_prints_each_message_as_it_arrives() -> None:
         stderr=asyncio.subprocess.PIPE,
     )
     try:
-        assert process.stderr is not None and process.stdout is not None
+        assert process.stderr is not None
+        assert process.stdout is not None
         line = await asyncio.wait_for(process.stderr.readline(), 30)
         assert line.startswith(b"subscribed to "), line
         status, _, err = await micro("publish", topic, '{"n": 1}')
