@@ -141,11 +141,11 @@ async def test_store_write_read_list_delete(tmp_path: Path) -> None:
 
 
 async def test_store_refuses_the_memory_store_and_reports_an_unreachable_one() -> None:
-    status, out, err = await micro("store", "list")
+    status, _, err = await micro("store", "list")
     assert status == 3
     assert "MICRO_STORE" in err
     assert "Traceback" not in err
-    status, out, err = await micro(
+    status, _, err = await micro(
         "store", "list", env={"MICRO_STORE": "redis", "MICRO_STORE_ADDRESS": "redis://127.0.0.1:1"}
     )
     assert status == 3
