@@ -118,9 +118,10 @@ def server_wrapper(auth: Auth, *, deny_by_default: bool = True) -> Wrapper:
     even if the endpoint is public, so a client knows to renew it); then
     :meth:`Auth.verify` is asked about ``Resource(name=request.service,
     type="service", endpoint=request.endpoint)``, raising
-    :class:`~micro.errors.Unauthorized` (401, no token given: any refusal of
-    an anonymous caller, as Go Micro's wrapper) or
-    :class:`~micro.errors.Forbidden` (403, the account may not). The handler runs only if both pass,
+    :class:`~micro.errors.Unauthorized` (401: no token given and no public
+    rule lets the call in, including when there are no rules at all) or
+    :class:`~micro.errors.Forbidden` (403: the account may not, or a public
+    rule denies everyone). The handler runs only if both pass,
     with the account available from :func:`current_account`.
 
     With ``deny_by_default`` (the default here) only :meth:`Auth.verify`
@@ -150,16 +151,17 @@ def server_wrapper(auth: Auth, *, deny_by_default: bool = True) -> Wrapper:
                 token = _bearer(request)
                 account = await auth.inspect(token) if token is not None else None
                 resource = Resource(name=request.service, type="service", endpoint=request.endpoint)
+                rules = await auth.rules()
                 try:
-                    if deny_by_default or matches(await auth.rules(), resource):
+                    if deny_by_default or matches(rules, resource):
                         await auth.verify(account, resource)
                     else:
                         verify([DEFAULT_RULE], account, resource)
                 except Forbidden as exc:
-                    if account is not None:
+                    if account is not None or rules:
                         raise
-                    # As Go Micro's server wrapper: a caller without a token is told to get one (401).
-                    raise Unauthorized(f"{exc.detail} (no token was sent)") from None
+                    # No rules at all: an anonymous caller is told to get a token (401), as Go Micro's wrapper.
+                    raise Unauthorized(f"{exc.detail} (anonymous caller)") from None
             except MicroError as exc:
                 # The wire error names the service that refused, as Go Micro's errors.Unauthorized(service, ...).
                 exc.id = exc.id or request.service
