@@ -46,7 +46,7 @@ from .broker.base import Broker
 from .client.base import CallWrapper, Client
 from .component import Component
 from .debug.handler import Debug, debug_options, mount
-from .errors import BackendUnavailable, ConfigError
+from .errors import ConfigError, Unavailable
 from .options import Options
 from .options import build as build_options
 from .plugins import PluginManager, get_manager
@@ -456,11 +456,11 @@ def serve(build: Callable[[], Service], *, uvloop: bool | None = None) -> None:
     """A program's main: ``build()`` the service and :meth:`~Service.run_forever`, reporting a start-up failure
     as a person can act on it.
 
-    A bad implementation name, a bad option (both :class:`~micro.errors.ConfigError`, whose message names the
-    ``MICRO_*`` variable and lists what is installed) or a backend that does not answer at start-up
-    (:class:`~micro.errors.BackendUnavailable`) prints one line on stderr and exits with status
-    :data:`EXIT_STARTUP` (3); the traceback is printed too only when ``MICRO_LOG_LEVEL=debug``. Any other
-    error propagates as usual. Use :meth:`Service.run_forever` directly to handle them yourself::
+    A bad implementation name, a bad option (both :class:`~micro.errors.ConfigError`, whose message names
+    the ``MICRO_*`` variable and lists what is installed), a backend that does not answer or an address
+    that cannot be listened on at start-up (:class:`~micro.errors.Unavailable`) prints one line on stderr
+    and exits with status :data:`EXIT_STARTUP` (3); the traceback is printed too only when
+    ``MICRO_LOG_LEVEL=debug``. Any other error propagates as usual. Use :meth:`Service.run_forever` directly to handle them yourself::
 
         if __name__ == "__main__":
             serve(make_service)
@@ -472,7 +472,7 @@ def serve(build: Callable[[], Service], *, uvloop: bool | None = None) -> None:
     try:
         service = build()
         service.run_forever(uvloop=uvloop)
-    except (ConfigError, BackendUnavailable) as exc:
+    except (ConfigError, Unavailable) as exc:
         environ = service.environ if service is not None else os.environ
         if environ.get(_env.variable("log", "level"), "").strip().lower() in ("debug", "trace"):
             traceback.print_exception(exc)

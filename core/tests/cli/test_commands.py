@@ -97,6 +97,17 @@ async def test_new_scaffolds_a_service_that_passes_its_own_tests_and_serves(tmp_
     )
     assert status == 3
     assert "Traceback" in err
+    # An option with a bad value, and an address it cannot listen on: one line each too.
+    status, out, err = await run(sys.executable, "-m", package, cwd=root, env={**env, "MICRO_REGISTER_TTL": "soon"})
+    assert status == 3
+    assert err.strip().count("\n") == 0, err
+    assert "MICRO_REGISTER_TTL" in err
+    status, out, err = await run(
+        sys.executable, "-m", package, cwd=root, env={**env, "MICRO_SERVER_ADDRESS": "256.1.1.1:5"}
+    )
+    assert status == 3
+    assert err.strip().count("\n") == 0, err
+    assert "cannot listen on 256.1.1.1:5" in err
 
 
 async def test_new_refuses_a_bad_name_and_an_existing_directory(tmp_path: Path) -> None:
