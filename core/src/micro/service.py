@@ -460,7 +460,8 @@ def serve(build: Callable[[], Service], *, uvloop: bool | None = None) -> None:
     the ``MICRO_*`` variable and lists what is installed), a backend that does not answer or an address
     that cannot be listened on at start-up (:class:`~micro.errors.Unavailable`) prints one line on stderr
     and exits with status :data:`EXIT_STARTUP` (3); the traceback is printed too only when
-    ``MICRO_LOG_LEVEL=debug``. Any other error propagates as usual. Use :meth:`Service.run_forever` directly to handle them yourself::
+    ``MICRO_LOG_LEVEL=debug``. Any other error propagates as usual. Use :meth:`Service.run_forever`
+    directly to handle them yourself::
 
         if __name__ == "__main__":
             serve(make_service)
