@@ -6,7 +6,9 @@ prints one JSON line (see :class:`_harness.Load`). KIND is ``micro`` (``micro-no
 service without its Debug handler's trace and stats wrappers), ``raw``
 (length-prefixed asyncio echo), ``grpc`` (``grpc.aio`` unary, identity
 serializers), ``aiohttp`` (JSON POST), ``micro-grpc`` (the micro service served by asyncmicro-grpc,
-called with micro's grpc client) or ``micro-grpc-server`` (the same server, called as ``grpc`` is).
+called with micro's grpc client), ``micro-grpc-server`` (the same server, called as ``grpc`` is), or
+``micro-otel``, ``micro-otel-all``, ``micro-prometheus`` (the micro service with asyncmicro-opentelemetry at
+the default sample or every call sampled, or with asyncmicro-prometheus, selected by name).
 
 Every system answers two calls: ``echo`` of a small JSON object, and ``blob``
 of ``{"data": "x" * size}`` for the payload sweep. The micro handler is typed
@@ -168,6 +170,27 @@ async def serve_micro_grpc() -> None:
     await serve_micro()
 
 
+async def serve_micro_otel() -> None:
+    # asyncmicro-opentelemetry selected by name, at micro's default sample (10% of new traces recorded),
+    # with no exporter: the cost of the spans and the traceparent, not of a collector.
+    os.environ["MICRO_TRACER"] = "opentelemetry"
+    await serve_micro()
+
+
+async def serve_micro_otel_all() -> None:
+    # Every call recorded as a span (MICRO_TRACER_SAMPLE=1), still with no exporter.
+    os.environ["MICRO_TRACER"] = "opentelemetry"
+    os.environ["MICRO_TRACER_SAMPLE"] = "1"
+    await serve_micro()
+
+
+async def serve_micro_prometheus() -> None:
+    # asyncmicro-prometheus selected by name: a counter and a histogram per call, /metrics on a free port.
+    os.environ["MICRO_STATS"] = "prometheus"
+    os.environ["MICRO_STATS_ADDRESS"] = "127.0.0.1:0"
+    await serve_micro()
+
+
 SERVERS: dict[str, Callable[[], Awaitable[None]]] = {
     "micro": serve_micro,
     # Without the Debug handler's trace and stats wrappers: what they cost per call.
@@ -177,6 +200,9 @@ SERVERS: dict[str, Callable[[], Awaitable[None]]] = {
     "aiohttp": serve_aiohttp,
     "micro-grpc": serve_micro_grpc,
     "micro-grpc-server": serve_micro_grpc,
+    "micro-otel": serve_micro_otel,
+    "micro-otel-all": serve_micro_otel_all,
+    "micro-prometheus": serve_micro_prometheus,
 }
 
 
@@ -392,6 +418,9 @@ async def clients_aiohttp(address: str, callers: int, connections: int, size: in
 CLIENTS = {
     "micro": clients_micro,
     "micro-nodebug": clients_micro,
+    "micro-otel": clients_micro,
+    "micro-otel-all": clients_micro,
+    "micro-prometheus": clients_micro,
     "raw": clients_raw,
     "grpc": clients_grpc,
     "aiohttp": clients_aiohttp,
