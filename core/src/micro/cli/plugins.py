@@ -78,7 +78,7 @@ def command(as_json: bool) -> None:
     for row in table:
         name = row["name"] or "-"
         if row["default"]:
-            name += " (default)"
+            name += "*"
         core_range = row["core_range"]
         lines.append(
             [
@@ -91,9 +91,10 @@ def command(as_json: bool) -> None:
             ]
         )
     # Distribution names share their first letters (asyncmicro-core, asyncmicro-consul): cut short they would
-    # all read "asyncmicro-co…", so those, the interface, the name and the core range are never shortened.
+    # all read "asyncmicro-co…", so those, the interface and the core range are never shortened.
     print_table(
         ["distribution", "version", "interface", "name", "core range", "status"],
         lines,
-        keep=("distribution", "interface", "name", "core range"),
+        keep=("distribution", "interface", "core range"),
     )
+    click.echo("* the default of its interface")
