@@ -305,3 +305,13 @@ async def test_tables_fit_80_columns(service: ServiceProcess) -> None:
     assert service.name in out
     status, out, _ = await micro("plugins")
     assert "asyncmicro-core" in out  # distribution names are never cut short
+
+
+@pytest.mark.parametrize("command", [("debug", "logs", "x"), ("debug", "health", "x"), ("describe", "x")])
+async def test_a_bad_backend_name_is_this_sides_error_not_the_services(command: tuple[str, ...]) -> None:
+    # Exit 3 and one line naming the variable (a local configuration error), never exit 1 with the
+    # error dressed as the service's reply.
+    status, _, err = await micro(*command, env={"MICRO_REGISTRY": "bogus"})
+    assert status == 3, err
+    assert "MICRO_REGISTRY" in err
+    assert "Traceback" not in err

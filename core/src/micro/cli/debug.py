@@ -28,8 +28,13 @@ def _call(service: str, endpoint: str, request: dict[str, Any], address: str | N
         async with signed_client(os.environ.get("MICRO_TOKEN")) as client:
             return await client.call(service, endpoint, request, address=address)
 
+    from ..errors import BackendUnavailable, ConfigError
+    from ._service import local_failure
+
     try:
         return asyncio.run(main())
+    except (ConfigError, BackendUnavailable) as exc:  # this side's configuration or backends, not the service's
+        local_failure(exc)
     except MicroError as exc:
         raise click.ClickException(f"{service} {endpoint}: {exc}") from exc
 
