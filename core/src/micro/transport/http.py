@@ -613,6 +613,9 @@ class HTTPTransport(Transport):
     """Sockets as streaming HTTP/1.1 POSTs, with TLS (https) when ``options.tls`` is set. See the module docstring."""
 
     options_type: ClassVar[type[TransportOptions]] = TransportOptions
+    #: The name it is registered by, also when built without the plugin manager: servers register it as the
+    #: node's ``transport`` and clients compare it (:func:`micro.selector.filter_protocol`).
+    name = "http"
     capabilities: ClassVar[frozenset[str]] = frozenset({"tls"})
 
     def __init__(self, options: TransportOptions | None = None) -> None:

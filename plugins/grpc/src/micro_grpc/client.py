@@ -21,16 +21,17 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
-from typing import Any, ClassVar
+from collections.abc import Mapping
+from typing import Any, ClassVar, Final
 
 import grpc
 from micro.client.base import NO_REQUEST, Request, Response, Stream
 from micro.client.rpc import RPCClient
 from micro.errors import BadRequest, ConnectionClosed, NoneAvailable
 from micro.metadata import Metadata
-from micro.registry.base import Endpoint, Node, Registry, Service
-from micro.selector.base import Filter, Next, Selector, Strategy
+from micro.registry.base import Endpoint, Node, Service
+from micro.selector import filter_protocol
+from micro.selector.base import Filter
 from micro.server.handler import describe
 
 from ._meta import inbound, outbound
@@ -45,40 +46,12 @@ CONTENT_TYPE = "application/grpc+proto"
 
 
 def grpc_nodes(services: list[Service]) -> list[Service]:
-    """The selector filter: only nodes that say ``protocol: grpc``."""
-    kept = []
-    for service in services:
-        nodes = [n for n in service.nodes if n.metadata.get("protocol") == "grpc"]
-        if nodes:
-            kept.append(service.replace(nodes=nodes))
-    return kept
+    """The selector filter: only nodes that say ``protocol: grpc`` (:class:`~micro.errors.ServiceNotFound`,
+    naming what the nodes speak, when the service has nodes but none of them does)."""
+    return _GRPC_ONLY(services)
 
 
-class _GRPCNodes(Selector):
-    """The client's selector, narrowed to gRPC nodes."""
-
-    def __init__(self, inner: Selector) -> None:
-        super().__init__(inner.options)
-        self.inner = inner
-
-    @property
-    def registry(self) -> Registry:
-        return self.inner.registry
-
-    async def start(self) -> None:
-        await self.inner.start()
-
-    async def close(self) -> None:
-        await self.inner.close()
-
-    async def select(self, service: str, *, filters: Sequence[Filter] = (), strategy: Strategy | None = None) -> Next:
-        return await self.inner.select(service, filters=(grpc_nodes, *filters), strategy=strategy)
-
-    def mark(self, service: str, node: Node, error: BaseException | None) -> None:
-        self.inner.mark(service, node, error)
-
-    def reset(self, service: str) -> None:
-        self.inner.reset(service)
+_GRPC_ONLY: Final = filter_protocol("grpc")
 
 
 def path_of(endpoint: str) -> str:
@@ -138,15 +111,11 @@ class GRPCClient(RPCClient):
     def __init__(self, options: GRPCClientOptions | None = None, **parts: Any) -> None:
         super().__init__(options, **parts)
         self._channels: OrderedDict[str, grpc.aio.Channel] = OrderedDict()
-        self._narrowed: _GRPCNodes | None = None
         self._closing: set[asyncio.Task[None]] = set()
 
-    @property
-    def selector(self) -> Selector:
-        inner = super().selector
-        if self._narrowed is None or self._narrowed.inner is not inner:
-            self._narrowed = _GRPCNodes(inner)
-        return self._narrowed
+    def _protocol_filters(self) -> tuple[Filter, ...]:
+        """Nodes that say ``protocol: grpc``, whatever their transport."""
+        return (grpc_nodes,)
 
     def _channel(self, address: str) -> grpc.aio.Channel:
         channel = self._channels.get(address)
