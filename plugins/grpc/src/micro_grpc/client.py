@@ -36,7 +36,7 @@ from micro.server.handler import describe
 
 from ._meta import inbound, outbound
 from .marshal import Marshal, is_message_class, json_marshal, proto_marshal, typed_marshal
-from .options import GRPCClientOptions
+from .options import GRPCClientOptions, read_pem
 from .proto import describe_endpoints, message_classes
 from .status import from_status
 
@@ -112,6 +112,7 @@ class GRPCClient(RPCClient):
         super().__init__(options, **parts)
         self._channels: OrderedDict[str, grpc.aio.Channel] = OrderedDict()
         self._closing: set[asyncio.Task[None]] = set()
+        self._tls_credentials: grpc.ChannelCredentials | None = None
 
     def _protocol_filters(self) -> tuple[Filter, ...]:
         """Nodes that say ``protocol: grpc``, whatever their transport."""
@@ -122,11 +123,18 @@ class GRPCClient(RPCClient):
         if channel is not None:
             self._channels.move_to_end(address)
             return channel
-        size = self.options.max_message_size
-        channel = grpc.aio.insecure_channel(
-            address,
-            options=[("grpc.max_send_message_length", size), ("grpc.max_receive_message_length", size)],
-        )
+        options = self.options
+        size = options.max_message_size
+        settings: list[tuple[str, Any]] = [
+            ("grpc.max_send_message_length", size),
+            ("grpc.max_receive_message_length", size),
+        ]
+        if options.tls:
+            if options.server_name:
+                settings.append(("grpc.ssl_target_name_override", options.server_name))
+            channel = grpc.aio.secure_channel(address, self._credentials(), options=settings)
+        else:
+            channel = grpc.aio.insecure_channel(address, options=settings)
         self._channels[address] = channel
         while len(self._channels) > self.options.max_channels:
             _, oldest = self._channels.popitem(last=False)
@@ -135,6 +143,17 @@ class GRPCClient(RPCClient):
             self._closing.add(task)
             task.add_done_callback(self._closing.discard)
         return channel
+
+    def _credentials(self) -> grpc.ChannelCredentials:
+        """The channel credentials from ``ca_file``, ``cert_file`` and ``key_file``, read once."""
+        if self._tls_credentials is None:
+            options = self.options
+            self._tls_credentials = grpc.ssl_channel_credentials(
+                root_certificates=read_pem(options.ca_file, "ca_file"),
+                private_key=read_pem(options.key_file, "key_file"),
+                certificate_chain=read_pem(options.cert_file, "cert_file"),
+            )
+        return self._tls_credentials
 
     async def close(self) -> None:
         channels = list(self._channels.values())
