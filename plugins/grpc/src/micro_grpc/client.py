@@ -97,6 +97,21 @@ def marshals(request_type: Any, response_type: Any) -> tuple[Marshal, Marshal]:
     return sides[0], sides[1]
 
 
+_pairs: dict[tuple[Any, Any], tuple[Marshal, Marshal]] = {}
+
+
+def _marshals(request_type: Any, response_type: Any) -> tuple[Marshal, Marshal]:
+    """:func:`marshals`, remembered per pair of types (the unary hot path asks for the same pair every call)."""
+    key = (request_type, response_type)
+    try:
+        return _pairs[key]
+    except KeyError:
+        found = _pairs[key] = marshals(request_type, response_type)
+        return found
+    except TypeError:  # an unhashable annotation
+        return marshals(request_type, response_type)
+
+
 def _error(exc: grpc.aio.AioRpcError, request: Request) -> Exception:
     trailers = {k: v for k, v in (exc.trailing_metadata() or ()) if isinstance(v, str)}
     return from_status(exc.code(), exc.details(), trailers, service=request.service)
@@ -111,6 +126,8 @@ class GRPCClient(RPCClient):
     def __init__(self, options: GRPCClientOptions | None = None, **parts: Any) -> None:
         super().__init__(options, **parts)
         self._channels: OrderedDict[str, grpc.aio.Channel] = OrderedDict()
+        # The unary method objects per (address, endpoint), made once: grpcio builds a new one per call otherwise.
+        self._unary: dict[tuple[str, str], Any] = {}
         self._closing: set[asyncio.Task[None]] = set()
         self._tls_credentials: grpc.ChannelCredentials | None = None
 
@@ -137,7 +154,9 @@ class GRPCClient(RPCClient):
             channel = grpc.aio.insecure_channel(address, options=settings)
         self._channels[address] = channel
         while len(self._channels) > self.options.max_channels:
-            _, oldest = self._channels.popitem(last=False)
+            evicted, oldest = self._channels.popitem(last=False)
+            for key in [k for k in self._unary if k[0] == evicted]:
+                del self._unary[key]
             # Calls still on it get a second; the task is kept so the loop's weak reference does not drop it.
             task = asyncio.get_running_loop().create_task(oldest.close(grace=1.0))
             self._closing.add(task)
@@ -158,6 +177,7 @@ class GRPCClient(RPCClient):
     async def close(self) -> None:
         channels = list(self._channels.values())
         self._channels.clear()
+        self._unary.clear()
         for channel in channels:
             await channel.close()
         if self._closing:
@@ -176,10 +196,16 @@ class GRPCClient(RPCClient):
     async def _attempt(self, request: Request) -> Response:
         """One attempt of a unary call, over gRPC."""
         node = self._node(request)
-        request_marshal, response_marshal = marshals(type(request.body), request.response_type)
+        request_marshal, response_marshal = _marshals(type(request.body), request.response_type)
         payload = request_marshal.encode(request.body)
-        method = self._channel(node.address).unary_unary(path_of(request.endpoint))
-        call = method(payload, timeout=self._timeout(request), metadata=outbound(request.metadata))
+        key = (node.address, request.endpoint)
+        method = self._unary.get(key)
+        if method is None or node.address not in self._channels:
+            method = self._unary[key] = self._channel(node.address).unary_unary(path_of(request.endpoint))
+        else:
+            self._channels.move_to_end(node.address)
+        metadata = outbound(request.metadata) if request.metadata else None
+        call = method(payload, timeout=self._timeout(request), metadata=metadata)
         try:
             data = await call
             trailers = await call.trailing_metadata()
