@@ -27,6 +27,8 @@ KINDS = {
     # the second isolates the server's cost over the raw grpc.aio echo.
     "micro-grpc": "micro over gRPC",
     "micro-grpc-server": "micro gRPC server, grpcio client",
+    # micro's service and client over MICRO_TRANSPORT=http, beside the aiohttp JSON POST row.
+    "micro-http": "micro over the http transport",
 }
 
 
