@@ -3,8 +3,9 @@
 In the spirit of Go Micro's http transport (``transport/http_transport.go``),
 which sends each message as an HTTP request to ``POST /``: here a socket is
 one long-lived exchange, so streams and half-close work as on the tcp
-transport. Connections are pooled by aiohttp's client (keep-alive), so
-dialling per call costs one round trip on an open connection, not a new one.
+transport. Connections are pooled by aiohttp's client (keep-alive), and
+``dial`` returns as soon as the request head is out, so dialling per call
+costs no round trip of its own on an open connection.
 The wire format (also in ``docs/transport.md``):
 
 * The dialer sends ``POST /micro/transport`` with ``Content-Type:
@@ -14,7 +15,9 @@ The wire format (also in ``docs/transport.md``):
   HTTP error with a one-line reason and ``Connection: close`` (``404`` other
   path, ``405`` not a POST, ``415`` other content type, ``400`` bad preface,
   ``408`` preface not in within ``read_timeout``, ``503`` listener closed or
-  ``max_connections`` reached) before any frame is sent.
+  ``max_connections`` reached) before any frame is sent. The dialler raises
+  :class:`~micro.errors.Unavailable` with that reason from ``dial`` when the
+  answer is already in, else fails the socket with it (``ConnectionClosed``).
 * Then each body is a sequence of frames, the dialer's in the request, the
   listener's in the response::
 
@@ -354,6 +357,7 @@ class _ClientSocket(_HTTPSocket):
         self._queue: asyncio.Queue[bytes | None] = asyncio.Queue(_QUEUE)
         self._body_done = asyncio.Event()
         self._response: aiohttp.ClientResponse | None = None
+        self._opening: asyncio.Task[aiohttp.ClientResponse] | None = None
         self._reader: asyncio.Task[None] | None = None
 
     async def body(self) -> Any:
@@ -423,16 +427,43 @@ class _ClientSocket(_HTTPSocket):
         reader = self._reader
         if reader is not None and not reader.done() and reader is not asyncio.current_task():
             reader.cancel()
+        if self._opening is not None and not self._opening.done():
+            self._opening.cancel()
         if self._response is not None:
             self._response.close()
 
-    async def read(self, reader: _Reader) -> None:
-        """Read the response into the socket; after a clean end aiohttp gives the connection back to the pool."""
-        response = self._response
-        assert response is not None
+    async def read(self, opening: asyncio.Task[aiohttp.ClientResponse], options: TransportOptions) -> None:
+        """Wait for the listener's answer, then read the response into the socket.
+
+        After a clean end aiohttp gives the connection back to the pool; otherwise it is closed.
+        """
+        self._opening = opening
+        try:
+            response = await opening
+        except asyncio.CancelledError:
+            self._fail("the transport is closed")
+            raise
+        except Exception as exc:  # aiohttp.ClientError, OSError: no connection, or it went before the answer
+            self._fail(f"cannot connect to {self.remote}: {exc}")
+            self._end_queue()
+            return
+        self._response = response
+        if response.status != 200:
+            try:
+                async with asyncio.timeout(options.read_timeout):
+                    reason = (await response.content.read(_REASON_LIMIT)).decode(errors="replace").strip()
+            except (TimeoutError, aiohttp.ClientError, OSError):
+                reason = ""
+            response.close()
+            self._fail(f"{self.remote} refused the socket: HTTP {response.status} {reason or response.reason}")
+            self._end_queue()
+            return
+        connection = response.connection
+        if connection is not None and connection.transport is not None:
+            self._local = format_address(connection.transport.get_extra_info("sockname"))
         clean = False
         try:
-            clean = await reader.run()
+            clean = await _Reader(response.content, self, options, None, None).run()
         except _ProtocolError as exc:
             self._fail(f"protocol error from {self.remote}: {exc}")
         except asyncio.CancelledError:
@@ -443,9 +474,19 @@ class _ClientSocket(_HTTPSocket):
         finally:
             if not clean:
                 response.close()
-            if not self._body_done.is_set():
-                with contextlib.suppress(asyncio.QueueFull):
-                    self._queue.put_nowait(None)
+            self._end_queue()
+
+    def _end_queue(self) -> None:
+        if not self._body_done.is_set():
+            with contextlib.suppress(asyncio.QueueFull):
+                self._queue.put_nowait(None)
+
+
+async def _headers_sent(session: aiohttp.ClientSession, context: Any, params: Any) -> None:
+    """aiohttp's trace hook: the POST's head is out on a connection, so ``dial`` may return."""
+    event = context.trace_request_ctx
+    if isinstance(event, asyncio.Event):
+        event.set()
 
 
 class _Refuse(asyncio.Protocol):
@@ -634,7 +675,10 @@ class HTTPTransport(Transport):
         if self._session is None or self._session.closed:
             options = self.options
             tls: ssl.SSLContext | bool = self._client_context() if options.tls else False
+            trace = aiohttp.TraceConfig()
+            trace.on_request_headers_sent.append(_headers_sent)
             self._session = aiohttp.ClientSession(
+                trace_configs=[trace],
                 # No total: a socket lives as long as its users want; dial bounds the connect and answer.
                 timeout=aiohttp.ClientTimeout(total=None, connect=None, sock_read=None),
                 connector=aiohttp.TCPConnector(
@@ -649,49 +693,61 @@ class HTTPTransport(Transport):
         return self._session
 
     async def dial(self, address: str, *, timeout: float | None = None) -> Socket:
+        """Open the POST and return once its head is out on a connection (the answer is read in the background).
+
+        Not waiting for the listener's ``200`` saves a round trip per socket: the first message
+        follows the head at once. A listener that refuses the socket (``503``...) fails it instead:
+        its ``recv`` and ``send`` raise :class:`~micro.errors.ConnectionClosed` with the reason.
+        """
         host, port = split_address(address)
         host = host or "127.0.0.1"
         scheme = "https" if self.options.tls else "http"
         url = f"{scheme}://[{host}]:{port}{PATH}" if ":" in host else f"{scheme}://{host}:{port}{PATH}"
         timeout = self.options.dial_timeout if timeout is None else timeout
         session = self._client()
+        loop = asyncio.get_running_loop()
         for attempt in (1, 2):
             socket = _ClientSocket("", address, self.options)
+            sent = asyncio.Event()
+            post = loop.create_task(
+                session.post(
+                    url,
+                    data=socket.body(),
+                    headers={"Content-Type": CONTENT_TYPE},
+                    chunked=True,
+                    trace_request_ctx=sent,
+                )
+            )
+            waiter = loop.create_task(sent.wait())
             try:
                 async with asyncio.timeout(timeout):
-                    response = await session.post(
-                        url, data=socket.body(), headers={"Content-Type": CONTENT_TYPE}, chunked=True
-                    )
+                    await asyncio.wait((post, waiter), return_when=asyncio.FIRST_COMPLETED)
             except TimeoutError:
+                post.cancel()
                 raise Timeout(f"cannot connect to {address} within {timeout:g}s") from None
-            except aiohttp.ServerDisconnectedError as exc:
-                # A pooled connection the server closed while idle: once more, on a fresh one.
-                if attempt == 1:
-                    continue
-                raise Unavailable(f"cannot connect to {address}: {exc}") from exc
-            except (aiohttp.ClientError, OSError) as exc:
+            except asyncio.CancelledError:
+                post.cancel()
+                raise
+            finally:
+                waiter.cancel()
+            if post.done() and not post.cancelled() and post.exception() is not None:
+                exc = post.exception()
+                if isinstance(exc, aiohttp.ServerDisconnectedError) and attempt == 1:
+                    continue  # a pooled connection the server closed while idle: once more, on a fresh one
                 raise Unavailable(f"cannot connect to {address}: {exc}") from exc
             break
-        if response.status != 200:
-            try:
-                async with asyncio.timeout(timeout):
-                    reason = (await response.content.read(_REASON_LIMIT)).decode(errors="replace").strip()
-            except (TimeoutError, aiohttp.ClientError, OSError):
-                reason = ""
-            response.close()
-            raise Unavailable(f"{address} refused the socket: HTTP {response.status} {reason or response.reason}")
-        connection = response.connection
-        sockname = connection.transport.get_extra_info("sockname") if connection and connection.transport else None
-        socket._local = format_address(sockname)
-        socket._response = response
         self._sockets.add(socket)
-        reader = asyncio.get_running_loop().create_task(
-            socket.read(_Reader(response.content, socket, self.options, None, None))
-        )
+        reader = loop.create_task(socket.read(post, self.options))
         socket._reader = reader
         self._tasks.add(reader)
         reader.add_done_callback(self._tasks.discard)
         reader.add_done_callback(lambda _: self._sockets.discard(socket) if socket._released else None)
+        if post.done() and not post.cancelled() and post.result().status != 200:
+            # Refused already (a refusal can come at once): say so here rather than on the first recv.
+            await asyncio.wait((reader,), timeout=timeout)
+            reason = socket._eof or f"{address} refused the socket: HTTP {post.result().status}"
+            await socket.close()
+            raise Unavailable(reason)
         return socket
 
     # -- listening -------------------------------------------------------------------------------
