@@ -205,3 +205,33 @@ async def test_a_unary_exchange_reuses_the_connection(listener: Listener) -> Non
         assert len(locals_seen) == 1, f"each exchange opened its own connection: {locals_seen}"
     finally:
         await client.close()
+
+
+async def test_a_pooled_connection_to_a_closed_listener_fails_fast(server: HTTPTransport) -> None:
+    """A kept-alive connection left idle when its listener closes is closed too: a dialler reusing it
+    gets Unavailable at once instead of a request the listener would never read."""
+    listener = await server.listen("127.0.0.1:0", echo)
+    client = HTTPTransport()
+    try:
+        socket = await client.dial(listener.address, timeout=BOUND)
+        await socket.send(Message({}, b"ping"))
+        await socket.close_send()
+        assert (await socket.recv(timeout=BOUND)).body == b"ping"
+        with pytest.raises(ConnectionClosed):
+            await socket.recv(timeout=BOUND)
+        await socket.close()
+        await listener.close()
+
+        async def late_call() -> None:
+            late = await client.dial(listener.address, timeout=BOUND)
+            try:
+                await late.send(Message({}, b"late"))
+                await late.close_send()
+                await late.recv(timeout=BOUND)
+            finally:
+                await late.close()
+
+        with pytest.raises(Unavailable):  # not Timeout: nothing may wait for an answer that never comes
+            await late_call()
+    finally:
+        await client.close()

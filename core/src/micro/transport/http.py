@@ -530,6 +530,8 @@ class _HTTPListener(Listener):
         self._web = web.Server(self._handle, access_log=None, keepalive_timeout=options.idle_timeout, lingering_time=0)
         self._server: asyncio.Server | None = None
         self._sockets: set[_ServerSocket] = set()
+        #: Connections with a socket in progress (the others are idle between requests).
+        self._busy: set[Any] = set()
 
     @property
     def address(self) -> str:
@@ -575,6 +577,8 @@ class _HTTPListener(Listener):
         owner = self._owner
         self._sockets.add(socket)
         owner._sockets.add(socket)
+        connection = request.protocol
+        self._busy.add(connection)
         loop = asyncio.get_running_loop()
         task = loop.create_task(run_handler(self._handler, socket))
         owner._tasks.add(task)
@@ -610,7 +614,8 @@ class _HTTPListener(Listener):
         finally:
             self._sockets.discard(socket)
             owner._sockets.discard(socket)
-        if not clean:
+            self._busy.discard(connection)
+        if not clean or self._closed:
             response.force_close()
         return response
 
@@ -640,7 +645,12 @@ class _HTTPListener(Listener):
         if server is not None:
             server.close()
         for conn in list(self._web.connections):
-            conn.close()  # aiohttp closes it once its running request is done: idle ones at once
+            if conn in self._busy:
+                conn.close()  # aiohttp closes it once the running socket is done
+            else:
+                # An idle keep-alive connection: aiohttp's close() would only make it ignore the next
+                # request (it has no task running to close it), and a dialler reusing it would wait forever.
+                conn.force_close()
         self._owner._listeners.discard(self)
 
     def _abort(self) -> None:
