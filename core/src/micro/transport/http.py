@@ -190,7 +190,7 @@ class _Reader:
 
     async def _more(self, timeout: float | None) -> bool:
         """Append what arrives next to the buffer; ``False`` at the end of the body."""
-        if timeout is None:
+        if timeout is None or self._content.is_eof():  # at the end nothing is waited for: no timer needed
             chunk = await self._content.readany()
         else:
             try:
@@ -484,9 +484,9 @@ class _ClientSocket(_HTTPSocket):
 
 async def _headers_sent(session: aiohttp.ClientSession, context: Any, params: Any) -> None:
     """aiohttp's trace hook: the POST's head is out on a connection, so ``dial`` may return."""
-    event = context.trace_request_ctx
-    if isinstance(event, asyncio.Event):
-        event.set()
+    sent = context.trace_request_ctx
+    if isinstance(sent, asyncio.Future) and not sent.done():
+        sent.set_result(None)
 
 
 class _Refuse(asyncio.Protocol):
@@ -509,6 +509,13 @@ class _Refuse(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self._transport is not None:
             self._transport.close()
+
+
+class _Stream(web.StreamResponse):
+    """The listener's answer: its head leaves with the first frame, one write instead of two (the dialler
+    does not wait for it)."""
+
+    _send_headers_immediately = False
 
 
 def _refusal(status: int, reason: str) -> web.Response:
@@ -567,7 +574,7 @@ class _HTTPListener(Listener):
             return _refusal(400, "the connection was lost")
         if preface != PREFACE:
             return _refusal(400, f"bad preface: a micro http transport stream starts with {PREFACE!r}")
-        response = web.StreamResponse(
+        response = _Stream(
             status=200, headers={"Content-Type": CONTENT_TYPE, "Cache-Control": "no-store", "X-Accel-Buffering": "no"}
         )
         response.enable_chunked_encoding()
@@ -599,6 +606,10 @@ class _HTTPListener(Listener):
             if socket._closing is not None:
                 await socket._closing
             if clean is None:
+                if not reader.done() and socket._remote_done:
+                    # The peer's END is in and the end of its body is on its way (a dialler sends both at
+                    # once): wait for it, or the connection could not be kept alive for the next socket.
+                    await asyncio.wait((reader,), timeout=options.read_timeout)
                 if reader.done():
                     clean = self._read_ended(reader, socket)
                 else:
@@ -718,7 +729,7 @@ class HTTPTransport(Transport):
         loop = asyncio.get_running_loop()
         for attempt in (1, 2):
             socket = _ClientSocket("", address, self.options)
-            sent = asyncio.Event()
+            sent: asyncio.Future[None] = loop.create_future()
             post = loop.create_task(
                 session.post(
                     url,
@@ -728,10 +739,9 @@ class HTTPTransport(Transport):
                     trace_request_ctx=sent,
                 )
             )
-            waiter = loop.create_task(sent.wait())
             try:
                 async with asyncio.timeout(timeout):
-                    await asyncio.wait((post, waiter), return_when=asyncio.FIRST_COMPLETED)
+                    await asyncio.wait((post, sent), return_when=asyncio.FIRST_COMPLETED)
             except TimeoutError:
                 post.cancel()
                 raise Timeout(f"cannot connect to {address} within {timeout:g}s") from None
@@ -739,10 +749,13 @@ class HTTPTransport(Transport):
                 post.cancel()
                 raise
             finally:
-                waiter.cancel()
+                sent.cancel()
             if post.done() and not post.cancelled() and post.exception() is not None:
                 exc = post.exception()
-                if isinstance(exc, aiohttp.ServerDisconnectedError) and attempt == 1:
+                stale = isinstance(exc, aiohttp.ServerDisconnectedError) or (
+                    isinstance(exc, aiohttp.ClientOSError) and not isinstance(exc, aiohttp.ClientConnectorError)
+                )
+                if stale and attempt == 1:
                     continue  # a pooled connection the server closed while idle: once more, on a fresh one
                 raise Unavailable(f"cannot connect to {address}: {exc}") from exc
             break
