@@ -235,3 +235,39 @@ async def test_a_pooled_connection_to_a_closed_listener_fails_fast(server: HTTPT
             await late_call()
     finally:
         await client.close()
+
+
+async def test_concurrent_unary_exchanges_keep_their_connections(server: HTTPTransport) -> None:
+    """Request+END, reply+END, as the RPC client and server do, from many callers at once: every exchange
+    succeeds and the connections are kept alive for the next ones (one per caller in flight, not per call)."""
+    peers: set[str] = set()
+
+    async def reply_and_end(socket: Socket) -> None:
+        peers.add(socket.remote)
+        message = await socket.recv()
+        await socket.send(message)
+        await socket.close_send()
+
+    listener = await server.listen("127.0.0.1:0", reply_and_end)
+    client = HTTPTransport()
+    callers, calls = 16, 15
+
+    async def caller(n: int) -> None:
+        for i in range(calls):
+            socket = await client.dial(listener.address, timeout=BOUND)
+            try:
+                await socket.send(Message({"n": f"{n}.{i}"}, b"x"))
+                await socket.close_send()
+                assert (await socket.recv(timeout=BOUND)).header == {"n": f"{n}.{i}"}
+                with pytest.raises(ConnectionClosed):
+                    await socket.recv(timeout=BOUND)
+            finally:
+                await socket.close()
+
+    try:
+        await asyncio.gather(*(caller(n) for n in range(callers)))
+    finally:
+        await client.close()
+    # A connection is handed back once its exchange has ended on both sides; a caller may dial again just
+    # before that, so allow twice the callers, far below one connection per call.
+    assert len(peers) <= 2 * callers, f"{len(peers)} connections for {callers * calls} calls"
