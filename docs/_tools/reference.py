@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ast
 import dataclasses
+import importlib
 import inspect
 import re
 import textwrap
@@ -93,7 +94,6 @@ def _options_rows(prefix: str, options_type: type) -> Iterator[str]:
 def _command_options(manager: Any) -> Iterator[tuple[str, type]]:
     """``(command, options class)`` for each plugin command whose package's ``options`` module declares
     an options class with a ``variable_prefix`` (``WebOptions.variable_prefix == "MICRO_WEB"``)."""
-    import importlib
 
     from micro.options import Options
 

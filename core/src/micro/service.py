@@ -42,7 +42,7 @@ from typing import Any, Literal, Self, TypeVar
 from . import _env
 from ._private import local_secret
 from .broker.base import Broker
-from .client.base import CallWrapper, Client
+from .client.base import CallWrapper, Client, PublishWrapper
 from .component import Component
 from .debug.handler import Debug, debug_options, mount
 from .errors import ConfigError
@@ -225,12 +225,11 @@ class Service:
 
             self.client.wrap(local_proof(environ=environ))
         #: The built-in ``Debug`` handler (:func:`micro.debug.handler.mount`), or ``None`` when ``debug`` is
-        #: false or ``MICRO_DEBUG_ACCESS=off``.
+        #: false. With ``MICRO_DEBUG_ACCESS=off`` it is not served, but logs, traces and stats are still
+        #: recorded (by the selected log, tracer and stats) and readable here, in-process.
         self.debug: Debug | None = None
         if debug:
-            options = debug_options(environ)
-            if options.access != "off":
-                self.debug = mount(self, options=options, make=make)
+            self.debug = mount(self, options=debug_options(environ), make=make)
         if wrappers:
             self.server.wrap(*wrappers)
         if subscriber_wrappers:
@@ -288,6 +287,14 @@ class Service:
     def wrap_call(self, *wrappers: CallWrapper) -> None:
         """Add middleware to the calls this service's client makes (outermost first)."""
         self.client.wrap(*wrappers)
+
+    def wrap_publish(self, *wrappers: PublishWrapper) -> None:
+        """Add middleware to the messages this service's client publishes (outermost first).
+
+        See :meth:`micro.client.Client.wrap_publish`; raises :class:`~micro.errors.NotSupported` if the client
+        runs none.
+        """
+        self.client.wrap_publish(*wrappers)
 
     def hook(self, when: HookName, function: Hook) -> Hook:
         """Run ``function`` at ``when`` (``"before_start"``, ``"after_start"``, ``"before_stop"``, ``"after_stop"``).
