@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-__all__ = ["Selection", "selection", "variable"]
+__all__ = ["Selection", "proxy", "selection", "variable"]
 
 PREFIX = "MICRO_"
 
@@ -33,3 +33,8 @@ def selection(interface: str, environ: Mapping[str, str]) -> Selection:
     prefix = base + "_"
     options = {key[len(prefix) :].lower(): value for key, value in environ.items() if key.startswith(prefix)}
     return Selection(name=name, options=options)
+
+
+def proxy(environ: Mapping[str, str]) -> str | None:
+    """``MICRO_PROXY`` (Go Micro's name): the network proxy every call of a service's client goes through."""
+    return environ.get(PREFIX + "PROXY", "").strip() or None

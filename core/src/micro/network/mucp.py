@@ -120,7 +120,10 @@ def _http(registry: Registry) -> Broker:
 
 
 def _error(error: MicroError) -> Message:
-    return Message({_mucp.ERROR: _mucp.error_json(error)}, b"")
+    wire = error.to_dict()
+    if isinstance(error, ServiceNotFound):
+        wire["status"] = NO_ROUTE_STATUS  # so the client raises ServiceNotFound, not only NotFound
+    return Message({_mucp.ERROR: json.dumps(wire, separators=(",", ":"))}, b"")
 
 
 def _hops(header: Mapping[str, str]) -> int:
@@ -596,20 +599,29 @@ class MUCPNetwork(Network):
         raise error
 
     async def _pipe(self, downstream: Socket, upstream: Socket) -> None:
-        async def copy(source: Socket, target: Socket) -> None:
+        """Copy a stream's messages both ways until both ends are done.
+
+        A caller that closes its side after its end-of-stream message (``Micro-Error: EOS``) half-closed it:
+        the answers keep coming. One that stops without it went away, so the call upstream is abandoned too.
+        """
+
+        async def copy(source: Socket, target: Socket) -> bool:
+            ended = False
             try:
                 while True:
                     message = await source.recv()
+                    ended = bool(message.header) and _mucp.header(message.header, _mucp.ERROR) is not None
                     await target.send(message)
             except ConnectionClosed:
                 pass
             with contextlib.suppress(ConnectionClosed):
                 await target.close_send()
+            return ended
 
         back = asyncio.get_running_loop().create_task(copy(upstream, downstream))
         try:
-            await copy(downstream, upstream)
-            await back
+            if await copy(downstream, upstream):
+                await back
         finally:
             back.cancel()
             with contextlib.suppress(asyncio.CancelledError, MicroError):
