@@ -32,6 +32,7 @@ COMMANDS: Final[dict[str, str]] = {
     "logs": "micro.cli.logs:command",
     "ps": "micro.cli.ps:command",
     "run": "micro.cli.run:command",
+    "network": "micro.cli.network:command",
 }
 
 #: The first paragraph of each built-in command's help, which ``micro --help`` shows (shortened to fit).
@@ -47,6 +48,7 @@ SUMMARIES: Final[dict[str, str]] = {
     "logs": "Print the service NAME's stdout and stderr.",
     "ps": "List the services started with `micro run`.",
     "run": "Start SOURCE in the background and print its name and pid.",
+    "network": "Run a network node, or show its nodes, routes, services and graph.",
 }
 
 
