@@ -113,6 +113,9 @@ ensure_etcd() {
   echo "services: etcd DOWN (the etcd suite will fail): started but not healthy (see $dir/etcd.log)"
 }
 
+# The network's three-node test puts each node in a network namespace of its own (`ip netns`, iproute2).
+command -v ip >/dev/null || apt_install iproute2
+
 ensure_rabbitmq        # slowest to boot: start it first, wait for it last
 ensure_redis
 ensure_nats
