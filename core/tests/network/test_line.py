@@ -80,7 +80,7 @@ class Host:
                 seen.append(line)
                 if line.startswith("READY"):
                     break
-        asyncio.get_running_loop().create_task(_drain(proc))
+        asyncio.get_running_loop().create_task(_drain(proc, self.dir / f"{Path(argv[-1]).name}.{proc.pid}.log"))
         return proc, line.strip()
 
     async def run(self, *argv: str, **env: str) -> str:
@@ -114,10 +114,13 @@ class Host:
                 await proc.wait()
 
 
-async def _drain(proc: asyncio.subprocess.Process) -> None:
+async def _drain(proc: asyncio.subprocess.Process, log: Path) -> None:
+    """Keep a process's output in ``log`` (read on failure), so its pipe never fills."""
     assert proc.stdout is not None
-    while await proc.stdout.readline():
-        pass
+    with log.open("ab") as out:
+        while line := await proc.stdout.readline():
+            out.write(line)
+            out.flush()
 
 
 def _netns_available() -> str | None:

@@ -33,7 +33,14 @@ def command() -> None:
 @click.option("--address", help="Where the node's tunnel accepts peers (MICRO_NETWORK_ADDRESS).")
 @click.option("--nodes", help="Peers to join, host:port,... (MICRO_NETWORK_NODES).")
 @click.option("--proxy-address", help="Where local clients call through the node (MICRO_NETWORK_PROXY_ADDRESS).")
-def run_command(address: str | None, nodes: str | None, proxy_address: str | None) -> None:
+@click.option(
+    "--log-level",
+    type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False),
+    default="info",
+    show_default=True,
+    help="What the node logs on stderr.",
+)
+def run_command(address: str | None, nodes: str | None, proxy_address: str | None, log_level: str) -> None:
     """Run a network node until interrupted; prints READY with its id and addresses once it has joined."""
     values: dict[str, Any] = {}
     if address:
@@ -42,6 +49,11 @@ def run_command(address: str | None, nodes: str | None, proxy_address: str | Non
         values["nodes"] = tuple(n.strip() for n in nodes.split(",") if n.strip())
     if proxy_address:
         values["proxy_address"] = proxy_address
+
+    import logging
+
+    # A node is a daemon: it says what it links, learns and withdraws.
+    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
     async def main() -> None:
         from ..network.base import Network

@@ -65,6 +65,7 @@ from ..transport.base import Listener, Message, Socket, Transport
 from ..tunnel.base import Session, Tunnel, TunnelListener
 from .base import Network, Peer, Route
 from .options import NetworkOptions
+from .resolver import resolve
 from .router import MAX_METRIC, Advertised, Table
 
 __all__ = ["CHANNEL", "HOPS", "PROXY_CHANNEL", "PUBLISH_CHANNEL", "SERVICE", "MUCPNetwork"]
@@ -215,7 +216,8 @@ class MUCPNetwork(Network):
                 _mucp_tunnel,
                 id=self._id,
                 address=self.options.address,
-                nodes=self.options.nodes,
+                # dns: the nodes are names, and the tunnel gets the addresses they resolve to instead
+                nodes=() if self.options.resolver == "dns" else self.options.nodes,
                 token=self.options.token,
             )
         return self._tunnel
@@ -254,6 +256,7 @@ class MUCPNetwork(Network):
                 await self.registry.start()
             if self._owns_transport:
                 await self.transport.start()
+            await self._resolve()
             await self.tunnel.connect()
             for channel, serve in (
                 (CHANNEL, self._receive),
@@ -270,6 +273,8 @@ class MUCPNetwork(Network):
             raise
         self._spawn(self._advertise())
         self._spawn(self._watch())
+        if self.options.resolver != "static":
+            self._spawn(self._resolving())
 
     async def close(self) -> None:
         if not self._connected:
@@ -341,14 +346,43 @@ class MUCPNetwork(Network):
             linked = {link.node for link in self.tunnel.links()}
             changed = False
             for gateway in self._table.gateways():
-                if gateway not in linked:
-                    changed = self._table.withdraw(gateway) or changed
+                if gateway not in linked and self._table.withdraw(gateway):
+                    logger.info("network %s: the link to %s is gone; its routes are withdrawn", self._id, gateway)
+                    changed = True
             for gateway in list(self._graphs):
                 if gateway not in linked:
                     del self._graphs[gateway]
                     changed = True
             if changed:
                 self._changed.set()
+
+    async def _resolve(self) -> None:
+        """Hand the peers the resolver finds to the tunnel (which keeps them linked)."""
+        if self.options.resolver == "static":
+            return
+        peers = await resolve(
+            self.options.resolver,
+            self.options.nodes,
+            registry=self.registry,
+            service=SERVICE,
+            network=self.options.name,
+            own_id=self._id,
+        )
+        add = getattr(self.tunnel, "add_nodes", None)
+        own = self.tunnel.address if self._connected and self._listeners else None
+        peers = [peer for peer in peers if peer != own]
+        if add is None:
+            logger.warning("network %s: tunnel %r cannot take resolved peers %s", self._id, self.tunnel, peers)
+            return
+        add(*peers)
+
+    async def _resolving(self) -> None:
+        while True:
+            await asyncio.sleep(self.options.resolve_interval)
+            try:
+                await self._resolve()
+            except MicroError as exc:
+                logger.warning("network %s: resolving peers failed: %s", self._id, exc)
 
     async def _register(self) -> None:
         if not self.options.register or self._proxy is None:
@@ -368,7 +402,10 @@ class MUCPNetwork(Network):
         self._registered = service
 
     async def _advertise_once(self) -> None:
-        self._local = await self._local_routes()
+        local = await self._local_routes()
+        if {r.service for r in local} != {r.service for r in self._local}:
+            logger.info("network %s: local services now %s", self._id, sorted({r.service for r in local}))
+        self._local = local
         await self._register()
         links = {link.id: link for link in self.tunnel.links()}
         for link_id in list(self._sessions):
@@ -471,7 +508,15 @@ class MUCPNetwork(Network):
             expires,
             {node: (node_peers, metric + 1) for node, (node_peers, metric) in graph.items() if node != self._id},
         )
-        return self._table.process(sender, entries, link=link_id, delay=delay)
+        changed = self._table.process(sender, entries, link=link_id, delay=delay)
+        if changed:
+            logger.info(
+                "network %s: routes via %s now %s",
+                self._id,
+                sender,
+                sorted({f"{r.service}@{r.node}" for r in self._table.routes() if r.gateway == sender}),
+            )
+        return changed
 
     def _graph_entries(self) -> dict[str, tuple[tuple[str, ...], int, str]]:
         """Each node known: its peers, hops from here and the gateway it was learned from (``""``: this node)."""
@@ -595,8 +640,9 @@ class MUCPNetwork(Network):
             return session, _forwarded(header, hops + 1)
         if failure is not None:
             raise Unavailable(f"service {service!r}: no route answered ({failure})", id=SERVICE)
-        error = ServiceNotFound(f"service {service!r} not found in network {self.options.name!r}", id=SERVICE)
-        raise error
+        raise ServiceNotFound(
+            f"service {service!r} not found in network {self.options.name!r} (node {self._id} has no route)", id=SERVICE
+        )
 
     async def _pipe(self, downstream: Socket, upstream: Socket) -> None:
         """Copy a stream's messages both ways until both ends are done.
