@@ -28,7 +28,7 @@ import pytest
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
 
 HERE = Path(__file__).parent
-INTERVAL = 0.5
+INTERVAL = 1.0
 #: The stated time for a stopped node's routes to leave a node two hops away: its link is lost at once when its
 #: socket closes (``link_timeout + keepalive`` = 6s when it vanishes silently), then one watch tick (0.25s) and
 #: one triggered advert per hop; the ttl (3 intervals) catches anything else. Plus slack for a loaded machine.

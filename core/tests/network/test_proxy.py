@@ -56,7 +56,9 @@ class Line:
         self.clients: list[RPCClient] = []
 
     async def node(self, id: str, *peers: str, **options: Any) -> MUCPNetwork:
-        options.setdefault("interval", 0.1)
+        # Not shorter: a loaded machine can stall a loop for a few tenths of a second, and routes expire after
+        # three intervals without an advert.
+        options.setdefault("interval", 0.5)
         node = MUCPNetwork(
             NetworkOptions(id=id, nodes=tuple(self.nodes[p].address for p in peers), **options),
             registry=MemoryRegistry(MemoryRegistryOptions(space=id)),
