@@ -66,11 +66,16 @@ def test_routes_expire_ttl_after_their_gateways_last_advert():
     t = table(clock, ttl=3.0)
     t.process("b", [entry()])
     clock.now += 2.9
-    assert t.routes()
+    assert not t.expire()
     t.process("b", [entry()])  # refreshed
     clock.now += 2.9
+    assert not t.expire()
     assert t.routes()
+    t.postpone(1.0)  # this node stalled for a second: that second does not count
+    clock.now += 1.0
+    assert not t.expire()
     clock.now += 0.2
+    assert t.expire()
     assert t.routes() == []
     assert t.gateways() == []
 

@@ -40,6 +40,7 @@ import collections
 import contextlib
 import json
 import logging
+import math
 import random
 import time
 import uuid
@@ -271,6 +272,7 @@ class MUCPNetwork(Network):
         except BaseException:
             await self.close()
             raise
+        self._spawn(self._locals())
         self._spawn(self._advertise())
         self._spawn(self._watch())
         if self.options.resolver != "static":
@@ -320,7 +322,12 @@ class MUCPNetwork(Network):
     def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
         task = asyncio.get_running_loop().create_task(work)
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and (error := task.exception()) is not None:
+            logger.error("network %s: %s failed", self._id, task.get_coro(), exc_info=error)
 
     async def _accept(self, listener: TunnelListener, serve: Any) -> None:
         async for session in listener:
@@ -335,16 +342,29 @@ class MUCPNetwork(Network):
                 await self._advertise_once()
             except MicroError as exc:  # the registry may be briefly unavailable: try again next round
                 logger.warning("network %s: advert failed: %s", self._id, exc)
+            except Exception:  # a bug must not silence the node: its routes would expire everywhere
+                logger.exception("network %s: advert failed", self._id)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._changed.wait(), self.options.interval)
             await asyncio.sleep(min(0.05, self.options.interval))  # a burst of changes makes one advert
 
     async def _watch(self) -> None:
-        """Withdraw at once the routes of a gateway whose link is gone (the tunnel noticed it)."""
+        """Withdraw at once the routes of a gateway whose link is gone (the tunnel noticed it), and those of a
+        gateway silent for three intervals. The one place routes expire: time the loop was stalled is first
+        added to every expiry, so that adverts queued meanwhile are read before anything is declared missing."""
+        tick = min(_WATCH, self.options.interval)
+        last = time.monotonic()
         while True:
-            await asyncio.sleep(min(_WATCH, self.options.interval))
+            await asyncio.sleep(tick)
+            now = time.monotonic()
+            if (stalled := now - last - tick) > tick:
+                self._table.postpone(stalled)
+                logger.debug("network %s: the loop stalled %.2fs; route expiry postponed", self._id, stalled)
+            last = now
+            changed = self._table.expire()
+            if changed:
+                logger.info("network %s: routes of silent gateways expired", self._id)
             linked = {link.node for link in self.tunnel.links()}
-            changed = False
             for gateway in self._table.gateways():
                 if gateway not in linked and self._table.withdraw(gateway):
                     logger.info("network %s: the link to %s is gone; its routes are withdrawn", self._id, gateway)
@@ -398,15 +418,33 @@ class MUCPNetwork(Network):
                 )
             ],
         )
-        await self.registry.register(service, ttl=self.options.interval * _MISSED)
+        await self.registry.register(service, ttl=self._register_ttl())
         self._registered = service
 
+    async def _locals(self) -> None:
+        """Read the registry every ``interval`` (and keep this node registered), apart from the adverts: a slow
+        registry (a file under load, a remote server) must never hold back the adverts that keep routes alive."""
+        registered_at = -math.inf
+        while True:
+            try:
+                local = await self._local_routes()
+                if [(r.service, r.address) for r in local] != [(r.service, r.address) for r in self._local]:
+                    logger.info("network %s: local services now %s", self._id, sorted({r.service for r in local}))
+                    self._local = local
+                    self._changed.set()
+                if time.monotonic() - registered_at >= self._register_ttl() / 3:
+                    await self._register()
+                    registered_at = time.monotonic()
+            except MicroError as exc:  # the registry may be briefly unavailable: try again next round
+                logger.warning("network %s: reading the registry failed: %s", self._id, exc)
+            except Exception:
+                logger.exception("network %s: reading the registry failed", self._id)
+            await asyncio.sleep(self.options.interval)
+
+    def _register_ttl(self) -> float:
+        return max(30.0, self.options.interval * _MISSED)
+
     async def _advertise_once(self) -> None:
-        local = await self._local_routes()
-        if {r.service for r in local} != {r.service for r in self._local}:
-            logger.info("network %s: local services now %s", self._id, sorted({r.service for r in local}))
-        self._local = local
-        await self._register()
         links = {link.id: link for link in self.tunnel.links()}
         for link_id in list(self._sessions):
             if link_id not in links:

@@ -15,7 +15,9 @@ withdrawn:
 * at once when their gateway sends an advert without them (:meth:`Table.process`);
 * at once when the link to their gateway is lost (:meth:`Table.withdraw`);
 * ``ttl`` seconds after the gateway's last advert (:meth:`Table.expire`), which
-  covers a peer that stops talking without its link failing.
+  covers a peer that stops talking without its link failing. Time this node spent
+  not running (a stalled event loop) does not count (:meth:`Table.postpone`): the
+  adverts are then waiting to be read, not missing.
 
 Routes of ``max_metric`` hops or more are never kept, which ends routing loops.
 The table is plain data: no I/O, and the clock is passed in, so its rules are
@@ -130,13 +132,18 @@ class Table:
             changed = self.withdraw(gateway) or changed
         return changed
 
+    def postpone(self, seconds: float) -> None:
+        """Push every expiry ``seconds`` later: this node was not running for that long (a stalled event loop),
+        so its peers' adverts are waiting to be read, not missing."""
+        self._gateways = {g: (expires + seconds, routes) for g, (expires, routes) in self._gateways.items()}
+
     def gateways(self) -> list[str]:
         """The gateways routes are known through."""
         return sorted(self._gateways)
 
     def alternatives(self, service: str | None = None) -> list[Route]:
-        """Every learned route, through every gateway, best first per service node."""
-        self.expire()
+        """Every learned route, through every gateway, best first per service node (expired ones are dropped by
+        :meth:`expire`, which the node calls on its own schedule)."""
         found = [
             route
             for _, routes in self._gateways.values()
