@@ -129,7 +129,7 @@ def _error(error: MicroError) -> Message:
 
 
 def _hops(header: Mapping[str, str]) -> int:
-    text = _mucp.header(header, HOPS)
+    text = header.get(HOPS)  # only nodes set it, spelled so (any other spelling is dropped on the way)
     if text is None:
         return 0
     if not (text.isascii() and text.isdigit() and len(text) <= 3):
@@ -139,7 +139,10 @@ def _hops(header: Mapping[str, str]) -> int:
 
 def _forwarded(header: Mapping[str, str], hops: int | None) -> dict[str, str]:
     """``header`` without what must not leave the node, with ``hops`` (``None``: no hop count, for a service)."""
-    out = {k: v for k, v in header.items() if k.lower() not in _STRIP}
+    out = dict(header)
+    for key in header:
+        if key.lower() in _STRIP:
+            del out[key]
     if hops is not None:
         out[HOPS] = str(hops)
     return out
@@ -660,7 +663,8 @@ class MUCPNetwork(Network):
     async def _upstream(self, service: str, header: Mapping[str, str], hops: int) -> tuple[Socket, dict[str, str]]:
         """A socket to the next stop for ``service`` and the headers to send it; ``ServiceNotFound`` if none."""
         local = [route for route in self._local if route.service == service]
-        random.shuffle(local)
+        if len(local) > 1:
+            random.shuffle(local)
         failure: MicroError | None = None
         for route in local:
             try:
