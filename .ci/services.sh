@@ -116,12 +116,20 @@ ensure_etcd() {
 # The network's three-node test puts each node in a network namespace of its own (`ip netns`, iproute2).
 command -v ip >/dev/null || apt_install iproute2
 
+# Debian's Chromium: the browser micro-web's tests drive headless (a tool, not a server).
+ensure_chromium() {
+  command -v chromium >/dev/null && return 0
+  apt_install chromium || echo "services: chromium did not install"
+  command -v chromium >/dev/null && echo "services: chromium $(chromium --version 2>/dev/null)"
+}
+
 ensure_rabbitmq        # slowest to boot: start it first, wait for it last
 ensure_redis
 ensure_nats
 ensure_postgres
 ensure_consul
 ensure_etcd
+ensure_chromium
 wait_port 5672 60 || echo "services: rabbitmq did not start"
 for p in 6379 5672 4222 5432 2379; do port_open $p && echo "services: 127.0.0.1:$p up" || echo "services: 127.0.0.1:$p DOWN"; done
 echo "services: consul ${CONSUL_HTTP_ADDR:-not available}"
