@@ -217,23 +217,7 @@ class Service:
             )
         self.server: Server = server
         if client is None:
-            # MICRO_PROXY (Go Micro's spelling) sends every call through a network node; MICRO_CLIENT_PROXY too.
-            proxy = _env.proxy(environ)
-            client_options: dict[str, Any] = {"proxy": proxy} if proxy is not None else {}
-            client = self._own(
-                manager.create(
-                    Client,
-                    environ=environ,
-                    wiring={
-                        "make": make,
-                        "codecs": codecs,
-                        "transport": self.transport,
-                        "selector": self.selector,
-                        "broker": self.broker,
-                    },
-                    **client_options,
-                )
-            )
+            client = create(Client, codecs=codecs, transport=self.transport, selector=self.selector, broker=self.broker)
         self.client: Client = client
         if getattr(self.server.options, "local_only", False):
             # A local_only service talks to the user's other services: its own calls carry the proof too.

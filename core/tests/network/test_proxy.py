@@ -273,6 +273,9 @@ def test_micro_proxy_is_read_by_a_service_and_a_no_route_error_is_service_not_fo
     service = micro.Service("caller", environ={"MICRO_PROXY": "127.0.0.1:9999"}, handle_signals=False)
     assert service.client.options.proxy == "127.0.0.1:9999"
     assert micro.Service("caller", environ={}, handle_signals=False).client.options.proxy is None
+    assert micro.create("client", environ={"MICRO_PROXY": "a:1"}).options.proxy == "a:1"  # micro call, too
+    both = {"MICRO_PROXY": "a:1", "MICRO_CLIENT_PROXY": "b:2"}
+    assert micro.create("client", environ=both).options.proxy == "b:2"
     error = micro.errors.from_wire({"id": SERVICE, "code": 404, "detail": "x", "status": "Service Not Found"})
     assert isinstance(error, ServiceNotFound)
     assert not isinstance(micro.errors.from_wire({"code": 404, "status": "Not Found"}), ServiceNotFound)

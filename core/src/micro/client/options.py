@@ -43,8 +43,8 @@ class ClientOptions(Options):
     backoff_max: float = 2.0
     #: Seconds allowed for connecting to a node (``None`` uses the transport's ``dial_timeout``).
     dial_timeout: float | None = None
-    #: Send every call and publication through a network node's proxy (Go Micro's ``MICRO_PROXY``, which a
-    #: service reads too): ``host:port`` (or several, comma-separated) of the proxy, or the name of the service
+    #: Send every call and publication through a network node's proxy (also read from Go Micro's
+    #: ``MICRO_PROXY``): ``host:port`` (or several, comma-separated) of the proxy, or the name of the service
     #: the proxies register as (``micro.network``), picked by the selector. The call still names its own
     #: service; the node routes it (see :mod:`micro.network.mucp`). Calls given an explicit ``address`` go direct.
     proxy: str | None = None
