@@ -197,6 +197,17 @@ async def line_test(tmp: Path, netns: dict[str, str] | None) -> None:
         assert greeter == [("c", "b", 3)]
         graph = json.loads(await a.run(sys.executable, "-m", "micro", "network", "graph", "--json", "--address", proxy))
         assert graph["graph"]["a"]["peers"] == ["b"]
+        assert graph["graph"]["c"]["hops"] == 2
+        nodes = json.loads(await a.run(sys.executable, "-m", "micro", "network", "nodes", "--json", MICRO_PROXY=proxy))
+        assert (nodes["node"]["id"], [n["id"] for n in nodes["nodes"]]) == ("a", ["b"])
+        services = await a.run(sys.executable, "-m", "micro", "network", "services", "--address", proxy)
+        assert "greeter" in services.split()
+        table = await a.run(
+            sys.executable, "-m", "micro", "network", "routes", "--service", "greeter", "--address", proxy
+        )
+        assert [w for w in table.split() if w in ("greeter", "c", "b", "3")][:4] == ["greeter", "c", "b", "3"]
+        tree = await a.run(sys.executable, "-m", "micro", "network", "graph", "--address", proxy)
+        assert tree.split() == ["a", "b", "c"]
 
         started = time.monotonic()
         if netns:
