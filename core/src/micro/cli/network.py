@@ -24,9 +24,15 @@ __all__ = ["command"]
 _ADDRESS_HELP = "The node's proxy address (default: MICRO_PROXY if host:port, else the registry's micro.network)."
 
 
-@click.group("network")
-def command() -> None:
-    """Run a network node, or show its nodes, routes, services and graph."""
+@click.group("network", invoke_without_command=True)
+@click.pass_context
+def command(ctx: click.Context) -> None:
+    """Run a network node, or show its nodes, routes, services and graph.
+
+    Without a sub-command it runs a node, as Go Micro's `micro network` did (`micro network run`).
+    """
+    if ctx.invoked_subcommand is None:
+        ctx.invoke(run_command)
 
 
 @command.command("run")
