@@ -123,6 +123,8 @@ ensure_chromium() {
   command -v chromium >/dev/null && echo "services: chromium $(chromium --version 2>/dev/null)"
 }
 
+# curl: the health checks below, and micro-api's tests call the gateway with it (a client nobody here wrote).
+command -v curl >/dev/null || apt_install curl || echo "services: curl could not be installed (micro-api's curl test will fail)"
 ensure_rabbitmq        # slowest to boot: start it first, wait for it last
 ensure_redis
 ensure_nats

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ast
 import dataclasses
+import importlib
 import inspect
 import re
 import textwrap
@@ -93,7 +94,6 @@ def _options_rows(prefix: str, options_type: type) -> Iterator[str]:
 def _command_options(manager: Any) -> Iterator[tuple[str, type]]:
     """``(command, options class)`` for each plugin command whose package's ``options`` module declares
     an options class with a ``variable_prefix`` (``WebOptions.variable_prefix == "MICRO_WEB"``)."""
-    import importlib
 
     from micro.options import Options
 
@@ -132,6 +132,18 @@ def render() -> str:
     out += ["", "## Debug endpoints", "", "Who may call `Debug.logs|trace|stats` ([debug.md](debug.md)).", ""]
     out += ["| variable | type | default | meaning |", "|---|---|---|---|"]
     out += list(_options_rows(_env.variable("debug"), DebugOptions))
+    out.append("")
+    out += [
+        "## The `micro` command",
+        "",
+        "Read by the command only, never by a service ([auth.md](auth.md#micro-auth)).",
+        "",
+    ]
+    out += ["| variable | type | default | meaning |", "|---|---|---|---|"]
+    out.append(
+        "| `MICRO_TOKEN` | str | unset | The access token `micro call` and `micro debug` send (as `--token`); "
+        "unset, they sign in with `MICRO_AUTH_ID`/`MICRO_AUTH_SECRET` when `MICRO_AUTH` is set. |"
+    )
     out.append("")
     for command, options_type in _command_options(manager):
         prefix = options_type.variable_prefix  # type: ignore[attr-defined]

@@ -38,7 +38,20 @@ from ..registry.base import Node
 from ..selector.base import Next, Selector
 from ..transport.base import Message as Frame
 from ..transport.base import Socket, Transport
-from .base import NO_REQUEST, Backoff, CallFunc, CallWrapper, Client, Request, Response, Stream, exponential_backoff
+from .base import (
+    NO_REQUEST,
+    Backoff,
+    CallFunc,
+    CallWrapper,
+    Client,
+    Publication,
+    PublishFunc,
+    PublishWrapper,
+    Request,
+    Response,
+    Stream,
+    exponential_backoff,
+)
 from .options import ClientOptions
 
 __all__ = ["RPCClient", "RPCStream"]
@@ -123,6 +136,8 @@ class RPCClient(Client):
         self._wrappers: list[CallWrapper] = list(wrappers)
         self._call: CallFunc = self._chain(self._attempt)
         self._open: CallFunc = self._chain(self._open_stream)
+        self._publish_wrappers: list[PublishWrapper] = []
+        self._send: PublishFunc = self._deliver
         options_ = self.options
         self._backoff: Backoff = backoff or (
             lambda attempt: exponential_backoff(attempt, base=options_.backoff, cap=options_.backoff_max)
@@ -163,6 +178,13 @@ class RPCClient(Client):
         self._wrappers.extend(wrappers)
         self._call = self._chain(self._attempt)
         self._open = self._chain(self._open_stream)
+
+    def wrap_publish(self, *wrappers: PublishWrapper) -> None:
+        self._publish_wrappers.extend(wrappers)
+        send: PublishFunc = self._deliver
+        for wrapper in reversed(self._publish_wrappers):
+            send = wrapper(send)
+        self._send = send
 
     def _chain(self, innermost: CallFunc) -> CallFunc:
         call = innermost
@@ -446,12 +468,19 @@ class RPCClient(Client):
         header[_mucp.CONTENT_TYPE] = codec.content_type
         header[_mucp.TOPIC] = topic
         header[_mucp.ID] = str(uuid.uuid4())
+        await self._send(
+            Publication(topic=topic, payload=message, body=body, header=header, content_type=codec.content_type)
+        )
+
+    async def _deliver(self, publication: Publication) -> None:
+        """Hand an encoded message to the broker (the innermost :data:`PublishFunc` of :meth:`publish`), or to
+        the network node when the client has a proxy."""
         if self._proxy_next is not None or self._proxy_name is not None:
-            await self._publish_through_proxy(topic, body, header)
+            await self._publish_through_proxy(publication.topic, publication.body, publication.header)
             return
         broker = self.broker
         await self._ensure(broker)
-        await broker.publish(topic, BrokerMessage(body, header))
+        await broker.publish(publication.topic, BrokerMessage(publication.body, publication.header))
 
     async def _publish_through_proxy(self, topic: str, body: bytes, header: Metadata) -> None:
         """Hand a publication to the network node (``micro.network`` ``Network.Publish``), which floods it."""

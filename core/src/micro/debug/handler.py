@@ -24,6 +24,7 @@ and callers an auth with rules admits; ``health`` answers everyone.
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -36,9 +37,12 @@ from ..errors import NotSupported
 from ..options import build
 from .access import Access, DebugOptions, admit, debug_guard
 from .log import Log
+from .middleware import Middleware
 from .stats import Stats
 from .trace import Tracer
 from .wrappers import stats_handler, trace_call, trace_handler
+
+_log = logging.getLogger("micro.debug")
 
 __all__ = ["Debug", "DebugOptions", "LogsRequest", "Mountable", "TraceRequest", "debug_options", "mount"]
 
@@ -57,6 +61,10 @@ class Mountable(Protocol):
     def wrap(self, *wrappers: Any) -> None: ...
 
     def wrap_call(self, *wrappers: Any) -> None: ...
+
+    def wrap_subscriber(self, *wrappers: Any) -> None: ...
+
+    def wrap_publish(self, *wrappers: Any) -> None: ...
 
     def hook(self, when: Any, function: Callable[[], Awaitable[None] | None]) -> object: ...
 
@@ -185,16 +193,19 @@ def mount(
 
     ``options`` (default: from ``MICRO_DEBUG_*`` in ``service.environ``) say who may call it; with
     ``access="local"`` a :func:`~micro.debug.access.debug_guard` checking local
-    proofs against the user's secret is added too. :class:`~micro.service.Service`
-    does not call this at all with ``access="off"``.
+    proofs against the user's secret is added too. With ``access="off"`` no ``Debug`` endpoint is
+    served, but the log, tracer and stats (built-in or a plugin's: ``MICRO_TRACER=opentelemetry``,
+    ``MICRO_STATS=prometheus``) still record every call: turning the endpoints off does not turn
+    observability off. The returned handler reads them in-process.
 
     Parts not given are built with ``make`` (see :class:`~micro.component.Make`; a
     :class:`~micro.service.Service` hands in its wiring, so ``MICRO_LOG=...`` and
     ``MICRO_LOG_LEVEL`` in its environment apply), or the built-in ``memory`` ones
     without it; they are started before the service starts and closed after it
-    stops. Parts given are only used. Adds :func:`~micro.debug.wrappers.trace_handler` and
-    :func:`~micro.debug.wrappers.stats_handler` to the server and
-    :func:`~micro.debug.wrappers.trace_call` to the client, after any
+    stops. Parts given are only used. Adds the tracer's and the stats'
+    :class:`~micro.debug.middleware.Middleware` (``tracer.middleware(service.name)``; by default
+    :func:`~micro.debug.wrappers.trace_handler` and :func:`~micro.debug.wrappers.stats_handler` on
+    the server, :func:`~micro.debug.wrappers.trace_call` on the client), tracer first, after any
     wrappers already there.
     """
     parts = Parts(make)
@@ -220,7 +231,8 @@ def mount(
     if options is None:
         options = debug_options(service.environ)
     handler = Debug(log=log, tracer=tracer, stats=stats)
-    service.handle(_Served(handler, options.access, service.name), name="Debug")
+    if options.access != "off":
+        service.handle(_Served(handler, options.access, service.name), name="Debug")
     if options.access == "local":
         from .._private import local_secret
 
@@ -230,8 +242,18 @@ def mount(
             return local_secret(environ)
 
         service.wrap(debug_guard(LocalProofs(service.name, secret, options.proof_window)))
-    service.wrap(trace_handler(tracer), stats_handler(stats))
-    service.wrap_call(trace_call(tracer))
+    traced = tracer.middleware(service.name) or Middleware(handler=(trace_handler(tracer),), call=(trace_call(tracer),))
+    counted = stats.middleware(service.name) or Middleware(handler=(stats_handler(stats),))
+    service.wrap(*traced.handler, *counted.handler)
+    service.wrap_call(*traced.call, *counted.call)
+    if traced.subscriber or counted.subscriber:
+        service.wrap_subscriber(*traced.subscriber, *counted.subscriber)
+    if traced.publish or counted.publish:
+        try:
+            service.wrap_publish(*traced.publish, *counted.publish)
+        except NotSupported as exc:
+            # A client without publish middleware still serves: its publishes go untraced and uncounted.
+            _log.warning("%s: publishes are not traced or counted: %s", service.name, exc)
     service.hook("before_start", start)
     service.hook("after_stop", close)
     return handler
