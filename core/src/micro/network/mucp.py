@@ -148,6 +148,17 @@ def _forwarded(header: Mapping[str, str], hops: int | None) -> dict[str, str]:
     return out
 
 
+def _patience(header: Mapping[str, str], slack: float) -> float | None:
+    """How long to wait for a unary call's answer: the caller's ``Timeout`` and ``slack``; no limit without one."""
+    text = _mucp.header(header, _mucp.TIMEOUT)
+    if text is None:
+        return None
+    try:
+        return _mucp.decode_timeout(text) + slack
+    except BadRequest:
+        return None  # the service refuses it, and answers at once
+
+
 class MUCPNetwork(Network):
     """A network node: it learns routes from its peers' adverts and forwards calls along them.
 
@@ -195,6 +206,7 @@ class MUCPNetwork(Network):
         self._local: list[Route] = []
         self._changed = asyncio.Event()
         self._calls = 0
+        self._serving: set[asyncio.Task[Any]] = set()
         self._seen: collections.OrderedDict[str, None] = collections.OrderedDict()
         self._flood: Session | None = None
         self._registered: Service | None = None
@@ -293,6 +305,8 @@ class MUCPNetwork(Network):
             with contextlib.suppress(MicroError):
                 await self.registry.deregister(self._registered)
             self._registered = None
+        for call in list(self._serving):
+            call.cancel()
         if self._proxy is not None:
             await self._proxy.close()
             self._proxy = None
@@ -613,6 +627,9 @@ class MUCPNetwork(Network):
         await self._serve(session, from_peer=True)
 
     async def _serve(self, downstream: Socket, *, from_peer: bool) -> None:
+        task = asyncio.current_task()
+        if task is not None:
+            self._serving.add(task)  # close() cancels calls in flight rather than wait for them
         try:
             if self._calls >= self.options.max_calls:
                 with contextlib.suppress(MicroError):
@@ -634,6 +651,8 @@ class MUCPNetwork(Network):
             finally:
                 self._calls -= 1
         finally:
+            if task is not None:
+                self._serving.discard(task)
             await downstream.close()
 
     async def _forward(self, downstream: Socket, first: Message, *, from_peer: bool) -> None:
@@ -651,9 +670,9 @@ class MUCPNetwork(Network):
         try:
             await upstream[0].send(Message(upstream[1], first.body))
             if _mucp.header(header, _mucp.STREAM) is None:
-                # A unary call: the request is whole; wait for the one response.
+                # A unary call: the request is whole; wait for the one response, no longer than the caller will.
                 await upstream[0].close_send()
-                response = await upstream[0].recv()
+                response = await upstream[0].recv(timeout=_patience(header, self.options.dial_timeout))
                 await downstream.send(response)
                 return
             await self._pipe(downstream, upstream[0])
