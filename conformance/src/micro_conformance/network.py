@@ -61,6 +61,7 @@ class NetworkContract(Contract[Network]):
         registry = MemoryRegistry(MemoryRegistryOptions(space=space))
         await self.start(registry)
         broker = MemoryBroker(MemoryBrokerOptions(space=space))
+        self.later(broker.close)  # the node starts it on first use and never closes what it was given
         values = {"token": f"token-{self.names.prefix}", **self.options, **options}
         node = create(
             self.interface, self.name, strings=self.option_strings, values=values, registry=registry, broker=broker
