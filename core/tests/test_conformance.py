@@ -28,6 +28,7 @@ from micro_conformance.auth import AuthContract
 from micro_conformance.broker import BrokerContract
 from micro_conformance.codec import CodecContract
 from micro_conformance.config import ConfigSourceContract, EnvSourceContract, FileSourceContract, FlagSourceContract
+from micro_conformance.network import NetworkContract
 from micro_conformance.registry import RegistryContract
 from micro_conformance.rpc import RPCContract
 from micro_conformance.selector import SelectorContract
@@ -173,4 +174,8 @@ class TestJWTAuth(AuthContract):
 
 
 class TestRPCServer(RPCContract):
+    name = "mucp"
+
+
+class TestMUCPNetwork(NetworkContract):
     name = "mucp"
