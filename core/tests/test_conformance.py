@@ -35,6 +35,7 @@ from micro_conformance.selector import SelectorContract
 from micro_conformance.store import StoreContract
 from micro_conformance.sync import SyncContract
 from micro_conformance.transport import TransportContract
+from micro_conformance.tunnel import TunnelContract
 
 
 class TestMemoryStore(StoreContract):
@@ -178,4 +179,8 @@ class TestRPCServer(RPCContract):
 
 
 class TestMUCPNetwork(NetworkContract):
+    name = "mucp"
+
+
+class TestMUCPTunnel(TunnelContract):
     name = "mucp"
