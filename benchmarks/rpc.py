@@ -27,6 +27,8 @@ KINDS = {
     # the second isolates the server's cost over the raw grpc.aio echo.
     "micro-grpc": "micro over gRPC",
     "micro-grpc-server": "micro gRPC server, grpcio client",
+    # micro's service and client over MICRO_TRANSPORT=http, beside the aiohttp JSON POST row.
+    "micro-http": "micro over the http transport",
     # MICRO_TRANSPORT=nats at both ends (asyncmicro-nats, the NATS server on 127.0.0.1:4222): every call
     # crosses the NATS server; the note compares it with the tcp transport's row ("micro").
     "micro-nats": "micro over the nats transport",

@@ -172,6 +172,12 @@ async def serve_micro_grpc() -> None:
     await serve_micro()
 
 
+async def serve_micro_http() -> None:
+    # The same service and handler as "micro", over the http transport (MICRO_TRANSPORT=http).
+    os.environ["MICRO_TRANSPORT"] = "http"
+    await serve_micro()
+
+
 #: The nats transport's settings for both ends of the "micro-nats" rows (the NATS server of the broker rows).
 NATS_TRANSPORT = {
     "MICRO_TRANSPORT": "nats",
@@ -251,6 +257,7 @@ SERVERS: dict[str, Callable[[], Awaitable[None]]] = {
     "aiohttp": serve_aiohttp,
     "micro-grpc": serve_micro_grpc,
     "micro-grpc-server": serve_micro_grpc,
+    "micro-http": serve_micro_http,
     "micro-nats": serve_micro_nats,
     "micro-otel": serve_micro_otel,
     "micro-otel-all": serve_micro_otel_all,
@@ -424,6 +431,12 @@ async def clients_micro_grpc(address: str, callers: int, connections: int, size:
     return [call] * callers, close
 
 
+async def clients_micro_http(address: str, callers: int, connections: int, size: int) -> tuple[list[Call], Any]:
+    # micro's client over the http transport: a keep-alive connection per caller in flight (HTTP/1.1).
+    os.environ["MICRO_TRANSPORT"] = "http"
+    return await clients_micro(address, callers, connections, size)
+
+
 async def clients_grpc_to_micro(address: str, callers: int, connections: int, size: int) -> tuple[list[Call], Any]:
     import grpc
     from micro_grpc.client import marshals
@@ -492,6 +505,7 @@ CLIENTS = {
     "aiohttp": clients_aiohttp,
     "micro-grpc": clients_micro_grpc,
     "micro-grpc-server": clients_grpc_to_micro,
+    "micro-http": clients_micro_http,
     "micro-api": clients_micro_api,
     "micro-nats": clients_micro_nats,
 }
