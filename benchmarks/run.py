@@ -58,6 +58,8 @@ GOALS: list[Goal] = [
     Goal("broker-rabbitmq", "micro-rabbitmq", "aio-pika", ratio=0.8),
     Goal("broker-rabbitmq", "micro-rabbitmq", "faststream", ratio=1.1),
     Goal("broker-redis", "micro-redis", "redis-py", ratio=0.8),
+    Goal("broker-nats", "micro-nats", "nats-py", ratio=0.8),
+    Goal("broker-nats jetstream", "micro-nats jetstream", "nats-py jetstream", ratio=0.8),
     *(
         Goal(f"store {p}", "micro-redis", "redis.asyncio", ratio=0.9)
         for p in ("write", "read", "write batch", "read batch")

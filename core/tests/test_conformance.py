@@ -153,6 +153,10 @@ class TestMemoryTransport(TransportContract):
     name = "memory"
 
 
+class TestHTTPTransport(TransportContract):
+    name = "http"
+
+
 class TestNoopAuth(AuthContract):
     name = "noop"
 

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Protocol
 
 __all__ = ["SERVE", "ServiceProcess", "Spawn", "spawner", "unique_name"]
 
@@ -30,9 +32,15 @@ class ServiceProcess:
         self.lines: list[str] = []
 
     @classmethod
-    async def launch(cls, name: str) -> ServiceProcess:
+    async def launch(cls, name: str, env: Mapping[str, str] | None = None) -> ServiceProcess:
+        """Start serve.py; ``env`` is added to this process's environment."""
         process = await asyncio.create_subprocess_exec(
-            sys.executable, str(SERVE), name, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+            sys.executable,
+            str(SERVE),
+            name,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            env={**os.environ, **env} if env is not None else None,
         )
         return cls(process, name)
 
@@ -85,7 +93,8 @@ class ServiceProcess:
                 await self.process.wait()
 
 
-Spawn = Callable[[str], Awaitable[ServiceProcess]]
+class Spawn(Protocol):
+    def __call__(self, name: str, env: Mapping[str, str] | None = None, /) -> Awaitable[ServiceProcess]: ...
 
 
 @asynccontextmanager
@@ -94,8 +103,8 @@ async def spawner() -> AsyncIterator[Spawn]:
     stopped (SIGTERM, then SIGKILL) when the block exits."""
     started: list[ServiceProcess] = []
 
-    async def start(name: str) -> ServiceProcess:
-        process = await ServiceProcess.launch(name)
+    async def start(name: str, env: Mapping[str, str] | None = None) -> ServiceProcess:
+        process = await ServiceProcess.launch(name, env)
         started.append(process)
         return await process.ready()
 

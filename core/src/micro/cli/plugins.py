@@ -71,27 +71,30 @@ def command(as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(table, indent=2))
         return
-    from rich.console import Console
-    from rich.table import Table
+    from ._service import print_table
 
-    out = Table(title=f"micro plugins ({CORE_DISTRIBUTION} {get_manager().core_version})")
-    for column in ("distribution", "version", "interface", "name", "core range", "status"):
-        # Distribution names share their first letters (asyncmicro-core, asyncmicro-consul): cut short
-        # they would all read "asyncmicro-co…", so those, the interface and the core range are never shortened.
-        out.add_column(column, no_wrap=column in ("distribution", "interface", "core range"), overflow="fold")
+    click.echo(f"micro plugins ({CORE_DISTRIBUTION} {get_manager().core_version})")
+    lines = []
     for row in table:
         name = row["name"] or "-"
         if row["default"]:
-            name += " (default)"
-        status = row["status"]
-        style = "green" if status == "ok" else "red"
+            name += "*"
         core_range = row["core_range"]
-        out.add_row(
-            row["distribution"] or row["plugin"],
-            row["version"] or "-",
-            row["interface"] or "-",
-            name,
-            "any" if core_range == "" else (core_range or "undeclared"),
-            f"[{style}]{status}[/{style}]",
+        lines.append(
+            [
+                row["distribution"] or row["plugin"],
+                row["version"] or "-",
+                row["interface"] or "-",
+                name,
+                "any" if core_range == "" else (core_range or "undeclared"),
+                row["status"],
+            ]
         )
-    Console().print(out)
+    # Distribution names share their first letters (asyncmicro-core, asyncmicro-consul): cut short they would
+    # all read "asyncmicro-co…", so those, the interface and the core range are never shortened.
+    print_table(
+        ["distribution", "version", "interface", "name", "core range", "status"],
+        lines,
+        keep=("distribution", "interface", "core range"),
+    )
+    click.echo("* the default of its interface")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from ._service import dump, run
+from ._service import dump, print_table, run
 
 __all__ = ["command"]
 
@@ -34,15 +34,4 @@ def command(as_json: bool) -> None:
     if not rows:
         click.echo("no services registered", err=True)
         return
-    from rich.console import Console
-    from rich.markup import escape
-    from rich.table import Table
-
-    table = Table(box=None)
-    table.add_column("service", style="bold")
-    table.add_column("versions")
-    for row in rows:
-        versions = row["versions"]
-        assert isinstance(versions, list)
-        table.add_row(escape(str(row["name"])), escape(", ".join(versions)))
-    Console().print(table)
+    print_table(["service", "versions"], [[str(row["name"]), ", ".join(row["versions"])] for row in rows])  # type: ignore[arg-type]

@@ -35,7 +35,8 @@ from ..errors import (
 )
 from ..metadata import Metadata
 from ..registry.base import Node
-from ..selector.base import Next, Selector
+from ..selector.base import Filter, Next, Selector
+from ..selector.filter import filter_protocol
 from ..transport.base import Message as Frame
 from ..transport.base import Socket, Transport
 from .base import (
@@ -142,6 +143,7 @@ class RPCClient(Client):
         )
         self._started: set[int] = set()
         self._default_codec: Codec | None = None
+        self._node_filters: tuple[Filter, ...] | None = None
 
     # -- wiring ----------------------------------------------------------------------------------
 
@@ -186,6 +188,15 @@ class RPCClient(Client):
             call = wrapper(call)
         return call
 
+    def _protocol_filters(self) -> tuple[Filter, ...]:
+        """The selector filters of every call: the nodes this client can speak to. Read once, on the first call.
+
+        ``mucp`` nodes over this client's transport (:func:`~micro.selector.filter_protocol`), so a
+        registry that also holds gRPC nodes, or mucp nodes on another transport, never routes a call to
+        one; a client for another protocol overrides this.
+        """
+        return (filter_protocol("mucp", self.transport.name or None),)
+
     async def start(self) -> None:
         """Start the transport and selector (each once; a call starts them too)."""
         await self._ensure(self.transport)
@@ -202,6 +213,7 @@ class RPCClient(Client):
         # Components the client made are made afresh on next use; those passed in stay.
         if any(self._transport is c for c in owned):
             self._transport = None
+            self._node_filters = None  # they name the transport
         if any(self._selector is c for c in owned):
             self._selector = None
         if any(self._broker is c for c in owned):
@@ -278,7 +290,10 @@ class RPCClient(Client):
                     selector = self.selector
                     if id(selector) not in started:  # checked here: awaiting _ensure costs a coroutine per call
                         await self._ensure(selector)
-                    choose = await selector.select(service)
+                    filters = self._node_filters
+                    if filters is None:
+                        filters = self._node_filters = self._protocol_filters()
+                    choose = await selector.select(service, filters=filters)
                 transport = self.transport
                 if id(transport) not in started:
                     await self._ensure(transport)
