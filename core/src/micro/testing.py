@@ -29,13 +29,13 @@ import uuid
 import weakref
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, TypeVar, Unpack
 
 from . import context
 from .broker.base import Broker
 from .broker.base import Message as BrokerMessage
 from .broker.memory import MemoryBroker, MemoryBrokerOptions
-from .client.base import Client
+from .client.base import CallOptions, Client
 from .codec.lookup import Codecs
 from .component import Component
 from .errors import Timeout
@@ -330,13 +330,16 @@ class Harness:
         request: Any = None,
         *,
         response_type: type[T] | None = None,
-        metadata: Mapping[str, str] | None = None,
+        **options: Unpack[CallOptions],
     ) -> T | Any:
-        """Start what is not running, then call ``service``'s ``endpoint`` through :attr:`client`."""
+        """Start what is not running, then call ``service``'s ``endpoint`` through :attr:`client`.
+
+        The keywords are those of :meth:`micro.client.Client.call` (:class:`~micro.client.CallOptions`).
+        """
         await self.start()
         client = self.client
         await client.start()
-        return await client.call(service, endpoint, request, response_type=response_type, metadata=metadata)
+        return await client.call(service, endpoint, request, response_type=response_type, **options)
 
     async def publish(self, topic: str, message: Any, *, metadata: Mapping[str, str] | None = None) -> None:
         """Start what is not running, then publish ``message`` on ``topic`` as a service would."""

@@ -10,11 +10,13 @@ from .base import (
     NO_REQUEST,
     Backoff,
     CallFunc,
+    CallOptions,
     CallWrapper,
     Client,
     Request,
     Response,
     Stream,
+    StreamOptions,
     exponential_backoff,
 )
 from .options import ClientOptions
@@ -23,11 +25,13 @@ __all__ = [
     "NO_REQUEST",
     "Backoff",
     "CallFunc",
+    "CallOptions",
     "CallWrapper",
     "Client",
     "ClientOptions",
     "Request",
     "Response",
     "Stream",
+    "StreamOptions",
     "exponential_backoff",
 ]

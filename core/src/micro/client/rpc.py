@@ -38,7 +38,19 @@ from ..registry.base import Node
 from ..selector.base import Next, Selector
 from ..transport.base import Message as Frame
 from ..transport.base import Socket, Transport
-from .base import NO_REQUEST, Backoff, CallFunc, CallWrapper, Client, Request, Response, Stream, exponential_backoff
+from .base import (
+    NO_REQUEST,
+    Backoff,
+    CallFunc,
+    CallOptions,
+    CallWrapper,
+    Client,
+    Request,
+    Response,
+    Stream,
+    StreamOptions,
+    exponential_backoff,
+)
 from .options import ClientOptions
 
 __all__ = ["RPCClient", "RPCStream"]
@@ -212,33 +224,25 @@ class RPCClient(Client):
             outgoing.update(metadata)
         return outgoing
 
-    async def invoke(
-        self,
-        service: str,
-        endpoint: str,
-        request: Any = None,
-        *,
-        response_type: Any = None,
-        timeout: float | None = None,
-        retries: int | None = None,
-        backoff: Backoff | None = None,
-        metadata: Mapping[str, str] | None = None,
-        address: str | None = None,
-        content_type: str | None = None,
+    async def _invoke(
+        self, service: str, endpoint: str, request: Any, response_type: Any, options: CallOptions
     ) -> Response:
         _check_names(service, endpoint)
-        deadline = self._deadline(timeout, self.options.request_timeout)
+        content_type = options.get("content_type")
+        retries = options.get("retries")
         call = Request(
             service=service,
             endpoint=endpoint,
             body=request,
             content_type=content_type or self.options.content_type or "",
-            metadata=self._metadata(metadata),
+            metadata=self._metadata(options.get("metadata")),
             response_type=response_type,
-            deadline=deadline,
+            deadline=self._deadline(options.get("timeout"), self.options.request_timeout),
         )
         attempts = (self.options.retries if retries is None else retries) + 1
-        return await self._attempts(call, self._call, attempts, backoff or self._backoff, address)
+        return await self._attempts(
+            call, self._call, attempts, options.get("backoff") or self._backoff, options.get("address")
+        )
 
     async def _attempts(
         self, request: Request, function: CallFunc, attempts: int, backoff: Backoff, address: str | None
@@ -375,18 +379,15 @@ class RPCClient(Client):
 
     # -- streams ---------------------------------------------------------------------------------
 
-    async def stream(
-        self,
-        service: str,
-        endpoint: str,
-        request: Any = NO_REQUEST,
-        *,
-        response_type: Any = None,
-        timeout: float | None = None,
-        metadata: Mapping[str, str] | None = None,
-        address: str | None = None,
-        content_type: str | None = None,
+    async def _stream(
+        self, service: str, endpoint: str, request: Any, response_type: Any, options: StreamOptions
     ) -> Stream:
+        timeout, metadata, address, content_type = (
+            options.get("timeout"),
+            options.get("metadata"),
+            options.get("address"),
+            options.get("content_type"),
+        )
         _check_names(service, endpoint)
         call = Request(
             service=service,

@@ -403,7 +403,6 @@ class GRPCServer(RPCServer):
                 await self._teardown()
                 raise
             self._running = True
-            self._register_task = asyncio.get_running_loop().create_task(self._keep_registered())
             logger.info("%s serving gRPC on %s (node %s)", self.options.name, self.address, self.node_id)
 
     async def _drain(self) -> None:
