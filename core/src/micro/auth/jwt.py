@@ -15,10 +15,6 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, ClassVar, Final
 
-from cryptography.exceptions import UnsupportedAlgorithm
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
-
 from .._private import open_private, private_dir, write_private
 from ..errors import ConfigError, InvalidOption, InvalidToken, MissingExtra
 from ._common import LocalRules, RuleTable, check_token_request, new_account
@@ -27,8 +23,12 @@ from .options import JWTAuthOptions
 
 try:
     import jwt
+    from cryptography.exceptions import UnsupportedAlgorithm
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 except ModuleNotFoundError as exc:  # an extra: the default auth is noop
-    raise MissingExtra("auth 'jwt'", extra="jwt", module="jwt (PyJWT)") from exc
+    missing = "jwt (PyJWT)" if exc.name is None or exc.name.startswith("jwt") else "cryptography"
+    raise MissingExtra("auth 'jwt'", extra="jwt", module=missing) from exc
 
 __all__ = ["JWTAuth"]
 

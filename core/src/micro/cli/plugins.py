@@ -71,14 +71,10 @@ def command(as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(table, indent=2))
         return
-    from rich.console import Console
-    from rich.table import Table
+    from ._text import Cell
+    from ._text import table as text_table
 
-    out = Table(title=f"micro plugins ({CORE_DISTRIBUTION} {get_manager().core_version})")
-    for column in ("distribution", "version", "interface", "name", "core range", "status"):
-        # Distribution names share their first letters (asyncmicro-core, asyncmicro-consul): cut short
-        # they would all read "asyncmicro-co…", so those, the interface and the core range are never shortened.
-        out.add_column(column, no_wrap=column in ("distribution", "interface", "core range"), overflow="fold")
+    out = []
     for row in table:
         name = row["name"] or "-"
         if row["default"]:
@@ -86,12 +82,16 @@ def command(as_json: bool) -> None:
         status = row["status"]
         style = "green" if status == "ok" else "red"
         core_range = row["core_range"]
-        out.add_row(
-            row["distribution"] or row["plugin"],
-            row["version"] or "-",
-            row["interface"] or "-",
-            name,
-            "any" if core_range == "" else (core_range or "undeclared"),
-            f"[{style}]{status}[/{style}]",
+        out.append(
+            (
+                row["distribution"] or row["plugin"],
+                row["version"] or "-",
+                row["interface"] or "-",
+                name,
+                "any" if core_range == "" else (core_range or "undeclared"),
+                Cell(status, fg=style),
+            )
         )
-    Console().print(out)
+    title = f"micro plugins ({CORE_DISTRIBUTION} {get_manager().core_version})"
+    columns = ("distribution", "version", "interface", "name", "core range", "status")
+    click.echo(text_table(columns, out, title=title))

@@ -25,24 +25,23 @@ def command(as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps([s.to_dict() for s in services], indent=2))
         return
-    from rich.console import Console
-    from rich.table import Table
+    from ._text import Cell, table
 
-    table = Table(box=None, header_style="bold")
-    for column in ("NAME", "VERSION", "STATUS", "PID", "EXIT", "RESTARTS", "STARTED", "SOURCE"):
-        table.add_column(column)
+    rows = []
     colours = {"running": "green", "restarting": "magenta", "stopped": "yellow", "error": "red"}
     for s in services:
         status = s.status.value if s.status else "?"
         started = datetime.datetime.fromtimestamp(s.started).strftime("%Y-%m-%d %H:%M:%S") if s.started else ""
-        table.add_row(
-            s.name,
-            s.version,
-            f"[{colours.get(status, 'white')}]{status}[/]",
-            str(s.pid or ""),
-            "" if s.exit_code is None else str(s.exit_code),
-            str(s.restarts),
-            started,
-            s.source,
+        rows.append(
+            (
+                s.name,
+                s.version,
+                Cell(status, fg=colours.get(status, "white")),
+                str(s.pid or ""),
+                "" if s.exit_code is None else str(s.exit_code),
+                str(s.restarts),
+                started,
+                s.source,
+            )
         )
-    Console().print(table)
+    click.echo(table(("NAME", "VERSION", "STATUS", "PID", "EXIT", "RESTARTS", "STARTED", "SOURCE"), rows))

@@ -34,15 +34,11 @@ def command(as_json: bool) -> None:
     if not rows:
         click.echo("no services registered", err=True)
         return
-    from rich.console import Console
-    from rich.markup import escape
-    from rich.table import Table
+    from ._text import Cell, table
 
-    table = Table(box=None)
-    table.add_column("service", style="bold")
-    table.add_column("versions")
+    lines = []
     for row in rows:
         versions = row["versions"]
         assert isinstance(versions, list)
-        table.add_row(escape(str(row["name"])), escape(", ".join(versions)))
-    Console().print(table)
+        lines.append((Cell(str(row["name"]), bold=True), ", ".join(versions)))
+    click.echo(table(("service", "versions"), lines))
