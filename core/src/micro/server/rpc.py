@@ -266,7 +266,6 @@ class RPCServer(Server):
         self._idle.set()
         self._running = False
         self._stopping = False
-        self._lock: asyncio.Lock | None = None
         self._proofs: LocalProofs | None = None
         if self.options.local_only:
             from .. import _private
@@ -427,53 +426,48 @@ class RPCServer(Server):
 
     # -- lifecycle -------------------------------------------------------------------------------
 
-    def _guard(self) -> asyncio.Lock:
-        if self._lock is None:
-            self._lock = asyncio.Lock()
-        return self._lock
+    async def _start(self) -> None:
+        """Listen, subscribe, register; on failure release everything (the base runs one start at a time)."""
+        self._stopping = False
+        try:
+            await self._listen()
+            if self._subscriptions:
+                await self.broker.start()
+                for subscription in self._subscriptions:
+                    self._broker_subscribers.append(await self._attach(subscription))
+            await self.registry.start()
+            await self._register_first()
+        except BaseException:
+            await self._teardown()
+            raise
+        self._running = True
+        _raise_gc_threshold(self.options.gc_threshold)
+        logger.info("%s serving on %s (node %s)", self.options.name, self.address, self._node_id)
 
-    async def start(self) -> None:
-        async with self._guard():
-            if self._running:
-                return
-            self._stopping = False
-            try:
-                await self.transport.start()
-                self._listener = await self.transport.listen(self.options.address, self._serve)
-                if self._subscriptions:
-                    await self.broker.start()
-                    for subscription in self._subscriptions:
-                        self._broker_subscribers.append(await self._attach(subscription))
-                await self.registry.start()
-                await self._register_first()
-            except BaseException:
-                await self._teardown()
-                raise
-            self._running = True
-            _raise_gc_threshold(self.options.gc_threshold)
-            logger.info("%s serving on %s (node %s)", self.options.name, self.address, self._node_id)
+    async def _listen(self) -> None:
+        """Hook: start taking calls at ``options.address`` (a server over another protocol replaces it)."""
+        await self.transport.start()
+        self._listener = await self.transport.listen(self.options.address, self._serve)
 
-    async def stop(self) -> None:
-        async with self._guard():
-            if not self._running:
-                return
-            self._stopping = True
-            try:
-                # Stop renewals (and late re-registrations) first, or one could land after deregistering.
-                await self._heartbeat.close()
-                background = list(self._background)
-                for task in background:
-                    task.cancel()
-                await asyncio.gather(*background, return_exceptions=True)
-                for subscriber in self._broker_subscribers:
-                    await subscriber.unsubscribe()
-                self._broker_subscribers.clear()
-                if self._listener is not None:
-                    await self._listener.close()
-                await self._drain()
-            finally:
-                await self._teardown()
-                self._running = False
+    async def _close(self) -> None:
+        """Deregister, stop taking calls and messages, drain, release (the base runs it once per start)."""
+        self._stopping = True
+        try:
+            # Stop renewals (and late re-registrations) first, or one could land after deregistering.
+            await self._heartbeat.close()
+            background = list(self._background)
+            for task in background:
+                task.cancel()
+            await asyncio.gather(*background, return_exceptions=True)
+            for subscriber in self._broker_subscribers:
+                await subscriber.unsubscribe()
+            self._broker_subscribers.clear()
+            if self._listener is not None:
+                await self._listener.close()
+            await self._drain()
+        finally:
+            await self._teardown()
+            self._running = False
 
     async def _drain(self) -> None:
         if not self._inflight:

@@ -386,25 +386,6 @@ class GRPCServer(RPCServer):
             for name in ("", *names):
                 await self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
 
-    async def start(self) -> None:
-        async with self._guard():
-            if self._running:
-                return
-            self._stopping = False
-            try:
-                await self._listen()
-                if self._subscriptions:
-                    await self.broker.start()
-                    for subscription in self._subscriptions:
-                        self._broker_subscribers.append(await self._attach(subscription))
-                await self.registry.start()
-                await self._register_first()
-            except BaseException:
-                await self._teardown()
-                raise
-            self._running = True
-            logger.info("%s serving gRPC on %s (node %s)", self.options.name, self.address, self.node_id)
-
     async def _drain(self) -> None:
         if self._health is not None:
             await self._health.enter_graceful_shutdown()
