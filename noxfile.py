@@ -1,5 +1,5 @@
 """Sessions for the whole monorepo: ``nox -s tests``, ``lint``, ``typecheck``, ``build``, ``compat``, ``demo``,
-``conformance``, ``bench``.
+``conformance``, ``bench``, ``docs``.
 
 Every distribution is installed from its local path, so a session tests the
 tree as it is, plugins and conformance suite included.
@@ -25,6 +25,7 @@ REPORTS = ROOT / ".reports"
 DISTRIBUTIONS = [ROOT / "core", ROOT / "conformance", *PLUGINS]
 #: The core's distribution name; every distribution's name starts with ``asyncmicro-``.
 CORE = "asyncmicro-core"
+MKDOCS = "mkdocs==1.6.1"  # pinned: the site is built with warnings as errors
 XDG = ("XDG_RUNTIME_DIR", "XDG_DATA_HOME", "XDG_STATE_HOME", "XDG_CONFIG_HOME")
 
 nox.options.sessions = ["tests", "lint", "typecheck", "build", "compat"]
@@ -49,6 +50,7 @@ def _install_all(session: nox.Session) -> None:
 def tests(session: nox.Session) -> None:
     """Every distribution's tests and the reliability suite; plugin suites run against the real servers on loopback."""
     _install_all(session)
+    session.install(MKDOCS)
     REPORTS.mkdir(exist_ok=True)
     # reliability/: the fault and hostile-input suite across the blocks and plugins (docs/reliability.md).
     suites = [
@@ -56,6 +58,7 @@ def tests(session: nox.Session) -> None:
         *([ROOT / "conformance"] if (ROOT / "conformance").exists() else []),
         *PLUGINS,
         ROOT / "reliability",
+        ROOT / "docs",  # the site builds with warnings as errors, and every example in the docs runs
     ]
     failed: list[str] = []
     for suite in suites:
@@ -70,6 +73,17 @@ def tests(session: nox.Session) -> None:
     session.chdir(ROOT)
     if failed:
         session.error(f"test suites failed: {', '.join(failed)}")
+
+
+@nox.session
+def docs(session: nox.Session) -> None:
+    """The documentation site into .site/, warnings as errors; ``nox -s docs -- serve`` serves it live."""
+    _install_all(session)
+    session.install(MKDOCS)
+    if session.posargs[:1] == ["serve"]:
+        session.run("mkdocs", "serve", *session.posargs[1:])
+    else:
+        session.run("mkdocs", "build", "--strict", *session.posargs)
 
 
 @nox.session
