@@ -498,12 +498,11 @@ class MUCPTunnel(Tunnel):
     @property
     def transport(self) -> Transport:
         if self._transport is None:
-            from .transport import TunnelTransport
-
             made = self._parts.make(Transport, _tcp)
             # With MICRO_TRANSPORT=tunnel the wiring would hand the tunnel a transport over itself; its links
-            # need a real one, so they use the built-in tcp transport then.
-            self._transport = _tcp() if isinstance(made, TunnelTransport) else made
+            # need a real one, so they use the built-in tcp transport then. Asked of the class rather than
+            # with isinstance, so that this module does not import the tunnel transport that imports it.
+            self._transport = _tcp() if getattr(type(made), "over_tunnel", False) else made
         return self._transport
 
     def __repr__(self) -> str:

@@ -128,6 +128,8 @@ class TunnelTransport(Transport):
     """
 
     capabilities: ClassVar[frozenset[str]] = frozenset()
+    #: Carried by a tunnel: a tunnel must not run its own links over it (see MUCPTunnel.transport).
+    over_tunnel: ClassVar[bool] = True
 
     def __init__(
         self, options: TransportOptions | None = None, *, tunnel: Tunnel | None = None, make: Make | None = None
