@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 
 import pytest
 from micro.errors import BackendUnavailable, BadRequest, NotSupported, Unavailable
@@ -12,12 +12,7 @@ from micro.registry import Node, Service, Watcher
 from micro.registry.cache import RegistryCache
 from micro.registry.memory import MemoryRegistry
 
-
-async def eventually_true(check: Callable[[], Awaitable[bool]], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not await check():
-        assert time.monotonic() < deadline, "condition not met before the deadline"
-        await asyncio.sleep(0.01)
+from .conftest import eventually_true
 
 
 class Counting(MemoryRegistry):

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 
 import pytest
 from micro.errors import BackendUnavailable
@@ -12,12 +11,7 @@ from micro.registry import Node, Service
 from micro.registry.heartbeat import Heartbeat
 from micro.registry.memory import MemoryRegistry
 
-
-async def eventually_true(check: Callable[[], Awaitable[bool]], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not await check():
-        assert time.monotonic() < deadline, "condition not met before the deadline"
-        await asyncio.sleep(0.01)
+from .conftest import eventually_true
 
 
 class Recording(MemoryRegistry):

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import Final, Literal
 from urllib.parse import urlsplit
 
+from micro.address import display_address as _display
 from micro.address import masked
 from micro.address import server_url as parse_address
 from micro.broker import BrokerOptions
@@ -64,18 +65,13 @@ def server_url(address: tuple[str, ...]) -> str:
 
 
 def display_address(url: str) -> str:
-    """``url`` without its credentials, for messages: ``127.0.0.1:6379``, ``127.0.0.1:6379/2``, a socket path."""
+    """``url`` without its credentials, for messages: ``127.0.0.1:6379``, ``127.0.0.1:6379/2``, a socket path.
+
+    As :func:`micro.address.display_address`, with ``rediss://`` kept (TLS is worth saying) and database 0 left out.
+    """
     parts = urlsplit(url)
-    if parts.scheme == "unix":
-        return parts.path
-    host = parts.hostname or "?"
-    if ":" in host:
-        host = f"[{host}]"
-    database = parts.path.strip("/")
-    where = f"{host}:{parts.port or 6379}"
-    if parts.scheme == "rediss":
-        where = f"rediss://{where}"
-    return f"{where}/{database}" if database and database != "0" else where
+    shown = _display(parts._replace(path="") if parts.path.strip("/") == "0" else parts, 6379)
+    return f"rediss://{shown}" if parts.scheme == "rediss" else shown
 
 
 # Upper bounds of the numeric options: past them a value is a mistake, and some would reach Redis or the
