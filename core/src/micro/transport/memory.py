@@ -127,7 +127,7 @@ class MemoryTransport(Transport):
         self._sockets: set[_MemorySocket] = set()
         self._tasks: set[asyncio.Task[None]] = set()
 
-    async def dial(self, address: str, *, timeout: float | None = None) -> Socket:
+    async def _dial(self, address: str, timeout: float | None) -> Socket:
         host, port = _key(address)
         key = f"{host}:{port}"
         listener = _LISTENERS.get(key)
@@ -143,7 +143,7 @@ class MemoryTransport(Transport):
         listener._accept(server)
         return client
 
-    async def listen(self, address: str | None, handler: Handler) -> Listener:
+    async def _listen(self, address: str | None, handler: Handler) -> Listener:
         host, port = _key(address or self.options.address)
         if port == 0:
             port = next(_PORTS)
@@ -158,7 +158,7 @@ class MemoryTransport(Transport):
         self._listeners.add(listener)
         return listener
 
-    async def close(self) -> None:
+    async def _close(self) -> None:
         for listener in list(self._listeners):
             await listener.close()
         for socket in list(self._sockets):
