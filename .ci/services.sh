@@ -113,12 +113,22 @@ ensure_etcd() {
   echo "services: etcd DOWN (the etcd suite will fail): started but not healthy (see $dir/etcd.log)"
 }
 
+# Debian's Chromium: the browser micro-web's tests drive headless (a tool, not a server).
+ensure_chromium() {
+  command -v chromium >/dev/null && return 0
+  apt_install chromium || echo "services: chromium did not install"
+  command -v chromium >/dev/null && echo "services: chromium $(chromium --version 2>/dev/null)"
+}
+
+# curl: the health checks below, and micro-api's tests call the gateway with it (a client nobody here wrote).
+command -v curl >/dev/null || apt_install curl || echo "services: curl could not be installed (micro-api's curl test will fail)"
 ensure_rabbitmq        # slowest to boot: start it first, wait for it last
 ensure_redis
 ensure_nats
 ensure_postgres
 ensure_consul
 ensure_etcd
+ensure_chromium
 wait_port 5672 60 || echo "services: rabbitmq did not start"
 for p in 6379 5672 4222 5432 2379; do port_open $p && echo "services: 127.0.0.1:$p up" || echo "services: 127.0.0.1:$p DOWN"; done
 echo "services: consul ${CONSUL_HTTP_ADDR:-not available}"

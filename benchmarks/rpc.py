@@ -27,6 +27,14 @@ KINDS = {
     # the second isolates the server's cost over the raw grpc.aio echo.
     "micro-grpc": "micro over gRPC",
     "micro-grpc-server": "micro gRPC server, grpcio client",
+    # The observability plugins on the server, selected by name, against "micro" (the built-in memory tracer
+    # and stats) and "micro (debug=False)" (neither): what each costs per call.
+    "micro-otel": "micro + opentelemetry",
+    "micro-otel-all": "micro + opentelemetry (every call sampled)",
+    "micro-prometheus": "micro + prometheus",
+    # The micro service behind asyncmicro-api's gateway (its own process), called with aiohttp's client and the
+    # same JSON body as "aiohttp": HTTP in, micro RPC out.
+    "micro-api": "micro api gateway",
 }
 
 
@@ -74,7 +82,7 @@ async def run(ctx: Context) -> list[Row]:
     warmup = ctx.pick(0.2, 0.5)
     # The quick run skips the uvloop rows to stay under a minute.
     loops = [False, True] if _has_uvloop() and not ctx.quick else [False]
-    kinds = {k: v for k, v in KINDS.items() if not (ctx.quick and k == "micro-nodebug")}
+    kinds = {k: v for k, v in KINDS.items() if not (ctx.quick and k in ("micro-nodebug", "micro-otel-all"))}
     best: dict[tuple[str, bool], dict[str, Any]] = {}
     failed: dict[tuple[str, bool], str] = {}
     for round_ in range(rounds):

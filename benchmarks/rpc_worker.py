@@ -6,7 +6,10 @@ prints one JSON line (see :class:`_harness.Load`). KIND is ``micro`` (``micro-no
 service without its Debug handler's trace and stats wrappers), ``raw``
 (length-prefixed asyncio echo), ``grpc`` (``grpc.aio`` unary, identity
 serializers), ``aiohttp`` (JSON POST), ``micro-grpc`` (the micro service served by asyncmicro-grpc,
-called with micro's grpc client) or ``micro-grpc-server`` (the same server, called as ``grpc`` is).
+called with micro's grpc client), ``micro-grpc-server`` (the same server, called as ``grpc`` is),
+``micro-otel``, ``micro-otel-all``, ``micro-prometheus`` (the micro service with asyncmicro-opentelemetry at
+the default sample or every call sampled, or with asyncmicro-prometheus, selected by name) or
+``micro-api`` (the micro service behind ``micro api``, asyncmicro-api's HTTP gateway, called as ``aiohttp`` is).
 
 Every system answers two calls: ``echo`` of a small JSON object, and ``blob``
 of ``{"data": "x" * size}`` for the payload sweep. The micro handler is typed
@@ -33,6 +36,7 @@ from _harness import closed_loop
 SERVICE = "bench-echo"
 SMALL: dict[str, Any] = {"name": "bench", "id": 12345, "tags": ["a", "b", "c"], "ok": True}
 GRPC_ECHO = "/bench.Echo/Echo"
+WORKER_PATH = os.path.abspath(__file__)
 
 
 @dataclass
@@ -168,6 +172,62 @@ async def serve_micro_grpc() -> None:
     await serve_micro()
 
 
+async def serve_micro_otel() -> None:
+    # asyncmicro-opentelemetry selected by name, at micro's default sample (10% of new traces recorded),
+    # with no exporter: the cost of the spans and the traceparent, not of a collector.
+    os.environ["MICRO_TRACER"] = "opentelemetry"
+    await serve_micro()
+
+
+async def serve_micro_otel_all() -> None:
+    # Every call recorded as a span (MICRO_TRACER_SAMPLE=1), still with no exporter.
+    os.environ["MICRO_TRACER"] = "opentelemetry"
+    os.environ["MICRO_TRACER_SAMPLE"] = "1"
+    await serve_micro()
+
+
+async def serve_micro_prometheus() -> None:
+    # asyncmicro-prometheus selected by name: a counter and a histogram per call, /metrics on a free port.
+    os.environ["MICRO_STATS"] = "prometheus"
+    os.environ["MICRO_STATS_ADDRESS"] = "127.0.0.1:0"
+    await serve_micro()
+
+
+async def serve_micro_api() -> None:
+    # The same micro service in a process of its own, and micro api (asyncmicro-api) in front of it in this
+    # one: HTTP in, micro's RPC out, as a user deploys the gateway. Both find each other in the local registry.
+    import uvicorn
+    from micro_api import APIOptions, Gateway
+    from micro_api.server import bind, config
+
+    service = await asyncio.create_subprocess_exec(
+        sys.executable, WORKER_PATH, "serve", "micro", stdout=asyncio.subprocess.PIPE
+    )
+    try:
+        assert service.stdout is not None
+        line = (await service.stdout.readline()).decode()
+        if not line.startswith("READY"):
+            raise RuntimeError(f"the service behind the gateway did not start: {line!r}")
+        gateway = Gateway(APIOptions(address="127.0.0.1:0", max_connections=10_000))
+        server = uvicorn.Server(config(gateway))
+        sock = bind("127.0.0.1:0")
+        task = asyncio.create_task(server.serve(sockets=[sock]))
+        while not server.started:
+            if task.done():
+                task.result()
+            await asyncio.sleep(0.01)
+        print(f"READY 127.0.0.1:{sock.getsockname()[1]}", flush=True)
+        stopped = asyncio.create_task(until_stopped())
+        await asyncio.wait({task, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        server.should_exit = True
+        await task
+        sock.close()
+    finally:
+        if service.returncode is None:
+            service.terminate()
+        await service.wait()
+
+
 SERVERS: dict[str, Callable[[], Awaitable[None]]] = {
     "micro": serve_micro,
     # Without the Debug handler's trace and stats wrappers: what they cost per call.
@@ -177,6 +237,10 @@ SERVERS: dict[str, Callable[[], Awaitable[None]]] = {
     "aiohttp": serve_aiohttp,
     "micro-grpc": serve_micro_grpc,
     "micro-grpc-server": serve_micro_grpc,
+    "micro-otel": serve_micro_otel,
+    "micro-otel-all": serve_micro_otel_all,
+    "micro-prometheus": serve_micro_prometheus,
+    "micro-api": serve_micro_api,
 }
 
 
@@ -369,12 +433,14 @@ async def clients_grpc_to_micro(address: str, callers: int, connections: int, si
     return [make(stubs[i % connections]) for i in range(callers)], close
 
 
-async def clients_aiohttp(address: str, callers: int, connections: int, size: int) -> tuple[list[Call], Any]:
+async def clients_aiohttp(
+    address: str, callers: int, connections: int, size: int, *, path: str = "/echo"
+) -> tuple[list[Call], Any]:
     import aiohttp
 
     # Keep-alive connections, one per caller up to ``connections`` (HTTP/1.1 has no multiplexing).
     session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=max(connections, callers)))
-    url = f"http://{address}/echo"
+    url = f"http://{address}{path}"
     request = body(size)
 
     async def call() -> None:
@@ -389,14 +455,24 @@ async def clients_aiohttp(address: str, callers: int, connections: int, size: in
     return [call] * callers, close
 
 
+async def clients_micro_api(address: str, callers: int, connections: int, size: int) -> tuple[list[Call], Any]:
+    # The same HTTP client and JSON body as "aiohttp", to the gateway's path for the service's Bench.echo.
+    path = f"/{SERVICE}/Bench/echo" if size <= 0 else f"/{SERVICE}/Bench/blob"
+    return await clients_aiohttp(address, callers, connections, size, path=path)
+
+
 CLIENTS = {
     "micro": clients_micro,
     "micro-nodebug": clients_micro,
+    "micro-otel": clients_micro,
+    "micro-otel-all": clients_micro,
+    "micro-prometheus": clients_micro,
     "raw": clients_raw,
     "grpc": clients_grpc,
     "aiohttp": clients_aiohttp,
     "micro-grpc": clients_micro_grpc,
     "micro-grpc-server": clients_grpc_to_micro,
+    "micro-api": clients_micro_api,
 }
 
 

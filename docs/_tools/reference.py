@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ast
 import dataclasses
+import importlib
 import inspect
 import re
 import textwrap
@@ -90,6 +91,29 @@ def _options_rows(prefix: str, options_type: type) -> Iterator[str]:
         yield f"| `{variable}` | {_type_name(field.type)} | {_default(field)} | {_cell(docs.get(field.name, ''))} |"
 
 
+def _command_options(manager: Any) -> Iterator[tuple[str, type]]:
+    """``(command, options class)`` for each plugin command whose package's ``options`` module declares
+    an options class with a ``variable_prefix`` (``WebOptions.variable_prefix == "MICRO_WEB"``)."""
+
+    from micro.options import Options
+
+    for provider in manager.providers("command"):
+        factory = provider.factory if isinstance(provider.factory, str) else provider.factory.__module__
+        package = factory.split(":")[0].split(".")[0]
+        try:
+            module = importlib.import_module(f"{package}.options")
+        except ImportError:
+            continue
+        for value in vars(module).values():
+            if (
+                isinstance(value, type)
+                and issubclass(value, Options)
+                and value.__module__ == module.__name__
+                and isinstance(getattr(value, "variable_prefix", None), str)
+            ):
+                yield provider.name, value
+
+
 def render() -> str:
     """The whole page, for the plugins installed in this interpreter."""
     from micro import _env, hookspecs
@@ -109,6 +133,13 @@ def render() -> str:
     out += ["| variable | type | default | meaning |", "|---|---|---|---|"]
     out += list(_options_rows(_env.variable("debug"), DebugOptions))
     out.append("")
+    for command, options_type in _command_options(manager):
+        prefix = options_type.variable_prefix  # type: ignore[attr-defined]
+        summary = _cell((inspect.getdoc(options_type) or "").split("\n\n")[0])
+        out += [f"## `micro {command}`", "", f"{summary} Its variables start with `{prefix}`.".strip(), ""]
+        out += ["| variable | type | default | meaning |", "|---|---|---|---|"]
+        out += list(_options_rows(prefix, options_type))
+        out.append("")
     for interface in hookspecs.INTERFACES:
         providers = manager.providers(interface)
         if not providers:

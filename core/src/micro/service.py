@@ -42,7 +42,7 @@ from typing import Any, Literal, Self, TypeVar
 from . import _env
 from ._private import local_secret
 from .broker.base import Broker
-from .client.base import CallWrapper, Client
+from .client.base import CallWrapper, Client, PublishWrapper
 from .component import Component
 from .debug.handler import Debug, debug_options, mount
 from .errors import ConfigError
@@ -288,6 +288,14 @@ class Service:
     def wrap_call(self, *wrappers: CallWrapper) -> None:
         """Add middleware to the calls this service's client makes (outermost first)."""
         self.client.wrap(*wrappers)
+
+    def wrap_publish(self, *wrappers: PublishWrapper) -> None:
+        """Add middleware to the messages this service's client publishes (outermost first).
+
+        See :meth:`micro.client.Client.wrap_publish`; raises :class:`~micro.errors.NotSupported` if the client
+        runs none.
+        """
+        self.client.wrap_publish(*wrappers)
 
     def hook(self, when: HookName, function: Hook) -> Hook:
         """Run ``function`` at ``when`` (``"before_start"``, ``"after_start"``, ``"before_stop"``, ``"after_stop"``).

@@ -70,12 +70,9 @@ import uuid
 from collections import deque
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
-import aiohttp
 import orjson
-from aiohttp import web
-from yarl import URL
 
 from ..component import Make, Parts
 from ..errors import (
@@ -106,6 +103,11 @@ from .base import (
 )
 from .options import BrokerOptions, SubscribeOptions
 
+if TYPE_CHECKING:
+    import aiohttp
+    from aiohttp import web
+    from yarl import URL
+
 __all__ = ["BROADCAST_VERSION", "SERVICE", "HTTPBroker", "HTTPBrokerOptions", "decode", "encode"]
 
 logger = logging.getLogger("micro.broker")
@@ -128,6 +130,22 @@ _ENVELOPE_ALLOWANCE = 64 * 1024
 # 10 MB at most. Past it, proofs signed before the last one forgotten are refused; at this size that
 # one is still older than request_timeout's worth of traffic at far more deliveries/s than one endpoint takes.
 _REPLAY_LIMIT = 1 << 16
+
+
+def _import_aiohttp() -> None:
+    """Bind ``aiohttp``, ``web`` and ``URL`` here: on first start, not on import.
+
+    A service builds its broker whether or not it subscribes or publishes, and this
+    broker starts only when it does; aiohttp (~50 modules, several MiB) is then loaded
+    by the services that use it rather than by every one.
+    """
+    if "web" in globals():
+        return
+    import aiohttp
+    from aiohttp import web
+    from yarl import URL
+
+    globals().update(aiohttp=aiohttp, web=web, URL=URL)
 
 
 def node_tag(node_id: str) -> str:
@@ -544,6 +562,7 @@ class HTTPBroker(Broker):
             ``ca_file`` cannot be loaded.
         """
         options = self.options
+        _import_aiohttp()
         self._secret = await self._load_secret()
         server_tls, client_tls = self._tls_contexts() if options.tls else (None, None)
         host, port = split_address(options.address[0])

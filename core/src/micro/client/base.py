@@ -15,6 +15,10 @@ the outermost::
             request.metadata["X-Caller"] = "billing"
             return await next(request)
         return call
+
+Publish middleware (:meth:`Client.wrap_publish`) wraps each publish after the
+message is encoded and its headers are set, before the broker sends it; a
+wrapper may add headers (trace context, a timestamp) to ``publication.header``.
 """
 
 from __future__ import annotations
@@ -36,6 +40,9 @@ __all__ = [
     "CallOptions",
     "CallWrapper",
     "Client",
+    "Publication",
+    "PublishFunc",
+    "PublishWrapper",
     "Request",
     "Response",
     "Stream",
@@ -165,6 +172,32 @@ class Response:
 CallFunc: TypeAlias = Callable[[Request], Awaitable[Response]]
 #: Middleware around :data:`CallFunc`.
 CallWrapper: TypeAlias = Callable[[CallFunc], CallFunc]
+
+
+class Publication:
+    """One outgoing broker message, as publish wrappers see it."""
+
+    __slots__ = ("body", "content_type", "header", "payload", "topic")
+
+    def __init__(self, *, topic: str, payload: Any, body: bytes, header: Metadata, content_type: str) -> None:
+        self.topic = topic
+        #: The message as the caller gave it (already encoded into :attr:`body`).
+        self.payload = payload
+        #: The encoded message.
+        self.body = body
+        #: The headers that will be sent (``Content-Type``, ``Micro-Topic``, ``Micro-Id``, the context's
+        #: metadata); wrappers may add to them.
+        self.header = header
+        self.content_type = content_type
+
+    def __repr__(self) -> str:
+        return f"<Publication {self.topic!r}>"
+
+
+#: Publishes one encoded message.
+PublishFunc: TypeAlias = Callable[[Publication], Awaitable[None]]
+#: Middleware around :data:`PublishFunc`.
+PublishWrapper: TypeAlias = Callable[[PublishFunc], PublishFunc]
 
 
 class Stream(abc.ABC):
@@ -363,3 +396,12 @@ class Client(Component, abc.ABC):
     @abc.abstractmethod
     def wrap(self, *wrappers: CallWrapper) -> None:
         """Add call middleware; the first ever added is the outermost."""
+
+    def wrap_publish(self, *wrappers: PublishWrapper) -> None:
+        """Add publish middleware (see :class:`Publication`); the first ever added is the outermost.
+
+        :raises ~micro.errors.NotSupported: this client does not run publish middleware (the default).
+        """
+        from ..errors import NotSupported
+
+        raise NotSupported(f"{type(self).__name__} does not support publish wrappers")

@@ -45,6 +45,9 @@ from .base import (
     CallOptions,
     CallWrapper,
     Client,
+    Publication,
+    PublishFunc,
+    PublishWrapper,
     Request,
     Response,
     Stream,
@@ -133,6 +136,8 @@ class RPCClient(Client):
         self._wrappers: list[CallWrapper] = list(wrappers)
         self._call: CallFunc = self._chain(self._attempt)
         self._open: CallFunc = self._chain(self._open_stream)
+        self._publish_wrappers: list[PublishWrapper] = []
+        self._send: PublishFunc = self._deliver
         options_ = self.options
         self._backoff: Backoff = backoff or (
             lambda attempt: exponential_backoff(attempt, base=options_.backoff, cap=options_.backoff_max)
@@ -169,6 +174,13 @@ class RPCClient(Client):
         self._wrappers.extend(wrappers)
         self._call = self._chain(self._attempt)
         self._open = self._chain(self._open_stream)
+
+    def wrap_publish(self, *wrappers: PublishWrapper) -> None:
+        self._publish_wrappers.extend(wrappers)
+        send: PublishFunc = self._deliver
+        for wrapper in reversed(self._publish_wrappers):
+            send = wrapper(send)
+        self._send = send
 
     def _chain(self, innermost: CallFunc) -> CallFunc:
         call = innermost
@@ -437,9 +449,15 @@ class RPCClient(Client):
         header[_mucp.CONTENT_TYPE] = codec.content_type
         header[_mucp.TOPIC] = topic
         header[_mucp.ID] = str(uuid.uuid4())
+        await self._send(
+            Publication(topic=topic, payload=message, body=body, header=header, content_type=codec.content_type)
+        )
+
+    async def _deliver(self, publication: Publication) -> None:
+        """Hand an encoded message to the broker (the innermost :data:`PublishFunc` of :meth:`publish`)."""
         broker = self.broker
         await self._ensure(broker)
-        await broker.publish(topic, BrokerMessage(body, header))
+        await broker.publish(publication.topic, BrokerMessage(publication.body, publication.header))
 
 
 def _check_size(request: Request, payload: bytes) -> None:

@@ -8,6 +8,7 @@ handler that serves them to ``micro debug logs|trace|stats``.
 from __future__ import annotations
 
 from .log import Log, LogOptions, LogRecord, LogStream, MemoryLog
+from .middleware import Middleware
 from .stats import MemoryStats, Stat, Stats, StatsOptions
 from .trace import (
     SPAN_ID_HEADER,
@@ -33,6 +34,7 @@ __all__ = [
     "MemoryLog",
     "MemoryStats",
     "MemoryTracer",
+    "Middleware",
     "Span",
     "SpanContext",
     "SpanType",

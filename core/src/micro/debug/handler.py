@@ -24,6 +24,7 @@ and callers an auth with rules admits; ``health`` answers everyone.
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -36,9 +37,12 @@ from ..errors import NotSupported
 from ..options import build
 from .access import Access, DebugOptions, admit, debug_guard
 from .log import Log
+from .middleware import Middleware
 from .stats import Stats
 from .trace import Tracer
 from .wrappers import stats_handler, trace_call, trace_handler
+
+_log = logging.getLogger("micro.debug")
 
 __all__ = ["Debug", "DebugOptions", "LogsRequest", "Mountable", "TraceRequest", "debug_options", "mount"]
 
@@ -57,6 +61,10 @@ class Mountable(Protocol):
     def wrap(self, *wrappers: Any) -> None: ...
 
     def wrap_call(self, *wrappers: Any) -> None: ...
+
+    def wrap_subscriber(self, *wrappers: Any) -> None: ...
+
+    def wrap_publish(self, *wrappers: Any) -> None: ...
 
     def hook(self, when: Any, function: Callable[[], Awaitable[None] | None]) -> object: ...
 
@@ -192,9 +200,10 @@ def mount(
     :class:`~micro.service.Service` hands in its wiring, so ``MICRO_LOG=...`` and
     ``MICRO_LOG_LEVEL`` in its environment apply), or the built-in ``memory`` ones
     without it; they are started before the service starts and closed after it
-    stops. Parts given are only used. Adds :func:`~micro.debug.wrappers.trace_handler` and
-    :func:`~micro.debug.wrappers.stats_handler` to the server and
-    :func:`~micro.debug.wrappers.trace_call` to the client, after any
+    stops. Parts given are only used. Adds the tracer's and the stats'
+    :class:`~micro.debug.middleware.Middleware` (``tracer.middleware(service.name)``; by default
+    :func:`~micro.debug.wrappers.trace_handler` and :func:`~micro.debug.wrappers.stats_handler` on
+    the server, :func:`~micro.debug.wrappers.trace_call` on the client), tracer first, after any
     wrappers already there.
     """
     parts = Parts(make)
@@ -230,8 +239,18 @@ def mount(
             return local_secret(environ)
 
         service.wrap(debug_guard(LocalProofs(service.name, secret, options.proof_window)))
-    service.wrap(trace_handler(tracer), stats_handler(stats))
-    service.wrap_call(trace_call(tracer))
+    traced = tracer.middleware(service.name) or Middleware(handler=(trace_handler(tracer),), call=(trace_call(tracer),))
+    counted = stats.middleware(service.name) or Middleware(handler=(stats_handler(stats),))
+    service.wrap(*traced.handler, *counted.handler)
+    service.wrap_call(*traced.call, *counted.call)
+    if traced.subscriber or counted.subscriber:
+        service.wrap_subscriber(*traced.subscriber, *counted.subscriber)
+    if traced.publish or counted.publish:
+        try:
+            service.wrap_publish(*traced.publish, *counted.publish)
+        except NotSupported as exc:
+            # A client without publish middleware still serves: its publishes go untraced and uncounted.
+            _log.warning("%s: publishes are not traced or counted: %s", service.name, exc)
     service.hook("before_start", start)
     service.hook("after_stop", close)
     return handler

@@ -24,6 +24,7 @@ from typing import Any, ClassVar
 from ..component import Component
 from ..errors import BadRequest, InvalidOption
 from ..options import Options
+from .middleware import Middleware
 
 __all__ = ["MemoryStats", "Stat", "Stats", "StatsOptions", "rss_bytes"]
 
@@ -128,6 +129,16 @@ class Stats(Component, abc.ABC):
     @abc.abstractmethod
     def record(self, error: BaseException | None = None) -> None:
         """Count one request, and one error if ``error`` is given. Thread-safe; never blocks."""
+
+    def middleware(self, service: str) -> Middleware | None:
+        """The wrappers that count the calls and messages of service ``service``; ``None`` (the default) for
+        the built-in :func:`~micro.debug.wrappers.stats_handler`, which calls :meth:`record`.
+
+        :func:`micro.debug.handler.mount` calls it once, before the service starts. A backend with labelled
+        metrics returns its own :class:`~micro.debug.middleware.Middleware` (and should still call
+        :meth:`record` from its handler wrapper, so ``Debug.stats`` keeps counting).
+        """
+        return None
 
 
 class MemoryStats(Stats):

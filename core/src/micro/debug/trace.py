@@ -47,6 +47,7 @@ from ..component import Component
 from ..errors import BadRequest, InvalidOption
 from ..metadata import Metadata
 from ..options import Options
+from .middleware import Middleware
 
 __all__ = [
     "SPAN_ID_HEADER",
@@ -351,6 +352,16 @@ class Tracer(Component, abc.ABC):
             type=type if type.__class__ is SpanType else SpanType(type),
             _tracer=self,
         )
+
+    def middleware(self, service: str) -> Middleware | None:
+        """The wrappers that trace the calls and messages of service ``service``; ``None`` (the default) for
+        the built-in :func:`~micro.debug.wrappers.trace_handler` and :func:`~micro.debug.wrappers.trace_call`
+        (``Micro-Trace-Id`` propagation, ``sample``/``slow`` sampling).
+
+        :func:`micro.debug.handler.mount` calls it once, before the service starts. A backend with its own
+        propagation (W3C ``traceparent``) returns its own :class:`~micro.debug.middleware.Middleware`.
+        """
+        return None
 
     @abc.abstractmethod
     def finish(self, span: Span) -> None:

@@ -1,0 +1,552 @@
+"""The gateway: an ASGI application that turns HTTP requests and WebSockets into micro calls.
+
+=================================  ==========================================================
+request                            what it does
+=================================  ==========================================================
+``POST /<service>/<Handler>/<m>``  calls ``Handler.m`` with the JSON body; the JSON response
+``POST /<service>/<m>``            the same for ``<Service>.m`` (Go Micro's short form)
+  ... to a server stream           answers with Server-Sent Events, one ``data:`` per response
+  ... to a client stream           takes a JSON array: each item is one request
+WebSocket at the same path         any stream: each text (or binary) message is one JSON request,
+                                   each response one text message; an empty message ends the
+                                   requests (close-send)
+``GET /health``                    ``{"status": "ok"}`` while the gateway serves
+``GET /openapi.json``              the OpenAPI 3.1 document of every registered service
+=================================  ==========================================================
+
+Request headers become the call's metadata, so ``Authorization: Bearer ...`` reaches the
+service, whose auth decides who the caller is. The gateway proves nothing itself: HTTP-level
+headers (``Host``, ``Content-Length``...) and every ``Micro-*``/``X-Micro-*`` header (micro's
+own routing, and the local-user proof) are dropped, so no caller can speak for the gateway.
+A ``Timeout`` header (``"5s"``, ``"250ms"``, seconds) may lower the call's deadline, never raise it.
+
+Errors are Go Micro's error JSON with the HTTP status of :func:`micro_api.errors.status_of`.
+A stream that fails after it started sends an ``event: error`` (SSE) or a ``{"error": ...}``
+message and closes with code ``4000 + status`` (WebSocket; ``4504`` for a missed deadline).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable, Mapping, MutableMapping
+from typing import Any, Final
+
+import orjson
+from micro.client.base import NO_REQUEST, Client, Stream
+from micro.component import Component
+from micro.errors import BadRequest, ConnectionClosed, MessageTooLarge, MicroError, Timeout
+from micro.options import parse_duration
+from micro.registry.base import Registry
+
+from .errors import GATEWAY, MethodNotAllowed, RequestTimeout, status_of
+from .openapi import document
+from .options import APIOptions
+from .routes import Catalog, Route
+
+__all__ = ["Gateway", "metadata_of"]
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+log = logging.getLogger("micro.api")
+
+#: Request headers that describe the HTTP hop, not the call: never copied into metadata.
+HOP_HEADERS: Final[frozenset[str]] = frozenset(
+    {
+        "host",
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "proxy-authorization",
+        "transfer-encoding",
+        "te",
+        "trailer",
+        "upgrade",
+        "content-length",
+        "content-type",
+        "content-encoding",
+        "accept",
+        "accept-encoding",
+        "expect",
+        "timeout",
+        "sec-websocket-key",
+        "sec-websocket-version",
+        "sec-websocket-extensions",
+        "sec-websocket-protocol",
+        "sec-websocket-accept",
+    }
+)
+_JSON: Final = b"application/json"
+_DUMP_OPTIONS: Final = orjson.OPT_NON_STR_KEYS
+_METHOD_NOT_ALLOWED: Final = [(b"allow", b"POST")]
+_SSE_HEADERS: Final = [
+    (b"content-type", b"text/event-stream; charset=utf-8"),
+    (b"cache-control", b"no-cache"),
+    (b"x-accel-buffering", b"no"),
+]
+
+
+def _default(value: Any) -> Any:
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return bytes(value).decode("utf-8", "replace")
+    if isinstance(value, (set, frozenset, tuple)):
+        return list(value)
+    return str(value)
+
+
+def _dumps(value: Any) -> bytes:
+    return orjson.dumps(value, default=_default, option=_DUMP_OPTIONS)
+
+
+def metadata_of(headers: list[tuple[bytes, bytes]] | Any) -> dict[str, str]:
+    """The call metadata for an ASGI request's ``headers``: all but :data:`HOP_HEADERS` and ``Micro-*``.
+
+    Repeated headers are joined with ``", "`` as HTTP allows.
+    """
+    metadata: dict[str, str] = {}
+    for raw_key, raw_value in headers:
+        key = raw_key.decode("latin-1").lower()
+        if key in HOP_HEADERS or key.startswith(("micro-", "x-micro-")):
+            continue
+        value = raw_value.decode("latin-1")
+        metadata[key] = f"{metadata[key]}, {value}" if key in metadata else value
+    return metadata
+
+
+def _header(scope: Scope, name: bytes) -> bytes | None:
+    for key, value in scope["headers"]:
+        if key == name:
+            return bytes(value)
+    return None
+
+
+def _safe_header(key: str, value: str) -> tuple[bytes, bytes] | None:
+    """A response header from call metadata, or ``None`` for one HTTP could not carry or must not be set."""
+    lowered = key.lower()
+    if lowered in HOP_HEADERS or lowered.startswith(("micro-", "x-micro-", "content-", "set-cookie")):
+        return None
+    if any(c in key or c in value for c in "\r\n\0") or not key or any(c in key for c in " :\t"):
+        return None
+    try:
+        return key.encode("latin-1"), value.encode("latin-1")
+    except UnicodeEncodeError:
+        return None
+
+
+class _Disconnected(Exception):
+    """The client went away while its request was read."""
+
+
+class Gateway:
+    """The ASGI application of ``micro api``.
+
+    :param options: limits and settings (:class:`~micro_api.options.APIOptions`).
+    :param client: calls the services; built from ``environ`` (``MICRO_CLIENT``, ``MICRO_SELECTOR``...)
+        by :meth:`start` when omitted.
+    :param registry: where services and their endpoint lists are read; built from ``environ``
+        (``MICRO_REGISTRY``) when omitted, and shared with the client's selector.
+    :param environ: the variables the missing parts are built from (``os.environ`` when ``None``).
+
+    :meth:`start` and :meth:`close` (also run by the ASGI lifespan) start and close only what the
+    gateway built; a ``client`` or ``registry`` handed in is the caller's to start and close.
+    """
+
+    def __init__(
+        self,
+        options: APIOptions | None = None,
+        *,
+        client: Client | None = None,
+        registry: Registry | None = None,
+        environ: Mapping[str, str] | None = None,
+    ) -> None:
+        self.options = options if options is not None else APIOptions()
+        self._client = client
+        self._registry = registry
+        self._environ = environ
+        self._owned: list[Component] = []
+        self._catalog: Catalog | None = None
+        self._websockets = 0
+        self._document: tuple[float, bytes] | None = None
+
+    @property
+    def client(self) -> Client:
+        if self._client is None:
+            raise ConnectionClosed("the gateway is not started", id=GATEWAY)
+        return self._client
+
+    @property
+    def catalog(self) -> Catalog:
+        if self._catalog is None:
+            raise ConnectionClosed("the gateway is not started", id=GATEWAY)
+        return self._catalog
+
+    async def start(self) -> None:
+        """Build (from ``environ``) and start the client and registry that were not handed in."""
+        if self._catalog is not None:
+            return
+        if self._client is None or self._registry is None:
+            import os
+
+            from micro.plugins import get_manager
+            from micro.selector.base import Selector
+
+            manager = get_manager()
+            environ = os.environ if self._environ is None else self._environ
+            make = manager.maker(environ)
+            if self._registry is None:
+                self._registry = manager.create(Registry, environ=environ, wiring={"make": make})
+                self._owned.append(self._registry)
+            if self._client is None:
+                selector = manager.create(Selector, environ=environ, wiring={"make": make, "registry": self._registry})
+                self._owned.append(selector)
+                self._client = manager.create(Client, environ=environ, wiring={"make": make, "selector": selector})
+                self._owned.append(self._client)
+        for part in self._owned:
+            await part.start()
+        self._catalog = Catalog(self._registry, ttl=self.options.registry_ttl)
+
+    async def close(self) -> None:
+        """Close what :meth:`start` built, newest first. Idempotent."""
+        owned, self._owned = self._owned, []
+        for part in reversed(owned):
+            with contextlib.suppress(Exception):
+                await part.close()
+            if part is self._client:
+                self._client = None
+            if part is self._registry:
+                self._registry = None
+        self._catalog = None
+
+    async def openapi(self) -> dict[str, Any]:
+        """The OpenAPI document of every service in the registry now (see :mod:`micro_api.openapi`)."""
+        registry = self.catalog.registry
+        services = []
+        for listed in await registry.list_services():
+            with contextlib.suppress(MicroError):  # deregistered since it was listed
+                services.extend(await registry.get_service(listed.name))
+        return document(services)
+
+    # -- ASGI ------------------------------------------------------------------------------------------
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind == "http":
+            await self._http(scope, receive, send)
+        elif kind == "websocket":
+            await self._websocket(scope, receive, send)
+        elif kind == "lifespan":
+            await self._lifespan(receive, send)
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                try:
+                    await self.start()
+                except Exception as exc:  # reported to the server, which exits with it
+                    await send({"type": "lifespan.startup.failed", "message": f"{type(exc).__name__}: {exc}"})
+                    return
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await self.close()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path: str = scope["path"]
+        method: str = scope["method"]
+        try:
+            if path == "/health" or path == "/openapi.json":
+                if method not in ("GET", "HEAD"):
+                    raise MethodNotAllowed(f"{method} {path}: use GET", id=GATEWAY)
+                if path == "/health":
+                    await _respond(send, 200, b'{"status":"ok"}')
+                else:
+                    await _respond(send, 200, await self._openapi_bytes())
+                return
+            route = await self.catalog.resolve(path, self.options.namespace)
+            if method != "POST":
+                raise MethodNotAllowed(f"{method} {path}: calls are POST (streams also WebSocket)", id=GATEWAY)
+            body = await self._read_body(scope, receive)
+            request = _parse(body)
+            metadata = metadata_of(scope["headers"])
+            if route.kind == "unary":
+                timeout = self._timeout(scope, self.options.request_timeout)
+                response = await self.client.invoke(
+                    route.service, route.endpoint, request, metadata=metadata, timeout=timeout
+                )
+                headers = [h for h in (_safe_header(k, v) for k, v in response.metadata.items()) if h is not None]
+                await _respond(send, 200, _dumps(response.body), extra=headers)
+            elif route.kind == "server_stream":
+                await self._sse(scope, receive, send, route, request, metadata)
+            elif route.kind == "client_stream":
+                await self._client_stream(scope, send, route, request, metadata)
+            else:
+                raise BadRequest(
+                    f"{route.endpoint} of {route.service} is a bidirectional stream: open a WebSocket to {path}",
+                    id=GATEWAY,
+                )
+        except _Disconnected:
+            return
+        except Exception as exc:
+            status, error = status_of(exc)
+            extra = _METHOD_NOT_ALLOWED if status == 405 else ()
+            await _respond(send, status, _dumps(error), extra=extra)
+
+    async def _openapi_bytes(self) -> bytes:
+        now = time.monotonic()
+        if self._document is None or now >= self._document[0]:
+            self._document = (now + self.options.registry_ttl, _dumps(await self.openapi()))
+        return self._document[1]
+
+    def _timeout(self, scope: Scope, limit: float | None) -> float | None:
+        raw = _header(scope, b"timeout")
+        if raw is None:
+            return limit
+        try:
+            asked = parse_duration(raw.decode("latin-1").strip())
+        except ValueError as exc:
+            raise BadRequest(f"Timeout header: {exc}", id=GATEWAY) from None
+        if asked <= 0:
+            raise BadRequest("Timeout header: must be positive", id=GATEWAY)
+        return asked if limit is None else min(asked, limit)
+
+    async def _read_body(self, scope: Scope, receive: Receive) -> bytes:
+        limit = self.options.max_body_size
+        declared = _header(scope, b"content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > limit):
+            raise MessageTooLarge(f"the body is over the limit of {limit} bytes", id=GATEWAY)
+        chunks: list[bytes] = []
+        size = 0
+        try:
+            async with asyncio.timeout(self.options.read_timeout):
+                while True:
+                    message = await receive()
+                    if message["type"] == "http.disconnect":
+                        raise _Disconnected
+                    chunk = message.get("body", b"")
+                    size += len(chunk)
+                    if size > limit:
+                        raise MessageTooLarge(f"the body is over the limit of {limit} bytes", id=GATEWAY)
+                    chunks.append(chunk)
+                    if not message.get("more_body", False):
+                        break
+        except TimeoutError:
+            raise RequestTimeout(
+                f"the request body did not arrive within {self.options.read_timeout}s", id=GATEWAY
+            ) from None
+        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+    async def _sse(
+        self, scope: Scope, receive: Receive, send: Send, route: Route, request: Any, metadata: dict[str, str]
+    ) -> None:
+        timeout = self._timeout(scope, self.options.stream_timeout)
+        stream = await self.client.stream(route.service, route.endpoint, request, metadata=metadata, timeout=timeout)
+        async with stream:
+            await stream.close_send()
+            # The first response (or the error) decides the status: an error before any response is a
+            # plain JSON error with its HTTP status, as for a unary call.
+            try:
+                first = await stream.recv()
+            except ConnectionClosed:
+                if not stream.done:
+                    raise
+                await send({"type": "http.response.start", "status": 200, "headers": _SSE_HEADERS})
+                await send({"type": "http.response.body", "body": b""})
+                return
+            await send({"type": "http.response.start", "status": 200, "headers": _SSE_HEADERS})
+            sending = asyncio.current_task()
+            assert sending is not None
+            gone = asyncio.Event()
+
+            async def watch() -> None:  # a client that goes away ends the stream (and the service's handler)
+                while (await receive())["type"] != "http.disconnect":
+                    pass
+                gone.set()
+                sending.cancel()
+
+            watcher = asyncio.create_task(watch())
+            try:
+                await send(
+                    {"type": "http.response.body", "body": b"data: " + _dumps(first) + b"\n\n", "more_body": True}
+                )
+                async for item in stream:
+                    chunk = b"data: " + _dumps(item) + b"\n\n"
+                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                await send({"type": "http.response.body", "body": b""})
+            except asyncio.CancelledError:
+                if not gone.is_set():
+                    raise
+                sending.uncancel()
+            except Exception as exc:  # the head is sent: from here an error can only be an event
+                _, error = status_of(exc)
+                with contextlib.suppress(Exception):  # the client may be gone
+                    chunk = b"event: error\ndata: " + _dumps(error) + b"\n\n"
+                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                    await send({"type": "http.response.body", "body": b""})
+            finally:
+                watcher.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await watcher
+
+    async def _client_stream(
+        self, scope: Scope, send: Send, route: Route, request: Any, metadata: dict[str, str]
+    ) -> None:
+        if not isinstance(request, list):
+            raise BadRequest(
+                f"{route.endpoint} of {route.service} is a client stream: send a JSON array of requests", id=GATEWAY
+            )
+        timeout = self._timeout(scope, self.options.request_timeout)
+        stream = await self.client.stream(route.service, route.endpoint, metadata=metadata, timeout=timeout)
+        async with stream:
+            for item in request:
+                await stream.send(item)
+            await stream.close_send()
+            result = await stream.recv()
+        await _respond(send, 200, _dumps(result))
+
+    # -- WebSocket ---------------------------------------------------------------------------------------
+
+    async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
+        message = await receive()
+        if message["type"] != "websocket.connect":
+            return
+        if self._websockets >= self.options.max_websockets:
+            # Refused before the handshake completes: the client sees HTTP 403 and may retry later.
+            await send({"type": "websocket.close", "code": 1013, "reason": "too many WebSockets, try again later"})
+            return
+        self._websockets += 1
+        try:
+            await send({"type": "websocket.accept"})
+            await self._websocket_call(scope, receive, send)
+        finally:
+            self._websockets -= 1
+
+    async def _websocket_call(self, scope: Scope, receive: Receive, send: Send) -> None:
+        closed = False
+
+        async def close(code: int, reason: str = "") -> None:
+            nonlocal closed
+            if not closed:
+                closed = True
+                with contextlib.suppress(Exception):  # the peer may be gone already
+                    await send(
+                        {
+                            "type": "websocket.close",
+                            "code": code,
+                            "reason": reason.encode()[:120].decode("utf-8", "ignore"),
+                        }
+                    )
+
+        async def fail(exc: BaseException) -> None:
+            status, error = status_of(exc)
+            with contextlib.suppress(Exception):
+                await send({"type": "websocket.send", "text": _dumps({"error": error}).decode()})
+            await close(4000 + status, str(error.get("detail", "")))
+
+        try:
+            async with asyncio.timeout(self.options.stream_timeout):
+                route = await self.catalog.resolve(scope["path"], self.options.namespace)
+                if route.kind == "unary":
+                    raise BadRequest(f"{route.endpoint} of {route.service} is not a stream: POST it", id=GATEWAY)
+                metadata = metadata_of(scope["headers"])
+                timeout = self._timeout(scope, self.options.stream_timeout)
+                if route.kind == "server_stream":
+                    first = await _next_message(receive)
+                    if first is None:
+                        return
+                    stream = await self.client.stream(
+                        route.service, route.endpoint, first, metadata=metadata, timeout=timeout
+                    )
+                else:
+                    stream = await self.client.stream(
+                        route.service, route.endpoint, NO_REQUEST, metadata=metadata, timeout=timeout
+                    )
+                async with stream:
+                    if route.kind == "server_stream":
+                        await stream.close_send()
+                    outcome = await _pump(stream, receive, send, sends=route.kind != "server_stream")
+                if outcome == "done":
+                    await close(1000)
+        except TimeoutError as exc:  # the call's deadline, or stream_timeout for the whole socket
+            limit = f"the stream lasted longer than {self.options.stream_timeout}s"
+            await fail(exc if isinstance(exc, MicroError) else Timeout(limit, id=GATEWAY))
+        except _Disconnected:
+            closed = True
+        except Exception as exc:
+            await fail(exc)
+
+
+async def _next_message(receive: Receive) -> Any:
+    """The next client message as JSON; ``None`` at the empty message; :class:`_Disconnected` if it went away."""
+    message = await receive()
+    if message["type"] == "websocket.disconnect":
+        raise _Disconnected
+    data = message.get("text")
+    if data is None:
+        data = message.get("bytes") or b""
+    if not data:
+        return None
+    return _parse(data.encode() if isinstance(data, str) else data)
+
+
+async def _pump(stream: Stream, receive: Receive, send: Send, *, sends: bool) -> str:
+    """Responses to the socket and (``sends``) socket messages to the stream, until the stream ends.
+
+    Returns ``"done"`` when the service ended the stream, ``"gone"`` when the client went away;
+    raises what the stream or a bad message raised.
+    """
+
+    async def inbound() -> str:
+        ended = not sends
+        while True:
+            try:
+                item = await _next_message(receive)
+            except _Disconnected:
+                return "gone"
+            if ended:
+                continue  # after close-send (or for a server stream) only a disconnect matters
+            if item is None:
+                ended = True
+                await stream.close_send()
+            else:
+                await stream.send(item)
+
+    async def outbound() -> str:
+        async for item in stream:
+            await send({"type": "websocket.send", "text": _dumps(item).decode()})
+        return "done"
+
+    reader = asyncio.create_task(inbound())
+    writer = asyncio.create_task(outbound())
+    try:
+        done, _ = await asyncio.wait({reader, writer}, return_when=asyncio.FIRST_COMPLETED)
+        first = writer if writer in done else reader
+        result: str = first.result()  # raises the task's error, if it failed
+        return result
+    finally:
+        for task in (reader, writer):
+            task.cancel()
+        for task in (reader, writer):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+
+
+def _parse(body: bytes) -> Any:
+    if not body.strip():
+        return {}
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise BadRequest(f"the body is not valid JSON: {exc}", id=GATEWAY) from None
+
+
+async def _respond(send: Send, status: int, body: bytes, *, extra: Any = (), content_type: bytes = _JSON) -> None:
+    headers = [(b"content-type", content_type), (b"content-length", str(len(body)).encode()), *extra]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})

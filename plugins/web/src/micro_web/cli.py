@@ -1,0 +1,65 @@
+"""``micro web``: serve the dashboard on loopback and print its address, token included."""
+
+from __future__ import annotations
+
+import click
+
+__all__ = ["command"]
+
+
+@click.command("web")
+@click.option("--address", help="host:port to listen on (MICRO_WEB_ADDRESS; default 127.0.0.1:8082, 0 for any port).")
+def command(address: str | None) -> None:
+    """Serve a dashboard of the services in the registry: endpoints, calls, logs, stats and traces."""
+    # Imported here: `micro --help` loads this module, and must stay light (core/tests/cli/test_help.py).
+    import asyncio
+    import os
+    import secrets
+    import signal
+
+    from aiohttp import web
+    from micro.auth.local import local_proof
+    from micro.client.base import Client
+    from micro.errors import MicroError
+    from micro.plugins import create
+    from micro.registry.base import Registry
+
+    from .app import make_app
+    from .options import web_options
+
+    try:
+        options = web_options(os.environ, address=address)
+    except MicroError as exc:
+        raise click.ClickException(str(exc)) from None
+    token = options.token or secrets.token_urlsafe(24)
+
+    async def main() -> None:
+        registry = create("registry", cls=Registry)
+        client = create("client", cls=Client)
+        debug_client = create("client", cls=Client)
+        # The Debug endpoints answer the service's own local user: the dashboard proves it is that user.
+        debug_client.wrap(local_proof())
+        app = make_app(registry=registry, client=client, debug_client=debug_client, options=options, token=token)
+        # shutdown_timeout: an open page polls; on SIGINT its requests get 2 s to finish, not aiohttp's 60.
+        runner = web.AppRunner(app, keepalive_timeout=options.idle_timeout, access_log=None, shutdown_timeout=2.0)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        async with registry, client, debug_client:
+            await runner.setup()
+            host, _, port = options.address.rpartition(":")
+            site = web.TCPSite(runner, host.strip("[]"), int(port), backlog=128)
+            await site.start()
+            bound = runner.addresses[0]
+            shown = f"[{bound[0]}]" if ":" in bound[0] else bound[0]
+            click.echo(f"micro web: http://{shown}:{bound[1]}/#token={token}", err=False)
+            try:
+                await stop.wait()
+            finally:
+                await runner.cleanup()
+
+    try:
+        asyncio.run(main())
+    except OSError as exc:
+        raise click.ClickException(f"cannot listen on {options.address}: {exc.strerror or exc}") from None
