@@ -88,3 +88,24 @@ async def test_stop_before_start_is_a_no_op_and_a_stopped_server_starts_again() 
     await srv.stop()
     assert srv.closes == 2
     await registry.close()
+
+
+async def test_the_server_registers_again_after_the_registry_lost_it() -> None:
+    """The heartbeat (micro.registry.heartbeat) renews every register_interval: a lost node comes back."""
+    registry = MemoryRegistry()
+    srv = RPCServer(
+        ServerOptions(name=f"life-{uuid.uuid4().hex[:8]}", register_ttl=5.0, register_interval=0.05),
+        transport=MemoryTransport(),
+        registry=registry,
+    )
+    await srv.start()
+    try:
+        await registry.deregister(srv.service())  # what a restarted registry looks like from here
+        assert await names(registry, srv.options.name) == 0
+        deadline = asyncio.get_running_loop().time() + 10
+        while await names(registry, srv.options.name) == 0:
+            assert asyncio.get_running_loop().time() < deadline, "the server never registered again"
+            await asyncio.sleep(0.02)
+    finally:
+        await srv.stop()
+    await registry.close()
