@@ -113,6 +113,9 @@ ensure_etcd() {
   echo "services: etcd DOWN (the etcd suite will fail): started but not healthy (see $dir/etcd.log)"
 }
 
+# The network's three-node test puts each node in a network namespace of its own (`ip netns`, iproute2).
+command -v ip >/dev/null || apt_install iproute2
+
 # Debian's Chromium: the browser micro-web's tests drive headless (a tool, not a server).
 ensure_chromium() {
   command -v chromium >/dev/null && return 0

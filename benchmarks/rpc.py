@@ -27,6 +27,11 @@ KINDS = {
     # the second isolates the server's cost over the raw grpc.aio echo.
     "micro-grpc": "micro over gRPC",
     "micro-grpc-server": "micro gRPC server, grpcio client",
+    # micro's service and client over MICRO_TRANSPORT=http, beside the aiohttp JSON POST row.
+    "micro-http": "micro over the http transport",
+    # MICRO_TRANSPORT=nats at both ends (asyncmicro-nats, the NATS server on 127.0.0.1:4222): every call
+    # crosses the NATS server; the note compares it with the tcp transport's row ("micro").
+    "micro-nats": "micro over the nats transport",
     # The observability plugins on the server, selected by name, against "micro" (the built-in memory tracer
     # and stats) and "micro (debug=False)" (neither): what each costs per call.
     "micro-otel": "micro + opentelemetry",
@@ -119,6 +124,12 @@ async def run(ctx: Context) -> list[Row]:
                     note=f"best of {rounds}, {result['calls']} calls",
                 )
             )
+    by_label = {row.name: row for row in rows}
+    for uvloop in loops:
+        suffix = " + uvloop" if uvloop else ""
+        nats, tcp = by_label.get(KINDS["micro-nats"] + suffix), by_label.get(KINDS["micro"] + suffix)
+        if nats is not None and tcp is not None and nats.value and tcp.value:
+            nats.note += f"; {nats.value / tcp.value:.2f}x the tcp transport"
     rows.append(await nameko_bench.run(ctx, GROUP, duration=ctx.pick(1.0, 5.0)))
     return rows
 

@@ -172,6 +172,26 @@ async def serve_micro_grpc() -> None:
     await serve_micro()
 
 
+async def serve_micro_http() -> None:
+    # The same service and handler as "micro", over the http transport (MICRO_TRANSPORT=http).
+    os.environ["MICRO_TRANSPORT"] = "http"
+    await serve_micro()
+
+
+#: The nats transport's settings for both ends of the "micro-nats" rows (the NATS server of the broker rows).
+NATS_TRANSPORT = {
+    "MICRO_TRANSPORT": "nats",
+    "MICRO_TRANSPORT_SERVERS": "nats://127.0.0.1:4222",
+    "MICRO_TRANSPORT_SUBJECT_PREFIX": "bench.transport",
+}
+
+
+async def serve_micro_nats() -> None:
+    # The same service and handler as "micro", listening on a NATS subject (MICRO_TRANSPORT=nats).
+    os.environ.update(NATS_TRANSPORT)
+    await serve_micro()
+
+
 async def serve_micro_otel() -> None:
     # asyncmicro-opentelemetry selected by name, at micro's default sample (10% of new traces recorded),
     # with no exporter: the cost of the spans and the traceparent, not of a collector.
@@ -237,6 +257,8 @@ SERVERS: dict[str, Callable[[], Awaitable[None]]] = {
     "aiohttp": serve_aiohttp,
     "micro-grpc": serve_micro_grpc,
     "micro-grpc-server": serve_micro_grpc,
+    "micro-http": serve_micro_http,
+    "micro-nats": serve_micro_nats,
     "micro-otel": serve_micro_otel,
     "micro-otel-all": serve_micro_otel_all,
     "micro-prometheus": serve_micro_prometheus,
@@ -349,6 +371,11 @@ async def clients_micro(address: str, callers: int, connections: int, size: int)
     return [make(clients[i % connections]) for i in range(callers)], close
 
 
+async def clients_micro_nats(address: str, callers: int, connections: int, size: int) -> tuple[list[Call], Any]:
+    os.environ.update(NATS_TRANSPORT)
+    return await clients_micro(address, callers, connections, size)
+
+
 async def clients_grpc(address: str, callers: int, connections: int, size: int) -> tuple[list[Call], Any]:
     import grpc
 
@@ -402,6 +429,12 @@ async def clients_micro_grpc(address: str, callers: int, connections: int, size:
         await client.close()
 
     return [call] * callers, close
+
+
+async def clients_micro_http(address: str, callers: int, connections: int, size: int) -> tuple[list[Call], Any]:
+    # micro's client over the http transport: a keep-alive connection per caller in flight (HTTP/1.1).
+    os.environ["MICRO_TRANSPORT"] = "http"
+    return await clients_micro(address, callers, connections, size)
 
 
 async def clients_grpc_to_micro(address: str, callers: int, connections: int, size: int) -> tuple[list[Call], Any]:
@@ -472,7 +505,9 @@ CLIENTS = {
     "aiohttp": clients_aiohttp,
     "micro-grpc": clients_micro_grpc,
     "micro-grpc-server": clients_grpc_to_micro,
+    "micro-http": clients_micro_http,
     "micro-api": clients_micro_api,
+    "micro-nats": clients_micro_nats,
 }
 
 

@@ -39,6 +39,7 @@ SUITES = {
     "scale": "scale",
     "store": "store",
     "broker": "broker",
+    "network": "network_bench",
 }
 
 GOALS: list[Goal] = [
@@ -58,6 +59,8 @@ GOALS: list[Goal] = [
     Goal("broker-rabbitmq", "micro-rabbitmq", "aio-pika", ratio=0.8),
     Goal("broker-rabbitmq", "micro-rabbitmq", "faststream", ratio=1.1),
     Goal("broker-redis", "micro-redis", "redis-py", ratio=0.8),
+    Goal("broker-nats", "micro-nats", "nats-py", ratio=0.8),
+    Goal("broker-nats jetstream", "micro-nats jetstream", "nats-py jetstream", ratio=0.8),
     *(
         Goal(f"store {p}", "micro-redis", "redis.asyncio", ratio=0.9)
         for p in ("write", "read", "write batch", "read batch")
@@ -66,6 +69,7 @@ GOALS: list[Goal] = [
         Goal(f"store {p}", "micro-postgres", "asyncpg", ratio=0.8)
         for p in ("write", "read", "write batch", "read batch")
     ),
+    Goal("network", "through one proxy hop", "direct call", ratio=0.5),
     Goal("selector", "warm select", limit=5.0),
     Goal("selector", "registry reads per call", limit=0.0),
     Goal("registry local", "first lookup, 1,000 services", limit=10.0),

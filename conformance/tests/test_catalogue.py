@@ -29,7 +29,7 @@ from broken import CATALOGUE, Entry, class_name  # noqa: E402  (a plain module b
 pytestmark = pytest.mark.timeout(900)
 RULE = {rule.id: rule for rule in RULES}
 #: Interfaces whose every rule must have a broken implementation in the catalogue.
-COMPLETE = ("store", "broker", "registry", "sync", "transport", "codec", "config", "auth")
+COMPLETE = ("store", "broker", "registry", "sync", "transport", "codec", "config", "auth", "network")
 #: Rules of those interfaces that no built-in can be broken for yet, and why.
 UNCOVERED = {
     "transport.tls": "T17 cannot tell TLS from plain text yet: a transport ignoring tls=True would pass it",

@@ -180,6 +180,8 @@ def test_bad_option_and_unknown_interface_are_usage_errors() -> None:
     assert "KEY=VALUE" in proc.stderr
 
 
+# --all runs every installed store (redis, postgres, ... too) in subprocesses, twice: minutes on a loaded 2-core CI.
+@pytest.mark.timeout(600)
 def test_all_reports_every_implementation_and_unreachable_ones_clearly(site: Path) -> None:
     proc = micro("--all", "store", "-k", "x00 or s10", "--jobs", "2", site=site)
     assert proc.returncode == 1, proc.stdout + proc.stderr

@@ -4,7 +4,10 @@
 
 The two processes find each other through the default ``local`` registry (a
 SQLite file in the per-user runtime directory) and deliver the event through
-the default ``http`` broker: no server, no configuration. The whole run is
+the default ``http`` broker, and the greeter keeps what it received in the
+default ``memory`` store: no server, no configuration. Every block follows
+``MICRO_*`` as usual (``MICRO_REGISTRY=etcd MICRO_BROKER=nats MICRO_STORE=postgres
+MICRO_TRANSPORT=nats`` runs it on those servers: ``reliability/tests/test_scaleout.py``). The whole run is
 bounded: it exits 1 with a message, never hangs, if anything takes too long.
 """
 

@@ -1,5 +1,8 @@
 """The Greeter service: ``Say.hello``, the streaming ``Say.count``, and a subscriber on ``greeter.greeted``.
 
+The names it receives are kept in the store (``MICRO_STORE``; the memory default) and listed by
+``Say.received``.
+
 Run it on its own with ``python service.py`` (or ``python -m greeter.service``
 from ``contrib/``), then from another terminal::
 
@@ -12,12 +15,15 @@ from ``contrib/``), then from another terminal::
 from __future__ import annotations
 
 import sys
+import time
+import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import micro
 from micro import context
+from micro.store import Record, Store
 
 TOPIC = "greeter.greeted"
 
@@ -52,10 +58,25 @@ class Received:
     names: list[str] = field(default_factory=list)
 
 
+class Inbox:
+    """The greetings this instance received, kept in the store (``MICRO_STORE``: the memory default, or
+    Redis, PostgreSQL... when one is selected), under a key prefix of this process's own."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self._prefix = f"greeter/received/{uuid.uuid4().hex}/"
+
+    async def add(self, name: str) -> None:
+        await self.store.write(Record(f"{self._prefix}{time.time_ns():020d}", name.encode()))
+
+    async def names(self) -> list[str]:
+        return [record.value.decode() for record in await self.store.read(self._prefix, prefix=True)]
+
+
 class Say:
     """The handler: each public async method is an endpoint, ``Say.<method>``."""
 
-    def __init__(self, inbox: list[str]) -> None:
+    def __init__(self, inbox: Inbox) -> None:
         self._inbox = inbox
 
     async def hello(self, req: HelloRequest) -> HelloResponse:
@@ -69,24 +90,28 @@ class Say:
             yield Count(n=n)
 
     async def received(self) -> Received:
-        return Received(names=list(self._inbox))
+        return Received(names=await self._inbox.names())
 
 
 class Events:
     """The subscriber: each public async method gets every message on the topic it is subscribed to."""
 
-    def __init__(self, inbox: list[str]) -> None:
+    def __init__(self, inbox: Inbox) -> None:
         self._inbox = inbox
 
     async def greeted(self, event: Greeted) -> None:
-        self._inbox.append(event.name)
+        await self._inbox.add(event.name)
 
 
-def make_service(**options: Any) -> micro.Service:
+def make_service(*, store: Store | None = None, **options: Any) -> micro.Service:
+    """The greeter; what it received goes to ``store`` (``micro.create("store")``: ``MICRO_STORE``, when not given)."""
     service = micro.Service("greeter", **options)
-    inbox: list[str] = []
+    inbox = Inbox(store if store is not None else micro.create("store", cls=Store))
     service.handle(Say(inbox))
     service.subscribe(TOPIC, Events(inbox))
+    # The service runs the handlers; the store they use opens with it and closes after it.
+    service.hook("before_start", inbox.store.start)
+    service.hook("after_stop", inbox.store.close)
     return service
 
 

@@ -28,12 +28,14 @@ from micro_conformance.auth import AuthContract
 from micro_conformance.broker import BrokerContract
 from micro_conformance.codec import CodecContract
 from micro_conformance.config import ConfigSourceContract, EnvSourceContract, FileSourceContract, FlagSourceContract
+from micro_conformance.network import NetworkContract
 from micro_conformance.registry import RegistryContract
 from micro_conformance.rpc import RPCContract
 from micro_conformance.selector import SelectorContract
 from micro_conformance.store import StoreContract
 from micro_conformance.sync import SyncContract
 from micro_conformance.transport import TransportContract
+from micro_conformance.tunnel import TunnelContract
 
 
 class TestMemoryStore(StoreContract):
@@ -153,6 +155,10 @@ class TestMemoryTransport(TransportContract):
     name = "memory"
 
 
+class TestHTTPTransport(TransportContract):
+    name = "http"
+
+
 class TestNoopAuth(AuthContract):
     name = "noop"
 
@@ -169,4 +175,12 @@ class TestJWTAuth(AuthContract):
 
 
 class TestRPCServer(RPCContract):
+    name = "mucp"
+
+
+class TestMUCPNetwork(NetworkContract):
+    name = "mucp"
+
+
+class TestMUCPTunnel(TunnelContract):
     name = "mucp"

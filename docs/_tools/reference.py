@@ -133,6 +133,18 @@ def render() -> str:
     out += ["| variable | type | default | meaning |", "|---|---|---|---|"]
     out += list(_options_rows(_env.variable("debug"), DebugOptions))
     out.append("")
+    out += [
+        "## The `micro` command",
+        "",
+        "Read by the command only, never by a service ([auth.md](auth.md#micro-auth)).",
+        "",
+    ]
+    out += ["| variable | type | default | meaning |", "|---|---|---|---|"]
+    out.append(
+        "| `MICRO_TOKEN` | str | unset | The access token `micro call` and `micro debug` send (as `--token`); "
+        "unset, they sign in with `MICRO_AUTH_ID`/`MICRO_AUTH_SECRET` when `MICRO_AUTH` is set. |"
+    )
+    out.append("")
     for command, options_type in _command_options(manager):
         prefix = options_type.variable_prefix  # type: ignore[attr-defined]
         summary = _cell((inspect.getdoc(options_type) or "").split("\n\n")[0])

@@ -113,7 +113,7 @@ def command(
 
     NAME is resolved exactly as MICRO_<INTERFACE>=NAME would be (the registered
     default when omitted), so this tests the installed plugin. Interfaces:
-    auth, broker, codec, config, registry, selector, server, store, sync, transport, tunnel.
+    auth, broker, codec, config, network, registry, selector, server, store, sync, transport, tunnel.
     With --all, every installed implementation (of INTERFACE, if given) is tested.
     """
     from rich.console import Console

@@ -236,6 +236,22 @@ RULES: tuple[Rule, ...] = _rules(
     ("tunnel.lost-link", "U10", "A session whose link dies raises LinkLost."),
     ("tunnel.encrypt", "U12", "With 'encrypt', links report that they are encrypted."),
     ("tunnel.modes", "U13 U14", "With 'multicast', multicast and broadcast reach the right listeners, one way."),
+    # -- network (micro.network.base) -----------------------------------------------------------------
+    ("network.lifecycle", "N01", "connect() gives the node an id and a real address; connect() and close() repeat."),
+    (
+        "network.routes",
+        "N02",
+        "A peer learns a node's services (node, gateway, metric 2); the node routes them locally; both list each other",
+    ),
+    ("network.withdrawal", "N03", "Routes go when their service deregisters or their node leaves; so does the node."),
+    ("network.chain", "N04", "Routes cross a chain one hop (metric) at a time and never echo back to their node."),
+    ("network.isolation", "N05", "Another network's adverts are ignored and a node with another token cannot join."),
+    (
+        "network.proxy",
+        "N06",
+        "With 'proxy', calls and streams reach a service behind a peer; no route: ServiceNotFound.",
+    ),
+    ("network.publish", "N07", "With 'publish', a message published at a proxy reaches subscribers behind peers once."),
     # -- codec (micro.codec.base) ---------------------------------------------------------------------
     ("codec.content-type", "K01", "content_type is a well-formed media type, unique among codecs."),
     ("codec.errors", "K02 K05", "What cannot be encoded or decoded raises CodecError, naming the type."),

@@ -41,6 +41,7 @@ CONTRACTS: Final[dict[str, str]] = {
     "sync": "micro_conformance.sync:SyncContract",
     "transport": "micro_conformance.transport:TransportContract",
     "tunnel": "micro_conformance.tunnel:TunnelContract",
+    "network": "micro_conformance.network:NetworkContract",
 }
 
 #: How one implementation fared: every case passed or was skipped; some case failed; its backend

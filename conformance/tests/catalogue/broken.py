@@ -18,6 +18,7 @@ import collections
 import contextlib
 import dataclasses
 import importlib
+import json
 import os
 import random
 import time
@@ -43,7 +44,11 @@ from micro.errors import (
     RecordNotFound,
     ServiceNotFound,
     Timeout,
+    Unavailable,
 )
+from micro.network import Route
+from micro.network.mucp import MUCPNetwork
+from micro.network.router import Table
 from micro.registry import Service, Watcher
 from micro.registry.memory import MemoryRegistry
 from micro.store import Record
@@ -1115,6 +1120,111 @@ async def _flattening_server(contract: Any, **options: Any) -> Any:
     return server
 
 
+# -- network ---------------------------------------------------------------------------------------
+
+
+class NetworkConnectTwiceFails(MUCPNetwork):
+    """connect() is not idempotent: a second call raises."""
+
+    _bk_connected = False
+
+    async def connect(self) -> None:
+        if self._bk_connected:
+            raise ConnectionClosed("already connected")
+        self._bk_connected = True
+        await super().connect()
+
+
+class NetworkReportsGatewayAddress(MUCPNetwork):
+    """Learned routes name the gateway's tunnel address instead of the service node's address."""
+
+    async def routes(self, *, service: str | None = None) -> list[Route]:
+        peers = {peer.id: peer.address for peer in self.nodes()}
+        return [
+            dataclasses.replace(r, address=peers.get(r.gateway, r.address)) if r.gateway else r
+            for r in await super().routes(service=service)
+        ]
+
+
+class NetworkKeepsGhostRoutes(MUCPNetwork):
+    """Never forgets a route it once reported."""
+
+    async def routes(self, *, service: str | None = None) -> list[Route]:
+        seen: dict[tuple[str, str, str], Route] = self.__dict__.setdefault("_bk_seen", {})
+        for route in await super().routes():
+            seen[(route.service, route.address, route.node)] = route
+        return [r for r in seen.values() if service is None or r.service == service]
+
+
+class _EchoingTable(Table):
+    """No split horizon, and routes that lead back to this node are kept."""
+
+    def process(self, gateway: str, entries: Any, *, link: str = "", delay: float = 0.0) -> bool:
+        node, self.node = self.node, "\x00nobody"
+        try:
+            return super().process(gateway, entries, link=link, delay=delay)
+        finally:
+            self.node = node
+
+    def advert(self, to: str) -> list[Route]:
+        return [r for r in self.routes() if r.metric + 1 < self.max_metric]
+
+
+class NetworkEchoesRoutes(MUCPNetwork):
+    """Tells every peer everything (no split horizon) and takes its own routes back."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._table = _EchoingTable(self.id, self.options.name, ttl=self._table.ttl)
+
+
+class NetworkIgnoresNetworkName(MUCPNetwork):
+    """Takes adverts from any network as its own."""
+
+    def _learn(self, body: bytes, link_id: str) -> bool:
+        try:
+            advert = json.loads(body)
+            advert["network"] = self.options.name
+            body = json.dumps(advert).encode()
+        except (ValueError, TypeError):
+            pass
+        return super()._learn(body, link_id)
+
+
+class NetworkProxyUnavailableForUnknown(MUCPNetwork):
+    """Answers a call to a service it has no route to with Unavailable (the client retries, and waits)."""
+
+    async def _upstream(self, service: str, header: Any, hops: int) -> Any:
+        try:
+            return await super()._upstream(service, header, hops)
+        except ServiceNotFound as exc:
+            raise Unavailable(str(exc)) from None
+
+
+class NetworkPublishesLocallyOnly(MUCPNetwork):
+    """Delivers a published message on its own node and never passes it on."""
+
+    async def _flood_out(self, topic: str, body: bytes, header: Any, hops: int) -> None:
+        return None
+
+
+def _network(impl: type[MUCPNetwork]) -> Callable[..., Awaitable[Any]]:
+    """``make`` for a broken network: the contract's machine (registry, broker space), the broken class."""
+
+    async def make(contract: Any, **options: Any) -> Any:
+        from micro.broker.memory import MemoryBrokerOptions
+        from micro_conformance.network import NetworkContract
+
+        healthy = await NetworkContract.make(contract, **options)
+        machines = contract._machines()
+        registry, space = machines.pop(id(healthy))
+        broken = impl(healthy.options, registry=registry, broker=MemoryBroker(MemoryBrokerOptions(space=space)))
+        machines[id(broken)] = (registry, space)
+        return broken
+
+    return make
+
+
 def _keys() -> dict[str, Any]:
     return {"key_dir": os.environ["MICRO_CATALOGUE_KEYS"]}
 
@@ -1131,6 +1241,7 @@ TRANSPORT, CODEC, CONFIG, AUTH = (
     "config:ConfigSourceContract",
     "auth:AuthContract",
 )
+NETWORK = "network:NetworkContract"
 #: A registry whose expiry is quick to see, so the catalogue does not wait on the default ttl.
 FAST_TTL = {"ttl": 0.3, "ttl_slack": 1.0}
 
@@ -1241,6 +1352,33 @@ CATALOGUE: list[Entry] = [
     Entry("auth.bad-input", "non-positive-expiry-is-the-default", AUTH, "jwt", AuthNonPositiveExpiryIsDefault),
     Entry("auth.generate", "drops-the-provider", AUTH, "jwt", AuthDropsProvider),
     Entry("auth.expiry", "accepts-expired-tokens", AUTH, "jwt", AuthAcceptsExpired, {"timeout": 2.5}),
+    Entry("network.lifecycle", "second-connect-raises", NETWORK, "mucp", None, {}, _network(NetworkConnectTwiceFails)),
+    Entry(
+        "network.routes",
+        "reports-the-gateway-address",
+        NETWORK,
+        "mucp",
+        None,
+        {},
+        _network(NetworkReportsGatewayAddress),
+    ),
+    Entry("network.withdrawal", "keeps-ghost-routes", NETWORK, "mucp", None, {}, _network(NetworkKeepsGhostRoutes)),
+    Entry("network.chain", "echoes-routes-back", NETWORK, "mucp", None, {}, _network(NetworkEchoesRoutes)),
+    Entry(
+        "network.isolation", "ignores-the-network-name", NETWORK, "mucp", None, {}, _network(NetworkIgnoresNetworkName)
+    ),
+    Entry(
+        "network.proxy",
+        "unknown-service-is-unavailable",
+        NETWORK,
+        "mucp",
+        None,
+        {},
+        _network(NetworkProxyUnavailableForUnknown),
+    ),
+    Entry(
+        "network.publish", "publishes-locally-only", NETWORK, "mucp", None, {}, _network(NetworkPublishesLocallyOnly)
+    ),
     Entry(
         "server.errors",
         "loses-error-codes",

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-__all__ = ["Selection", "selection", "variable"]
+__all__ = ["Selection", "proxy", "selection", "variable"]
 
 PREFIX = "MICRO_"
 
@@ -32,4 +32,13 @@ def selection(interface: str, environ: Mapping[str, str]) -> Selection:
     name = environ.get(base, "").strip() or None
     prefix = base + "_"
     options = {key[len(prefix) :].lower(): value for key, value in environ.items() if key.startswith(prefix)}
+    if interface == "client" and "proxy" not in options and (via := proxy(environ)) is not None:
+        options["proxy"] = via  # Go Micro's MICRO_PROXY: every client built from this environment uses it
     return Selection(name=name, options=options)
+
+
+def proxy(environ: Mapping[str, str]) -> str | None:
+    """``MICRO_PROXY`` (Go Micro's name): the network proxy every call of a client goes through.
+
+    It is the client option ``proxy`` (``MICRO_CLIENT_PROXY`` wins when both are set)."""
+    return environ.get(PREFIX + "PROXY", "").strip() or None

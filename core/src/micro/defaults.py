@@ -105,6 +105,7 @@ def micro_register_tracer(register: Register) -> None:
 def micro_register_transport(register: Register) -> None:
     register("tcp", "micro.transport.tcp:TCPTransport", default=True)
     register("memory", "micro.transport.memory:MemoryTransport")
+    register("http", "micro.transport.http:HTTPTransport")
     register("tunnel", "micro.tunnel.transport:TunnelTransport")
 
 

@@ -293,6 +293,10 @@ _BY_CODE: Final[dict[int, type[MicroError]]] = {
 
 _REMOTE_CLASSES: dict[int, type[RPCError]] = {}
 
+#: Finer classes a remote error names by its ``status`` (a network node with no route to a service says so).
+_BY_STATUS: Final[dict[tuple[int, str], type[MicroError]]] = {(404, "Service Not Found"): ServiceNotFound}
+_REMOTE_BY_STATUS: dict[tuple[int, str], type[RPCError]] = {}
+
 
 def _remote_class(code: int) -> type[RPCError]:
     cls = _REMOTE_CLASSES.get(code)
@@ -325,11 +329,18 @@ def from_wire(data: Mapping[str, Any] | str | bytes) -> RPCError:
         code = int(data.get("code") or 500)
     except (TypeError, ValueError, OverflowError):  # OverflowError: 1e400 decodes to an infinite float
         code = 500
-    return _remote_class(code)(
+    status = str(data.get("status") or "")
+    cls = _remote_class(code)
+    finer = _BY_STATUS.get((code, status))
+    if finer is not None:
+        cls = _REMOTE_BY_STATUS.get((code, status)) or _REMOTE_BY_STATUS.setdefault(
+            (code, status), type(f"Remote{finer.__name__}", (cls, finer), {"__module__": __name__})
+        )
+    return cls(
         str(data.get("detail") or ""),
         id=str(data.get("id") or ""),
         code=code,
-        status=str(data.get("status") or ""),
+        status=status,
     )
 
 

@@ -41,11 +41,12 @@ from typing import Any, Literal, Self, TypeVar
 
 from . import _env
 from ._private import local_secret
+from .auth.base import Auth
 from .broker.base import Broker
 from .client.base import CallWrapper, Client, PublishWrapper
 from .component import Component
 from .debug.handler import Debug, debug_options, mount
-from .errors import ConfigError
+from .errors import ConfigError, Unavailable
 from .options import Options
 from .options import build as build_options
 from .plugins import PluginManager, get_manager
@@ -55,7 +56,10 @@ from .server.base import HandlerWrapper, Server, SubscriberWrapper
 from .server.handler import Method, Subscription
 from .transport.base import Transport
 
-__all__ = ["Hook", "Service", "ServiceOptions", "service_options"]
+__all__ = ["EXIT_STARTUP", "Hook", "Service", "ServiceOptions", "serve", "service_options"]
+
+#: The exit status of :func:`serve` when the service cannot start on this configuration.
+EXIT_STARTUP = 3
 
 logger = logging.getLogger("micro.service")
 
@@ -113,6 +117,12 @@ class Service:
     :param register_interval: seconds between renewals; ``MICRO_REGISTER_INTERVAL`` (30s, or half
         of a ``register_ttl`` of 30s or less).
     :param drain_timeout: seconds :meth:`stop` waits for in-flight calls (10s).
+    :param auth: the auth that guards this service (``MICRO_AUTH``; ``noop``, the default, guards nothing).
+        An auth that checks tokens or applies rules (``jwt``) is enforced on every call the server handles
+        (:func:`micro.auth.server_wrapper`, refusing with ``Unauthorized`` or ``Forbidden``; deny-by-default
+        with ``MICRO_AUTH_DENY_BY_DEFAULT=true``), and signs this service's own calls with its account
+        (``MICRO_AUTH_ID``/``MICRO_AUTH_SECRET``, :func:`micro.auth.client_wrapper`). Built by the wiring, it
+        keeps its accounts and rules in the configured store (``MICRO_STORE``), shared by every instance.
     :param server, client, broker, registry, selector, transport: use these
         instead of creating them. The service starts them all, but closes only
         the ones it created.
@@ -144,6 +154,7 @@ class Service:
         registry: Registry | None = None,
         selector: Selector | None = None,
         transport: Transport | None = None,
+        auth: Auth | None = None,
         wrappers: Sequence[HandlerWrapper] = (),
         subscriber_wrappers: Sequence[SubscriberWrapper] = (),
         call_wrappers: Sequence[CallWrapper] = (),
@@ -224,13 +235,15 @@ class Service:
             from .auth.local import local_proof
 
             self.client.wrap(local_proof(environ=environ))
+        #: The auth enforced on this service's calls (see the ``auth`` parameter).
+        self.auth: Auth = auth if auth is not None else create(Auth)
+        self._enforce_auth(self.auth)
         #: The built-in ``Debug`` handler (:func:`micro.debug.handler.mount`), or ``None`` when ``debug`` is
-        #: false or ``MICRO_DEBUG_ACCESS=off``.
+        #: false. With ``MICRO_DEBUG_ACCESS=off`` it is not served, but logs, traces and stats are still
+        #: recorded (by the selected log, tracer and stats) and readable here, in-process.
         self.debug: Debug | None = None
         if debug:
-            options = debug_options(environ)
-            if options.access != "off":
-                self.debug = mount(self, options=options, make=make)
+            self.debug = mount(self, options=debug_options(environ), make=make)
         if wrappers:
             self.server.wrap(*wrappers)
         if subscriber_wrappers:
@@ -240,6 +253,21 @@ class Service:
         self._started = False
         self._stopped: asyncio.Event | None = None
         self._lock: asyncio.Lock | None = None
+
+    def _enforce_auth(self, auth: Auth) -> None:
+        # Added before the Debug guard and the caller's wrappers, so it is the outermost: nothing runs for a
+        # call the auth refuses.
+        from .auth.wrappers import client_wrapper, server_wrapper
+
+        if not auth.capabilities & {"tokens", "rules"}:
+            if auth.options.deny_by_default:
+                raise ConfigError(
+                    f"MICRO_AUTH_DENY_BY_DEFAULT needs an auth that applies rules (MICRO_AUTH=jwt); "
+                    f"the {auth.name or type(auth).__name__!r} auth lets every call in"
+                )
+            return
+        self.server.wrap(server_wrapper(auth, deny_by_default=auth.options.deny_by_default))
+        self.client.wrap(client_wrapper(auth))
 
     def _own(self, component: C) -> C:
         self._owned.append(component)
@@ -331,6 +359,7 @@ class Service:
                 return
             await self._run_hooks("before_start")
             try:
+                await self.auth.start()
                 await self.server.start()
                 await self.client.start()
             except BaseException:
@@ -428,3 +457,33 @@ class Service:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         await self.stop()
+
+
+def serve(build: Callable[[], Service], *, uvloop: bool | None = None) -> None:
+    """A program's main: ``build()`` the service and :meth:`~Service.run_forever`, reporting a start-up failure
+    as a person can act on it.
+
+    A bad implementation name, a bad option (both :class:`~micro.errors.ConfigError`, whose message names
+    the ``MICRO_*`` variable and lists what is installed), a backend that does not answer or an address
+    that cannot be listened on at start-up (:class:`~micro.errors.Unavailable`) prints one line on stderr
+    and exits with status :data:`EXIT_STARTUP` (3); the traceback is printed too only when
+    ``MICRO_LOG_LEVEL=debug``. Any other error propagates as usual. Use :meth:`Service.run_forever`
+    directly to handle them yourself::
+
+        if __name__ == "__main__":
+            serve(make_service)
+    """
+    import sys
+    import traceback
+
+    service: Service | None = None
+    try:
+        service = build()
+        service.run_forever(uvloop=uvloop)
+    except (ConfigError, Unavailable) as exc:
+        environ = service.environ if service is not None else os.environ
+        if environ.get(_env.variable("log", "level"), "").strip().lower() in ("debug", "trace"):
+            traceback.print_exception(exc)
+        where = f"{service.name}: " if service is not None else ""
+        print(f"{where}cannot start: {type(exc).__name__}: {exc}", file=sys.stderr)
+        raise SystemExit(EXIT_STARTUP) from None

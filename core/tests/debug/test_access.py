@@ -22,7 +22,7 @@ from micro.auth.wrappers import client_wrapper, server_wrapper
 from micro.broker.memory import MemoryBroker
 from micro.cli import main
 from micro.debug.access import DebugOptions
-from micro.debug.handler import debug_options
+from micro.debug.handler import TraceRequest, debug_options
 from micro.errors import Forbidden, InvalidOption, NotFound, Unauthorized
 from micro.registry.memory import MemoryRegistry
 from micro.service import Service
@@ -145,11 +145,22 @@ async def test_open_and_off(environ: dict[str, str]) -> None:
     opened = make("opened", {**environ, "MICRO_DEBUG_ACCESS": "open"})
     async with opened:
         assert "records" in await opened.client.call("opened", "Debug.logs", {}, address=opened.server.address)
-    closed = make("closed", {**environ, "MICRO_DEBUG_ACCESS": "off"})
-    assert closed.debug is None
+    closed = make("closed", {**environ, "MICRO_DEBUG_ACCESS": "off", "MICRO_TRACER_SAMPLE": "1"})
+
+    class Echo:
+        async def echo(self, value: int) -> int:
+            return value
+
+    closed.handle(Echo())
     async with closed:
         with pytest.raises(NotFound):
             await closed.client.call("closed", "Debug.logs", {}, address=closed.server.address)
+        # Off means no endpoints, not no observability: served calls are still traced and counted.
+        assert await closed.client.call("closed", "Echo.echo", 7, address=closed.server.address) == 7
+        assert closed.debug is not None
+        spans = (await closed.debug.trace(TraceRequest()))["spans"]
+        assert any(span["name"].endswith("Echo.echo") for span in spans), spans
+        assert (await closed.debug.stats())["stats"][-1]["requests"] >= 1
 
 
 def test_options_are_read_from_the_environment_and_checked() -> None:

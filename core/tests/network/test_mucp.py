@@ -63,9 +63,20 @@ async def test_a_service_registered_on_a_is_routable_from_b(make):
         return bool(await b.routes(service="greeter"))
 
     await eventually(b_knows, "B to learn greeter")
-    assert await b.routes(service="greeter") == [
-        Route("greeter", "1.0", "127.0.0.1:9001", node="a", gateway="a", network="micro", metric=2)
-    ]
+    (learned,) = await b.routes(service="greeter")
+    (link,) = b.tunnel.links()
+    assert learned == Route(
+        "greeter",
+        "1.0",
+        "127.0.0.1:9001",
+        node="a",
+        gateway="a",
+        network="micro",
+        metric=2,
+        link=link.id,
+        delay=learned.delay,
+    )
+    assert learned.delay >= 0
     assert await a.routes() == [Route("greeter", "1.0", "127.0.0.1:9001", "a", "", "micro", 1)]
 
     async def peers_known() -> bool:
@@ -132,8 +143,8 @@ async def test_other_networks_and_garbage_are_ignored(make):
     assert a.tunnel.links()  # linked, but not the same network
     assert await b.routes(service="greeter") == []
     assert b.nodes() == []
-    b._learn(b"not json")
-    b._learn(b'{"network": "green", "node": "x", "address": "y", "routes": [{"service": 1}]}')
+    assert not b._learn(b"not json", "")
+    assert not b._learn(b'{"network": "green", "node": "x", "address": "y", "routes": [{"service": 1}]}', "")
     assert b.nodes() == []
 
 

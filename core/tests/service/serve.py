@@ -32,6 +32,19 @@ class Echo:
         for n in range(req["to"]):
             yield n
 
+    async def total(self, reqs: AsyncIterator[dict[str, Any]]) -> dict[str, Any]:
+        """Client stream: the sum of every request's ``n``."""
+        return {"total": sum([req["n"] async for req in reqs])}
+
+    async def chat(self, reqs: AsyncIterator[dict[str, Any]]) -> AsyncIterator[dict[str, Any]]:
+        """Bidirectional stream: one reply per request, as it arrives."""
+        async for req in reqs:
+            yield {"echo": req}
+
+    async def fail(self, req: dict[str, Any]) -> dict[str, Any]:
+        """An unexpected error: the caller gets a 500."""
+        raise RuntimeError("something broke inside")
+
     async def received(self) -> list[Any]:
         return self.events
 

@@ -1,4 +1,4 @@
-"""Fixtures shared by the transport tests: each contract test runs on tcp and on memory."""
+"""Fixtures shared by the transport tests: each contract test runs on tcp, memory and http."""
 
 from __future__ import annotations
 
@@ -6,14 +6,16 @@ from collections.abc import AsyncIterator
 
 import pytest
 from micro.transport import Transport
+from micro.transport.http import HTTPTransport
 from micro.transport.memory import MemoryTransport
 from micro.transport.tcp import TCPTransport
 
 
-@pytest.fixture(params=["tcp", "memory"])
+@pytest.fixture(params=["tcp", "memory", "http"])
 async def transport(request: pytest.FixtureRequest) -> AsyncIterator[Transport]:
     """A fresh transport of each kind, closed after the test."""
-    instance: Transport = TCPTransport() if request.param == "tcp" else MemoryTransport()
+    kinds: dict[str, type[Transport]] = {"tcp": TCPTransport, "memory": MemoryTransport, "http": HTTPTransport}
+    instance: Transport = kinds[request.param]()
     yield instance
     await instance.close()
 

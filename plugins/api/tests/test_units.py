@@ -148,3 +148,41 @@ def test_a_document_with_every_call_kind_validates() -> None:
     load = doc["paths"]["/shop/Shop/load"]["post"]["requestBody"]["content"]["application/json"]["schema"]
     assert load == {"type": "array", "items": {"$ref": "#/components/schemas/shop.Item"}}
     assert doc["components"]["schemas"]["b.Item"]["properties"] == {"id": {"type": "integer"}}
+
+
+async def test_a_resolved_route_lasts_as_long_as_the_list_it_came_from() -> None:
+    # The catalog keeps resolved paths; a route must follow its service's list when that list changes
+    # (after its ttl, or when an unknown endpoint makes the catalog read it again at once).
+    import asyncio
+
+    from micro.registry.base import Node
+    from micro.registry.memory import MemoryRegistry
+    from micro_api.routes import Catalog
+
+    def entry(*endpoints: Endpoint) -> Service:
+        node = Node(id="n1", address="127.0.0.1:1")
+        return Service(name="shop", version="1", nodes=[node], endpoints=list(endpoints))
+
+    registry = MemoryRegistry()
+    async with registry:
+        await registry.register(entry(Endpoint("Shop.price"), Endpoint("Shop.old")), ttl=60)
+        catalog = Catalog(registry, ttl=0.2)
+        assert (await catalog.resolve("/shop/Shop/price")).kind == "unary"
+        assert (await catalog.resolve("/shop/Shop/old")).endpoint == "Shop.old"
+        assert await catalog.resolve("/shop/Shop/price") is await catalog.resolve("/shop/Shop/price")
+        await registry.register(entry(Endpoint("Shop.price", metadata={"stream_kind": "server_stream"})), ttl=60)
+        assert (await catalog.resolve("/shop/Shop/price")).kind == "unary"  # within the list's ttl
+        await asyncio.sleep(0.3)
+        assert (await catalog.resolve("/shop/Shop/price")).kind == "server_stream"
+        with pytest.raises(EndpointNotFound):
+            await catalog.resolve("/shop/Shop/old")
+
+        # A list read again at once (an unknown endpoint, a second after the last read) replaces the routes too.
+        catalog = Catalog(registry, ttl=60)
+        await registry.register(entry(Endpoint("Shop.price"), Endpoint("Shop.old")), ttl=60)
+        assert (await catalog.resolve("/shop/Shop/old")).endpoint == "Shop.old"
+        await registry.register(entry(Endpoint("Shop.price"), Endpoint("Shop.new")), ttl=60)
+        await asyncio.sleep(1.1)
+        assert (await catalog.resolve("/shop/Shop/new")).endpoint == "Shop.new"
+        with pytest.raises(EndpointNotFound):
+            await catalog.resolve("/shop/Shop/old")

@@ -10,7 +10,9 @@ from typing import Any
 import grpc
 import pytest
 from micro import context
-from micro.errors import ConnectionClosed, Forbidden, NotFound, NotSupported, Timeout
+from micro.client import ClientOptions
+from micro.client.rpc import RPCClient
+from micro.errors import ConnectionClosed, Forbidden, NotFound, NotSupported, ServiceNotFound, Timeout
 from micro.registry.base import Node, Service
 from micro.registry.memory import MemoryRegistry
 from micro.selector.cache import RandomSelector
@@ -131,15 +133,37 @@ async def test_deadline_goes_out_as_the_grpc_timeout(plain):
 
 
 async def test_only_grpc_nodes_are_picked(echo):
+    """With no grpc node, the grpc client raises ServiceNotFound naming what the nodes speak; dials nothing."""
     registry = MemoryRegistry()
     await registry.register(Service(name="mixed", nodes=[Node(id="m", address="127.0.0.1:1", metadata={})]))
     client = GRPCClient(GRPCClientOptions(retries=0), selector=RandomSelector(registry=registry))
     try:
-        with pytest.raises(Exception, match="no node") as caught:
+        with pytest.raises(ServiceNotFound, match="no node of 'mixed' speaks grpc; its nodes speak: mucp") as caught:
             await client.call("mixed", "Echo.Say", {})
-        assert caught.value.code == 503
+        assert caught.value.code == 404
     finally:
         await client.close()
+
+
+async def test_a_mixed_registry_routes_each_client_to_the_nodes_it_speaks(plain):
+    """gRPC and mucp nodes under one name: the grpc client only calls the gRPC node, a mucp client only mucp ones."""
+    client, pb2 = plain
+    registry = client.selector.registry
+    [service] = await registry.get_service("plain.echo")
+    mucp = Node(id="mucp-1", address="127.0.0.1:9", metadata={"protocol": "mucp", "transport": "tcp"})
+    await registry.register(service.replace(nodes=[mucp]))
+    [mixed] = await registry.get_service("plain.echo")
+    assert sorted(n.id for n in mixed.nodes) == ["mucp-1", "plain-1"]
+    for n in range(20):  # random picks: a mucp node would answer nothing here
+        response = await client.invoke("plain.echo", "echo.v1.Echo.Say", pb2.Msg(text="hi", n=n), response_type=pb2.Msg)
+        assert response.body.n == 2 * n
+    mucp_client = RPCClient(ClientOptions(retries=0), selector=RandomSelector(registry=registry))
+    try:
+        await registry.deregister(service.replace(nodes=[mucp]))
+        with pytest.raises(ServiceNotFound, match="speaks mucp over tcp; its nodes speak: grpc"):
+            await mucp_client.call("plain.echo", "Echo.Say", {})
+    finally:
+        await mucp_client.close()
 
 
 @dataclasses.dataclass

@@ -1,4 +1,4 @@
-"""The asyncmicro-conformance contracts against the NATS broker (core and JetStream) and registry.
+"""The asyncmicro-conformance contracts against the NATS broker (core and JetStream), registry and transport.
 
 Every test gets subjects and a stream of its own, removed afterwards.
 """
@@ -10,6 +10,7 @@ from typing import Any
 from micro_conformance.base import Contract
 from micro_conformance.broker import BrokerContract
 from micro_conformance.registry import RegistryContract
+from micro_conformance.transport import TransportContract
 
 from .conftest import delete_buckets, delete_streams, isolated, unique
 
@@ -54,3 +55,11 @@ class TestNatsRegistry(RegistryContract):
             self._bucket = bucket = unique()
             self.later(lambda: delete_buckets(bucket))
         return await super().make(bucket=self._bucket, **options)
+
+
+class TestNatsTransport(TransportContract):
+    """Listen names are random per listener (port 0) or made from the test's unique prefix, so runs never meet."""
+
+    name = "nats"
+    # A name nobody listens on: the contract's 127.0.0.1:9 would do, but another run could listen there.
+    dead_address = f"{unique()}:9"

@@ -58,3 +58,27 @@ def test_micro_conformance_registry_passes() -> None:
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
     report = json.loads(result.stdout)
     assert (report["status"], report["interface"], report["name"]) == ("passed", "registry", "nats")
+
+
+def test_micro_conformance_transport_passes() -> None:
+    """The transport contract through the documented command (its own subjects: a unique subject_prefix)."""
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "micro",
+            "conformance",
+            "transport",
+            "nats",
+            "--json",
+            "--option",
+            f"subject_prefix={unique()}.t",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
+    report = json.loads(result.stdout)
+    assert (report["status"], report["interface"], report["name"]) == ("passed", "transport", "nats")

@@ -56,6 +56,12 @@ def environ(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
 
 
 @pytest.fixture
+def say() -> Say:
+    """The greeter's handler, for tests that build their own service."""
+    return Say()
+
+
+@pytest.fixture
 async def greeter(environ: dict[str, str]) -> AsyncIterator[micro.Service]:
     service = micro.Service("greeter", environ=environ)
     service.handle(Say())

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from collections.abc import Callable
 from contextlib import AbstractContextManager
+from pathlib import Path
 
 import aiohttp
 import micro
@@ -61,3 +62,31 @@ def test_the_address_in_use_is_one_clear_line(environ: dict[str, str], micro_web
     assert f"cannot listen on 127.0.0.1:{port}" in done.stderr
     assert "Traceback" not in done.stderr
     assert os.environ.get("MICRO_WEB_TOKEN") is None
+
+
+async def test_calls_to_a_service_that_enforces_auth_carry_the_users_token(
+    environ: dict[str, str], micro_web: MicroWeb, tmp_path: Path, say: object
+) -> None:
+    # The greeter enforces jwt (selected, nothing else); accounts live in a store every process shares.
+    env = {**environ, "MICRO_AUTH": "jwt", "MICRO_STORE": "sqlite", "MICRO_STORE_PATH": str(tmp_path / "auth.db")}
+    auth = micro.create("auth", environ=env)
+    async with auth:
+        account = await auth.generate("dashboard-user", scopes=["admin"])
+    service = micro.Service("greeter", environ=env)
+    service.handle(say)
+    body = {"service": "greeter", "endpoint": "Say.hello", "request": {"name": "Ada"}}
+    async with service:
+        signed = {**env, "MICRO_AUTH_ID": "dashboard-user", "MICRO_AUTH_SECRET": account.secret or ""}
+        with micro_web(signed) as (url, token):
+            status, reply = await _call(url, token, body)
+        assert (status, reply) == (200, {"response": {"message": "Hello Ada"}})
+        with micro_web(env) as (url, token):  # no credentials: the service refuses the page's call
+            status, reply = await _call(url, token, body)
+        assert status == 401
+        assert reply["error"]["code"] == 401
+
+
+async def _call(url: str, token: str, body: dict[str, object]) -> tuple[int, dict[str, object]]:
+    headers = {TOKEN_HEADER: token}
+    async with aiohttp.ClientSession() as session, session.post(f"{url}/api/call", json=body, headers=headers) as r:
+        return r.status, await r.json()

@@ -16,9 +16,13 @@ from pathlib import Path
 from typing import Any, ClassVar, Final
 
 from .._private import open_private, private_dir, write_private
+from ..component import Make, Parts
 from ..errors import ConfigError, InvalidOption, InvalidToken, MissingExtra
-from ._common import LocalRules, RuleTable, check_token_request, new_account
-from .base import Account, Auth, Token
+from ..store.base import Store
+from ..store.memory import MemoryStore
+from ._book import AuthBook, StoredAccount
+from ._common import check_token_request, new_account
+from .base import Account, Auth, Rule, Token
 from .options import JWTAuthOptions
 
 try:
@@ -54,22 +58,16 @@ def default_key_dir() -> Path:
 
 
 @dataclass(frozen=True, slots=True)
-class _Stored:
-    account: Account  # without its secret
-    salt: bytes
-    digest: bytes
-    #: Changes each time the account is generated again, which voids its earlier refresh tokens.
-    version: str
-
-
-@dataclass(frozen=True, slots=True)
 class _Keys:
     public: PublicKey
     private: PrivateKey | None
+    #: Read from the store (so another instance may have replaced it), not from options or a file.
+    stored: bool = False
+    loaded: float = 0.0
 
 
-class JWTAuth(LocalRules, Auth):
-    """Accounts in memory, stateless access tokens, rules in memory.
+class JWTAuth(Auth):
+    """Accounts and rules in a store, stateless access tokens.
 
     Tokens are JWTs signed with ``algorithm`` (``EdDSA``, Ed25519, by default,
     or ``RS256``) and carry the account's id, type, scopes and metadata, but
@@ -79,42 +77,96 @@ class JWTAuth(LocalRules, Auth):
     times are whole seconds); a refresh token lives ``refresh_expiry`` and is
     only accepted by :meth:`token`.
 
-    Keys: ``private_key``/``public_key`` options (PEM text or a file path); if
-    neither is set, a key pair is generated on first use and kept in
-    ``key_dir`` as ``<algorithm>_private.pem`` (mode 0600) and
-    ``<algorithm>_public.pem``, so tokens survive a restart and other services
-    can be given the public key. With only ``public_key``, the instance checks
-    tokens but cannot issue them (:class:`~micro.errors.ConfigError`).
+    **Accounts and rules** live in ``store`` (table ``options.table``): the
+    configured store when a :class:`~micro.Service` wires the auth
+    (``MICRO_STORE``), so every instance given the same store shares them
+    (see :mod:`micro.auth._book`). Secrets are kept as scrypt hashes; generating
+    an account again voids its earlier refresh tokens. :meth:`rules` reads the
+    store again at most every ``rules_refresh`` seconds, which bounds how long a
+    rule granted or revoked elsewhere takes to apply here. Without a store and
+    without ``make``, a private in-memory store is used.
 
-    Accounts and their secrets (hashed with scrypt) live in this process's
-    memory: they are lost on restart and not shared between instances, and
-    generating an account again voids its earlier refresh tokens. Rules are
-    in memory too; a table kept in a :mod:`micro.store` can come later.
+    **Keys**: ``private_key``/``public_key`` options (PEM text or a file path);
+    else ``key_dir`` if set; else, with a store that is not the in-process
+    memory store, a key pair kept in that store, so instances on other hosts
+    check each other's tokens (whoever can read the store can then issue
+    tokens: give the keys as options to keep them out of it); else a key pair
+    generated on first use in the default ``key_dir``. With only ``public_key``,
+    the instance checks tokens but cannot issue them
+    (:class:`~micro.errors.ConfigError`).
     """
 
     options_type: ClassVar[type[JWTAuthOptions]] = JWTAuthOptions
     options: JWTAuthOptions
     capabilities: ClassVar[frozenset[str]] = frozenset({"tokens", "rules"})
+    # Used directly (micro.create("auth", "jwt")) it opens its store on first use.
+    starts_on_use: ClassVar[bool] = True
 
-    def __init__(self, options: JWTAuthOptions | None = None) -> None:
+    def __init__(
+        self, options: JWTAuthOptions | None = None, *, store: Store | None = None, make: Make | None = None
+    ) -> None:
         super().__init__(options)
-        self._accounts: dict[str, _Stored] = {}
-        self._table = RuleTable()
+        self._parts = Parts(make)
+        if store is None:
+            store = self._parts.make(Store, MemoryStore)
+        self._book = AuthBook(
+            store, namespace=self.options.namespace, table=self.options.table, refresh=self.options.rules_refresh
+        )
         self._keys: _Keys | None = None
         self._keys_lock = asyncio.Lock()
 
-    async def start(self) -> None:
-        """Load the keys, or generate and store a key pair. Raises :class:`~micro.errors.InvalidOption` for bad keys."""
+    @property
+    def store(self) -> Store:
+        """Where the accounts and rules are kept."""
+        return self._book.store
+
+    async def _start(self) -> None:
+        """Open the store, then load the keys, or generate and keep a key pair.
+
+        Raises :class:`~micro.errors.InvalidOption` for bad keys.
+        """
+        await self._book.store.start()
+        self._keys = None
         await self._load_keys()
+
+    async def _close(self) -> None:
+        await self._parts.close()
+
+    async def _ready(self) -> None:
+        if self._component_state != "started":
+            await self._open_for_use()
 
     # -- keys -----------------------------------------------------------------------------------
 
-    async def _load_keys(self) -> _Keys:
-        if self._keys is None:
+    async def _load_keys(self, *, reload: bool = False) -> _Keys:
+        keys = self._keys
+        if keys is None or reload:
             async with self._keys_lock:
-                if self._keys is None:
-                    self._keys = await asyncio.to_thread(self._read_keys)
+                if self._keys is None or self._keys is keys:
+                    self._keys = await self._read_any_keys()
+        assert self._keys is not None
         return self._keys
+
+    async def _read_any_keys(self) -> _Keys:
+        options = self.options
+        if options.private_key or options.public_key or options.key_dir or isinstance(self._book.store, MemoryStore):
+            return await asyncio.to_thread(self._read_keys)
+        algorithm = options.algorithm
+        pem = await self._book.key(algorithm)
+        if pem is None:
+            pem = await self._book.put_key(algorithm, await asyncio.to_thread(self._new_private_pem))
+        private = self._private(pem, "store")
+        return _Keys(private.public_key(), private, stored=True, loaded=time.monotonic())
+
+    def _new_private_pem(self) -> bytes:
+        private: PrivateKey = (
+            ed25519.Ed25519PrivateKey.generate()
+            if self.options.algorithm == "EdDSA"
+            else rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        )
+        return private.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
 
     def _read_keys(self) -> _Keys:
         options = self.options
@@ -163,14 +215,8 @@ class JWTAuth(LocalRules, Auth):
                 private_dir(directory)
             if private_path.exists():
                 return self._private(self._read_private(private_path, default=default), "key_dir")
-            private: PrivateKey = (
-                ed25519.Ed25519PrivateKey.generate()
-                if self.options.algorithm == "EdDSA"
-                else rsa.generate_private_key(public_exponent=65537, key_size=2048)
-            )
-            pem = private.private_bytes(
-                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-            )
+            pem = self._new_private_pem()
+            private = self._private(pem, "key_dir")
             # mkstemp creates the file 0600 with O_EXCL; link() publishes it whole, and fails if another process
             # got there first.
             handle, temporary = tempfile.mkstemp(dir=directory, prefix=".key-")
@@ -224,10 +270,34 @@ class JWTAuth(LocalRules, Auth):
             metadata=metadata,
             provider=provider,
         )
+        await self._ready()
         salt = secrets.token_bytes(16)
         digest = await asyncio.to_thread(_hash_secret, account.secret, salt)
-        self._accounts[id] = _Stored(replace(account, secret=""), salt, digest, secrets.token_hex(8))
+        await self._book.put_account(StoredAccount(replace(account, secret=""), salt, digest, secrets.token_hex(8)))
         return account
+
+    async def accounts(self) -> list[Account]:
+        """Every account (without secrets), sorted by id. Not part of the :class:`Auth` interface."""
+        await self._ready()
+        return await self._book.accounts()
+
+    async def delete(self, id: str) -> None:
+        """Remove the account ``id`` (idempotent): its refresh tokens and credentials stop working at once;
+        access tokens already issued stay valid until they expire. Not part of the :class:`Auth` interface."""
+        await self._ready()
+        await self._book.delete_account(id)
+
+    async def grant(self, rule: Rule) -> None:
+        await self._ready()
+        await self._book.grant(rule)
+
+    async def revoke(self, rule: Rule) -> None:
+        await self._ready()
+        await self._book.revoke(rule)
+
+    async def rules(self) -> list[Rule]:
+        await self._ready()
+        return await self._book.rules()
 
     async def inspect(self, token: str) -> Account:
         claims = await self._decode(token, _ACCESS)
@@ -245,7 +315,18 @@ class JWTAuth(LocalRules, Auth):
     async def _decode(self, token: str, use: str) -> dict[str, Any]:
         if not isinstance(token, str) or not token:
             raise InvalidToken("no token given")
+        await self._ready()
         keys = await self._load_keys()
+        try:
+            return self._check(token, use, keys)
+        except InvalidToken:
+            # Another instance may have kept its own key pair first (or the key was replaced in the store):
+            # read the store's key again, at most once a second, and check once more.
+            if not keys.stored or time.monotonic() - keys.loaded < 1.0:
+                raise
+        return self._check(token, use, await self._load_keys(reload=True))
+
+    def _check(self, token: str, use: str, keys: _Keys) -> dict[str, Any]:
         try:
             claims: dict[str, Any] = jwt.decode(
                 token,
@@ -275,22 +356,23 @@ class JWTAuth(LocalRules, Auth):
         expiry: float | None = None,
     ) -> Token:
         lifetime = check_token_request(id, secret, refresh_token, expiry, self.options.token_expiry)
+        await self._ready()
         if refresh_token is not None:
             claims = await self._decode(refresh_token, _REFRESH)
-            stored = self._accounts.get(claims["sub"])
+            stored = await self._book.account(claims["sub"])
             if stored is None or not hmac.compare_digest(str(claims.get("ver", "")), stored.version):
                 raise InvalidToken("the refresh token's account no longer exists")
         else:
             assert id is not None
             assert secret is not None
-            stored = self._accounts.get(id)
+            stored = await self._book.account(id)
             salt = stored.salt if stored is not None else _DUMMY_SALT
             digest = await asyncio.to_thread(_hash_secret, secret, salt)
             if stored is None or not hmac.compare_digest(digest, stored.digest):
                 raise InvalidToken("invalid account id or secret")
         return await self._issue(stored, lifetime)
 
-    async def _issue(self, stored: _Stored, lifetime: float) -> Token:
+    async def _issue(self, stored: StoredAccount, lifetime: float) -> Token:
         key = await self._signing_key()
         account, now = stored.account, time.time()
         # PyJWT compares whole seconds (int(exp)); the expiry reported is the one it will enforce.

@@ -31,6 +31,10 @@ class AuthOptions(Options):
     token_expiry: float = 3600.0
     #: Lifetime in seconds of a refresh token.
     refresh_expiry: float = 30 * 24 * 3600.0
+    #: On a :class:`~micro.Service`: refuse every call no rule grants (``MICRO_AUTH_DENY_BY_DEFAULT=true``).
+    #: When false, a call with a valid token may reach an endpoint no rule mentions (Go Micro's default rule);
+    #: anonymous calls need a public rule either way.
+    deny_by_default: bool = False
 
     def __post_init__(self) -> None:
         if not self.namespace:
@@ -55,8 +59,17 @@ class JWTAuthOptions(AuthOptions):
     key_dir: str | None = None
     #: ``"EdDSA"`` (Ed25519) or ``"RS256"`` (RSA 2048); given keys must be of this kind.
     algorithm: Literal["EdDSA", "RS256"] = "EdDSA"
+    #: The store table holding accounts, rules and (when kept there) the key pair.
+    table: str = "auth"
+    #: Seconds a running instance may apply its copy of the rules before reading the store again: a rule
+    #: granted or revoked by another instance or ``micro auth`` applies here within this time.
+    rules_refresh: float = 5.0
 
     def __post_init__(self) -> None:
         AuthOptions.__post_init__(self)
         if self.algorithm not in ("EdDSA", "RS256"):
             raise InvalidOption(f"expected EdDSA or RS256, got {self.algorithm!r}", option="algorithm")
+        if not self.table:
+            raise InvalidOption("must not be empty", option="table")
+        if not 0 <= self.rules_refresh <= 3600:
+            raise InvalidOption(f"must be 0 to 3600 seconds, got {self.rules_refresh!r}", option="rules_refresh")

@@ -46,16 +46,7 @@ def verify(rules: Iterable[Rule], account: Account | None, resource: Resource) -
     rules = list(rules)
     if not rules:
         raise Forbidden(f"no rules allow access to {_describe(resource)}")
-    types = {"*", resource.type.lower()}
-    names = {"*", resource.name.lower()}
-    endpoints = _endpoints(resource.endpoint)
-    matching = [
-        rule
-        for rule in rules
-        if rule.resource.type.lower() in types
-        and rule.resource.name.lower() in names
-        and rule.resource.endpoint.lower() in endpoints
-    ]
+    matching = matches(rules, resource)
     # sorted() is stable, as Go's sort.SliceStable.
     matching.sort(key=lambda rule: rule.priority, reverse=True)
     scopes = {scope.lower() for scope in account.scopes} if account is not None else set()
@@ -74,6 +65,20 @@ def verify(rules: Iterable[Rule], account: Account | None, resource: Resource) -
     if account is None:
         raise Unauthorized(f"access to {_describe(resource)} requires an account")
     raise Forbidden(f"account {account.id!r} may not access {_describe(resource)}")
+
+
+def matches(rules: Iterable[Rule], resource: Resource) -> list[Rule]:
+    """The rules whose resource covers ``resource`` (step 1 of :func:`verify`), in the given order."""
+    types = {"*", resource.type.lower()}
+    names = {"*", resource.name.lower()}
+    endpoints = _endpoints(resource.endpoint)
+    return [
+        rule
+        for rule in rules
+        if rule.resource.type.lower() in types
+        and rule.resource.name.lower() in names
+        and rule.resource.endpoint.lower() in endpoints
+    ]
 
 
 def _describe(resource: Resource) -> str:

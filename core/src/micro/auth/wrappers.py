@@ -21,11 +21,13 @@ import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any, Final, Protocol, TypeVar
 
-from ..errors import InvalidToken, MicroError
-from .base import BEARER, Account, Auth, Resource, Token
+from ..errors import Forbidden, InvalidToken, MicroError, Unauthorized
+from .base import BEARER, SCOPE_ACCOUNT, Account, Auth, Resource, Rule, Token
+from .rules import matches, verify
 
 __all__ = [
     "AUTHORIZATION",
+    "DEFAULT_RULE",
     "Handler",
     "Request",
     "TokenProvider",
@@ -41,6 +43,10 @@ AUTHORIZATION: Final = "Authorization"
 
 # Refresh a cached token this long before it expires, so a call never leaves with a token about to lapse.
 _REFRESH_MARGIN: Final = 30.0
+
+#: What ``server_wrapper(auth, deny_by_default=False)`` applies to an endpoint no rule mentions: any account
+#: may call it (Go Micro's default rule). An endpoint that some rule covers is decided by the rules alone.
+DEFAULT_RULE: Final = Rule("micro.default", SCOPE_ACCOUNT, Resource("*", "*", "*"))
 
 _account: contextvars.ContextVar[Account | None] = contextvars.ContextVar("micro.auth.account", default=None)
 _ruled: contextvars.ContextVar[bool] = contextvars.ContextVar("micro.auth.ruled", default=False)
@@ -104,7 +110,7 @@ def _bearer(request: Request) -> str | None:
     return value[len(BEARER) :].strip()
 
 
-def server_wrapper(auth: Auth) -> Wrapper:
+def server_wrapper(auth: Auth, *, deny_by_default: bool = True) -> Wrapper:
     """A wrapper that admits a call only if ``auth`` lets its caller access the endpoint.
 
     For each call: a ``Bearer`` token in the ``Authorization`` metadata is
@@ -112,9 +118,23 @@ def server_wrapper(auth: Auth) -> Wrapper:
     even if the endpoint is public, so a client knows to renew it); then
     :meth:`Auth.verify` is asked about ``Resource(name=request.service,
     type="service", endpoint=request.endpoint)``, raising
-    :class:`~micro.errors.Unauthorized` (401, no token given) or
-    :class:`~micro.errors.Forbidden` (403). The handler runs only if both pass,
+    :class:`~micro.errors.Unauthorized` (401: no token given and no public
+    rule lets the call in, including when there are no rules at all) or
+    :class:`~micro.errors.Forbidden` (403: the account may not, or a public
+    rule denies everyone). The handler runs only if both pass,
     with the account available from :func:`current_account`.
+
+    With ``deny_by_default`` (the default here) only :meth:`Auth.verify`
+    decides: a call no rule grants is refused. Without it, an endpoint that
+    no rule covers is decided by :data:`DEFAULT_RULE` (any authenticated
+    caller; anonymous callers need a public rule either way), and one that a
+    rule covers (a ``*`` rule covers everything) by the rules alone, so a rule
+    granting only scope ``admin`` keeps other accounts out.
+    (:class:`~micro.Service` passes ``options.deny_by_default``, false unless
+    ``MICRO_AUTH_DENY_BY_DEFAULT`` is set.)
+
+    Identity comes only from the token: nothing else in the request's
+    metadata is read.
 
     The resource must be what the server is, not what the caller says: the
     RPC server sets ``request.service`` to its own name and refuses a call
@@ -131,7 +151,17 @@ def server_wrapper(auth: Auth) -> Wrapper:
                 token = _bearer(request)
                 account = await auth.inspect(token) if token is not None else None
                 resource = Resource(name=request.service, type="service", endpoint=request.endpoint)
-                await auth.verify(account, resource)
+                rules = await auth.rules()
+                try:
+                    if deny_by_default or matches(rules, resource):
+                        await auth.verify(account, resource)
+                    else:
+                        verify([DEFAULT_RULE], account, resource)
+                except Forbidden as exc:
+                    if account is not None or rules:
+                        raise
+                    # No rules at all: an anonymous caller is told to get a token (401), as Go Micro's wrapper.
+                    raise Unauthorized(f"{exc.detail} (anonymous caller)") from None
             except MicroError as exc:
                 # The wire error names the service that refused, as Go Micro's errors.Unauthorized(service, ...).
                 exc.id = exc.id or request.service

@@ -23,6 +23,7 @@ __all__ = ["COMMANDS", "SUMMARIES", "main"]
 #: Built-in sub-commands: name -> "module:attribute" of a click command.
 COMMANDS: Final[dict[str, str]] = {
     "plugins": "micro.cli.plugins:command",
+    "auth": "micro.cli.auth:command",
     "debug": "micro.cli.debug:command",
     "call": "micro.cli.call:command",
     "describe": "micro.cli.describe:command",
@@ -32,12 +33,18 @@ COMMANDS: Final[dict[str, str]] = {
     "logs": "micro.cli.logs:command",
     "ps": "micro.cli.ps:command",
     "run": "micro.cli.run:command",
+    "network": "micro.cli.network:command",
+    "new": "micro.cli.new:command",
+    "store": "micro.cli.store:command",
+    "config": "micro.cli.config:command",
+    "subscribe": "micro.cli.subscribe:command",
 }
 
 #: The first paragraph of each built-in command's help, which ``micro --help`` shows (shortened to fit).
 #: Importing the commands instead would cost asyncio and the runtime (~80 ms); a test keeps the two equal.
 SUMMARIES: Final[dict[str, str]] = {
     "plugins": "List installed plugins: distribution, version, interface, name, core range, status.",
+    "auth": "Create accounts, issue tokens and edit rules in the shared auth store.",
     "debug": "Read a running service's logs, traces and stats.",
     "call": "Call ENDPOINT (Class.method) of SERVICE with REQUEST (JSON, default {}).",
     "describe": "Show SERVICE's versions, nodes and endpoints (with request/response shapes).",
@@ -47,6 +54,11 @@ SUMMARIES: Final[dict[str, str]] = {
     "logs": "Print the service NAME's stdout and stderr.",
     "ps": "List the services started with `micro run`.",
     "run": "Start SOURCE in the background and print its name and pid.",
+    "network": "Run a network node, or show its nodes, routes, services and graph.",
+    "new": "Create a service package NAME: handler, tests, pyproject and README.",
+    "store": "Read, write, list and delete records of the configured store.",
+    "config": "Get and set values of the configured config source.",
+    "subscribe": "Print each message published on TOPIC as one JSON line, as it arrives.",
 }
 
 
@@ -102,5 +114,12 @@ class LazyGroup(click.Group):
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="micro")
-def main() -> None:
-    """micro: a pluggable microservice framework."""
+@click.option("--debug", is_flag=True, help="Show tracebacks of local errors (as MICRO_LOG_LEVEL=debug).")
+@click.pass_context
+def main(ctx: click.Context, debug: bool) -> None:
+    """micro: a pluggable microservice framework.
+
+    Exit status: 0 done, 1 the service (or a remote call) returned an error, printed as JSON on stderr;
+    2 bad usage; 3 a local problem: a bad MICRO_* name or option, or a backend that does not answer.
+    """
+    ctx.obj = {"debug": debug}

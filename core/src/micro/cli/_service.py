@@ -3,21 +3,121 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
+import shutil
 import sys
-from collections.abc import Awaitable, Callable, Iterable
-from typing import Any, TypeVar
+import traceback
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 import orjson
 
-from ..errors import MicroError
+from ..errors import BackendUnavailable, ConfigError, MicroError, RPCError
 
-__all__ = ["dump", "fail", "parse_json", "parse_metadata", "run"]
+if TYPE_CHECKING:
+    from ..client.base import Client
+
+__all__ = [
+    "EXIT_CONFIG",
+    "EXIT_ERROR",
+    "debugging",
+    "dump",
+    "fail",
+    "parse_json",
+    "parse_metadata",
+    "print_table",
+    "run",
+    "signed_client",
+]
 
 T = TypeVar("T")
 
 #: Exit status for an error the call itself returned (as ``curl --fail``); 2 is click's usage error.
 EXIT_ERROR = 1
+#: Exit status for a problem on this side: a bad implementation name or option, a backend that does not answer.
+EXIT_CONFIG = 3
+
+
+@contextlib.asynccontextmanager
+async def signed_client(token: str | None = None) -> AsyncIterator[Client]:
+    """The configured client, started, whose calls prove the local user and carry a token.
+
+    The token is ``token`` if given; else, when ``MICRO_AUTH`` names an auth that checks tokens and
+    ``MICRO_AUTH_ID``/``MICRO_AUTH_SECRET`` are set, one obtained (and renewed) with those credentials,
+    as a service's own calls do.
+    """
+    from ..auth.base import Auth
+    from ..auth.local import local_proof
+    from ..auth.wrappers import client_wrapper
+    from ..client.base import Client
+    from ..plugins import create
+
+    client = create("client", cls=Client)
+    # The user's own command: prove the local user, so the user's Debug endpoints and local_only
+    # services answer it (the proof is one-use, bound to the endpoint, and carries no secret).
+    client.wrap(local_proof())
+    auth: Auth | None = None
+    if token:
+        client.wrap(client_wrapper(token))
+    elif os.environ.get("MICRO_AUTH") and os.environ.get("MICRO_AUTH_ID"):
+        auth = create("auth", cls=Auth)
+        if "tokens" in auth.capabilities:
+            client.wrap(client_wrapper(auth))
+    try:
+        yield client
+    finally:
+        await client.close()
+        if auth is not None:
+            await auth.close()
+
+
+def debugging() -> bool:
+    """Whether tracebacks are wanted: ``micro --debug`` or ``MICRO_LOG_LEVEL=debug``."""
+    ctx = click.get_current_context(silent=True)
+    root = ctx.find_root() if ctx is not None else None
+    if root is not None and isinstance(root.obj, dict) and root.obj.get("debug"):
+        return True
+    return os.environ.get("MICRO_LOG_LEVEL", "").strip().lower() in ("debug", "trace")
+
+
+def local_failure(error: BaseException) -> None:
+    """Print a local configuration or connection error as one line (a traceback only when debugging); exit 3."""
+    if debugging():
+        traceback.print_exception(error)
+    click.echo(f"micro: {type(error).__name__}: {error}", err=True)
+    if not debugging():
+        click.echo("micro: (run with --debug or MICRO_LOG_LEVEL=debug for the traceback)", err=True)
+    sys.exit(EXIT_CONFIG)
+
+
+def print_table(
+    headers: Sequence[str], rows: Iterable[Sequence[str]], *, width: int | None = None, keep: Sequence[str] = ()
+) -> None:
+    """Print ``rows`` under ``headers`` as plain columns that fit ``width`` (the terminal's; 80 when piped).
+
+    The widest columns are shortened first, their cells cut with ``…``, so a row never wraps; the columns
+    named in ``keep`` are never shortened.
+    """
+    table = [list(headers), *([str(cell) for cell in row] for row in rows)]
+    if width is None:
+        width = shutil.get_terminal_size((80, 24)).columns if sys.stdout.isatty() else 80
+    widths = [max(len(row[i]) for row in table) for i in range(len(headers))]
+    gap = 2
+    while sum(widths) + gap * (len(widths) - 1) > width:
+        candidates = [i for i in range(len(widths)) if headers[i] not in keep and widths[i] > 8]
+        if not candidates:
+            break
+        widest = max(candidates, key=lambda i: widths[i])
+        widths[widest] -= 1
+
+    def cell(text: str, size: int) -> str:
+        return text if len(text) <= size else text[: size - 1] + "…"
+
+    for row in table:
+        line = (" " * gap).join(cell(text, widths[i]).ljust(widths[i]) for i, text in enumerate(row))
+        click.echo(line.rstrip())
 
 
 def parse_json(text: str, what: str) -> Any:
@@ -71,6 +171,10 @@ def run(main: Callable[[], Awaitable[T]], *, timeout: float | None) -> T:
 
     try:
         return asyncio.run(bounded())
+    except RPCError as exc:  # the remote side's error, as it sent it
+        fail(exc)
+    except (ConfigError, BackendUnavailable) as exc:  # this side's configuration or its backends
+        local_failure(exc)
     except MicroError as exc:
         fail(exc)
     except TimeoutError:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import datetime
 import json
+import os
 import time
 from typing import Any
 
@@ -20,19 +21,21 @@ _LEVEL_STYLES = {"trace": "dim", "debug": "dim", "warning": "yellow", "error": "
 
 
 def _call(service: str, endpoint: str, request: dict[str, Any], address: str | None) -> Any:
-    from .. import create
-    from ..auth.local import local_proof
-    from ..client import Client
+    from ._service import signed_client
 
     async def main() -> Any:
-        client = create("client", cls=Client)
-        # The Debug endpoints answer the service's own local user: prove it with the per-user secret.
-        client.wrap(local_proof())
-        async with client:
+        # The Debug endpoints answer the service's own local user (the client proves it with the per-user
+        # secret) or, when the service enforces an auth, whom its rules admit (MICRO_TOKEN, MICRO_AUTH_ID/SECRET).
+        async with signed_client(os.environ.get("MICRO_TOKEN")) as client:
             return await client.call(service, endpoint, request, address=address)
+
+    from ..errors import BackendUnavailable, ConfigError
+    from ._service import local_failure
 
     try:
         return asyncio.run(main())
+    except (ConfigError, BackendUnavailable) as exc:  # this side's configuration or backends, not the service's
+        local_failure(exc)
     except MicroError as exc:
         raise click.ClickException(f"{service} {endpoint}: {exc}") from exc
 

@@ -71,27 +71,30 @@ def command(as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(table, indent=2))
         return
-    from ._text import Cell
-    from ._text import table as text_table
+    from ._service import print_table
 
-    out = []
+    click.echo(f"micro plugins ({CORE_DISTRIBUTION} {get_manager().core_version})")
+    lines = []
     for row in table:
         name = row["name"] or "-"
         if row["default"]:
-            name += " (default)"
-        status = row["status"]
-        style = "green" if status == "ok" else "red"
+            name += "*"
         core_range = row["core_range"]
-        out.append(
-            (
+        lines.append(
+            [
                 row["distribution"] or row["plugin"],
                 row["version"] or "-",
                 row["interface"] or "-",
                 name,
                 "any" if core_range == "" else (core_range or "undeclared"),
-                Cell(status, fg=style),
-            )
+                row["status"],
+            ]
         )
-    title = f"micro plugins ({CORE_DISTRIBUTION} {get_manager().core_version})"
-    columns = ("distribution", "version", "interface", "name", "core range", "status")
-    click.echo(text_table(columns, out, title=title))
+    # Distribution names share their first letters (asyncmicro-core, asyncmicro-consul): cut short they would
+    # all read "asyncmicro-co…", so those, the interface and the core range are never shortened.
+    print_table(
+        ["distribution", "version", "interface", "name", "core range", "status"],
+        lines,
+        keep=("distribution", "interface", "core range"),
+    )
+    click.echo("* the default of its interface")

@@ -25,23 +25,14 @@ def command(as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps([s.to_dict() for s in services], indent=2))
         return
-    from ._text import Cell, table
+    from ._service import print_table
 
     rows = []
-    colours = {"running": "green", "restarting": "magenta", "stopped": "yellow", "error": "red"}
     for s in services:
         status = s.status.value if s.status else "?"
         started = datetime.datetime.fromtimestamp(s.started).strftime("%Y-%m-%d %H:%M:%S") if s.started else ""
-        rows.append(
-            (
-                s.name,
-                s.version,
-                Cell(status, fg=colours.get(status, "white")),
-                str(s.pid or ""),
-                "" if s.exit_code is None else str(s.exit_code),
-                str(s.restarts),
-                started,
-                s.source,
-            )
-        )
-    click.echo(table(("NAME", "VERSION", "STATUS", "PID", "EXIT", "RESTARTS", "STARTED", "SOURCE"), rows))
+        exit_code = "" if s.exit_code is None else str(s.exit_code)
+        rows.append([s.name, s.version, status, str(s.pid or ""), exit_code, str(s.restarts), started, s.source])
+    print_table(
+        ["NAME", "VERSION", "STATUS", "PID", "EXIT", "RESTARTS", "STARTED", "SOURCE"], rows, keep=("NAME", "STATUS")
+    )

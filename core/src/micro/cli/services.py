@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from ._service import dump, run
+from ._service import dump, print_table, run
 
 __all__ = ["command"]
 
@@ -34,11 +34,4 @@ def command(as_json: bool) -> None:
     if not rows:
         click.echo("no services registered", err=True)
         return
-    from ._text import Cell, table
-
-    lines = []
-    for row in rows:
-        versions = row["versions"]
-        assert isinstance(versions, list)
-        lines.append((Cell(str(row["name"]), bold=True), ", ".join(versions)))
-    click.echo(table(("service", "versions"), lines))
+    print_table(["service", "versions"], [[str(row["name"]), ", ".join(row["versions"])] for row in rows])  # type: ignore[arg-type]

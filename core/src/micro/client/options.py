@@ -43,6 +43,11 @@ class ClientOptions(Options):
     backoff_max: float = 2.0
     #: Seconds allowed for connecting to a node (``None`` uses the transport's ``dial_timeout``).
     dial_timeout: float | None = None
+    #: Send every call and publication through a network node's proxy (also read from Go Micro's
+    #: ``MICRO_PROXY``): ``host:port`` (or several, comma-separated) of the proxy, or the name of the service
+    #: the proxies register as (``micro.network``), picked by the selector. The call still names its own
+    #: service; the node routes it (see :mod:`micro.network.mucp`). Calls given an explicit ``address`` go direct.
+    proxy: str | None = None
 
     def __post_init__(self) -> None:
         if self.content_type is not None and (not isinstance(self.content_type, str) or not self.content_type.strip()):
@@ -60,3 +65,5 @@ class ClientOptions(Options):
                 raise InvalidOption(f"must be a non-negative number of seconds, got {value!r}", option=option)
         if self.dial_timeout is not None:
             _seconds(self.dial_timeout, "dial_timeout")
+        if self.proxy is not None and (not isinstance(self.proxy, str) or not self.proxy.strip()):
+            raise InvalidOption(f"must be host:port or a service name, got {self.proxy!r}", option="proxy")

@@ -35,7 +35,8 @@ from ..errors import (
 )
 from ..metadata import Metadata
 from ..registry.base import Node
-from ..selector.base import Next, Selector
+from ..selector.base import Filter, Next, Selector
+from ..selector.filter import filter_protocol
 from ..transport.base import Message as Frame
 from ..transport.base import Socket, Transport
 from .base import (
@@ -78,6 +79,8 @@ def _http() -> Broker:
 
 
 _ids = itertools.count(1)
+#: The service network nodes answer as (``micro.network.mucp.SERVICE``; not imported: the client is below the network).
+NETWORK_SERVICE = "micro.network"
 _ERROR = _mucp.ERROR.lower()
 _CONTENT_TYPE = _mucp.CONTENT_TYPE.lower()
 
@@ -144,6 +147,11 @@ class RPCClient(Client):
         )
         self._started: set[int] = set()
         self._default_codec: Codec | None = None
+        self._node_filters: tuple[Filter, ...] | None = None
+        proxy = (self.options.proxy or "").strip()
+        #: The proxy's addresses (``host:port``), or ``None``; a proxy given by service name is in ``_proxy_name``.
+        self._proxy_next: Next | None = _fixed(proxy) if ":" in proxy else None
+        self._proxy_name: str | None = proxy if proxy and ":" not in proxy else None
 
     # -- wiring ----------------------------------------------------------------------------------
 
@@ -188,6 +196,15 @@ class RPCClient(Client):
             call = wrapper(call)
         return call
 
+    def _protocol_filters(self) -> tuple[Filter, ...]:
+        """The selector filters of every call: the nodes this client can speak to. Read once, on the first call.
+
+        ``mucp`` nodes over this client's transport (:func:`~micro.selector.filter_protocol`), so a
+        registry that also holds gRPC nodes, or mucp nodes on another transport, never routes a call to
+        one; a client for another protocol overrides this.
+        """
+        return (filter_protocol("mucp", self.transport.name or None),)
+
     async def start(self) -> None:
         """Start the transport and selector (each once; a call starts them too)."""
         await self._ensure(self.transport)
@@ -204,6 +221,7 @@ class RPCClient(Client):
         # Components the client made are made afresh on next use; those passed in stay.
         if any(self._transport is c for c in owned):
             self._transport = None
+            self._node_filters = None  # they name the transport
         if any(self._selector is c for c in owned):
             self._selector = None
         if any(self._broker is c for c in owned):
@@ -268,11 +286,18 @@ class RPCClient(Client):
                 started = self._started
                 if address:
                     choose, selector = _fixed(address), None
+                elif self._proxy_next is not None:
+                    choose, selector = self._proxy_next, None
                 else:
+                    if self._proxy_name is not None:
+                        service = self._proxy_name  # the proxies are selected; the request keeps its service
                     selector = self.selector
                     if id(selector) not in started:  # checked here: awaiting _ensure costs a coroutine per call
                         await self._ensure(selector)
-                    choose = await selector.select(service)
+                    filters = self._node_filters
+                    if filters is None:
+                        filters = self._node_filters = self._protocol_filters()
+                    choose = await selector.select(service, filters=filters)
                 transport = self.transport
                 if id(transport) not in started:
                     await self._ensure(transport)
@@ -454,10 +479,45 @@ class RPCClient(Client):
         )
 
     async def _deliver(self, publication: Publication) -> None:
-        """Hand an encoded message to the broker (the innermost :data:`PublishFunc` of :meth:`publish`)."""
+        """Hand an encoded message to the broker (the innermost :data:`PublishFunc` of :meth:`publish`), or to
+        the network node when the client has a proxy."""
+        if self._proxy_next is not None or self._proxy_name is not None:
+            await self._publish_through_proxy(publication.topic, publication.body, publication.header)
+            return
         broker = self.broker
         await self._ensure(broker)
         await broker.publish(publication.topic, BrokerMessage(publication.body, publication.header))
+
+    async def _publish_through_proxy(self, topic: str, body: bytes, header: Metadata) -> None:
+        """Hand a publication to the network node (``micro.network`` ``Network.Publish``), which floods it."""
+        request = Request(
+            service=NETWORK_SERVICE,
+            endpoint="Network.Publish",
+            body=body,
+            content_type=header[_mucp.CONTENT_TYPE],
+            metadata=header,
+            deadline=self._deadline(None, self.options.request_timeout),
+        )
+
+        async def publish(request: Request) -> Response:
+            frame_header = dict(request.metadata)
+            frame_header[_mucp.SERVICE] = NETWORK_SERVICE
+            frame_header[_mucp.ENDPOINT] = "Network.Publish"
+            if request.deadline is not None:
+                frame_header[_mucp.TIMEOUT] = _mucp.encode_timeout(request.deadline - time.monotonic())
+            socket = await self._dial(request)
+            try:
+                await socket.send(Frame(frame_header, body))
+                await socket.close_send()
+                frame = await socket.recv()
+            finally:
+                await socket.close()
+            failure = _mucp.header(frame.header, _mucp.ERROR)
+            if failure is not None:
+                raise _mucp.error_from(failure)
+            return Response(None, metadata=Metadata(), node=request.node)
+
+        await self._attempts(request, publish, self.options.retries + 1, self._backoff, None)
 
 
 def _check_size(request: Request, payload: bytes) -> None:

@@ -193,8 +193,10 @@ def mount(
 
     ``options`` (default: from ``MICRO_DEBUG_*`` in ``service.environ``) say who may call it; with
     ``access="local"`` a :func:`~micro.debug.access.debug_guard` checking local
-    proofs against the user's secret is added too. :class:`~micro.service.Service`
-    does not call this at all with ``access="off"``.
+    proofs against the user's secret is added too. With ``access="off"`` no ``Debug`` endpoint is
+    served, but the log, tracer and stats (built-in or a plugin's: ``MICRO_TRACER=opentelemetry``,
+    ``MICRO_STATS=prometheus``) still record every call: turning the endpoints off does not turn
+    observability off. The returned handler reads them in-process.
 
     Parts not given are built with ``make`` (see :class:`~micro.component.Make`; a
     :class:`~micro.service.Service` hands in its wiring, so ``MICRO_LOG=...`` and
@@ -229,7 +231,8 @@ def mount(
     if options is None:
         options = debug_options(service.environ)
     handler = Debug(log=log, tracer=tracer, stats=stats)
-    service.handle(_Served(handler, options.access, service.name), name="Debug")
+    if options.access != "off":
+        service.handle(_Served(handler, options.access, service.name), name="Debug")
     if options.access == "local":
         from .._private import local_secret
 

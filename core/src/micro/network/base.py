@@ -34,6 +34,10 @@ class Route:
     network: str
     #: Hops: 1 for a local route, one more per node it passed through.
     metric: int
+    #: The id of the tunnel link to ``gateway`` (``""`` for a local route).
+    link: str = ""
+    #: Seconds of link delay along the way (the sum of each hop's measured round trip; 0 when unmeasured).
+    delay: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -44,6 +48,8 @@ class Route:
             "gateway": self.gateway,
             "network": self.network,
             "metric": self.metric,
+            "link": self.link,
+            "delay": self.delay,
         }
 
 
@@ -78,6 +84,11 @@ class Network(Component, abc.ABC):
     def address(self) -> str:
         """Where this node's tunnel accepts links."""
 
+    @property
+    def proxy_address(self) -> str:
+        """Where this node's proxy accepts calls (``MICRO_PROXY`` of its local clients); ``""`` without one."""
+        return ""
+
     @abc.abstractmethod
     async def connect(self) -> None:
         """Join: link to the configured peers and advertise this node's routes.
@@ -94,7 +105,18 @@ class Network(Component, abc.ABC):
 
     @abc.abstractmethod
     async def routes(self, *, service: str | None = None) -> list[Route]:
-        """Every route this node knows, local ones first, then by service, metric and address.
+        """The best route to every service node this node knows: local ones first, then by service, metric,
+        delay and address. A route is withdrawn when its service node leaves the registry that holds it, when
+        a node on the way stops advertising it, or when a link on the way is lost (see the implementation for
+        the times).
 
         :param service: only the routes of this service.
         """
+
+    async def services(self) -> list[str]:
+        """The names of the services reachable from this node (its own and through the network), sorted."""
+        return sorted({route.service for route in await self.routes()})
+
+    def graph(self) -> dict[str, Any]:
+        """The network as this node sees it: ``{node id: {"peers": [ids], "hops": n}}``, this node at 0 hops."""
+        return {self.id: {"peers": [peer.id for peer in self.nodes()], "hops": 0}}

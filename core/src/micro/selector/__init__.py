@@ -8,7 +8,7 @@ built with ``micro.create("selector", name)``.
 from __future__ import annotations
 
 from .base import Filter, Next, Selector, Strategy
-from .filter import filter_endpoint, filter_label, filter_version
+from .filter import filter_endpoint, filter_label, filter_protocol, filter_version
 from .options import SelectorOptions
 from .strategy import random, round_robin
 
@@ -20,6 +20,7 @@ __all__ = [
     "Strategy",
     "filter_endpoint",
     "filter_label",
+    "filter_protocol",
     "filter_version",
     "random",
     "round_robin",

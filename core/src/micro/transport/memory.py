@@ -118,6 +118,9 @@ class MemoryTransport(Transport):
 
     options_type: ClassVar[type[TransportOptions]] = TransportOptions
     #: Nothing optional: there is no network, hence no TLS.
+    #: The name it is registered by, also when built without the plugin manager: servers register it as the
+    #: node's ``transport`` and clients compare it (:func:`micro.selector.filter_protocol`).
+    name = "memory"
     capabilities: ClassVar[frozenset[str]] = frozenset()
 
     def __init__(self, options: TransportOptions | None = None) -> None:

@@ -875,6 +875,9 @@ class TCPTransport(Transport):
     """Multiplexed TCP, with TLS when ``options.tls`` is set. See the module docstring for the wire format."""
 
     options_type: ClassVar[type[TransportOptions]] = TransportOptions
+    #: The name it is registered by, also when built without the plugin manager: servers register it as the
+    #: node's ``transport`` and clients compare it (:func:`micro.selector.filter_protocol`).
+    name = "tcp"
     capabilities: ClassVar[frozenset[str]] = frozenset({"tls"})
 
     def __init__(self, options: TransportOptions | None = None) -> None:

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import hashlib
 import hmac
 import logging
@@ -482,6 +483,7 @@ class MUCPTunnel(Tunnel):
         self._tasks: set[asyncio.Task[None]] = set()
         self._changed: asyncio.Event | None = None
         self._rejected: set[str] = set()
+        self._relinking = False
         #: Unicast sessions between our own dialler and listener, failed when the tunnel closes.
         self._local: set[_LocalSession] = set()
         #: Set when an outbound link drops, to wake the re-linker at once.
@@ -536,12 +538,31 @@ class MUCPTunnel(Tunnel):
                 await self.close()
                 raise
         if self.options.nodes:
+            self._relinking = True
             self._spawn(self._relink())
+
+    def add_nodes(self, *addresses: str) -> None:
+        """Also link to ``addresses``, kept linked like the configured ``nodes`` (a network's resolver finds them).
+
+        Addresses already known are ignored. Before :meth:`connect` they simply join the nodes it links to.
+        """
+        new = tuple(dict.fromkeys(a for a in addresses if a and a not in self.options.nodes))
+        if not new:
+            return
+        self.options = dataclasses.replace(self.options, nodes=self.options.nodes + new)
+        if self._server is None:
+            return
+        if not self._relinking:
+            self._relinking = True
+            self._spawn(self._relink())
+        elif self._dropped is not None:
+            self._dropped.set()  # the relink loop looks at its nodes again now
 
     async def close(self) -> None:
         server, self._server = self._server, None
         if server is None:
             return
+        self._relinking = False
         for task in list(self._tasks):
             task.cancel()
         for listener in list(self._listeners.values()):
@@ -740,6 +761,8 @@ class MUCPTunnel(Tunnel):
         while True:
             now = loop.time()
             for node in self.options.nodes:
+                if node not in wait:  # added by add_nodes(): try it now
+                    wait[node], due[node] = first, now
                 if node in self._outbound:
                     linked.add(node)
                     continue

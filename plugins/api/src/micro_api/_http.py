@@ -27,8 +27,11 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
 
     def data_received(self, data: bytes) -> None:
         if self._in_head:
+            before = self._head_bytes
             self._head_bytes += len(data)
-            if self._head_bytes > MAX_HEAD:
+            # Over the limit only if the head does not end within it: a read that holds a small head and the
+            # start of a large body (one 70 KB POST) is no head over the limit.
+            if self._head_bytes > MAX_HEAD and data.find(b"\r\n\r\n", 0, max(0, MAX_HEAD - before) + 4) < 0:
                 self.transport.write(_TOO_LARGE)
                 self.transport.close()
                 return

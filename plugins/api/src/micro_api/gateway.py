@@ -30,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import time
 from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from typing import Any, Final
@@ -82,6 +83,9 @@ HOP_HEADERS: Final[frozenset[str]] = frozenset(
     }
 )
 _JSON: Final = b"application/json"
+#: What a response header's name (``_BAD_KEY``) or value (``_BAD_VALUE``) may not hold.
+_BAD_KEY: Final = re.compile("[\r\n\0 :\t]")
+_BAD_VALUE: Final = re.compile("[\r\n\0]")
 _DUMP_OPTIONS: Final = orjson.OPT_NON_STR_KEYS
 _METHOD_NOT_ALLOWED: Final = [(b"allow", b"POST")]
 _SSE_HEADERS: Final = [
@@ -108,14 +112,27 @@ def metadata_of(headers: list[tuple[bytes, bytes]] | Any) -> dict[str, str]:
 
     Repeated headers are joined with ``", "`` as HTTP allows.
     """
+    return _scan(headers)[0]
+
+
+def _scan(headers: list[tuple[bytes, bytes]] | Any) -> tuple[dict[str, str], bytes | None, bytes | None]:
+    """One pass over a request's headers: its metadata (see :func:`metadata_of`), ``Content-Length`` and ``Timeout``."""
     metadata: dict[str, str] = {}
+    length: bytes | None = None
+    timeout: bytes | None = None
     for raw_key, raw_value in headers:
         key = raw_key.decode("latin-1").lower()
-        if key in HOP_HEADERS or key.startswith(("micro-", "x-micro-")):
+        if key in HOP_HEADERS:
+            if key == "content-length" and length is None:
+                length = bytes(raw_value)
+            elif key == "timeout" and timeout is None:
+                timeout = bytes(raw_value)
+            continue
+        if key.startswith(("micro-", "x-micro-")):
             continue
         value = raw_value.decode("latin-1")
         metadata[key] = f"{metadata[key]}, {value}" if key in metadata else value
-    return metadata
+    return metadata, length, timeout
 
 
 def _header(scope: Scope, name: bytes) -> bytes | None:
@@ -130,7 +147,7 @@ def _safe_header(key: str, value: str) -> tuple[bytes, bytes] | None:
     lowered = key.lower()
     if lowered in HOP_HEADERS or lowered.startswith(("micro-", "x-micro-", "content-", "set-cookie")):
         return None
-    if any(c in key or c in value for c in "\r\n\0") or not key or any(c in key for c in " :\t"):
+    if not key or _BAD_KEY.search(key) or _BAD_VALUE.search(value):
         return None
     try:
         return key.encode("latin-1"), value.encode("latin-1")
@@ -272,15 +289,15 @@ class Gateway:
             route = await self.catalog.resolve(path, self.options.namespace)
             if method != "POST":
                 raise MethodNotAllowed(f"{method} {path}: calls are POST (streams also WebSocket)", id=GATEWAY)
-            body = await self._read_body(scope, receive)
+            metadata, length, asked = _scan(scope["headers"])
+            body = await self._read_body(length, receive)
             request = _parse(body)
-            metadata = metadata_of(scope["headers"])
             if route.kind == "unary":
-                timeout = self._timeout(scope, self.options.request_timeout)
+                timeout = _timeout(asked, self.options.request_timeout)
                 response = await self.client.invoke(
                     route.service, route.endpoint, request, metadata=metadata, timeout=timeout
                 )
-                headers = [h for h in (_safe_header(k, v) for k, v in response.metadata.items()) if h is not None]
+                headers = [h for h in map(_safe_header, response.metadata.keys(), response.metadata.values()) if h]
                 await _respond(send, 200, _dumps(response.body), extra=headers)
             elif route.kind == "server_stream":
                 await self._sse(scope, receive, send, route, request, metadata)
@@ -305,22 +322,23 @@ class Gateway:
         return self._document[1]
 
     def _timeout(self, scope: Scope, limit: float | None) -> float | None:
-        raw = _header(scope, b"timeout")
-        if raw is None:
-            return limit
-        try:
-            asked = parse_duration(raw.decode("latin-1").strip())
-        except ValueError as exc:
-            raise BadRequest(f"Timeout header: {exc}", id=GATEWAY) from None
-        if asked <= 0:
-            raise BadRequest("Timeout header: must be positive", id=GATEWAY)
-        return asked if limit is None else min(asked, limit)
+        return _timeout(_header(scope, b"timeout"), limit)
 
-    async def _read_body(self, scope: Scope, receive: Receive) -> bytes:
+    async def _read_body(self, declared: bytes | None, receive: Receive) -> bytes:
+        """The request body, within ``max_body_size`` and ``read_timeout``; ``declared`` is its ``Content-Length``."""
         limit = self.options.max_body_size
-        declared = _header(scope, b"content-length")
         if declared is not None and (not declared.isdigit() or int(declared) > limit):
             raise MessageTooLarge(f"the body is over the limit of {limit} bytes", id=GATEWAY)
+        if _body_ready(receive):
+            # The whole body is in already (the usual case for a small JSON request): the one receive() cannot
+            # wait, so it needs no timer; the size was bounded by uvicorn's read and the check below.
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                raise _Disconnected
+            chunk: bytes = message.get("body", b"")
+            if len(chunk) > limit:
+                raise MessageTooLarge(f"the body is over the limit of {limit} bytes", id=GATEWAY)
+            return chunk
         chunks: list[bytes] = []
         size = 0
         try:
@@ -535,6 +553,37 @@ async def _pump(stream: Stream, receive: Receive, send: Send, *, sends: bool) ->
         for task in (reader, writer):
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
+
+
+_CYCLE: Final = ("uvicorn.protocols.http.httptools_impl", "RequestResponseCycle")
+
+
+def _body_ready(receive: Receive) -> bool:
+    """Whether ``receive`` is uvicorn's (httptools) and holds the whole request body already.
+
+    Then its next call returns at once: httptools saw the request's end before the gateway was called,
+    which lets a small body be read without arming a read timer. ``False`` for any other server's
+    ``receive`` and whenever the body may still be on its way. (Compared by name: importing uvicorn
+    here would load it with the plugin.)
+    """
+    cycle = getattr(receive, "__self__", None)
+    if cycle is None:
+        return False
+    kind = type(cycle)
+    return (kind.__module__, kind.__name__) == _CYCLE and getattr(cycle, "more_body", True) is False
+
+
+def _timeout(raw: bytes | None, limit: float | None) -> float | None:
+    """The call's deadline in seconds: the ``Timeout`` header's value (``raw``), never over ``limit``."""
+    if raw is None:
+        return limit
+    try:
+        asked = parse_duration(raw.decode("latin-1").strip())
+    except ValueError as exc:
+        raise BadRequest(f"Timeout header: {exc}", id=GATEWAY) from None
+    if asked <= 0:
+        raise BadRequest("Timeout header: must be positive", id=GATEWAY)
+    return asked if limit is None else min(asked, limit)
 
 
 def _parse(body: bytes) -> Any:

@@ -84,6 +84,9 @@ class Catalog:
         self.registry = registry
         self.ttl = ttl
         self._lists: dict[str, tuple[float, dict[str, Endpoint] | None]] = {}
+        # Resolved routes by (path, namespace), each valid while the list it was matched in is the current one
+        # and fresh: a call on a known path costs two dict lookups instead of a path split and an endpoint match.
+        self._routes: dict[tuple[str, str], tuple[tuple[float, dict[str, Endpoint] | None], Route]] = {}
 
     async def endpoints(self, service: str, *, fresh: bool = False) -> dict[str, Endpoint]:
         """``service``'s endpoints by name; :class:`~micro.errors.ServiceNotFound` if it is not registered."""
@@ -114,6 +117,21 @@ class Catalog:
 
     async def resolve(self, path: str, namespace: str = "") -> Route:
         """The :class:`Route` for a URL path (see the module's docstring for the forms and errors)."""
+        key = (path, namespace)
+        known = self._routes.get(key)
+        if known is not None:
+            listed, route = known
+            if self._lists.get(route.service) is listed and time.monotonic() < listed[0]:
+                return route
+        route = await self._resolve(path, namespace)
+        current = self._lists.get(route.service)
+        if current is not None and current[1]:  # only routes matched in a list, never "as the path says"
+            if len(self._routes) > 10_000:  # bounded: paths are caller input
+                self._routes.clear()
+            self._routes[key] = (current, route)
+        return route
+
+    async def _resolve(self, path: str, namespace: str) -> Route:
         service, handler, method = split_path(path, namespace)
         endpoints = await self.endpoints(service)
         route = self._match(service, endpoints, handler, method)

@@ -21,21 +21,21 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import OrderedDict
-from collections.abc import Sequence
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Final
 
 import grpc
 from micro.client.base import NO_REQUEST, Request, Response, Stream, StreamOptions
 from micro.client.rpc import RPCClient
 from micro.errors import BadRequest, ConnectionClosed, NoneAvailable
 from micro.metadata import Metadata
-from micro.registry.base import Endpoint, Node, Registry, Service
-from micro.selector.base import Filter, Next, Selector, Strategy
+from micro.registry.base import Endpoint, Node, Service
+from micro.selector import filter_protocol
+from micro.selector.base import Filter
 from micro.server.handler import describe
 
 from ._meta import inbound, outbound
 from .marshal import Marshal, is_message_class, json_marshal, proto_marshal, typed_marshal
-from .options import GRPCClientOptions
+from .options import GRPCClientOptions, read_pem
 from .proto import describe_endpoints, message_classes
 from .status import from_status
 
@@ -45,40 +45,12 @@ CONTENT_TYPE = "application/grpc+proto"
 
 
 def grpc_nodes(services: list[Service]) -> list[Service]:
-    """The selector filter: only nodes that say ``protocol: grpc``."""
-    kept = []
-    for service in services:
-        nodes = [n for n in service.nodes if n.metadata.get("protocol") == "grpc"]
-        if nodes:
-            kept.append(service.replace(nodes=nodes))
-    return kept
+    """The selector filter: only nodes that say ``protocol: grpc`` (:class:`~micro.errors.ServiceNotFound`,
+    naming what the nodes speak, when the service has nodes but none of them does)."""
+    return _GRPC_ONLY(services)
 
 
-class _GRPCNodes(Selector):
-    """The client's selector, narrowed to gRPC nodes."""
-
-    def __init__(self, inner: Selector) -> None:
-        super().__init__(inner.options)
-        self.inner = inner
-
-    @property
-    def registry(self) -> Registry:
-        return self.inner.registry
-
-    async def start(self) -> None:
-        await self.inner.start()
-
-    async def close(self) -> None:
-        await self.inner.close()
-
-    async def select(self, service: str, *, filters: Sequence[Filter] = (), strategy: Strategy | None = None) -> Next:
-        return await self.inner.select(service, filters=(grpc_nodes, *filters), strategy=strategy)
-
-    def mark(self, service: str, node: Node, error: BaseException | None) -> None:
-        self.inner.mark(service, node, error)
-
-    def reset(self, service: str) -> None:
-        self.inner.reset(service)
+_GRPC_ONLY: Final = filter_protocol("grpc")
 
 
 def path_of(endpoint: str) -> str:
@@ -124,6 +96,21 @@ def marshals(request_type: Any, response_type: Any) -> tuple[Marshal, Marshal]:
     return sides[0], sides[1]
 
 
+_pairs: dict[tuple[Any, Any], tuple[Marshal, Marshal]] = {}
+
+
+def _marshals(request_type: Any, response_type: Any) -> tuple[Marshal, Marshal]:
+    """:func:`marshals`, remembered per pair of types (the unary hot path asks for the same pair every call)."""
+    key = (request_type, response_type)
+    try:
+        return _pairs[key]
+    except KeyError:
+        found = _pairs[key] = marshals(request_type, response_type)
+        return found
+    except TypeError:  # an unhashable annotation
+        return marshals(request_type, response_type)
+
+
 def _error(exc: grpc.aio.AioRpcError, request: Request) -> Exception:
     trailers = {k: v for k, v in (exc.trailing_metadata() or ()) if isinstance(v, str)}
     return from_status(exc.code(), exc.details(), trailers, service=request.service)
@@ -138,38 +125,58 @@ class GRPCClient(RPCClient):
     def __init__(self, options: GRPCClientOptions | None = None, **parts: Any) -> None:
         super().__init__(options, **parts)
         self._channels: OrderedDict[str, grpc.aio.Channel] = OrderedDict()
-        self._narrowed: _GRPCNodes | None = None
+        # The unary method objects per (address, endpoint), made once: grpcio builds a new one per call otherwise.
+        self._unary: dict[tuple[str, str], Any] = {}
         self._closing: set[asyncio.Task[None]] = set()
+        self._tls_credentials: grpc.ChannelCredentials | None = None
 
-    @property
-    def selector(self) -> Selector:
-        inner = super().selector
-        if self._narrowed is None or self._narrowed.inner is not inner:
-            self._narrowed = _GRPCNodes(inner)
-        return self._narrowed
+    def _protocol_filters(self) -> tuple[Filter, ...]:
+        """Nodes that say ``protocol: grpc``, whatever their transport."""
+        return (grpc_nodes,)
 
     def _channel(self, address: str) -> grpc.aio.Channel:
         channel = self._channels.get(address)
         if channel is not None:
             self._channels.move_to_end(address)
             return channel
-        size = self.options.max_message_size
-        channel = grpc.aio.insecure_channel(
-            address,
-            options=[("grpc.max_send_message_length", size), ("grpc.max_receive_message_length", size)],
-        )
+        options = self.options
+        size = options.max_message_size
+        settings: list[tuple[str, Any]] = [
+            ("grpc.max_send_message_length", size),
+            ("grpc.max_receive_message_length", size),
+        ]
+        if options.tls:
+            if options.server_name:
+                settings.append(("grpc.ssl_target_name_override", options.server_name))
+            channel = grpc.aio.secure_channel(address, self._credentials(), options=settings)
+        else:
+            channel = grpc.aio.insecure_channel(address, options=settings)
         self._channels[address] = channel
         while len(self._channels) > self.options.max_channels:
-            _, oldest = self._channels.popitem(last=False)
+            evicted, oldest = self._channels.popitem(last=False)
+            for key in [k for k in self._unary if k[0] == evicted]:
+                del self._unary[key]
             # Calls still on it get a second; the task is kept so the loop's weak reference does not drop it.
             task = asyncio.get_running_loop().create_task(oldest.close(grace=1.0))
             self._closing.add(task)
             task.add_done_callback(self._closing.discard)
         return channel
 
+    def _credentials(self) -> grpc.ChannelCredentials:
+        """The channel credentials from ``ca_file``, ``cert_file`` and ``key_file``, read once."""
+        if self._tls_credentials is None:
+            options = self.options
+            self._tls_credentials = grpc.ssl_channel_credentials(
+                root_certificates=read_pem(options.ca_file, "ca_file"),
+                private_key=read_pem(options.key_file, "key_file"),
+                certificate_chain=read_pem(options.cert_file, "cert_file"),
+            )
+        return self._tls_credentials
+
     async def close(self) -> None:
         channels = list(self._channels.values())
         self._channels.clear()
+        self._unary.clear()
         for channel in channels:
             await channel.close()
         if self._closing:
@@ -188,10 +195,16 @@ class GRPCClient(RPCClient):
     async def _attempt(self, request: Request) -> Response:
         """One attempt of a unary call, over gRPC."""
         node = self._node(request)
-        request_marshal, response_marshal = marshals(type(request.body), request.response_type)
+        request_marshal, response_marshal = _marshals(type(request.body), request.response_type)
         payload = request_marshal.encode(request.body)
-        method = self._channel(node.address).unary_unary(path_of(request.endpoint))
-        call = method(payload, timeout=self._timeout(request), metadata=outbound(request.metadata))
+        key = (node.address, request.endpoint)
+        method = self._unary.get(key)
+        if method is None or node.address not in self._channels:
+            method = self._unary[key] = self._channel(node.address).unary_unary(path_of(request.endpoint))
+        else:
+            self._channels.move_to_end(node.address)
+        metadata = outbound(request.metadata) if request.metadata else None
+        call = method(payload, timeout=self._timeout(request), metadata=metadata)
         try:
             data = await call
             trailers = await call.trailing_metadata()

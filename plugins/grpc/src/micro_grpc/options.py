@@ -8,10 +8,41 @@ from micro.client.options import ClientOptions
 from micro.errors import InvalidOption
 from micro.server.options import ServerOptions
 
-__all__ = ["GRPCClientOptions", "GRPCServerOptions"]
+__all__ = ["GRPCClientOptions", "GRPCServerOptions", "read_pem"]
 
 #: gRPC's own default for received messages; also applied to sent ones here.
 DEFAULT_MAX_MESSAGE_SIZE = 4 * 1024 * 1024
+
+
+def _tls(options: GRPCServerOptions | GRPCClientOptions, *, listens: bool) -> None:
+    """The TLS fields, checked as the tcp transport and the http broker check theirs."""
+    if not isinstance(options.tls, bool):
+        raise InvalidOption(f"must be true or false, got {options.tls!r}", option="tls")
+    for option in ("cert_file", "key_file", "ca_file"):
+        value = getattr(options, option)
+        if value is not None and (not isinstance(value, str) or not value):
+            raise InvalidOption(f"must be a file name, got {value!r}", option=option)
+    if options.key_file and not options.cert_file:
+        raise InvalidOption("key_file is set but cert_file is not", option="cert_file")
+    if options.cert_file and not options.key_file:
+        raise InvalidOption("cert_file is set but key_file is not: grpc needs the key on its own", option="key_file")
+    if listens and options.tls and not options.cert_file:
+        raise InvalidOption("tls is set but cert_file is not: a TLS server needs its certificate", option="cert_file")
+
+
+def read_pem(path: str | None, option: str) -> bytes | None:
+    """The bytes of the PEM file ``path`` (``None`` for ``None``); :class:`InvalidOption` naming ``option``
+    if it cannot be read or holds no PEM block."""
+    if path is None:
+        return None
+    try:
+        with open(path, "rb") as file:
+            data = file.read()
+    except OSError as exc:
+        raise InvalidOption(f"cannot read {path!r}: {exc.strerror or exc}", option=option) from exc
+    if b"-----BEGIN" not in data:
+        raise InvalidOption(f"{path!r} is not a PEM file", option=option)
+    return data
 
 
 def _count(value: object, option: str, most: int) -> None:
@@ -37,6 +68,14 @@ class GRPCServerOptions(ServerOptions):
     reflection: bool = True
     #: Serve ``grpc.health.v1.Health`` (``MICRO_SERVER_HEALTH``).
     health: bool = True
+    #: Serve over TLS only (``MICRO_SERVER_TLS``); needs ``cert_file`` and ``key_file``.
+    tls: bool = False
+    #: PEM certificate chain of the server (``MICRO_SERVER_CERT_FILE``).
+    cert_file: str | None = None
+    #: PEM private key for ``cert_file`` (``MICRO_SERVER_KEY_FILE``).
+    key_file: str | None = None
+    #: PEM CA bundle (``MICRO_SERVER_CA_FILE``): when set, clients must present a certificate it signed (mutual TLS).
+    ca_file: str | None = None
 
     def __post_init__(self) -> None:
         ServerOptions.__post_init__(self)
@@ -46,6 +85,9 @@ class GRPCServerOptions(ServerOptions):
         for option in ("reflection", "health"):
             if not isinstance(getattr(self, option), bool):
                 raise InvalidOption(f"must be true or false, got {getattr(self, option)!r}", option=option)
+        _tls(self, listens=True)
+        if not self.tls and (self.cert_file or self.ca_file):
+            raise InvalidOption("cert_file or ca_file is set but tls is not", option="tls")
         if self.local_only:
             raise InvalidOption(
                 "the grpc server cannot check local proofs; use the mucp server for local_only services",
@@ -62,8 +104,22 @@ class GRPCClientOptions(ClientOptions):
     #: Open channels kept, one per node address (``MICRO_CLIENT_MAX_CHANNELS``); the least recently used
     #: one is closed beyond it.
     max_channels: int = 64
+    #: Call over TLS only (``MICRO_CLIENT_TLS``), verifying the server against ``ca_file``.
+    tls: bool = False
+    #: PEM CA bundle that verifies servers (``MICRO_CLIENT_CA_FILE``); grpc's bundled roots when unset.
+    ca_file: str | None = None
+    #: PEM client certificate chain, for servers that demand one (``MICRO_CLIENT_CERT_FILE``).
+    cert_file: str | None = None
+    #: PEM private key for ``cert_file`` (``MICRO_CLIENT_KEY_FILE``).
+    key_file: str | None = None
+    #: The name the server's certificate must carry, when not the host of the node's address
+    #: (``MICRO_CLIENT_SERVER_NAME``: nodes register IP addresses, certificates often name hosts).
+    server_name: str | None = None
 
     def __post_init__(self) -> None:
         ClientOptions.__post_init__(self)
         _count(self.max_message_size, "max_message_size", (1 << 31) - 1)
         _count(self.max_channels, "max_channels", 1 << 16)
+        _tls(self, listens=False)
+        if not self.tls and (self.cert_file or self.ca_file or self.server_name):
+            raise InvalidOption("cert_file, ca_file or server_name is set but tls is not", option="tls")

@@ -42,7 +42,7 @@ from micro.server.rpc import RPCServer, internal_error
 
 from ._meta import inbound, outbound
 from .marshal import Marshal, is_message_class, json_marshal, proto_marshal, typed_marshal
-from .options import GRPCServerOptions
+from .options import GRPCServerOptions, read_pem
 from .proto import Described, describe_endpoints, message_classes
 from .status import ERROR_CODE, ERROR_ID, to_status
 
@@ -308,6 +308,8 @@ class GRPCServer(RPCServer):
             node.metadata["server"] = "grpc"
             node.metadata["protocol"] = "grpc"
             node.metadata["max_message_size"] = str(self.options.max_message_size)
+            if self.options.tls:
+                node.metadata["secure"] = "true"  # as Go Micro's grpc server says it
         return service
 
     def grpc_services(self) -> list[str]:
@@ -376,7 +378,10 @@ class GRPCServer(RPCServer):
             reflection.enable_server_reflection(listed, server, pool=self._pool())
         server.add_generic_rpc_handlers((_Router(self),))
         try:
-            port = server.add_insecure_port(options.address)
+            if options.tls:
+                port = server.add_secure_port(options.address, self._credentials())
+            else:
+                port = server.add_insecure_port(options.address)
         except RuntimeError as exc:
             raise Unavailable(f"cannot listen on {options.address} (option address): {exc}", id=options.name) from exc
         await server.start()
@@ -385,6 +390,16 @@ class GRPCServer(RPCServer):
         if self._health is not None:
             for name in ("", *names):
                 await self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
+
+    def _credentials(self) -> grpc.ServerCredentials:
+        """TLS from ``cert_file``/``key_file``; client certificates signed by ``ca_file`` required when it is set."""
+        options = self.options
+        key, cert = read_pem(options.key_file, "key_file"), read_pem(options.cert_file, "cert_file")
+        # GRPCServerOptions requires both with tls.
+        assert key is not None
+        assert cert is not None
+        ca = read_pem(options.ca_file, "ca_file")
+        return grpc.ssl_server_credentials([(key, cert)], root_certificates=ca, require_client_auth=ca is not None)
 
     async def _drain(self) -> None:
         if self._health is not None:

@@ -11,7 +11,7 @@ from micro.errors import BackendUnavailable
 if TYPE_CHECKING:
     from nats.aio.client import Client
 
-__all__ = ["connect"]
+__all__ = ["connect", "subscribed"]
 
 
 async def connect(urls: list[str], *, where: str, connect_timeout: float, role: str, logger: logging.Logger) -> Client:
@@ -51,3 +51,15 @@ async def connect(urls: list[str], *, where: str, connect_timeout: float, role: 
         raise BackendUnavailable(f"{where}: cannot connect: {why}") from exc
     nc.options["max_reconnect_attempts"] = -1
     return nc
+
+
+async def subscribed(nc: Client, seconds: float) -> None:
+    """Return once the server has every subscription made on ``nc`` so far.
+
+    ``flush()`` alone does not promise that: nats-py writes its PING straight to the socket, ahead of
+    commands still in its buffer (the SUB just made), so the PONG can come back before the server
+    saw the SUB. The second round trip's PING follows the SUB, which the first flush pushed out.
+    """
+    timeout = max(1, round(seconds))
+    await nc.flush(timeout=timeout)
+    await nc.flush(timeout=timeout)

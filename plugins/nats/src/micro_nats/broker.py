@@ -66,7 +66,7 @@ from micro.broker import Broker, Event, Handler, Message, SubscribeOptions, Subs
 from micro.broker.base import dispatch
 from micro.errors import BadRequest, ConfigError, ConnectionClosed, MicroError
 
-from ._client import connect
+from ._client import connect, subscribed
 from ._errors import translate
 from .options import NatsBrokerOptions, display_address, server_urls
 
@@ -215,10 +215,7 @@ class _JetStreamMember(Subscriber):
 
     async def _handle(self, item: Msg) -> None:
         options = self._broker.options
-        try:
-            deliveries = item.metadata.num_delivered
-        except Exception:  # not a JetStream message: nothing to settle
-            deliveries = 1
+        deliveries = _deliveries(item)
         decoded = _decode(item)
         if decoded is None:
             logger.warning("dropping a message on topic %r: its %s header is not a JSON object", self.topic, HEADER)
@@ -273,6 +270,24 @@ class _JetStreamMember(Subscriber):
             await self._settle(self._batch.popleft(), "nak")
         with contextlib.suppress(Exception):
             await self._psub.unsubscribe()
+
+
+def _deliveries(item: Msg) -> int:
+    """How many times JetStream delivered ``item``, the first included (1 for a message not from JetStream).
+
+    Read from the ack subject, ``$JS.ACK.<stream>.<consumer>.<delivered>...`` (or, with a domain
+    and account hash, ``$JS.ACK.<domain>.<hash>.<stream>.<consumer>.<delivered>...``), without
+    building the driver's whole metadata object (a datetime and two sequence pairs) per message.
+    """
+    tokens = (item.reply or "").split(".")
+    if (len(tokens) == 9 or len(tokens) >= 11) and tokens[0] == "$JS" and tokens[1] == "ACK":
+        field = tokens[4] if len(tokens) == 9 else tokens[6]
+        if field.isdigit():
+            return int(field)
+    try:
+        return int(item.metadata.num_delivered)
+    except Exception:  # not a JetStream message: nothing to settle
+        return 1
 
 
 class NatsBroker(Broker):
@@ -396,9 +411,8 @@ class NatsBroker(Broker):
                 pending_msgs_limit=self.options.pending_msgs_limit,
                 pending_bytes_limit=self.options.pending_bytes_limit,
             )
-            # The subscription is registered with the server once the client's buffer is flushed:
-            # a publish after subscribe() returns must find it.
-            await nc.flush(timeout=max(1, round(self.options.request_timeout)))
+            # A publish after subscribe() returns must find the subscription on the server.
+            await subscribed(nc, self.options.request_timeout)
             subscriber = core
         subscriber._start_task(f"micro.broker.nats:{topic}")
         return subscriber

@@ -13,3 +13,8 @@ def micro_register_broker(register: Register) -> None:
 @hookimpl
 def micro_register_registry(register: Register) -> None:
     register("nats", "micro_nats.registry:NatsRegistry")
+
+
+@hookimpl
+def micro_register_transport(register: Register) -> None:
+    register("nats", "micro_nats.transport:NatsTransport")

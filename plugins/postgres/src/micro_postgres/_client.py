@@ -73,9 +73,16 @@ class Server:
         conn: asyncpg.Connection = await self._open(asyncpg.connect(self.dsn, **self._arguments(name)))
         return conn
 
-    async def pool(self, name: str, size: int) -> asyncpg.Pool:
-        """A pool of up to ``size`` connections (one opened now, to check the server answers)."""
-        pool = asyncpg.create_pool(self.dsn, min_size=1, max_size=size, **self._arguments(name))
+    async def pool(self, name: str, size: int, *, stateless: bool = False) -> asyncpg.Pool:
+        """A pool of up to ``size`` connections (one opened now, to check the server answers).
+
+        ``stateless``: the caller never leaves session state on a connection (no ``LISTEN``,
+        ``SET``, session advisory lock or cursor outside a transaction), so a connection going back
+        to the pool skips asyncpg's reset statement, a round trip per use. An open transaction is
+        still rolled back.
+        """
+        extra: dict[str, Any] = {"connection_class": _StatelessConnection} if stateless else {}
+        pool = asyncpg.create_pool(self.dsn, min_size=1, max_size=size, **self._arguments(name), **extra)
         return await self._open(pool)  # type: ignore[no-any-return]
 
     async def _open(self, opening: Any) -> Any:
@@ -92,3 +99,10 @@ class Server:
             if micro is None:
                 raise
             raise micro from None
+
+
+class _StatelessConnection(asyncpg.Connection):
+    """A pooled connection whose users leave no session state: nothing to reset on release."""
+
+    def get_reset_query(self) -> str:
+        return ""

@@ -188,7 +188,9 @@ class PostgresStore(Store):
         :class:`~micro.errors.Unauthorized` if it refuses the credentials, and
         :class:`~micro.errors.Forbidden` if the role may not create the schema.
         """
-        pool = await self._server.pool(self.client_name, self.options.pool_size)
+        # Every statement of the store is one plain statement or a transaction with transaction-scoped
+        # locks: it leaves nothing on the connection, so releasing one skips asyncpg's reset round trip.
+        pool = await self._server.pool(self.client_name, self.options.pool_size, stateless=True)
         try:
             await self._create_schema(pool)
         except BaseException as exc:

@@ -18,8 +18,7 @@ def command(address: str | None) -> None:
     import signal
 
     from aiohttp import web
-    from micro.auth.local import local_proof
-    from micro.client.base import Client
+    from micro.cli._service import signed_client
     from micro.errors import MicroError
     from micro.plugins import create
     from micro.registry.base import Registry
@@ -35,18 +34,17 @@ def command(address: str | None) -> None:
 
     async def main() -> None:
         registry = create("registry", cls=Registry)
-        client = create("client", cls=Client)
-        debug_client = create("client", cls=Client)
-        # The Debug endpoints answer the service's own local user: the dashboard proves it is that user.
-        debug_client.wrap(local_proof())
-        app = make_app(registry=registry, client=client, debug_client=debug_client, options=options, token=token)
-        # shutdown_timeout: an open page polls; on SIGINT its requests get 2 s to finish, not aiohttp's 60.
-        runner = web.AppRunner(app, keepalive_timeout=options.idle_timeout, access_log=None, shutdown_timeout=2.0)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        async with registry, client, debug_client:
+        # The calls made from the page are the user's own, as `micro call`'s are: they prove the local user
+        # (so the user's Debug endpoints answer) and, for services that enforce an auth, carry MICRO_TOKEN or
+        # a token of MICRO_AUTH_ID/MICRO_AUTH_SECRET's account.
+        async with registry, signed_client(os.environ.get("MICRO_TOKEN")) as client:
+            app = make_app(registry=registry, client=client, debug_client=client, options=options, token=token)
+            # shutdown_timeout: an open page polls; on SIGINT its requests get 2 s to finish, not aiohttp's 60.
+            runner = web.AppRunner(app, keepalive_timeout=options.idle_timeout, access_log=None, shutdown_timeout=2.0)
             await runner.setup()
             host, _, port = options.address.rpartition(":")
             site = web.TCPSite(runner, host.strip("[]"), int(port), backlog=128)
