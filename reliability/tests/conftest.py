@@ -162,17 +162,7 @@ def tls_files(tmp_path: Path) -> dict[str, str]:
 @pytest.fixture
 async def spawn() -> AsyncIterator[Callable[..., Awaitable[Any]]]:
     """``await spawn(name, env={...})`` starts serve.py in its own process and waits until it is registered."""
-    from procs import ServiceProcess
+    from procs import SERVE, spawner
 
-    started: list[ServiceProcess] = []
-
-    async def start(name: str, env: dict[str, str] | None = None) -> ServiceProcess:
-        process = await ServiceProcess.launch(name, env or {})
-        started.append(process)
-        return await process.ready()
-
-    try:
+    async with spawner(SERVE) as start:
         yield start
-    finally:
-        for process in started:
-            await process.stop()

@@ -62,6 +62,21 @@ async def _cut_rabbitmq(broker: Any) -> int:
     return await asyncio.to_thread(_cut_rabbitmq_sync, broker)
 
 
+async def _drop_nats_stream(name: str) -> None:
+    """Delete this run's JetStream stream: the broker creates it but never deletes it (it may be shared)."""
+    import nats
+    from nats.js.errors import NotFoundError
+
+    nc = await nats.connect("nats://127.0.0.1:4222", allow_reconnect=False)
+    try:
+        try:
+            await nc.jetstream().delete_stream(name)
+        except NotFoundError:
+            pass  # the broker never got as far as creating it
+    finally:
+        await nc.close()
+
+
 async def _cut_nats(broker: Any) -> int:
     # No monitoring endpoint (connz/kick) on the server here: abort the client's socket under it.
     nc = broker._nc
@@ -108,24 +123,28 @@ async def test_no_confirmed_message_is_lost_when_the_server_cuts_the_connections
     refused = 0
     cuts = 0
     recovery: list[float] = []
-    async with broker:
-        await broker.subscribe(topic, take, queue=group)
-        for n in range(TOTAL):
-            if n in CUT_AT:
-                killed = await cut(broker)
-                assert killed > 0, f"found no {kind} connection of the broker to cut"
-                cuts += 1
-                cut_time = time.monotonic()
-            try:
-                await broker.publish(topic, Message(str(n).encode()))
-                confirmed.add(n)
-            except MicroError:
-                refused += 1  # the caller was told: not a silent loss
-            if n in CUT_AT:
-                recovery.append(time.monotonic() - cut_time)
-            await asyncio.sleep(0.002)
-        await eventually(lambda: confirmed <= received, f"every confirmed {kind} message delivered", timeout=60)
-        lost = len(confirmed - received)
+    try:
+        async with broker:
+            await broker.subscribe(topic, take, queue=group)
+            for n in range(TOTAL):
+                if n in CUT_AT:
+                    killed = await cut(broker)
+                    assert killed > 0, f"found no {kind} connection of the broker to cut"
+                    cuts += 1
+                    cut_time = time.monotonic()
+                try:
+                    await broker.publish(topic, Message(str(n).encode()))
+                    confirmed.add(n)
+                except MicroError:
+                    refused += 1  # the caller was told: not a silent loss
+                if n in CUT_AT:
+                    recovery.append(time.monotonic() - cut_time)
+                await asyncio.sleep(0.002)
+            await eventually(lambda: confirmed <= received, f"every confirmed {kind} message delivered", timeout=60)
+            lost = len(confirmed - received)
+    finally:
+        if kind == "nats":
+            await _drop_nats_stream(options["stream"])
     figure(f"{kind} broker, server cut the connections {cuts}x: confirmed publishes", len(confirmed))
     figure(f"{kind} broker, server cut the connections {cuts}x: confirmed messages lost", lost)
     figure(f"{kind} broker, server cut the connections {cuts}x: publishes refused (caller told)", refused)

@@ -210,6 +210,11 @@ RULES: tuple[Rule, ...] = _rules(
         "T12 T20",
         "close() repeats safely, wakes a waiting recv; a closed listener lets running sockets finish.",
     ),
+    (
+        "transport.started",
+        "T26",
+        "A transport starts on first use; after close(), dial and listen raise ConnectionClosed until start().",
+    ),
     ("transport.handler", "T13", "A handler that raises ends only its own socket."),
     ("transport.bad-input", "T15", "Bad addresses and headers raise BadRequest."),
     ("transport.addresses", "T21", "socket.local and socket.remote name the two ends."),

@@ -421,6 +421,26 @@ class TransportContract(Contract[Transport]):
         with pytest.raises(ConnectionClosed):
             await asyncio.wait_for(pending, self.timeout)
 
+    async def test_t26_a_closed_transport_refuses_until_started_again(self) -> None:
+        """A new transport starts on first use; after close() dial and listen raise ConnectionClosed until start()."""
+        fresh = await self.make()
+        self.later(fresh.close)
+        listener = await fresh.listen(self.listen_address, echo)  # never started: starts itself
+        self.later(listener.close)
+        server = await self.another()
+        address = (await self.serve(server)).address
+        closed = await self.another()
+        await closed.close()
+        with pytest.raises(ConnectionClosed):
+            await closed.dial(address, timeout=self.timeout)
+        with pytest.raises(ConnectionClosed):
+            await closed.listen(self.listen_address, echo)
+        await closed.start()  # and usable again once started
+        socket = await closed.dial(address, timeout=self.timeout)
+        self.later(socket.close)
+        await socket.send(Message({"again": "1"}, b"after a restart"))
+        assert (await self.recv(socket)).body == b"after a restart"
+
     @requires("tls")
     async def test_t17_tls_round_trip(self) -> None:
         """With "tls", a listener and a dialer configured with a CA and certificates exchange messages."""

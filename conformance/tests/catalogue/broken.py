@@ -901,6 +901,16 @@ class TransportListenIgnoresTheOption(MemoryTransport):
         return await super().listen(address if address is not None else "127.0.0.1:0", handler)
 
 
+class TransportDialsAfterClose(MemoryTransport):
+    """Goes round the base's lifecycle rule: dials and listens on a closed transport."""
+
+    async def dial(self, address, *, timeout=None):
+        return await self._dial(address, timeout)
+
+    async def listen(self, address, handler):
+        return await self._listen(address, handler)
+
+
 class TransportHandlerFailureStopsListener(MemoryTransport):
     async def listen(self, address, handler):
         listeners: list[Any] = []
@@ -1318,6 +1328,7 @@ CATALOGUE: list[Entry] = [
     Entry(
         "transport.handler", "handler-failure-stops-listener", TRANSPORT, "memory", TransportHandlerFailureStopsListener
     ),
+    Entry("transport.started", "dials-after-close", TRANSPORT, "memory", TransportDialsAfterClose),
     Entry("transport.bad-input", "coerces-headers", TRANSPORT, "memory", transport_with(CoercingHeaderSocket)),
     Entry("transport.addresses", "remote-is-local", TRANSPORT, "memory", transport_with(SwappedAddressSocket)),
     Entry("codec.content-type", "bare-content-type", CODEC, "json", CodecBareContentType),

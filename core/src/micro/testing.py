@@ -12,7 +12,9 @@ test can
 * wait until a subscriber has handled a message (nameko's ``entrypoint_waiter``): :meth:`Harness.handled`;
 * replace a handler's dependencies (nameko's ``worker_factory``): :func:`worker`, :func:`dependencies`;
   a whole dependency *service* is replaced by running a fake one under its name;
-* see every message published (FastStream's ``TestBroker``): :meth:`Harness.published`.
+* see every message published (FastStream's ``TestBroker``): :meth:`Harness.published`;
+* run a service script in its own OS process and read its output: :class:`ServiceProcess`,
+  :func:`spawner` (for what only separate processes show: signals, file descriptors, memory).
 
 The fixture needs pytest-asyncio (async fixtures); the classes here work without pytest.
 See ``docs/testing.md``.
@@ -23,19 +25,23 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
+import os
+import signal
+import sys
+import time
 import typing
 import unittest.mock
 import uuid
 import weakref
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, TypeVar, Unpack
 
 from . import context
 from .broker.base import Broker
 from .broker.base import Message as BrokerMessage
 from .broker.memory import MemoryBroker, MemoryBrokerOptions
-from .client.base import Client
+from .client.base import CallOptions, Client
 from .codec.lookup import Codecs
 from .component import Component
 from .errors import Timeout
@@ -54,9 +60,13 @@ __all__ = [
     "Harness",
     "Published",
     "Reply",
+    "ServiceProcess",
+    "Spawn",
     "Waiter",
     "call_handler",
     "dependencies",
+    "spawner",
+    "unique_name",
     "worker",
 ]
 
@@ -330,13 +340,16 @@ class Harness:
         request: Any = None,
         *,
         response_type: type[T] | None = None,
-        metadata: Mapping[str, str] | None = None,
+        **options: Unpack[CallOptions],
     ) -> T | Any:
-        """Start what is not running, then call ``service``'s ``endpoint`` through :attr:`client`."""
+        """Start what is not running, then call ``service``'s ``endpoint`` through :attr:`client`.
+
+        The keywords are those of :meth:`micro.client.Client.call` (:class:`~micro.client.CallOptions`).
+        """
         await self.start()
         client = self.client
         await client.start()
-        return await client.call(service, endpoint, request, response_type=response_type, metadata=metadata)
+        return await client.call(service, endpoint, request, response_type=response_type, **options)
 
     async def publish(self, topic: str, message: Any, *, metadata: Mapping[str, str] | None = None) -> None:
         """Start what is not running, then publish ``message`` on ``topic`` as a service would."""
@@ -455,3 +468,140 @@ else:
         micro_harness = pytest.fixture(_needs_pytest_asyncio, name="micro_harness")
     else:
         micro_harness = pytest_asyncio.fixture(_harness, name="micro_harness")  # type: ignore[assignment]
+
+
+# -- services in their own processes -------------------------------------------------------------
+
+
+def unique_name(prefix: str = "test") -> str:
+    """A service name no other test (here or on a shared backend) uses: ``prefix`` and 10 hex digits."""
+    return f"{prefix}-{uuid.uuid4().hex[:10]}"
+
+
+class ServiceProcess:
+    """A Python script run in its own OS process, its stdout read line by line.
+
+    The script says it is ready by printing ``READY <address>`` (see :meth:`ready`); what else
+    it prints can be waited for with :meth:`expect`. :meth:`stop` sends SIGTERM (a service's
+    graceful stop), then SIGKILL if it does not exit in time.
+    """
+
+    def __init__(self, process: asyncio.subprocess.Process, name: str) -> None:
+        self.process = process
+        self.name = name
+        #: What the script printed after ``READY `` (its address), once :meth:`ready` returned.
+        self.address = ""
+        #: Every stdout line read so far.
+        self.lines: list[str] = []
+
+    @classmethod
+    async def launch(
+        cls,
+        script: str | os.PathLike[str],
+        *args: str,
+        name: str | None = None,
+        env: Mapping[str, str] | None = None,
+    ) -> ServiceProcess:
+        """Start ``python script *args`` with this interpreter; ``env`` is added to this process's environment."""
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            os.fspath(script),
+            *args,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            env={**os.environ, **(env or {})},
+        )
+        return cls(process, name or (args[0] if args else os.fspath(script)))
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    async def ready(self, *, prefix: str = "READY ", timeout: float = 30.0) -> ServiceProcess:
+        """Wait for the ``READY <address>`` line (``prefix``), keep the address in :attr:`address`; return self."""
+        line = await self.expect(prefix, timeout=timeout)
+        self.address = line.removeprefix(prefix)
+        return self
+
+    async def expect(self, prefix: str, *, timeout: float = 10.0) -> str:
+        """The next stdout line starting with ``prefix``; ``AssertionError`` on EOF or after ``timeout`` seconds."""
+        assert self.process.stdout is not None
+        deadline = time.monotonic() + timeout
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise AssertionError(f"{self.name}: no {prefix!r} line within {timeout}s; saw {self.lines}")
+            try:
+                raw = await asyncio.wait_for(self.process.stdout.readline(), remaining)
+            except TimeoutError:
+                continue
+            if not raw:
+                stderr = await self.stderr()
+                raise AssertionError(f"{self.name} exited ({self.process.returncode}) before {prefix!r}:\n{stderr}")
+            line = raw.decode().rstrip("\n")
+            self.lines.append(line)
+            if line.startswith(prefix):
+                return line
+
+    async def stderr(self) -> str:
+        """What the process wrote to stderr (read to its end: call it once the process exited)."""
+        assert self.process.stderr is not None
+        try:
+            return (await asyncio.wait_for(self.process.stderr.read(), 5)).decode()
+        except TimeoutError:
+            return "<stderr not readable>"
+
+    def signal(self, signum: int) -> None:
+        """Send ``signum`` unless the process already exited."""
+        if self.process.returncode is None:
+            self.process.send_signal(signum)
+
+    def open_fds(self) -> int:
+        """How many file descriptors the process has open (Linux: ``/proc``)."""
+        return len(os.listdir(f"/proc/{self.pid}/fd"))
+
+    def rss_mib(self) -> float:
+        """The process's resident memory in MiB (Linux: ``/proc``)."""
+        with open(f"/proc/{self.pid}/status") as status:
+            for line in status:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024
+        return 0.0
+
+    async def wait(self, timeout: float = 20.0) -> int:
+        """The exit status, waiting at most ``timeout`` seconds (``TimeoutError``)."""
+        return await asyncio.wait_for(self.process.wait(), timeout)
+
+    async def stop(self) -> None:
+        """SIGTERM, then SIGKILL if the process has not exited within 20 seconds. Idempotent."""
+        if self.process.returncode is None:
+            self.signal(signal.SIGTERM)
+            try:
+                await self.wait()
+            except TimeoutError:
+                self.process.kill()
+                await self.process.wait()
+
+
+#: ``await spawn(name, env=None)``: a :class:`ServiceProcess` of the spawner's script, once ready.
+Spawn = Callable[..., Awaitable[ServiceProcess]]
+
+
+@contextlib.asynccontextmanager
+async def spawner(script: str | os.PathLike[str], *, timeout: float = 30.0) -> AsyncIterator[Spawn]:
+    """``await spawn(name, env={...})`` runs ``python script name`` and waits for its ``READY`` line.
+
+    Every process started is stopped (SIGTERM, then SIGKILL) when the block exits.
+    """
+    started: list[ServiceProcess] = []
+
+    async def spawn(name: str, env: Mapping[str, str] | None = None) -> ServiceProcess:
+        process = await ServiceProcess.launch(script, name, name=name, env=env)
+        started.append(process)
+        return await process.ready(timeout=timeout)
+
+    try:
+        yield spawn
+    finally:
+        for process in started:
+            await process.stop()

@@ -235,6 +235,19 @@ async def test_unsubscribe_stops_delivery_and_deregisters(make, registry):
     assert gone.bodies == [b"1"]
 
 
+async def test_a_subscriber_lost_by_the_registry_is_registered_again(make, registry):
+    """The broker's heartbeat (micro.registry.heartbeat) renews every register_interval: a lost node returns."""
+    broker = make(register_ttl=5.0, register_interval=0.05)
+    await broker.subscribe("t", Collector())
+    ((version, node),) = await nodes_of(registry, "t")
+    await registry.deregister(Service(SERVICE, version, nodes=[node]))  # a registry restarted, or a lapsed ttl
+    assert await nodes_of(registry, "t") == []
+    deadline = time.monotonic() + 10
+    while not await nodes_of(registry, "t"):
+        assert time.monotonic() < deadline, "the subscriber was never registered again"
+        await asyncio.sleep(0.02)
+
+
 async def test_messages_queued_for_a_leaving_member_go_to_the_rest_of_the_group(make):
     broker = make()
     release = asyncio.Event()

@@ -21,23 +21,26 @@ EXTRA_MODULES = {
     "jwt": "micro.auth.jwt",
     "google.protobuf": "micro.codec.proto",
     "yaml": "micro.config.file",
+    "cryptography": "micro.auth.jwt",
+    "rich": "micro.cli._text",
 }
 
 
 def test_the_core_requires_only_what_the_zero_config_path_needs() -> None:
     requirements = [Requirement(line) for line in metadata.requires("asyncmicro-core") or []]
     unconditional = {r.name.lower() for r in requirements if r.marker is None}
-    assert unconditional == {"pluggy", "packaging", "click", "rich", "orjson", "msgpack", "cryptography", "aiohttp"}
+    assert unconditional == {"pluggy", "packaging", "click", "orjson", "msgpack", "aiohttp"}
     by_extra: dict[str, set[str]] = {}
     for r in requirements:
-        for extra in ("mdns", "jwt", "proto", "yaml", "all"):
+        for extra in ("mdns", "jwt", "tunnel", "proto", "yaml", "all"):
             if r.marker is not None and r.marker.evaluate({"extra": extra}):
                 by_extra.setdefault(extra, set()).add(r.name.lower())
     assert by_extra["mdns"] == {"zeroconf"}
-    assert by_extra["jwt"] == {"pyjwt"}
+    assert by_extra["jwt"] == {"pyjwt", "cryptography"}
+    assert by_extra["tunnel"] == {"cryptography"}
     assert by_extra["proto"] == {"protobuf"}
     assert by_extra["yaml"] == {"pyyaml"}
-    assert by_extra["all"] == {"zeroconf", "pyjwt", "protobuf", "pyyaml"}
+    assert by_extra["all"] == {"zeroconf", "pyjwt", "cryptography", "protobuf", "pyyaml"}
 
 
 @pytest.fixture
@@ -60,6 +63,8 @@ def without(monkeypatch: pytest.MonkeyPatch) -> object:
         ("registry", "mdns", {}, "zeroconf", "registry 'mdns' needs zeroconf, which is not installed: "
          "pip install 'asyncmicro-core[mdns]'"),
         ("auth", "jwt", {}, "jwt", "auth 'jwt' needs jwt (PyJWT), which is not installed: "
+         "pip install 'asyncmicro-core[jwt]'"),
+        ("auth", "jwt", {}, "cryptography", "auth 'jwt' needs cryptography, which is not installed: "
          "pip install 'asyncmicro-core[jwt]'"),
         ("codec", "proto", {}, "google.protobuf", "codec 'proto' needs google.protobuf (protobuf), which is not "
          "installed: pip install 'asyncmicro-core[proto]'"),
@@ -101,3 +106,19 @@ def test_the_demo_runs_with_no_extra_installed(tmp_path: Path) -> None:
     out = subprocess.run([sys.executable, str(DEMO)], capture_output=True, text=True, timeout=60, env=env)
     assert out.returncode == 0, out.stdout + out.stderr
     assert "exited with status 0" in out.stdout
+
+
+async def test_an_encrypted_tunnel_names_the_tunnel_extra(without: object) -> None:
+    """The tunnel needs cryptography only for encrypted links: without it, an encrypting tunnel fails at start."""
+    without("cryptography")  # type: ignore[operator]
+    from micro.tunnel.mucp import MUCPTunnel
+    from micro.tunnel.options import TunnelOptions
+
+    tunnel = MUCPTunnel(TunnelOptions(address="127.0.0.1:0", token="t", encrypt=True))
+    with pytest.raises(MissingExtra) as info:
+        await tunnel.connect()
+    assert info.value.extra == "tunnel"
+    assert "pip install 'asyncmicro-core[tunnel]'" in str(info.value)
+    plain = MUCPTunnel(TunnelOptions(address="127.0.0.1:0", token="t", encrypt=False))
+    await plain.connect()  # an unencrypted tunnel needs no extra
+    await plain.close()

@@ -124,3 +124,18 @@ def test_no_two_parts_import_each_other_even_around_a_circle() -> None:
         list(graphlib.TopologicalSorter(graph).static_order())
     except graphlib.CycleError as exc:
         pytest.fail(f"import cycle between parts of micro: {' -> '.join(exc.args[1])}")
+
+
+def test_no_two_modules_import_each_other_even_inside_a_block() -> None:
+    """Files too: a block's interface and its helpers form no loop (a lazy or type-only import counts)."""
+    graph: dict[str, set[str]] = {}
+    for module in MODULES:
+        for target, _, _ in _imports(module):
+            target = target if target in MODULES else target.rpartition(".")[0]
+            # A package's __init__ only hands names on; importing a sibling through it is not a loop of files.
+            if target in MODULES and target != module and MODULES[target].name != "__init__.py":
+                graph.setdefault(module, set()).add(target)
+    try:
+        list(graphlib.TopologicalSorter(graph).static_order())
+    except graphlib.CycleError as exc:
+        pytest.fail(f"import cycle between modules of micro: {' -> '.join(exc.args[1])}")

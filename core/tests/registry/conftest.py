@@ -99,3 +99,11 @@ async def eventually(check: Callable[[], Awaitable[T]], *, timeout: float = 3.0)
 
 async def next_result(watcher: Watcher, timeout: float = 3.0) -> Result:
     return await asyncio.wait_for(anext(watcher), timeout)
+
+
+async def eventually_true(check: Callable[[], Awaitable[bool]], timeout: float = 10.0) -> None:
+    """Poll ``check`` until it is true; fail after ``timeout`` seconds (generous: the machine is shared)."""
+    deadline = time.monotonic() + timeout
+    while not await check():
+        assert time.monotonic() < deadline, "condition not met before the deadline"
+        await asyncio.sleep(0.01)

@@ -282,11 +282,11 @@ async def test_broken_watch_is_reestablished_and_entries_refetched(
     selector: CacheSelector, registry: CountingRegistry
 ) -> None:
     await selector.select("greeter")
-    broken = selector._watcher
+    broken = selector._cache._watcher
     registry._watchers.fail(Unavailable("watch broke"))  # what a backend failure looks like
 
     async def rewatching() -> bool:
-        return selector._watcher not in (None, broken)
+        return selector._cache._watcher not in (None, broken)
 
     await eventually_true(rewatching)
     # A change made while no watch ran is picked up: the entry was refetched.
@@ -314,7 +314,7 @@ async def test_lookup_without_a_watch_is_cached_briefly() -> None:
         await selector.select("greeter")
         await selector.select("greeter")
         assert blind.lookups == 1
-        entry = selector._entries["greeter"]
+        entry = selector._cache.peek("greeter")
         assert entry.expires - time.monotonic() <= 1.0  # not the 60 s ttl: changes would go unseen
 
 
@@ -329,7 +329,7 @@ async def test_registry_that_cannot_watch_uses_the_ttl() -> None:
     await plain.register(Service("greeter", nodes=nodes("a")))
     async with RandomSelector(SelectorOptions(ttl=60), registry=plain) as selector:
         await selector.select("greeter")
-        assert selector._entries["greeter"].expires - time.monotonic() > 50
+        assert selector._cache.peek("greeter").expires - time.monotonic() > 50
 
 
 async def test_unknown_and_bad_service_names(selector: CacheSelector) -> None:

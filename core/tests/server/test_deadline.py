@@ -17,7 +17,9 @@ async def test_expires_never_early_and_raises_timeout_error() -> None:
             await asyncio.sleep(5)
     elapsed = time.monotonic() - started
     assert scope.expired
-    assert 0.05 <= elapsed < 1.0
+    # Never early; and it did fire (the sleep is 5 s): how late a coarse timer fires on a loaded machine
+    # is not what is tested, so the upper bound only has to stay clear of the sleep.
+    assert 0.05 <= elapsed < 4.0
 
 
 async def test_finishing_in_time_is_untouched() -> None:

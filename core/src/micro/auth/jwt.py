@@ -15,10 +15,6 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, ClassVar, Final
 
-from cryptography.exceptions import UnsupportedAlgorithm
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
-
 from .._private import open_private, private_dir, write_private
 from ..component import Make, Parts
 from ..errors import ConfigError, InvalidOption, InvalidToken, MissingExtra
@@ -31,8 +27,12 @@ from .options import JWTAuthOptions
 
 try:
     import jwt
+    from cryptography.exceptions import UnsupportedAlgorithm
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 except ModuleNotFoundError as exc:  # an extra: the default auth is noop
-    raise MissingExtra("auth 'jwt'", extra="jwt", module="jwt (PyJWT)") from exc
+    missing = "jwt (PyJWT)" if exc.name is None or exc.name.startswith("jwt") else "cryptography"
+    raise MissingExtra("auth 'jwt'", extra="jwt", module=missing) from exc
 
 __all__ = ["JWTAuth"]
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from ..errors import Forbidden, Unauthorized
-from .base import SCOPE_ACCOUNT, SCOPE_PUBLIC, Access, Account, Resource, Rule
+from .values import SCOPE_ACCOUNT, SCOPE_PUBLIC, Access, Account, Resource, Rule
 
 __all__ = ["verify"]
 

@@ -82,14 +82,14 @@ from ..errors import (
     MessageTooLarge,
     MicroError,
     NotFound,
-    NotSupported,
     RPCError,
-    ServiceNotFound,
     Timeout,
     Unauthorized,
     Unavailable,
 )
-from ..registry import Node, Registry, Result, Service, Watcher
+from ..registry import Node, Registry, Service
+from ..registry.cache import RegistryCache
+from ..registry.heartbeat import Heartbeat
 from . import _proof
 from .base import (
     Broker,
@@ -122,6 +122,8 @@ _BACKOFF_BASE = 0.5
 _BACKOFF_MAX = 30.0
 # Without a working watch the node cache is read again when it is older than this.
 _STALE_AFTER = 1.0
+# With a watch, the node cache is read again this often anyway, in case the watch missed a change.
+_REREAD_AFTER = 60.0
 # Room for the JSON envelope and the headers around a base64 body.
 _ENVELOPE_ALLOWANCE = 64 * 1024
 # Nonces of accepted deliveries remembered per broker for replay protection (see _proof.Replays): about
@@ -516,11 +518,25 @@ class HTTPBroker(Broker):
         self._tasks: set[asyncio.Task[None]] = set()
         # Local subscriptions, by node id.
         self._subscribers: dict[str, _HTTPSubscriber] = {}
-        # What the registry says: version -> service (all topics), and the index built from it.
-        self._versions: dict[str, Service] = {}
+        # What the registry says (the shared cache, following the broker's service), and the index built from it.
+        self._nodes = RegistryCache(
+            self.registry,
+            ttl=_REREAD_AFTER,
+            poll=_STALE_AFTER,
+            service=SERVICE,
+            keep_empty=True,
+            on_change=self._on_change,
+            label="http broker",
+        )
         self._routes: dict[str, dict[str, list[Node]]] = {}
-        self._watching = False
-        self._refreshed = -math.inf
+        # A node per subscription, renewed every register_interval (the helper the server uses too).
+        # A ttl of 0 means no expiry; a registry that cannot expire nodes gets none.
+        self._registrations = Heartbeat(
+            self.registry,
+            ttl=self.options.register_ttl if "ttl" in self.registry.capabilities else None,
+            interval=self.options.register_interval if self.options.register_ttl else None,
+            label="http broker",
+        )
         self._senders: dict[str, _Sender] = {}
         self._inbox: dict[str, deque[_Delivery]] = {}
         # Per topic, the lock of a retry of its inbox in progress and how many want it (see _retry_inbox).
@@ -600,17 +616,12 @@ class HTTPBroker(Broker):
         if self._owns_registry:
             with contextlib.suppress(MicroError):
                 await self.registry.start()
-        watcher = self._open_watcher()
+        self._nodes.follow()
         try:
-            await self._refresh()  # after opening the watch, so that no change falls in between
-            self._watching = watcher is not None
-        except BackendUnavailable as exc:
+            await self._nodes.get(SERVICE)  # after opening the watch, so that no change falls in between
+        except MicroError as exc:
             logger.warning("http broker: %s; will read the registry again on publish", exc)
-        if watcher is not None:
-            self._spawn(self._follow(watcher), "watch")
         self._spawn(self._retry_loop(), "retry")
-        if self.options.register_ttl:
-            self._spawn(self._keepalive(), "keepalive")
 
     async def _drain_published(self) -> None:
         """Deliver what is queued, for at most ``close_timeout``, before the subscriptions end.
@@ -624,6 +635,7 @@ class HTTPBroker(Broker):
     async def _close(self) -> None:
         """End the tasks, drop what is still queued, stop the server (the base has unsubscribed everything)."""
         self._torn_down = True
+        await self._registrations.close()  # stops the renewals; the subscriptions deregistered themselves
         tasks = list(self._tasks)
         for task in tasks:
             task.cancel()
@@ -640,10 +652,8 @@ class HTTPBroker(Broker):
                 self._settle(delivery)
         self._senders.clear()
         self._inbox.clear()
-        self._versions.clear()
+        await self._nodes.close()
         self._routes.clear()
-        self._watching = False
-        self._refreshed = -math.inf
         listener, self._listener = self._listener, None
         if listener is not None:
             listener.close()
@@ -708,58 +718,13 @@ class HTTPBroker(Broker):
 
     # -- the node cache -------------------------------------------------------------------------
 
-    def _open_watcher(self) -> Watcher | None:
-        """A watch of the broker's service, or ``None`` if the registry cannot watch (then publish polls)."""
-        try:
-            return self.registry.watch(SERVICE)
-        except NotSupported:
-            return None
-        except MicroError as exc:
-            logger.warning("http broker: cannot watch the registry (%s); reading it on publish instead", exc)
-            return None
-
-    async def _refresh(self) -> None:
-        try:
-            services = await self.registry.get_service(SERVICE)
-        except ServiceNotFound:
-            services = []
-        except MicroError as exc:
-            raise BackendUnavailable(f"cannot read {SERVICE!r} from the registry: {exc}") from exc
-        self._versions = {s.version: s for s in services}
-        self._refreshed = time.monotonic()
-        self._reindex()
-
-    async def _follow(self, watcher: Watcher | None) -> None:
-        """Apply registry changes to the cache; open the watch again, with a backoff, when it ends."""
-        backoff = 0.1
-        while watcher is not None:
-            try:
-                if not self._watching:
-                    await self._refresh()
-                    self._watching = True
-                async for result in watcher:
-                    self._apply(result)
-                    backoff = 0.1
-            except MicroError as exc:
-                logger.warning("http broker: registry watch failed: %s", exc)
-            finally:
-                self._watching = False
-                await watcher.stop()
-            await asyncio.sleep(backoff)
-            backoff = min(backoff * 2, 5.0)
-            watcher = self._open_watcher()
-
-    def _apply(self, result: Result) -> None:
-        service = result.service
-        if result.action == "delete":
-            self._versions.pop(service.version, None)
-        else:
-            self._versions[service.version] = service
+    def _on_change(self, name: str) -> None:
         self._reindex()
 
     def _reindex(self) -> None:
         # Our own subscribers are always known, whatever the registry said last.
-        versions = {v: list(s.nodes) for v, s in self._versions.items()}
+        entry = self._nodes.peek(SERVICE)
+        versions = {s.version: list(s.nodes) for s in entry.services} if entry is not None else {}
         for sub in self._subscribers.values():
             nodes = versions.setdefault(sub.version, [])
             if all(n.id != sub.node.id for n in nodes):
@@ -787,13 +752,12 @@ class HTTPBroker(Broker):
                 self._settle(delivery)
 
     async def _lookup(self, topic: str) -> dict[str, list[Node]]:
-        if not self._watching and time.monotonic() - self._refreshed > _STALE_AFTER:
+        entry = self._nodes.peek(SERVICE)
+        if entry is None or entry.expires <= time.monotonic():
             try:
-                await self._refresh()
-            except BackendUnavailable:
-                if self._refreshed == -math.inf:
-                    raise
-                logger.warning("http broker: registry unavailable; using the nodes seen last")
+                await self._nodes.get(SERVICE)  # serves the nodes seen last if the registry fails
+            except MicroError as exc:
+                raise BackendUnavailable(f"cannot read {SERVICE!r} from the registry: {exc}") from exc
         return self._routes.get(topic, {})
 
     # -- publishing -----------------------------------------------------------------------------
@@ -1061,8 +1025,7 @@ class HTTPBroker(Broker):
             self._settle(delivery)
 
     def _forget(self, node_id: str) -> None:
-        for service in self._versions.values():
-            service.nodes = [n for n in service.nodes if n.id != node_id]
+        self._nodes.drop_node(SERVICE, node_id)
         self._reindex()
 
     # -- subscribing ----------------------------------------------------------------------------
@@ -1078,38 +1041,21 @@ class HTTPBroker(Broker):
             metadata={"broker": "http", "topic": topic, "secure": "true" if self.options.tls else "false"},
         )
         subscriber = _HTTPSubscriber(self, topic, options, handler, node)
-        await self._register(subscriber)
-        self._subscribers[node.id] = subscriber
-        self._reindex()
-        return subscriber
-
-    async def _register(self, subscriber: _HTTPSubscriber) -> None:
-        # A ttl of 0 means no expiry; a registry that cannot expire nodes gets none.
-        ttl = self.options.register_ttl if "ttl" in self.registry.capabilities else None
         try:
-            await self.registry.register(subscriber.service(), ttl=ttl)
+            await self._registrations.add(node.id, subscriber.service)
         except Unavailable:
             raise
         except MicroError as exc:
             raise BackendUnavailable(f"cannot register the subscriber in the registry: {exc}") from exc
+        self._subscribers[node.id] = subscriber
+        self._reindex()
+        return subscriber
 
     async def _remove(self, subscriber: _HTTPSubscriber) -> None:
         if self._subscribers.pop(subscriber.node.id, None) is None:
             return
         self._forget(subscriber.node.id)
-        try:
-            await self.registry.deregister(subscriber.service())
-        except MicroError as exc:
-            logger.warning("http broker: cannot deregister subscriber %s: %s", node_tag(subscriber.node.id), exc)
-
-    async def _keepalive(self) -> None:
-        while True:
-            await asyncio.sleep(self.options.register_interval)
-            for subscriber in list(self._subscribers.values()):
-                try:
-                    await self._register(subscriber)
-                except MicroError as exc:
-                    logger.warning("http broker: cannot refresh subscriber %s: %s", node_tag(subscriber.node.id), exc)
+        await self._registrations.remove(subscriber.node.id)
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         """One delivery POST: checked in the order of the module docstring, the proof before the body is read."""

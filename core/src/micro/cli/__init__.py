@@ -41,7 +41,7 @@ COMMANDS: Final[dict[str, str]] = {
 }
 
 #: The first paragraph of each built-in command's help, which ``micro --help`` shows (shortened to fit).
-#: Importing the commands instead would cost asyncio, rich and the runtime (~80 ms); a test keeps the two equal.
+#: Importing the commands instead would cost asyncio and the runtime (~80 ms); a test keeps the two equal.
 SUMMARIES: Final[dict[str, str]] = {
     "plugins": "List installed plugins: distribution, version, interface, name, core range, status.",
     "auth": "Create accounts, issue tokens and edit rules in the shared auth store.",

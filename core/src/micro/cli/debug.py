@@ -13,6 +13,7 @@ import click
 
 from ..errors import MicroError
 from ..options import parse_duration
+from ._text import Cell, Tree, styled, table
 
 __all__ = ["command"]
 
@@ -37,12 +38,6 @@ def _call(service: str, endpoint: str, request: dict[str, Any], address: str | N
         local_failure(exc)
     except MicroError as exc:
         raise click.ClickException(f"{service} {endpoint}: {exc}") from exc
-
-
-def _console() -> Any:
-    from rich.console import Console
-
-    return Console(highlight=False)
 
 
 def _when(timestamp: float) -> str:
@@ -94,11 +89,10 @@ def logs(
     if as_json:
         click.echo(json.dumps(response, indent=2))
         return
-    console = _console()
     for data in response.get("records", []):
         record = LogRecord.from_dict(data)
         # one record per line, however narrow the terminal: logs are read with grep
-        console.print(record.format(), style=_LEVEL_STYLES.get(record.level), markup=False, soft_wrap=True)
+        click.echo(styled(record.format(), _LEVEL_STYLES.get(record.level)))
 
 
 @command.command("trace")
@@ -108,8 +102,6 @@ def logs(
 @json_option
 def trace(service: str, trace_id: str | None, address: str | None, as_json: bool) -> None:
     """The spans SERVICE recorded, as one tree per trace."""
-    from rich.tree import Tree
-
     from ..debug.trace import Span
 
     response = _call(service, "Debug.trace", {"id": trace_id}, address)
@@ -117,9 +109,8 @@ def trace(service: str, trace_id: str | None, address: str | None, as_json: bool
         click.echo(json.dumps(response, indent=2))
         return
     spans = [Span.from_dict(data) for data in response.get("spans", [])]
-    console = _console()
     if not spans:
-        console.print("no spans recorded")
+        click.echo("no spans recorded")
         return
     ids = {span.id for span in spans}
     children: dict[str | None, list[Span]] = {}
@@ -129,7 +120,8 @@ def trace(service: str, trace_id: str | None, address: str | None, as_json: bool
 
     def label(span: Span) -> str:
         extra = " ".join(f"{k}={v}" for k, v in span.metadata.items())
-        return f"{span.name} [dim]{span.type.value} {span.duration * 1000:.2f}ms {span.id}[/] {extra}".rstrip()
+        timing = styled(f"{span.type.value} {span.duration * 1000:.2f}ms {span.id}", "dim")
+        return f"{span.name} {timing} {extra}".rstrip()
 
     def grow(node: Tree, span: Span) -> None:
         branch = node.add(label(span))
@@ -138,10 +130,10 @@ def trace(service: str, trace_id: str | None, address: str | None, as_json: bool
 
     traces: dict[str, Tree] = {}
     for root in children.get(None, []):
-        tree = traces.setdefault(root.trace_id, Tree(f"trace [bold]{root.trace_id}[/]"))
+        tree = traces.setdefault(root.trace_id, Tree(f"trace {styled(root.trace_id, 'bold')}"))
         grow(tree, root)
     for tree in traces.values():
-        console.print(tree)
+        click.echo(tree.render())
 
 
 @command.command("stats")
@@ -151,8 +143,6 @@ def trace(service: str, trace_id: str | None, address: str | None, as_json: bool
 @json_option
 def stats(service: str, count: int, address: str | None, as_json: bool) -> None:
     """SERVICE's uptime, memory, threads, GC runs, requests and errors over time."""
-    from rich.table import Table
-
     from ..debug.stats import Stat
 
     response = _call(service, "Debug.stats", {}, address)
@@ -160,17 +150,17 @@ def stats(service: str, count: int, address: str | None, as_json: bool) -> None:
         click.echo(json.dumps(response, indent=2))
         return
     snapshots = [Stat.from_dict(data) for data in response.get("stats", [])][-count:]
-    table = Table(box=None, header_style="bold")
-    for column in ("TIME", "UPTIME", "MEMORY", "THREADS", "GC", "REQUESTS", "ERRORS"):
-        table.add_column(column, justify="left" if column == "TIME" else "right")
-    for stat in snapshots:
-        table.add_row(
+    columns = ("TIME", "UPTIME", "MEMORY", "THREADS", "GC", "REQUESTS", "ERRORS")
+    rows = [
+        (
             _when(stat.timestamp),
             str(datetime.timedelta(seconds=int(stat.uptime))),
             f"{stat.memory / 1024 / 1024:.1f} MiB",
             str(stat.threads),
             "/".join(map(str, stat.gc)),
             str(stat.requests),
-            f"[red]{stat.errors}[/]" if stat.errors else "0",
+            Cell(str(stat.errors), fg="red") if stat.errors else "0",
         )
-    _console().print(table)
+        for stat in snapshots
+    ]
+    click.echo(table(columns, rows, right=columns[1:]))

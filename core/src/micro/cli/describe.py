@@ -42,29 +42,17 @@ def command(service: str, as_json: bool) -> None:
     if as_json:
         click.echo(dump(entries))
         return
-    from rich.console import Console
-    from rich.markup import escape
-    from rich.table import Table
+    from ._text import styled, table
 
-    console = Console()
     for entry in entries:
-        console.print(f"[bold]{escape(entry['name'])}[/bold] version {escape(entry['version'])}")
-        nodes = Table(title="nodes", title_justify="left", box=None)
-        for column in ("id", "address", "metadata"):
-            nodes.add_column(column)
+        click.echo(f"{styled(entry['name'], 'bold')} version {entry['version']}")
+        nodes = []
         for node in entry["nodes"]:
             metadata = ", ".join(f"{k}={v}" for k, v in sorted(node["metadata"].items()))
-            nodes.add_row(escape(node["id"]), escape(node["address"]), escape(metadata))
-        console.print(nodes)
-        endpoints = Table(title="endpoints", title_justify="left", box=None)
-        for column in ("endpoint", "request", "response", "metadata"):
-            endpoints.add_column(column)
+            nodes.append((node["id"], node["address"], metadata))
+        click.echo(table(("id", "address", "metadata"), nodes, title="nodes"))
+        endpoints = []
         for endpoint in sorted(entry["endpoints"], key=lambda e: e["name"]):
             metadata = ", ".join(f"{k}={v}" for k, v in sorted(endpoint["metadata"].items()))
-            endpoints.add_row(
-                escape(endpoint["name"]),
-                escape(_shape(endpoint["request"])),
-                escape(_shape(endpoint["response"])),
-                escape(metadata),
-            )
-        console.print(endpoints)
+            endpoints.append((endpoint["name"], _shape(endpoint["request"]), _shape(endpoint["response"]), metadata))
+        click.echo(table(("endpoint", "request", "response", "metadata"), endpoints, title="endpoints"))

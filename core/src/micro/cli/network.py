@@ -119,16 +119,9 @@ def _json_option(f: Any) -> Any:
 
 
 def _table(columns: list[str], rows: list[list[str]]) -> None:
-    from rich.console import Console
-    from rich.markup import escape
-    from rich.table import Table
+    from ._service import print_table
 
-    table = Table(box=None)
-    for i, column in enumerate(columns):
-        table.add_column(column, style="bold" if i == 0 else None)
-    for row in rows:
-        table.add_row(*(escape(cell) for cell in row))
-    Console().print(table)
+    print_table(columns, rows, keep=columns[:1])
 
 
 @command.command("nodes")

@@ -10,6 +10,7 @@ from .base import (
     NO_REQUEST,
     Backoff,
     CallFunc,
+    CallOptions,
     CallWrapper,
     Client,
     Publication,
@@ -18,6 +19,7 @@ from .base import (
     Request,
     Response,
     Stream,
+    StreamOptions,
     exponential_backoff,
 )
 from .options import ClientOptions
@@ -26,6 +28,7 @@ __all__ = [
     "NO_REQUEST",
     "Backoff",
     "CallFunc",
+    "CallOptions",
     "CallWrapper",
     "Client",
     "ClientOptions",
@@ -35,5 +38,6 @@ __all__ = [
     "Request",
     "Response",
     "Stream",
+    "StreamOptions",
     "exponential_backoff",
 ]

@@ -26,7 +26,7 @@ from __future__ import annotations
 import abc
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from types import TracebackType
-from typing import Any, ClassVar, Final, Self, TypeAlias, TypeVar, overload
+from typing import Any, ClassVar, Final, Self, TypeAlias, TypedDict, TypeVar, Unpack, overload
 
 from ..component import Component
 from ..metadata import Metadata
@@ -37,6 +37,7 @@ __all__ = [
     "NO_REQUEST",
     "Backoff",
     "CallFunc",
+    "CallOptions",
     "CallWrapper",
     "Client",
     "Publication",
@@ -45,6 +46,7 @@ __all__ = [
     "Request",
     "Response",
     "Stream",
+    "StreamOptions",
     "exponential_backoff",
 ]
 
@@ -52,6 +54,34 @@ T = TypeVar("T")
 
 #: Seconds to wait before retry number ``attempt`` (1 for the first retry).
 Backoff: TypeAlias = Callable[[int], float]
+
+
+class StreamOptions(TypedDict, total=False):
+    """The keywords of :meth:`Client.stream` (and, with :class:`CallOptions`' own, of ``call``/``invoke``).
+
+    Written once here: the client base, every client and every helper that passes them on take
+    ``**options: Unpack[StreamOptions]``. A keyword left out means the client's option.
+    """
+
+    #: Seconds for the whole call (retries included) or stream, never beyond the context's deadline;
+    #: ``options.request_timeout`` / ``options.stream_timeout`` when ``None``.
+    timeout: float | None
+    #: Extra headers, over the context's metadata.
+    metadata: Mapping[str, str] | None
+    #: Call this ``host:port`` (or comma-separated list) instead of asking the selector.
+    address: str | None
+    #: Encode with this codec instead of ``options.content_type``.
+    content_type: str | None
+
+
+class CallOptions(StreamOptions, total=False):
+    """The keywords of :meth:`Client.call` and :meth:`Client.invoke` (see :class:`StreamOptions`)."""
+
+    #: Extra attempts after a retryable failure (``options.retries`` when ``None``); each picks a
+    #: node through the selector, which skips nodes that just failed.
+    retries: int | None
+    #: Seconds to wait before retry ``n``; Go Micro's exponential shape by default.
+    backoff: Backoff | None
 
 
 class _NoRequest:
@@ -254,12 +284,7 @@ class Client(Component, abc.ABC):
         request: Any = None,
         *,
         response_type: type[T],
-        timeout: float | None = None,
-        retries: int | None = None,
-        backoff: Backoff | None = None,
-        metadata: Mapping[str, str] | None = None,
-        address: str | None = None,
-        content_type: str | None = None,
+        **options: Unpack[CallOptions],
     ) -> T: ...
 
     @overload
@@ -270,12 +295,7 @@ class Client(Component, abc.ABC):
         request: Any = None,
         *,
         response_type: None = None,
-        timeout: float | None = None,
-        retries: int | None = None,
-        backoff: Backoff | None = None,
-        metadata: Mapping[str, str] | None = None,
-        address: str | None = None,
-        content_type: str | None = None,
+        **options: Unpack[CallOptions],
     ) -> Any: ...
 
     async def call(
@@ -285,32 +305,15 @@ class Client(Component, abc.ABC):
         request: Any = None,
         *,
         response_type: Any = None,
-        timeout: float | None = None,
-        retries: int | None = None,
-        backoff: Backoff | None = None,
-        metadata: Mapping[str, str] | None = None,
-        address: str | None = None,
-        content_type: str | None = None,
+        **options: Unpack[CallOptions],
     ) -> Any:
         """Call ``endpoint`` (``"Class.method"``) of ``service`` and return the decoded response.
 
-        Same arguments as :meth:`invoke`, which also returns the response metadata.
+        Same arguments as :meth:`invoke` (the keywords of :class:`CallOptions`), which also returns
+        the response metadata.
         """
-        response = await self.invoke(
-            service,
-            endpoint,
-            request,
-            response_type=response_type,
-            timeout=timeout,
-            retries=retries,
-            backoff=backoff,
-            metadata=metadata,
-            address=address,
-            content_type=content_type,
-        )
-        return response.body
+        return (await self._invoke(service, endpoint, request, response_type, options)).body
 
-    @abc.abstractmethod
     async def invoke(
         self,
         service: str,
@@ -318,33 +321,22 @@ class Client(Component, abc.ABC):
         request: Any = None,
         *,
         response_type: Any = None,
-        timeout: float | None = None,
-        retries: int | None = None,
-        backoff: Backoff | None = None,
-        metadata: Mapping[str, str] | None = None,
-        address: str | None = None,
-        content_type: str | None = None,
+        **options: Unpack[CallOptions],
     ) -> Response:
         """Call ``endpoint`` of ``service``; return the :class:`Response` (body and metadata).
 
         :param request: the request value (a dataclass, pydantic model, dict...), encoded with the codec.
         :param response_type: decode the response into this type; plain values when ``None``.
-        :param timeout: seconds for the whole call, retries included (``options.request_timeout``
-            when ``None``), never beyond the context's deadline.
-        :param retries: extra attempts after a retryable failure (``options.retries`` when ``None``);
-            each picks a node through the selector, which skips nodes that just failed.
-        :param backoff: seconds to wait before retry ``n``; Go Micro's exponential shape by default.
-        :param metadata: extra headers, over the context's metadata.
-        :param address: call this ``host:port`` (or comma-separated list) instead of asking the selector.
-        :param content_type: encode with this codec instead of ``options.content_type``.
+        :param options: the keywords of :class:`CallOptions` (``timeout``, ``retries``, ``backoff``,
+            ``metadata``, ``address``, ``content_type``).
         :raises ~micro.errors.ServiceNotFound: no node of ``service`` is registered (404).
         :raises ~micro.errors.Timeout: the deadline passed (408).
         :raises ~micro.errors.Unavailable: no node could be reached (503).
         :raises ~micro.errors.CodecError: the request cannot be encoded or the response decoded.
         :raises ~micro.errors.RPCError: the error the server returned, also an instance of the class for its code.
         """
+        return await self._invoke(service, endpoint, request, response_type, options)
 
-    @abc.abstractmethod
     async def stream(
         self,
         service: str,
@@ -352,10 +344,7 @@ class Client(Component, abc.ABC):
         request: Any = NO_REQUEST,
         *,
         response_type: Any = None,
-        timeout: float | None = None,
-        metadata: Mapping[str, str] | None = None,
-        address: str | None = None,
-        content_type: str | None = None,
+        **options: Unpack[StreamOptions],
     ) -> Stream:
         """Open a streaming call to ``endpoint`` of ``service``.
 
@@ -364,10 +353,26 @@ class Client(Component, abc.ABC):
         each request, then :meth:`Stream.close_send`. Opening is retried on
         another node when a node cannot be reached; nothing is retried once open.
 
-        :param timeout: seconds the whole stream may take (``options.stream_timeout`` when
-            ``None``; no limit if that is ``None`` too), never beyond the context's deadline.
+        :param options: the keywords of :class:`StreamOptions`; its ``timeout`` is the seconds the
+            whole stream may take (``options.stream_timeout`` when ``None``; no limit if that is
+            ``None`` too), never beyond the context's deadline.
         :raises: as :meth:`invoke`, for opening.
         """
+        return await self._stream(service, endpoint, request, response_type, options)
+
+    # -- the hooks a client implements ----------------------------------------------------------
+
+    @abc.abstractmethod
+    async def _invoke(
+        self, service: str, endpoint: str, request: Any, response_type: Any, options: CallOptions
+    ) -> Response:
+        """Hook of :meth:`call` and :meth:`invoke`: make the call; ``options`` holds only the keywords given."""
+
+    @abc.abstractmethod
+    async def _stream(
+        self, service: str, endpoint: str, request: Any, response_type: Any, options: StreamOptions
+    ) -> Stream:
+        """Hook of :meth:`stream`: open the stream; ``options`` holds only the keywords given."""
 
     @abc.abstractmethod
     async def publish(

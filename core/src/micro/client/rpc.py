@@ -43,6 +43,7 @@ from .base import (
     NO_REQUEST,
     Backoff,
     CallFunc,
+    CallOptions,
     CallWrapper,
     Client,
     Publication,
@@ -51,6 +52,7 @@ from .base import (
     Request,
     Response,
     Stream,
+    StreamOptions,
     exponential_backoff,
 )
 from .options import ClientOptions
@@ -252,33 +254,25 @@ class RPCClient(Client):
             outgoing.update(metadata)
         return outgoing
 
-    async def invoke(
-        self,
-        service: str,
-        endpoint: str,
-        request: Any = None,
-        *,
-        response_type: Any = None,
-        timeout: float | None = None,
-        retries: int | None = None,
-        backoff: Backoff | None = None,
-        metadata: Mapping[str, str] | None = None,
-        address: str | None = None,
-        content_type: str | None = None,
+    async def _invoke(
+        self, service: str, endpoint: str, request: Any, response_type: Any, options: CallOptions
     ) -> Response:
         _check_names(service, endpoint)
-        deadline = self._deadline(timeout, self.options.request_timeout)
+        content_type = options.get("content_type")
+        retries = options.get("retries")
         call = Request(
             service=service,
             endpoint=endpoint,
             body=request,
             content_type=content_type or self.options.content_type or "",
-            metadata=self._metadata(metadata),
+            metadata=self._metadata(options.get("metadata")),
             response_type=response_type,
-            deadline=deadline,
+            deadline=self._deadline(options.get("timeout"), self.options.request_timeout),
         )
         attempts = (self.options.retries if retries is None else retries) + 1
-        return await self._attempts(call, self._call, attempts, backoff or self._backoff, address)
+        return await self._attempts(
+            call, self._call, attempts, options.get("backoff") or self._backoff, options.get("address")
+        )
 
     async def _attempts(
         self, request: Request, function: CallFunc, attempts: int, backoff: Backoff, address: str | None
@@ -421,18 +415,15 @@ class RPCClient(Client):
 
     # -- streams ---------------------------------------------------------------------------------
 
-    async def stream(
-        self,
-        service: str,
-        endpoint: str,
-        request: Any = NO_REQUEST,
-        *,
-        response_type: Any = None,
-        timeout: float | None = None,
-        metadata: Mapping[str, str] | None = None,
-        address: str | None = None,
-        content_type: str | None = None,
+    async def _stream(
+        self, service: str, endpoint: str, request: Any, response_type: Any, options: StreamOptions
     ) -> Stream:
+        timeout, metadata, address, content_type = (
+            options.get("timeout"),
+            options.get("metadata"),
+            options.get("address"),
+            options.get("content_type"),
+        )
         _check_names(service, endpoint)
         call = Request(
             service=service,

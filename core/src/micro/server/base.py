@@ -210,23 +210,23 @@ class Server(Component, abc.ABC):
     def service(self) -> Service:
         """What the server registers: name, version, endpoints and this node."""
 
-    @abc.abstractmethod
     async def start(self) -> None:
-        """Listen, subscribe, and register (retrying a failing registry a few times).
+        """Listen, subscribe, and register (retrying a failing registry a few times). Idempotent.
+
+        The server's :meth:`_start` hook, run by :class:`~micro.component.Component`'s one
+        lifecycle rule: concurrent calls start once, and a :meth:`stop` that is running finishes first.
 
         :raises ~micro.errors.Unavailable: the address cannot be bound or the
             registry cannot be reached; nothing is left running.
         """
+        await super().start()
 
-    @abc.abstractmethod
     async def stop(self) -> None:
-        """Stop gracefully: deregister, stop taking calls and messages, wait up to
-        ``drain_timeout`` for the ones in flight, cancel the rest, then close.
+        """Stop gracefully (the :meth:`_close` hook): deregister, stop taking calls and messages, wait up
+        to ``drain_timeout`` for the ones in flight, cancel the rest, then close. Idempotent; same as
+        :meth:`close`, and the server can be started again afterwards.
 
         Calls that arrive while stopping are answered with
         :class:`~micro.errors.Unavailable` (503), which clients retry on another node.
         """
-
-    async def close(self) -> None:
-        """Same as :meth:`stop`."""
-        await self.stop()
+        await self.close()

@@ -61,6 +61,7 @@ from ..errors import (
 )
 from ..metadata import Metadata
 from ..registry.base import Endpoint, Node, Registry, Service
+from ..registry.heartbeat import Heartbeat
 from ..transport.base import Listener, Socket, Transport
 from ..transport.base import Message as Frame
 from .base import HandlerFunc, HandlerWrapper, Message, Request, Server, SubscriberFunc, SubscriberWrapper
@@ -252,15 +253,19 @@ class RPCServer(Server):
         self._subscriber_wrappers: list[SubscriberWrapper] = list(subscriber_wrappers)
         self._listener: Listener | None = None
         self._broker_subscribers: list[BrokerSubscriber] = []
-        self._register_task: asyncio.Task[None] | None = None
+        # The node's registration, renewed every register_interval (the helper the http broker uses too).
+        self._heartbeat = Heartbeat(
+            lambda: self.registry,
+            ttl=self.options.register_ttl,
+            interval=self.options.register_interval,
+            label=self.options.name,
+        )
         self._background: set[asyncio.Task[None]] = set()
         self._inflight: set[asyncio.Task[Any]] = set()
         self._idle = asyncio.Event()
         self._idle.set()
         self._running = False
         self._stopping = False
-        self._registered = False
-        self._lock: asyncio.Lock | None = None
         self._proofs: LocalProofs | None = None
         if self.options.local_only:
             from .. import _private
@@ -381,8 +386,8 @@ class RPCServer(Server):
 
     def _changed(self) -> None:
         """Publish a changed endpoint list soon, if running."""
-        if self._running and not self._stopping and self._register_task is not None:
-            self._spawn(self._register_quietly())
+        if self._running and not self._stopping:
+            self._heartbeat.renew(self._node_id)
 
     # -- description -----------------------------------------------------------------------------
 
@@ -421,55 +426,48 @@ class RPCServer(Server):
 
     # -- lifecycle -------------------------------------------------------------------------------
 
-    def _guard(self) -> asyncio.Lock:
-        if self._lock is None:
-            self._lock = asyncio.Lock()
-        return self._lock
+    async def _start(self) -> None:
+        """Listen, subscribe, register; on failure release everything (the base runs one start at a time)."""
+        self._stopping = False
+        try:
+            await self._listen()
+            if self._subscriptions:
+                await self.broker.start()
+                for subscription in self._subscriptions:
+                    self._broker_subscribers.append(await self._attach(subscription))
+            await self.registry.start()
+            await self._register_first()
+        except BaseException:
+            await self._teardown()
+            raise
+        self._running = True
+        _raise_gc_threshold(self.options.gc_threshold)
+        logger.info("%s serving on %s (node %s)", self.options.name, self.address, self._node_id)
 
-    async def start(self) -> None:
-        async with self._guard():
-            if self._running:
-                return
-            self._stopping = False
-            try:
-                await self.transport.start()
-                self._listener = await self.transport.listen(self.options.address, self._serve)
-                if self._subscriptions:
-                    await self.broker.start()
-                    for subscription in self._subscriptions:
-                        self._broker_subscribers.append(await self._attach(subscription))
-                await self.registry.start()
-                await self._register_first()
-            except BaseException:
-                await self._teardown()
-                raise
-            self._running = True
-            _raise_gc_threshold(self.options.gc_threshold)
-            self._register_task = asyncio.get_running_loop().create_task(self._keep_registered())
-            logger.info("%s serving on %s (node %s)", self.options.name, self.address, self._node_id)
+    async def _listen(self) -> None:
+        """Hook: start taking calls at ``options.address`` (a server over another protocol replaces it)."""
+        await self.transport.start()
+        self._listener = await self.transport.listen(self.options.address, self._serve)
 
-    async def stop(self) -> None:
-        async with self._guard():
-            if not self._running:
-                return
-            self._stopping = True
-            try:
-                # Stop renewals (and late re-registrations) first, or one could land after deregistering.
-                background = [t for t in (self._register_task, *self._background) if t is not None]
-                for task in background:
-                    task.cancel()
-                await asyncio.gather(*background, return_exceptions=True)
-                self._register_task = None
-                await self._deregister()
-                for subscriber in self._broker_subscribers:
-                    await subscriber.unsubscribe()
-                self._broker_subscribers.clear()
-                if self._listener is not None:
-                    await self._listener.close()
-                await self._drain()
-            finally:
-                await self._teardown()
-                self._running = False
+    async def _close(self) -> None:
+        """Deregister, stop taking calls and messages, drain, release (the base runs it once per start)."""
+        self._stopping = True
+        try:
+            # Stop renewals (and late re-registrations) first, or one could land after deregistering.
+            await self._heartbeat.close()
+            background = list(self._background)
+            for task in background:
+                task.cancel()
+            await asyncio.gather(*background, return_exceptions=True)
+            for subscriber in self._broker_subscribers:
+                await subscriber.unsubscribe()
+            self._broker_subscribers.clear()
+            if self._listener is not None:
+                await self._listener.close()
+            await self._drain()
+        finally:
+            await self._teardown()
+            self._running = False
 
     async def _drain(self) -> None:
         if not self._inflight:
@@ -511,41 +509,12 @@ class RPCServer(Server):
     # -- registration ----------------------------------------------------------------------------
 
     async def _register_first(self) -> None:
-        delay = 0.1
-        for attempt in range(_REGISTER_ATTEMPTS):
-            try:
-                await self.registry.register(self.service(), ttl=self.options.register_ttl)
-                self._registered = True
-                return
-            except MicroError as exc:
-                if attempt == _REGISTER_ATTEMPTS - 1:
-                    raise Unavailable(
-                        f"{self.options.name}: cannot register in the registry: {exc}", id=self.options.name
-                    ) from exc
-                logger.warning("%s: registration failed (%s); retrying", self.options.name, exc)
-                await asyncio.sleep(delay)
-                delay *= 2
-
-    async def _register_quietly(self) -> None:
         try:
-            await self.registry.register(self.service(), ttl=self.options.register_ttl)
-            self._registered = True
+            await self._heartbeat.add(self._node_id, self.service, attempts=_REGISTER_ATTEMPTS)
         except MicroError as exc:
-            logger.warning("%s: re-registration failed: %s", self.options.name, exc)
-
-    async def _keep_registered(self) -> None:
-        while True:
-            await asyncio.sleep(self.options.register_interval)
-            await self._register_quietly()
-
-    async def _deregister(self) -> None:
-        if not self._registered:
-            return
-        try:
-            await self.registry.deregister(self.service())
-        except MicroError as exc:  # the TTL removes the node eventually
-            logger.warning("%s: deregistration failed: %s", self.options.name, exc)
-        self._registered = False
+            raise Unavailable(
+                f"{self.options.name}: cannot register in the registry: {exc}", id=self.options.name
+            ) from exc
 
     # -- serving calls ---------------------------------------------------------------------------
 

@@ -31,10 +31,10 @@ The rules every transport follows, and the conformance suite checks:
 from __future__ import annotations
 
 import abc
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import ClassVar, Self
+from typing import Any, ClassVar, Self
 
 from ..component import Component
 from .options import TransportOptions
@@ -173,7 +173,13 @@ class Transport(Component, abc.ABC):
     :meth:`Component.close` closes every listener and every connection the
     transport made, failing their sockets with
     :class:`~micro.errors.ConnectionClosed` and cancelling running handlers.
-    The transport can be used again afterwards.
+
+    The lifecycle is :class:`~micro.component.Component`'s one rule: a transport
+    starts on first use (:attr:`starts_on_use`, as Go Micro's transports need no
+    ``Connect``); after :meth:`close`, :meth:`dial` and :meth:`listen` raise
+    :class:`~micro.errors.ConnectionClosed` until :meth:`start` is called again.
+    The public methods apply the rule, then call the hooks a transport implements:
+    ``_dial(address, timeout)``, ``_listen(address, handler)``, and ``_start``/``_close``.
     """
 
     interface: ClassVar[str] = "transport"
@@ -186,11 +192,12 @@ class Transport(Component, abc.ABC):
     #: :class:`~micro.transport.TransportOptions` describes.
     capabilities: ClassVar[frozenset[str]] = frozenset()
 
+    starts_on_use: ClassVar[bool] = True
+
     def __init__(self, options: TransportOptions | None = None) -> None:
         super().__init__(options)
 
-    @abc.abstractmethod
-    async def dial(self, address: str, *, timeout: float | None = None) -> Socket:
+    def dial(self, address: str, *, timeout: float | None = None) -> Coroutine[Any, Any, Socket]:
         """A new socket to the listener at ``address`` (``"host:port"``).
 
         ``timeout`` bounds connecting (``options.dial_timeout`` when ``None``);
@@ -200,8 +207,16 @@ class Transport(Component, abc.ABC):
         longer than ``timeout``, :class:`~micro.errors.BadRequest` for an
         address that is not ``host:port``.
         """
+        # Not async: a started transport hands back the hook's coroutine itself, so a dial (once per
+        # call on the client's hot path) costs no extra coroutine for the lifecycle check.
+        if self._component_state != "started":
+            return self._dial_opening(address, timeout)
+        return self._dial(address, timeout)
 
-    @abc.abstractmethod
+    async def _dial_opening(self, address: str, timeout: float | None) -> Socket:
+        await self._open_for_use()
+        return await self._dial(address, timeout)
+
     async def listen(self, address: str | None, handler: Handler) -> Listener:
         """Accept sockets at ``address`` (``options.address`` when ``None``) and run ``handler`` for each.
 
@@ -211,3 +226,15 @@ class Transport(Component, abc.ABC):
         address that is not ``host:port``, and
         :class:`~micro.errors.InvalidOption` for unusable TLS settings.
         """
+        if self._component_state != "started":
+            await self._open_for_use()
+        return await self._listen(address, handler)
+
+    # Not abstract, so that a transport written before the hooks (overriding dial and listen) still builds.
+    async def _dial(self, address: str, timeout: float | None) -> Socket:
+        """Hook of :meth:`dial`, on a started transport: ``timeout`` as given (``None``: the option)."""
+        raise NotImplementedError(f"{type(self).__name__} implements neither _dial nor dial")
+
+    async def _listen(self, address: str | None, handler: Handler) -> Listener:
+        """Hook of :meth:`listen`, on a started transport: ``address`` as given (``None``: the option)."""
+        raise NotImplementedError(f"{type(self).__name__} implements neither _listen nor listen")

@@ -130,7 +130,7 @@ class MemoryTransport(Transport):
         self._sockets: set[_MemorySocket] = set()
         self._tasks: set[asyncio.Task[None]] = set()
 
-    async def dial(self, address: str, *, timeout: float | None = None) -> Socket:
+    async def _dial(self, address: str, timeout: float | None) -> Socket:
         host, port = _key(address)
         key = f"{host}:{port}"
         listener = _LISTENERS.get(key)
@@ -146,7 +146,7 @@ class MemoryTransport(Transport):
         listener._accept(server)
         return client
 
-    async def listen(self, address: str | None, handler: Handler) -> Listener:
+    async def _listen(self, address: str | None, handler: Handler) -> Listener:
         host, port = _key(address or self.options.address)
         if port == 0:
             port = next(_PORTS)
@@ -161,7 +161,7 @@ class MemoryTransport(Transport):
         self._listeners.add(listener)
         return listener
 
-    async def close(self) -> None:
+    async def _close(self) -> None:
         for listener in list(self._listeners):
             await listener.close()
         for socket in list(self._sockets):

@@ -898,7 +898,7 @@ class TCPTransport(Transport):
 
     # -- dialling --------------------------------------------------------------------------------
 
-    async def dial(self, address: str, *, timeout: float | None = None) -> Socket:
+    async def _dial(self, address: str, timeout: float | None) -> Socket:
         conn = self._pool.get(address)
         if conn is None or not conn.usable:
             conn = await self._connect(address, self.options.dial_timeout if timeout is None else timeout)
@@ -952,7 +952,7 @@ class TCPTransport(Transport):
 
     # -- listening -------------------------------------------------------------------------------
 
-    async def listen(self, address: str | None, handler: Handler) -> Listener:
+    async def _listen(self, address: str | None, handler: Handler) -> Listener:
         address = address or self.options.address
         host, port = split_address(address)
         tls = self._server_context() if self.options.tls else None
@@ -1048,7 +1048,7 @@ class TCPTransport(Transport):
             conn._check(now)
         self._watch()
 
-    async def close(self) -> None:
+    async def _close(self) -> None:
         for listener in list(self._listeners):
             await listener.close()
         for pending in list(self._connecting.values()):

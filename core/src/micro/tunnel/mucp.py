@@ -42,13 +42,9 @@ import random
 import secrets
 import uuid
 from collections.abc import Coroutine, Mapping
-from typing import Any, ClassVar, Final
+from typing import TYPE_CHECKING, Any, ClassVar, Final
 
 import msgpack
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from ..component import Make, Parts
 from ..errors import (
@@ -56,6 +52,7 @@ from ..errors import (
     Conflict,
     ConnectionClosed,
     MicroError,
+    MissingExtra,
     NoneAvailable,
     NotFound,
     NotSupported,
@@ -67,6 +64,9 @@ from ..transport._stream import StreamSocket, check_header
 from ..transport.base import Message, Socket, Transport
 from .base import MODES, Link, LinkLost, Mode, Session, Tunnel, TunnelListener
 from .options import TunnelOptions
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 __all__ = ["MUCPTunnel"]
 
@@ -92,7 +92,20 @@ def _mac(token: str, role: str, dialer_nonce: str, listener_nonce: str, dialer: 
     return hmac.new(token.encode(), text, hashlib.sha256).hexdigest()
 
 
+def _crypto() -> None:
+    """Import cryptography, which only encrypted links need (the ``tunnel`` extra), or name the extra."""
+    try:
+        import cryptography.hazmat.primitives.ciphers.aead  # noqa: F401
+    except ModuleNotFoundError as exc:
+        raise MissingExtra("tunnel 'mucp' with encrypted links", extra="tunnel", module="cryptography") from exc
+
+
 def _key(token: str, dialer_nonce: str, listener_nonce: str) -> AESGCM:
+    _crypto()
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+    from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
     salt = (dialer_nonce + listener_nonce).encode()
     derived = HKDF(algorithm=hashes.SHA256(), length=32, salt=salt, info=b"micro tunnel v1").derive(token.encode())
     return AESGCM(derived)
@@ -186,8 +199,11 @@ class _Link:
         if self.key is None:
             return data
         if len(data) < 12:
-            raise InvalidTag
-        return self.key.decrypt(data[:12], data[12:], None)
+            raise ValueError("sealed data shorter than its nonce")
+        try:
+            return self.key.decrypt(data[:12], data[12:], None)
+        except Exception as exc:  # cryptography's InvalidTag: forged, corrupt, or sealed with another key
+            raise ValueError("sealed data fails authentication") from exc
 
     def mute(self, sid: str) -> None:
         self.muted[sid] = None
@@ -484,12 +500,11 @@ class MUCPTunnel(Tunnel):
     @property
     def transport(self) -> Transport:
         if self._transport is None:
-            from .transport import TunnelTransport
-
             made = self._parts.make(Transport, _tcp)
             # With MICRO_TRANSPORT=tunnel the wiring would hand the tunnel a transport over itself; its links
-            # need a real one, so they use the built-in tcp transport then.
-            self._transport = _tcp() if isinstance(made, TunnelTransport) else made
+            # need a real one, so they use the built-in tcp transport then. Asked of the class rather than
+            # with isinstance, so that this module does not import the tunnel transport that imports it.
+            self._transport = _tcp() if getattr(type(made), "over_tunnel", False) else made
         return self._transport
 
     def __repr__(self) -> str:
@@ -500,6 +515,8 @@ class MUCPTunnel(Tunnel):
     async def connect(self) -> None:
         if self._server is not None:
             return
+        if self.options.encrypt:
+            _crypto()  # fail at start, not on the first link
         self._changed = asyncio.Event()
         self._dropped = asyncio.Event()
         if self._owns_transport:
@@ -803,7 +820,7 @@ class MUCPTunnel(Tunnel):
             try:
                 inner, body = msgpack.unpackb(link.unseal(message.body), raw=False)
                 inner = check_header(inner)
-            except (InvalidTag, ValueError, TypeError, BadRequest, msgpack.UnpackException) as exc:
+            except (ValueError, TypeError, BadRequest, msgpack.UnpackException) as exc:
                 logger.warning("tunnel %s: dropping a bad frame from %s: %r", self._id, link.node, exc)
                 session._fail("the peer sent a frame that does not decrypt or decode")
                 link.post("close", {SESSION: sid})
@@ -836,7 +853,7 @@ class MUCPTunnel(Tunnel):
             try:
                 inner, body = msgpack.unpackb(link.unseal(message.body), raw=False)
                 inner = check_header(inner)
-            except (InvalidTag, ValueError, TypeError, BadRequest, msgpack.UnpackException) as exc:
+            except (ValueError, TypeError, BadRequest, msgpack.UnpackException) as exc:
                 logger.warning("tunnel %s: dropping a bad frame from %s: %r", self._id, link.node, exc)
                 session._fail("the peer sent a frame that does not decrypt or decode")
                 return

@@ -128,6 +128,8 @@ class TunnelTransport(Transport):
     """
 
     capabilities: ClassVar[frozenset[str]] = frozenset()
+    #: Carried by a tunnel: a tunnel must not run its own links over it (see MUCPTunnel.transport).
+    over_tunnel: ClassVar[bool] = True
 
     def __init__(
         self, options: TransportOptions | None = None, *, tunnel: Tunnel | None = None, make: Make | None = None
@@ -181,7 +183,7 @@ class TunnelTransport(Transport):
         self._sockets.add(socket)
         return socket
 
-    async def dial(self, address: str, *, timeout: float | None = None) -> Socket:
+    async def _dial(self, address: str, timeout: float | None) -> Socket:
         split_address(address)
         tunnel = await self._started()
         seconds = self.options.dial_timeout if timeout is None else timeout
@@ -197,7 +199,7 @@ class TunnelTransport(Transport):
         session = await tunnel.dial(address, timeout=max(0.0, deadline - loop.time()))
         return self._track(session, f"{tunnel.id}:{session.id}", address)
 
-    async def listen(self, address: str | None, handler: Handler) -> Listener:
+    async def _listen(self, address: str | None, handler: Handler) -> Listener:
         address = self.options.address if address is None else address
         _, port = split_address(address)
         tunnel = await self._started()

@@ -10,43 +10,16 @@ answers is used from then on. Empty means ``$CONSUL_HTTP_ADDR``, else
 from __future__ import annotations
 
 import math
-import re
 import urllib.parse
 from dataclasses import dataclass
-from typing import Final
 
+from micro.address import masked
 from micro.config import ConfigOptions
 from micro.errors import InvalidOption
 from micro.registry import RegistryOptions
 from micro.sync import SyncOptions
 
 __all__ = ["ConsulRegistryOptions", "ConsulSourceOptions", "ConsulSyncOptions", "check_address", "masked"]
-
-
-# A query parameter whose name says it holds a secret (``?token=``).
-_SECRET_PARAMETER: Final = re.compile(r"(?i)([?&;][^=&;#]*(?:pass|pwd|token|secret|auth|cred)[^=&;#]*=)[^&;#]*")
-
-
-def masked(text: str) -> str:
-    """``text``, an address as given and perhaps malformed, with whatever may be a credential replaced by ``***``.
-
-    For messages about an address that could not be used, which must not echo a
-    secret: the user information (everything before the last ``@`` after the
-    scheme, since a password may hold ``@``, ``/`` or ``:``), the value of a query
-    parameter named like a token or password, and a port that is not a number
-    (``http://:secret`` with the ``@host`` forgotten) become ``***``.
-    """
-    scheme, separator, rest = text.partition("//")
-    if not separator:
-        scheme, rest = "", text
-    if "@" in rest:
-        rest = "***@" + rest.rpartition("@")[2]
-    cut = min((i for i in (rest.find("/"), rest.find("?"), rest.find("#")) if i >= 0), default=len(rest))
-    netloc, tail = rest[:cut], rest[cut:]
-    host, colon, port = netloc.rpartition(":")
-    if colon and port and not port.isdigit() and not netloc.endswith("]"):
-        netloc = f"{host}:***"
-    return scheme + separator + netloc + _SECRET_PARAMETER.sub(r"\1***", tail)
 
 
 def check_address(address: str, *, variable: str | None = None) -> None:

@@ -14,28 +14,13 @@ import math
 import urllib.parse
 from dataclasses import dataclass
 
+from micro.address import masked
 from micro.config import ConfigOptions
 from micro.errors import InvalidOption
 from micro.registry import RegistryOptions
 from micro.sync import SyncOptions
 
 __all__ = ["EtcdRegistryOptions", "EtcdSourceOptions", "EtcdSyncOptions", "check_address", "masked"]
-
-
-def masked(text: str) -> str:
-    """``text``, an address as given, with user information (``user:password@``) and any query shown as ``***``."""
-    scheme, separator, rest = text.partition("//")
-    if not separator:
-        scheme, rest = "", text
-    if "@" in rest:
-        rest = "***@" + rest.rpartition("@")[2]
-    for mark in ("?", "#"):
-        if mark in rest:
-            rest = rest.partition(mark)[0] + mark + "***"
-    host, colon, port = rest.partition("/")[0].rpartition(":")
-    if colon and port and not port.isdigit() and not rest.endswith("]"):
-        rest = f"{host}:***"
-    return scheme + separator + rest
 
 
 def check_address(address: object, *, variable: str | None = None) -> None:

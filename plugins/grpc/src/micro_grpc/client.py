@@ -21,11 +21,10 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import OrderedDict
-from collections.abc import Mapping
 from typing import Any, ClassVar, Final
 
 import grpc
-from micro.client.base import NO_REQUEST, Request, Response, Stream
+from micro.client.base import NO_REQUEST, Request, Response, Stream, StreamOptions
 from micro.client.rpc import RPCClient
 from micro.errors import BadRequest, ConnectionClosed, NoneAvailable
 from micro.metadata import Metadata
@@ -213,17 +212,8 @@ class GRPCClient(RPCClient):
             raise _error(exc, request) from None
         return Response(response_marshal.decode(data), metadata=inbound(trailers), content_type=CONTENT_TYPE, node=node)
 
-    async def stream(
-        self,
-        service: str,
-        endpoint: str,
-        request: Any = NO_REQUEST,
-        *,
-        response_type: Any = None,
-        timeout: float | None = None,
-        metadata: Mapping[str, str] | None = None,
-        address: str | None = None,
-        content_type: str | None = None,
+    async def _stream(
+        self, service: str, endpoint: str, request: Any, response_type: Any, options: StreamOptions
     ) -> Stream:
         path_of(endpoint)
         call = Request(
@@ -231,12 +221,14 @@ class GRPCClient(RPCClient):
             endpoint=endpoint,
             body=request,
             content_type=CONTENT_TYPE,
-            metadata=self._metadata(metadata),
+            metadata=self._metadata(options.get("metadata")),
             response_type=response_type,
             stream=True,
-            deadline=self._deadline(timeout, self.options.stream_timeout),
+            deadline=self._deadline(options.get("timeout"), self.options.stream_timeout),
         )
-        response = await self._attempts(call, self._open, self.options.retries + 1, self._backoff, address)
+        response = await self._attempts(
+            call, self._open, self.options.retries + 1, self._backoff, options.get("address")
+        )
         stream = response.body
         assert isinstance(stream, GRPCStream)
         return stream

@@ -401,26 +401,6 @@ class GRPCServer(RPCServer):
         ca = read_pem(options.ca_file, "ca_file")
         return grpc.ssl_server_credentials([(key, cert)], root_certificates=ca, require_client_auth=ca is not None)
 
-    async def start(self) -> None:
-        async with self._guard():
-            if self._running:
-                return
-            self._stopping = False
-            try:
-                await self._listen()
-                if self._subscriptions:
-                    await self.broker.start()
-                    for subscription in self._subscriptions:
-                        self._broker_subscribers.append(await self._attach(subscription))
-                await self.registry.start()
-                await self._register_first()
-            except BaseException:
-                await self._teardown()
-                raise
-            self._running = True
-            self._register_task = asyncio.get_running_loop().create_task(self._keep_registered())
-            logger.info("%s serving gRPC on %s (node %s)", self.options.name, self.address, self.node_id)
-
     async def _drain(self) -> None:
         if self._health is not None:
             await self._health.enter_graceful_shutdown()

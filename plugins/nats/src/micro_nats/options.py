@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Final
 from urllib.parse import urlsplit
 
+from micro.address import masked
 from micro.broker import BrokerOptions
 from micro.errors import InvalidOption
 from micro.registry.options import RegistryOptions
@@ -34,16 +35,6 @@ _TOKEN: Final = re.compile(r"[^\s.*>]+")
 _NAME: Final = re.compile(r"[^\s.*>/\\]{1,255}")
 _MAX_SECONDS: Final = 86_400.0 * 365
 _MAX_COUNT: Final = 2**31 - 1
-
-
-def masked(text: str) -> str:
-    """``text``, an address as given and perhaps malformed, with its user information replaced by ``***``."""
-    scheme, separator, rest = text.partition("://")
-    if not separator:
-        scheme, rest = "", text
-    if "@" in rest:
-        rest = "***@" + rest.rpartition("@")[2]
-    return scheme + separator + rest
 
 
 def server_urls(address: tuple[str, ...]) -> list[str]:

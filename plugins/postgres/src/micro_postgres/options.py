@@ -17,11 +17,12 @@ This module does not import the driver, so options can be built and checked with
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import Final
-from urllib.parse import urlsplit
 
+from micro.address import display_address as _display
+from micro.address import masked
+from micro.address import server_url as parse_address
 from micro.errors import InvalidOption
 from micro.store import StoreOptions
 from micro.sync import SyncOptions
@@ -38,9 +39,7 @@ __all__ = [
 #: The server used when no address is given.
 DEFAULT_ADDRESS: Final = "postgresql://127.0.0.1:5432"
 
-_SCHEMES: Final = frozenset({"postgresql", "postgres"})
-# A query parameter whose name says it holds a secret (libpq reads ``?password=`` from the URL).
-_SECRET_PARAMETER: Final = re.compile(r"(?i)([?&;][^=&;#]*(?:pass|pwd|token|secret|auth|cred|key)[^=&;#]*=)[^&;#]*")
+_SCHEMES: Final = ("postgresql", "postgres")
 # The longest wait an option may ask for: longer is a hang by another name.
 _MAX_SECONDS: Final = 86_400.0
 _MAX_POOL: Final = 1024
@@ -48,31 +47,10 @@ _MAX_POOL: Final = 1024
 _MAX_IDENTIFIER: Final = 63
 
 
-def masked(text: str) -> str:
-    """``text``, an address as given and perhaps malformed, with whatever may be a credential replaced by ``***``.
-
-    The user information (everything before the last ``@`` after the scheme, since a
-    password may hold ``@``, ``/`` or ``:``), the value of a query parameter named like a
-    password, and a port that is not a number (``postgresql://:secret`` with the ``@host``
-    forgotten) become ``***``.
-    """
-    scheme, separator, rest = text.partition("://")
-    if not separator:
-        scheme, rest = "", text
-    if "@" in rest:
-        rest = "***@" + rest.rpartition("@")[2]
-    cut = min((i for i in (rest.find("/"), rest.find("?"), rest.find("#")) if i >= 0), default=len(rest))
-    netloc, tail = rest[:cut], rest[cut:]
-    host, colon, port = netloc.rpartition(":")
-    if colon and port and not port.isdigit() and not netloc.endswith("]"):
-        netloc = f"{host}:***"
-    return scheme + separator + netloc + _SECRET_PARAMETER.sub(r"\1***", tail)
-
-
 def server_dsn(address: tuple[str, ...]) -> str:
     """The ``postgresql://`` URL for ``address`` (an options ``address`` tuple); :class:`InvalidOption` if unusable.
 
-    Messages show the address through :func:`masked`: never a password, even from a malformed one.
+    Messages show the address through :func:`micro.address.masked`: never a password, even from a malformed one.
     """
     if not address:
         return DEFAULT_ADDRESS
@@ -81,34 +59,12 @@ def server_dsn(address: tuple[str, ...]) -> str:
             f"expected one PostgreSQL server, got {len(address)}: {', '.join(masked(a) for a in address)}",
             option="address",
         )
-    text = address[0].strip()
-    shown = repr(masked(text))
-    url = text if "://" in text else f"postgresql://{text}"
-    try:
-        parts = urlsplit(url)
-        port = parts.port
-    except ValueError as exc:
-        # urlsplit's message quotes the bad port, which may be a password: say what is wrong instead.
-        why = "its port is not a number from 0 to 65535" if "port" in str(exc).lower() else "it cannot be parsed"
-        raise InvalidOption(f"{shown} is not a PostgreSQL address: {why}", option="address") from None
-    if parts.scheme not in _SCHEMES:
-        raise InvalidOption(f"{shown}: unknown scheme {parts.scheme!r}; use postgresql://", option="address")
-    if not parts.hostname:
-        raise InvalidOption(f"{shown} names no host (host:port or postgresql://host:port)", option="address")
-    if port == 0:
-        raise InvalidOption(f"{shown}: port 0 cannot be connected to", option="address")
-    return url
+    return parse_address(address[0], schemes=_SCHEMES, what="PostgreSQL")
 
 
 def display_address(dsn: str) -> str:
     """``dsn`` without its credentials, for messages: ``127.0.0.1:5432/test``."""
-    parts = urlsplit(dsn)
-    host = parts.hostname or "?"
-    if ":" in host:
-        host = f"[{host}]"
-    database = parts.path.strip("/")
-    where = f"{host}:{parts.port or 5432}"
-    return f"{where}/{database}" if database else where
+    return _display(dsn, 5432)
 
 
 def _seconds(value: object, option: str) -> None:

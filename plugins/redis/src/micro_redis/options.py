@@ -20,11 +20,13 @@ This module does not import the Redis driver, so options can be built and checke
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import Final, Literal
 from urllib.parse import urlsplit
 
+from micro.address import display_address as _display
+from micro.address import masked
+from micro.address import server_url as parse_address
 from micro.broker import BrokerOptions
 from micro.errors import InvalidOption
 from micro.store import StoreOptions
@@ -43,39 +45,13 @@ __all__ = [
 #: The server used when no address is given.
 DEFAULT_ADDRESS: Final = "redis://127.0.0.1:6379"
 
-_SCHEMES: Final = frozenset({"redis", "rediss", "unix"})
-
-
-# A query parameter whose name says it holds a secret (redis-py reads ``?password=`` from the URL).
-_SECRET_PARAMETER: Final = re.compile(r"(?i)([?&;][^=&;#]*(?:pass|pwd|token|secret|auth|cred)[^=&;#]*=)[^&;#]*")
-
-
-def masked(text: str) -> str:
-    """``text``, an address as given and perhaps malformed, with whatever may be a credential replaced by ``***``.
-
-    For messages about an address that could not be used, which must not echo a
-    password: the user information (everything before the last ``@`` after the
-    scheme, since a password may hold ``@``, ``/`` or ``:``), the value of a query
-    parameter named like a password or token, and a port that is not a number
-    (``redis://:secret`` with the ``@host`` forgotten) become ``***``.
-    """
-    scheme, separator, rest = text.partition("://")
-    if not separator:
-        scheme, rest = "", text
-    if "@" in rest:
-        rest = "***@" + rest.rpartition("@")[2]
-    cut = min((i for i in (rest.find("/"), rest.find("?"), rest.find("#")) if i >= 0), default=len(rest))
-    netloc, tail = rest[:cut], rest[cut:]
-    host, colon, port = netloc.rpartition(":")
-    if colon and port and not port.isdigit() and not netloc.endswith("]"):
-        netloc = f"{host}:***"
-    return scheme + separator + netloc + _SECRET_PARAMETER.sub(r"\1***", tail)
+_SCHEMES: Final = ("redis", "rediss", "unix")
 
 
 def server_url(address: tuple[str, ...]) -> str:
     """The ``redis://`` URL for ``address`` (an options ``address`` tuple); :class:`InvalidOption` if unusable.
 
-    Messages show the address through :func:`masked`: never a password, even from a malformed one.
+    Messages show the address through :func:`micro.address.masked`: never a password, even from a malformed one.
     """
     if not address:
         return DEFAULT_ADDRESS
@@ -85,43 +61,17 @@ def server_url(address: tuple[str, ...]) -> str:
             "(Redis Cluster and Sentinel are not supported)",
             option="address",
         )
-    (text,) = address
-    shown = repr(masked(text.strip()))
-    url = text.strip() if "://" in text else f"redis://{text.strip()}"
-    try:
-        parts = urlsplit(url)
-        port = parts.port
-    except ValueError as exc:
-        # urlsplit's message quotes the bad port, which may be a password: say what is wrong instead.
-        why = "its port is not a number from 0 to 65535" if "port" in str(exc).lower() else "it cannot be parsed"
-        raise InvalidOption(f"{shown} is not a Redis address: {why}", option="address") from None
-    if parts.scheme not in _SCHEMES:
-        raise InvalidOption(
-            f"{shown}: unknown scheme {parts.scheme!r}; use redis://, rediss:// or unix://", option="address"
-        )
-    if parts.scheme == "unix":
-        if not parts.path:
-            raise InvalidOption(f"{shown} names no socket path (unix:///path/to/redis.sock)", option="address")
-    elif not parts.hostname:
-        raise InvalidOption(f"{shown} names no host (host:port or redis://host:port)", option="address")
-    elif port == 0:
-        raise InvalidOption(f"{shown}: port 0 cannot be connected to", option="address")
-    return url
+    return parse_address(address[0], schemes=_SCHEMES, what="Redis")
 
 
 def display_address(url: str) -> str:
-    """``url`` without its credentials, for messages: ``127.0.0.1:6379``, ``127.0.0.1:6379/2``, a socket path."""
+    """``url`` without its credentials, for messages: ``127.0.0.1:6379``, ``127.0.0.1:6379/2``, a socket path.
+
+    As :func:`micro.address.display_address`, with ``rediss://`` kept (TLS is worth saying) and database 0 left out.
+    """
     parts = urlsplit(url)
-    if parts.scheme == "unix":
-        return parts.path
-    host = parts.hostname or "?"
-    if ":" in host:
-        host = f"[{host}]"
-    database = parts.path.strip("/")
-    where = f"{host}:{parts.port or 6379}"
-    if parts.scheme == "rediss":
-        where = f"rediss://{where}"
-    return f"{where}/{database}" if database and database != "0" else where
+    shown = _display(parts._replace(path="") if parts.path.strip("/") == "0" else parts, 6379)
+    return f"rediss://{shown}" if parts.scheme == "rediss" else shown
 
 
 # Upper bounds of the numeric options: past them a value is a mistake, and some would reach Redis or the
