@@ -364,11 +364,15 @@ async def test_closing_the_transport_tells_the_peer(make: Any) -> None:
 
 
 async def test_the_transport_is_usable_again_after_close(make: Any) -> None:
-    """As the Transport interface says (and tcp and memory do): close() ends everything, the next use reconnects."""
+    """As the Transport interface says (conformance T26): after close() it refuses, and start() reconnects."""
     server = await make()
     client = await make()
     await client.close()
     await server.close()
+    with pytest.raises(ConnectionClosed):
+        await server.listen(None, echo)
+    await server.start()
+    await client.start()
     listener = await server.listen(None, echo)
     socket = await client.dial(listener.address, timeout=5)
     await socket.send(Message({}, b"again"))

@@ -713,7 +713,7 @@ class HTTPTransport(Transport):
             )
         return self._session
 
-    async def dial(self, address: str, *, timeout: float | None = None) -> Socket:
+    async def _dial(self, address: str, timeout: float | None) -> Socket:
         """Open the POST and return once its head is out on a connection (the answer is read in the background).
 
         Not waiting for the listener's ``200`` saves a round trip per socket: the first message
@@ -775,7 +775,7 @@ class HTTPTransport(Transport):
 
     # -- listening -------------------------------------------------------------------------------
 
-    async def listen(self, address: str | None, handler: Handler) -> Listener:
+    async def _listen(self, address: str | None, handler: Handler) -> Listener:
         address = address or self.options.address
         host, port = split_address(address)
         tls = self._server_context() if self.options.tls else None
@@ -836,7 +836,7 @@ class HTTPTransport(Transport):
 
     # -- closing ---------------------------------------------------------------------------------
 
-    async def close(self) -> None:
+    async def _close(self) -> None:
         listeners = list(self._listeners)
         for listener in listeners:
             await listener.close()

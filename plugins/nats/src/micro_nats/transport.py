@@ -716,13 +716,12 @@ class NatsTransport(Transport):
 
     # -- the Transport interface ----------------------------------------------------------------
 
-    async def dial(self, address: str, *, timeout: float | None = None) -> Socket:
+    # The hooks of Transport.dial and Transport.listen: the base starts the transport on first use and
+    # refuses after close() until start() again (conformance T26).
+    async def _dial(self, address: str, timeout: float | None) -> Socket:
         host, port = _subject_for(address)
         if not host or port == 0:
             raise BadRequest(f"invalid address {address!r}: a nats transport address is name:port with a port above 0")
-        if self._component_state != "started":
-            # As every transport: usable again after close() (Transport's contract), connecting anew.
-            await self.start()
         nc = self._client()
         subject = f"{self._listen_root}{host}.{port}"
         seconds = self.options.dial_timeout if timeout is None else timeout
@@ -746,14 +745,11 @@ class NatsTransport(Transport):
             raise Unavailable(reply.data[_HEAD.size :].decode("utf-8", "replace") or f"{address} refused the socket")
         self._alive[address] = time.monotonic()
 
-    async def listen(self, address: str | None, handler: Handler) -> Listener:
+    async def _listen(self, address: str | None, handler: Handler) -> Listener:
         address = self.options.address if address is None else address
         host, port = _subject_for(address)
         if port != 0 and not host:
             raise BadRequest(f"invalid address {address!r}: listening on a port needs a name before it (name:port)")
-        if self._component_state != "started":
-            # As every transport: usable again after close() (Transport's contract), connecting anew.
-            await self.start()
         nc = self._client()
         if port == 0:
             address = f"{self._id}:{next(self._ports)}"
