@@ -346,7 +346,7 @@ class NatsRegistry(Registry):
         header: dict[str, Any] = {"name": service.name, "version": service.version, "metadata": dict(service.metadata)}
         header["endpoints"] = [e.to_dict() for e in service.endpoints]
         try:
-            await asyncio.gather(
+            revisions = await asyncio.gather(
                 *(
                     kv.put(key, json.dumps({"node": node.to_dict(), "service": header, "expires": expires}).encode())
                     for key, node in zip(keys, service.nodes, strict=True)
@@ -354,6 +354,9 @@ class NatsRegistry(Registry):
             )
         except Exception as exc:
             self._fail(exc)
+        # Returned once this registry's own view holds the change: a watch() begun after register()
+        # returns is not handed this change as a new one (conformance R15), and reads see it.
+        await self._sync(max(revisions, default=0))
 
     async def deregister(self, service: Service) -> None:
         name = check_name(service.name)
@@ -363,9 +366,11 @@ class NatsRegistry(Registry):
             await asyncio.gather(*(kv.delete(key) for key in keys))
         except Exception as exc:
             self._fail(exc)
+        await self._sync()  # as register(): the deregistration is in this registry's view when it returns
 
-    async def _sync(self) -> None:
-        """Wait until the followed state holds every write the server had confirmed when this was called.
+    async def _sync(self, last: int | None = None) -> None:
+        """Wait until the followed state holds every write the server had confirmed when this was called
+        (or, given ``last``, the write of that sequence and every one before it).
 
         One request (the bucket's last sequence), then no more than the follower's lag: reads see
         every registration that returned before them, from any process.
@@ -373,10 +378,11 @@ class NatsRegistry(Registry):
         js = self._js
         if js is None:
             raise self._closed_error()
-        try:
-            last = (await js.stream_info(self._stream)).state.last_seq
-        except Exception as exc:
-            self._fail(exc)
+        if last is None:
+            try:
+                last = (await js.stream_info(self._stream)).state.last_seq
+            except Exception as exc:
+                self._fail(exc)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.options.timeout
         while self._seen < last:
