@@ -64,9 +64,10 @@ import aiohttp
 import msgpack
 from aiohttp import web
 
-from ..errors import BadRequest, ConnectionClosed, InvalidOption, MessageTooLarge, Timeout, Unavailable
+from ..errors import BadRequest, ConnectionClosed, MessageTooLarge, Timeout, Unavailable
 from ._ratelog import RateLimitedLog
 from ._stream import StreamSocket, check_header, format_address, logger, run_handler, split_address
+from ._tls import client_context, server_context
 from .base import Handler, Listener, Message, Socket, Transport
 from .options import TransportOptions
 from .tcp import TCPTransport
@@ -804,34 +805,12 @@ class HTTPTransport(Transport):
 
     def _client_context(self) -> ssl.SSLContext:
         if self._client_tls is None:
-            options = self.options
-            try:
-                context = ssl.create_default_context(cafile=options.ca_file)
-                if options.insecure:
-                    context.check_hostname = False
-                    context.verify_mode = ssl.CERT_NONE
-                if options.cert_file:
-                    context.load_cert_chain(options.cert_file, options.key_file)
-            except (OSError, ValueError) as exc:
-                raise InvalidOption(f"cannot load the TLS files: {exc}", option="ca_file") from exc
-            self._client_tls = context
+            self._client_tls = client_context(self.options)
         return self._client_tls
 
     def _server_context(self) -> ssl.SSLContext:
         if self._server_tls is None:
-            options = self.options
-            if not options.cert_file:
-                raise InvalidOption("a TLS listener needs cert_file and key_file", option="cert_file")
-            try:
-                context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-                context.minimum_version = ssl.TLSVersion.TLSv1_2
-                context.load_cert_chain(options.cert_file, options.key_file)
-                if options.ca_file:
-                    context.load_verify_locations(options.ca_file)
-                    context.verify_mode = ssl.CERT_REQUIRED
-            except (OSError, ValueError) as exc:
-                raise InvalidOption(f"cannot load the TLS files: {exc}", option="cert_file") from exc
-            self._server_tls = context
+            self._server_tls = server_context(self.options)
         return self._server_tls
 
     # -- closing ---------------------------------------------------------------------------------
