@@ -307,7 +307,7 @@ async def test_a_flood_of_bare_opens_holds_at_most_max_streams_and_is_released(
     assert len(server._tasks) <= 64
     await hang_up(writer)
     await eventually(lambda: not connections(server) and not server._tasks)
-    assert (conn._streams, conn._bare, conn._buf) == ({}, {}, b"")
+    assert (conn._streams, conn._bare, conn.incomplete) == ({}, {}, 0)
     await assert_serves(listener.address)
 
 
@@ -455,9 +455,9 @@ async def test_incomplete_frames_are_bounded_by_max_partial_bytes(make_server: C
     for _, writer in peers:
         writer.write(almost)
     await eventually(lambda: len(connections(server)) == 12)
-    await eventually(lambda: max(len(conn._buf) for conn in connections(server)) >= size)
+    await eventually(lambda: max(conn.incomplete for conn in connections(server)) >= size)
     await asyncio.sleep(0.3)  # let whatever is still in flight arrive
-    buffered = sum(len(conn._buf) for conn in connections(server))
+    buffered = sum(conn.incomplete for conn in connections(server))
     # One frame holds the budget; each waiting connection has at most the one read that started its frame
     # (asyncio reads up to 256 KiB at once). Without the budget all twelve would hold about 1 MiB each.
     assert buffered <= size + 13 + 11 * 256 * 1024
