@@ -78,6 +78,8 @@ GOALS: list[Goal] = [
     Goal("registry local", "idle watcher CPU, 1,000 services", limit=2.0),
     Goal("startup", "import micro", limit=150.0),
     Goal("startup", "micro --help", limit=400.0),
+    # A default service, started and idle (issue #17: 44 MiB before Service() imported lazily).
+    Goal("startup", "idle service RSS", limit=40.0),
 ]
 
 
