@@ -38,9 +38,10 @@ Flow control is TCP's: a sender waits, before it queues a message, while the
 transport's write buffer is over its high-water mark, so one connection holds
 at most about one message more than that; a receiver stops reading the
 connection while its sockets hold more than ``max(2 * max_message_size, 8 MiB)``
-unread bytes. A listener also stops reading a connection while 4 of its
-streams wait to write (the peer sends faster than it reads), and one that
-starts a frame while its connections' incomplete frames hold
+unread bytes, and reads it at most once per loop turn while they hold 1 MiB. A
+listener also stops reading a connection while 4 of its streams wait to write, or
+the replies they wait to write hold 1 MiB (the peer sends faster than it reads),
+and one that starts a frame while its connections' incomplete frames hold
 ``max_partial_bytes`` (until they complete).
 """
 
