@@ -215,3 +215,17 @@ async def test_a_queue_watcher_of_a_started_registry_is_returned_as_it_is() -> N
     await registry.start()
     assert isinstance(registry.watch(), QueueWatcher)
     await registry.close()
+
+
+async def test_a_close_before_the_background_start_is_not_undone_by_it() -> None:
+    registry = Bare()
+    watcher = registry.watch()
+    await registry.close()  # before the start the watch scheduled has run
+    for _ in range(3):
+        await asyncio.sleep(0)
+    assert ("start",) not in registry.calls
+    assert watcher.stopped
+    with pytest.raises(StopAsyncIteration):
+        await watcher.__anext__()
+    with pytest.raises(ConnectionClosed):
+        await registry.list_services()

@@ -430,7 +430,7 @@ class Registry(Component, abc.ABC):
             raise self._closed_error()
         import asyncio  # here, not at the top: `micro --help` imports this module and must not pay for asyncio
 
-        starting = asyncio.get_running_loop().create_task(self.start(), name=f"{type(self).__name__}.start")
+        starting = asyncio.get_running_loop().create_task(self._start_for_watch(), name=f"{type(self).__name__}.start")
         self._watched_unstarted = True
         try:
             watcher = self._watch(service)
@@ -438,6 +438,19 @@ class Registry(Component, abc.ABC):
             starting.add_done_callback(_consume)
             raise
         return _Starting(watcher, starting)
+
+    async def _start_for_watch(self) -> None:
+        """The background start of :meth:`watch`: as :meth:`start`, unless a :meth:`close` came first.
+
+        A close() that ran while this waited must not be undone by it: the registry stays closed and
+        the watcher (stopped by that close) ends.
+        """
+        async with self._component_lock():
+            if self._component_state == "new":
+                await self._start()
+                self._component_state = "started"
+        if self._component_state != "started":
+            raise self._closed_error()
 
     # -- the hooks -----------------------------------------------------------------------------
     # Not abstract, so that a registry written before the hooks (overriding the public methods) still builds.
