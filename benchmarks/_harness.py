@@ -68,13 +68,16 @@ def unavailable(group: str, name: str, reason: str, unit: str = "ops/s") -> Row:
 
 @dataclass(frozen=True)
 class Goal:
-    """A figure to reach: ``subject / baseline >= ratio`` (rows of one group), or ``subject`` under ``limit``."""
+    """A figure to reach: ``subject / baseline >= ratio`` (or ``<= max_ratio``; rows of one group), or ``subject``
+    under ``limit``."""
 
     group: str
     subject: str
     baseline: str | None = None
     ratio: float | None = None
     limit: float | None = None
+    #: ``subject / baseline <= max_ratio`` instead (rows where less is better: memory, CPU).
+    max_ratio: float | None = None
 
     def label(self) -> str:
         if self.baseline is not None:
@@ -244,6 +247,18 @@ class Worker:
             return float(psutil.Process(self.process.pid).memory_info().rss) / 2**20
         except psutil.Error:
             return None
+
+    def cpu_s(self) -> float | None:
+        """The worker's CPU time so far (user and system), in seconds (``None`` like :meth:`rss_mib`)."""
+        try:
+            import psutil
+        except ImportError:
+            return None
+        try:
+            times = psutil.Process(self.process.pid).cpu_times()
+        except psutil.Error:
+            return None
+        return float(times.user + times.system)
 
     async def stop(self) -> None:
         if self.process.returncode is None:

@@ -25,6 +25,7 @@ import os
 import signal
 import struct
 import sys
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, cast
@@ -511,8 +512,21 @@ CLIENTS = {
 }
 
 
+def _counted(call: Call, done: list[int]) -> Call:
+    async def counted() -> Any:
+        result = await call()
+        done[0] += 1
+        return result
+
+    return counted
+
+
 async def load(kind: str, address: str, args: argparse.Namespace) -> dict[str, Any]:
     calls, close = await CLIENTS[kind](address, args.callers, args.connections, args.size)
+    # Every call made (warm-up included) and this process's CPU for them: CPU per call, whatever the load.
+    done = [0]
+    calls = [_counted(call, done) for call in calls]
+    cpu = time.process_time()
     try:
         # Connect every connection and warm the caches before timing, a hundred callers at a time.
         for start in range(0, len(calls), 100):
@@ -520,7 +534,7 @@ async def load(kind: str, address: str, args: argparse.Namespace) -> dict[str, A
         result = await closed_loop(calls, duration=args.duration, warmup=args.warmup)
     finally:
         await close()
-    return result.as_dict()
+    return {**result.as_dict(), "all_calls": done[0], "cpu_s": time.process_time() - cpu}
 
 
 def main() -> None:
