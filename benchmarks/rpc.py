@@ -72,7 +72,7 @@ async def measure(
         argv = [
             python(), WORKER, "load", kind, server.address, *flags,
             "--callers", str(callers), "--connections", str(connections), "--size", str(size),
-            "--duration", str(duration), "--warmup", str(warmup),
+            "--duration", str(duration), "--warmup", str(warmup), "--server-pid", str(server.process.pid),
         ]  # fmt: skip
         result = await run_worker(argv, env=ctx.env, timeout=duration + warmup + 60)
         return result, server.rss_mib()
