@@ -33,9 +33,9 @@ import secrets
 import time
 import traceback
 import uuid
-from collections.abc import AsyncIterator, Callable, Coroutine, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping, Sequence
 from types import MappingProxyType
-from typing import Any, ClassVar, TypeAlias
+from typing import Any, ClassVar, TypeAlias, TypeVar
 
 from .. import _mucp
 from .._deadline import Deadline
@@ -70,6 +70,8 @@ from .handler import Kind, Method, Subscription, methods_of, subscriptions_of
 from .options import ServerOptions
 
 __all__ = ["RPCServer", "Route"]
+
+_T = TypeVar("_T")
 
 
 def _tcp() -> Transport:
@@ -844,6 +846,24 @@ class RPCServer(Server):
     def call_finished(self, token: asyncio.Task[Any] | None) -> None:
         """The call :meth:`call_started` counted is over."""
         self._untrack(token)
+
+    async def within(self, deadline: float | None, endpoint: str, work: Awaitable[_T]) -> _T:
+        """Await ``work`` (a handler's) until ``deadline``, a ``time.monotonic()`` instant (``None``: no limit).
+
+        At the deadline ``work`` is cancelled and :class:`~micro.errors.Timeout` (408) naming ``endpoint``
+        raised, as the mucp server does for its handlers; a cancellation from elsewhere propagates as it is.
+        The deadline timer is shared with other calls (up to 10 ms late, never early).
+        """
+        if deadline is None:
+            return await work
+        scope = Deadline(deadline)
+        try:
+            async with scope:
+                return await work
+        except TimeoutError as exc:
+            if scope.expired:
+                raise Timeout(f"{endpoint}: deadline exceeded", id=self.options.name) from exc
+            raise
 
 
 #: How a server serves one endpoint: ``.method`` and ``.call`` (see :meth:`RPCServer.route`).

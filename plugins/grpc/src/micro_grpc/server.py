@@ -33,7 +33,7 @@ import grpc
 from google.protobuf import descriptor_pb2, descriptor_pool
 from micro._redact import redact
 from micro.context import serving
-from micro.errors import EndpointNotFound, InternalError, MicroError, Timeout, Unavailable
+from micro.errors import EndpointNotFound, InternalError, MicroError, Unavailable
 from micro.metadata import Metadata
 from micro.registry.base import Service
 from micro.server.base import Request
@@ -205,9 +205,6 @@ class GRPCServer(RPCServer):
             # The handler returned something the endpoint's type cannot carry: the server's fault.
             raise InternalError(f"{endpoint}: cannot encode the response: {exc}", id=self.options.name) from exc
 
-    def _grpc_timeout(self, endpoint: str) -> Timeout:
-        return Timeout(f"{endpoint}: deadline exceeded", id=self.options.name)
-
     def _grpc_unary(self, method: Method, marshals: _Endpoint) -> Callable[[Any, Any], Awaitable[bytes]]:
         """A unary or client-streaming call: one response.
 
@@ -225,18 +222,7 @@ class GRPCServer(RPCServer):
                     request, deadline = self._grpc_request(method, decode, received, context)
                     call = self._grpc_route(endpoint).call
                     with serving(request.metadata, deadline) as headers:
-                        if deadline is None:
-                            result = await call(request)
-                        else:
-                            # Inline rather than a helper coroutine: one frame less per call.
-                            scope = asyncio.timeout(deadline - time.monotonic())
-                            try:
-                                async with scope:
-                                    result = await call(request)
-                            except TimeoutError as exc:
-                                if scope.expired():
-                                    raise self._grpc_timeout(endpoint) from exc
-                                raise
+                        result = await self.within(deadline, endpoint, call(request))
                     try:
                         payload = encode(result)
                     except MicroError as exc:
@@ -271,7 +257,7 @@ class GRPCServer(RPCServer):
                 try:
                     request, deadline = self._grpc_request(method, decode, received, context)
                     with serving(request.metadata, deadline) as headers:
-                        await self._grpc_within(deadline, endpoint, self._grpc_write_all(request, marshals, context))
+                        await self.within(deadline, endpoint, self._grpc_write_all(request, marshals, context))
                 except asyncio.CancelledError:
                     raise
                 except Exception as exc:
@@ -285,18 +271,6 @@ class GRPCServer(RPCServer):
                 self.call_finished(token)
 
         return serve
-
-    async def _grpc_within(self, deadline: float | None, endpoint: str, work: Awaitable[Any]) -> Any:
-        if deadline is None:
-            return await work
-        scope = asyncio.timeout(deadline - time.monotonic())
-        try:
-            async with scope:  # the cancellation becomes TimeoutError on leaving the block, so try goes outside
-                return await work
-        except TimeoutError as exc:
-            if scope.expired():
-                raise self._grpc_timeout(endpoint) from exc
-            raise
 
     async def _grpc_write_all(self, request: Request, marshals: _Endpoint, context: Any) -> None:
         endpoint = request.endpoint
