@@ -212,7 +212,7 @@ class GRPCServer(RPCServer):
         """
         endpoint = method.name
         decode = marshals.request.decode
-        encode = marshals.response.encode
+        response = marshals.response
 
         async def serve(received: Any, context: Any) -> bytes:
             token = self.call_started()
@@ -223,13 +223,7 @@ class GRPCServer(RPCServer):
                     call = self._grpc_route(endpoint).call
                     with serving(request.metadata, deadline) as headers:
                         result = await self.within(deadline, endpoint, call(request))
-                    try:
-                        payload = encode(result)
-                    except MicroError as exc:
-                        # The handler returned something the endpoint's type cannot carry: the server's fault.
-                        raise InternalError(
-                            f"{endpoint}: cannot encode the response: {exc}", id=self.options.name
-                        ) from exc
+                    payload = self._grpc_encode(response, result, endpoint)
                 except asyncio.CancelledError:
                     raise
                 except Exception as exc:
