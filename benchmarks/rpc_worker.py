@@ -531,7 +531,7 @@ async def load(kind: str, address: str, args: argparse.Namespace) -> dict[str, A
         # Connect every connection and warm the caches before timing, a hundred callers at a time.
         for start in range(0, len(calls), 100):
             await asyncio.gather(*(call() for call in calls[start : start + 100]))
-        result = await closed_loop(calls, duration=args.duration, warmup=args.warmup)
+        result = await closed_loop(calls, duration=args.duration, warmup=args.warmup, server_pid=args.server_pid)
     finally:
         await close()
     return {**result.as_dict(), "all_calls": done[0], "cpu_s": time.process_time() - cpu}
@@ -548,6 +548,7 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=0, help="payload bytes; 0 for the small JSON object")
     parser.add_argument("--duration", type=float, default=3.0)
     parser.add_argument("--warmup", type=float, default=0.5)
+    parser.add_argument("--server-pid", type=int, default=None, help="also report this process's CPU per call")
     args = parser.parse_args()
     if args.role == "serve":
         coroutine: Any = SERVERS[args.kind]()
