@@ -278,7 +278,7 @@ async def test_head_and_query_strings_go_through_the_application(api: Running, s
     writer.close()
 
 
-async def test_server_sent_events_are_chunked(api: Running, service: str) -> None:
+async def test_server_sent_events_are_chunked_and_keep_the_connection(api: Running, service: str) -> None:
     reader, writer = await connect(api)
     body = b'{"to": 3}'
     writer.write(
@@ -289,6 +289,12 @@ async def test_server_sent_events_are_chunked(api: Running, service: str) -> Non
     assert status == 200
     assert headers["transfer-encoding"] == "chunked"
     assert re.findall(rb"data: (\d+)", events) == [b"0", b"1", b"2"]
+    # The connection stays open for the next request, a unary call.
+    writer.write(call(service, b'{"name": "after"}'))
+    await writer.drain()
+    status, _, body = await response(reader)
+    assert status == 200, body
+    assert json.loads(body)["name"] == "AFTER"
     writer.close()
 
 

@@ -404,22 +404,23 @@ class GatewayProtocol(asyncio.Protocol):
             await self._asgi(request)
             return
         keep_alive = False
+        stream = False
         try:
             answer = await self.gateway.post(url.decode("latin-1"), request.headers, request.body)
             if answer is None:
-                await self._asgi(request)
-                return
-            status, body, extra = answer
-            keep_alive = request.keep_alive and not self.closing
-            head = [_JSON_HEAD[status], str(len(body)).encode(), b"\r\n"]
-            for name, value in extra:
-                head += (name, b": ", value, b"\r\n")
-            if not keep_alive:
-                head.append(_CLOSE)
-            head.append(b"\r\n")
-            head.append(body)
-            if not self.done:
-                self.transport.write(b"".join(head))
+                stream = True  # served below by the application, which finishes the request itself
+            else:
+                status, body, extra = answer
+                keep_alive = request.keep_alive and not self.closing
+                head = [_JSON_HEAD[status], str(len(body)).encode(), b"\r\n"]
+                for name, value in extra:
+                    head += (name, b": ", value, b"\r\n")
+                if not keep_alive:
+                    head.append(_CLOSE)
+                head.append(b"\r\n")
+                head.append(body)
+                if not self.done:
+                    self.transport.write(b"".join(head))
         except Exception:  # a bug: gateway.post answers every error of a call itself
             log.exception("micro api: error answering a call")
             if not self.done:
@@ -429,7 +430,10 @@ class GatewayProtocol(asyncio.Protocol):
                 self.transport.close()
             raise
         finally:
-            self._finished(keep_alive)
+            if not stream:
+                self._finished(keep_alive)
+        if stream:
+            await self._asgi(request)
 
     async def _asgi(self, request: _Request) -> None:
         """Run the ASGI application for ``request`` (its body already whole)."""
