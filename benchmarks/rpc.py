@@ -48,9 +48,7 @@ KINDS = {
     "micro-otel": "micro + opentelemetry",
     "micro-otel-all": "micro + opentelemetry (every call sampled)",
     "micro-prometheus": "micro + prometheus",
-    # The micro service behind asyncmicro-api's gateway (its own process), called with aiohttp's client and the
-    # same JSON body as "aiohttp": HTTP in, micro RPC out.
-    "micro-api": "micro api gateway",
+    # The gateway ("micro-api" in rpc_worker.py) is measured by api_gateway.py, against "aiohttp" in CPU per call.
 }
 
 

@@ -521,20 +521,38 @@ def _counted(call: Call, done: list[int]) -> Call:
     return counted
 
 
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU seconds process ``pid`` has used so far (Linux ``/proc``)."""
+    with open(f"/proc/{pid}/stat", "rb") as stat:
+        fields = stat.read().rpartition(b")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 async def load(kind: str, address: str, args: argparse.Namespace) -> dict[str, Any]:
     calls, close = await CLIENTS[kind](address, args.callers, args.connections, args.size)
     # Every call made (warm-up included) and this process's CPU for them: CPU per call, whatever the load.
     done = [0]
     calls = [_counted(call, done) for call in calls]
     cpu = time.process_time()
+    pids = [int(pid) for pid in args.cpu.split(",") if pid]
     try:
         # Connect every connection and warm the caches before timing, a hundred callers at a time.
         for start in range(0, len(calls), 100):
             await asyncio.gather(*(call() for call in calls[start : start + 100]))
-        result = await closed_loop(calls, duration=args.duration, warmup=args.warmup, server_pid=args.server_pid)
+        if not pids:
+            result = (
+                await closed_loop(calls, duration=args.duration, warmup=args.warmup, server_pid=args.server_pid)
+            ).as_dict()
+        else:
+            # The servers' CPU over the measured window only: the warm-up runs as a loop of its own first.
+            await closed_loop(calls, duration=args.warmup, warmup=0.0)
+            before = [cpu_seconds(pid) for pid in pids]
+            result = (await closed_loop(calls, duration=args.duration, warmup=0.0)).as_dict()
+            used = [cpu_seconds(pid) - was for pid, was in zip(pids, before, strict=True)]
+            result["cpu_us"] = [seconds * 1e6 / max(1, result["calls"]) for seconds in used]
     finally:
         await close()
-    return {**result.as_dict(), "all_calls": done[0], "cpu_s": time.process_time() - cpu}
+    return {**result, "all_calls": done[0], "cpu_s": time.process_time() - cpu}
 
 
 def main() -> None:
@@ -549,6 +567,7 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=3.0)
     parser.add_argument("--warmup", type=float, default=0.5)
     parser.add_argument("--server-pid", type=int, default=None, help="also report this process's CPU per call")
+    parser.add_argument("--cpu", default="", help="comma-separated pids: report each one's CPU µs per call")
     args = parser.parse_args()
     if args.role == "serve":
         coroutine: Any = SERVERS[args.kind]()

@@ -26,12 +26,15 @@ from __future__ import annotations
 import abc
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from types import TracebackType
-from typing import Any, ClassVar, Final, Self, TypeAlias, TypedDict, TypeVar, Unpack, overload
+from typing import TYPE_CHECKING, Any, ClassVar, Final, Self, TypeAlias, TypedDict, TypeVar, Unpack, overload
 
 from ..component import Component
 from ..metadata import Metadata
 from ..registry.base import Node
 from .options import ClientOptions
+
+if TYPE_CHECKING:
+    from ..codec.base import Codec
 
 __all__ = [
     "NO_REQUEST",
@@ -337,6 +340,29 @@ class Client(Component, abc.ABC):
         """
         return await self._invoke(service, endpoint, request, response_type, options)
 
+    async def invoke_raw(self, service: str, endpoint: str, body: bytes, **options: Unpack[CallOptions]) -> Response:
+        """Call ``endpoint`` of ``service`` with a body that is encoded already; return the encoded response.
+
+        For a proxy or gateway that receives bodies in the service's own format (JSON over HTTP) and hands
+        them on: nothing is decoded and encoded again on the way. ``body`` is sent as it is, labelled with
+        ``content_type`` (the client's content type when omitted: ``options.content_type``, else the default
+        codec's); the service decodes it into its handler's type as for any call. The returned
+        :class:`Response` holds the service's reply as ``bytes`` in ``body``, its ``content_type`` (the
+        service answers in the request's content type) and the response metadata. Selection, deadline,
+        retries and call wrappers are those of :meth:`invoke`; wrappers see the encoded bytes as
+        ``request.body``.
+
+        :param body: the encoded request.
+        :param options: the keywords of :class:`CallOptions`.
+        :raises ~micro.errors.CodecError: a client that cannot pass bytes through (see below) could not
+            decode ``body`` or encode the response.
+        :raises: as :meth:`invoke` otherwise; an error the service returned is raised, never returned as bytes.
+
+        A client that does not implement :meth:`_invoke_raw` itself decodes ``body`` with the built-in codec
+        for ``content_type``, calls :meth:`invoke`, and encodes the response with that codec.
+        """
+        return await self._invoke_raw(service, endpoint, body, options)
+
     async def stream(
         self,
         service: str,
@@ -367,6 +393,26 @@ class Client(Component, abc.ABC):
         self, service: str, endpoint: str, request: Any, response_type: Any, options: CallOptions
     ) -> Response:
         """Hook of :meth:`call` and :meth:`invoke`: make the call; ``options`` holds only the keywords given."""
+
+    async def _invoke_raw(self, service: str, endpoint: str, body: bytes, options: CallOptions) -> Response:
+        """Hook of :meth:`invoke_raw`. This default decodes and encodes around :meth:`_invoke`, with
+        :meth:`_raw_codec`; a client that can send bytes as they are overrides it."""
+        codec = self._raw_codec(options.get("content_type"))
+        given: CallOptions = {**options, "content_type": codec.content_type}
+        response = await self._invoke(service, endpoint, codec.unmarshal(bytes(body)), None, given)
+        return Response(
+            codec.marshal(response.body),
+            metadata=response.metadata,
+            content_type=codec.content_type,
+            node=response.node,
+        )
+
+    def _raw_codec(self, content_type: str | None) -> Codec:
+        """The codec :meth:`_invoke_raw`'s default decodes and encodes with: the built-in one for ``content_type``
+        (``application/json`` when ``None``)."""
+        from ..codec import Codecs
+
+        return Codecs().get(content_type or "application/json")
 
     @abc.abstractmethod
     async def _stream(

@@ -153,6 +153,7 @@ class RPCClient(Client):
         self._wrappers: list[CallWrapper] = list(wrappers)
         self._call: CallFunc = self._chain(self._attempt)
         self._open: CallFunc = self._chain(self._open_stream)
+        self._raw_call: CallFunc | None = None  # the chain of invoke_raw, built on its first use
         self._publish_wrappers: list[PublishWrapper] = []
         self._send: PublishFunc = self._deliver
         options_ = self.options
@@ -196,6 +197,7 @@ class RPCClient(Client):
         self._wrappers.extend(wrappers)
         self._call = self._chain(self._attempt)
         self._open = self._chain(self._open_stream)
+        self._raw_call = None
 
     def wrap_publish(self, *wrappers: PublishWrapper) -> None:
         self._publish_wrappers.extend(wrappers)
@@ -426,6 +428,66 @@ class RPCClient(Client):
         else:
             body = codec.decode(frame.body, MessageType.RESPONSE, request.response_type).body
         return Response(body, metadata=metadata, content_type=codec.content_type, node=request.node)
+
+    # -- raw calls: encoded bodies passed through ----------------------------------------------
+
+    def _raw_codec(self, content_type: str | None) -> Codec:
+        return self._codec(content_type or self.options.content_type or "")
+
+    async def _invoke_raw(self, service: str, endpoint: str, body: bytes, options: CallOptions) -> Response:
+        """Send ``body`` as it is and return the reply's bytes (see :meth:`Client.invoke_raw`).
+
+        A subclass that speaks another wire in :meth:`_attempt` (gRPC) gets the decoding default instead.
+        """
+        if type(self)._attempt is not RPCClient._attempt:
+            return await super()._invoke_raw(service, endpoint, body, options)
+        _check_names(service, endpoint)
+        given: object = body
+        if type(given) is not bytes:
+            if not isinstance(given, (bytes, bytearray, memoryview)):
+                raise BadRequest(f"body must be bytes, got {type(given).__qualname__}")
+            body = bytes(given)
+        content_type = options.get("content_type") or self.options.content_type or self._codec("").content_type
+        retries = options.get("retries")
+        call = Request(
+            service=service,
+            endpoint=endpoint,
+            body=body,
+            content_type=content_type,
+            metadata=self._metadata(options.get("metadata")),
+            deadline=self._deadline(options.get("timeout"), self.options.request_timeout),
+        )
+        raw = self._raw_call
+        if raw is None:
+            raw = self._raw_call = self._chain(self._attempt_raw)
+        attempts = (self.options.retries if retries is None else retries) + 1
+        return await self._attempts(
+            call, raw, attempts, options.get("backoff") or self._backoff, options.get("address")
+        )
+
+    async def _attempt_raw(self, request: Request) -> Response:
+        """One attempt of a raw call (the innermost :data:`CallFunc` of :meth:`invoke_raw`): bytes out, bytes in."""
+        payload: bytes = request.body
+        _check_size(request, payload)
+        header = dict(request.metadata) if request.metadata else {}
+        header[_mucp.SERVICE] = request.service
+        header[_mucp.ENDPOINT] = request.endpoint
+        header[_mucp.ID] = str(next(_ids))
+        header[_mucp.CONTENT_TYPE] = request.content_type
+        if request.deadline is not None:
+            header[_mucp.TIMEOUT] = _mucp.encode_timeout(request.deadline - time.monotonic())
+        socket = await self._dial(request)
+        try:
+            await socket.send_last(Frame(header, payload))
+            frame = await socket.recv()
+        finally:
+            await socket.close()
+        routing, metadata = _mucp.parse(frame.header)
+        failure = routing.get(_ERROR)
+        if failure is not None:
+            raise _mucp.error_from(failure)
+        content_type = routing.get(_CONTENT_TYPE) or request.content_type
+        return Response(frame.body, metadata=metadata, content_type=content_type, node=request.node)
 
     # -- streams ---------------------------------------------------------------------------------
 

@@ -32,11 +32,13 @@ import contextlib
 import logging
 import re
 import time
-from collections.abc import Awaitable, Callable, Mapping, MutableMapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMapping
 from typing import Any, Final
 
 import orjson
-from micro.client.base import NO_REQUEST, Client, Stream
+from micro.client.base import NO_REQUEST, Client, Response, Stream
+from micro.codec import Codecs
+from micro.codec.lookup import normalize
 from micro.component import Component
 from micro.errors import BadRequest, ConnectionClosed, MessageTooLarge, MicroError, Timeout
 from micro.options import parse_duration
@@ -45,7 +47,7 @@ from micro.registry.base import Registry
 from .errors import GATEWAY, MethodNotAllowed, RequestTimeout, status_of
 from .openapi import document
 from .options import APIOptions
-from .routes import Catalog, Route
+from .routes import UNARY, Catalog, Route
 
 __all__ = ["Gateway", "metadata_of"]
 
@@ -83,6 +85,8 @@ HOP_HEADERS: Final[frozenset[str]] = frozenset(
     }
 )
 _JSON: Final = b"application/json"
+#: The content types of a reply passed through as it is.
+_JSON_TYPES: Final = frozenset({"application/json", "text/json"})
 #: What a response header's name (``_BAD_KEY``) or value (``_BAD_VALUE``) may not hold.
 _BAD_KEY: Final = re.compile("[\r\n\0 :\t]")
 _BAD_VALUE: Final = re.compile("[\r\n\0]")
@@ -115,23 +119,47 @@ def metadata_of(headers: list[tuple[bytes, bytes]] | Any) -> dict[str, str]:
     return _scan(headers)[0]
 
 
-def _scan(headers: list[tuple[bytes, bytes]] | Any) -> tuple[dict[str, str], bytes | None, bytes | None]:
-    """One pass over a request's headers: its metadata (see :func:`metadata_of`), ``Content-Length`` and ``Timeout``."""
+#: Kinds of request header, by what :func:`_scan` does with them.
+_METADATA, _DROP, _LENGTH, _TIMEOUT = 0, 1, 2, 3
+#: Raw header name -> (lower-case name, kind): header names repeat from request to request, so each is
+#: decoded and classified once (bounded: names are caller input).
+_NAMES: dict[bytes, tuple[str, int]] = {}
+
+
+def _classify(raw: bytes | bytearray) -> tuple[str, int]:
+    key = bytes(raw).decode("latin-1").lower()
+    if key == "content-length":
+        kind = _LENGTH
+    elif key == "timeout":
+        kind = _TIMEOUT
+    elif key in HOP_HEADERS or key.startswith(("micro-", "x-micro-")):
+        kind = _DROP
+    else:
+        kind = _METADATA
+    if type(raw) is bytes and len(_NAMES) < 4096:
+        _NAMES[raw] = (key, kind)
+    return key, kind
+
+
+def _scan(headers: Iterable[tuple[bytes, bytes]] | Any) -> tuple[dict[str, str], bytes | None, bytes | None]:
+    """One pass over a request's headers: its metadata (see :func:`metadata_of`), ``Content-Length`` and ``Timeout``.
+
+    Header names may be in any case; values lose trailing blanks (which HTTP does not count as part of them).
+    """
     metadata: dict[str, str] = {}
     length: bytes | None = None
     timeout: bytes | None = None
+    names = _NAMES
     for raw_key, raw_value in headers:
-        key = raw_key.decode("latin-1").lower()
-        if key in HOP_HEADERS:
-            if key == "content-length" and length is None:
-                length = bytes(raw_value)
-            elif key == "timeout" and timeout is None:
-                timeout = bytes(raw_value)
-            continue
-        if key.startswith(("micro-", "x-micro-")):
-            continue
-        value = raw_value.decode("latin-1")
-        metadata[key] = f"{metadata[key]}, {value}" if key in metadata else value
+        key, kind = names.get(raw_key) or _classify(raw_key)
+        if kind == _METADATA:
+            value = raw_value.decode("latin-1").rstrip(" \t")
+            metadata[key] = f"{metadata[key]}, {value}" if key in metadata else value
+        elif kind == _LENGTH:
+            if length is None:
+                length = bytes(raw_value).strip()
+        elif kind == _TIMEOUT and timeout is None:
+            timeout = bytes(raw_value)
     return metadata, length, timeout
 
 
@@ -189,6 +217,7 @@ class Gateway:
         self._catalog: Catalog | None = None
         self._websockets = 0
         self._document: tuple[float, bytes] | None = None
+        self._codec_lookup: Codecs | None = None
 
     @property
     def client(self) -> Client:
@@ -291,15 +320,12 @@ class Gateway:
                 raise MethodNotAllowed(f"{method} {path}: calls are POST (streams also WebSocket)", id=GATEWAY)
             metadata, length, asked = _scan(scope["headers"])
             body = await self._read_body(length, receive)
-            request = _parse(body)
             if route.kind == "unary":
-                timeout = _timeout(asked, self.options.request_timeout)
-                response = await self.client.invoke(
-                    route.service, route.endpoint, request, metadata=metadata, timeout=timeout
-                )
-                headers = [h for h in map(_safe_header, response.metadata.keys(), response.metadata.values()) if h]
-                await _respond(send, 200, _dumps(response.body), extra=headers)
-            elif route.kind == "server_stream":
+                status, payload, headers = await self._unary(route, metadata, asked, body)
+                await _respond(send, status, payload, extra=headers)
+                return
+            request = _parse(body)
+            if route.kind == "server_stream":
                 await self._sse(scope, receive, send, route, request, metadata)
             elif route.kind == "client_stream":
                 await self._client_stream(scope, send, route, request, metadata)
@@ -314,6 +340,75 @@ class Gateway:
             status, error = status_of(exc)
             extra = _METHOD_NOT_ALLOWED if status == 405 else ()
             await _respond(send, status, _dumps(error), extra=extra)
+
+    async def post(
+        self, path: str, headers: Iterable[tuple[bytes, bytes]], body: bytes
+    ) -> tuple[int, bytes, list[tuple[bytes, bytes]]] | None:
+        """The answer to ``POST path`` when ``path`` is a unary call: ``(status, JSON body, extra headers)``.
+
+        The hot path of :mod:`micro_api._protocol`, which has read ``headers`` (names in any case) and the
+        whole ``body``. Every error is answered here, as the ASGI application would. ``None`` when the path
+        is a stream: only the ASGI application serves those. (The same call as :meth:`_unary`, in one
+        coroutine: this runs for every call.)
+        """
+        try:
+            catalog = self.catalog
+            route = catalog.cached(path, self.options.namespace) or await catalog.resolve(path, self.options.namespace)
+            if route.kind != UNARY:
+                return None
+            metadata, _, asked = _scan(headers)
+            response = await self.client.invoke_raw(
+                route.service,
+                route.endpoint,
+                _json_body(body),
+                content_type="application/json",
+                metadata=metadata,
+                timeout=self.options.request_timeout
+                if asked is None
+                else _timeout(asked, self.options.request_timeout),
+            )
+            return self._reply(response)
+        except Exception as exc:
+            status, error = status_of(exc)
+            return status, _dumps(error), []
+
+    async def _unary(
+        self, route: Route, metadata: dict[str, str], asked: bytes | None, body: bytes
+    ) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
+        """Call ``route`` with the JSON ``body`` as it arrived; the service's JSON reply as it left the service.
+
+        The body is checked to be JSON (a 400 of the gateway's own otherwise) but not decoded into anything:
+        it goes to the service as its request bytes (:meth:`~micro.client.Client.invoke_raw`), and a reply in
+        JSON comes back untouched.
+        """
+        try:
+            response = await self.client.invoke_raw(
+                route.service,
+                route.endpoint,
+                _json_body(body),
+                content_type="application/json",
+                metadata=metadata,
+                timeout=_timeout(asked, self.options.request_timeout),
+            )
+            return self._reply(response)
+        except Exception as exc:
+            status, error = status_of(exc)
+            return status, _dumps(error), []
+
+    def _reply(self, response: Response) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
+        """A unary call's answer from its raw :class:`~micro.client.Response`: JSON as it came, else re-encoded."""
+        payload: bytes = response.body
+        content_type = response.content_type
+        if content_type != "application/json" and normalize(content_type) not in _JSON_TYPES:
+            payload = _dumps(self._codecs().get(content_type).unmarshal(payload))
+        metadata = response.metadata
+        headers = [h for h in map(_safe_header, metadata.keys(), metadata.values()) if h] if metadata else []
+        return 200, payload, headers
+
+    def _codecs(self) -> Codecs:
+        if self._codec_lookup is None:
+            self._codec_lookup = Codecs()
+        return self._codec_lookup
 
     async def _openapi_bytes(self) -> bytes:
         now = time.monotonic()
@@ -555,22 +650,14 @@ async def _pump(stream: Stream, receive: Receive, send: Send, *, sends: bool) ->
                 await task
 
 
-_CYCLE: Final = ("uvicorn.protocols.http.httptools_impl", "RequestResponseCycle")
-
-
 def _body_ready(receive: Receive) -> bool:
-    """Whether ``receive`` is uvicorn's (httptools) and holds the whole request body already.
+    """Whether ``receive`` is the gateway's own server's (:class:`micro_api._protocol.Exchange`), which
+    holds the whole request body before the application starts.
 
-    Then its next call returns at once: httptools saw the request's end before the gateway was called,
-    which lets a small body be read without arming a read timer. ``False`` for any other server's
-    ``receive`` and whenever the body may still be on its way. (Compared by name: importing uvicorn
-    here would load it with the plugin.)
+    Then its next call returns at once, so the body is read without arming a read timer (the server
+    kept ``read_timeout`` itself). ``False`` for any other server's ``receive``.
     """
-    cycle = getattr(receive, "__self__", None)
-    if cycle is None:
-        return False
-    kind = type(cycle)
-    return (kind.__module__, kind.__name__) == _CYCLE and getattr(cycle, "more_body", True) is False
+    return getattr(getattr(receive, "__self__", None), "body_complete", False) is True
 
 
 def _timeout(raw: bytes | None, limit: float | None) -> float | None:
@@ -584,6 +671,17 @@ def _timeout(raw: bytes | None, limit: float | None) -> float | None:
     if asked <= 0:
         raise BadRequest("Timeout header: must be positive", id=GATEWAY)
     return asked if limit is None else min(asked, limit)
+
+
+def _json_body(body: bytes) -> bytes:
+    """``body`` if it is JSON (``{}`` if it is blank); :class:`~micro.errors.BadRequest` if not."""
+    if not body or body.isspace():
+        return b"{}"
+    try:
+        orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise BadRequest(f"the body is not valid JSON: {exc}", id=GATEWAY) from None
+    return body
 
 
 def _parse(body: bytes) -> Any:

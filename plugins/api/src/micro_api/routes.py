@@ -115,14 +115,21 @@ class Catalog:
         self._lists[service] = (now + self.ttl, found)
         return found
 
-    async def resolve(self, path: str, namespace: str = "") -> Route:
-        """The :class:`Route` for a URL path (see the module's docstring for the forms and errors)."""
-        key = (path, namespace)
-        known = self._routes.get(key)
+    def cached(self, path: str, namespace: str = "") -> Route | None:
+        """The :class:`Route` :meth:`resolve` found for a URL path while its list is current; else ``None``."""
+        known = self._routes.get((path, namespace))
         if known is not None:
             listed, route = known
             if self._lists.get(route.service) is listed and time.monotonic() < listed[0]:
                 return route
+        return None
+
+    async def resolve(self, path: str, namespace: str = "") -> Route:
+        """The :class:`Route` for a URL path (see the module's docstring for the forms and errors)."""
+        route = self.cached(path, namespace)
+        if route is not None:
+            return route
+        key = (path, namespace)
         route = await self._resolve(path, namespace)
         current = self._lists.get(route.service)
         if current is not None and current[1]:  # only routes matched in a list, never "as the path says"

@@ -30,10 +30,14 @@ def application(gateway: Gateway) -> Any:
 
 
 def config(gateway: Gateway) -> Any:
-    """The ``uvicorn.Config`` for ``gateway``: its limits, no access log, the lifespan starting the gateway."""
+    """The ``uvicorn.Config`` for ``gateway``: its limits, no access log, the lifespan starting the gateway.
+
+    HTTP is the gateway's own protocol (:mod:`micro_api._protocol`: the unary hot path without ASGI, and
+    the read, size and connection limits); uvicorn runs the server around it and the WebSockets.
+    """
     import uvicorn
 
-    from ._http import LimitedHttpToolsProtocol
+    from ._protocol import protocol_for
 
     options = gateway.options
     host, port = split_address(options.address)
@@ -41,13 +45,15 @@ def config(gateway: Gateway) -> Any:
         application(gateway),
         host=host,
         port=port,
-        http=LimitedHttpToolsProtocol,  # httptools, with a bound on the request head
+        http=protocol_for(gateway),
         ws="websockets-sansio",  # not the legacy implementation websockets deprecates
         lifespan="on",
         access_log=False,
         log_level="warning",
         server_header=False,
         proxy_headers=False,  # X-Forwarded-* from a caller decide nothing here
+        # max_connections, idle_timeout and read_timeout are kept by the HTTP protocol, which reads them from the
+        # gateway's options; uvicorn's own settings for them say the same, for its WebSocket protocol.
         limit_concurrency=options.max_connections,
         timeout_keep_alive=max(1, round(options.idle_timeout)),
         ws_max_size=options.max_body_size,
