@@ -855,16 +855,15 @@ class _Serving:
     """The listener handler of an :class:`RPCServer`: a socket per call, or a one-shot request whole (the tcp
     transport's :class:`~micro.transport.tcp.OneShotHandler`)."""
 
-    __slots__ = ("_server",)
+    __slots__ = ("_server", "one_shot")
 
     def __init__(self, server: RPCServer) -> None:
         self._server = server
+        #: The server's own method, not a method of this class: one call less per request.
+        self.one_shot: Callable[[Socket, dict[str, str], bytes], bool] = server._one_shot
 
     def __call__(self, socket: Socket, /) -> Awaitable[None]:
         return self._server._serve(socket)
-
-    def one_shot(self, reply: Socket, header: dict[str, str], body: bytes, /) -> bool:
-        return self._server._one_shot(reply, header, body)
 
 
 class _Inbound:
