@@ -68,13 +68,16 @@ def unavailable(group: str, name: str, reason: str, unit: str = "ops/s") -> Row:
 
 @dataclass(frozen=True)
 class Goal:
-    """A figure to reach: ``subject / baseline >= ratio`` (rows of one group), or ``subject`` under ``limit``."""
+    """A figure to reach: ``subject / baseline >= ratio`` (or ``<= max_ratio``; rows of one group), or ``subject``
+    under ``limit``."""
 
     group: str
     subject: str
     baseline: str | None = None
     ratio: float | None = None
     limit: float | None = None
+    #: ``subject / baseline <= max_ratio`` instead (rows where less is better: memory, CPU).
+    max_ratio: float | None = None
 
     def label(self) -> str:
         if self.baseline is not None:
@@ -115,6 +118,10 @@ class Load:
     p50_ms: float
     p99_ms: float
     errors: int = 0
+    #: CPU seconds (all threads) per call over the measured window, of this process and of the server process
+    #: named by ``server_pid`` (``None`` when not measured). Less disturbed by other load than the rate.
+    client_cpu_us: float | None = None
+    server_cpu_us: float | None = None
 
     @property
     def rate(self) -> float:
@@ -128,6 +135,8 @@ class Load:
             "p50_ms": self.p50_ms,
             "p99_ms": self.p99_ms,
             "errors": self.errors,
+            "client_cpu_us": self.client_cpu_us,
+            "server_cpu_us": self.server_cpu_us,
         }
 
 
@@ -137,6 +146,7 @@ async def closed_loop(
     duration: float,
     warmup: float,
     max_errors: int = 10,
+    server_pid: int | None = None,
 ) -> Load:
     """Run one caller per entry of ``calls``, each awaiting its call back to back, for ``warmup + duration`` s.
 
@@ -152,6 +162,15 @@ async def closed_loop(
     latencies: list[float] = []
     record = latencies.append
     errors: list[BaseException] = []
+    done = [0]
+    marks: list[tuple[int, float, float | None]] = []
+
+    def mark() -> None:
+        marks.append((done[0], time.process_time(), _cpu_seconds(server_pid)))
+
+    loop = asyncio.get_running_loop()
+    loop.call_later(warmup, mark)
+    loop.call_later(warmup + duration, mark)
 
     async def caller(call: Callable[[], Awaitable[Any]]) -> None:
         while True:
@@ -165,11 +184,18 @@ async def closed_loop(
                 if len(errors) > max_errors:
                     raise
                 continue
+            done[0] += 1
             if started >= measure_from:
                 record(clock() - started)
 
     await asyncio.gather(*(caller(call) for call in calls))
     latencies.sort()
+    client_cpu = server_cpu = None
+    if len(marks) == 2 and marks[1][0] > marks[0][0]:
+        (calls0, cpu0, server0), (calls1, cpu1, server1) = marks
+        client_cpu = (cpu1 - cpu0) / (calls1 - calls0) * 1e6
+        if server0 is not None and server1 is not None:
+            server_cpu = (server1 - server0) / (calls1 - calls0) * 1e6
     # Callers finish the call in flight at ``end``: the window is until the last one returned.
     seconds = max(clock(), end) - measure_from
     return Load(
@@ -178,7 +204,21 @@ async def closed_loop(
         p50_ms=percentile(latencies, 0.50) * 1e3,
         p99_ms=percentile(latencies, 0.99) * 1e3,
         errors=len(errors),
+        client_cpu_us=client_cpu,
+        server_cpu_us=server_cpu,
     )
+
+
+def _cpu_seconds(pid: int | None) -> float | None:
+    """User plus system CPU seconds of process ``pid`` so far, all its threads (``None`` if unreadable)."""
+    if pid is None:
+        return None
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except OSError:
+        return None
+    # Fields 14 and 15 of stat(5), utime and stime in clock ticks; the split starts at field 3.
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 class Worker:
@@ -244,6 +284,18 @@ class Worker:
             return float(psutil.Process(self.process.pid).memory_info().rss) / 2**20
         except psutil.Error:
             return None
+
+    def cpu_s(self) -> float | None:
+        """The worker's CPU time so far (user and system), in seconds (``None`` like :meth:`rss_mib`)."""
+        try:
+            import psutil
+        except ImportError:
+            return None
+        try:
+            times = psutil.Process(self.process.pid).cpu_times()
+        except psutil.Error:
+            return None
+        return float(times.user + times.system)
 
     async def stop(self) -> None:
         if self.process.returncode is None:

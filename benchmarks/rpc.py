@@ -5,17 +5,28 @@ another (see ``rpc_worker.py``), so client and server each have a core of
 this machine, as they would across two hosts. Systems are measured in
 interleaved rounds and the best round of each is kept: a burst of load from
 elsewhere on a shared machine then hurts one round, not one system.
+
+Each round also reads the CPU time of both processes (all threads) over its
+measured window, divided by the calls: group ``rpc cpu`` gives calls per
+CPU-second of client and server together, and ``rpc server cpu`` of the server
+alone, each the median over the rounds. On a loaded machine these move far
+less than the rate, so the gRPC goals are read from them.
 """
 
 from __future__ import annotations
 
 import asyncio
+import statistics
 from typing import Any
 
 import nameko_bench
 from _harness import HERE, Context, Row, Worker, python, run_worker, unavailable
 
 GROUP = "rpc"
+CPU_GROUP = "rpc cpu"
+SERVER_CPU_GROUP = "rpc server cpu"
+#: The kinds whose CPU per call gets rows of its own (the gRPC goals' subjects and baseline).
+CPU_KINDS = ("grpc", "micro-grpc", "micro-grpc-server", "micro", "raw")
 WORKER = str(HERE / "rpc_worker.py")
 KINDS = {
     "micro": "micro",
@@ -72,7 +83,7 @@ async def measure(
         argv = [
             python(), WORKER, "load", kind, server.address, *flags,
             "--callers", str(callers), "--connections", str(connections), "--size", str(size),
-            "--duration", str(duration), "--warmup", str(warmup),
+            "--duration", str(duration), "--warmup", str(warmup), "--server-pid", str(server.process.pid),
         ]  # fmt: skip
         result = await run_worker(argv, env=ctx.env, timeout=duration + warmup + 60)
         return result, server.rss_mib()
@@ -89,6 +100,7 @@ async def run(ctx: Context) -> list[Row]:
     loops = [False, True] if _has_uvloop() and not ctx.quick else [False]
     kinds = {k: v for k, v in KINDS.items() if not (ctx.quick and k in ("micro-nodebug", "micro-otel-all"))}
     best: dict[tuple[str, bool], dict[str, Any]] = {}
+    cpu: dict[tuple[str, bool], list[tuple[float, float]]] = {}
     failed: dict[tuple[str, bool], str] = {}
     for round_ in range(rounds):
         for uvloop in loops:
@@ -104,6 +116,8 @@ async def run(ctx: Context) -> list[Row]:
                     continue
                 if key not in best or result["rate"] > best[key]["rate"]:
                     best[key] = result
+                if result.get("client_cpu_us") and result.get("server_cpu_us"):
+                    cpu.setdefault(key, []).append((result["client_cpu_us"], result["server_cpu_us"]))
     rows: list[Row] = []
     for uvloop in loops:
         suffix = " + uvloop" if uvloop else ""
@@ -124,13 +138,37 @@ async def run(ctx: Context) -> list[Row]:
                     note=f"best of {rounds}, {result['calls']} calls",
                 )
             )
-    by_label = {row.name: row for row in rows}
+    rows += cpu_rows(kinds, loops, cpu, rounds)
+    by_label = {row.name: row for row in rows if row.group == GROUP}
     for uvloop in loops:
         suffix = " + uvloop" if uvloop else ""
         nats, tcp = by_label.get(KINDS["micro-nats"] + suffix), by_label.get(KINDS["micro"] + suffix)
         if nats is not None and tcp is not None and nats.value and tcp.value:
             nats.note += f"; {nats.value / tcp.value:.2f}x the tcp transport"
     rows.append(await nameko_bench.run(ctx, GROUP, duration=ctx.pick(1.0, 5.0)))
+    return rows
+
+
+def cpu_rows(
+    kinds: dict[str, str], loops: list[bool], cpu: dict[tuple[str, bool], list[tuple[float, float]]], rounds: int
+) -> list[Row]:
+    """Calls per CPU-second (client and server together; the server alone), the median of the rounds."""
+    rows: list[Row] = []
+    for uvloop in loops:
+        suffix = " + uvloop" if uvloop else ""
+        for kind in CPU_KINDS:
+            samples = cpu.get((kind, uvloop))
+            if kind not in kinds or not samples:
+                continue
+            client = statistics.median(c for c, _ in samples)
+            server = statistics.median(s for _, s in samples)
+            both = statistics.median(c + s for c, s in samples)
+            note = (
+                f"median of {len(samples)}/{rounds} rounds: client {client:.0f} µs, server {server:.0f} µs CPU per call"
+            )
+            label = kinds[kind] + suffix
+            rows.append(Row(CPU_GROUP, label, 1e6 / both, "calls/CPU-s", note=note))
+            rows.append(Row(SERVER_CPU_GROUP, label, 1e6 / server, "calls/CPU-s", note=note))
     return rows
 
 

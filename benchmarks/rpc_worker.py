@@ -25,6 +25,7 @@ import os
 import signal
 import struct
 import sys
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, cast
@@ -511,16 +512,29 @@ CLIENTS = {
 }
 
 
+def _counted(call: Call, done: list[int]) -> Call:
+    async def counted() -> Any:
+        result = await call()
+        done[0] += 1
+        return result
+
+    return counted
+
+
 async def load(kind: str, address: str, args: argparse.Namespace) -> dict[str, Any]:
     calls, close = await CLIENTS[kind](address, args.callers, args.connections, args.size)
+    # Every call made (warm-up included) and this process's CPU for them: CPU per call, whatever the load.
+    done = [0]
+    calls = [_counted(call, done) for call in calls]
+    cpu = time.process_time()
     try:
         # Connect every connection and warm the caches before timing, a hundred callers at a time.
         for start in range(0, len(calls), 100):
             await asyncio.gather(*(call() for call in calls[start : start + 100]))
-        result = await closed_loop(calls, duration=args.duration, warmup=args.warmup)
+        result = await closed_loop(calls, duration=args.duration, warmup=args.warmup, server_pid=args.server_pid)
     finally:
         await close()
-    return result.as_dict()
+    return {**result.as_dict(), "all_calls": done[0], "cpu_s": time.process_time() - cpu}
 
 
 def main() -> None:
@@ -534,6 +548,7 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=0, help="payload bytes; 0 for the small JSON object")
     parser.add_argument("--duration", type=float, default=3.0)
     parser.add_argument("--warmup", type=float, default=0.5)
+    parser.add_argument("--server-pid", type=int, default=None, help="also report this process's CPU per call")
     args = parser.parse_args()
     if args.role == "serve":
         coroutine: Any = SERVERS[args.kind]()

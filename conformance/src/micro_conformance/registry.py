@@ -1,4 +1,4 @@
-"""The registry contract (:class:`micro.registry.Registry`): cases R01-R21.
+"""The registry contract (:class:`micro.registry.Registry`): cases R01-R22.
 
 Service names start with the test's unique prefix, and listings are filtered by
 it, so a registry shared with running services is tested safely. Capabilities:
@@ -381,6 +381,31 @@ class RegistryContract(Contract[Registry]):
             raise Unreachable(f"{type(registry).__name__} could not start on first use: {exc}") from exc
         self.later(lambda: registry.deregister(service))
         assert await self.nodes(registry, service.name) == ["n1"]
+
+    async def test_r22_a_closed_registry_refuses_until_started_again(self, registry: Registry) -> None:
+        """After close(), every method raises ConnectionClosed (watch too, at once) until start() is called again."""
+        closed = await self.another()
+        service = self.service("svc", "n1")
+        self.later(lambda: registry.deregister(service))  # through the subject, which stays open
+        await closed.register(service)
+        await closed.close()
+        refused = {
+            "register": lambda: closed.register(service),
+            "deregister": lambda: closed.deregister(service),
+            "get_service": lambda: closed.get_service(service.name),
+            "list_services": closed.list_services,
+        }
+        for method, call in refused.items():
+            with pytest.raises(ConnectionClosed):
+                await call()
+                pytest.fail(f"{method}() on a closed registry did not raise ConnectionClosed")
+        if "watch" in type(closed).capabilities:
+            with pytest.raises(ConnectionClosed):
+                watcher = closed.watch(service.name)
+                await watcher.stop()
+        await self.start(closed)  # and usable again once started
+        await closed.register(service)
+        assert await self.nodes(closed, service.name) == ["n1"]
 
     @absent("watch")
     async def test_r17_watch_without_capability_raises_not_supported(self, registry: Registry) -> None:

@@ -152,6 +152,11 @@ RULES: tuple[Rule, ...] = _rules(
     ),
     ("registry.watch-absent", "R17", "Without 'watch', watch() raises NotSupported."),
     ("registry.lifecycle", "R21", "A registry starts itself on first use."),
+    (
+        "registry.started",
+        "R22",
+        "After close(), every registry method (watch too) raises ConnectionClosed until start() is called again.",
+    ),
     # -- sync (micro.sync.base) -----------------------------------------------------------------------
     (
         "sync.exclusive",

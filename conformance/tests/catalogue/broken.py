@@ -50,6 +50,7 @@ from micro.network import Route
 from micro.network.mucp import MUCPNetwork
 from micro.network.router import Table
 from micro.registry import Service, Watcher
+from micro.registry.base import check_ttl
 from micro.registry.memory import MemoryRegistry
 from micro.store import Record
 from micro.store.memory import MemoryStore
@@ -631,7 +632,14 @@ class RegistryNeverExpires(MemoryRegistry):
 
 
 class RegistryWithoutTTLHonoursIt(MemoryRegistry):
+    """Goes round the base's capability check: honours a ttl it does not declare."""
+
     capabilities = frozenset({"watch"})
+
+    async def register(self, service, *, ttl=None):
+        service.validate()
+        await self._open_for_use()
+        await self._register(service, check_ttl(ttl, self.options.ttl))
 
 
 class RegistryHeartbeatIsNews(MemoryRegistry):
@@ -689,6 +697,14 @@ class RegistryNeedsStart(MemoryRegistry):
         if not self._bk_up:
             raise ConnectionClosed("registry not started")
         await super().register(service, ttl=ttl)
+
+
+class RegistryRestartsAfterClose(MemoryRegistry):
+    """Goes round the base's lifecycle rule: a closed registry starts itself again on use."""
+
+    async def _open_for_use(self):
+        if self._component_state != "started":
+            await self.start()
 
 
 # -- sync ------------------------------------------------------------------------------------------
@@ -1303,6 +1319,7 @@ CATALOGUE: list[Entry] = [
         FAST_TTL,
     ),
     Entry("registry.lifecycle", "needs-start", REGISTRY, "memory", RegistryNeedsStart, FAST_TTL),
+    Entry("registry.started", "restarts-after-close", REGISTRY, "memory", RegistryRestartsAfterClose, FAST_TTL),
     Entry("sync.exclusive", "re-entrant", SYNC, "memory", SyncReentrant),
     Entry("sync.ttl", "no-ttl-lapses", SYNC, "memory", SyncForeverIsShort),
     Entry("sync.waiting", "waits-half", SYNC, "memory", SyncWaitsHalf),

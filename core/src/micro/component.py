@@ -64,8 +64,8 @@ class Component:
     ``Publish`` before ``Connect``), in which case the operation starts it first.
     After :meth:`close`, every operation raises
     :class:`~micro.errors.ConnectionClosed` until :meth:`start` is called again.
-    The public methods of the bases that use hooks (store, sync, broker) apply
-    the rule before calling a backend's hook, so a backend never checks it.
+    The public methods of the bases that use hooks (store, sync, broker, transport,
+    registry) apply the rule before calling a backend's hook, so a backend never checks it.
     """
 
     #: The interface this is a base of (``"registry"``): set once on each interface's base class, and the key

@@ -38,3 +38,18 @@ def test_tree() -> None:
     a.add("a2")
     root.add("b")
     assert root.render().splitlines() == ["trace t", "├── a", "│   ├── a1", "│   └── a2", "└── b"]
+
+
+def test_with_a_width_the_widest_columns_are_cut_to_fit_but_kept_ones_never() -> None:
+    name = "asyncmicro-conformance"
+    rows = [(name, "x" * 40, Cell("y" * 30, fg="red")), ("b", "short", "z")]
+    out = click.unstyle(table(("name", "long", "other"), rows, width=50, keep=("name",)))
+    lines = out.splitlines()
+    assert max(len(line) for line in lines) <= 50, out
+    assert lines[1].startswith(name + "  ")  # kept whole
+    assert "…" in lines[1]
+    assert lines[2].split() == ["b", "short", "z"]
+    # Nothing to cut but kept or narrow columns: the table is as wide as it must be.
+    wide = click.unstyle(table(("name",), [(name,)], width=10, keep=("name",)))
+    assert wide.splitlines()[1] == name
+    assert table(("a",), [("x" * 100,)]).splitlines()[1] == "x" * 100  # no width: never cut

@@ -51,6 +51,21 @@ def test_default_service_imports_only_what_it_selected(tmp_path: Path) -> None:
     loaded = set(json.loads(out.stdout.splitlines()[-1]))
     assert "micro.server.rpc" in loaded  # the probe did build and start a service
     assert not {m for m in loaded if m.split(".")[0] in {"aiohttp", "yarl", "multidict"}}
+    # Libraries only a non-default choice needs (whether installed here or not), and the built-in
+    # implementations that are not the defaults.
+    unselected = {
+        "zeroconf", "jwt", "cryptography", "yaml", "google", "grpc", "redis", "aio_pika", "aiormq", "nats",
+        "consul", "asyncpg", "opentelemetry", "prometheus_client", "uvicorn", "starlette", "click", "rich",
+        "pydantic", "uvloop",
+    }  # fmt: skip
+    assert not {m for m in loaded if m.split(".")[0] in unselected}
+    not_defaults = {
+        "micro.auth.jwt", "micro.registry.mdns", "micro.registry.memory", "micro.broker.memory",
+        "micro.transport.http", "micro.transport.memory", "micro.selector.leastconn", "micro.codec.proto",
+        "micro.codec.msgpack", "micro.codec.jsonrpc", "micro.store", "micro.sync", "micro.runtime",
+        "micro.network", "micro.tunnel", "micro.config", "micro.cli", "micro.testing",
+    }  # fmt: skip
+    assert not {m for m in loaded if any(m == n or m.startswith(n + ".") for n in not_defaults)}
     # Registration modules (the entry points) and the packages above them are allowed; nothing else.
     allowed: set[str] = set()
     for entry in metadata.entry_points(group=ENTRY_POINT_GROUP):

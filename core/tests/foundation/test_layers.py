@@ -43,19 +43,30 @@ WIRING = frozenset(
 )
 
 
-def _name(path: Path) -> str:
-    parts = list(path.relative_to(ROOT.parent).with_suffix("").parts)
-    if parts[-1] == "__init__":
-        parts.pop()
-    return ".".join(parts)
+def _modules(root: Path) -> dict[str, Path]:
+    """The modules of the package at ``root`` (its directory), by dotted name."""
+
+    def name(path: Path) -> str:
+        parts = list(path.relative_to(root.parent).with_suffix("").parts)
+        if parts[-1] == "__init__":
+            parts.pop()
+        return ".".join(parts)
+
+    return {name(path): path for path in sorted(root.rglob("*.py"))}
 
 
-MODULES = {_name(path): path for path in sorted(ROOT.rglob("*.py"))}
+MODULES = _modules(ROOT)
+#: The plugins' packages, when the tests run in the monorepo (``plugins/<name>/src/<package>``).
+PLUGINS = sorted(p for p in (ROOT.parents[2] / "plugins").glob("*/src/*") if (p / "__init__.py").exists())
 
 
-def _imports(module: str) -> list[tuple[str, set[str], int]]:
-    """(the module imported, the names taken from it, line) for every import in ``module``, at any depth."""
-    path = MODULES[module]
+def _imports(module: str, modules: dict[str, Path] = MODULES) -> list[tuple[str, set[str], int]]:
+    """(the module imported, the names taken from it, line) for every import in ``module``, at any depth.
+
+    Only imports of the package ``modules`` belong to (``micro`` by default) are kept.
+    """
+    top = next(iter(modules)).split(".")[0]
+    path = modules[module]
     package = module if path.name == "__init__.py" else module.rpartition(".")[0]
     found: list[tuple[str, set[str], int]] = []
     for node in ast.walk(ast.parse(path.read_text(), str(path))):
@@ -69,11 +80,11 @@ def _imports(module: str) -> list[tuple[str, set[str], int]]:
                 target = node.module or ""
             names = {alias.name for alias in node.names}
             # `from .. import _env` imports the module micro._env; what else is named comes from `target` itself.
-            modules = {n for n in names if f"{target}.{n}" in MODULES}
-            found.extend((f"{target}.{n}", set(), node.lineno) for n in sorted(modules))
-            if names - modules:
-                found.append((target, names - modules, node.lineno))
-    return [(target, names, line) for target, names, line in found if target.split(".")[0] == "micro"]
+            submodules = {n for n in names if f"{target}.{n}" in modules}
+            found.extend((f"{target}.{n}", set(), node.lineno) for n in sorted(submodules))
+            if names - submodules:
+                found.append((target, names - submodules, node.lineno))
+    return [(target, names, line) for target, names, line in found if target.split(".")[0] == top]
 
 
 def _unit(module: str) -> str:
@@ -126,16 +137,40 @@ def test_no_two_parts_import_each_other_even_around_a_circle() -> None:
         pytest.fail(f"import cycle between parts of micro: {' -> '.join(exc.args[1])}")
 
 
-def test_no_two_modules_import_each_other_even_inside_a_block() -> None:
-    """Files too: a block's interface and its helpers form no loop (a lazy or type-only import counts)."""
+def _module_cycle(modules: dict[str, Path]) -> list[str] | None:
+    """A loop of imports between two or more modules of ``modules`` (lazy and type-only ones count), or ``None``."""
     graph: dict[str, set[str]] = {}
-    for module in MODULES:
-        for target, _, _ in _imports(module):
-            target = target if target in MODULES else target.rpartition(".")[0]
+    for module in modules:
+        for target, _, _ in _imports(module, modules):
+            target = target if target in modules else target.rpartition(".")[0]
             # A package's __init__ only hands names on; importing a sibling through it is not a loop of files.
-            if target in MODULES and target != module and MODULES[target].name != "__init__.py":
+            if target in modules and target != module and modules[target].name != "__init__.py":
                 graph.setdefault(module, set()).add(target)
     try:
         list(graphlib.TopologicalSorter(graph).static_order())
     except graphlib.CycleError as exc:
-        pytest.fail(f"import cycle between modules of micro: {' -> '.join(exc.args[1])}")
+        return list(exc.args[1])
+    return None
+
+
+def test_no_two_modules_import_each_other_even_inside_a_block() -> None:
+    """Files too: a block's interface and its helpers form no loop (a lazy or type-only import counts)."""
+    cycle = _module_cycle(MODULES)
+    assert cycle is None, f"import cycle between modules of micro: {' -> '.join(cycle or [])}"
+
+
+@pytest.mark.skipif(not PLUGINS, reason="not in the monorepo: no plugins/ beside the core")
+@pytest.mark.parametrize("package", PLUGINS, ids=lambda p: p.name)
+def test_no_two_modules_of_a_plugin_import_each_other(package: Path) -> None:
+    """The same for every plugin's package (a registry and its watch helper, a type-only import included)."""
+    cycle = _module_cycle(_modules(package))
+    assert cycle is None, f"import cycle between modules of {package.name}: {' -> '.join(cycle or [])}"
+
+
+def test_the_cycle_finder_sees_a_type_only_loop(tmp_path: Path) -> None:
+    package = tmp_path / "loop"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "a.py").write_text("from .b import B\n")
+    (package / "b.py").write_text("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from .a import A\n")
+    assert sorted(set(_module_cycle(_modules(package)) or [])) == ["loop.a", "loop.b"]

@@ -249,3 +249,19 @@ async def test_a_draining_listener_still_sends_its_one_shot_replies(server: TCPT
     for reply, body in pending:
         await reply.send_last(Message({}, body))
     assert [r.body for r in await asyncio.gather(*calls)] == [b"0", b"1", b"2"]
+
+
+async def test_a_large_one_shot_request_reaches_the_hook_whole(server: TCPTransport, client: TCPTransport) -> None:
+    # A frame over the read path's chunk threshold is kept as chunks and joined once: the hook gets that body.
+    bodies: list[bytes] = []
+
+    def take(reply: Socket, header: dict[str, str], body: bytes) -> bool:
+        bodies.append(body)
+        asyncio.get_running_loop().create_task(reply.send_last(Message({}, body[-10:])))
+        return True
+
+    listener = await server.listen("127.0.0.1:0", Hooked(take))
+    big = bytes(range(256)) * (3 * 1024 * 1024 // 256)
+    reply = await client._call_unary(listener.address, None, {"k": "v"}, big)
+    assert reply.body == big[-10:]
+    assert len(bodies) == 1 and bodies[0] == big

@@ -235,5 +235,5 @@ async def test_the_servers_own_deadline_is_a_timeout_saying_so():
     server = GRPCServer(GRPCServerOptions(name="echo.deadline"))
     started = time.monotonic()
     with pytest.raises(Timeout, match=r"Echo\.Slow: deadline exceeded"):
-        await server._grpc_within(started + 0.2, "Echo.Slow", asyncio.sleep(30))
+        await server.within(started + 0.2, "Echo.Slow", asyncio.sleep(30))
     assert time.monotonic() - started < 10

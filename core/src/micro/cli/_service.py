@@ -5,10 +5,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import shutil
 import sys
 import traceback
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
@@ -27,7 +26,6 @@ __all__ = [
     "fail",
     "parse_json",
     "parse_metadata",
-    "print_table",
     "run",
     "signed_client",
 ]
@@ -90,34 +88,6 @@ def local_failure(error: BaseException) -> None:
     if not debugging():
         click.echo("micro: (run with --debug or MICRO_LOG_LEVEL=debug for the traceback)", err=True)
     sys.exit(EXIT_CONFIG)
-
-
-def print_table(
-    headers: Sequence[str], rows: Iterable[Sequence[str]], *, width: int | None = None, keep: Sequence[str] = ()
-) -> None:
-    """Print ``rows`` under ``headers`` as plain columns that fit ``width`` (the terminal's; 80 when piped).
-
-    The widest columns are shortened first, their cells cut with ``…``, so a row never wraps; the columns
-    named in ``keep`` are never shortened.
-    """
-    table = [list(headers), *([str(cell) for cell in row] for row in rows)]
-    if width is None:
-        width = shutil.get_terminal_size((80, 24)).columns if sys.stdout.isatty() else 80
-    widths = [max(len(row[i]) for row in table) for i in range(len(headers))]
-    gap = 2
-    while sum(widths) + gap * (len(widths) - 1) > width:
-        candidates = [i for i in range(len(widths)) if headers[i] not in keep and widths[i] > 8]
-        if not candidates:
-            break
-        widest = max(candidates, key=lambda i: widths[i])
-        widths[widest] -= 1
-
-    def cell(text: str, size: int) -> str:
-        return text if len(text) <= size else text[: size - 1] + "…"
-
-    for row in table:
-        line = (" " * gap).join(cell(text, widths[i]).ljust(widths[i]) for i, text in enumerate(row))
-        click.echo(line.rstrip())
 
 
 def parse_json(text: str, what: str) -> Any:

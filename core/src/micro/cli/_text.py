@@ -7,12 +7,15 @@ measured on the text without its colours.
 
 from __future__ import annotations
 
+import dataclasses
+import shutil
+import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 import click
 
-__all__ = ["Cell", "Tree", "styled", "table"]
+__all__ = ["Cell", "Tree", "styled", "table", "terminal_width"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +42,11 @@ def styled(text: str, style: str | None) -> str:
     return Cell(text, colours[0] if colours else None, "bold" in words, "dim" in words).render()
 
 
+def terminal_width() -> int:
+    """The columns of the terminal the output goes to; 80 when it is not a terminal (piped, a file)."""
+    return shutil.get_terminal_size((80, 24)).columns if sys.stdout.isatty() else 80
+
+
 def table(
     columns: Sequence[str],
     rows: Iterable[Sequence[str | Cell]],
@@ -46,22 +54,38 @@ def table(
     title: str | None = None,
     right: Iterable[str] = (),
     gap: int = 2,
+    width: int | None = None,
+    keep: Iterable[str] = (),
 ) -> str:
     """``rows`` under bold ``columns``, each column as wide as its widest cell; the ``right`` ones right-aligned.
 
-    Cells are never cut or wrapped: a table is read with grep and copied from as often as looked at.
+    Without ``width`` cells are never cut or wrapped: a table is read with grep and copied from as often as
+    looked at. With ``width`` (:func:`terminal_width` for the screen's), the widest columns are shortened
+    first, their cells cut with ``…``, until a row fits (no column below 8 characters); the columns named in
+    ``keep`` are never shortened.
     """
     aligned_right = set(right)
+    kept = set(keep)
+    header = [Cell(column, bold=True) for column in columns]
     body = [[cell if isinstance(cell, Cell) else Cell(cell) for cell in row] for row in rows]
     widths = [len(column) for column in columns]
     for row in body:
         for index, cell in enumerate(row):
             widths[index] = max(widths[index], len(cell.text))
+    if width is not None:
+        while sum(widths) + gap * (len(widths) - 1) > width:
+            shorter = [i for i, size in enumerate(widths) if columns[i] not in kept and size > _NARROWEST]
+            if not shorter:
+                break
+            widths[max(shorter, key=lambda i: widths[i])] -= 1
 
     def line(cells: Sequence[Cell]) -> str:
         parts = []
         for index, cell in enumerate(cells):
-            pad = " " * (widths[index] - len(cell.text))
+            size = widths[index]
+            if len(cell.text) > size:
+                cell = dataclasses.replace(cell, text=cell.text[: size - 1] + "…")
+            pad = " " * (size - len(cell.text))
             is_last = index == len(cells) - 1
             if columns[index] in aligned_right:
                 parts.append(pad + cell.render())
@@ -70,9 +94,13 @@ def table(
         return (" " * gap).join(parts).rstrip()
 
     lines = [] if title is None else [styled(title, "bold")]
-    lines.append(line([Cell(column, bold=True) for column in columns]))
+    lines.append(line(header))
     lines.extend(line(row) for row in body)
     return "\n".join(lines)
+
+
+#: A column is not shortened below this many characters to make a table fit.
+_NARROWEST = 8
 
 
 @dataclass(slots=True)

@@ -14,7 +14,8 @@ from typing import Any, TypeVar
 
 import click
 
-from ._service import dump, print_table, run
+from ._service import dump, run
+from ._text import table, terminal_width
 
 __all__ = ["command"]
 
@@ -218,7 +219,8 @@ def list_rules(as_json: bool) -> None:
     elif not rows:
         click.echo("no rules", err=True)
     else:
-        print_table(["id", "scope", "resource", "access", "priority"], [[str(v) for v in row.values()] for row in rows])
+        columns = ["id", "scope", "resource", "access", "priority"]
+        click.echo(table(columns, [[str(v) for v in row.values()] for row in rows], width=terminal_width()))
 
 
 @list_.command("accounts")
@@ -240,4 +242,5 @@ def list_accounts(as_json: bool) -> None:
     elif not rows:
         click.echo("no accounts", err=True)
     else:
-        print_table(["id", "type", "scopes"], [[r["id"], r["type"], ", ".join(r["scopes"])] for r in rows])
+        lines = [[r["id"], r["type"], ", ".join(r["scopes"])] for r in rows]
+        click.echo(table(["id", "type", "scopes"], lines, width=terminal_width()))

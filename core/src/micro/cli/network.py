@@ -119,9 +119,9 @@ def _json_option(f: Any) -> Any:
 
 
 def _table(columns: list[str], rows: list[list[str]]) -> None:
-    from ._service import print_table
+    from ._text import table, terminal_width
 
-    print_table(columns, rows, keep=columns[:1])
+    click.echo(table(columns, rows, width=terminal_width(), keep=columns[:1]))
 
 
 @command.command("nodes")

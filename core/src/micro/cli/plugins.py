@@ -71,7 +71,8 @@ def command(as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(table, indent=2))
         return
-    from ._service import print_table
+    from ._text import table as text_table
+    from ._text import terminal_width
 
     click.echo(f"micro plugins ({CORE_DISTRIBUTION} {get_manager().core_version})")
     lines = []
@@ -92,9 +93,7 @@ def command(as_json: bool) -> None:
         )
     # Distribution names share their first letters (asyncmicro-core, asyncmicro-consul): cut short they would
     # all read "asyncmicro-co…", so those, the interface and the core range are never shortened.
-    print_table(
-        ["distribution", "version", "interface", "name", "core range", "status"],
-        lines,
-        keep=("distribution", "interface", "core range"),
-    )
+    columns = ["distribution", "version", "interface", "name", "core range", "status"]
+    keep = ("distribution", "interface", "core range")
+    click.echo(text_table(columns, lines, width=terminal_width(), keep=keep))
     click.echo("* the default of its interface")

@@ -25,7 +25,7 @@ def command(as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps([s.to_dict() for s in services], indent=2))
         return
-    from ._service import print_table
+    from ._text import table, terminal_width
 
     rows = []
     for s in services:
@@ -33,6 +33,5 @@ def command(as_json: bool) -> None:
         started = datetime.datetime.fromtimestamp(s.started).strftime("%Y-%m-%d %H:%M:%S") if s.started else ""
         exit_code = "" if s.exit_code is None else str(s.exit_code)
         rows.append([s.name, s.version, status, str(s.pid or ""), exit_code, str(s.restarts), started, s.source])
-    print_table(
-        ["NAME", "VERSION", "STATUS", "PID", "EXIT", "RESTARTS", "STARTED", "SOURCE"], rows, keep=("NAME", "STATUS")
-    )
+    columns = ["NAME", "VERSION", "STATUS", "PID", "EXIT", "RESTARTS", "STARTED", "SOURCE"]
+    click.echo(table(columns, rows, width=terminal_width(), keep=("NAME", "STATUS")))

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import click
 
-from ._service import dump, print_table, run
+from ._service import dump, run
+from ._text import table, terminal_width
 
 __all__ = ["command"]
 
@@ -34,4 +35,5 @@ def command(as_json: bool) -> None:
     if not rows:
         click.echo("no services registered", err=True)
         return
-    print_table(["service", "versions"], [[str(row["name"]), ", ".join(row["versions"])] for row in rows])  # type: ignore[arg-type]
+    lines = [[str(row["name"]), ", ".join(row["versions"])] for row in rows]  # type: ignore[arg-type]
+    click.echo(table(["service", "versions"], lines, width=terminal_width()))

@@ -8,7 +8,9 @@ from typing import Any, TypeVar
 
 import click
 
-from ._service import dump, print_table, run
+from ._service import dump, run
+from ._text import table as text_table
+from ._text import terminal_width
 
 __all__ = ["command"]
 
@@ -88,7 +90,7 @@ def read(key: str, prefix: bool, limit: int | None, database: str | None, table:
         rows = [
             [r.key, _text(r.value).replace("\n", " "), "" if r.expiry is None else f"{r.expiry:.0f}s"] for r in records
         ]
-        print_table(["key", "value", "expires in"], rows)
+        click.echo(text_table(["key", "value", "expires in"], rows, width=terminal_width()))
 
 
 @command.command("write")

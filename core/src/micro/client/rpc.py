@@ -113,6 +113,20 @@ class RPCClient(Client):
     :param wrappers: call middleware, outermost first.
     :param backoff: the default :data:`~micro.client.Backoff` (from ``options.backoff`` and
         ``options.backoff_max`` when omitted).
+
+    A client for another wire protocol (asyncmicro-grpc's) subclasses this one and keeps its call path
+    (names check, metadata, deadline, selection, retries, backoff, wrappers), replacing only these
+    protected hooks, which are a stable API:
+
+    * ``_attempt(request) -> Response``: one attempt of a unary call on ``request.node`` (the innermost
+      :data:`~micro.client.CallFunc` under the wrappers; ``request.deadline`` is the call's, monotonic);
+    * ``_open_stream(request) -> Response``: open a stream on ``request.node``, the
+      :class:`~micro.client.Stream` as the response body, the first request sent unless it is
+      :data:`~micro.client.NO_REQUEST`;
+    * ``_protocol_filters() -> tuple[Filter, ...]``: the selector filters for the nodes it can speak to.
+
+    An error an attempt raises is retried on another node when it is retryable
+    (:func:`~micro.errors.is_retryable`), as over mucp.
     """
 
     options_type: ClassVar[type[ClientOptions]] = ClientOptions
@@ -450,7 +464,7 @@ class RPCClient(Client):
         )
         response = await self._attempts(call, self._open, self.options.retries + 1, self._backoff, address)
         stream = response.body
-        assert isinstance(stream, RPCStream)
+        assert isinstance(stream, Stream)  # an RPCStream, or what a subclass's _open_stream opens
         return stream
 
     async def _open_stream(self, request: Request) -> Response:

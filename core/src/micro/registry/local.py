@@ -60,10 +60,10 @@ import orjson
 
 from .._private import runtime_dir
 from .._sqlite import prepare, retry_locked
-from ..errors import BackendUnavailable, MicroError, ServiceNotFound
+from ..errors import BackendUnavailable, MicroError
 from .base import Endpoint, Node, Registry, Result, Service, Watcher
 from .options import LocalRegistryOptions
-from .watch import View, Watchers, check_name, check_ttl, diff_views
+from .watch import View, Watchers, diff_views
 
 __all__ = ["SCHEMA_VERSION", "LocalRegistry", "default_path"]
 
@@ -258,8 +258,8 @@ class LocalRegistry(Registry):
             self._poll_conn = retry_locked(self._connect_current, self.options.timeout)
         return self._poll_conn
 
-    async def start(self) -> None:
-        """Create the directory and the database if needed. Idempotent."""
+    async def _start(self) -> None:
+        """Create the directory and the database if needed."""
         await asyncio.to_thread(self._open)
         await asyncio.to_thread(self._start_poll)
 
@@ -268,8 +268,8 @@ class LocalRegistry(Registry):
         with self._poll_lock:
             _guard(self._open_poll, self._path)
 
-    async def close(self) -> None:
-        """Stop watchers and close the database; registered nodes stay. Idempotent."""
+    async def _close(self) -> None:
+        """Stop watchers and close the database; registered nodes stay."""
         await self._watchers.stop_all()
         await self._stop_poller()
         with self._poll_lock:
@@ -292,9 +292,7 @@ class LocalRegistry(Registry):
 
     # -- the interface --------------------------------------------------------------------------
 
-    async def register(self, service: Service, *, ttl: float | None = None) -> None:
-        service.validate()
-        lifetime = check_ttl(ttl, self.options.ttl)
+    async def _register(self, service: Service, ttl: float | None) -> None:
         data = service.to_dict()
         metadata = orjson.dumps(data["metadata"]).decode()
         endpoints = orjson.dumps(data["endpoints"]).decode()
@@ -302,7 +300,7 @@ class LocalRegistry(Registry):
 
         def work(conn: sqlite3.Connection) -> None:
             now = time.time()
-            expires = None if lifetime is None else now + lifetime
+            expires = None if ttl is None else now + ttl
             with _transaction(conn):
                 _prune(conn, now)
                 if not service.nodes:
@@ -328,8 +326,8 @@ class LocalRegistry(Registry):
 
         await self._run(work)
 
-    async def deregister(self, service: Service) -> None:
-        name = check_name(service.name)
+    async def _deregister(self, service: Service) -> None:
+        name = service.name
         ids = [(name, service.version, node.id) for node in service.nodes]
 
         def work(conn: sqlite3.Connection) -> None:
@@ -343,20 +341,15 @@ class LocalRegistry(Registry):
         if ids:
             await self._run(work)
 
-    async def get_service(self, name: str) -> list[Service]:
-        check_name(name)
+    async def _get_service(self, name: str) -> list[Service]:
         view, _ = await self._run(lambda conn: _read_view(conn, name))
-        if not view:
-            raise ServiceNotFound(f"service {name!r} not found", id="registry")
         return list(view.values())
 
-    async def list_services(self) -> list[Service]:
+    async def _list_services(self) -> list[Service]:
         view, _ = await self._run(_read_view)
         return list(view.values())
 
-    def watch(self, service: str | None = None) -> Watcher:
-        if service is not None:
-            check_name(service)
+    def _watch(self, service: str | None) -> Watcher:
         loop = asyncio.get_running_loop()
         with self._poller_lock:
             watcher = self._watchers.add(service)

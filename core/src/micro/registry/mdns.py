@@ -29,7 +29,6 @@ alone would report such a node removed only after about 19 minutes.)
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import ipaddress
 import logging
@@ -41,10 +40,10 @@ from typing import Any, ClassVar
 
 import orjson
 
-from ..errors import BackendUnavailable, BadRequest, MessageTooLarge, MissingExtra, ServiceNotFound
+from ..errors import BackendUnavailable, BadRequest, MessageTooLarge, MissingExtra
 from .base import Endpoint, Node, Registry, Service, Watcher
 from .options import MDNSRegistryOptions
-from .watch import Watchers, check_name, check_ttl, diff_views
+from .watch import Watchers, diff_views
 
 try:
     from zeroconf import IPVersion, ServiceInfo, ServiceStateChange, Zeroconf, current_time_millis
@@ -155,7 +154,6 @@ class MDNSRegistry(Registry):
         self._type = f"_{self.options.domain}._tcp.local."
         self._zc: AsyncZeroconf | None = None
         self._browser: AsyncServiceBrowser | None = None
-        self._starting: asyncio.Task[None] | None = None
         self._started_at = 0.0
         self._local: dict[str, _Local] = {}
         #: Instance names this registry announced: the local entry is authoritative for them.
@@ -170,18 +168,11 @@ class MDNSRegistry(Registry):
 
     # -- lifecycle ------------------------------------------------------------------------------
 
-    async def start(self) -> None:
-        """Open the mDNS sockets and start browsing. Idempotent.
+    async def _start(self) -> None:
+        """Open the mDNS sockets and start browsing.
 
         :raises ~micro.errors.BackendUnavailable: the sockets cannot be opened.
         """
-        if self._zc is not None:
-            return
-        if self._starting is None or self._starting.done():
-            self._starting = asyncio.ensure_future(self._start())
-        await asyncio.shield(self._starting)
-
-    async def _start(self) -> None:
         interfaces: Any = list(self.options.interfaces) or None
         versions = {ipaddress.ip_address(i).version for i in self.options.interfaces if _is_ip(i)}
         ip_version = IPVersion.V6Only if versions == {6} else IPVersion.All if 6 in versions else IPVersion.V4Only
@@ -200,11 +191,8 @@ class MDNSRegistry(Registry):
         self._browser = AsyncServiceBrowser(zc.zeroconf, [self._type], handlers=[on_change])
         self._sweeper = asyncio.ensure_future(self._sweep())
 
-    async def close(self) -> None:
-        """Withdraw this registry's nodes (goodbye packets), stop watchers and close the sockets. Idempotent."""
-        if self._starting is not None and not self._starting.done():
-            with contextlib.suppress(Exception):
-                await self._starting
+    async def _close(self) -> None:
+        """Withdraw this registry's nodes (goodbye packets), stop watchers and close the sockets."""
         await self._watchers.stop_all()
         sweeper, self._sweeper = self._sweeper, None
         if sweeper is not None:
@@ -229,10 +217,11 @@ class MDNSRegistry(Registry):
         self._remote.clear()
         self._view = {}
 
-    async def _zeroconf(self) -> AsyncZeroconf:
-        await self.start()
-        assert self._zc is not None
-        return self._zc
+    def _zeroconf(self) -> AsyncZeroconf:
+        zc = self._zc
+        if zc is None:  # closed by a close() that ran while this call waited
+            raise self._closed_error()
+        return zc
 
     async def _settle(self) -> None:
         """Right after start, wait ``timeout`` for answers; then for lookups still in flight."""
@@ -244,10 +233,8 @@ class MDNSRegistry(Registry):
 
     # -- the interface --------------------------------------------------------------------------
 
-    async def register(self, service: Service, *, ttl: float | None = None) -> None:
-        service.validate()
-        lifetime = check_ttl(ttl, self.options.ttl)
-        record_ttl = None if lifetime is None else max(1, math.ceil(lifetime))
+    async def _register(self, service: Service, ttl: float | None) -> None:
+        record_ttl = None if ttl is None else max(1, math.ceil(ttl))
         copy = service.copy()
         key = (copy.name, copy.version)
         announce = [(self._instance(*key, n.id), copy.replace(nodes=[n]), record_ttl) for n in copy.nodes]
@@ -260,7 +247,7 @@ class MDNSRegistry(Registry):
             if same_version and (old.metadata, old.endpoints) != (copy.metadata, copy.endpoints):
                 announce.append((name, copy.replace(nodes=old.nodes), entry.record_ttl))
         infos = [self._info(name, one, rttl) for name, one, rttl in announce]  # may raise MessageTooLarge
-        zc = await self._zeroconf()
+        zc = self._zeroconf()
         loop = asyncio.get_running_loop()
         try:
             for (name, one, rttl), info in zip(announce, infos, strict=True):
@@ -283,8 +270,8 @@ class MDNSRegistry(Registry):
                 if entry.timer is not None:
                     entry.timer.cancel()
                     entry.timer = None
-                if lifetime is not None:
-                    entry.timer = loop.call_later(lifetime, self._expire, name)
+                if ttl is not None:
+                    entry.timer = loop.call_later(ttl, self._expire, name)
         except Exception as exc:
             raise BackendUnavailable(f"mDNS registration of {service.name!r} failed: {exc}", id="registry") from exc
         finally:
@@ -305,9 +292,9 @@ class MDNSRegistry(Registry):
             info.host_ttl = info.other_ttl = record_ttl
         return info
 
-    async def deregister(self, service: Service) -> None:
-        name = check_name(service.name)
-        zc = await self._zeroconf()
+    async def _deregister(self, service: Service) -> None:
+        name = service.name
+        zc = self._zeroconf()
         for node in service.nodes:
             entry = self._local.pop(self._instance(name, service.version, node.id), None)
             if entry is None:
@@ -317,28 +304,17 @@ class MDNSRegistry(Registry):
             self._track(await zc.async_unregister_service(entry.info))
         self._publish()
 
-    async def get_service(self, name: str) -> list[Service]:
-        check_name(name)
-        await self._zeroconf()
+    async def _get_service(self, name: str) -> list[Service]:
         await self._settle()
-        found = [self._view[key].copy() for key in sorted(self._view) if key[0] == name]
-        if not found:
-            raise ServiceNotFound(f"service {name!r} not found", id="registry")
-        return found
+        return [self._view[key].copy() for key in sorted(self._view) if key[0] == name]
 
-    async def list_services(self) -> list[Service]:
-        await self._zeroconf()
+    async def _list_services(self) -> list[Service]:
         await self._settle()
         return [self._view[key].copy() for key in sorted(self._view)]
 
-    def watch(self, service: str | None = None) -> Watcher:
-        if service is not None:
-            check_name(service)
-        if self._zc is None:
-            starting = asyncio.ensure_future(self.start())
-            starting.add_done_callback(self._start_failed)
-        else:
-            asyncio.get_running_loop()
+    def _watch(self, service: str | None) -> Watcher:
+        # On a registry not started yet, the base starts it and the watcher raises a failure to start.
+        asyncio.get_running_loop()
         return self._watchers.add(service)
 
     # -- internals ------------------------------------------------------------------------------
@@ -356,13 +332,6 @@ class MDNSRegistry(Registry):
         self._broadcasts.discard(future)
         if not future.cancelled() and future.exception() is not None:
             log.debug("mDNS broadcast failed: %r", future.exception())
-
-    def _start_failed(self, task: asyncio.Future[None]) -> None:
-        if task.cancelled():
-            return
-        error = task.exception()
-        if error is not None:
-            self._watchers.fail(error)
 
     def _expire(self, name: str) -> None:
         entry = self._local.pop(name, None)

@@ -16,10 +16,10 @@ import weakref
 from dataclasses import dataclass, field
 from typing import ClassVar
 
-from ..errors import InvalidOption, ServiceNotFound
+from ..errors import InvalidOption
 from .base import Endpoint, Node, Registry, Service, Watcher
 from .options import RegistryOptions
-from .watch import QueueWatcher, Watchers, check_name, check_ttl, diff
+from .watch import QueueWatcher, Watchers, diff
 
 __all__ = ["MemoryRegistry", "MemoryRegistryOptions"]
 
@@ -159,10 +159,7 @@ class _Space:
 
     def get_service(self, name: str) -> list[Service]:
         now = time.monotonic()
-        found = [s for v in sorted(self._services.get(name, {})) if (s := self._snapshot(name, v, now)) is not None]
-        if not found:
-            raise ServiceNotFound(f"service {name!r} not found", id="registry")
-        return found
+        return [s for v in sorted(self._services.get(name, {})) if (s := self._snapshot(name, v, now)) is not None]
 
     def list_services(self) -> list[Service]:
         now = time.monotonic()
@@ -215,8 +212,8 @@ class MemoryRegistry(Registry):
         """Every watcher of this registry's space (tests fail them to play a broken backend)."""
         return self._world()._watchers
 
-    async def close(self) -> None:
-        """Withdraw the nodes this registry registered and stop its watchers. Idempotent."""
+    async def _close(self) -> None:
+        """Withdraw the nodes this registry registered and stop its watchers."""
         mine, self._mine = self._mine, {}
         if self._space is not None:
             for (name, version), ids in mine.items():
@@ -224,15 +221,12 @@ class MemoryRegistry(Registry):
         for watcher in tuple(self._watching):
             await watcher.stop()
 
-    async def register(self, service: Service, *, ttl: float | None = None) -> None:
-        service.validate()
-        lifetime = check_ttl(ttl, self.options.ttl)
-        self._world().register(service, lifetime)
+    async def _register(self, service: Service, ttl: float | None) -> None:
+        self._world().register(service, ttl)
         if service.nodes:
             self._mine.setdefault((service.name, service.version), set()).update(n.id for n in service.nodes)
 
-    async def deregister(self, service: Service) -> None:
-        check_name(service.name)
+    async def _deregister(self, service: Service) -> None:
         self._world().deregister(service)
         ids = self._mine.get((service.name, service.version))
         if ids is not None:
@@ -240,16 +234,13 @@ class MemoryRegistry(Registry):
             if not ids:
                 del self._mine[(service.name, service.version)]
 
-    async def get_service(self, name: str) -> list[Service]:
-        check_name(name)
+    async def _get_service(self, name: str) -> list[Service]:
         return self._world().get_service(name)
 
-    async def list_services(self) -> list[Service]:
+    async def _list_services(self) -> list[Service]:
         return self._world().list_services()
 
-    def watch(self, service: str | None = None) -> Watcher:
-        if service is not None:
-            check_name(service)
+    def _watch(self, service: str | None) -> Watcher:
         space = self._world()  # fails here, not in the first push, when called without a loop
         watcher = space.watch(service)
         self._watching.add(watcher)

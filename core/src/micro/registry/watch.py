@@ -4,7 +4,8 @@ Public so that plugin registries (``asyncmicro-consul``) report changes, refuse 
 names and ttls, and fail slow readers exactly as the built-in ones do:
 
 * :func:`check_name` and :func:`check_ttl` check the arguments of ``register``,
-  ``get_service`` and ``watch``.
+  ``get_service`` and ``watch`` (defined in :mod:`micro.registry.base`, whose
+  :class:`~micro.registry.Registry` applies them; still importable from here).
 * :func:`diff` and :func:`diff_views` turn two states into the create/update/delete
   :class:`~micro.registry.Result` values a watcher reports.
 * :class:`QueueWatcher` is a :class:`~micro.registry.Watcher` that a registry feeds
@@ -14,13 +15,12 @@ names and ttls, and fail slow readers exactly as the built-in ones do:
 from __future__ import annotations
 
 import asyncio
-import math
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from typing import TypeVar
 
-from ..errors import BadRequest, NotSupported, Unavailable
-from .base import Result, Service, Watcher
+from ..errors import Unavailable
+from .base import Result, Service, Watcher, check_name, check_ttl
 
 __all__ = ["MAX_PENDING", "QueueWatcher", "View", "Watchers", "check_name", "check_ttl", "diff", "diff_views"]
 
@@ -32,30 +32,6 @@ View = Mapping[tuple[str, str], Service]
 
 #: What a state is keyed by: ``(name, version)`` for a whole registry, the version for one service.
 _Key = TypeVar("_Key", str, tuple[str, str])
-
-
-def check_name(name: object) -> str:
-    """``name`` if it is a string with something besides whitespace, else :class:`~micro.errors.BadRequest`."""
-    if not isinstance(name, str) or not name.strip():
-        raise BadRequest(f"service name must be a non-empty string, got {name!r}")
-    return name
-
-
-def check_ttl(ttl: float | None, default: float | None, *, supported: bool = True) -> float | None:
-    """The effective ttl of a registration: ``ttl``, else ``default``; ``None`` (also for 0 or infinity) never expires.
-
-    Raises :class:`~micro.errors.BadRequest` for a ttl that is not a non-negative number, and
-    :class:`~micro.errors.NotSupported` for an expiring one when not ``supported``.
-    """
-    if ttl is None:
-        ttl = default
-    elif isinstance(ttl, bool) or not isinstance(ttl, (int, float)) or math.isnan(ttl) or ttl < 0:
-        raise BadRequest(f"ttl must be a non-negative number of seconds, got {ttl!r}")
-    if not ttl or math.isinf(ttl):
-        return None
-    if not supported:
-        raise NotSupported("this registry does not expire nodes (no 'ttl' capability)")
-    return float(ttl)
 
 
 def diff(old: Service | None, new: Service | None) -> Result | None:

@@ -33,8 +33,9 @@ import secrets
 import time
 import traceback
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
-from typing import Any, ClassVar
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping, Sequence
+from types import MappingProxyType
+from typing import Any, ClassVar, TypeAlias, TypeVar
 
 from .. import _mucp
 from .._deadline import Deadline
@@ -68,7 +69,9 @@ from .base import HandlerFunc, HandlerWrapper, Message, Request, Server, Subscri
 from .handler import Kind, Method, Subscription, methods_of, subscriptions_of
 from .options import ServerOptions
 
-__all__ = ["RPCServer"]
+__all__ = ["RPCServer", "Route"]
+
+_T = TypeVar("_T")
 
 
 def _tcp() -> Transport:
@@ -849,6 +852,63 @@ class RPCServer(Server):
                 self._untrack(task)
 
         return on_event
+
+    # -- for servers of other wire protocols ------------------------------------------------------
+    # A stable API: a server that speaks another protocol (asyncmicro-grpc's) subclasses RPCServer,
+    # replaces _listen (and _drain/_teardown for its listener) and serves each call with these.
+
+    @property
+    def methods(self) -> Mapping[str, Method]:
+        """The registered handler methods by endpoint name (``"Handler.method"``), a read-only view."""
+        return MappingProxyType(self._methods)
+
+    def route(self, endpoint: str) -> Route | None:
+        """How the endpoint ``endpoint`` is served, or ``None`` when no handler has it.
+
+        ``route.method`` is its :class:`~micro.server.handler.Method`, and ``await route.call(request)``
+        runs the handler inside this server's wrappers (what the mucp server does for each call), for a
+        :class:`~micro.server.Request` the caller builds. The route is replaced when handlers or wrappers
+        change: look it up per call (a dict lookup), do not keep it.
+        """
+        return self._routes.get(endpoint)
+
+    @property
+    def accepting(self) -> bool:
+        """Whether new calls are served: ``False`` once :meth:`stop` began (answer them ``Unavailable``)."""
+        return not self._stopping
+
+    def call_started(self) -> asyncio.Task[Any] | None:
+        """Count the running task as a call in flight, which :meth:`stop` waits for (up to ``drain_timeout``).
+
+        Pass the result to :meth:`call_finished` when the call is over, in a ``finally``.
+        """
+        return self._track()
+
+    def call_finished(self, token: asyncio.Task[Any] | None) -> None:
+        """The call :meth:`call_started` counted is over."""
+        self._untrack(token)
+
+    async def within(self, deadline: float | None, endpoint: str, work: Awaitable[_T]) -> _T:
+        """Await ``work`` (a handler's) until ``deadline``, a ``time.monotonic()`` instant (``None``: no limit).
+
+        At the deadline ``work`` is cancelled and :class:`~micro.errors.Timeout` (408) naming ``endpoint``
+        raised, as the mucp server does for its handlers; a cancellation from elsewhere propagates as it is.
+        The deadline timer is shared with other calls (up to 10 ms late, never early).
+        """
+        if deadline is None:
+            return await work
+        scope = Deadline(deadline)
+        try:
+            async with scope:
+                return await work
+        except TimeoutError as exc:
+            if scope.expired:
+                raise Timeout(f"{endpoint}: deadline exceeded", id=self.options.name) from exc
+            raise
+
+
+#: How a server serves one endpoint: ``.method`` and ``.call`` (see :meth:`RPCServer.route`).
+Route: TypeAlias = _Route
 
 
 class _Serving:

@@ -38,9 +38,10 @@ Flow control is TCP's: a sender waits, before it queues a message, while the
 transport's write buffer is over its high-water mark, so one connection holds
 at most about one message more than that; a receiver stops reading the
 connection while its sockets hold more than ``max(2 * max_message_size, 8 MiB)``
-unread bytes. A listener also stops reading a connection while 4 of its
-streams wait to write (the peer sends faster than it reads), and one that
-starts a frame while its connections' incomplete frames hold
+unread bytes, and reads it at most once per loop turn while they hold 1 MiB. A
+listener also stops reading a connection while 4 of its streams wait to write, or
+the replies they wait to write hold 1 MiB (the peer sends faster than it reads),
+and one that starts a frame while its connections' incomplete frames hold
 ``max_partial_bytes`` (until they complete).
 """
 
@@ -101,6 +102,14 @@ _BIG: Final = 64 * 1024  # pending output that is flushed at once rather than at
 _BATCH: Final = 8
 # Streams of one accepted connection waiting to write before the listener stops reading that connection.
 _WRITERS: Final = 4
+# Or the messages they wait to write hold this many bytes (one megabyte reply), whichever comes first: a waiting
+# writer's caller usually still holds its request, and what it made of it, too (64 concurrent 1 MB calls on
+# uvloop: the server peaked at 57 MiB, against 63 MiB with 2 MiB here, the same calls/s within the noise).
+_WAITING_BYTES: Final = 1024 * 1024
+# Unread bytes over which a connection reads at most once per loop turn. uvloop (libuv) reads a readable socket
+# up to 32 times in one turn, so without this one turn could deliver several megabyte messages, and start a
+# handler for each, before any of them ran: they would all hold their request and reply at once.
+_TURN: Final = 1024 * 1024
 _CLOSE_GRACE: Final = 1.0
 _LINGER: Final = 5.0  # seconds a closed connection may take to hand its last frames to the peer
 _BACKLOG: Final = 100  # what asyncio.create_server uses
@@ -140,7 +149,7 @@ class _TCPSocket(StreamSocket):
         waited = False
         while True:
             if message is not None and conn._write_paused:
-                await conn._drain()
+                await conn._drain(len(header) + len(body))
             elif self._id == 0 and conn._reason is None and len(conn._streams) >= conn._max_streams:
                 await conn._wait_for_stream()
             else:
@@ -290,7 +299,7 @@ class _OneShot(Socket):
         if size > conn._max:
             raise MessageTooLarge(f"message of {size} bytes exceeds max_message_size {conn._max}")
         if conn._write_paused:
-            await conn._drain()  # raises ConnectionClosed if the connection goes meanwhile
+            await conn._drain(size)  # raises ConnectionClosed if the connection goes meanwhile
             if self._done is not None:
                 raise ConnectionClosed(self._done)
         self._done = SEND_CLOSED
@@ -334,6 +343,11 @@ class _Connection(asyncio.Protocol):
         self._low = self._high // 4
         self._transport: asyncio.Transport | None = None
         self._buf = bytearray()
+        # A large frame is kept as the chunks it arrived in and joined once into its body, rather than grown in
+        # _buf and copied out of it: (stream id, flags, header) and the body bytes still to come.
+        self._big: tuple[int, int, bytes] | None = None
+        self._big_parts: list[bytes | memoryview] = []
+        self._big_left = 0
         self._expect_preface = self._is_server
         self._streams: dict[int, _TCPSocket | _Unary | _OneShot] = {}
         self._next_id = 1
@@ -342,9 +356,11 @@ class _Connection(asyncio.Protocol):
         self._held_over = False  # unread messages over _high: reading stops until they are down to _low
         self._budget_wait = False  # waiting for the listener's max_partial_bytes: reading stops meanwhile
         self._writers_over = False  # _WRITERS streams of a listener wait to write: reading stops meanwhile
+        self._turn_over = False  # _TURN unread bytes arrived in this loop turn: reading stops until the next one
         self._reading_paused = False
         self._write_paused = False
         self._drain_waiters: list[asyncio.Future[None]] = []
+        self._waiting_bytes = 0  # what the writers in _drain_waiters wait to write
         options = owner.options
         self._max_streams = options.max_streams
         self._stream_waiters: list[asyncio.Future[None]] = []
@@ -379,6 +395,13 @@ class _Connection(asyncio.Protocol):
     @property
     def usable(self) -> bool:
         return self._reason is None and self._next_id <= _MAX_ID
+
+    @property
+    def incomplete(self) -> int:
+        """Bytes held of the incomplete frame being read (in ``_buf``, or the chunks of a large message)."""
+        if self._big is None:
+            return len(self._buf)
+        return 13 + len(self._big[2]) + sum(len(part) for part in self._big_parts)
 
     # -- asyncio.Protocol ------------------------------------------------------------------------
 
@@ -442,28 +465,79 @@ class _Connection(asyncio.Protocol):
                 return
             data = bytes(buf)
             buf.clear()
+        rest: bytes | memoryview = data
+        if self._big is not None:
+            collected = self._collect(data)
+            if collected is None:
+                return
+            rest = collected
         if buf:
-            buf += data
+            buf += rest
             used = self._parse(buf)
             if used:
                 del buf[:used]
         else:
-            used = self._parse(data)
-            if used < len(data) and self._reason is None:
-                buf += memoryview(data)[used:]
+            used = self._parse(rest)
+            if used < len(rest) and self._reason is None:
+                buf += memoryview(rest)[used:]
         if buf and self._reason is None:
             if used or self._partial_since is None:
                 self._partial_since = self._loop.time()  # a new frame began: its read_timeout starts now
             if self._listener is not None:
                 self._listener._reserve(self, _SIZE.unpack_from(buf)[0] + 4 if len(buf) >= 4 else len(buf))
+            if len(buf) >= 13 and self._reason is None:
+                self._start_big(buf)
         elif self._partial_since is not None:
             self._partial_since = None
             if self._reserved and self._listener is not None:
                 self._listener._reserve(self, 0)
 
+    def _start_big(self, buf: bytearray) -> None:
+        """Keep the incomplete frame at the start of ``buf`` as chunks if it is a large message."""
+        size, stream_id, flags, hsize = _HEAD.unpack_from(buf)
+        left = size + 4 - len(buf)
+        start = 13 + hsize
+        # Only a message (whatever else is wrong with the frame is found by _parse once it is complete).
+        if left < _BIG or flags & ~_KNOWN or flags & (MSG | RESET | ERROR) != MSG or start > len(buf):
+            return
+        if hsize > size - _FIXED:
+            return
+        self._big = (stream_id, flags, bytes(buf[13:start]))
+        self._big_parts = [bytes(buf[start:])]
+        self._big_left = left
+        buf.clear()
+
+    def _collect(self, data: bytes) -> bytes | memoryview | None:
+        """Add ``data`` to the large frame; once complete, handle it and return what follows it (``None``: nothing)."""
+        left = self._big_left
+        parts = self._big_parts
+        if len(data) < left:
+            parts.append(data)
+            self._big_left = left - len(data)
+            return None
+        rest: bytes | memoryview | None = None
+        if len(data) == left:
+            parts.append(data)
+        else:
+            view = memoryview(data)
+            parts.append(view[:left])
+            rest = view[left:]
+        big = self._big
+        assert big is not None
+        self._big = None
+        self._big_parts = []
+        self._big_left = 0
+        self._partial_since = None
+        if self._reserved and self._listener is not None:
+            self._listener._reserve(self, 0)
+        stream_id, flags, header = big
+        with memoryview(header) as view:
+            self._frame(stream_id, flags, view, 0, len(header), len(header), b"".join(parts))
+        return None if self._reason is not None else rest
+
     # -- frames in -------------------------------------------------------------------------------
 
-    def _parse(self, data: bytes | bytearray) -> int:
+    def _parse(self, data: bytes | bytearray | memoryview) -> int:
         """Handle every complete frame at the start of ``data``; return how many bytes they took."""
         pos = 0
         total = len(data)
@@ -492,7 +566,17 @@ class _Connection(asyncio.Protocol):
                 pos = end
         return pos
 
-    def _frame(self, stream_id: int, flags: int, view: memoryview, start: int, body: int, end: int) -> None:
+    def _frame(
+        self,
+        stream_id: int,
+        flags: int,
+        view: memoryview,
+        start: int,
+        body: int,
+        end: int,
+        payload: bytes | None = None,
+    ) -> None:
+        """Handle one frame: its header is ``view[start:body]``, its body ``view[body:end]`` or ``payload``."""
         if flags & ~_KNOWN:
             self._protocol_error(f"unknown flags {flags:#04x}")
             return
@@ -523,7 +607,7 @@ class _Connection(asyncio.Protocol):
                 if (
                     flags == _ONE_SHOT
                     and self._one_shot is not None
-                    and self._serve_one_shot(stream_id, view, start, body, end)
+                    and self._serve_one_shot(stream_id, view, start, body, end, payload)
                 ):
                     return
                 stream = self._accept(stream_id)
@@ -549,7 +633,7 @@ class _Connection(asyncio.Protocol):
                 if unpacked is None:
                     return
                 header = unpacked
-            stream._deliver(Message(header, bytes(view[body:end])))
+            stream._deliver(Message(header, bytes(view[body:end]) if payload is None else payload))
         elif end > start and not flags & RESET:
             self._protocol_error("payload in a frame without MSG")
             return
@@ -559,7 +643,9 @@ class _Connection(asyncio.Protocol):
         elif flags & END:
             stream._end()
 
-    def _serve_one_shot(self, stream_id: int, view: memoryview, start: int, body: int, end: int) -> bool:
+    def _serve_one_shot(
+        self, stream_id: int, view: memoryview, start: int, body: int, end: int, payload: bytes | None
+    ) -> bool:
         """Offer a one-shot request (OPEN|MSG|END) to the listener's ``one_shot`` hook; whether it took it.
 
         Taken, the request needs no socket object, inbox or reader: the hook
@@ -576,7 +662,7 @@ class _Connection(asyncio.Protocol):
         self._streams[stream_id] = reply
         assert self._one_shot is not None
         try:
-            taken = self._one_shot(reply, header, bytes(view[body:end]))
+            taken = self._one_shot(reply, header, bytes(view[body:end]) if payload is None else payload)
         except Exception:  # the hook's own bug: serve the call the ordinary way
             logger.exception("one-shot hook failed for stream %d from %s", stream_id, self.remote)
             taken = False
@@ -695,17 +781,26 @@ class _Connection(asyncio.Protocol):
                 transport.write(b"".join(out[start:]))
         out.clear()
 
-    async def _drain(self) -> None:
-        """Wait until the transport takes more output; raises ConnectionClosed if the connection goes."""
-        while self._write_paused and self._reason is None:
-            waiter = self._loop.create_future()
-            self._drain_waiters.append(waiter)
-            if len(self._drain_waiters) >= _WRITERS and self._is_server and not self._writers_over:
-                # The peer sends requests faster than it takes the replies: every request read now would
-                # hold its reply (and whatever the handler made) until the peer catches up.
-                self._writers_over = True
-                self._update_reading()
-            await waiter
+    async def _drain(self, size: int = 0) -> None:
+        """Wait until the transport takes more output (for a message of ``size`` bytes); raises ConnectionClosed
+        if the connection goes."""
+        self._waiting_bytes += size
+        try:
+            while self._write_paused and self._reason is None:
+                waiter = self._loop.create_future()
+                self._drain_waiters.append(waiter)
+                if (
+                    self._is_server
+                    and not self._writers_over
+                    and (len(self._drain_waiters) >= _WRITERS or self._waiting_bytes >= _WAITING_BYTES)
+                ):
+                    # The peer sends requests faster than it takes the replies: every request read now would
+                    # hold its reply (and whatever the handler made) until the peer catches up.
+                    self._writers_over = True
+                    self._update_reading()
+                await waiter
+        finally:
+            self._waiting_bytes -= size
         if self._reason is not None:
             raise ConnectionClosed(self._reason)
 
@@ -738,6 +833,15 @@ class _Connection(asyncio.Protocol):
         if self._held > self._high and not self._held_over:
             self._held_over = True
             self._update_reading()
+        if self._held >= _TURN and not self._turn_over:
+            self._turn_over = True
+            self._update_reading()
+            # After the tasks this message woke (they were scheduled first), so they take it before we read on.
+            self._loop.call_soon(self._next_turn)
+
+    def _next_turn(self) -> None:
+        self._turn_over = False
+        self._update_reading()
 
     def _unhold(self, size: int) -> None:
         self._held -= size
@@ -750,7 +854,7 @@ class _Connection(asyncio.Protocol):
         self._update_reading()
 
     def _update_reading(self) -> None:
-        pause = self._held_over or self._budget_wait or self._writers_over
+        pause = self._held_over or self._budget_wait or self._writers_over or self._turn_over
         if pause == self._reading_paused or self._reason is not None or self._transport is None:
             return
         self._reading_paused = pause
@@ -855,6 +959,9 @@ class _Connection(asyncio.Protocol):
             stream._fail(reason)
         self._bare.clear()
         self._buf = bytearray()  # an incomplete frame is dropped now, not when the protocol object goes
+        self._big = None
+        self._big_parts = []
+        self._big_left = 0
         self._out.clear()
         self._last = None
         self._out_size = self._out_frames = 0
@@ -1121,7 +1228,7 @@ class TCPTransport(Transport):
         # Back-pressure and the stream limit, as a socket's first write waits for them.
         while conn._write_paused or (conn._reason is None and len(conn._streams) >= conn._max_streams):
             if conn._write_paused:
-                await conn._drain()
+                await conn._drain(size)
             else:
                 await conn._wait_for_stream()
         unary = _Unary(conn._loop.create_future())

@@ -46,7 +46,7 @@ import functools
 import logging
 import random
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Final, TypeVar
+from typing import TYPE_CHECKING, Final, Protocol, TypeVar
 
 from micro.errors import BackendUnavailable, MicroError
 from micro.registry import Result
@@ -56,9 +56,9 @@ from ._catalog import Catalog, View, view
 
 if TYPE_CHECKING:
     from ._client import Consul
-    from .registry import ConsulRegistry
+    from .options import ConsulRegistryOptions
 
-__all__ = ["NAMED", "Hub", "next_index"]
+__all__ = ["NAMED", "Hub", "Source", "next_index"]
 
 logger = logging.getLogger("micro.registry.consul")
 
@@ -76,11 +76,48 @@ _PAUSE: Final = 0.05
 _BACKOFF: Final = (0.05, 2.0)
 
 
-class Hub:
-    """The blocking queries, the last state read and the watchers of one registry; see the module docstring."""
+class Source(Protocol):
+    """The reads a hub makes, through its registry (:class:`~micro_consul.registry.ConsulRegistry`).
 
-    def __init__(self, registry: ConsulRegistry) -> None:
-        self._registry = registry
+    A protocol, so that this module needs nothing of the registry's: the registry imports the hub, not back.
+    """
+
+    options: ConsulRegistryOptions
+
+    async def _open(self) -> Consul:
+        """The agent's client, on a started registry."""
+        ...
+
+    async def _index(self, client: Consul, what: str, index: str | None) -> str:
+        """The index of ``what`` (``"services"`` or ``"checks"``); with ``index``, blocks until it moves on."""
+        ...
+
+    async def _failing(self, client: Consul) -> tuple[str, set[tuple[str, str]]]:
+        """The checks index and the ``(node, service ID)`` of every check that is not passing."""
+        ...
+
+    async def catalog(self) -> Catalog:
+        """Every instance in the datacenter and whether it passes."""
+        ...
+
+    async def read_view(self, client: Consul, name: str) -> View:
+        """The passing versions of ``name`` (``{}`` if none)."""
+        ...
+
+
+class Hub:
+    """The blocking queries, the last state read and the watchers of one registry; see the module docstring.
+
+    :param source: where it reads.
+    :param everyone: the registry's set of live watchers: each watcher is in it until it stops (also
+        after its hub failed, so that closing the registry stops it).
+    :param detach: called with the hub once it stops or fails, so the registry makes a new one.
+    """
+
+    def __init__(self, source: Source, *, everyone: set[ConsulWatcher], detach: Callable[[Hub], None]) -> None:
+        self._source = source
+        self._everyone = everyone
+        self._detach = detach
         self.watchers: set[ConsulWatcher] = set()
         #: Set once the hub ended on an error: the registry makes a new one for the next watch().
         self.failed = False
@@ -106,7 +143,7 @@ class Hub:
         """A new watcher; it joins (its baseline is read) in the next round."""
         watcher = ConsulWatcher(self, service)
         self.watchers.add(watcher)
-        self._registry._watchers.add(watcher)
+        self._everyone.add(watcher)
         self._wake.set()
         return watcher
 
@@ -123,8 +160,7 @@ class Hub:
         await self._stop()
 
     async def _stop(self) -> None:
-        if self._registry._hub is self:
-            self._registry._hub = None
+        self._detach(self)
         task = self._task
         if task is not asyncio.current_task() and not task.done():
             task.cancel()
@@ -132,8 +168,7 @@ class Hub:
 
     def _fail(self, error: BaseException) -> None:
         self.failed = True
-        if self._registry._hub is self:
-            self._registry._hub = None
+        self._detach(self)
         for watcher in list(self.watchers):
             watcher.fail(error)
             watcher.ready.set()
@@ -142,7 +177,7 @@ class Hub:
 
     async def _run(self) -> None:
         try:
-            client = await self._registry._open()
+            client = await self._source._open()
             primed = [asyncio.Event(), asyncio.Event()]
             tasks = [
                 asyncio.create_task(self._follow(client, "services", primed[0])),
@@ -176,7 +211,7 @@ class Hub:
             except BackendUnavailable:
                 now = loop.time()
                 if deadline is None:
-                    deadline = now + self._registry.options.timeout
+                    deadline = now + self._source.options.timeout
                 if now + pause >= deadline:
                     raise
                 logger.debug("consul watcher: %s failed; retrying", doing)
@@ -186,12 +221,12 @@ class Hub:
 
     async def _follow(self, client: Consul, what: str, primed: asyncio.Event) -> None:
         """Block on the ``what`` index forever, waking a round whenever it moves."""
-        registry = self._registry
+        source = self._source
         loop = asyncio.get_running_loop()
         index: int | None = None
         while True:
             started = loop.time()
-            read = functools.partial(registry._index, client, what, None if index is None else str(index))
+            read = functools.partial(source._index, client, what, None if index is None else str(index))
             found = _as_int(await self._retry(f"watching {what}", read))
             went_back = index is not None and found < index
             index, moved = next_index(index, found)
@@ -241,7 +276,7 @@ class Hub:
             if self._catalog is not None and covered == wanted and all(w.joined for w in watchers):
                 fresh = await self._recheck(client, wanted)
             if fresh is None:
-                catalog = await self._retry("reading the catalog", self._registry.catalog)
+                catalog = await self._retry("reading the catalog", self._source.catalog)
                 fresh = self._changed(catalog, wanted)
                 self._catalog, self._signatures = catalog, catalog.signatures
                 self._covered_index = {"services": catalog.services_index, "checks": catalog.checks_index}
@@ -281,8 +316,8 @@ class Hub:
         last = self._catalog
         if last is None or self._latest["services"] > self._covered_index["services"]:
             return None
-        registry = self._registry
-        index, failing = await self._retry("reading failing checks", lambda: registry._failing(client))
+        source = self._source
+        index, failing = await self._retry("reading failing checks", lambda: source._failing(client))
         concerned: set[str] = set()
         for node, sid in last.failing ^ failing:
             if not sid:
@@ -318,11 +353,11 @@ class Hub:
 
     async def _read(self, client: Consul, names: set[str]) -> dict[str, View]:
         limit = asyncio.Semaphore(_PARALLEL)
-        registry = self._registry
+        source = self._source
 
         async def one(name: str) -> tuple[str, View]:
             async with limit:
-                return name, await self._retry(f"reading {name!r}", lambda: registry.read_view(client, name))
+                return name, await self._retry(f"reading {name!r}", lambda: source.read_view(client, name))
 
         return dict(await asyncio.gather(*(one(name) for name in names)))
 
@@ -332,7 +367,7 @@ class ConsulWatcher(QueueWatcher):
 
     def __init__(self, hub: Hub, service: str | None) -> None:
         # Stopped, it leaves its registry's list (the hub's list it leaves in stop(), which can wait).
-        super().__init__(service, lambda _: hub._registry._watchers.discard(self))
+        super().__init__(service, lambda _: hub._everyone.discard(self))
         self._hub = hub
         #: Set once the watcher's baseline is read (or it failed or stopped).
         self.ready = asyncio.Event()

@@ -38,9 +38,8 @@ import math
 from typing import Any, ClassVar, Final
 
 import consul.exceptions
-from micro.errors import BadRequest, MicroError, ServiceNotFound
+from micro.errors import BadRequest, MicroError
 from micro.registry import Node, Registry, Service, Watcher
-from micro.registry.watch import check_name, check_ttl
 
 from . import _tags
 from ._catalog import Catalog, View, view
@@ -93,24 +92,22 @@ class ConsulRegistry(Registry):
         self._hub: Hub | None = None
         #: Every watcher not stopped yet, including those of a hub that failed (their readers get the error).
         self._watchers: set[ConsulWatcher] = set()
-        self._starting = asyncio.Lock()
 
     @property
     def address(self) -> str:
         """The Consul agent in use."""
         return self._consul.address
 
-    async def start(self) -> None:
-        """Find the first agent of ``address`` that answers. Idempotent.
+    async def _start(self) -> None:
+        """Find the first agent of ``address`` that answers.
 
         Raises :class:`~micro.errors.BackendUnavailable` naming the address and
         its variable if none does within ``timeout``.
         """
-        async with self._starting:
-            await self._consul.open()
+        await self._consul.open()
 
-    async def close(self) -> None:
-        """Stop every watcher and release the connection (registered nodes stay). Idempotent."""
+    async def _close(self) -> None:
+        """Stop every watcher and release the connection (registered nodes stay)."""
         for watcher in list(self._watchers):
             await watcher.stop()
         hub, self._hub = self._hub, None
@@ -120,9 +117,15 @@ class ConsulRegistry(Registry):
         await self._consul.close()
 
     async def _open(self) -> Consul:
-        if not self._consul.is_open:
-            await self.start()
+        """The agent's client, once the registry is started (on first use; after close(): ConnectionClosed)."""
+        if self._component_state != "started":
+            await self._open_for_use()
         return self._consul
+
+    def _detach(self, hub: Hub) -> None:
+        """Forget ``hub`` (it stopped or failed): the next watch() makes a new one."""
+        if self._hub is hub:
+            self._hub = None
 
     async def _settle_watchers(self) -> None:
         # A watcher's first read is its baseline: changes made here after watch() returned must come after it.
@@ -134,21 +137,17 @@ class ConsulRegistry(Registry):
 
     # -- writes -------------------------------------------------------------------------------
 
-    async def register(self, service: Service, *, ttl: float | None = None) -> None:
-        """Register (or refresh) every node of ``service`` on the agent; see :meth:`micro.registry.Registry.register`.
-
-        Raises :class:`~micro.errors.BadRequest` for a name containing ``/``
-        (it cannot travel in Consul's URLs), as well as for the cases every
-        registry rejects.
-        """
-        service.validate()
+    def _check_service(self, service: Service) -> None:
+        """:class:`~micro.errors.BadRequest` for a name containing ``/``: it cannot travel in Consul's URLs."""
         if "/" in service.name:
             raise BadRequest(f"service name {service.name!r}: Consul service names cannot contain '/'")
-        lifetime = check_ttl(ttl, self.options.ttl)
-        client = await self._open()
+
+    async def _register(self, service: Service, ttl: float | None) -> None:
+        """Register (or refresh) every node of ``service`` on the agent (see the module docstring)."""
+        client = self._consul
         await self._settle_watchers()
         copy = service.copy()
-        await asyncio.gather(*(self._register_node(client, copy, node, lifetime) for node in copy.nodes))
+        await asyncio.gather(*(self._register_node(client, copy, node, ttl) for node in copy.nodes))
 
     async def _register_node(self, client: Consul, service: Service, node: Node, lifetime: float | None) -> None:
         sid = _tags.service_id(service.name, service.version, node.id)
@@ -192,10 +191,10 @@ class ConsulRegistry(Registry):
         )
         self._registered[sid] = digest
 
-    async def deregister(self, service: Service) -> None:
+    async def _deregister(self, service: Service) -> None:
         """Remove the nodes of ``service`` from the agent; nodes that are not registered are ignored."""
-        name = check_name(service.name)
-        client = await self._open()
+        name = service.name
+        client = self._consul
         await self._settle_watchers()
 
         async def remove(node: Node) -> None:
@@ -214,14 +213,10 @@ class ConsulRegistry(Registry):
         )
         return str(found_index), list(entries or [])
 
-    async def get_service(self, name: str) -> list[Service]:
-        """Every version of ``name`` with passing nodes; :class:`~micro.errors.ServiceNotFound` if there is none.
-
-        One request (``/v1/health/service/<name>?passing``).
-        """
-        check_name(name)
-        client = await self._open()
-        return self._versions(name, await self.read_view(client, name))
+    async def _get_service(self, name: str) -> list[Service]:
+        """Every version of ``name`` with passing nodes: one request (``/v1/health/service/<name>?passing``)."""
+        found = await self.read_view(self._consul, name)
+        return [found[version] for version in sorted(found)]
 
     async def read_view(self, client: Consul, name: str) -> View:
         """The passing versions of ``name`` (``{}`` if none): one request."""
@@ -229,12 +224,6 @@ class ConsulRegistry(Registry):
             return {}
         _, entries = await self._health(client, name)
         return view(name, entries)
-
-    @staticmethod
-    def _versions(name: str, found: View) -> list[Service]:
-        if not found:
-            raise ServiceNotFound(f"service {name!r} not found", id="registry")
-        return [found[version] for version in sorted(found)]
 
     async def _failing(self, client: Consul) -> tuple[str, set[tuple[str, str]]]:
         """The catalog's check index and the ``(node, service ID)`` of every check that is not passing."""
@@ -272,7 +261,7 @@ class ConsulRegistry(Registry):
         services_index = min((i for i, _ in nodes), default=0)
         return Catalog.build([n for _, n in nodes], failing, services_index, _as_int(index))
 
-    async def list_services(self) -> list[Service]:
+    async def _list_services(self) -> list[Service]:
         """One entry per (name, version) with passing nodes, sorted; nodes and endpoints are filled in.
 
         Reads :meth:`catalog`: a request per Consul node plus three, none per service.
@@ -302,7 +291,7 @@ class ConsulRegistry(Registry):
             )
         return str(found)
 
-    def watch(self, service: str | None = None) -> Watcher:
+    def _watch(self, service: str | None) -> Watcher:
         """A watcher fed by blocking queries the registry's watchers share; see the module docstring.
 
         Its first read is taken in the background: writes through this
@@ -310,12 +299,10 @@ class ConsulRegistry(Registry):
         elsewhere in the moment between ``watch()`` and that first read is
         part of the baseline instead of a result.
         """
-        if service is not None:
-            check_name(service)
         asyncio.get_running_loop()
         hub = self._hub
         if hub is None or hub.failed:
-            hub = self._hub = Hub(self)
+            hub = self._hub = Hub(self, everyone=self._watchers, detach=self._detach)
         return hub.watch(service)
 
 

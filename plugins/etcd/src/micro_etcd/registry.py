@@ -43,9 +43,9 @@ import urllib.parse
 from collections.abc import AsyncIterator, Iterable
 from typing import Any, ClassVar, Final
 
-from micro.errors import BackendUnavailable, MicroError, ServiceNotFound
+from micro.errors import BackendUnavailable, MicroError
 from micro.registry import Node, Registry, Service, Watcher
-from micro.registry.watch import QueueWatcher, check_name, check_ttl, diff_views
+from micro.registry.watch import QueueWatcher, diff_views
 
 from ._client import Etcd, KeyValue, b64, prefix_end
 from .options import EtcdRegistryOptions
@@ -233,9 +233,9 @@ class EtcdRegistry(Registry):
         await self._etcd.close()
 
     async def _client(self) -> Etcd:
-        # A registry starts itself on first use, and again after close().
+        """The server's client, once the registry is started (on first use; after close(): ConnectionClosed)."""
         if self._component_state != "started":
-            await self.start()
+            await self._open_for_use()
         return self._etcd
 
     def _forget(self, watcher: QueueWatcher) -> None:
@@ -254,13 +254,11 @@ class EtcdRegistry(Registry):
 
     # -- writes -------------------------------------------------------------------------------
 
-    async def register(self, service: Service, *, ttl: float | None = None) -> None:
+    async def _register(self, service: Service, ttl: float | None) -> None:
         """Write (or refresh) every node of ``service``; see :meth:`micro.registry.Registry.register`."""
-        service.validate()
-        lifetime = check_ttl(ttl, self.options.ttl)
-        client = await self._client()
+        client = self._etcd
         await self._settle_watchers()
-        seconds = None if lifetime is None else lease_seconds(lifetime)
+        seconds = None if ttl is None else lease_seconds(ttl)
         copy = service.copy()
         await asyncio.gather(*(self._register_node(client, copy, node, seconds) for node in copy.nodes))
 
@@ -299,10 +297,10 @@ class EtcdRegistry(Registry):
         )
         return ttl > 0 and bool(still_there)
 
-    async def deregister(self, service: Service) -> None:
+    async def _deregister(self, service: Service) -> None:
         """Delete the nodes of ``service``; nodes that are not registered are ignored."""
-        name = check_name(service.name)
-        client = await self._client()
+        name = service.name
+        client = self._etcd
         await self._settle_watchers()
 
         async def remove(node: Node) -> None:
@@ -319,22 +317,15 @@ class EtcdRegistry(Registry):
     # -- reads --------------------------------------------------------------------------------
 
     async def _read(self, folder: str, doing: str) -> View:
-        client = await self._client()
-        _, kvs = await client.range(folder, prefix_end(folder), doing)
+        _, kvs = await self._etcd.range(folder, prefix_end(folder), doing)
         return _view((s, kv.mod_revision) for kv in kvs if (s := _decode(kv)) is not None)
 
-    async def get_service(self, name: str) -> list[Service]:
-        """Every version of ``name`` with live nodes; :class:`~micro.errors.ServiceNotFound` if there is none.
-
-        One range read of the service's folder.
-        """
-        check_name(name)
+    async def _get_service(self, name: str) -> list[Service]:
+        """Every version of ``name`` with live nodes: one range read of the service's folder."""
         found = await self._read(f"{self.options.prefix}{_part(name)}/", f"looking up {name!r}")
-        if not found:
-            raise ServiceNotFound(f"service {name!r} not found", id="registry")
         return [found[key] for key in sorted(found)]
 
-    async def list_services(self) -> list[Service]:
+    async def _list_services(self) -> list[Service]:
         """One entry per (name, version) with live nodes, sorted; nodes and endpoints are filled in.
 
         One range read of the whole registry folder.
@@ -344,10 +335,8 @@ class EtcdRegistry(Registry):
 
     # -- watch --------------------------------------------------------------------------------
 
-    def watch(self, service: str | None = None) -> Watcher:
+    def _watch(self, service: str | None) -> Watcher:
         """A watcher on etcd's watch stream; see the module docstring."""
-        if service is not None:
-            check_name(service)
         watcher = EtcdWatcher(self, service)
         self._watchers.add(watcher)
         return watcher

@@ -24,7 +24,7 @@ from collections import OrderedDict
 from typing import Any, ClassVar, Final
 
 import grpc
-from micro.client.base import NO_REQUEST, Request, Response, Stream, StreamOptions
+from micro.client.base import NO_REQUEST, Request, Response, Stream
 from micro.client.rpc import RPCClient
 from micro.errors import BadRequest, ConnectionClosed, NoneAvailable
 from micro.metadata import Metadata
@@ -193,48 +193,39 @@ class GRPCClient(RPCClient):
         return request.node
 
     async def _attempt(self, request: Request) -> Response:
-        """One attempt of a unary call, over gRPC."""
+        """One attempt of a unary call, over gRPC (:class:`~micro.client.RPCClient`'s ``_attempt`` hook)."""
         node = self._node(request)
         request_marshal, response_marshal = _marshals(type(request.body), request.response_type)
         payload = request_marshal.encode(request.body)
-        key = (node.address, request.endpoint)
-        method = self._unary.get(key)
-        if method is None or node.address not in self._channels:
-            method = self._unary[key] = self._channel(node.address).unary_unary(path_of(request.endpoint))
+        address = node.address
+        method = self._unary.get((address, request.endpoint))
+        if method is None or address not in self._channels:
+            method = self._unary[(address, request.endpoint)] = self._channel(address).unary_unary(
+                path_of(request.endpoint)
+            )
         else:
-            self._channels.move_to_end(node.address)
-        metadata = outbound(request.metadata) if request.metadata else None
-        call = method(payload, timeout=self._timeout(request), metadata=metadata)
+            self._channels.move_to_end(address)
+        deadline = request.deadline
+        call = method(
+            payload,
+            timeout=None if deadline is None else max(0.0, deadline - time.monotonic()),
+            metadata=outbound(request.metadata) if request.metadata else None,
+        )
         try:
             data = await call
             trailers = await call.trailing_metadata()
         except grpc.aio.AioRpcError as exc:
             raise _error(exc, request) from None
-        return Response(response_marshal.decode(data), metadata=inbound(trailers), content_type=CONTENT_TYPE, node=node)
-
-    async def _stream(
-        self, service: str, endpoint: str, request: Any, response_type: Any, options: StreamOptions
-    ) -> Stream:
-        path_of(endpoint)
-        call = Request(
-            service=service,
-            endpoint=endpoint,
-            body=request,
+        return Response(
+            response_marshal.decode(data),
+            metadata=inbound(trailers) if trailers else Metadata(),
             content_type=CONTENT_TYPE,
-            metadata=self._metadata(options.get("metadata")),
-            response_type=response_type,
-            stream=True,
-            deadline=self._deadline(options.get("timeout"), self.options.stream_timeout),
+            node=node,
         )
-        response = await self._attempts(
-            call, self._open, self.options.retries + 1, self._backoff, options.get("address")
-        )
-        stream = response.body
-        assert isinstance(stream, GRPCStream)
-        return stream
 
     async def _open_stream(self, request: Request) -> Response:
-        """Open a streaming call; every gRPC call kind is one HTTP/2 stream, so one shape serves all three."""
+        """Open a streaming call (:class:`~micro.client.RPCClient`'s ``_open_stream`` hook); every gRPC call kind
+        is one HTTP/2 stream, so one shape serves all three."""
         node = self._node(request)
         method = self._channel(node.address).stream_stream(path_of(request.endpoint))
         call = method(timeout=self._timeout(request), metadata=outbound(request.metadata))

@@ -33,12 +33,12 @@ import grpc
 from google.protobuf import descriptor_pb2, descriptor_pool
 from micro._redact import redact
 from micro.context import serving
-from micro.errors import EndpointNotFound, InternalError, MicroError, Timeout, Unavailable
+from micro.errors import EndpointNotFound, InternalError, MicroError, Unavailable
 from micro.metadata import Metadata
 from micro.registry.base import Service
 from micro.server.base import Request
 from micro.server.handler import Kind, Method
-from micro.server.rpc import RPCServer, internal_error
+from micro.server.rpc import Route, RPCServer, internal_error
 
 from ._meta import inbound, outbound
 from .marshal import Marshal, is_message_class, json_marshal, proto_marshal, typed_marshal
@@ -112,7 +112,7 @@ class GRPCServer(RPCServer):
                 self.options.name,
                 [
                     (m.endpoint(), m.kind.client_streams, m.kind.server_streams)
-                    for m in self._methods.values()
+                    for m in self.methods.values()
                     if not (is_message_class(m.request_type) or is_message_class(m.response_type))
                 ],
             )
@@ -132,7 +132,7 @@ class GRPCServer(RPCServer):
         endpoint = f"{service.rpartition('.')[2]}.{name}"
         found = self._endpoints.get(endpoint)
         if found is None:
-            route = self._routes.get(endpoint)
+            route = self.route(endpoint)
             if route is None:
                 return self._grpc_unknown(path)
             method = route.method
@@ -166,16 +166,16 @@ class GRPCServer(RPCServer):
         return grpc.stream_stream_rpc_method_handler(self._grpc_streaming(method, marshals))
 
     # -- serving ---------------------------------------------------------------------------------
+    # Through RPCServer's API for servers of other protocols: route(), accepting, call_started/finished.
 
     def _grpc_request(
-        self, method: Method, marshals: _Endpoint, received: Any, context: Any
+        self, method: Method, decode: Callable[[bytes], Any], received: Any, context: Any
     ) -> tuple[Request, float | None]:
-        if self._stopping:
+        """The :class:`Request` handler wrappers see for a call, and the call's deadline (monotonic)."""
+        if not self.accepting:
             raise Unavailable(f"{self.options.name} is shutting down", id=self.options.name)
         metadata = inbound(context.invocation_metadata())
         remaining = context.time_remaining()
-        deadline = time.monotonic() + remaining if remaining is not None else None
-        decode = marshals.request.decode
         if method.kind.client_streams:
             body: Any = _decoded(received, decode)
         else:
@@ -185,12 +185,18 @@ class GRPCServer(RPCServer):
             endpoint=method.name,
             content_type=CONTENT_TYPE,
             metadata=metadata,
-            header=dict(metadata),
+            header=dict(metadata) if metadata else {},
             body=body,
             kind=method.kind,
             remote=context.peer() or "",
         )
-        return request, deadline
+        return request, (time.monotonic() + remaining if remaining is not None else None)
+
+    def _grpc_route(self, endpoint: str) -> Route:
+        route = self.route(endpoint)
+        if route is None:  # the handler was replaced since grpcio looked the method up
+            raise EndpointNotFound(f"{self.options.name} has no method {endpoint!r}", id=self.options.name)
+        return route
 
     def _grpc_encode(self, marshal: Marshal, value: Any, endpoint: str) -> bytes:
         try:
@@ -199,31 +205,25 @@ class GRPCServer(RPCServer):
             # The handler returned something the endpoint's type cannot carry: the server's fault.
             raise InternalError(f"{endpoint}: cannot encode the response: {exc}", id=self.options.name) from exc
 
-    async def _grpc_within(self, deadline: float | None, endpoint: str, work: Awaitable[Any]) -> Any:
-        if deadline is None:
-            return await work
-        scope = asyncio.timeout(deadline - time.monotonic())
-        try:
-            async with scope:  # the cancellation becomes TimeoutError on leaving the block, so try goes outside
-                return await work
-        except TimeoutError as exc:
-            if scope.expired():
-                raise Timeout(f"{endpoint}: deadline exceeded", id=self.options.name) from exc
-            raise
-
     def _grpc_unary(self, method: Method, marshals: _Endpoint) -> Callable[[Any, Any], Awaitable[bytes]]:
-        """A unary or client-streaming call: one response."""
+        """A unary or client-streaming call: one response.
+
+        Made once per endpoint (grpcio keeps the handler), so what a call needs is bound here.
+        """
         endpoint = method.name
+        decode = marshals.request.decode
+        response = marshals.response
 
         async def serve(received: Any, context: Any) -> bytes:
-            task = self._track()
+            token = self.call_started()
             headers: Metadata | None = None
             try:
                 try:
-                    request, deadline = self._grpc_request(method, marshals, received, context)
+                    request, deadline = self._grpc_request(method, decode, received, context)
+                    call = self._grpc_route(endpoint).call
                     with serving(request.metadata, deadline) as headers:
-                        result = await self._grpc_within(deadline, endpoint, self._routes[endpoint].call(request))
-                    payload = self._grpc_encode(marshals.response, result, endpoint)
+                        result = await self.within(deadline, endpoint, call(request))
+                    payload = self._grpc_encode(response, result, endpoint)
                 except asyncio.CancelledError:
                     raise
                 except Exception as exc:
@@ -235,22 +235,23 @@ class GRPCServer(RPCServer):
                 await self._grpc_abort(context, error, headers)
                 raise AssertionError("unreachable")  # pragma: no cover
             finally:
-                self._untrack(task)
+                self.call_finished(token)
 
         return serve
 
     def _grpc_streaming(self, method: Method, marshals: _Endpoint) -> Callable[[Any, Any], Awaitable[None]]:
         """A server-streaming or bidirectional call: responses written as the handler yields them."""
         endpoint = method.name
+        decode = marshals.request.decode
 
         async def serve(received: Any, context: Any) -> None:
-            task = self._track()
+            token = self.call_started()
             headers: Metadata | None = None
             try:
                 try:
-                    request, deadline = self._grpc_request(method, marshals, received, context)
+                    request, deadline = self._grpc_request(method, decode, received, context)
                     with serving(request.metadata, deadline) as headers:
-                        await self._grpc_within(deadline, endpoint, self._grpc_write_all(request, marshals, context))
+                        await self.within(deadline, endpoint, self._grpc_write_all(request, marshals, context))
                 except asyncio.CancelledError:
                     raise
                 except Exception as exc:
@@ -261,13 +262,13 @@ class GRPCServer(RPCServer):
                     return
                 await self._grpc_abort(context, error, headers)
             finally:
-                self._untrack(task)
+                self.call_finished(token)
 
         return serve
 
     async def _grpc_write_all(self, request: Request, marshals: _Endpoint, context: Any) -> None:
         endpoint = request.endpoint
-        result = await self._routes[endpoint].call(request)
+        result = await self._grpc_route(endpoint).call(request)
         if not hasattr(result, "__aiter__"):
             raise InternalError(
                 f"{endpoint}: a streaming handler must return an async iterator, not {type(result).__name__}",
@@ -315,7 +316,7 @@ class GRPCServer(RPCServer):
     def grpc_services(self) -> list[str]:
         """Full names of the gRPC services the handlers answer as (those reflection lists)."""
         names = {full for full, _, _, _ in self.described().rpcs.values()}
-        for method in self._methods.values():
+        for method in self.methods.values():
             if is_message_class(method.request_type):
                 handler, _, name = method.name.rpartition(".")
                 found = method.request_type.DESCRIPTOR.file.services_by_name.get(handler)
@@ -343,7 +344,7 @@ class GRPCServer(RPCServer):
 
         for file in (health_pb2.DESCRIPTOR, reflection_pb2.DESCRIPTOR):
             add(file)
-        for method in self._methods.values():
+        for method in self.methods.values():
             for tp in (method.request_type, method.response_type):
                 if is_message_class(tp):
                     add(tp.DESCRIPTOR.file)

@@ -37,9 +37,9 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Final
 
-from micro.errors import BackendUnavailable, BadRequest, MicroError, ServiceNotFound
+from micro.errors import BackendUnavailable, BadRequest, MicroError
 from micro.registry import Endpoint, Node, Registry, Service, Watcher
-from micro.registry.watch import Watchers, check_name, check_ttl, diff
+from micro.registry.watch import Watchers, diff
 
 from ._client import connect
 from ._errors import translate
@@ -124,7 +124,6 @@ class NatsRegistry(Registry):
     options_type: ClassVar[type[NatsRegistryOptions]] = NatsRegistryOptions
     options: NatsRegistryOptions
     capabilities: ClassVar[frozenset[str]] = frozenset({"ttl", "watch"})
-    starts_on_use: ClassVar[bool] = True
 
     def __init__(self, options: NatsRegistryOptions | None = None) -> None:
         super().__init__(options)
@@ -227,12 +226,11 @@ class NatsRegistry(Registry):
             with contextlib.suppress(Exception):
                 await nc.close()
 
-    async def _ready(self) -> KeyValue:
-        if self._component_state != "started":
-            await self._open_for_use()
-        if self._kv is None:
+    def _ready(self) -> KeyValue:
+        kv = self._kv
+        if kv is None:  # closed by a close() that ran while this call waited
             raise self._closed_error()
-        return self._kv
+        return kv
 
     # -- following the bucket -------------------------------------------------------------------
 
@@ -337,35 +335,31 @@ class NatsRegistry(Registry):
 
     # -- the interface --------------------------------------------------------------------------
 
-    async def register(self, service: Service, *, ttl: float | None = None) -> None:
-        service.validate()
-        lifetime = check_ttl(ttl, self.options.ttl)
+    def _check_service(self, service: Service) -> None:
+        """:class:`~micro.errors.BadRequest` for a name, version and node id too long for a bucket key."""
+        for node in service.nodes:
+            _key(service.name, service.version, node.id)
+
+    async def _register(self, service: Service, ttl: float | None) -> None:
         keys = [_key(service.name, service.version, node.id) for node in service.nodes]
-        kv = await self._ready()
-        expires = None if lifetime is None else time.time() + lifetime
+        kv = self._ready()
+        expires = None if ttl is None else time.time() + ttl
         header: dict[str, Any] = {"name": service.name, "version": service.version, "metadata": dict(service.metadata)}
         header["endpoints"] = [e.to_dict() for e in service.endpoints]
-        try:
-            revisions = await asyncio.gather(
-                *(
-                    kv.put(key, json.dumps({"node": node.to_dict(), "service": header, "expires": expires}).encode())
-                    for key, node in zip(keys, service.nodes, strict=True)
-                )
+        revisions = await asyncio.gather(
+            *(
+                kv.put(key, json.dumps({"node": node.to_dict(), "service": header, "expires": expires}).encode())
+                for key, node in zip(keys, service.nodes, strict=True)
             )
-        except Exception as exc:
-            self._fail(exc)
+        )
         # Returned once this registry's own view holds the change: a watch() begun after register()
         # returns is not handed this change as a new one (conformance R15), and reads see it.
         await self._sync(max(revisions, default=0))
 
-    async def deregister(self, service: Service) -> None:
-        name = check_name(service.name)
-        keys = [_key(name, service.version, node.id) for node in service.nodes]
-        kv = await self._ready()
-        try:
-            await asyncio.gather(*(kv.delete(key) for key in keys))
-        except Exception as exc:
-            self._fail(exc)
+    async def _deregister(self, service: Service) -> None:
+        keys = [_key(service.name, service.version, node.id) for node in service.nodes]
+        kv = self._ready()
+        await asyncio.gather(*(kv.delete(key) for key in keys))
         await self._sync()  # as register(): the deregistration is in this registry's view when it returns
 
     async def _sync(self, last: int | None = None) -> None:
@@ -378,11 +372,8 @@ class NatsRegistry(Registry):
         js = self._js
         if js is None:
             raise self._closed_error()
-        if last is None:
-            try:
-                last = (await js.stream_info(self._stream)).state.last_seq
-            except Exception as exc:
-                self._fail(exc)
+        if last is None:  # a driver error here is translated by the base (Registry calls _translate)
+            last = (await js.stream_info(self._stream)).state.last_seq
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.options.timeout
         while self._seen < last:
@@ -400,33 +391,20 @@ class NatsRegistry(Registry):
                     f"timeout={self.options.timeout:g}s (MICRO_REGISTRY_TIMEOUT)"
                 ) from None
 
-    async def get_service(self, name: str) -> list[Service]:
-        check_name(name)
-        await self._ready()
+    async def _get_service(self, name: str) -> list[Service]:
         await self._sync()
         now = time.time()
         state = self._state
         keys = sorted(key for key in state if key[0] == name)
-        found = [s for key in keys if (s := _snapshot(key, state[key], now)) is not None]
-        if not found:
-            raise ServiceNotFound(f"service {name!r} not found", id="registry")
-        return found
+        return [s for key in keys if (s := _snapshot(key, state[key], now)) is not None]
 
-    async def list_services(self) -> list[Service]:
-        await self._ready()
+    async def _list_services(self) -> list[Service]:
         await self._sync()
         now = time.time()
         state = self._state
         return [s for key in sorted(state) if (s := _snapshot(key, state[key], now)) is not None]
 
-    def watch(self, service: str | None = None) -> Watcher:
-        if service is not None:
-            check_name(service)
+    def _watch(self, service: str | None) -> Watcher:
+        # On a registry not started yet, the base starts it (changes before the bucket is read are not reported).
         asyncio.get_running_loop()  # fail here, not in the first push, when called without a loop
-        if self._component_state == "closed":
-            raise self._closed_error()
-        if self._component_state == "new":
-            # Synchronous, so it cannot await start(): changes before the bucket is read are not reported.
-            task = asyncio.create_task(self.start(), name="micro.registry.nats.start")
-            task.add_done_callback(lambda t: t.cancelled() or t.exception())
         return self._watchers.add(service)
