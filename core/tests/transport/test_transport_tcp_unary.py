@@ -264,4 +264,5 @@ async def test_a_large_one_shot_request_reaches_the_hook_whole(server: TCPTransp
     big = bytes(range(256)) * (3 * 1024 * 1024 // 256)
     reply = await client._call_unary(listener.address, None, {"k": "v"}, big)
     assert reply.body == big[-10:]
-    assert len(bodies) == 1 and bodies[0] == big
+    assert len(bodies) == 1
+    assert bodies[0] == big
