@@ -394,11 +394,14 @@ class RPCClient(Client):
         node = request.node
         if node is None:
             raise NoneAvailable(f"no node chosen for {request.service}")
+        return await self.transport.dial(node.address, timeout=self._dial_timeout(request))
+
+    def _dial_timeout(self, request: Request) -> float | None:
         timeout = self.options.dial_timeout
         if request.deadline is not None:
             remaining = request.deadline - time.monotonic()
             timeout = remaining if timeout is None else min(timeout, remaining)
-        return await self.transport.dial(node.address, timeout=timeout)
+        return timeout
 
     async def _attempt(self, request: Request) -> Response:
         """One attempt of a unary call: the innermost :data:`CallFunc`."""
@@ -407,9 +410,19 @@ class RPCClient(Client):
         payload = self._encode(codec, request)
         _check_size(request, payload)
         header = self._header(request, codec, call_id)
+        transport = self.transport
+        one_shot = getattr(transport, "_call_unary", None)
+        if one_shot is not None and transport._component_state == "started":
+            # The tcp transport's unary path: the request in one frame, the reply handed straight to this call,
+            # no socket object (its inbox, waiters and half-close state) in between.
+            node = request.node
+            if node is None:
+                raise NoneAvailable(f"no node chosen for {request.service}")
+            frame = await one_shot(node.address, self._dial_timeout(request), header, payload)
+            return self._response(frame, codec, request)
         socket = await self._dial(request)
         try:
-            await socket.send_last(Frame(header, payload))  # the tcp transport: one frame, request and end
+            await socket.send_last(Frame(header, payload))  # one frame on tcp: the request and its end
             frame = await socket.recv()
         finally:
             await socket.close()

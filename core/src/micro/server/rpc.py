@@ -450,7 +450,7 @@ class RPCServer(Server):
     async def _listen(self) -> None:
         """Hook: start taking calls at ``options.address`` (a server over another protocol replaces it)."""
         await self.transport.start()
-        self._listener = await self.transport.listen(self.options.address, self._serve)
+        self._listener = await self.transport.listen(self.options.address, _Serving(self))
 
     async def _close(self) -> None:
         """Deregister, stop taking calls and messages, drain, release (the base runs it once per start)."""
@@ -568,6 +568,47 @@ class RPCServer(Server):
                 inflight.discard(task)
                 if not inflight:
                     self._idle.set()
+
+    def _one_shot(self, reply: Socket, header: dict[str, str], body: bytes) -> bool:
+        """Take a unary request that came whole in one frame (the tcp transport's hook, see
+        :class:`micro.transport.tcp.OneShotHandler`): start its task and return ``True``.
+
+        Anything but a plainly routable unary call (streaming, ``local_only``,
+        stopping, any routing error) returns ``False``, and the transport serves
+        it through :meth:`_serve`, which runs the same checks and answers them:
+        nothing is answered from here, so both paths answer alike.
+        """
+        if self._stopping or self._proofs is not None:
+            return False
+        try:
+            routing, metadata = _mucp.parse(header)
+            if _STREAM in routing:
+                return False
+            call = self._route(reply, Frame(header, body), routing, metadata, routing.get(_ID, ""))
+        except Exception:
+            return False
+        task = asyncio.get_running_loop().create_task(self._serve_one_shot(call))
+        # Tracked here, not when the task first runs: a stop that begins meanwhile must wait for it.
+        self._inflight.add(task)
+        self._idle.clear()
+        task.add_done_callback(self._one_shot_done)
+        return True
+
+    async def _serve_one_shot(self, call: _Call) -> None:
+        try:
+            await self._unary(call)
+        except ConnectionClosed:
+            pass  # the caller went away; there is nobody to answer
+        except Exception:
+            logger.exception("%s: serving %r failed", self.options.name, call.socket)
+        finally:
+            await call.socket.close()  # ends the stream unless the reply did
+
+    def _one_shot_done(self, task: asyncio.Task[None]) -> None:
+        inflight = self._inflight
+        inflight.discard(task)
+        if not inflight:
+            self._idle.set()
 
     def _route(self, socket: Socket, frame: Frame, routing: dict[str, str], metadata: Metadata, call_id: str) -> _Call:
         """The call a first message asks for; raises the :class:`MicroError` to answer with if it cannot be."""
@@ -868,6 +909,21 @@ class RPCServer(Server):
 
 #: How a server serves one endpoint: ``.method`` and ``.call`` (see :meth:`RPCServer.route`).
 Route: TypeAlias = _Route
+
+
+class _Serving:
+    """The listener handler of an :class:`RPCServer`: a socket per call, or a one-shot request whole (the tcp
+    transport's :class:`~micro.transport.tcp.OneShotHandler`)."""
+
+    __slots__ = ("_server", "one_shot")
+
+    def __init__(self, server: RPCServer) -> None:
+        self._server = server
+        #: The server's own method, not a method of this class: one call less per request.
+        self.one_shot: Callable[[Socket, dict[str, str], bytes], bool] = server._one_shot
+
+    def __call__(self, socket: Socket, /) -> Awaitable[None]:
+        return self._server._serve(socket)
 
 
 class _Inbound:

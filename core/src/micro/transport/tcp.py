@@ -56,16 +56,26 @@ import socket as _socket
 import ssl
 import struct
 from collections import deque
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import ClassVar, Final, cast
+from typing import ClassVar, Final, Protocol, cast
 
 import msgpack
 
 from ..errors import BadRequest, ConnectionClosed, MessageTooLarge, Timeout, Unavailable
 from ._ratelog import RateLimitedLog
+from ._stream import (
+    CLOSED,
+    ENDED,
+    SEND_CLOSED,
+    StreamSocket,
+    check_header,
+    format_address,
+    logger,
+    run_handler,
+    split_address,
+)
 from ._stream import RESET as RESET_REASON
-from ._stream import StreamSocket, check_header, format_address, logger, run_handler, split_address
 from ._tls import client_context, server_context
 from .base import Handler, Listener, Message, Socket, Transport
 from .options import TransportOptions
@@ -82,6 +92,7 @@ END: Final = 0x04
 RESET: Final = 0x08
 ERROR: Final = 0x10
 _KNOWN: Final = OPEN | MSG | END | RESET | ERROR
+_ONE_SHOT: Final = OPEN | MSG | END  # a whole request in one frame: what every unary mucp call sends
 _MAX_ID: Final = 0xFFFF_FFFF
 _BIG: Final = 64 * 1024  # pending output that is flushed at once rather than at the end of the loop turn
 # Frames pending in one loop turn that are sent without waiting for its end. With many calls in flight on one
@@ -193,6 +204,130 @@ class _TCPSocket(StreamSocket):
         self._conn._unhold(len(message.body))
 
 
+class _Unary:
+    """A one-shot call's stream on a dialled connection (:meth:`TCPTransport._call_unary`): no socket object.
+
+    The request left as one OPEN|MSG|END frame; the first message the peer
+    sends resolves :attr:`reply` straight from ``data_received``. An END or
+    RESET before it, or the connection going, fails it with
+    :class:`~micro.errors.ConnectionClosed` carrying the reason a socket's
+    ``recv`` would have raised.
+    """
+
+    __slots__ = ("ended", "reply")
+
+    def __init__(self, reply: asyncio.Future[Message]) -> None:
+        self.reply = reply
+        #: The peer ended or reset the stream (or the connection went): it is forgotten, nothing more to send.
+        self.ended = False
+
+    def _deliver(self, message: Message) -> None:
+        if not self.reply.done():
+            self.reply.set_result(message)
+
+    def _end(self, reason: str = ENDED) -> None:
+        self.ended = True
+        if not self.reply.done():
+            self.reply.set_exception(ConnectionClosed(reason))
+
+    def _reset(self, reason: str = RESET_REASON) -> None:
+        self._end(reason)
+
+    def _fail(self, reason: str) -> None:
+        self._end(reason)
+
+
+class _OneShot(Socket):
+    """The server's side of a one-shot request (an OPEN|MSG|END frame) served through the listener's
+    ``one_shot`` hook: the request is already read, so this only carries the reply.
+
+    :meth:`send_last` writes the reply as one MSG|END frame; :meth:`close`
+    without a reply ends the stream with a bare END, as a socket's close would.
+    A RESET from the caller (it gave up) makes sending fail with
+    :class:`~micro.errors.ConnectionClosed`.
+    """
+
+    __slots__ = ("_conn", "_done", "_id")
+
+    def __init__(self, conn: _Connection, stream_id: int) -> None:
+        self._conn = conn
+        self._id = stream_id
+        #: Why nothing more may be sent (the reply went, the caller reset, the connection went); ``None`` before.
+        self._done: str | None = None
+
+    @property
+    def local(self) -> str:
+        return self._conn.local
+
+    @property
+    def remote(self) -> str:
+        return self._conn.remote
+
+    # -- called by the connection ----------------------------------------------------------------
+
+    def _deliver(self, message: Message) -> None:
+        pass  # the caller already ended its side; a frame after that is dropped (a socket would never read it)
+
+    def _end(self, reason: str = ENDED) -> None:
+        pass
+
+    def _reset(self, reason: str = RESET_REASON) -> None:
+        if self._done is None:
+            self._done = reason
+            self._conn._forget(self._id)
+
+    def _fail(self, reason: str) -> None:
+        if self._done is None:
+            self._done = reason
+
+    # -- the Socket interface --------------------------------------------------------------------
+
+    async def send(self, message: Message) -> None:
+        await self.send_last(message)  # a one-shot call has one reply
+
+    async def send_last(self, message: Message) -> None:
+        if self._done is not None:
+            raise ConnectionClosed(self._done)
+        conn = self._conn
+        header = conn._pack(check_header(message.header)) if message.header else b""
+        body = message.body
+        if type(body) is not bytes:
+            if not isinstance(body, (bytes, bytearray, memoryview)):
+                raise BadRequest(f"message body must be bytes, not {type(body).__name__}")
+            body = bytes(body)
+        size = len(header) + len(body)
+        if size > conn._max:
+            raise MessageTooLarge(f"message of {size} bytes exceeds max_message_size {conn._max}")
+        if conn._write_paused:
+            await conn._drain(size)  # raises ConnectionClosed if the connection goes meanwhile
+            if self._done is not None:
+                raise ConnectionClosed(self._done)
+        self._done = SEND_CLOSED
+        try:
+            conn._write_frame(self._id, MSG | END, header, body)
+        finally:
+            conn._forget(self._id)  # after the write: forgetting the last stream of a draining connection closes it
+
+    async def recv(self, *, timeout: float | None = None) -> Message:
+        raise ConnectionClosed(ENDED)  # the one request was handed over with the stream
+
+    async def close_send(self) -> None:
+        self._finish()
+
+    async def close(self) -> None:
+        self._finish()
+
+    def _finish(self) -> None:
+        if self._done is None:
+            self._done = CLOSED
+            with contextlib.suppress(ConnectionClosed):
+                self._conn._write_frame(self._id, END, b"", b"")
+            self._conn._forget(self._id)
+
+    def __repr__(self) -> str:
+        return f"<one-shot stream {self._id} from {self.remote}>"
+
+
 class _Connection(asyncio.Protocol):
     """One TCP connection, either side; frames in, frames out, streams demultiplexed."""
 
@@ -214,7 +349,7 @@ class _Connection(asyncio.Protocol):
         self._big_parts: list[bytes | memoryview] = []
         self._big_left = 0
         self._expect_preface = self._is_server
-        self._streams: dict[int, _TCPSocket] = {}
+        self._streams: dict[int, _TCPSocket | _Unary | _OneShot] = {}
         self._next_id = 1
         self._last_id = 0
         self._held = 0
@@ -251,6 +386,8 @@ class _Connection(asyncio.Protocol):
         # The last frame still in _out, as (index of its head in _out, stream id, flags, header size, size),
         # so that an END written right after it joins it instead of costing a frame of its own.
         self._last: tuple[int, int, int, int, int] | None = None
+        #: The listener handler's hook for one-shot requests (see :class:`OneShotHandler`), or ``None``.
+        self._one_shot: OneShot | None = listener._one_shot if listener is not None else None
         self._loop = asyncio.get_running_loop()
         self._idle_since = self._loop.time()
         self.lost: asyncio.Future[None] = self._loop.create_future()
@@ -467,6 +604,12 @@ class _Connection(asyncio.Protocol):
                 if len(self._streams) >= self._max_streams:
                     self._refuse_stream(stream_id)
                     return
+                if (
+                    flags == _ONE_SHOT
+                    and self._one_shot is not None
+                    and self._serve_one_shot(stream_id, view, start, body, end, payload)
+                ):
+                    return
                 stream = self._accept(stream_id)
                 if not flags & (MSG | END | RESET):
                     self._bare[stream_id] = self._loop.time()
@@ -499,6 +642,33 @@ class _Connection(asyncio.Protocol):
             stream._reset(f"{RESET_REASON}: {reason}" if reason else RESET_REASON)
         elif flags & END:
             stream._end()
+
+    def _serve_one_shot(
+        self, stream_id: int, view: memoryview, start: int, body: int, end: int, payload: bytes | None
+    ) -> bool:
+        """Offer a one-shot request (OPEN|MSG|END) to the listener's ``one_shot`` hook; whether it took it.
+
+        Taken, the request needs no socket object, inbox or reader: the hook
+        gets the header and body and a :class:`_OneShot` to reply through. A
+        malformed header is the same protocol error as on the socket path.
+        """
+        header: dict[str, str] = {}
+        if body > start:
+            unpacked = self._unpack(view[start:body])
+            if unpacked is None:
+                return True  # the connection is closed: nothing more to do with the frame
+            header = unpacked
+        reply = _OneShot(self, stream_id)
+        self._streams[stream_id] = reply
+        assert self._one_shot is not None
+        try:
+            taken = self._one_shot(reply, header, bytes(view[body:end]) if payload is None else payload)
+        except Exception:  # the hook's own bug: serve the call the ordinary way
+            logger.exception("one-shot hook failed for stream %d from %s", stream_id, self.remote)
+            taken = False
+        if not taken:
+            del self._streams[stream_id]
+        return taken
 
     def _unpack(self, data: memoryview) -> dict[str, str] | None:
         try:
@@ -542,7 +712,7 @@ class _Connection(asyncio.Protocol):
         packed: bytes = self._packer.pack(header)
         return packed
 
-    def _allocate(self, stream: _TCPSocket) -> int:
+    def _allocate(self, stream: _TCPSocket | _Unary) -> int:
         if self._reason is not None:
             raise ConnectionClosed(self._reason)
         stream_id = self._next_id
@@ -822,6 +992,8 @@ class _TCPListener(Listener):
         self._max_partial = options.max_partial_bytes
         self._partial = 0  # bytes reserved by the incomplete frames of this listener's connections
         self._budget_waiters: deque[_Connection] = deque()
+        hook = getattr(handler, "one_shot", None)
+        self._one_shot: OneShot | None = hook if callable(hook) else None
 
     @property
     def address(self) -> str:
@@ -971,6 +1143,27 @@ class _TCPListener(Listener):
         self._owner._listeners.discard(self)
 
 
+#: ``one_shot(reply, header, body) -> taken``: see :class:`OneShotHandler`.
+OneShot = Callable[[Socket, dict[str, str], bytes], bool]
+
+
+class OneShotHandler(Protocol):
+    """A listener handler that can also take a whole request that came in one frame (OPEN|MSG|END).
+
+    The tcp listener calls :meth:`one_shot` from the connection's read
+    callback, before it would make a socket for the stream: the handler
+    returns ``True`` if it took the request (it then starts its work without
+    blocking and replies through ``reply``, whose ``send_last`` writes one
+    MSG|END frame; ``close`` without a reply ends the stream), or ``False`` to
+    have it served the ordinary way, through ``__call__`` with a socket whose
+    first ``recv`` returns the same message. It must not raise.
+    """
+
+    def __call__(self, socket: Socket, /) -> Awaitable[None]: ...
+
+    def one_shot(self, reply: Socket, header: dict[str, str], body: bytes, /) -> bool: ...
+
+
 @dataclass(eq=False)
 class _Pending:
     task: asyncio.Task[_Connection]
@@ -1010,6 +1203,45 @@ class TCPTransport(Transport):
             conn = await self._connect(address, self.options.dial_timeout if timeout is None else timeout)
         conn._active = True  # the socket opens its stream later: the idle sweep must not close it meanwhile
         return _TCPSocket(conn, 0)
+
+    async def _call_unary(self, address: str, timeout: float | None, header: dict[str, str], body: bytes) -> Message:
+        """One request and its one reply, without a socket object: the client's path for a unary call.
+
+        The request leaves as one OPEN|MSG|END frame (in the loop turn's write
+        with the other frames of that turn); the reply is the first message the
+        peer sends on the stream, handed over from the connection's read
+        callback. ``timeout`` bounds connecting, as for :meth:`dial`. Raises
+        what :meth:`dial`, ``send_last`` and ``recv`` of a dialled socket
+        would: :class:`~micro.errors.ConnectionClosed` when the stream or the
+        connection ends first. Cancelled (the caller's deadline), it resets the
+        stream, as closing the socket would. The caller checks that the
+        transport is started.
+        """
+        conn = self._pool.get(address)
+        if conn is None or not conn.usable:
+            conn = await self._connect(address, self.options.dial_timeout if timeout is None else timeout)
+        conn._active = True
+        packed = conn._pack(check_header(header)) if header else b""
+        size = len(packed) + len(body)
+        if size > conn._max:
+            raise MessageTooLarge(f"message of {size} bytes exceeds max_message_size {conn._max}")
+        # Back-pressure and the stream limit, as a socket's first write waits for them.
+        while conn._write_paused or (conn._reason is None and len(conn._streams) >= conn._max_streams):
+            if conn._write_paused:
+                await conn._drain(size)
+            else:
+                await conn._wait_for_stream()
+        unary = _Unary(conn._loop.create_future())
+        stream_id = conn._allocate(unary)  # ConnectionClosed if the connection went meanwhile
+        try:
+            conn._write_frame(stream_id, _ONE_SHOT, packed, body)
+            return await unary.reply
+        finally:
+            if not unary.ended and conn._reason is None:
+                # The reply came before the peer's END, or the caller gave up: close the stream as a socket would.
+                with contextlib.suppress(ConnectionClosed):
+                    conn._write_frame(stream_id, RESET, b"", b"")
+            conn._forget(stream_id)
 
     async def _connect(self, address: str, timeout: float) -> _Connection:
         host, port = split_address(address)
