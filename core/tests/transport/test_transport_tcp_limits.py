@@ -698,6 +698,7 @@ async def test_a_large_frame_that_breaks_a_limit_is_still_refused(make_server: C
     frames = await frames_until_closed(reader)
     assert [(s, f) for s, f, _, _ in frames] == [(0, ERROR)]
     assert b"malformed message header" in frames[0][3]
+    writer.close()
     await assert_serves(listener.address)
 
 
