@@ -410,6 +410,10 @@ class RPCClient(Client):
         payload = self._encode(codec, request)
         _check_size(request, payload)
         header = self._header(request, codec, call_id)
+        return self._response(await self._exchange(request, header, payload), codec, request)
+
+    async def _exchange(self, request: Request, header: dict[str, str], payload: bytes) -> Frame:
+        """Send one request frame to ``request.node`` and return the reply frame (unary and raw calls)."""
         transport = self.transport
         one_shot = getattr(transport, "_call_unary", None)
         if one_shot is not None and transport._component_state == "started":
@@ -418,15 +422,14 @@ class RPCClient(Client):
             node = request.node
             if node is None:
                 raise NoneAvailable(f"no node chosen for {request.service}")
-            frame = await one_shot(node.address, self._dial_timeout(request), header, payload)
-            return self._response(frame, codec, request)
+            frame: Frame = await one_shot(node.address, self._dial_timeout(request), header, payload)
+            return frame
         socket = await self._dial(request)
         try:
             await socket.send_last(Frame(header, payload))  # one frame on tcp: the request and its end
-            frame = await socket.recv()
+            return await socket.recv()
         finally:
             await socket.close()
-        return self._response(frame, codec, request)
 
     def _response(self, frame: Frame, codec: Codec, request: Request) -> Response:
         routing, metadata = _mucp.parse(frame.header)
@@ -489,12 +492,7 @@ class RPCClient(Client):
         header[_mucp.CONTENT_TYPE] = request.content_type
         if request.deadline is not None:
             header[_mucp.TIMEOUT] = _mucp.encode_timeout(request.deadline - time.monotonic())
-        socket = await self._dial(request)
-        try:
-            await socket.send_last(Frame(header, payload))
-            frame = await socket.recv()
-        finally:
-            await socket.close()
+        frame = await self._exchange(request, header, payload)
         routing, metadata = _mucp.parse(frame.header)
         failure = routing.get(_ERROR)
         if failure is not None:
