@@ -118,12 +118,16 @@ def machine() -> str:
 
 
 def _subject(rows: Sequence[Row], row: Row) -> Row | None:
-    """The micro row ``row`` is compared with: the group's first micro row run the same way (uvloop or not)."""
+    """The micro row ``row`` is compared with: the group's plain ``micro`` row run the same way (uvloop or not),
+    else its first micro row (a group that holds micro over gRPC before plain micro compares with plain micro)."""
     uv = row.name.endswith("+ uvloop")
-    for other in rows:
-        if other.group == row.group and other.name.startswith("micro") and other.name.endswith("+ uvloop") == uv:
-            return other
-    return None
+    same = [
+        other
+        for other in rows
+        if other.group == row.group and other.name.startswith("micro") and other.name.endswith("+ uvloop") == uv
+    ]
+    plain = "micro + uvloop" if uv else "micro"
+    return next((other for other in same if other.name == plain), same[0] if same else None)
 
 
 def _fmt(value: float | None, digits: int = 0) -> str:
