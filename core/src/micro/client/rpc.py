@@ -380,12 +380,12 @@ class RPCClient(Client):
             )
         )
 
-    def _header(self, request: Request, codec: Codec, call_id: str) -> dict[str, str]:
+    def _header(self, request: Request, content_type: str, call_id: str) -> dict[str, str]:
         header = dict(request.metadata) if request.metadata else {}
         header[_mucp.SERVICE] = request.service
         header[_mucp.ENDPOINT] = request.endpoint
         header[_mucp.ID] = call_id
-        header[_mucp.CONTENT_TYPE] = codec.content_type
+        header[_mucp.CONTENT_TYPE] = content_type
         if request.deadline is not None:
             header[_mucp.TIMEOUT] = _mucp.encode_timeout(request.deadline - time.monotonic())
         return header
@@ -409,7 +409,7 @@ class RPCClient(Client):
         call_id = str(next(_ids))
         payload = self._encode(codec, request)
         _check_size(request, payload)
-        header = self._header(request, codec, call_id)
+        header = self._header(request, codec.content_type, call_id)
         return self._response(await self._exchange(request, header, payload), codec, request)
 
     async def _exchange(self, request: Request, header: dict[str, str], payload: bytes) -> Frame:
@@ -485,13 +485,7 @@ class RPCClient(Client):
         """One attempt of a raw call (the innermost :data:`CallFunc` of :meth:`invoke_raw`): bytes out, bytes in."""
         payload: bytes = request.body
         _check_size(request, payload)
-        header = dict(request.metadata) if request.metadata else {}
-        header[_mucp.SERVICE] = request.service
-        header[_mucp.ENDPOINT] = request.endpoint
-        header[_mucp.ID] = str(next(_ids))
-        header[_mucp.CONTENT_TYPE] = request.content_type
-        if request.deadline is not None:
-            header[_mucp.TIMEOUT] = _mucp.encode_timeout(request.deadline - time.monotonic())
+        header = self._header(request, request.content_type, str(next(_ids)))
         frame = await self._exchange(request, header, payload)
         routing, metadata = _mucp.parse(frame.header)
         failure = routing.get(_ERROR)
@@ -531,7 +525,7 @@ class RPCClient(Client):
         """Open a stream (the innermost :data:`CallFunc` of :meth:`stream`); the response body is the stream."""
         codec = self._codec(request.content_type)
         call_id = str(next(_ids))
-        header = self._header(request, codec, call_id)
+        header = self._header(request, codec.content_type, call_id)
         header[_mucp.STREAM] = call_id
         socket = await self._dial(request)
         stream = RPCStream(socket, codec, request, self)

@@ -348,8 +348,7 @@ class Gateway:
 
         The hot path of :mod:`micro_api._protocol`, which has read ``headers`` (names in any case) and the
         whole ``body``. Every error is answered here, as the ASGI application would. ``None`` when the path
-        is a stream: only the ASGI application serves those. (The same call as :meth:`_unary`, in one
-        coroutine: this runs for every call.)
+        is a stream: only the ASGI application serves those.
         """
         try:
             catalog = self.catalog
@@ -357,20 +356,10 @@ class Gateway:
             if route.kind != UNARY:
                 return None
             metadata, _, asked = _scan(headers)
-            response = await self.client.invoke_raw(
-                route.service,
-                route.endpoint,
-                _json_body(body),
-                content_type="application/json",
-                metadata=metadata,
-                timeout=self.options.request_timeout
-                if asked is None
-                else _timeout(asked, self.options.request_timeout),
-            )
-            return self._reply(response)
         except Exception as exc:
             status, error = status_of(exc)
             return status, _dumps(error), []
+        return await self._unary(route, metadata, asked, body)
 
     async def _unary(
         self, route: Route, metadata: dict[str, str], asked: bytes | None, body: bytes
