@@ -591,7 +591,7 @@ class RPCServer(Server):
         # Tracked here, not when the task first runs: a stop that begins meanwhile must wait for it.
         self._inflight.add(task)
         self._idle.clear()
-        task.add_done_callback(self._one_shot_done)
+        task.add_done_callback(self._untrack)
         return True
 
     async def _serve_one_shot(self, call: _Call) -> None:
@@ -603,12 +603,6 @@ class RPCServer(Server):
             logger.exception("%s: serving %r failed", self.options.name, call.socket)
         finally:
             await call.socket.close()  # ends the stream unless the reply did
-
-    def _one_shot_done(self, task: asyncio.Task[None]) -> None:
-        inflight = self._inflight
-        inflight.discard(task)
-        if not inflight:
-            self._idle.set()
 
     def _route(self, socket: Socket, frame: Frame, routing: dict[str, str], metadata: Metadata, call_id: str) -> _Call:
         """The call a first message asks for; raises the :class:`MicroError` to answer with if it cannot be."""
