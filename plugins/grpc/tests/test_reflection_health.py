@@ -91,3 +91,41 @@ async def test_both_can_be_turned_off(echo):
             assert caught.value.code() == grpc.StatusCode.UNIMPLEMENTED
     finally:
         await server.stop()
+
+
+async def test_health_and_reflection_calls_count_against_max_concurrent_rpcs(echo, echo_handler):
+    # The limit is micro's own count (not grpcio's limiter): a long health Watch takes the only slot too,
+    # and once it ends the slot is free again.
+    pb2, pb2_grpc = echo
+    server = GRPCServer(GRPCServerOptions(name="refl.busy", max_concurrent_rpcs=1), registry=MemoryRegistry())
+    server.handle(echo_handler(pb2))
+    await server.start()
+    try:
+        async with grpc.aio.insecure_channel(server.address) as channel:
+            watch = health_pb2_grpc.HealthStub(channel).Watch(health_pb2.HealthCheckRequest(service=""), timeout=30)
+            first = await watch.read()
+            assert first.status == health_pb2.HealthCheckResponse.SERVING
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                await pb2_grpc.EchoStub(channel).Say(pb2.Msg(text="x"), timeout=10)
+            assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            assert "max_concurrent_rpcs" in (caught.value.details() or "")
+            watch.cancel()
+            for _ in range(500):  # bounded wait (10 s) for the cancelled Watch to give its slot back
+                if not server._grpc_calls:
+                    break
+                await asyncio.sleep(0.02)
+            reply = await pb2_grpc.EchoStub(channel).Say(pb2.Msg(text="y"), timeout=10)
+            assert reply.text.startswith("y")
+    finally:
+        await server.stop()
+
+
+async def test_unknown_paths_do_not_grow_the_servers_path_cache(server):
+    # Any package prefix reaches an endpoint, so the paths remembered are bounded, not one per prefix sent.
+    async with grpc.aio.insecure_channel(server.address) as channel:
+        for i in range(300):
+            await channel.unary_unary(f"/p{i}.Pinger/ping")(b"", timeout=10)
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                await channel.unary_unary(f"/p{i}.Pinger/nothing")(b"", timeout=10)
+            assert caught.value.code() == grpc.StatusCode.UNIMPLEMENTED
+    assert len(server._paths) <= 256

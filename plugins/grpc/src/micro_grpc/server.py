@@ -24,6 +24,7 @@ stopping) and server reflection, both optional. Registration, subscribers, wrapp
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -54,6 +55,8 @@ logger = logging.getLogger("micro.server.grpc")
 CONTENT_TYPE = "application/grpc+proto"
 # Caller-sent method paths quoted in an error are cut to this many characters.
 _ECHO = 80
+# At most this many method paths are remembered with their handler (see GRPCServer._lookup).
+_PATHS = 256
 
 
 class _Endpoint:
@@ -68,13 +71,96 @@ class _Endpoint:
 
 
 class _Router(grpc.GenericRpcHandler):  # type: ignore[misc]
-    """Finds the endpoint for a gRPC method path (an ``UNIMPLEMENTED`` answer for a method the server lacks)."""
+    """Finds the endpoint for a gRPC method path; ``None`` for a path it lacks (the next handler's then).
+
+    Consulted first, before health and reflection: grpcio asks each generic handler in turn per call, and
+    micro's own calls are the ones that must be cheap.
+    """
+
+    def __init__(self, server: GRPCServer) -> None:
+        self._server = server
+
+    def service(self, handler_call_details: Any) -> grpc.RpcMethodHandler | None:
+        return self._server._lookup(handler_call_details.method)
+
+
+class _Unknown(grpc.GenericRpcHandler):  # type: ignore[misc]
+    """Consulted last: the ``UNIMPLEMENTED`` answer (carrying micro's 404) for a path nothing else serves."""
 
     def __init__(self, server: GRPCServer) -> None:
         self._server = server
 
     def service(self, handler_call_details: Any) -> grpc.RpcMethodHandler:
-        return self._server._lookup(handler_call_details.method)
+        return self._server._grpc_unknown(handler_call_details.method)
+
+
+class _Limited:
+    """What health and reflection register their services on: the grpcio server, their calls counted
+    against ``max_concurrent_rpcs`` as micro's are (grpcio's own limiter is off, see ``GRPCServer._listen``)."""
+
+    def __init__(self, server: grpc.aio.Server, owner: GRPCServer) -> None:
+        self._server = server
+        self._owner = owner
+
+    def add_generic_rpc_handlers(self, handlers: Any) -> None:
+        self._server.add_generic_rpc_handlers(tuple(_LimitedHandler(handler, self) for handler in handlers))
+
+    def add_registered_method_handlers(self, service: str, handlers: dict[str, grpc.RpcMethodHandler]) -> None:
+        self._server.add_registered_method_handlers(
+            service, {name: self.limit(handler) for name, handler in handlers.items()}
+        )
+
+    def limit(self, handler: grpc.RpcMethodHandler | None) -> grpc.RpcMethodHandler | None:
+        """``handler`` with each of its behaviours counted; ``None`` stays ``None``."""
+        if handler is None:
+            return None
+        owner = self._owner
+        limit = owner.options.max_concurrent_rpcs
+        changed: dict[str, Callable[..., Any]] = {}
+        for field in ("unary_unary", "unary_stream", "stream_unary", "stream_stream"):
+            behaviour = getattr(handler, field)
+            if inspect.isasyncgenfunction(behaviour):
+                changed[field] = _limited_stream(owner, limit, behaviour)
+            elif inspect.iscoroutinefunction(behaviour):
+                changed[field] = _limited_call(owner, limit, behaviour)
+            # (Health's and reflection's asyncio servicers, the only ones registered here, have no other kind.)
+        return handler._replace(**changed)
+
+
+class _LimitedHandler(grpc.GenericRpcHandler):  # type: ignore[misc]
+    def __init__(self, handler: grpc.GenericRpcHandler, limited: _Limited) -> None:
+        self._handler = handler
+        self._limited = limited
+
+    def service(self, handler_call_details: Any) -> grpc.RpcMethodHandler | None:
+        return self._limited.limit(self._handler.service(handler_call_details))
+
+
+def _limited_call(owner: GRPCServer, limit: int, behaviour: Callable[..., Any]) -> Callable[..., Awaitable[Any]]:
+    async def call(received: Any, context: Any) -> Any:
+        if owner._grpc_calls >= limit:
+            await owner._grpc_busy(context)
+        owner._grpc_calls += 1
+        try:
+            return await behaviour(received, context)
+        finally:
+            owner._grpc_calls -= 1
+
+    return call
+
+
+def _limited_stream(owner: GRPCServer, limit: int, behaviour: Callable[..., Any]) -> Callable[..., AsyncIterator[Any]]:
+    async def stream(received: Any, context: Any) -> AsyncIterator[Any]:
+        if owner._grpc_calls >= limit:
+            await owner._grpc_busy(context)
+        owner._grpc_calls += 1
+        try:
+            async for item in behaviour(received, context):
+                yield item
+        finally:
+            owner._grpc_calls -= 1
+
+    return stream
 
 
 class GRPCServer(RPCServer):
@@ -91,6 +177,9 @@ class GRPCServer(RPCServer):
         self._grpc: grpc.aio.Server | None = None
         self._bound: str | None = None
         self._endpoints: dict[str, _Endpoint] = {}
+        self._paths: dict[str, grpc.RpcMethodHandler] = {}
+        # Calls running now, against max_concurrent_rpcs (counted by micro rather than grpcio: see _listen).
+        self._grpc_calls = 0
         self._described: Described | None = None
         self._classes: dict[str, Any] = {}
         self._health: Any = None
@@ -103,6 +192,7 @@ class GRPCServer(RPCServer):
         methods = super().handle(handler, name=name, metadata=metadata)
         self._described = None
         self._endpoints.clear()
+        self._paths.clear()
         return methods
 
     def described(self) -> Described:
@@ -127,20 +217,28 @@ class GRPCServer(RPCServer):
             return typed_marshal(tp, self._classes[rpc[2] if request else rpc[3]])
         return json_marshal(tp)
 
-    def _lookup(self, path: str) -> grpc.RpcMethodHandler:
+    def _lookup(self, path: str) -> grpc.RpcMethodHandler | None:
+        """The handler for the gRPC method ``path``, or ``None`` when no endpoint has it."""
+        handler = self._paths.get(path)
+        if handler is not None:
+            return handler
         service, _, name = path[1:].rpartition("/")
         endpoint = f"{service.rpartition('.')[2]}.{name}"
         found = self._endpoints.get(endpoint)
         if found is None:
             route = self.route(endpoint)
             if route is None:
-                return self._grpc_unknown(path)
+                return None
             method = route.method
             found = _Endpoint(
                 self._marshal(method, method.request_type, True), self._marshal(method, method.response_type, False)
             )
             found.handler = self._method_handler(method, found)
             self._endpoints[endpoint] = found
+        # Paths seen are kept for a one-lookup answer next time; any package prefix reaches an endpoint, so
+        # the number kept is bounded (a caller inventing prefixes gets the longer lookup, not more memory).
+        if len(self._paths) < _PATHS:
+            self._paths[path] = found.handler
         return found.handler
 
     def _grpc_unknown(self, path: str) -> grpc.RpcMethodHandler:
@@ -208,13 +306,82 @@ class GRPCServer(RPCServer):
     def _grpc_unary(self, method: Method, marshals: _Endpoint) -> Callable[[Any, Any], Awaitable[bytes]]:
         """A unary or client-streaming call: one response.
 
-        Made once per endpoint (grpcio keeps the handler), so what a call needs is bound here.
+        Made once per endpoint (grpcio keeps the handler), so what a call needs is bound here; a unary
+        call's request is built inline (what :meth:`_grpc_request` does), as it runs for every call.
         """
+        if method.kind.client_streams:
+            return self._grpc_client_stream(method, marshals)
+        endpoint = method.name
+        decode = marshals.request.decode if method.takes_request else None
+        encode = marshals.response.encode
+        limit = self.options.max_concurrent_rpcs
+        name = self.options.name
+        kind = method.kind
+
+        async def serve(received: Any, context: Any) -> bytes:
+            if self._grpc_calls >= limit:
+                await self._grpc_busy(context)
+            self._grpc_calls += 1
+            token = self.call_started()
+            headers: Metadata | None = None
+            try:
+                try:
+                    if not self.accepting:
+                        raise Unavailable(f"{name} is shutting down", id=name)
+                    pairs = context.invocation_metadata()
+                    metadata = inbound(pairs) if pairs else Metadata()
+                    remaining = context.time_remaining()
+                    deadline = time.monotonic() + remaining if remaining is not None else None
+                    request = Request(
+                        service=name,
+                        endpoint=endpoint,
+                        content_type=CONTENT_TYPE,
+                        metadata=metadata,
+                        header=dict(metadata) if metadata else {},
+                        body=decode(received) if decode is not None else None,
+                        kind=kind,
+                        remote=context.peer() or "",
+                    )
+                    route = self.route(endpoint)
+                    if route is None:  # the handler was replaced since grpcio looked the method up
+                        raise EndpointNotFound(f"{name} has no method {endpoint!r}", id=name)
+                    with serving(metadata, deadline) as headers:
+                        if deadline is None:
+                            result = await route.call(request)
+                        else:
+                            result = await self.within(deadline, endpoint, route.call(request))
+                    try:
+                        payload = encode(result)
+                    except MicroError as exc:
+                        # The handler returned something the endpoint's type cannot carry: the server's fault.
+                        raise InternalError(f"{endpoint}: cannot encode the response: {exc}", id=name) from exc
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:
+                    error = internal_error(exc, name, endpoint)
+                else:
+                    if headers:
+                        context.set_trailing_metadata(outbound(headers))
+                    return payload
+                await self._grpc_abort(context, error, headers)
+                raise AssertionError("unreachable")  # pragma: no cover
+            finally:
+                self._grpc_calls -= 1
+                self.call_finished(token)
+
+        return serve
+
+    def _grpc_client_stream(self, method: Method, marshals: _Endpoint) -> Callable[[Any, Any], Awaitable[bytes]]:
+        """A client-streaming call: requests read as the handler iterates them, one response."""
         endpoint = method.name
         decode = marshals.request.decode
         response = marshals.response
+        limit = self.options.max_concurrent_rpcs
 
         async def serve(received: Any, context: Any) -> bytes:
+            if self._grpc_calls >= limit:
+                await self._grpc_busy(context)
+            self._grpc_calls += 1
             token = self.call_started()
             headers: Metadata | None = None
             try:
@@ -235,6 +402,7 @@ class GRPCServer(RPCServer):
                 await self._grpc_abort(context, error, headers)
                 raise AssertionError("unreachable")  # pragma: no cover
             finally:
+                self._grpc_calls -= 1
                 self.call_finished(token)
 
         return serve
@@ -243,8 +411,12 @@ class GRPCServer(RPCServer):
         """A server-streaming or bidirectional call: responses written as the handler yields them."""
         endpoint = method.name
         decode = marshals.request.decode
+        limit = self.options.max_concurrent_rpcs
 
         async def serve(received: Any, context: Any) -> None:
+            if self._grpc_calls >= limit:
+                await self._grpc_busy(context)
+            self._grpc_calls += 1
             token = self.call_started()
             headers: Metadata | None = None
             try:
@@ -262,6 +434,7 @@ class GRPCServer(RPCServer):
                     return
                 await self._grpc_abort(context, error, headers)
             finally:
+                self._grpc_calls -= 1
                 self.call_finished(token)
 
         return serve
@@ -282,6 +455,13 @@ class GRPCServer(RPCServer):
             aclose = getattr(iterator, "aclose", None)
             if aclose is not None:
                 await aclose()
+
+    async def _grpc_busy(self, context: Any) -> None:
+        """Refuse a call past ``max_concurrent_rpcs`` with ``RESOURCE_EXHAUSTED`` (what grpcio's own limit says)."""
+        await context.abort(
+            grpc.StatusCode.RESOURCE_EXHAUSTED,
+            f"{self.options.name}: {self.options.max_concurrent_rpcs} calls running (max_concurrent_rpcs)",
+        )
 
     async def _grpc_abort(
         self, context: Any, error: MicroError, headers: Metadata | None, *, status: grpc.StatusCode | None = None
@@ -354,7 +534,7 @@ class GRPCServer(RPCServer):
 
     async def _listen(self) -> None:
         from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-        from grpc_reflection.v1alpha import reflection
+        from grpc_reflection.v1alpha import reflection, reflection_pb2_grpc
 
         options = self.options
         server = grpc.aio.server(
@@ -365,19 +545,26 @@ class GRPCServer(RPCServer):
                 # Without this a second server binds a port already in use and steals half its calls.
                 ("grpc.so_reuseport", 0),
             ],
-            maximum_concurrent_rpcs=options.max_concurrent_rpcs,
+            # No maximum_concurrent_rpcs: grpcio's limiter costs more per call than the rest of its routing;
+            # the limit is counted here instead (_admit for micro's calls, _Limited for health and reflection).
         )
         self._grpc = server
+        # micro's router first: grpcio asks the generic handlers in order for every call.
+        server.add_generic_rpc_handlers((_Router(self),))
         names = self.grpc_services()
+        limited = _Limited(server, self)
         if options.health:
             self._health = health.aio.HealthServicer()
-            health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
+            health_pb2_grpc.add_HealthServicer_to_server(self._health, limited)
         if options.reflection:
             listed = [*names, reflection.SERVICE_NAME]
             if options.health:
                 listed.append(health_pb2.DESCRIPTOR.services_by_name["Health"].full_name)
-            reflection.enable_server_reflection(listed, server, pool=self._pool())
-        server.add_generic_rpc_handlers((_Router(self),))
+            # (What reflection.enable_server_reflection does for an asyncio server, on the counting one.)
+            reflection_pb2_grpc.add_ServerReflectionServicer_to_server(
+                reflection.aio.ReflectionServicer(listed, pool=self._pool()), limited
+            )
+        server.add_generic_rpc_handlers((_Unknown(self),))
         try:
             if options.tls:
                 port = server.add_secure_port(options.address, self._credentials())
