@@ -6,6 +6,7 @@ at test time, and micro reads their hints when they are registered.
 """
 
 import asyncio
+import dataclasses
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -17,6 +18,7 @@ import pytest
 from micro.errors import InvalidOption, Timeout, Unavailable
 from micro.registry.memory import MemoryRegistry
 from micro_grpc import GRPCClient, GRPCClientOptions, GRPCServer, GRPCServerOptions
+from micro_grpc.client import marshals
 
 
 @pytest.fixture
@@ -208,10 +210,10 @@ async def test_calls_beyond_max_concurrent_rpcs_are_refused_not_queued(echo, ech
             stub = pb2_grpc.EchoStub(channel)
             slow = stub.Slow(pb2.Msg(), timeout=30)
             for _ in range(1000):  # bounded wait (20 s on a loaded machine) until the slow call holds the only slot
-                if server._inflight:
+                if server._grpc_calls:
                     break
                 await asyncio.sleep(0.02)
-            assert server._inflight
+            assert server._grpc_calls
             with pytest.raises(grpc.aio.AioRpcError) as caught:
                 await stub.Say(pb2.Msg(text="x"), timeout=10)
             assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
@@ -237,3 +239,36 @@ async def test_the_servers_own_deadline_is_a_timeout_saying_so():
     with pytest.raises(Timeout, match=r"Echo\.Slow: deadline exceeded"):
         await server.within(started + 0.2, "Echo.Slow", asyncio.sleep(30))
     assert time.monotonic() - started < 10
+
+
+@dataclasses.dataclass
+class Nap:
+    seconds: float
+
+
+class Napper:
+    async def nap(self, nap: Nap) -> Nap:
+        await asyncio.sleep(nap.seconds)
+        return nap
+
+
+async def test_stop_lets_a_running_call_finish_within_drain_timeout():
+    # gRPC calls are drained by grpcio's stop(drain_timeout), not by RPCServer's task tracking.
+    server = GRPCServer(GRPCServerOptions(name="nap.svc", drain_timeout=20.0), registry=MemoryRegistry())
+    server.handle(Napper())
+    await server.start()
+    encode, decode = marshals(Nap, Nap)[0].encode, marshals(Nap, Nap)[1].decode
+    try:
+        async with grpc.aio.insecure_channel(server.address) as channel:
+            nap = channel.unary_unary("/nap.Napper/nap")
+            running = asyncio.ensure_future(nap(encode(Nap(1.0)), timeout=30))
+            for _ in range(1000):  # bounded wait (20 s on a loaded machine) until the call runs
+                if server._grpc_calls:
+                    break
+                await asyncio.sleep(0.02)
+            assert server._grpc_calls
+            stopping = asyncio.ensure_future(server.stop())
+            assert decode(await running) == Nap(1.0)
+            await stopping
+    finally:
+        await server.stop()

@@ -264,7 +264,10 @@ class GRPCServer(RPCServer):
         return grpc.stream_stream_rpc_method_handler(self._grpc_streaming(method, marshals))
 
     # -- serving ---------------------------------------------------------------------------------
-    # Through RPCServer's API for servers of other protocols: route(), accepting, call_started/finished.
+    # Through RPCServer's API for servers of other protocols: route(), accepting, within(). Calls in flight are
+    # counted in _grpc_calls, not with call_started/call_finished: the drain of gRPC calls is grpcio's
+    # stop(drain_timeout) (see _drain), which waits for them and then cancels them, so tracking each call's task
+    # for RPCServer's drain as well would only cost time on every call.
 
     def _grpc_request(
         self, method: Method, decode: Callable[[bytes], Any], received: Any, context: Any
@@ -322,7 +325,6 @@ class GRPCServer(RPCServer):
             if self._grpc_calls >= limit:
                 await self._grpc_busy(context)
             self._grpc_calls += 1
-            token = self.call_started()
             headers: Metadata | None = None
             try:
                 try:
@@ -367,7 +369,6 @@ class GRPCServer(RPCServer):
                 raise AssertionError("unreachable")  # pragma: no cover
             finally:
                 self._grpc_calls -= 1
-                self.call_finished(token)
 
         return serve
 
@@ -382,7 +383,6 @@ class GRPCServer(RPCServer):
             if self._grpc_calls >= limit:
                 await self._grpc_busy(context)
             self._grpc_calls += 1
-            token = self.call_started()
             headers: Metadata | None = None
             try:
                 try:
@@ -403,7 +403,6 @@ class GRPCServer(RPCServer):
                 raise AssertionError("unreachable")  # pragma: no cover
             finally:
                 self._grpc_calls -= 1
-                self.call_finished(token)
 
         return serve
 
@@ -417,7 +416,6 @@ class GRPCServer(RPCServer):
             if self._grpc_calls >= limit:
                 await self._grpc_busy(context)
             self._grpc_calls += 1
-            token = self.call_started()
             headers: Metadata | None = None
             try:
                 try:
@@ -435,7 +433,6 @@ class GRPCServer(RPCServer):
                 await self._grpc_abort(context, error, headers)
             finally:
                 self._grpc_calls -= 1
-                self.call_finished(token)
 
         return serve
 
