@@ -19,7 +19,7 @@ from micro.debug.trace import (
     keep,
     sampled_trace_id,
 )
-from micro.debug.wrappers import stats_handler, trace_call, trace_handler
+from micro.debug.wrappers import stats_handler, trace_call, trace_handler, traced_and_counted_handler
 from micro.errors import BadRequest, InvalidOption, NotSupported
 from micro.metadata import Metadata
 from micro.registry.base import Node
@@ -149,6 +149,45 @@ async def test_failures_are_recorded_by_both_wrappers():
     assert "error" not in spans[0].metadata
     assert spans[1].metadata["error"] == "BadRequest: no"
     assert spans[0].trace_id != spans[1].trace_id
+
+
+@pytest.mark.parametrize("options", [EVERY, TracerOptions(sample=0.0, slow=0.05)], ids=["sampled", "unsampled"])
+async def test_the_one_layer_wrapper_records_what_the_two_do(options):
+    # debug_handler installs traced_and_counted_handler for the built-in tracer and stats: the same counts,
+    # and the same spans (sampled calls, or failed and slow ones when nothing is sampled).
+    recorded = []
+    for wrap in (
+        lambda tracer, stats, next: trace_handler(tracer)(stats_handler(stats)(next)),
+        lambda tracer, stats, next: traced_and_counted_handler(tracer, stats)(next),
+    ):
+        tracer, stats = MemoryTracer(options), MemoryStats()
+
+        async def ok(request: Request) -> str:
+            return "fine"
+
+        async def slow(request: Request) -> str:
+            await asyncio.sleep(0.06)
+            return "late"
+
+        async def broken(request: Request) -> str:
+            raise BadRequest("no")
+
+        assert await wrap(tracer, stats, ok)(inbound()) == "fine"
+        assert await wrap(tracer, stats, slow)(inbound()) == "late"
+        with pytest.raises(BadRequest):
+            await wrap(tracer, stats, broken)(inbound())
+        (now,) = await stats.read()
+        spans = await tracer.read()
+        recorded.append(((now.requests, now.errors), [(s.name, s.type, dict(s.metadata)) for s in spans]))
+    assert recorded[0] == recorded[1]
+    assert recorded[1][0] == (3, 1)
+    assert len(recorded[1][1]) == (3 if options is EVERY else 2)
+
+
+def test_debug_handler_installs_one_server_wrapper_for_the_built_in_tracer_and_stats():
+    service = micro.Service("one.layer")
+    names = [wrapper.__qualname__.partition(".")[0] for wrapper in service.server._wrappers]
+    assert names == ["debug_guard", "traced_and_counted_handler"]
 
 
 # -- sampling: every error and slow call, a fraction of the rest, the same choice in every service ----------

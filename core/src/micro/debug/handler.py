@@ -40,7 +40,7 @@ from .log import Log
 from .middleware import Middleware
 from .stats import Stats
 from .trace import Tracer
-from .wrappers import stats_handler, trace_call, trace_handler
+from .wrappers import stats_handler, trace_call, trace_handler, traced_and_counted_handler
 
 _log = logging.getLogger("micro.debug")
 
@@ -242,9 +242,14 @@ def mount(
             return local_secret(environ)
 
         service.wrap(debug_guard(LocalProofs(service.name, secret, options.proof_window)))
-    traced = tracer.middleware(service.name) or Middleware(handler=(trace_handler(tracer),), call=(trace_call(tracer),))
-    counted = stats.middleware(service.name) or Middleware(handler=(stats_handler(stats),))
-    service.wrap(*traced.handler, *counted.handler)
+    own_traced, own_counted = tracer.middleware(service.name), stats.middleware(service.name)
+    traced = own_traced or Middleware(handler=(trace_handler(tracer),), call=(trace_call(tracer),))
+    counted = own_counted or Middleware(handler=(stats_handler(stats),))
+    if own_traced is None and own_counted is None:
+        # Both built in: the two server wrappers as one layer (it runs for every call served).
+        service.wrap(traced_and_counted_handler(tracer, stats))
+    else:
+        service.wrap(*traced.handler, *counted.handler)
     service.wrap_call(*traced.call, *counted.call)
     if traced.subscriber or counted.subscriber:
         service.wrap_subscriber(*traced.subscriber, *counted.subscriber)
