@@ -184,6 +184,21 @@ async def test_the_one_layer_wrapper_records_what_the_two_do(options):
     assert len(recorded[1][1]) == (3 if options is EVERY else 2)
 
 
+def test_the_debug_guard_wraps_only_the_debug_endpoints():
+    # The guard checks Debug.* calls only; RPCServer leaves it out of every other endpoint's chain.
+    class Greeter:
+        async def hello(self, name: str) -> str:
+            return name
+
+    service = micro.Service("guarded")
+    service.handle(Greeter())
+    outer = {
+        name: service.server.route(name).call.__qualname__.partition(".")[0]
+        for name in ("Greeter.hello", "Debug.stats")
+    }
+    assert outer == {"Greeter.hello": "traced_and_counted_handler", "Debug.stats": "debug_guard"}
+
+
 def test_debug_handler_installs_one_server_wrapper_for_the_built_in_tracer_and_stats():
     service = micro.Service("one.layer")
     names = [wrapper.__qualname__.partition(".")[0] for wrapper in service.server._wrappers]

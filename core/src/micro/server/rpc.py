@@ -35,7 +35,7 @@ import traceback
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping, Sequence
 from types import MappingProxyType
-from typing import Any, ClassVar, TypeAlias, TypeVar
+from typing import Any, ClassVar, Final, TypeAlias, TypeVar
 
 from .. import _mucp
 from .._deadline import Deadline
@@ -169,6 +169,11 @@ def _raise_gc_threshold(young: int) -> None:
     first, *rest = gc.get_threshold()
     if 0 < first < young:
         gc.set_threshold(young, *rest)
+
+
+#: The attribute in which a handler wrapper of micro's may hold ``(endpoint: str) -> bool``: the endpoints it
+#: wraps (``RPCServer._chain`` leaves it out of the others' chains). Absent: every endpoint.
+_ENDPOINTS: Final = "_micro_endpoints"
 
 
 class _Route:
@@ -384,7 +389,11 @@ class RPCServer(Server):
 
         handler: HandlerFunc = call
         for wrapper in reversed(self._wrappers):
-            handler = wrapper(handler)
+            # A wrapper of micro's own that does something for some endpoints only says which (a predicate in
+            # _ENDPOINTS, e.g. the Debug guard: Debug.* only): the others are served without its layer.
+            applies = getattr(wrapper, _ENDPOINTS, None)
+            if applies is None or applies(endpoint):
+                handler = wrapper(handler)
         return handler
 
     def _changed(self) -> None:
