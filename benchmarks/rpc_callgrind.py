@@ -2,6 +2,7 @@
 
     python benchmarks/rpc_callgrind.py server micro-grpc-server   # the server under callgrind
     python benchmarks/rpc_callgrind.py client micro-grpc          # the client under callgrind
+    python benchmarks/rpc_callgrind.py inproc micro-grpc          # micro's gRPC serve() alone, in-process
 
 The measured process runs under ``valgrind --tool=callgrind --instr-atstart=no --separate-threads=yes``; the
 other end runs plainly. After ``WARM`` calls (64 callers, one channel) instrumentation is switched on for that
@@ -10,6 +11,10 @@ one process (``callgrind_control --instr=on <pid>``), ``N`` more calls are made 
 to compare: grpcio's other threads move by tens of thousands between runs of the same code, with how calls
 batch), then the process's total. Wall-clock rates on a shared machine swing 2-4x; these counts move by about
 1-2% between runs of the same code, in the event-loop thread.
+
+``inproc`` counts micro's Python alone, deterministically: the unary handler grpcio would call for
+``Bench.echo`` (micro's ``serve()``, the Debug handler's wrappers, the typed marshal both ways) awaited
+``N`` times in one process with a stub grpcio context (no metadata, no deadline), without grpcio's server.
 """
 
 from __future__ import annotations
@@ -84,6 +89,43 @@ async def drive(kind: str, address: str, on: Callable[[], None], off: Callable[[
     await close()
 
 
+class _StubContext:
+    """The grpcio servicer context calls micro's server makes, answered at once."""
+
+    def invocation_metadata(self) -> tuple[()]:
+        return ()
+
+    def time_remaining(self) -> None:
+        return None
+
+    def peer(self) -> str:
+        return "ipv4:127.0.0.1:50000"
+
+    def set_trailing_metadata(self, metadata: object) -> None:
+        pass
+
+
+async def serve_inproc() -> None:
+    """Under callgrind: counts N awaits of micro's gRPC handler for ``Bench.echo`` (see the module doc)."""
+    os.environ["MICRO_SERVER"] = "grpc"
+    sys.path.insert(0, str(HERE))
+    import micro
+    import rpc_worker
+    from micro_grpc.client import marshals
+
+    service = micro.Service(rpc_worker.SERVICE, debug=True)
+    service.handle(rpc_worker.Bench())
+    handler = service.server._lookup("/bench.Bench/echo")  # type: ignore[attr-defined]
+    value = rpc_worker.Small(**rpc_worker.SMALL)
+    payload, context = marshals(type(value), type(value))[0].encode(value), _StubContext()
+    for _ in range(WARM):
+        await handler.unary_unary(payload, context)
+    instrument(os.getpid(), "on")
+    for _ in range(N):
+        await handler.unary_unary(payload, context)
+    instrument(os.getpid(), "off")
+
+
 def instrument(pid: int, state: str) -> None:
     subprocess.run(["callgrind_control", f"--instr={state}", str(pid)], check=True, stdout=subprocess.DEVNULL)
 
@@ -105,6 +147,14 @@ def main() -> None:
         server.send_signal(signal.SIGTERM)
         server.wait()
         print(f"{kind} client: {per_call(client.pid):.1f}k instructions per call")
+    elif role == "inproc":
+        if kind != "micro-grpc":
+            raise SystemExit("inproc counts micro's gRPC server only: inproc micro-grpc")
+        counted = start([sys.executable, __file__, "_inproc", kind], counted=True)
+        counted.wait()
+        print(f"{kind} serve() in-process: {per_call(counted.pid):.1f}k instructions per call")
+    elif role == "_inproc":
+        asyncio.run(serve_inproc())
     elif role == "_client":  # the client process itself, under callgrind: it switches its own counting
         me = os.getpid()
         asyncio.run(drive(kind, sys.argv[3], lambda: instrument(me, "on"), lambda: instrument(me, "off")))
