@@ -408,16 +408,16 @@ class GatewayProtocol(asyncio.Protocol):
         gateway = self.gateway
         try:
             path = url.decode("latin-1")
-            call = gateway.begin(path, request.headers, request.body)
+            call = gateway._begin(path, request.headers, request.body)
             if call is None:
                 answer = await gateway.post(path, request.headers, request.body)
             elif isinstance(call, tuple):
                 answer = call
             else:
                 try:
-                    answer = gateway.answer(await call)
+                    answer = gateway._answer(await call)
                 except Exception as exc:
-                    answer = gateway.failure(exc)
+                    answer = gateway._failure(exc)
             if answer is None:
                 stream = True  # served below by the application, which finishes the request itself
             else:
