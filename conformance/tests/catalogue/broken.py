@@ -4,8 +4,12 @@ Their own attributes start with ``_bk_`` so that they never shadow a private nam
 implementation they derive from.
 
 Each is an embedded default with one defect, written against the public
-interface only (it overrides public methods and calls ``super()``), so it keeps
-breaking the same rule however the default is implemented inside. ``CATALOGUE``
+interface (it overrides public methods and calls ``super()``), so it keeps
+breaking the same rule however the default is implemented inside. The exceptions
+are rules the base class enforces for every backend (capability checks, the
+lifecycle): an entry for one of those (its docstring starts "Goes round the
+base") overrides the public method, or the base's own hook, to skip the check,
+as a plugin that overrides the public method would. ``CATALOGUE``
 pairs each with the rule it breaks; ``test_catalogue.py`` runs the whole
 contract against each and checks that the cases which fail are that rule's,
 and that their messages name it.

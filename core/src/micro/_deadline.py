@@ -59,6 +59,7 @@ def _expire(loop: asyncio.AbstractEventLoop, slot: int) -> None:
 class Deadline:
     """``async with Deadline(when):`` cancels the block at ``when`` (a ``time.monotonic()`` instant)
     and raises :class:`TimeoutError` out of it, like ``asyncio.timeout_at``; ``None`` never expires.
+    ``with Deadline(when):`` inside a task does the same without awaiting.
 
     A cancellation that does not come from the deadline propagates unchanged.
     """
@@ -77,6 +78,11 @@ class Deadline:
         return self._expired
 
     async def __aenter__(self) -> Self:
+        return self.__enter__()
+
+    def __enter__(self) -> Self:
+        # Also a plain ``with`` inside a coroutine: entering and leaving await nothing, so the hot paths skip
+        # the two coroutines ``async with`` costs.
         if self._when is None:
             return self
         task = asyncio.current_task()
@@ -107,6 +113,11 @@ class Deadline:
             self._task.cancel()
 
     async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.__exit__(exc_type, exc, tb)
+
+    def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         if self._scopes is not None:

@@ -60,9 +60,24 @@ class Metadata(MutableMapping[str, str]):
 
     def copy(self) -> Metadata:
         # Straight from the entries: the client copies the current metadata on every call.
-        copied = Metadata()
+        copied = Metadata.__new__(Metadata)
         copied._items = self._items.copy()
         return copied
+
+    def _merge(self, other: Mapping[str, str]) -> None:
+        """``update(other)`` without a method call per key: the client merges a call's metadata on every call."""
+        items = self._items
+        for key, value in other.items():
+            if type(key) is not str or type(value) is not str:
+                self[key] = value  # __setitem__'s checks (a str subclass passes, anything else is a TypeError)
+                continue
+            folded = key.lower()
+            old = items.get(folded)
+            items[folded] = (old[0] if old else key, value)
+
+    def _plain(self) -> dict[str, str]:
+        """A plain ``dict`` of the entries, keys in their own spelling (the client builds a call's header from it)."""
+        return dict(self._items.values())
 
     def merged(self, other: Mapping[str, str]) -> Metadata:
         """A new Metadata with ``other``'s entries over this one's."""

@@ -22,6 +22,29 @@ async def test_expires_never_early_and_raises_timeout_error() -> None:
     assert 0.05 <= elapsed < 4.0
 
 
+async def test_a_plain_with_inside_a_task_expires_like_async_with() -> None:
+    # The client's hot path enters the scope without awaiting (no coroutine for entering and leaving).
+    scope = Deadline(time.monotonic() + 0.05)
+    with pytest.raises(TimeoutError), scope:
+        await asyncio.sleep(5)
+    assert scope.expired
+    entered = asyncio.Event()
+
+    async def body() -> None:
+        with Deadline(time.monotonic() + 5):
+            entered.set()
+            await asyncio.sleep(5)
+
+    task = asyncio.create_task(body())
+    await entered.wait()
+    task.cancel()  # a cancellation from outside stays one
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    with Deadline(time.monotonic() + 5) as kept:
+        await asyncio.sleep(0)
+    assert not kept.expired
+
+
 async def test_finishing_in_time_is_untouched() -> None:
     scope = Deadline(time.monotonic() + 5)
     async with scope:

@@ -127,6 +127,23 @@ async def test_headers_become_metadata_but_never_identity(api: Running, service:
     assert response.headers["x-served-by"] == "shop"
 
 
+async def test_each_call_on_a_warm_route_carries_its_own_headers(api: Running, service: str) -> None:
+    # The hot path keeps the header scan of a header set it saw before: requests alike but for one value (the
+    # same length, so even Content-Length matches) must each reach the service with their own metadata.
+    async with httpx.AsyncClient(base_url=api.url, timeout=30) as http:
+        for user in ("alice", "bobby", "alice", "bobby", "carol"):
+            for _ in range(2):
+                response = await http.post(f"/{service}/Shop/whoami", json={"to": 0}, headers={"X-User": user})
+                assert response.status_code == 200, response.text
+                assert response.json()["user"] == user
+        # A bad Timeout header is refused each time, seen before or not, and the next good call is unaffected.
+        for _ in range(2):
+            bad = await http.post(f"/{service}/Shop/whoami", json={"to": 0}, headers={"Timeout": "soon"})
+            is_error(bad, 400, "micro.api")
+        response = await http.post(f"/{service}/Shop/whoami", json={"to": 0}, headers={"X-User": "dave"})
+        assert response.json()["user"] == "dave"
+
+
 async def test_the_users_own_debug_endpoints_refuse_gateway_callers(api: Running, service: str) -> None:
     # micro call proves the local user; the gateway proves nothing, so a forged proof header does not help.
     response = await post(api, f"/{service}/Debug/stats", {}, headers={"Micro-Local-Proof": "forged"})

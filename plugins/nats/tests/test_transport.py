@@ -21,7 +21,7 @@ from micro.client.options import ClientOptions
 from micro.client.rpc import RPCClient
 from micro.errors import BadRequest, ConnectionClosed, InvalidOption, MessageTooLarge, Timeout, Unavailable
 from micro.transport import Message, Socket
-from micro_nats.transport import NatsTransport, NatsTransportOptions
+from micro_nats.transport import PONG, NatsTransport, NatsTransportOptions
 
 from .conftest import ADDRESS, unique
 
@@ -212,9 +212,62 @@ async def test_closing_a_listener_refuses_new_sockets_with_unavailable(make: Any
         await late.recv(timeout=5)
 
 
+async def test_a_socket_opened_as_its_listener_closes_is_refused_not_left_waiting(make: Any) -> None:
+    """The listener's subscription ends only once the NATS server has its UNSUB (drained).
+
+    The driver forgets a subscription at once but tells the server later; an OPEN routed to the
+    subscription in between used to be dropped unanswered, and the dialler waited out its deadline
+    (a two-node RPC conformance case timed out in CI). The dial right after the close skips its
+    probe (the listener answered one just now), so its OPEN races the UNSUB in every round.
+    """
+    server = await make()
+    client = await make()
+    for _ in range(10):
+        listener = await server.listen(None, echo)
+        await (await client.dial(listener.address, timeout=5)).close()  # a probe: the listener is fresh
+        await listener.close()
+        late = await client.dial(listener.address, timeout=5)
+        await late.send(Message({}, b"late"))
+        with pytest.raises(Unavailable):
+            await late.recv(timeout=5)
+        await late.close()
+
+
+@pytest.mark.parametrize("listener_stays", [False, True], ids=["then-gone", "never-answers"])
+async def test_a_lost_open_fails_the_socket_within_seconds(
+    make: Any, prefix: str, raw: Any, listener_stays: bool
+) -> None:
+    """NATS delivers at most once: an OPEN that vanishes is found out by a ping a second later, not by the deadline.
+
+    A stand-in listener answers the dial's probe and swallows the rest; then it unsubscribes (the ping gets
+    "no responders") or stays silent (three unanswered pings). Either way the waiting recv fails with
+    ConnectionClosed long before the keepalive of 5 s, let alone the recv's own timeout.
+    """
+    subject = f"{prefix}.l.swallow.1"
+
+    async def swallow(msg: Any) -> None:
+        if msg.reply.startswith("_INBOX."):  # the dial's probe: a PONG, as a listener answers it
+            await raw.publish(msg.reply, bytes([PONG]) + (0).to_bytes(4, "big"))
+
+    sub = await raw.subscribe(subject, cb=swallow)
+    await raw.flush()
+    client = await make()
+    socket = await client.dial("swallow:1", timeout=5)
+    await socket.send(Message({}, b"into the void"))
+    await raw.flush()
+    if not listener_stays:
+        await asyncio.sleep(0.1)  # the OPEN is swallowed first
+        await sub.unsubscribe()
+        await raw.flush()
+    started = time.monotonic()
+    with pytest.raises(ConnectionClosed):
+        await socket.recv(timeout=20)
+    assert time.monotonic() - started < (6 if listener_stays else 3)
+
+
 _SERVER = """
 import asyncio, sys
-from micro_nats.transport import NatsTransport, NatsTransportOptions
+from micro_nats.transport import PONG, NatsTransport, NatsTransportOptions
 
 async def main():
     transport = NatsTransport(NatsTransportOptions(servers=(sys.argv[1],), subject_prefix=sys.argv[2], keepalive=0.2))
@@ -413,7 +466,7 @@ async def test_garbage_on_the_listeners_subject_leaves_it_serving(make: Any, pre
 _CLIENT = """
 import asyncio, sys
 from micro.transport import Message
-from micro_nats.transport import NatsTransport, NatsTransportOptions
+from micro_nats.transport import PONG, NatsTransport, NatsTransportOptions
 
 async def main():
     transport = NatsTransport(NatsTransportOptions(servers=(sys.argv[1],), subject_prefix=sys.argv[2]))

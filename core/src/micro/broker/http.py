@@ -70,7 +70,7 @@ import uuid
 from collections import deque
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Final
 
 import orjson
 
@@ -266,12 +266,18 @@ class HTTPBrokerOptions(BrokerOptions):
 
 # -- wire format -------------------------------------------------------------------------------
 
+#: Delivery bodies from this size on are copied out of orjson's buffer (see :func:`encode`).
+_FIT: Final = 64 * 1024
+
 
 def encode(topic: str, message: Message) -> bytes:
     """The JSON body of a delivery POST (see the module docstring)."""
-    return orjson.dumps(
+    data = orjson.dumps(
         {"topic": topic, "header": dict(message.header), "body": base64.b64encode(message.body).decode("ascii")}
     )
+    # orjson hands back its over-allocated working buffer (several times the output), and a delivery is held
+    # until every subscriber has it: a large one is copied to its own size, as the json codec does.
+    return data if len(data) < _FIT else bytes(memoryview(data))
 
 
 def decode(data: bytes, max_message_size: int) -> tuple[str, Message]:

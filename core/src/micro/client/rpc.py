@@ -12,7 +12,7 @@ import contextlib
 import itertools
 import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Coroutine, Mapping, Sequence
 from typing import Any, ClassVar
 
 from .. import _mucp
@@ -267,7 +267,7 @@ class RPCClient(Client):
     def _metadata(self, metadata: Mapping[str, str] | None) -> Metadata:
         outgoing = current_metadata().copy()
         if metadata:
-            outgoing.update(metadata)
+            outgoing._merge(metadata)
         return outgoing
 
     async def _invoke(
@@ -297,7 +297,7 @@ class RPCClient(Client):
         deadline = request.deadline
         scope = Deadline(deadline)
         try:
-            async with scope:  # the deadline and the retries in one coroutine: this runs for every call
+            with scope:  # the deadline and the retries in one coroutine: this runs for every call
                 service = request.service
                 started = self._started
                 if address:
@@ -381,7 +381,13 @@ class RPCClient(Client):
         )
 
     def _header(self, request: Request, content_type: str, call_id: str) -> dict[str, str]:
-        header = dict(request.metadata) if request.metadata else {}
+        metadata = request.metadata
+        if not metadata:
+            header = {}
+        elif type(metadata) is Metadata:
+            header = metadata._plain()
+        else:
+            header = dict(metadata)
         header[_mucp.SERVICE] = request.service
         header[_mucp.ENDPOINT] = request.endpoint
         header[_mucp.ID] = call_id
@@ -412,8 +418,11 @@ class RPCClient(Client):
         header = self._header(request, codec.content_type, call_id)
         return self._response(await self._exchange(request, header, payload), codec, request)
 
-    async def _exchange(self, request: Request, header: dict[str, str], payload: bytes) -> Frame:
-        """Send one request frame to ``request.node`` and return the reply frame (unary and raw calls)."""
+    def _exchange(self, request: Request, header: dict[str, str], payload: bytes) -> Coroutine[Any, Any, Frame]:
+        """Send one request frame to ``request.node`` and return the reply frame (unary and raw calls).
+
+        Not a coroutine itself: it returns the one that does the work, one coroutine fewer per call.
+        """
         transport = self.transport
         one_shot = getattr(transport, "_call_unary", None)
         if one_shot is not None and transport._component_state == "started":
@@ -422,8 +431,11 @@ class RPCClient(Client):
             node = request.node
             if node is None:
                 raise NoneAvailable(f"no node chosen for {request.service}")
-            frame: Frame = await one_shot(node.address, self._dial_timeout(request), header, payload)
-            return frame
+            call: Coroutine[Any, Any, Frame] = one_shot(node.address, self._dial_timeout(request), header, payload)
+            return call
+        return self._exchange_socket(request, header, payload)
+
+    async def _exchange_socket(self, request: Request, header: dict[str, str], payload: bytes) -> Frame:
         socket = await self._dial(request)
         try:
             await socket.send_last(Frame(header, payload))  # one frame on tcp: the request and its end
@@ -450,13 +462,16 @@ class RPCClient(Client):
     def _raw_codec(self, content_type: str | None) -> Codec:
         return self._codec(content_type or self.options.content_type or "")
 
-    async def _invoke_raw(self, service: str, endpoint: str, body: bytes, options: CallOptions) -> Response:
+    def _invoke_raw(
+        self, service: str, endpoint: str, body: bytes, options: CallOptions
+    ) -> Coroutine[Any, Any, Response]:
         """Send ``body`` as it is and return the reply's bytes (see :meth:`Client.invoke_raw`).
 
         A subclass that speaks another wire in :meth:`_attempt` (gRPC) gets the decoding default instead.
+        Not a coroutine itself (the gateway's hot path): it checks the call and returns the one that makes it.
         """
         if type(self)._attempt is not RPCClient._attempt:
-            return await super()._invoke_raw(service, endpoint, body, options)
+            return super()._invoke_raw(service, endpoint, body, options)
         _check_names(service, endpoint)
         given: object = body
         if type(given) is not bytes:
@@ -477,9 +492,7 @@ class RPCClient(Client):
         if raw is None:
             raw = self._raw_call = self._chain(self._attempt_raw)
         attempts = (self.options.retries if retries is None else retries) + 1
-        return await self._attempts(
-            call, raw, attempts, options.get("backoff") or self._backoff, options.get("address")
-        )
+        return self._attempts(call, raw, attempts, options.get("backoff") or self._backoff, options.get("address"))
 
     async def _attempt_raw(self, request: Request) -> Response:
         """One attempt of a raw call (the innermost :data:`CallFunc` of :meth:`invoke_raw`): bytes out, bytes in."""

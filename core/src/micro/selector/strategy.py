@@ -22,6 +22,9 @@ _rng = _random.Random()
 
 def random(nodes: Sequence[Node], /) -> Next:
     """Each call returns a node chosen uniformly at random."""
+    if len(nodes) == 1:
+        only = nodes[0]  # no draw: a service of one node is the common case of every call
+        return lambda: only
     choice = _rng.choice
     return lambda: choice(nodes)
 

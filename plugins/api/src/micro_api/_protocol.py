@@ -405,8 +405,19 @@ class GatewayProtocol(asyncio.Protocol):
             return
         keep_alive = False
         stream = False
+        gateway = self.gateway
         try:
-            answer = await self.gateway.post(url.decode("latin-1"), request.headers, request.body)
+            path = url.decode("latin-1")
+            call = gateway._begin(path, request.headers, request.body)
+            if call is None:
+                answer = await gateway.post(path, request.headers, request.body)
+            elif isinstance(call, tuple):
+                answer = call
+            else:
+                try:
+                    answer = gateway._answer(await call)
+                except Exception as exc:
+                    answer = gateway._failure(exc)
             if answer is None:
                 stream = True  # served below by the application, which finishes the request itself
             else:

@@ -32,16 +32,21 @@ queue and leave after the loop turn that wrote them, in order, and an END (or a 
 the same turn joins the message before it: a unary call is one ``OPEN|MSG|END`` and one
 ``MSG|END``, two NATS messages.
 
-**Failure.** The NATS server answers a message sent to a subject nobody subscribes to with a
-"no responders" status on its reply subject: a dial (which first asks the listener, unless this
-transport heard from it within the last second) to a name nobody listens on fails with
+**Failure.** The NATS server answers a message sent to a subject nobody subscribes to with a "no
+responders" status on its reply subject: a dial (which first asks the listener, unless this transport
+heard from it within the last second) to a name nobody listens on fails with
 :class:`~micro.errors.Unavailable` at once, as does the first ``recv`` of a socket whose OPEN found
-nobody (the listener never saw it, so a retry is safe); a socket whose peer went after that fails
-with :class:`~micro.errors.ConnectionClosed` on its next message. A socket that has heard nothing
-from its peer for ``keepalive`` seconds pings it: a peer process that died (SIGKILL included: the
-NATS server drops its subscriptions when its connection goes) is noticed within about two
-``keepalive`` periods, and a peer that does not answer three pings in a row is given up. Either
-way the socket fails with :class:`~micro.errors.ConnectionClosed`; nothing waits forever.
+nobody (the listener never saw it, so a retry is safe); a socket whose peer went after that fails with
+:class:`~micro.errors.ConnectionClosed` on its next message. A closing listener drains its subscription
+(NATS has its UNSUB before the listener stops answering), so a socket opened as it closes is refused
+rather than left unanswered. A dialled socket that has heard nothing at all a second after its OPEN
+pings its peer (core NATS may still drop a message: the OPEN is then known to nobody, and the ping's
+answer, a RESET or "no responders", fails the socket with :class:`~micro.errors.ConnectionClosed`, which
+a client may retry). After that, a socket that has heard nothing from its peer for ``keepalive`` seconds
+pings it: a peer process that died (SIGKILL included: the NATS server drops its subscriptions when its
+connection goes) is noticed within about two ``keepalive`` periods, and a peer that does not answer
+three pings in a row is given up. Either way the socket fails with
+:class:`~micro.errors.ConnectionClosed`; nothing waits forever.
 
 **Limits** (``NatsTransportOptions``; ``docs/transport.md``): ``max_message_size`` (also what a
 receiver reassembles: more resets the socket), ``max_connections`` (distinct dialling transports a
@@ -102,6 +107,10 @@ _SLACK: Final = 64
 _FRESH: Final = 1.0
 #: Pings in a row a socket sends without an answer before it gives its peer up.
 _MISSED: Final = 3
+#: Seconds a dialled socket waits for a first word from its peer before it pings it (not ``keepalive``): NATS
+#: may drop the OPEN unanswered (core NATS delivers at most once; one was seen lost right after the listener
+#: unsubscribed), and then only a ping finds out that nobody has the stream.
+_FIRST_ANSWER: Final = 1.0
 #: Bytes a socket queues for its flusher before ``send`` waits for it.
 _OUT_HIGH: Final = 1024 * 1024
 #: Suffix of the reply subject of a dialled socket's first message.
@@ -177,6 +186,8 @@ class _NatsSocket(StreamSocket):
         self._active = now
         self._heard = now
         self._missed = 0
+        #: A dialled socket has heard from its peer since its OPEN (anything: a reply, a PONG, a RESET).
+        self._answered = False
         self._refused: str | None = None
         #: A message (not just the OPEN) has arrived; an accepted socket waits first_message_timeout for one.
         self._got_message = False
@@ -228,6 +239,7 @@ class _NatsSocket(StreamSocket):
         if self._opened:
             return 0
         self._opened = True
+        self._heard = time.monotonic()  # the first-answer ping counts from here, so it follows the OPEN
         return OPEN
 
     def _queue(self, flags: int, data: bytes) -> None:
@@ -505,8 +517,16 @@ class _NatsListener(Listener):
     async def _unsubscribe(self) -> None:
         sub, self._sub = self._sub, None
         if sub is not None:
-            with contextlib.suppress(Exception):
-                await sub.unsubscribe()
+            # Drained, not just unsubscribed: the driver forgets a subscription at once but tells the NATS
+            # server later, and a dialler's OPEN routed to it in between would be dropped unanswered (the
+            # dialler waits out its deadline). Draining keeps the subscription until the server has the
+            # UNSUB, so each such OPEN is refused here, and every later one gets NATS's "no responders".
+            try:
+                async with asyncio.timeout(self._owner.options.connect_timeout):
+                    await sub.drain()  # type: ignore[no-untyped-call]  # nats-py leaves it unannotated
+            except Exception:  # the connection is closing or gone: nothing will reach us anyway
+                with contextlib.suppress(Exception):
+                    await sub.unsubscribe()
         self._owner._listeners.pop(self._subject, None)
 
     async def close(self) -> None:
@@ -655,6 +675,7 @@ class NatsTransport(Transport):
             if msg.reply and not msg.headers and len(data) >= _HEAD.size and not data[0] & (RESET | PONG):
                 await self._answer(msg.reply, RESET, b"the stream is closed")
             return
+        socket._answered = True
         headers = msg.headers
         if headers and headers.get("Status") == "503":
             socket._vanished(opening=tag == _OPENING[1:])
@@ -679,7 +700,16 @@ class NatsTransport(Transport):
     async def _tick(self) -> None:
         """Keepalive, idle and incomplete-message checks for every socket, a few times per ``keepalive``."""
         options = self.options
-        period = min(options.keepalive, options.idle_timeout, options.read_timeout, options.first_message_timeout) / 2
+        period = (
+            min(
+                options.keepalive,
+                options.idle_timeout,
+                options.read_timeout,
+                options.first_message_timeout,
+                _FIRST_ANSWER,
+            )
+            / 2
+        )
         while True:
             await asyncio.sleep(max(period, 0.02))
             now = time.monotonic()
@@ -699,7 +729,12 @@ class NatsTransport(Transport):
                     socket._abort(f"no message within first_message_timeout={options.first_message_timeout:g}s")
                 elif socket._partial and now - socket._partial_since > options.read_timeout:
                     socket._abort(f"a message was not complete within read_timeout={options.read_timeout:g}s")
-                elif socket._opened and not socket._remote_done and now - socket._heard > options.keepalive:
+                elif (
+                    socket._opened
+                    and not socket._remote_done
+                    and now - socket._heard
+                    > (options.keepalive if socket._answered or not socket._dialled else _FIRST_ANSWER)
+                ):
                     if socket._missed >= _MISSED:
                         socket._abort(f"the peer did not answer {_MISSED} keepalive pings")
                     else:
