@@ -373,26 +373,35 @@ class Gateway:
                     _SCANNED.clear()
                 _SCANNED[key] = scanned
             metadata, _, asked = scanned
-            client = self.client
-            timeout = options.request_timeout if asked is None else _timeout(asked, options.request_timeout)
-            if type(client).invoke_raw is Client.invoke_raw:
-                # invoke_raw only awaits _invoke_raw (its documented hook): one coroutine fewer per call.
-                return client._invoke_raw(
-                    route.service,
-                    route.endpoint,
-                    _json_body(body),
-                    {"content_type": "application/json", "metadata": metadata, "timeout": timeout},
-                )
-            return client.invoke_raw(
+            return self._start(route, metadata, asked, body)
+        except Exception as exc:
+            return self._failure(exc)
+
+    def _start(
+        self, route: Route, metadata: dict[str, str], asked: bytes | None, body: bytes
+    ) -> Coroutine[Any, Any, Response]:
+        """The raw call of ``route`` with the JSON ``body`` as it arrived, not yet awaited.
+
+        Raises what the body or the ``Timeout`` header (``asked``) break, before any call is made.
+        """
+        client = self.client
+        timeout = _timeout(asked, self.options.request_timeout)
+        if type(client).invoke_raw is Client.invoke_raw:
+            # invoke_raw only awaits _invoke_raw (its documented hook): one coroutine fewer per call.
+            return client._invoke_raw(
                 route.service,
                 route.endpoint,
                 _json_body(body),
-                content_type="application/json",
-                metadata=metadata,
-                timeout=timeout,
+                {"content_type": "application/json", "metadata": metadata, "timeout": timeout},
             )
-        except Exception as exc:
-            return self._failure(exc)
+        return client.invoke_raw(
+            route.service,
+            route.endpoint,
+            _json_body(body),
+            content_type="application/json",
+            metadata=metadata,
+            timeout=timeout,
+        )
 
     def _failure(self, exc: Exception) -> Answer:
         """The answer to a unary call that raised ``exc``: its error JSON and HTTP status."""
@@ -424,15 +433,7 @@ class Gateway:
         JSON comes back untouched.
         """
         try:
-            response = await self.client.invoke_raw(
-                route.service,
-                route.endpoint,
-                _json_body(body),
-                content_type="application/json",
-                metadata=metadata,
-                timeout=_timeout(asked, self.options.request_timeout),
-            )
-            return self._answer(response)
+            return self._answer(await self._start(route, metadata, asked, body))
         except Exception as exc:
             return self._failure(exc)
 
