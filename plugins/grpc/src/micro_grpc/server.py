@@ -32,9 +32,10 @@ from typing import Any, ClassVar
 
 import grpc
 from google.protobuf import descriptor_pb2, descriptor_pool
+from micro._deadline import Deadline
 from micro._redact import redact
 from micro.context import serving
-from micro.errors import EndpointNotFound, InternalError, MicroError, Unavailable
+from micro.errors import EndpointNotFound, InternalError, MicroError, Timeout, Unavailable
 from micro.metadata import Metadata
 from micro.registry.base import Service
 from micro.server.base import Request
@@ -351,7 +352,17 @@ class GRPCServer(RPCServer):
                         if deadline is None:
                             result = await route.call(request)
                         else:
-                            result = await self.within(deadline, endpoint, route.call(request))
+                            # What self.within does, inline: one coroutine less per call that has a deadline
+                            # (every call from micro's client). A plain ``with``: this coroutine runs in the
+                            # call's task, which the scope cancels at the deadline.
+                            scope = Deadline(deadline)
+                            try:
+                                with scope:
+                                    result = await route.call(request)
+                            except TimeoutError as exc:
+                                if scope.expired:
+                                    raise Timeout(f"{endpoint}: deadline exceeded", id=name) from exc
+                                raise
                     try:
                         payload = encode(result)
                     except MicroError as exc:
