@@ -60,6 +60,39 @@ _ECHO = 80
 _PATHS = 256
 
 
+class _UnaryRequest(Request):
+    """The :class:`Request` of a unary call, built from positional fields slot by slot rather than by
+    ``Request``'s keyword constructor: it runs for every call. Every slot of ``Request`` is set here (a test
+    checks them all against ``Request``'s own).
+
+    ``remote`` is read from grpcio's context here, while the call runs: grpcio's ``peer()`` on a call that
+    has ended crashes the process, so it cannot be left for a wrapper to read later.
+    """
+
+    __slots__ = ()
+
+    def __init__(
+        self,
+        service: str,
+        endpoint: str,
+        metadata: Metadata,
+        header: dict[str, str],
+        body: Any,
+        kind: Kind,
+        remote: str,
+    ) -> None:
+        self.service = service
+        self.endpoint = endpoint
+        self.content_type = CONTENT_TYPE
+        self.metadata = metadata
+        self.header = header
+        self.body = body
+        self.id = ""
+        self.kind = kind
+        self.remote = remote
+        self.local = False
+
+
 class _Endpoint:
     """What serving one endpoint needs besides its route: the request and response marshals."""
 
@@ -335,15 +368,14 @@ class GRPCServer(RPCServer):
                     metadata = inbound(pairs) if pairs else Metadata()
                     remaining = context.time_remaining()
                     deadline = time.monotonic() + remaining if remaining is not None else None
-                    request = Request(
-                        service=name,
-                        endpoint=endpoint,
-                        content_type=CONTENT_TYPE,
-                        metadata=metadata,
-                        header=dict(metadata) if metadata else {},
-                        body=decode(received) if decode is not None else None,
-                        kind=kind,
-                        remote=context.peer() or "",
+                    request = _UnaryRequest(
+                        name,
+                        endpoint,
+                        metadata,
+                        dict(metadata) if metadata else {},
+                        decode(received) if decode is not None else None,
+                        kind,
+                        context.peer() or "",
                     )
                     route = self.route(endpoint)
                     if route is None:  # the handler was replaced since grpcio looked the method up
