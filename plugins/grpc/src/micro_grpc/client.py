@@ -131,8 +131,9 @@ class GRPCClient(RPCClient):
         self._tls_credentials: grpc.ChannelCredentials | None = None
 
     def _protocol_filters(self) -> tuple[Filter, ...]:
-        """Nodes that say ``protocol: grpc``, whatever their transport."""
-        return (grpc_nodes,)
+        """Nodes that say ``protocol: grpc``, whatever their transport (what :func:`grpc_nodes` keeps, without
+        its extra call: the selector applies this on every call)."""
+        return (_GRPC_ONLY,)
 
     def _channel(self, address: str) -> grpc.aio.Channel:
         channel = self._channels.get(address)
