@@ -234,6 +234,37 @@ async def test_micro_to_micro_with_dataclasses(shapes):
     assert (await stream.recv()).size == 3.0
 
 
+class _PassThrough(grpc.aio.UnaryUnaryClientInterceptor):  # type: ignore[misc]
+    async def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
+        return await continuation(details, request)
+
+
+class _InterceptedClient(GRPCClient):
+    """Channels with an interceptor: grpcio's call objects are then of another class, without the finished
+    status the client reads the trailers from, so the client falls back to awaiting them."""
+
+    def _channel(self, address: str) -> grpc.aio.Channel:
+        channel = self._channels.get(address)
+        if channel is None:
+            channel = self._channels[address] = grpc.aio.insecure_channel(address, interceptors=[_PassThrough()])
+        return channel
+
+
+async def test_response_headers_come_back_from_an_intercepted_channel_too(shapes):
+    client = _InterceptedClient(GRPCClientOptions(retries=0), selector=shapes.selector)
+    try:
+        response = await client.invoke(
+            "shapes", "Shapes.square", Point(1, 1), response_type=Area, metadata={"X-Who": "them"}
+        )
+    finally:
+        await client.close()
+    assert response.body.size == 1.0
+    assert response.metadata["x-seen"] == "them"
+    # And without a header set, the metadata is empty.
+    plain = await shapes.invoke("shapes", "Shapes.anything", 1)
+    assert dict(plain.metadata) == {}
+
+
 async def test_untyped_endpoints_carry_json(shapes):
     assert await shapes.call("shapes", "Shapes.anything", [1, "two"]) == {"got": [1, "two"]}
 

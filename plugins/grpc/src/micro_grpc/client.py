@@ -131,8 +131,9 @@ class GRPCClient(RPCClient):
         self._tls_credentials: grpc.ChannelCredentials | None = None
 
     def _protocol_filters(self) -> tuple[Filter, ...]:
-        """Nodes that say ``protocol: grpc``, whatever their transport."""
-        return (grpc_nodes,)
+        """Nodes that say ``protocol: grpc``, whatever their transport (what :func:`grpc_nodes` keeps, without
+        its extra call: the selector applies this on every call)."""
+        return (_GRPC_ONLY,)
 
     def _channel(self, address: str) -> grpc.aio.Channel:
         channel = self._channels.get(address)
@@ -213,9 +214,14 @@ class GRPCClient(RPCClient):
         )
         try:
             data = await call
-            trailers = await call.trailing_metadata()
         except grpc.aio.AioRpcError as exc:
             raise _error(exc, request) from None
+        try:
+            # The call is over, so grpcio already holds its status, trailers included: read them there rather
+            # than through trailing_metadata(), which costs two coroutines and an empty grpc Metadata per call.
+            trailers = call._cython_call._status.trailing_metadata()
+        except AttributeError:  # a call object without that state (an intercepted channel's, another grpcio's)
+            trailers = await call.trailing_metadata()
         return Response(
             response_marshal.decode(data),
             metadata=inbound(trailers) if trailers else Metadata(),
