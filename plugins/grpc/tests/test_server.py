@@ -222,6 +222,51 @@ async def test_calls_beyond_max_concurrent_rpcs_are_refused_not_queued(echo, ech
         await server.stop()
 
 
+async def _hold(kind: str, stub: Any, pb2: ModuleType) -> Any:
+    """A call of ``kind`` left open (its handler still running); the call object, to cancel."""
+    if kind == "server stream":
+        call = stub.Count(pb2.Msg(text="x" * 100, n=10_000_000), timeout=30)  # flow control keeps it running
+        await call.read()
+    elif kind == "client stream":
+        call = stub.Join(timeout=30)
+        await call.write(pb2.Msg(text="a"))
+    else:
+        call = stub.Chat(timeout=30)
+        await call.write(pb2.Msg(text="a"))
+        await call.read()
+    return call
+
+
+@pytest.mark.parametrize("kind", ["server stream", "client stream", "bidirectional stream"])
+async def test_a_running_stream_counts_against_max_concurrent_rpcs_until_it_ends(echo, echo_handler, kind):
+    pb2, pb2_grpc = echo
+    server = GRPCServer(GRPCServerOptions(name="echo.streams", max_concurrent_rpcs=1), registry=MemoryRegistry())
+    server.handle(echo_handler(pb2))
+    await server.start()
+    try:
+        async with grpc.aio.insecure_channel(server.address) as channel:
+            stub = pb2_grpc.EchoStub(channel)
+            held = await _hold(kind, stub, pb2)
+            for _ in range(1000):  # bounded wait until the server has taken the call (a client stream's write
+                if server._grpc_calls:  # can return before the handler starts)
+                    break
+                await asyncio.sleep(0.02)
+            assert server._grpc_calls == 1
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                await stub.Say(pb2.Msg(text="x"), timeout=10)
+            assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            assert "max_concurrent_rpcs" in (caught.value.details() or "")
+            held.cancel()  # the client goes away: the slot is given back, not leaked
+            for _ in range(1000):  # bounded wait (20 s on a loaded machine)
+                if not server._grpc_calls:
+                    break
+                await asyncio.sleep(0.02)
+            assert server._grpc_calls == 0
+            assert (await stub.Say(pb2.Msg(text="x"), timeout=10)).text.startswith("x|")
+    finally:
+        await server.stop()
+
+
 async def test_client_channels_beyond_max_channels_are_closed():
 
     client = GRPCClient(GRPCClientOptions(max_channels=2))

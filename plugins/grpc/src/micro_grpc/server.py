@@ -420,64 +420,52 @@ class GRPCServer(RPCServer):
         endpoint = method.name
         decode = marshals.request.decode
         response = marshals.response
-        limit = self.options.max_concurrent_rpcs
 
         async def serve(received: Any, context: Any) -> bytes:
-            if self._grpc_calls >= limit:
-                await self._grpc_busy(context)
-            self._grpc_calls += 1
             headers: Metadata | None = None
             try:
-                try:
-                    request, deadline = self._grpc_request(method, decode, received, context)
-                    call = self._grpc_route(endpoint).call
-                    with serving(request.metadata, deadline) as headers:
-                        result = await self.within(deadline, endpoint, call(request))
-                    payload = self._grpc_encode(response, result, endpoint)
-                except asyncio.CancelledError:
-                    raise
-                except Exception as exc:
-                    error = internal_error(exc, self.options.name, endpoint)
-                else:
-                    if headers:
-                        context.set_trailing_metadata(outbound(headers))
-                    return payload
-                await self._grpc_abort(context, error, headers)
-                raise AssertionError("unreachable")  # pragma: no cover
-            finally:
-                self._grpc_calls -= 1
+                request, deadline = self._grpc_request(method, decode, received, context)
+                call = self._grpc_route(endpoint).call
+                with serving(request.metadata, deadline) as headers:
+                    result = await self.within(deadline, endpoint, call(request))
+                payload = self._grpc_encode(response, result, endpoint)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                error = internal_error(exc, self.options.name, endpoint)
+            else:
+                if headers:
+                    context.set_trailing_metadata(outbound(headers))
+                return payload
+            await self._grpc_abort(context, error, headers)
+            raise AssertionError("unreachable")  # pragma: no cover
 
-        return serve
+        # Counted against max_concurrent_rpcs by the module's one counting wrapper (the unary path counts
+        # inline: it runs for every call; a stream can afford the wrapper's coroutine).
+        return _limited_call(self, self.options.max_concurrent_rpcs, serve)
 
     def _grpc_streaming(self, method: Method, marshals: _Endpoint) -> Callable[[Any, Any], Awaitable[None]]:
         """A server-streaming or bidirectional call: responses written as the handler yields them."""
         endpoint = method.name
         decode = marshals.request.decode
-        limit = self.options.max_concurrent_rpcs
 
         async def serve(received: Any, context: Any) -> None:
-            if self._grpc_calls >= limit:
-                await self._grpc_busy(context)
-            self._grpc_calls += 1
             headers: Metadata | None = None
             try:
-                try:
-                    request, deadline = self._grpc_request(method, decode, received, context)
-                    with serving(request.metadata, deadline) as headers:
-                        await self.within(deadline, endpoint, self._grpc_write_all(request, marshals, context))
-                except asyncio.CancelledError:
-                    raise
-                except Exception as exc:
-                    error = internal_error(exc, self.options.name, endpoint)
-                else:
-                    if headers:
-                        context.set_trailing_metadata(outbound(headers))
-                    return
-                await self._grpc_abort(context, error, headers)
-            finally:
-                self._grpc_calls -= 1
+                request, deadline = self._grpc_request(method, decode, received, context)
+                with serving(request.metadata, deadline) as headers:
+                    await self.within(deadline, endpoint, self._grpc_write_all(request, marshals, context))
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                error = internal_error(exc, self.options.name, endpoint)
+            else:
+                if headers:
+                    context.set_trailing_metadata(outbound(headers))
+                return
+            await self._grpc_abort(context, error, headers)
 
-        return serve
+        return _limited_call(self, self.options.max_concurrent_rpcs, serve)  # counted as the client stream is
 
     async def _grpc_write_all(self, request: Request, marshals: _Endpoint, context: Any) -> None:
         endpoint = request.endpoint
