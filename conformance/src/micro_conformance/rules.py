@@ -220,6 +220,11 @@ RULES: tuple[Rule, ...] = _rules(
         "T26",
         "A transport starts on first use; after close(), dial and listen raise ConnectionClosed until start().",
     ),
+    (
+        "transport.exchange",
+        "T27",
+        "exchange() sends one message as a socket's last and returns the peer's first answer, or ConnectionClosed.",
+    ),
     ("transport.handler", "T13", "A handler that raises ends only its own socket."),
     ("transport.bad-input", "T15", "Bad addresses and headers raise BadRequest."),
     ("transport.addresses", "T21", "socket.local and socket.remote name the two ends."),

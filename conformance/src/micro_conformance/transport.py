@@ -1,4 +1,4 @@
-"""The transport contract (:class:`micro.transport.Transport`): cases T01-T25.
+"""The transport contract (:class:`micro.transport.Transport`): cases T01-T27.
 
 Every case listens on ``listen_address`` (loopback, port 0) with the
 implementation under test and dials it from a second instance, so the two ends
@@ -440,6 +440,33 @@ class TransportContract(Contract[Transport]):
         self.later(socket.close)
         await socket.send(Message({"again": "1"}, b"after a restart"))
         assert (await self.recv(socket)).body == b"after a restart"
+
+    async def test_t27_exchange_is_one_request_and_its_reply(self, transport: Transport) -> None:
+        """exchange() sends one message and returns the peer's first answer, each caller its own, and no later
+        message; a peer that ends without answering raises ConnectionClosed."""
+
+        async def answer(socket: Socket) -> None:
+            request = await socket.recv()
+            await socket.send(Message({"n": request.header.get("n", "")}, request.body[::-1]))
+            with contextlib.suppress(ConnectionClosed):  # the caller may have closed its end by now
+                await socket.send(Message({"n": "later"}, b"not the answer"))
+
+        address = (await self.serve(transport, answer)).address
+        client = await self.another()
+        replies = await asyncio.gather(
+            *(client.exchange(address, Message({"n": str(i)}, b"ab%d" % i), timeout=self.timeout) for i in range(20))
+        )
+        expected = [({"n": str(i)}, (b"ab%d" % i)[::-1]) for i in range(20)]
+        assert [(r.header, r.body) for r in replies] == expected, "each exchange() returns its own first answer"
+
+        async def silent(socket: Socket) -> None:
+            await socket.recv()
+
+        quiet = (await self.serve(transport, silent)).address
+        with pytest.raises(ConnectionClosed):
+            await asyncio.wait_for(client.exchange(quiet, Message({}, b"x"), timeout=self.timeout), self.timeout)
+        with pytest.raises(Unavailable):
+            await client.exchange(self.dead_address, Message({}, b"x"), timeout=self.timeout)
 
     @requires("tls")
     async def test_t17_tls_round_trip(self) -> None:

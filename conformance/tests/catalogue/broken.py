@@ -931,6 +931,22 @@ class TransportDialsAfterClose(MemoryTransport):
         return await self._listen(address, handler)
 
 
+class TransportExchangeReadsToTheEnd(MemoryTransport):
+    """exchange() reads the socket to its end and returns the last message, not the first answer."""
+
+    async def _exchange(self, address, message, timeout):
+        socket = await self.dial(address, timeout=timeout)
+        try:
+            await socket.send_last(message)
+            reply = await socket.recv()
+            with contextlib.suppress(ConnectionClosed):
+                while True:
+                    reply = await socket.recv()
+            return reply
+        finally:
+            await socket.close()
+
+
 class TransportHandlerFailureStopsListener(MemoryTransport):
     async def listen(self, address, handler):
         listeners: list[Any] = []
@@ -1350,6 +1366,7 @@ CATALOGUE: list[Entry] = [
         "transport.handler", "handler-failure-stops-listener", TRANSPORT, "memory", TransportHandlerFailureStopsListener
     ),
     Entry("transport.started", "dials-after-close", TRANSPORT, "memory", TransportDialsAfterClose),
+    Entry("transport.exchange", "returns-the-last-message", TRANSPORT, "memory", TransportExchangeReadsToTheEnd),
     Entry("transport.bad-input", "coerces-headers", TRANSPORT, "memory", transport_with(CoercingHeaderSocket)),
     Entry("transport.addresses", "remote-is-local", TRANSPORT, "memory", transport_with(SwappedAddressSocket)),
     Entry("codec.content-type", "bare-content-type", CODEC, "json", CodecBareContentType),

@@ -1,4 +1,4 @@
-"""The tcp transport's unary paths: ``_call_unary`` (a request and its reply without a socket object, the RPC
+"""The tcp transport's unary paths: ``exchange`` (a request and its reply without a socket object, the RPC
 client's) and the listener's ``one_shot`` hook (a whole request handed to the handler, the RPC server's)."""
 
 from __future__ import annotations
@@ -64,7 +64,7 @@ async def test_a_unary_call_gets_its_reply_and_leaves_no_stream(server: TCPTrans
 
     listener = await server.listen("127.0.0.1:0", echo)
     replies = await asyncio.gather(
-        *(client._call_unary(listener.address, None, {"k": str(i)}, b"hi") for i in range(50))
+        *(client.exchange(listener.address, Message({"k": str(i)}, b"hi")) for i in range(50))
     )
     assert [(r.header, r.body) for r in replies] == [({"seen": str(i)}, b"HI") for i in range(50)]
     await eventually(lambda: streams(client) == 0 and streams(server) == 0)
@@ -80,7 +80,7 @@ async def test_a_reply_before_the_peers_end_resets_the_stream(server: TCPTranspo
         await asyncio.sleep(10)
 
     listener = await server.listen("127.0.0.1:0", answer_then_wait)
-    reply = await client._call_unary(listener.address, None, {}, b"x")
+    reply = await client.exchange(listener.address, Message({}, b"x"))
     assert reply.body == b"early"
     # The client closed the stream as a socket's close would (RESET): the server forgets it, sending is refused.
     await eventually(lambda: streams(server) == 0)
@@ -100,7 +100,7 @@ async def test_a_cancelled_call_resets_its_stream(server: TCPTransport, client: 
     listener = await server.listen("127.0.0.1:0", never_answer)
     with pytest.raises(TimeoutError):
         async with asyncio.timeout(0.1):
-            await client._call_unary(listener.address, None, {}, b"x")
+            await client.exchange(listener.address, Message({}, b"x"))
     assert streams(client) == 0
     await eventually(lambda: streams(server) == 0)  # the RESET reached it
     with pytest.raises(ConnectionClosed, match="closed the stream"):
@@ -115,7 +115,7 @@ async def test_an_end_without_a_reply_and_a_lost_connection_are_connection_close
 
     listener = await server.listen("127.0.0.1:0", hang_up)
     with pytest.raises(ConnectionClosed, match="ended the stream"):
-        await client._call_unary(listener.address, None, {}, b"x")
+        await client.exchange(listener.address, Message({}, b"x"))
 
     started = asyncio.Event()
 
@@ -124,7 +124,7 @@ async def test_an_end_without_a_reply_and_a_lost_connection_are_connection_close
         await asyncio.sleep(10)
 
     other = await server.listen("127.0.0.1:0", wait)
-    call = asyncio.create_task(client._call_unary(other.address, None, {}, b"x"))
+    call = asyncio.create_task(client.exchange(other.address, Message({}, b"x")))
     await asyncio.wait_for(started.wait(), 5)
     for conn in list(server._connections):
         conn.abort()
@@ -150,12 +150,12 @@ async def test_unary_calls_keep_to_max_streams_and_max_message_size(client: TCPT
         await limited.start()
         try:
             replies = await asyncio.gather(
-                *(limited._call_unary(listener.address, None, {}, b"%d" % i) for i in range(8))
+                *(limited.exchange(listener.address, Message({}, b"%d" % i)) for i in range(8))
             )
             assert [r.body for r in replies] == [b"%d" % i for i in range(8)]
             assert most <= 2, "the caller waited for a free stream instead of meeting a RESET"
             with pytest.raises(MessageTooLarge):
-                await limited._call_unary(listener.address, None, {}, b"x" * 2000)
+                await limited.exchange(listener.address, Message({}, b"x" * 2000))
         finally:
             await limited.close()
     finally:
@@ -174,7 +174,7 @@ async def test_the_one_shot_hook_takes_a_whole_request(server: TCPTransport, cli
 
     handler = Hooked(take)
     listener = await server.listen("127.0.0.1:0", handler)
-    reply = await client._call_unary(listener.address, None, {"a": "b"}, b"abc")
+    reply = await client.exchange(listener.address, Message({"a": "b"}, b"abc"))
     assert (reply.header, reply.body) == ({"path": "hook", "a": "b"}, b"cba")
     assert handler.ordinary == []
     await eventually(lambda: streams(server) == 0)
@@ -199,7 +199,7 @@ async def test_a_declined_or_failing_hook_leaves_the_request_to_the_socket_path(
 
     handler = Hooked(decline)
     listener = await server.listen("127.0.0.1:0", handler)
-    reply = await client._call_unary(listener.address, None, {"k": "v"}, b"body")
+    reply = await client.exchange(listener.address, Message({"k": "v"}, b"body"))
     assert (reply.header, reply.body) == ({"path": "socket"}, b"body")
     assert [(m.header, m.body) for m in handler.ordinary] == [({"k": "v"}, b"body")]
 
@@ -214,7 +214,7 @@ async def test_a_one_shot_reply_after_the_callers_reset_is_refused(server: TCPTr
         return True
 
     listener = await server.listen("127.0.0.1:0", Hooked(keep))
-    call = asyncio.create_task(client._call_unary(listener.address, None, {}, b"x"))
+    call = asyncio.create_task(client.exchange(listener.address, Message({}, b"x")))
     await asyncio.wait_for(handed.wait(), 5)
     call.cancel()  # the caller gives up: RESET
     with pytest.raises(asyncio.CancelledError):
@@ -231,7 +231,7 @@ async def test_a_one_shot_closed_without_a_reply_ends_the_stream(server: TCPTran
 
     listener = await server.listen("127.0.0.1:0", Hooked(hang_up))
     with pytest.raises(ConnectionClosed, match="ended the stream"):
-        await client._call_unary(listener.address, None, {}, b"x")
+        await client.exchange(listener.address, Message({}, b"x"))
     await eventually(lambda: streams(server) == 0)
 
 
@@ -243,7 +243,7 @@ async def test_a_draining_listener_still_sends_its_one_shot_replies(server: TCPT
         return True
 
     listener = await server.listen("127.0.0.1:0", Hooked(later))
-    calls = [asyncio.create_task(client._call_unary(listener.address, None, {}, b"%d" % i)) for i in range(3)]
+    calls = [asyncio.create_task(client.exchange(listener.address, Message({}, b"%d" % i))) for i in range(3)]
     await eventually(lambda: len(pending) == 3)
     await listener.close()  # drains: open streams finish, the connection closes after the last
     for reply, body in pending:
@@ -262,7 +262,7 @@ async def test_a_large_one_shot_request_reaches_the_hook_whole(server: TCPTransp
 
     listener = await server.listen("127.0.0.1:0", Hooked(take))
     big = bytes(range(256)) * (3 * 1024 * 1024 // 256)
-    reply = await client._call_unary(listener.address, None, {"k": "v"}, big)
+    reply = await client.exchange(listener.address, Message({"k": "v"}, big))
     assert reply.body == big[-10:]
     assert len(bodies) == 1
     assert bodies[0] == big

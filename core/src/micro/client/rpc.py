@@ -420,29 +420,16 @@ class RPCClient(Client):
         return self._response(await self._exchange(request, header, payload), codec, request)
 
     def _exchange(self, request: Request, header: dict[str, str], payload: bytes) -> Coroutine[Any, Any, Frame]:
-        """Send one request frame to ``request.node`` and return the reply frame (unary and raw calls).
+        """Send one request frame to ``request.node`` and return the reply frame (unary and raw calls):
+        the transport's :meth:`~micro.transport.Transport.exchange` (on tcp, one frame each way and no socket
+        object; elsewhere the socket steps).
 
         Not a coroutine itself: it returns the one that does the work, one coroutine fewer per call.
         """
-        transport = self.transport
-        one_shot = getattr(transport, "_call_unary", None)
-        if one_shot is not None and transport._component_state == "started":
-            # The tcp transport's unary path: the request in one frame, the reply handed straight to this call,
-            # no socket object (its inbox, waiters and half-close state) in between.
-            node = request.node
-            if node is None:
-                raise NoneAvailable(f"no node chosen for {request.service}")
-            call: Coroutine[Any, Any, Frame] = one_shot(node.address, self._dial_timeout(request), header, payload)
-            return call
-        return self._exchange_socket(request, header, payload)
-
-    async def _exchange_socket(self, request: Request, header: dict[str, str], payload: bytes) -> Frame:
-        socket = await self._dial(request)
-        try:
-            await socket.send_last(Frame(header, payload))  # one frame on tcp: the request and its end
-            return await socket.recv()
-        finally:
-            await socket.close()
+        node = request.node
+        if node is None:
+            raise NoneAvailable(f"no node chosen for {request.service}")
+        return self.transport.exchange(node.address, Frame(header, payload), timeout=self._dial_timeout(request))
 
     def _response(self, frame: Frame, codec: Codec, request: Request) -> Response:
         routing, metadata = _mucp.parse(frame.header)

@@ -179,7 +179,8 @@ class Transport(Component, abc.ABC):
     ``Connect``); after :meth:`close`, :meth:`dial` and :meth:`listen` raise
     :class:`~micro.errors.ConnectionClosed` until :meth:`start` is called again.
     The public methods apply the rule, then call the hooks a transport implements:
-    ``_dial(address, timeout)``, ``_listen(address, handler)``, and ``_start``/``_close``.
+    ``_dial(address, timeout)``, ``_listen(address, handler)``, and ``_start``/``_close``;
+    ``_exchange(address, message, timeout)`` (:meth:`exchange`) has a default on sockets.
     """
 
     interface: ClassVar[str] = "transport"
@@ -216,6 +217,38 @@ class Transport(Component, abc.ABC):
     async def _dial_opening(self, address: str, timeout: float | None) -> Socket:
         await self._open_for_use()
         return await self._dial(address, timeout)
+
+    def exchange(self, address: str, message: Message, *, timeout: float | None = None) -> Coroutine[Any, Any, Message]:
+        """One request and its reply: ``message`` as the last (and only) message of a new socket to ``address``,
+        and the first message the peer sends back on it.
+
+        What :meth:`dial`, :meth:`Socket.send_last`, :meth:`Socket.recv` and :meth:`Socket.close` do one after
+        the other (a client's unary call), and it raises as they would: what :meth:`dial` raises,
+        :class:`~micro.errors.MessageTooLarge` before anything is sent, and
+        :class:`~micro.errors.ConnectionClosed` when the peer ends or resets the socket without answering or
+        the connection is lost. ``timeout`` bounds connecting, as for :meth:`dial`; the wait for the reply is
+        the caller's to bound (cancel the call: the socket is then closed, as :meth:`Socket.close` would).
+        Whatever the peer sends after its first message is dropped.
+        """
+        # Not async, as dial: a started transport hands back the hook's coroutine (once per unary call).
+        if self._component_state != "started":
+            return self._exchange_opening(address, message, timeout)
+        return self._exchange(address, message, timeout)
+
+    async def _exchange_opening(self, address: str, message: Message, timeout: float | None) -> Message:
+        await self._open_for_use()
+        return await self._exchange(address, message, timeout)
+
+    async def _exchange(self, address: str, message: Message, timeout: float | None) -> Message:
+        """Hook of :meth:`exchange`, on a started transport. This default runs the steps on a socket; a
+        transport with a cheaper path for one request and its reply overrides it (tcp: one frame each way,
+        no socket object)."""
+        socket = await self.dial(address, timeout=timeout)
+        try:
+            await socket.send_last(message)
+            return await socket.recv()
+        finally:
+            await socket.close()
 
     async def listen(self, address: str | None, handler: Handler) -> Listener:
         """Accept sockets at ``address`` (``options.address`` when ``None``) and run ``handler`` for each.

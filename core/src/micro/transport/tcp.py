@@ -205,7 +205,7 @@ class _TCPSocket(StreamSocket):
 
 
 class _Unary:
-    """A one-shot call's stream on a dialled connection (:meth:`TCPTransport._call_unary`): no socket object.
+    """A one-shot call's stream on a dialled connection (:meth:`TCPTransport._exchange`): no socket object.
 
     The request left as one OPEN|MSG|END frame; the first message the peer
     sends resolves :attr:`reply` straight from ``data_received``. An END or
@@ -1204,8 +1204,8 @@ class TCPTransport(Transport):
         conn._active = True  # the socket opens its stream later: the idle sweep must not close it meanwhile
         return _TCPSocket(conn, 0)
 
-    async def _call_unary(self, address: str, timeout: float | None, header: dict[str, str], body: bytes) -> Message:
-        """One request and its one reply, without a socket object: the client's path for a unary call.
+    async def _exchange(self, address: str, message: Message, timeout: float | None) -> Message:
+        """:meth:`~micro.transport.Transport.exchange` without a socket object: the client's unary call.
 
         The request leaves as one OPEN|MSG|END frame (in the loop turn's write
         with the other frames of that turn); the reply is the first message the
@@ -1214,9 +1214,9 @@ class TCPTransport(Transport):
         what :meth:`dial`, ``send_last`` and ``recv`` of a dialled socket
         would: :class:`~micro.errors.ConnectionClosed` when the stream or the
         connection ends first. Cancelled (the caller's deadline), it resets the
-        stream, as closing the socket would. The caller checks that the
-        transport is started.
+        stream, as closing the socket would.
         """
+        header, body = message.header, message.body
         conn = self._pool.get(address)
         if conn is None or not conn.usable:
             conn = await self._connect(address, self.options.dial_timeout if timeout is None else timeout)
