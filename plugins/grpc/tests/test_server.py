@@ -8,6 +8,7 @@ at test time, and micro reads their hints when they are registered.
 import asyncio
 import dataclasses
 import logging
+import socket
 import time
 from collections.abc import AsyncIterator
 from types import ModuleType
@@ -419,3 +420,140 @@ async def test_a_unary_calls_deadline_ends_its_handler_with_a_timeout():
     assert code == grpc.StatusCode.DEADLINE_EXCEEDED
     assert details == "Napper.nap: deadline exceeded"
     assert trailers["micro-error-code"] == "408"
+
+
+# -- the listening port's own limits: connections, handshake, idle connections, metadata ----------------------
+
+
+async def _read_until_closed(sock: socket.socket, within: float) -> float:
+    """Seconds until the server closed ``sock`` (reading and dropping what it sent); fails after ``within``."""
+    started = time.monotonic()
+    sock.settimeout(within)
+    while await asyncio.to_thread(sock.recv, 4096):
+        pass
+    return time.monotonic() - started
+
+
+async def test_connections_beyond_max_connections_are_closed_as_accepted(echo, echo_handler):
+    pb2, pb2_grpc = echo
+    server = GRPCServer(GRPCServerOptions(name="echo.conns", max_connections=2), registry=MemoryRegistry())
+    server.handle(echo_handler(pb2))
+    await server.start()
+    host, port = server.address.rsplit(":", 1)
+    held = [socket.create_connection((host, int(port)), timeout=10) for _ in range(2)]
+    try:
+        for sock in held:  # accepted and served: the server's HTTP/2 SETTINGS frame arrives
+            sock.settimeout(10)
+            assert await asyncio.to_thread(sock.recv, 9), "a connection within max_connections was not served"
+        with socket.create_connection((host, int(port)), timeout=10) as third:
+            assert await _read_until_closed(third, within=10) < 10
+        # The same for a real client: no channel gets a connection while the two are held.
+        async with grpc.aio.insecure_channel(server.address) as channel:
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                await pb2_grpc.EchoStub(channel).Say(pb2.Msg(text="x"), timeout=2)
+            assert caught.value.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
+    finally:
+        for sock in held:
+            sock.close()
+    try:
+        # The slots come back when those connections close.
+        reply = None
+        for _ in range(50):  # bounded: 50 attempts of up to 2 s
+            async with grpc.aio.insecure_channel(server.address) as channel:
+                try:
+                    reply = await pb2_grpc.EchoStub(channel).Say(pb2.Msg(text="back"), timeout=2)
+                    break
+                except grpc.aio.AioRpcError:
+                    await asyncio.sleep(0.1)
+        assert reply is not None, "no call got through after the held connections closed"
+        assert reply.text.startswith("back")
+    finally:
+        await server.stop()
+
+
+async def test_a_peer_that_connects_and_sends_nothing_is_closed_after_handshake_timeout(echo, echo_handler):
+    pb2, _ = echo
+    server = GRPCServer(GRPCServerOptions(name="echo.shake", handshake_timeout=0.5), registry=MemoryRegistry())
+    server.handle(echo_handler(pb2))
+    await server.start()
+    host, port = server.address.rsplit(":", 1)
+    try:
+        with socket.create_connection((host, int(port)), timeout=10) as silent:
+            # grpcio's own default is 120 s: closed well within 10 s only if the option reached it.
+            assert 0.3 < await _read_until_closed(silent, within=10) < 10
+    finally:
+        await server.stop()
+
+
+async def test_an_idle_connection_is_ended_after_idle_timeout_and_the_next_call_reconnects(echo, echo_handler):
+    pb2, pb2_grpc = echo
+    server = GRPCServer(GRPCServerOptions(name="echo.idle", idle_timeout=0.5), registry=MemoryRegistry())
+    server.handle(echo_handler(pb2))
+    await server.start()
+    try:
+        async with grpc.aio.insecure_channel(server.address) as channel:
+            stub = pb2_grpc.EchoStub(channel)
+            await stub.Say(pb2.Msg(text="a"), timeout=10)
+            assert channel.get_state() == grpc.ChannelConnectivity.READY
+            for _ in range(200):  # bounded: 10 s for the server's GOAWAY after 0.5 s without a call
+                if channel.get_state() == grpc.ChannelConnectivity.IDLE:
+                    break
+                await asyncio.sleep(0.05)
+            assert channel.get_state() == grpc.ChannelConnectivity.IDLE, "the server kept an idle connection"
+            reply = await stub.Say(pb2.Msg(text="b"), timeout=10)
+            assert reply.text.startswith("b")
+    finally:
+        await server.stop()
+
+
+async def test_metadata_beyond_max_metadata_size_is_refused_before_the_handler(echo, echo_handler):
+    pb2, pb2_grpc = echo
+    served: list[str] = []
+
+    def record(next_: Any) -> Any:
+        async def handler(request: Any) -> Any:
+            served.append(request.endpoint)
+            return await next_(request)
+
+        return handler
+
+    server = GRPCServer(GRPCServerOptions(name="echo.meta", max_metadata_size=2048), registry=MemoryRegistry())
+    server.handle(echo_handler(pb2))
+    server.wrap(record)
+    await server.start()
+    try:
+        async with grpc.aio.insecure_channel(server.address) as channel:
+            stub = pb2_grpc.EchoStub(channel)
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                await stub.Say(pb2.Msg(text="x"), metadata=(("x-user", "a" * 4000),), timeout=10)
+            assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            assert served == []
+            reply = await stub.Say(pb2.Msg(text="y"), metadata=(("x-user", "a" * 100),), timeout=10)
+            assert reply.text.startswith("y")
+            assert served == ["Echo.Say"]
+    finally:
+        await server.stop()
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("MICRO_SERVER_MAX_CONNECTIONS", "0"),
+        ("MICRO_SERVER_IDLE_TIMEOUT", "0"),
+        ("MICRO_SERVER_HANDSHAKE_TIMEOUT", "-1"),
+        ("MICRO_SERVER_MAX_METADATA_SIZE", "many"),
+    ],
+)
+def test_bad_port_limits_are_refused_with_their_variable(variable, value):
+    from micro.plugins import create
+    from micro.server import Server
+
+    with pytest.raises(InvalidOption) as caught:
+        create("server", cls=Server, environ={"MICRO_SERVER": "grpc", variable: value})
+    assert variable in str(caught.value)
+
+
+def test_the_port_limits_have_safe_defaults():
+    options = GRPCServerOptions()
+    assert (options.max_connections, options.idle_timeout, options.handshake_timeout) == (1024, 300.0, 30.0)
+    assert options.max_metadata_size == 16384

@@ -50,6 +50,12 @@ def _count(value: object, option: str, most: int) -> None:
         raise InvalidOption(f"must be an integer from 1 to {most}, got {value!r}", option=option)
 
 
+def _seconds(value: object, option: str) -> None:
+    # grpcio takes whole milliseconds in a C int: at least 1 ms, at most about 24 days.
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0.001 <= value <= 2_000_000:
+        raise InvalidOption(f"must be a number of seconds from 0.001 to 2000000, got {value!r}", option=option)
+
+
 @dataclass(frozen=True, kw_only=True, slots=True)
 class GRPCServerOptions(ServerOptions):
     """Settings of the ``grpc`` server, on top of every server's."""
@@ -64,6 +70,18 @@ class GRPCServerOptions(ServerOptions):
     #: Calls running at once on the whole server (``MICRO_SERVER_MAX_CONCURRENT_RPCS``); more are refused with
     #: ``RESOURCE_EXHAUSTED`` rather than queued without bound.
     max_concurrent_rpcs: int = 1000
+    #: Connections open at once (``MICRO_SERVER_MAX_CONNECTIONS``); grpcio closes one more as it is accepted,
+    #: before any handshake, so idle or half-open sockets cannot take the process's file descriptors.
+    max_connections: int = 1024
+    #: Seconds a connection may stay without a call (``MICRO_SERVER_IDLE_TIMEOUT``) before the server ends it
+    #: with a GOAWAY; a client reconnects on its next call.
+    idle_timeout: float = 300.0
+    #: Seconds from accepting a connection to the end of its HTTP/2 (and TLS) handshake
+    #: (``MICRO_SERVER_HANDSHAKE_TIMEOUT``); a peer that connects and sends nothing is closed after it.
+    handshake_timeout: float = 30.0
+    #: Largest header block of a call, in bytes (``MICRO_SERVER_MAX_METADATA_SIZE``); a call with more metadata
+    #: is refused before its handler runs.
+    max_metadata_size: int = 16384
     #: Serve gRPC server reflection (``MICRO_SERVER_REFLECTION``).
     reflection: bool = True
     #: Serve ``grpc.health.v1.Health`` (``MICRO_SERVER_HEALTH``).
@@ -82,6 +100,10 @@ class GRPCServerOptions(ServerOptions):
         _count(self.max_message_size, "max_message_size", (1 << 31) - 1)
         _count(self.max_concurrent_streams, "max_concurrent_streams", 1 << 20)
         _count(self.max_concurrent_rpcs, "max_concurrent_rpcs", 1 << 20)
+        _count(self.max_connections, "max_connections", 1 << 20)
+        _count(self.max_metadata_size, "max_metadata_size", 1 << 24)
+        for option in ("idle_timeout", "handshake_timeout"):
+            _seconds(getattr(self, option), option)
         for option in ("reflection", "health"):
             if not isinstance(getattr(self, option), bool):
                 raise InvalidOption(f"must be true or false, got {getattr(self, option)!r}", option=option)

@@ -570,6 +570,12 @@ class GRPCServer(RPCServer):
                 ("grpc.max_receive_message_length", options.max_message_size),
                 ("grpc.max_send_message_length", options.max_message_size),
                 ("grpc.max_concurrent_streams", options.max_concurrent_streams),
+                ("grpc.max_allowed_incoming_connections", options.max_connections),
+                ("grpc.max_connection_idle_ms", round(options.idle_timeout * 1000)),
+                ("grpc.server_handshake_timeout_ms", round(options.handshake_timeout * 1000)),
+                # Soft and hard limit alike: between the two grpcio refuses a share of calls at random.
+                ("grpc.max_metadata_size", options.max_metadata_size),
+                ("grpc.absolute_max_metadata_size", options.max_metadata_size),
                 # Without this a second server binds a port already in use and steals half its calls.
                 ("grpc.so_reuseport", 0),
             ],
