@@ -26,13 +26,16 @@ GROUP = "rpc"
 CPU_GROUP = "rpc cpu"
 SERVER_CPU_GROUP = "rpc server cpu"
 #: The kinds whose CPU per call gets rows of its own (the gRPC goals' subjects and baseline).
-CPU_KINDS = ("grpc", "micro-grpc", "micro-grpc-server", "micro", "raw")
+CPU_KINDS = ("grpc", "grpc-typed", "micro-grpc", "micro-grpc-server", "micro", "raw")
 WORKER = str(HERE / "rpc_worker.py")
 KINDS = {
     "micro": "micro",
     "micro-nodebug": "micro (debug=False)",
     "raw": "raw asyncio echo",
     "grpc": "grpcio-aio",
+    # Not a goal's baseline: the like-for-like service a grpcio user writes (protobuf messages, a deadline on
+    # every call, the handler reading metadata and deadline), to show what "grpcio-aio"'s bytes echo leaves out.
+    "grpc-typed": "grpcio-aio, typed",
     "aiohttp": "aiohttp",
     # asyncmicro-grpc's server with micro's grpc client, then with grpcio's bytes client (as "grpcio-aio" uses):
     # the second isolates the server's cost over the raw grpc.aio echo.
@@ -143,6 +146,11 @@ async def run(ctx: Context) -> list[Row]:
         nats, tcp = by_label.get(KINDS["micro-nats"] + suffix), by_label.get(KINDS["micro"] + suffix)
         if nats is not None and tcp is not None and nats.value and tcp.value:
             nats.note += f"; {nats.value / tcp.value:.2f}x the tcp transport"
+        for group in (CPU_GROUP,):
+            cpu_by = {row.name: row for row in rows if row.group == group}
+            typed, micro = cpu_by.get(KINDS["grpc-typed"] + suffix), cpu_by.get(KINDS["micro-grpc"] + suffix)
+            if typed is not None and micro is not None and typed.value and micro.value:
+                micro.note += f"; {micro.value / typed.value:.2f}x grpcio-aio, typed"
     rows.append(await nameko_bench.run(ctx, GROUP, duration=ctx.pick(1.0, 5.0)))
     return rows
 

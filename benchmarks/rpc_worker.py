@@ -5,8 +5,10 @@
 prints one JSON line (see :class:`_harness.Load`). KIND is ``micro`` (``micro-nodebug``: the
 service without its Debug handler's trace and stats wrappers), ``raw``
 (length-prefixed asyncio echo), ``grpc`` (``grpc.aio`` unary, identity
-serializers), ``aiohttp`` (JSON POST), ``micro-grpc`` (the micro service served by asyncmicro-grpc,
-called with micro's grpc client), ``micro-grpc-server`` (the same server, called as ``grpc`` is),
+serializers), ``grpc-typed`` (``grpc.aio`` unary with protobuf messages, a 5 s deadline on
+every call, the handler reading the caller's metadata and deadline), ``aiohttp`` (JSON POST),
+``micro-grpc`` (the micro service served by asyncmicro-grpc, called with micro's grpc client),
+``micro-grpc-server`` (the same server, called as ``grpc`` is),
 ``micro-otel``, ``micro-otel-all``, ``micro-prometheus`` (the micro service with asyncmicro-opentelemetry at
 the default sample or every call sampled, or with asyncmicro-prometheus, selected by name) or
 ``micro-api`` (the micro service behind ``micro api``, asyncmicro-api's HTTP gateway, called as ``aiohttp`` is).
@@ -144,6 +146,53 @@ async def serve_grpc() -> None:
     await server.stop(0.5)
 
 
+def typed_messages() -> tuple[Any, Any]:
+    """Protobuf classes ``bench.Small`` and ``bench.Blob`` (the JSON bodies' fields), built from a descriptor in
+    code as grpcio-tools' generated modules would define them: the ``grpc-typed`` kind's messages."""
+    from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+
+    field_ = descriptor_pb2.FieldDescriptorProto
+    file = descriptor_pb2.FileDescriptorProto(name="bench_typed.proto", package="bench", syntax="proto3")
+    small = file.message_type.add(name="Small")
+    small.field.add(name="name", number=1, type=field_.TYPE_STRING, label=field_.LABEL_OPTIONAL)
+    small.field.add(name="id", number=2, type=field_.TYPE_INT64, label=field_.LABEL_OPTIONAL)
+    small.field.add(name="tags", number=3, type=field_.TYPE_STRING, label=field_.LABEL_REPEATED)
+    small.field.add(name="ok", number=4, type=field_.TYPE_BOOL, label=field_.LABEL_OPTIONAL)
+    blob = file.message_type.add(name="Blob")
+    blob.field.add(name="data", number=1, type=field_.TYPE_STRING, label=field_.LABEL_OPTIONAL)
+    pool = descriptor_pool.DescriptorPool()
+    pool.Add(file)
+    get = message_factory.GetMessageClass
+    return get(pool.FindMessageTypeByName("bench.Small")), get(pool.FindMessageTypeByName("bench.Blob"))
+
+
+async def serve_grpc_typed() -> None:
+    # What a grpcio user writes: message classes with their (de)serializers, the caller's metadata and
+    # deadline read as a handler that logs or propagates them would.
+    import grpc
+
+    small, blob = typed_messages()
+
+    async def echo(request: Any, context: Any) -> Any:
+        context.invocation_metadata()
+        context.time_remaining()
+        return request
+
+    def method(message: Any) -> Any:
+        return grpc.unary_unary_rpc_method_handler(
+            echo, request_deserializer=message.FromString, response_serializer=message.SerializeToString
+        )
+
+    handler = grpc.method_handlers_generic_handler("bench.Typed", {"Echo": method(small), "Blob": method(blob)})
+    server = grpc.aio.server()
+    server.add_generic_rpc_handlers((handler,))
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    print(f"READY 127.0.0.1:{port}", flush=True)
+    await until_stopped()
+    await server.stop(0.5)
+
+
 async def serve_aiohttp() -> None:
     from aiohttp import web
 
@@ -255,6 +304,7 @@ SERVERS: dict[str, Callable[[], Awaitable[None]]] = {
     "micro-nodebug": serve_micro_nodebug,
     "raw": serve_raw,
     "grpc": serve_grpc,
+    "grpc-typed": serve_grpc_typed,
     "aiohttp": serve_aiohttp,
     "micro-grpc": serve_micro_grpc,
     "micro-grpc-server": serve_micro_grpc,
@@ -403,6 +453,39 @@ async def clients_grpc(address: str, callers: int, connections: int, size: int) 
     return [make(stubs[i % connections]) for i in range(callers)], close
 
 
+async def clients_grpc_typed(address: str, callers: int, connections: int, size: int) -> tuple[list[Call], Any]:
+    import grpc
+
+    small, blob = typed_messages()
+    if size <= 0:
+        path, message = "/bench.Typed/Echo", small(**SMALL)
+    else:
+        path, message = "/bench.Typed/Blob", blob(data="x" * size)
+    kind = type(message)
+    options = [("grpc.max_receive_message_length", 8 * 2**20), ("grpc.max_send_message_length", 8 * 2**20)]
+    channels = [
+        grpc.aio.insecure_channel(address, options=[*options, ("bench.channel", i)]) for i in range(connections)
+    ]
+    stubs = [
+        channel.unary_unary(path, request_serializer=kind.SerializeToString, response_deserializer=kind.FromString)
+        for channel in channels
+    ]
+
+    def make(stub: Any) -> Call:
+        async def call() -> None:
+            reply = await stub(message, timeout=5.0)  # a deadline on every call, as micro's client sends
+            if type(reply) is not kind:
+                raise AssertionError(f"got {type(reply).__name__}")
+
+        return call
+
+    async def close() -> None:
+        for channel in channels:
+            await channel.close()
+
+    return [make(stubs[i % connections]) for i in range(callers)], close
+
+
 async def clients_micro_grpc(address: str, callers: int, connections: int, size: int) -> tuple[list[Call], Any]:
     from micro.registry.base import Node, Service
     from micro.registry.memory import MemoryRegistry
@@ -503,6 +586,7 @@ CLIENTS = {
     "micro-prometheus": clients_micro,
     "raw": clients_raw,
     "grpc": clients_grpc,
+    "grpc-typed": clients_grpc_typed,
     "aiohttp": clients_aiohttp,
     "micro-grpc": clients_micro_grpc,
     "micro-grpc-server": clients_grpc_to_micro,
