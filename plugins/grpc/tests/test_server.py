@@ -559,3 +559,37 @@ def test_the_port_limits_have_safe_defaults():
     options = GRPCServerOptions()
     assert (options.max_connections, options.idle_timeout, options.handshake_timeout) == (1024, 300.0, 30.0)
     assert options.max_metadata_size == 16384
+
+
+async def test_calls_that_never_send_their_request_are_bounded_too(echo, echo_handler):
+    # A peer can open calls and never send the request message: no handler runs, so micro's own count never
+    # sees them, and each holds a task and memory in the server until the peer goes. grpcio's limiter holds
+    # them to twice max_concurrent_rpcs; past that they are refused as they arrive.
+    pb2, pb2_grpc = echo
+    server = GRPCServer(GRPCServerOptions(name="echo.pending", max_concurrent_rpcs=5), registry=MemoryRegistry())
+    server.handle(echo_handler(pb2))
+    await server.start()
+    try:
+        async with grpc.aio.insecure_channel(server.address) as channel:
+            opened = channel.stream_unary("/echo.Echo/Say")  # a unary method, called as a client stream
+            pending = [opened(timeout=30) for _ in range(20)]
+            refused = 0
+            for _ in range(100):  # bounded: the refusals arrive within 10 s
+                refused = sum(call.done() for call in pending)
+                if refused >= 10:
+                    break
+                await asyncio.sleep(0.1)
+            assert refused == 10, f"{20 - refused} calls without a request held open, at most 10 allowed"
+            assert {await call.code() for call in pending if call.done()} == {grpc.StatusCode.RESOURCE_EXHAUSTED}
+            for call in pending:
+                call.cancel()
+            reply = None
+            for _ in range(50):  # bounded: the slots come back once grpcio sees the cancellations
+                try:
+                    reply = await pb2_grpc.EchoStub(channel).Say(pb2.Msg(text="z"), timeout=2)
+                    break
+                except grpc.aio.AioRpcError:
+                    await asyncio.sleep(0.1)
+            assert reply is not None, "the slots of cancelled calls did not come back"
+    finally:
+        await server.stop()

@@ -68,7 +68,8 @@ class GRPCServerOptions(ServerOptions):
     #: (its next call fails with ``UNAVAILABLE``, which micro's client retries); hence the margin.
     max_concurrent_streams: int = 1000
     #: Calls running at once on the whole server (``MICRO_SERVER_MAX_CONCURRENT_RPCS``); more are refused with
-    #: ``RESOURCE_EXHAUSTED`` rather than queued without bound.
+    #: ``RESOURCE_EXHAUSTED`` rather than queued without bound. Calls counted from their arrival, those whose
+    #: request message has not come yet included, are held to twice this.
     max_concurrent_rpcs: int = 1000
     #: Connections open at once (``MICRO_SERVER_MAX_CONNECTIONS``); grpcio closes one more as it is accepted,
     #: before any handshake, so idle or half-open sockets cannot take the process's file descriptors.

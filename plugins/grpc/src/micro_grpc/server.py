@@ -14,7 +14,9 @@ server does for each call, as the ``mucp`` server does (:mod:`micro.server.rpc`)
   as ``INTERNAL`` naming only the endpoint and that reference
   (:func:`micro.server.rpc.internal_error`);
 * messages are limited to ``max_message_size``, calls to ``max_concurrent_streams`` per connection and
-  ``max_concurrent_rpcs`` in all; while stopping, new calls get ``UNAVAILABLE``.
+  ``max_concurrent_rpcs`` running in all (and calls from their arrival, those still waiting for their request
+  included, to twice that); connections to ``max_connections``, idle ones to ``idle_timeout`` and handshakes
+  to ``handshake_timeout``; while stopping, new calls get ``UNAVAILABLE``.
 
 Besides the handlers it serves ``grpc.health.v1.Health`` (``SERVING`` while running, ``NOT_SERVING`` once
 stopping) and server reflection, both optional. Registration, subscribers, wrappers and the drain on
@@ -579,8 +581,11 @@ class GRPCServer(RPCServer):
                 # Without this a second server binds a port already in use and steals half its calls.
                 ("grpc.so_reuseport", 0),
             ],
-            # No maximum_concurrent_rpcs: grpcio's limiter costs more per call than the rest of its routing;
-            # the limit is counted here instead (_admit for micro's calls, _Limited for health and reflection).
+            # max_concurrent_rpcs is counted here (_admit for micro's calls, _Limited for health and reflection),
+            # with its own message, from when a handler starts. grpcio's limiter, at twice that, bounds what
+            # micro cannot see: calls from their arrival, those still waiting for a request message included (a
+            # peer can open streams and never send one; each holds a task and ~12 KiB until the peer goes).
+            maximum_concurrent_rpcs=2 * options.max_concurrent_rpcs,
         )
         self._grpc = server
         # micro's router first: grpcio asks the generic handlers in order for every call.
