@@ -33,8 +33,8 @@ from micro.selector import filter_protocol
 from micro.selector.base import Filter
 from micro.server.handler import describe
 
-from ._meta import inbound, outbound
-from .marshal import Marshal, is_message_class, json_marshal, proto_marshal, typed_marshal
+from ._meta import BODY_TYPE, JSON, inbound, outbound
+from .marshal import Marshal, is_message_class, json_form, json_marshal, proto_marshal, typed_marshal
 from .options import GRPCClientOptions, read_pem
 from .proto import describe_endpoints, message_classes
 from .status import from_status
@@ -99,16 +99,38 @@ def marshals(request_type: Any, response_type: Any) -> tuple[Marshal, Marshal]:
 _pairs: dict[tuple[Any, Any], tuple[Marshal, Marshal]] = {}
 
 
+def _call_marshals(request_type: Any, response_type: Any) -> tuple[Marshal, Marshal]:
+    """What a call sends and reads: :func:`marshals`, or JSON both ways when either side is JSON.
+
+    A JSON side means the caller has no gRPC form for it (a ``dict`` from a gateway or ``micro call``, no
+    response type): the call then says :data:`~micro_grpc._meta.BODY_TYPE` JSON, and a micro server reads
+    and answers it in JSON whatever its endpoint's own messages are.
+    """
+    found = marshals(request_type, response_type)
+    if "json" in (found[0].kind, found[1].kind) and found[0].kind != found[1].kind:
+        return json_form(request_type), json_form(response_type)
+    return found
+
+
 def _marshals(request_type: Any, response_type: Any) -> tuple[Marshal, Marshal]:
-    """:func:`marshals`, remembered per pair of types (the unary hot path asks for the same pair every call)."""
+    """:func:`_call_marshals`, remembered per pair of types (the unary hot path asks for the same pair every
+    call)."""
     key = (request_type, response_type)
     try:
         return _pairs[key]
     except KeyError:
-        found = _pairs[key] = marshals(request_type, response_type)
+        found = _pairs[key] = _call_marshals(request_type, response_type)
         return found
     except TypeError:  # an unhashable annotation
-        return marshals(request_type, response_type)
+        return _call_marshals(request_type, response_type)
+
+
+def _sent(metadata: Metadata | None, as_json: bool) -> list[tuple[str, str]] | None:
+    """The gRPC metadata of a call: ``metadata``'s, and :data:`~micro_grpc._meta.BODY_TYPE` when JSON."""
+    pairs = outbound(metadata) if metadata else None
+    if as_json:
+        return [*(pairs or ()), (BODY_TYPE, JSON)]
+    return pairs
 
 
 def _error(exc: grpc.aio.AioRpcError, request: Request) -> Exception:
@@ -198,6 +220,7 @@ class GRPCClient(RPCClient):
         node = self._node(request)
         request_marshal, response_marshal = _marshals(type(request.body), request.response_type)
         payload = request_marshal.encode(request.body)
+        as_json = request_marshal.kind == "json"
         address = node.address
         method = self._unary.get((address, request.endpoint))
         if method is None or address not in self._channels:
@@ -210,7 +233,7 @@ class GRPCClient(RPCClient):
         call = method(
             payload,
             timeout=None if deadline is None else max(0.0, deadline - time.monotonic()),
-            metadata=outbound(request.metadata) if request.metadata else None,
+            metadata=_sent(request.metadata, as_json) if request.metadata or as_json else None,
         )
         try:
             data = await call
@@ -233,9 +256,14 @@ class GRPCClient(RPCClient):
         """Open a streaming call (:class:`~micro.client.RPCClient`'s ``_open_stream`` hook); every gRPC call kind
         is one HTTP/2 stream, so one shape serves all three."""
         node = self._node(request)
+        response_type = request.response_type
+        if request.body is not NO_REQUEST:
+            as_json = _marshals(type(request.body), response_type)[0].kind == "json"
+        else:  # what the requests will be is known at the first send: the response type decides
+            as_json = _marshals(response_type, response_type)[1].kind == "json"
         method = self._channel(node.address).stream_stream(path_of(request.endpoint))
-        call = method(timeout=self._timeout(request), metadata=outbound(request.metadata))
-        stream = GRPCStream(call, request)
+        call = method(timeout=self._timeout(request), metadata=_sent(request.metadata, as_json) or ())
+        stream = GRPCStream(call, request, as_json=as_json)
         try:
             if request.body is not NO_REQUEST:
                 await stream.send(request.body)
@@ -249,9 +277,11 @@ class GRPCClient(RPCClient):
 class GRPCStream(Stream):
     """A streaming call over gRPC; requests are encoded by their own type, responses into ``response_type``."""
 
-    def __init__(self, call: Any, request: Request) -> None:
+    def __init__(self, call: Any, request: Request, *, as_json: bool = False) -> None:
         self._call = call
         self._request = request
+        #: The call said BODY_TYPE JSON: every message both ways is JSON of its type.
+        self._json = as_json
         self._metadata = Metadata()
         self._done = False
         self._closed = False
@@ -281,7 +311,9 @@ class GRPCStream(Stream):
             self._first = kind
         marshal = self._marshals.get(kind)
         if marshal is None:
-            marshal = self._marshals[kind] = marshals(kind, self._request.response_type)[0]
+            marshal = self._marshals[kind] = (
+                json_form(kind) if self._json else marshals(kind, self._request.response_type)[0]
+            )
         try:
             await self._call.write(marshal.encode(message))
         except grpc.aio.AioRpcError as exc:
@@ -312,7 +344,7 @@ class GRPCStream(Stream):
         if self._response is None:
             response_type = self._request.response_type
             first = self._first if self._first is not None else response_type
-            self._response = marshals(first, response_type)[1]
+            self._response = json_form(response_type) if self._json else marshals(first, response_type)[1]
         return self._response.decode(data)
 
     async def close_send(self) -> None:

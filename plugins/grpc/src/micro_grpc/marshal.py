@@ -26,7 +26,7 @@ from micro.codec.json import JSONCodec
 from micro.codec.types import ShapeError, convert, plain
 from micro.errors import CodecError, MicroError
 
-__all__ = ["Marshal", "is_message_class", "json_marshal", "proto_marshal", "typed_marshal"]
+__all__ = ["Marshal", "is_message_class", "json_form", "json_marshal", "proto_marshal", "typed_marshal"]
 
 _JSON = JSONCodec()
 
@@ -251,3 +251,26 @@ def json_marshal(tp: Any) -> Marshal:
             raise CodecError(f"not JSON: {exc}") from exc
 
     return Marshal(_JSON.marshal, decode, "json")
+
+
+def json_form(tp: Any) -> Marshal:
+    """JSON bytes for a value of ``tp`` whatever its gRPC form: what a call flagged as JSON carries (a body
+    passed through from HTTP, or a caller without the type). A ``protoc`` message class goes through protobuf's
+    JSON mapping (field names as in the ``.proto``); any other type as :func:`json_marshal` writes it."""
+    if not is_message_class(tp):
+        return json_marshal(tp)
+    from google.protobuf import json_format
+
+    def encode(value: Any) -> bytes:
+        if not isinstance(value, tp):
+            raise CodecError(f"expected a {tp.__name__} message, got {type(value).__name__}")
+        text: str = json_format.MessageToJson(value, preserving_proto_field_name=True, indent=None)
+        return text.encode()
+
+    def decode(data: bytes) -> Any:
+        try:
+            return json_format.Parse(data, tp())
+        except (json_format.ParseError, ValueError, TypeError, RecursionError) as exc:  # caller input
+            raise CodecError(f"not a {tp.__name__} in JSON: {exc}") from exc
+
+    return Marshal(encode, decode, "json")

@@ -37,15 +37,16 @@ from google.protobuf import descriptor_pb2, descriptor_pool
 from micro._deadline import Deadline
 from micro._redact import redact
 from micro.context import serving
-from micro.errors import EndpointNotFound, InternalError, MicroError, Timeout, Unavailable
+from micro.errors import BadRequest, EndpointNotFound, InternalError, MicroError, Timeout, Unavailable
 from micro.metadata import Metadata
 from micro.registry.base import Service
 from micro.server.base import Request
 from micro.server.handler import Kind, Method
 from micro.server.rpc import Route, RPCServer, internal_error
 
-from ._meta import inbound, outbound
-from .marshal import Marshal, is_message_class, json_marshal, proto_marshal, typed_marshal
+from ._meta import BODY_TYPE, JSON, outbound
+from ._meta import received as received_metadata
+from .marshal import Marshal, is_message_class, json_form, json_marshal, proto_marshal, typed_marshal
 from .options import GRPCServerOptions, read_pem
 from .proto import Described, describe_endpoints, message_classes
 from .status import ERROR_CODE, ERROR_ID, to_status
@@ -96,14 +97,24 @@ class _UnaryRequest(Request):
 
 
 class _Endpoint:
-    """What serving one endpoint needs besides its route: the request and response marshals."""
+    """What serving one endpoint needs besides its route: the request and response marshals, and the JSON
+    pair a call flagged with :data:`~micro_grpc._meta.BODY_TYPE` uses instead."""
 
-    __slots__ = ("handler", "request", "response")
+    __slots__ = ("handler", "json", "request", "response")
 
-    def __init__(self, request: Marshal, response: Marshal) -> None:
+    def __init__(self, request: Marshal, response: Marshal, json: _Endpoint | None = None) -> None:
         self.request = request
         self.response = response
+        self.json = json
         self.handler: grpc.RpcMethodHandler | None = None
+
+    def chosen(self, body_type: str, name: str) -> _Endpoint:
+        """The marshals for a call that said ``body_type`` (``""``: the endpoint's own)."""
+        if not body_type:
+            return self
+        if body_type == JSON and self.json is not None:
+            return self.json
+        raise BadRequest(f"{name}: unsupported {BODY_TYPE} {body_type[:_ECHO]!r}; only {JSON!r}", id=name)
 
 
 class _Router(grpc.GenericRpcHandler):  # type: ignore[misc]
@@ -267,7 +278,9 @@ class GRPCServer(RPCServer):
                 return None
             method = route.method
             found = _Endpoint(
-                self._marshal(method, method.request_type, True), self._marshal(method, method.response_type, False)
+                self._marshal(method, method.request_type, True),
+                self._marshal(method, method.response_type, False),
+                _Endpoint(json_form(method.request_type), json_form(method.response_type)),
             )
             found.handler = self._method_handler(method, found)
             self._endpoints[endpoint] = found
@@ -306,12 +319,15 @@ class GRPCServer(RPCServer):
     # for RPCServer's drain as well would only cost time on every call.
 
     def _grpc_request(
-        self, method: Method, decode: Callable[[bytes], Any], received: Any, context: Any
-    ) -> tuple[Request, float | None]:
-        """The :class:`Request` handler wrappers see for a call, and the call's deadline (monotonic)."""
+        self, method: Method, marshals: _Endpoint, received: Any, context: Any
+    ) -> tuple[Request, float | None, _Endpoint]:
+        """The :class:`Request` handler wrappers see for a call, the call's deadline (monotonic), and the
+        marshals its messages are in (the endpoint's own, or JSON when the client said so)."""
         if not self.accepting:
             raise Unavailable(f"{self.options.name} is shutting down", id=self.options.name)
-        metadata = inbound(context.invocation_metadata())
+        metadata, body_type = received_metadata(context.invocation_metadata() or ())
+        marshals = marshals.chosen(body_type, self.options.name)
+        decode = marshals.request.decode
         remaining = context.time_remaining()
         if method.kind.client_streams:
             body: Any = _decoded(received, decode)
@@ -327,7 +343,7 @@ class GRPCServer(RPCServer):
             kind=method.kind,
             remote=context.peer() or "",
         )
-        return request, (time.monotonic() + remaining if remaining is not None else None)
+        return request, (time.monotonic() + remaining if remaining is not None else None), marshals
 
     def _grpc_route(self, endpoint: str) -> Route:
         route = self.route(endpoint)
@@ -351,7 +367,8 @@ class GRPCServer(RPCServer):
         if method.kind.client_streams:
             return self._grpc_client_stream(method, marshals)
         endpoint = method.name
-        decode = marshals.request.decode if method.takes_request else None
+        takes_request = method.takes_request
+        decode = marshals.request.decode if takes_request else None
         encode = marshals.response.encode
         limit = self.options.max_concurrent_rpcs
         name = self.options.name
@@ -367,7 +384,15 @@ class GRPCServer(RPCServer):
                     if not self.accepting:
                         raise Unavailable(f"{name} is shutting down", id=name)
                     pairs = context.invocation_metadata()
-                    metadata = inbound(pairs) if pairs else Metadata()
+                    decoder, encoder = decode, encode
+                    if pairs:
+                        metadata, body_type = received_metadata(pairs)
+                        if body_type:  # a JSON body passed through (a gateway, `micro call`): JSON both ways
+                            chosen = marshals.chosen(body_type, name)
+                            decoder = chosen.request.decode if takes_request else None
+                            encoder = chosen.response.encode
+                    else:
+                        metadata = Metadata()
                     remaining = context.time_remaining()
                     deadline = time.monotonic() + remaining if remaining is not None else None
                     request = _UnaryRequest(
@@ -375,7 +400,7 @@ class GRPCServer(RPCServer):
                         endpoint,
                         metadata,
                         dict(metadata) if metadata else {},
-                        decode(received) if decode is not None else None,
+                        decoder(received) if decoder is not None else None,
                         kind,
                         context.peer() or "",
                     )
@@ -398,7 +423,7 @@ class GRPCServer(RPCServer):
                                     raise Timeout(f"{endpoint}: deadline exceeded", id=name) from exc
                                 raise
                     try:
-                        payload = encode(result)
+                        payload = encoder(result)
                     except MicroError as exc:
                         # The handler returned something the endpoint's type cannot carry: the server's fault.
                         raise InternalError(f"{endpoint}: cannot encode the response: {exc}", id=name) from exc
@@ -420,17 +445,15 @@ class GRPCServer(RPCServer):
     def _grpc_client_stream(self, method: Method, marshals: _Endpoint) -> Callable[[Any, Any], Awaitable[bytes]]:
         """A client-streaming call: requests read as the handler iterates them, one response."""
         endpoint = method.name
-        decode = marshals.request.decode
-        response = marshals.response
 
         async def serve(received: Any, context: Any) -> bytes:
             headers: Metadata | None = None
             try:
-                request, deadline = self._grpc_request(method, decode, received, context)
+                request, deadline, chosen = self._grpc_request(method, marshals, received, context)
                 call = self._grpc_route(endpoint).call
                 with serving(request.metadata, deadline) as headers:
                     result = await self.within(deadline, endpoint, call(request))
-                payload = self._grpc_encode(response, result, endpoint)
+                payload = self._grpc_encode(chosen.response, result, endpoint)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -449,14 +472,13 @@ class GRPCServer(RPCServer):
     def _grpc_streaming(self, method: Method, marshals: _Endpoint) -> Callable[[Any, Any], Awaitable[None]]:
         """A server-streaming or bidirectional call: responses written as the handler yields them."""
         endpoint = method.name
-        decode = marshals.request.decode
 
         async def serve(received: Any, context: Any) -> None:
             headers: Metadata | None = None
             try:
-                request, deadline = self._grpc_request(method, decode, received, context)
+                request, deadline, chosen = self._grpc_request(method, marshals, received, context)
                 with serving(request.metadata, deadline) as headers:
-                    await self.within(deadline, endpoint, self._grpc_write_all(request, marshals, context))
+                    await self.within(deadline, endpoint, self._grpc_write_all(request, chosen, context))
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
