@@ -1,7 +1,7 @@
 """Run micro's benchmarks side by side with the alternatives and print a table of ratios.
 
     python benchmarks/run.py            # the full run (under 10 minutes on 2 cores)
-    python benchmarks/run.py --quick    # a spot check (under a minute)
+    python benchmarks/run.py --quick    # a spot check (under two minutes)
     python benchmarks/run.py --only rpc,selector --markdown out.md
 
 Absolute numbers drift on a shared machine; ratios measured in the same run
@@ -231,7 +231,7 @@ async def run_suites(ctx: Context, names: Sequence[str]) -> tuple[list[Row], dic
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="small counts and short windows (< 60 s)")
+    parser.add_argument("--quick", action="store_true", help="small counts and short windows (under two minutes)")
     parser.add_argument("--only", default="", help=f"comma-separated suites: {', '.join(SUITES)}")
     parser.add_argument("--markdown", type=Path, help="also write the tables as Markdown to this file")
     args = parser.parse_args(argv)
