@@ -973,6 +973,34 @@ class _Connection(asyncio.Protocol):
             self._listener._release(self)
 
 
+async def _accept(loop: asyncio.AbstractEventLoop, sock: _socket.socket) -> _socket.socket:
+    """The next connection on the listening ``sock``, accepted in this coroutine.
+
+    Not ``loop.sock_accept``: that accepts in the loop's read callback and hands the socket over through a
+    future, so a caller cancelled between the two (the listener closing) drops a connection that was already
+    accepted, and its socket is only closed, with a ``ResourceWarning``, when it is garbage collected. Here
+    a cancellation can only come while waiting for the socket to be readable, before anything is accepted.
+    """
+    fd = sock.fileno()
+    while True:
+        try:
+            client, _ = sock.accept()
+            return client
+        except (BlockingIOError, InterruptedError):
+            pass
+        readable = loop.create_future()
+        loop.add_reader(fd, _wake, readable)
+        try:
+            await readable
+        finally:
+            loop.remove_reader(fd)
+
+
+def _wake(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
 class _TCPListener(Listener):
     """Accepts connections itself (not through ``loop.create_server``) to enforce ``max_connections`` and to
     back off, with one log line per interval, when the process runs out of file descriptors."""
@@ -1015,7 +1043,7 @@ class _TCPListener(Listener):
         backoff = _BACKOFF_MIN
         while True:
             try:
-                client, _ = await loop.sock_accept(sock)
+                client = await _accept(loop, sock)
             except OSError as exc:
                 if exc.errno in _NO_RESOURCES:
                     # asyncio's own accept loop logs a traceback per failed accept here, many per second.
