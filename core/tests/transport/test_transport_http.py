@@ -272,3 +272,44 @@ async def test_concurrent_unary_exchanges_keep_their_connections(server: HTTPTra
     # A connection is handed back once its exchange has ended on both sides; a caller may dial again just
     # before that, so allow twice the callers, far below one connection per call.
     assert len(peers) <= 2 * callers, f"{len(peers)} connections for {callers * calls} calls"
+
+
+async def test_small_messages_a_handler_does_not_read_are_bounded_by_what_they_hold() -> None:
+    """Unread messages count their header and their Python objects, not their body alone.
+
+    Empty-bodied messages counted for nothing: a listener whose handler did not read kept reading them,
+    every one held (~500 bytes each), for as long as the peer sent. Now reading stops at the limit.
+    """
+    release = asyncio.Event()
+    accepted: list[Socket] = []
+
+    async def idle(socket: Socket) -> None:
+        accepted.append(socket)
+        await release.wait()
+
+    server = HTTPTransport()
+    listener = await server.listen("127.0.0.1:0", idle)
+    host, _, port = listener.address.rpartition(":")
+    _reader, writer = await asyncio.open_connection(host, int(port))
+    header = {"Content-Type": "application/json", "Micro-Id": "1", "Micro-Stream": "true", "X": "y"}
+    batch = chunk(b"".join(frame(0x02, header) for _ in range(1000)))
+    writer.write(request_head(listener.address) + chunk(PREFACE + frame(0x02, header)))
+    sent = 0
+    try:
+        for _ in range(200):  # at most 200,000 messages, ~14 MB on the wire
+            writer.write(batch)
+            try:
+                await asyncio.wait_for(writer.drain(), 1.0)
+            except TimeoutError:
+                break  # the listener stopped reading, and the socket buffers are full
+            sent += 1000
+        await asyncio.sleep(0.3)
+        (socket,) = accepted
+        inbox = len(socket._inbox)  # type: ignore[attr-defined]
+        # 8 MiB (the default limit) at ~900 bytes a message is ~9,300 messages; the old count held every one.
+        assert inbox < 20_000, f"{inbox} unread messages held (of {sent} sent)"
+    finally:
+        release.set()
+        writer.close()
+        await listener.close()
+        await server.close()

@@ -66,7 +66,7 @@ from aiohttp import web
 
 from ..errors import BadRequest, ConnectionClosed, MessageTooLarge, Timeout, Unavailable
 from ._ratelog import RateLimitedLog
-from ._stream import StreamSocket, check_header, format_address, logger, run_handler, split_address
+from ._stream import StreamSocket, check_header, format_address, held_size, logger, run_handler, split_address
 from ._tls import client_context, server_context
 from .base import Handler, Listener, Message, Socket, Transport
 from .options import TransportOptions
@@ -288,11 +288,11 @@ class _HTTPSocket(StreamSocket):
 
     def _deliver(self, message: Message) -> None:
         if not self._closed:
-            self._unread += len(message.body)
+            self._unread += held_size(message)
         super()._deliver(message)
 
     def _consumed(self, message: Message) -> None:
-        self._unread -= len(message.body)
+        self._unread -= held_size(message)
         if self._room is not None and self._unread <= self._high // 2:
             room, self._room = self._room, None
             if not room.done():
