@@ -674,7 +674,10 @@ async def _pump(stream: Stream, receive: Receive, send: Send, *, sends: bool) ->
 
     async def outbound() -> str:
         async for item in stream:
-            await send({"type": "websocket.send", "text": _dumps(item).decode()})
+            try:
+                await send({"type": "websocket.send", "text": _dumps(item).decode()})
+            except OSError:  # ASGI: a send to a client that went away raises an OSError (uvicorn's ClientDisconnected)
+                return "gone"
         return "done"
 
     reader = asyncio.create_task(inbound())
