@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import struct
 from collections.abc import AsyncIterator
 from typing import Any
@@ -313,3 +314,19 @@ async def test_small_messages_a_handler_does_not_read_are_bounded_by_what_they_h
         writer.close()
         await listener.close()
         await server.close()
+
+
+async def test_malformed_requests_are_one_line_without_a_traceback(
+    listener: Listener, caplog: pytest.LogCaptureFixture
+) -> None:
+    """aiohttp logged each request it could not parse as an ERROR with a traceback: a peer could fill the log."""
+    too_long = f"POST {PATH} HTTP/1.1\r\nHost: x\r\nX-Pad: {'a' * 10_000}\r\n\r\n".encode()
+    too_many = f"POST {PATH} HTTP/1.1\r\n".encode() + b"".join(b"h%d: v\r\n" % i for i in range(500)) + b"\r\n"
+    with caplog.at_level(logging.DEBUG):
+        for request in (too_long, too_many, too_long):
+            reply = await raw_exchange(listener.address, request)
+            assert reply.startswith((b"HTTP/1.0 400", b"HTTP/1.1 400")), reply[:80]
+    assert not [r for r in caplog.records if r.exc_info or r.levelno >= logging.ERROR], caplog.text
+    lines = [r.getMessage() for r in caplog.records if "malformed HTTP request" in r.getMessage()]
+    assert len(lines) == 1, lines  # rate-limited: one line for the three
+    assert lines[0].startswith("http transport: refused a malformed HTTP request: ")

@@ -90,6 +90,7 @@ from ..errors import (
 from ..registry import Node, Registry, Service
 from ..registry.cache import RegistryCache
 from ..registry.heartbeat import Heartbeat
+from ..transport._ratelog import PeerErrorLogger, RateLimitedLog
 from . import _proof
 from .base import (
     Broker,
@@ -521,6 +522,7 @@ class HTTPBroker(Broker):
         self._replays = _proof.Replays(self.options.auth_window, _REPLAY_LIMIT)
         self._posts = asyncio.Semaphore(self.options.max_concurrent_posts)
         self._refused_connections = 0
+        self._peer_errors = RateLimitedLog(logger)
         self._tasks: set[asyncio.Task[None]] = set()
         # Local subscriptions, by node id.
         self._subscribers: dict[str, _HTTPSubscriber] = {}
@@ -584,6 +586,8 @@ class HTTPBroker(Broker):
             keepalive_timeout=options.idle_timeout,
             # A body left unread (a refused request) is not read and discarded: the connection closes.
             lingering_time=0,
+            # A request aiohttp cannot parse is a rate-limited line, not an ERROR with a traceback per request.
+            logger=PeerErrorLogger(self._peer_errors, "http broker"),
         )
         await runner.setup()
         # Set before listening: a connection can arrive while create_server finishes starting.

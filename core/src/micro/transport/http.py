@@ -65,7 +65,7 @@ import msgpack
 from aiohttp import web
 
 from ..errors import BadRequest, ConnectionClosed, MessageTooLarge, Timeout, Unavailable
-from ._ratelog import RateLimitedLog
+from ._ratelog import PeerErrorLogger, RateLimitedLog
 from ._stream import StreamSocket, check_header, format_address, held_size, logger, run_handler, split_address
 from ._tls import client_context, server_context
 from .base import Handler, Listener, Message, Socket, Transport
@@ -535,7 +535,14 @@ class _HTTPListener(Listener):
         self._budget = _Budget(options.max_partial_bytes)
         # keepalive_timeout also closes a connection that never completes a request head (aiohttp arms it on
         # connect). A body left unread (a refused or reset request) is not drained: the connection closes.
-        self._web = web.Server(self._handle, access_log=None, keepalive_timeout=options.idle_timeout, lingering_time=0)
+        self._web = web.Server(
+            self._handle,
+            access_log=None,
+            keepalive_timeout=options.idle_timeout,
+            lingering_time=0,
+            # A request aiohttp cannot parse is a rate-limited line, not an ERROR with a traceback per request.
+            logger=PeerErrorLogger(owner._log, "http transport"),
+        )
         self._server: asyncio.Server | None = None
         self._sockets: set[_ServerSocket] = set()
         #: Connections with a socket in progress (the others are idle between requests).
