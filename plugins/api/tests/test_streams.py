@@ -199,3 +199,21 @@ async def test_a_websocket_that_goes_away_while_the_gateway_waits_to_send_is_no_
                 await asyncio.sleep(0.02)
         await asyncio.sleep(0.1)
     assert not [r for r in caplog.records if r.levelname == "ERROR"], caplog.text
+
+
+@pytest.mark.api_options(read_timeout=0.5)
+async def test_a_websocket_server_stream_whose_request_never_comes_is_closed_with_4408(
+    api: Running, service: str
+) -> None:
+    """The socket answers pings but never sends the stream's request: it held a WebSocket slot for
+    ``stream_timeout`` (an hour by default); now the request must come within ``read_timeout``."""
+    async with connect(ws_url(api, f"/{service}/Shop/tick")) as ws:
+        async with asyncio.timeout(10):
+            error = json.loads(await ws.recv())["error"]
+            with pytest.raises(ConnectionClosed) as closed:
+                await ws.recv()
+    assert error["code"] == 408
+    assert "did not arrive within 0.5s" in error["detail"]
+    assert closed.value.rcvd is not None
+    assert closed.value.rcvd.code == 4408
+    assert api.gateway._websockets == 0
