@@ -57,7 +57,8 @@ class APIOptions(Options):
     max_websockets: int = 100
     #: Seconds an idle keep-alive connection stays open (``MICRO_API_IDLE_TIMEOUT``).
     idle_timeout: float = 5.0
-    #: Seconds a client may take to send a request body (``MICRO_API_READ_TIMEOUT``); slower is a 408.
+    #: Seconds a client may take to send a request, head and body (``MICRO_API_READ_TIMEOUT``); slower is a 408.
+    #: A WebSocket to a server stream must send its one request within it too (else it is closed with 4408).
     read_timeout: float = 30.0
     #: The deadline of each call (``MICRO_API_REQUEST_TIMEOUT``); a ``Timeout`` request header may only lower it.
     #: A call that misses it is a 504.
