@@ -51,7 +51,7 @@ class APIOptions(Options):
     cors_origins: tuple[str, ...] = ()
     #: Largest request body, and largest WebSocket message, in bytes (``MICRO_API_MAX_BODY_SIZE``); more is a 413.
     max_body_size: int = 1024 * 1024
-    #: Connections (and requests in flight) served at once (``MICRO_API_MAX_CONNECTIONS``); more get a 503.
+    #: Connections open at once (``MICRO_API_MAX_CONNECTIONS``); one more is answered 503 as it is accepted and closed.
     max_connections: int = 1000
     #: WebSockets open at once (``MICRO_API_MAX_WEBSOCKETS``); more are refused (the handshake gets HTTP 403).
     max_websockets: int = 100
