@@ -371,3 +371,17 @@ async def test_malformed_requests_are_one_line_without_a_traceback(make, caplog)
     lines = [r.getMessage() for r in caplog.records if "malformed HTTP request" in r.getMessage()]
     assert len(lines) == 1, lines  # rate-limited: one line for the three
     assert lines[0].startswith("http broker: refused a malformed HTTP request: ")
+
+
+async def test_a_burst_of_connections_does_not_overshoot_max_connections(make):
+    """aiohttp counts a connection a loop turn after it is accepted: a batch of accepts overshot the limit."""
+    broker, _, _ = await subscribed(make, max_connections=20)
+    host, port = broker.address.rsplit(":", 1)
+    clients = await asyncio.gather(*(asyncio.open_connection(host, int(port)) for _ in range(200)))
+    try:
+        await asyncio.sleep(0.5)
+        open_here = len(broker._runner.server.connections)
+        assert open_here <= 20, f"{open_here} connections open, max_connections 20"
+    finally:
+        for _, writer in clients:
+            writer.close()

@@ -330,3 +330,20 @@ async def test_malformed_requests_are_one_line_without_a_traceback(
     lines = [r.getMessage() for r in caplog.records if "malformed HTTP request" in r.getMessage()]
     assert len(lines) == 1, lines  # rate-limited: one line for the three
     assert lines[0].startswith("http transport: refused a malformed HTTP request: ")
+
+
+async def test_a_burst_of_connections_does_not_overshoot_max_connections() -> None:
+    """aiohttp counts a connection a loop turn after it is accepted: a batch of accepts overshot the limit."""
+    server = HTTPTransport(TransportOptions(max_connections=20))
+    listener = await server.listen("127.0.0.1:0", echo)
+    host, _, port = listener.address.rpartition(":")
+    clients = await asyncio.gather(*(asyncio.open_connection(host, int(port)) for _ in range(200)))
+    try:
+        await asyncio.sleep(0.5)
+        open_here = len(listener._web.connections)  # type: ignore[attr-defined]
+        assert open_here <= 20, f"{open_here} connections open, max_connections 20"
+    finally:
+        for _, writer in clients:
+            writer.close()
+        await listener.close()
+        await server.close()

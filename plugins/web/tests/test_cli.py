@@ -114,6 +114,30 @@ async def test_connections_past_max_connections_are_closed_as_they_are_accepted(
         for _, w in held:
             w.close()
         await asyncio.sleep(0.3)
-        async with aiohttp.ClientSession() as session:  # room again
-            async with session.get(f"{url}/api/services", headers={TOKEN_HEADER: token}) as r:
-                assert r.status == 200
+        async with (  # room again
+            aiohttp.ClientSession() as session,
+            session.get(f"{url}/api/services", headers={TOKEN_HEADER: token}) as r,
+        ):
+            assert r.status == 200
+
+
+async def test_a_burst_of_connections_does_not_overshoot_max_connections(
+    environ: dict[str, str], micro_web: MicroWeb
+) -> None:
+    """aiohttp counts a connection a loop turn after it is accepted: a batch of accepts overshot the limit."""
+    with micro_web({**environ, "MICRO_WEB_MAX_CONNECTIONS": "20"}) as (url, _):
+        host, port = url.removeprefix("http://").rsplit(":", 1)
+        clients = await asyncio.gather(*(asyncio.open_connection(host, int(port)) for _ in range(200)))
+
+        async def still_open(reader: asyncio.StreamReader) -> bool:
+            try:
+                async with asyncio.timeout(1.0):
+                    await reader.read()
+                return False
+            except TimeoutError:
+                return True
+
+        kept = sum(await asyncio.gather(*(still_open(reader) for reader, _ in clients)))
+        for _, writer in clients:
+            writer.close()
+        assert kept <= 20, f"{kept} connections kept open, MICRO_WEB_MAX_CONNECTIONS 20"

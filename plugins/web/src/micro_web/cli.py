@@ -65,9 +65,20 @@ def command(address: str | None) -> None:
             server = runner.server
             assert server is not None
 
+            arriving = 0
+
+            def arrived() -> None:
+                nonlocal arriving
+                arriving -= 1
+
             def connection() -> asyncio.BaseProtocol:
                 # aiohttp keeps no limit of connections: one past max_connections is closed as it is accepted.
-                if len(server.connections) < options.max_connections:
+                # It counts a connection in connection_made, a loop turn later: those on their way count too, or
+                # a batch of accepts overshoots the limit.
+                nonlocal arriving
+                if len(server.connections) + arriving < options.max_connections:
+                    arriving += 1
+                    loop.call_soon(arrived)  # runs just before the connection's connection_made
                     return server()
                 return _Closing()
 
