@@ -356,3 +356,32 @@ async def test_logs_name_no_node_ids_and_no_addresses(make, registry, caplog):
     assert node_tag(refusing.id) in text
     for secret_ish in (dead.id, refusing.id, dead_address, refusing.address):
         assert secret_ish not in text
+
+
+async def test_malformed_requests_are_one_line_without_a_traceback(make, caplog):
+    """aiohttp logged each request it could not parse as an ERROR with a traceback: a peer could fill the log."""
+    broker, _, _ = await subscribed(make)
+    too_long = b"POST / HTTP/1.1\r\nHost: x\r\nX-Pad: " + b"a" * 10_000 + b"\r\n\r\n"
+    too_many = b"POST / HTTP/1.1\r\n" + b"".join(b"h%d: v\r\n" % i for i in range(500)) + b"\r\n"
+    with caplog.at_level(logging.DEBUG):
+        for request in (too_long, too_many, too_long):
+            reply = await raw_exchange(broker.address, request)
+            assert reply.startswith((b"HTTP/1.0 400", b"HTTP/1.1 400")), reply[:80]
+    assert not [r for r in caplog.records if r.exc_info or r.levelno >= logging.ERROR], caplog.text
+    lines = [r.getMessage() for r in caplog.records if "malformed HTTP request" in r.getMessage()]
+    assert len(lines) == 1, lines  # rate-limited: one line for the three
+    assert lines[0].startswith("http broker: refused a malformed HTTP request: ")
+
+
+async def test_a_burst_of_connections_does_not_overshoot_max_connections(make):
+    """aiohttp counts a connection a loop turn after it is accepted: a batch of accepts overshot the limit."""
+    broker, _, _ = await subscribed(make, max_connections=20)
+    host, port = broker.address.rsplit(":", 1)
+    clients = await asyncio.gather(*(asyncio.open_connection(host, int(port)) for _ in range(200)))
+    try:
+        await asyncio.sleep(0.5)
+        open_here = len(broker._runner.server.connections)
+        assert open_here <= 20, f"{open_here} connections open, max_connections 20"
+    finally:
+        for _, writer in clients:
+            writer.close()

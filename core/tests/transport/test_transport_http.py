@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import struct
 from collections.abc import AsyncIterator
 from typing import Any
@@ -272,3 +273,77 @@ async def test_concurrent_unary_exchanges_keep_their_connections(server: HTTPTra
     # A connection is handed back once its exchange has ended on both sides; a caller may dial again just
     # before that, so allow twice the callers, far below one connection per call.
     assert len(peers) <= 2 * callers, f"{len(peers)} connections for {callers * calls} calls"
+
+
+async def test_small_messages_a_handler_does_not_read_are_bounded_by_what_they_hold() -> None:
+    """Unread messages count their header and their Python objects, not their body alone.
+
+    Empty-bodied messages counted for nothing: a listener whose handler did not read kept reading them,
+    every one held (~500 bytes each), for as long as the peer sent. Now reading stops at the limit.
+    """
+    release = asyncio.Event()
+    accepted: list[Socket] = []
+
+    async def idle(socket: Socket) -> None:
+        accepted.append(socket)
+        await release.wait()
+
+    server = HTTPTransport()
+    listener = await server.listen("127.0.0.1:0", idle)
+    host, _, port = listener.address.rpartition(":")
+    _reader, writer = await asyncio.open_connection(host, int(port))
+    header = {"Content-Type": "application/json", "Micro-Id": "1", "Micro-Stream": "true", "X": "y"}
+    batch = chunk(b"".join(frame(0x02, header) for _ in range(1000)))
+    writer.write(request_head(listener.address) + chunk(PREFACE + frame(0x02, header)))
+    sent = 0
+    try:
+        for _ in range(200):  # at most 200,000 messages, ~14 MB on the wire
+            writer.write(batch)
+            try:
+                await asyncio.wait_for(writer.drain(), 1.0)
+            except TimeoutError:
+                break  # the listener stopped reading, and the socket buffers are full
+            sent += 1000
+        await asyncio.sleep(0.3)
+        (socket,) = accepted
+        inbox = len(socket._inbox)  # type: ignore[attr-defined]
+        # 8 MiB (the default limit) at ~900 bytes a message is ~9,300 messages; the old count held every one.
+        assert inbox < 20_000, f"{inbox} unread messages held (of {sent} sent)"
+    finally:
+        release.set()
+        writer.close()
+        await listener.close()
+        await server.close()
+
+
+async def test_malformed_requests_are_one_line_without_a_traceback(
+    listener: Listener, caplog: pytest.LogCaptureFixture
+) -> None:
+    """aiohttp logged each request it could not parse as an ERROR with a traceback: a peer could fill the log."""
+    too_long = f"POST {PATH} HTTP/1.1\r\nHost: x\r\nX-Pad: {'a' * 10_000}\r\n\r\n".encode()
+    too_many = f"POST {PATH} HTTP/1.1\r\n".encode() + b"".join(b"h%d: v\r\n" % i for i in range(500)) + b"\r\n"
+    with caplog.at_level(logging.DEBUG):
+        for request in (too_long, too_many, too_long):
+            reply = await raw_exchange(listener.address, request)
+            assert reply.startswith((b"HTTP/1.0 400", b"HTTP/1.1 400")), reply[:80]
+    assert not [r for r in caplog.records if r.exc_info or r.levelno >= logging.ERROR], caplog.text
+    lines = [r.getMessage() for r in caplog.records if "malformed HTTP request" in r.getMessage()]
+    assert len(lines) == 1, lines  # rate-limited: one line for the three
+    assert lines[0].startswith("http transport: refused a malformed HTTP request: ")
+
+
+async def test_a_burst_of_connections_does_not_overshoot_max_connections() -> None:
+    """aiohttp counts a connection a loop turn after it is accepted: a batch of accepts overshot the limit."""
+    server = HTTPTransport(TransportOptions(max_connections=20))
+    listener = await server.listen("127.0.0.1:0", echo)
+    host, _, port = listener.address.rpartition(":")
+    clients = await asyncio.gather(*(asyncio.open_connection(host, int(port)) for _ in range(200)))
+    try:
+        await asyncio.sleep(0.5)
+        open_here = len(listener._web.connections)  # type: ignore[attr-defined]
+        assert open_here <= 20, f"{open_here} connections open, max_connections 20"
+    finally:
+        for _, writer in clients:
+            writer.close()
+        await listener.close()
+        await server.close()

@@ -483,6 +483,51 @@ async def test_incomplete_frames_are_bounded_by_max_partial_bytes(make_server: C
 # -- writing to a peer that does not read ---------------------------------------------------------
 
 
+async def test_small_messages_a_handler_does_not_read_are_bounded_by_what_they_hold(
+    make_server: Callable[..., TCPTransport],
+) -> None:
+    """Unread messages count their header and their Python objects, not their body alone.
+
+    Empty-bodied messages counted for nothing: a listener whose handler did not read kept reading them,
+    every one held (~500 bytes each), for as long as the peer sent. Now reading stops at the limit.
+    """
+    release = asyncio.Event()
+    accepted: list[Socket] = []
+
+    async def idle(socket: Socket) -> None:
+        if accepted:
+            await echo(socket)  # the normal call at the end
+            return
+        accepted.append(socket)
+        await release.wait()
+
+    server = make_server()
+    listener = await server.listen("127.0.0.1:0", idle)
+    _reader, writer = await raw(listener.address)
+    header = {"Content-Type": "application/json", "Micro-Id": "1", "Micro-Stream": "true", "X": "y"}
+    batch = b"".join(frame(1, MSG, b"", header) for _ in range(1000))
+    writer.write(frame(1, OPEN))
+    sent = 0
+    try:
+        for _ in range(200):  # at most 200,000 messages, ~14 MB on the wire
+            writer.write(batch)
+            try:
+                await asyncio.wait_for(writer.drain(), 1.0)
+            except TimeoutError:
+                break  # the listener stopped reading, and the socket buffers are full
+            sent += 1000
+        await asyncio.sleep(0.3)
+        (socket,) = accepted
+        inbox = len(socket._inbox)  # type: ignore[attr-defined]
+        # 8 MiB (the default limit) at ~900 bytes a message is ~9,300 messages; the old count held every one.
+        assert inbox < 20_000, f"{inbox} unread messages held (of {sent} sent)"
+    finally:
+        release.set()
+        await hang_up(writer)
+    await eventually(lambda: not connections(server) and not server._tasks)
+    await assert_serves(listener.address)
+
+
 async def test_replies_to_a_peer_that_stopped_reading_wait_instead_of_piling_up(
     make_server: Callable[..., TCPTransport],
 ) -> None:

@@ -245,6 +245,28 @@ async def test_a_non_websocket_upgrade_is_ignored(api: Running, service: str) ->
 
 
 @pytest.mark.api_options(max_connections=3)
+async def test_a_silent_connection_over_the_limit_is_refused_as_it_is_accepted(api: Running) -> None:
+    """Connections that send nothing were held for idle_timeout each, however many came (3,000 all open)."""
+    held = [await connect(api) for _ in range(3)]
+    try:
+        await asyncio.sleep(0.2)  # accepted and counted
+        reader, writer = await connect(api)  # sends nothing
+        async with asyncio.timeout(2):  # well before idle_timeout (5 s)
+            status, _, body = await response(reader)
+            assert await reader.read() == b""
+        assert status == 503, body
+        assert b"too many connections" in body
+        writer.close()
+        for held_reader, _ in held:  # those within the limit are still open
+            with pytest.raises(TimeoutError):
+                async with asyncio.timeout(0.3):
+                    await held_reader.read()
+    finally:
+        for _, held_writer in held:
+            held_writer.close()
+
+
+@pytest.mark.api_options(max_connections=3)
 async def test_the_connection_limit_answers_503_and_closes(api: Running) -> None:
     held = [await connect(api) for _ in range(3)]
     try:

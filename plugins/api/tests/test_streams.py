@@ -169,3 +169,51 @@ async def test_a_websocket_that_goes_away_ends_the_servers_stream(api: Running, 
             await ws.recv()
         assert TICKING
     await until_nothing_ticks()
+
+
+async def test_a_websocket_that_goes_away_while_the_gateway_waits_to_send_is_no_error(
+    api: Running, service: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A client that stops reading, then goes: the gateway's blocked send fails (uvicorn's ClientDisconnected,
+    an ``OSError`` as ASGI says); that is the client going, not an error to log with a traceback."""
+    host, port = api.url.removeprefix("http://").rsplit(":", 1)
+    reader, writer = await asyncio.open_connection(host, int(port))
+    writer.write(
+        f"GET /{service}/Shop/count HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n".encode()
+    )
+    async with asyncio.timeout(10):
+        assert b" 101 " in await reader.readuntil(b"\r\n\r\n")
+    request = json.dumps({"to": 10_000_000}).encode()
+    writer.write(bytes([0x81, 0x80 | len(request)]) + b"\0\0\0\0" + request)  # one masked text frame
+    await writer.drain()
+    gateway = api.gateway
+    async with asyncio.timeout(10):
+        while not gateway._websockets:  # noqa: ASYNC110 - polled with a deadline
+            await asyncio.sleep(0.02)
+    await asyncio.sleep(1.0)  # nothing is read: the socket buffers fill and the gateway's send waits
+    with caplog.at_level("ERROR", logger="micro.api"):
+        writer.transport.abort()
+        async with asyncio.timeout(10):
+            while gateway._websockets:  # noqa: ASYNC110 - polled with a deadline
+                await asyncio.sleep(0.02)
+        await asyncio.sleep(0.1)
+    assert not [r for r in caplog.records if r.levelname == "ERROR"], caplog.text
+
+
+@pytest.mark.api_options(read_timeout=0.5)
+async def test_a_websocket_server_stream_whose_request_never_comes_is_closed_with_4408(
+    api: Running, service: str
+) -> None:
+    """The socket answers pings but never sends the stream's request: it held a WebSocket slot for
+    ``stream_timeout`` (an hour by default); now the request must come within ``read_timeout``."""
+    async with connect(ws_url(api, f"/{service}/Shop/tick")) as ws:
+        async with asyncio.timeout(10):
+            error = json.loads(await ws.recv())["error"]
+            with pytest.raises(ConnectionClosed) as closed:
+                await ws.recv()
+    assert error["code"] == 408
+    assert "did not arrive within 0.5s" in error["detail"]
+    assert closed.value.rcvd is not None
+    assert closed.value.rcvd.code == 4408
+    assert api.gateway._websockets == 0

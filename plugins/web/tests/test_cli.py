@@ -90,3 +90,54 @@ async def _call(url: str, token: str, body: dict[str, object]) -> tuple[int, dic
     headers = {TOKEN_HEADER: token}
     async with aiohttp.ClientSession() as session, session.post(f"{url}/api/call", json=body, headers=headers) as r:
         return r.status, await r.json()
+
+
+async def test_connections_past_max_connections_are_closed_as_they_are_accepted(
+    environ: dict[str, str], micro_web: MicroWeb
+) -> None:
+    """aiohttp keeps no connection limit: 3,000 silent connections were all held for idle_timeout."""
+    with micro_web({**environ, "MICRO_WEB_MAX_CONNECTIONS": "2"}) as (url, token):
+        host, port = url.removeprefix("http://").rsplit(":", 1)
+        held = [await asyncio.open_connection(host, int(port)) for _ in range(2)]
+        await asyncio.sleep(0.3)  # accepted: aiohttp counts a connection once it is made
+        reader, writer = await asyncio.open_connection(host, int(port))
+        async with asyncio.timeout(5):
+            assert await reader.read() == b""  # closed at once, unanswered
+        writer.close()
+        for r, _ in held:  # the two within the limit stay open
+            try:
+                async with asyncio.timeout(0.5):
+                    await r.read()
+                raise AssertionError("a connection within max_connections was closed")
+            except TimeoutError:
+                pass
+        for _, w in held:
+            w.close()
+        await asyncio.sleep(0.3)
+        async with (  # room again
+            aiohttp.ClientSession() as session,
+            session.get(f"{url}/api/services", headers={TOKEN_HEADER: token}) as r,
+        ):
+            assert r.status == 200
+
+
+async def test_a_burst_of_connections_does_not_overshoot_max_connections(
+    environ: dict[str, str], micro_web: MicroWeb
+) -> None:
+    """aiohttp counts a connection a loop turn after it is accepted: a batch of accepts overshot the limit."""
+    with micro_web({**environ, "MICRO_WEB_MAX_CONNECTIONS": "20"}) as (url, _):
+        host, port = url.removeprefix("http://").rsplit(":", 1)
+        clients = await asyncio.gather(*(asyncio.open_connection(host, int(port)) for _ in range(200)))
+
+        async def still_open(reader: asyncio.StreamReader) -> bool:
+            try:
+                async with asyncio.timeout(1.0):
+                    await reader.read()
+                return False
+            except TimeoutError:
+                return True
+
+        kept = sum(await asyncio.gather(*(still_open(reader) for reader, _ in clients)))
+        for _, writer in clients:
+            writer.close()
+        assert kept <= 20, f"{kept} connections kept open, MICRO_WEB_MAX_CONNECTIONS 20"

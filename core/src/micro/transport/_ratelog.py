@@ -7,7 +7,7 @@ import time
 from collections.abc import Callable
 from typing import Final
 
-__all__ = ["INTERVAL", "RateLimitedLog"]
+__all__ = ["INTERVAL", "PeerErrorLogger", "RateLimitedLog"]
 
 #: Seconds between two lines about the same kind of event.
 INTERVAL: Final = 10.0
@@ -42,3 +42,30 @@ class RateLimitedLog:
         if missed and last is not None:
             message = f"{message} (and {missed} more like it in the last {now - last:.0f}s)"
         self._logger.log(level, "%s", message)
+
+
+class PeerErrorLogger(logging.Logger):
+    """The ``logger`` of an aiohttp server (the http transport's listener, the http broker's endpoint).
+
+    aiohttp answers a request it cannot parse (a line or header over its limits, bytes that are not HTTP)
+    with 400 and logs it with ``logger.exception``: an ERROR with a traceback for each one, so a peer sending
+    garbage fills the log. Here such a request is one line per interval of ``log`` with the reason, naming
+    ``where``, without a traceback; everything else goes to ``aiohttp.server`` as before.
+    """
+
+    def __init__(self, log: RateLimitedLog, where: str) -> None:
+        super().__init__("aiohttp.server")
+        self.parent = logging.getLogger("aiohttp.server")  # its level and handlers, as aiohttp's own logger
+        self._events = log
+        self._where = where
+
+    def exception(self, msg: object, *args: object, exc_info: object = True, **kwargs: object) -> None:
+        from aiohttp.http_exceptions import HttpProcessingError
+
+        if isinstance(exc_info, HttpProcessingError):
+            reason = str(exc_info.message).splitlines()[0][:200] if exc_info.message else type(exc_info).__name__
+            self._events.event(
+                "bad_http_request", logging.WARNING, f"{self._where}: refused a malformed HTTP request: {reason}"
+            )
+            return
+        super().exception(msg, *args, exc_info=exc_info, **kwargs)  # type: ignore[arg-type]

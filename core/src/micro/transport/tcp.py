@@ -71,6 +71,7 @@ from ._stream import (
     StreamSocket,
     check_header,
     format_address,
+    held_size,
     logger,
     run_handler,
     split_address,
@@ -198,10 +199,10 @@ class _TCPSocket(StreamSocket):
     def _deliver(self, message: Message) -> None:
         if not self._closed:
             super()._deliver(message)
-            self._conn._hold(len(message.body))
+            self._conn._hold(held_size(message))
 
     def _consumed(self, message: Message) -> None:
-        self._conn._unhold(len(message.body))
+        self._conn._unhold(held_size(message))
 
 
 class _Unary:

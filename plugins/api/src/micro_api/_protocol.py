@@ -19,7 +19,8 @@ Requests on one connection are answered one at a time, in order: pipelined reque
 queue (at most :data:`MAX_PIPELINED`; the connection stops reading while one waits, and a client that
 pipelines more is answered that many and closed). Errors the protocol finds itself are answered with
 Go Micro's error JSON (as the gateway's) and close the connection: 400 for a request httptools cannot
-parse, 408 when a request does not arrive in time, 413 and 431 for sizes, 503 over ``max_connections``.
+parse, 408 when a request does not arrive in time, 413 and 431 for sizes, 503 over ``max_connections`` (as
+the connection is accepted).
 """
 
 from __future__ import annotations
@@ -201,6 +202,14 @@ class GatewayProtocol(asyncio.Protocol):
         self.connections.add(self)
         self.client = _address(transport.get_extra_info("peername"))
         self.server = _address(transport.get_extra_info("sockname"))
+        if len(self.connections) > self.max_connections:
+            # Refused as it is accepted, not when a request comes: connections that send nothing were held for
+            # idle_timeout each, as many as arrived (3,000 silent ones all open; at the descriptor limit asyncio
+            # logs a traceback per failed accept). The 503 goes out first; closing at once keeps the bound hard.
+            self._write_error(503, "too many connections, try again later", close=True)
+            self.done = True  # what the client sends is dropped
+            transport.close()
+            return
         self.idle_since = now = self.loop.time()
         self._arm(now + self.idle_timeout)
 

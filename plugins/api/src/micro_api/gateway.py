@@ -612,7 +612,16 @@ class Gateway:
                 metadata = metadata_of(scope["headers"])
                 timeout = self._timeout(scope, self.options.stream_timeout)
                 if route.kind == "server_stream":
-                    first = await _next_message(receive)
+                    # Its one request must arrive as a request body must, within read_timeout: a socket that
+                    # never sent it (and answered pings) held one of max_websockets for all of stream_timeout.
+                    try:
+                        async with asyncio.timeout(self.options.read_timeout):
+                            first = await _next_message(receive)
+                    except TimeoutError:
+                        seconds = self.options.read_timeout
+                        raise RequestTimeout(
+                            f"the stream's request did not arrive within {seconds}s", id=GATEWAY
+                        ) from None
                     if first is None:
                         return
                     stream = await self.client.stream(
@@ -674,7 +683,10 @@ async def _pump(stream: Stream, receive: Receive, send: Send, *, sends: bool) ->
 
     async def outbound() -> str:
         async for item in stream:
-            await send({"type": "websocket.send", "text": _dumps(item).decode()})
+            try:
+                await send({"type": "websocket.send", "text": _dumps(item).decode()})
+            except OSError:  # ASGI: a send to a client that went away raises an OSError (uvicorn's ClientDisconnected)
+                return "gone"
         return "done"
 
     reader = asyncio.create_task(inbound())

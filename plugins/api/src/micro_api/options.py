@@ -51,13 +51,14 @@ class APIOptions(Options):
     cors_origins: tuple[str, ...] = ()
     #: Largest request body, and largest WebSocket message, in bytes (``MICRO_API_MAX_BODY_SIZE``); more is a 413.
     max_body_size: int = 1024 * 1024
-    #: Connections (and requests in flight) served at once (``MICRO_API_MAX_CONNECTIONS``); more get a 503.
+    #: Connections open at once (``MICRO_API_MAX_CONNECTIONS``); one more is answered 503 as it is accepted and closed.
     max_connections: int = 1000
     #: WebSockets open at once (``MICRO_API_MAX_WEBSOCKETS``); more are refused (the handshake gets HTTP 403).
     max_websockets: int = 100
     #: Seconds an idle keep-alive connection stays open (``MICRO_API_IDLE_TIMEOUT``).
     idle_timeout: float = 5.0
-    #: Seconds a client may take to send a request body (``MICRO_API_READ_TIMEOUT``); slower is a 408.
+    #: Seconds a client may take to send a request, head and body (``MICRO_API_READ_TIMEOUT``); slower is a 408.
+    #: A WebSocket to a server stream must send its one request within it too (else it is closed with 4408).
     read_timeout: float = 30.0
     #: The deadline of each call (``MICRO_API_REQUEST_TIMEOUT``); a ``Timeout`` request header may only lower it.
     #: A call that misses it is a 504.

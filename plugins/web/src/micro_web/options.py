@@ -28,6 +28,8 @@ class WebOptions(Options):
     max_body: int = 1_048_576
     #: Requests handled at once; more get a 503 at once instead of queueing without bound.
     max_requests: int = 64
+    #: Connections kept open at once (``MICRO_WEB_MAX_CONNECTIONS``); one more is closed as it is accepted.
+    max_connections: int = 256
     #: Seconds one call made from the dashboard may take.
     call_timeout: float = 30.0
     #: Seconds an idle keep-alive connection is kept open.
@@ -41,7 +43,11 @@ class WebOptions(Options):
             raise InvalidOption(f"must be host:port, got {self.address!r}", option="address")
         if self.token and len(self.token) < 16:
             raise InvalidOption("must be at least 16 characters (or empty for a random one)", option="token")
-        for name, low, high in (("max_body", 1024, 64 << 20), ("max_requests", 1, 10_000)):
+        for name, low, high in (
+            ("max_body", 1024, 64 << 20),
+            ("max_requests", 1, 10_000),
+            ("max_connections", 1, 100_000),
+        ):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
                 raise InvalidOption(f"must be an integer from {low} to {high}, got {value!r}", option=name)
