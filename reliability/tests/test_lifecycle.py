@@ -45,16 +45,23 @@ async def test_sigterm_drains_every_call_in_flight(spawn: Any, unique: str, clie
 
 async def test_rolling_restart_fails_no_call(spawn: Any, unique: str, client: Client, figure: Figure) -> None:
     """Two instances restarted one after the other (SIGTERM, then a new one) under a steady stream of
-    calls from 8 callers: no call fails."""
+    calls from 8 callers: no call fails.
+
+    As a rolling restart is done for real, the next instance is stopped only once its replacement takes
+    calls (a readiness check): until the callers' selector has seen the replacement, the instance being
+    stopped may be the only one it knows, and a node that has left answers no retry.
+    """
     instances = [await spawn(unique), await spawn(unique)]
     outcomes = {"ok": 0, "failed": 0}
     errors: list[str] = []
+    served_by: set[int] = set()
     stop = asyncio.Event()
 
     async def caller() -> None:
         while not stop.is_set():
             try:
-                await client.call(unique, "Echo.hello", {"name": "r"}, timeout=10)
+                reply = await client.call(unique, "Echo.hello", {"name": "r"}, timeout=10)
+                served_by.add(reply["pid"])
                 outcomes["ok"] += 1
             except MicroError as exc:
                 outcomes["failed"] += 1
@@ -66,9 +73,10 @@ async def test_rolling_restart_fails_no_call(spawn: Any, unique: str, client: Cl
         await eventually(lambda: outcomes["ok"] > 50, "calls flowing before the restart", timeout=20)
         for index in range(len(instances)):
             await instances[index].stop()
-            instances[index] = await spawn(unique)
+            instances[index] = replacement = await spawn(unique)
             before = outcomes["ok"]
             await eventually(lambda before=before: outcomes["ok"] > before + 50, "calls flowing again", timeout=20)
+            await eventually(lambda pid=replacement.pid: pid in served_by, "the replacement taking calls", timeout=20)
     finally:
         stop.set()
         await asyncio.gather(*callers)
