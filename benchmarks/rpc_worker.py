@@ -127,6 +127,19 @@ async def serve_raw() -> None:
     server.close()
 
 
+async def serve_grpc_handler(handler: Any) -> None:
+    """A ``grpc.aio`` server with one generic ``handler`` on a loopback port, until stopped."""
+    import grpc
+
+    server = grpc.aio.server()
+    server.add_generic_rpc_handlers((handler,))
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    print(f"READY 127.0.0.1:{port}", flush=True)
+    await until_stopped()
+    await server.stop(0.5)
+
+
 async def serve_grpc() -> None:
     import grpc
 
@@ -137,13 +150,7 @@ async def serve_grpc() -> None:
         "bench.Echo",
         {"Echo": grpc.unary_unary_rpc_method_handler(echo)},  # no (de)serializers: bytes in, bytes out
     )
-    server = grpc.aio.server()
-    server.add_generic_rpc_handlers((handler,))
-    port = server.add_insecure_port("127.0.0.1:0")
-    await server.start()
-    print(f"READY 127.0.0.1:{port}", flush=True)
-    await until_stopped()
-    await server.stop(0.5)
+    await serve_grpc_handler(handler)
 
 
 def typed_messages() -> tuple[Any, Any]:
@@ -184,13 +191,7 @@ async def serve_grpc_typed() -> None:
         )
 
     handler = grpc.method_handlers_generic_handler("bench.Typed", {"Echo": method(small), "Blob": method(blob)})
-    server = grpc.aio.server()
-    server.add_generic_rpc_handlers((handler,))
-    port = server.add_insecure_port("127.0.0.1:0")
-    await server.start()
-    print(f"READY 127.0.0.1:{port}", flush=True)
-    await until_stopped()
-    await server.stop(0.5)
+    await serve_grpc_handler(handler)
 
 
 async def serve_aiohttp() -> None:

@@ -26,11 +26,7 @@ _SKIPPED = ("grpc-", "user-agent", "content-type", "te", "micro-error-", BODY_TY
 
 def inbound(pairs: Iterable[Any] | None) -> Metadata:
     """The micro metadata in received gRPC metadata: text entries only, protocol headers left out."""
-    found = Metadata()
-    for key, value in pairs or ():
-        if isinstance(value, str) and not key.startswith(":") and not key.startswith(_SKIPPED):
-            found[key] = value
-    return found
+    return received(pairs or ())[0]
 
 
 def received(pairs: Iterable[Any]) -> tuple[Metadata, str]:
